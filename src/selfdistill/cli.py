@@ -1,0 +1,232 @@
+"""`ssd`: one subcommand per stage. Prompts -> `sample` -> `train` -> `eval` -> `analyze` -> `report`;
+`run` chains them, `sweep` repeats them over a T_train x T_eval grid.
+
+Stage commands take `--preset NAME` and/or `--config FILE`, then any config field as a flag
+(`--top-k 20`, `--use-lora`) or as `key=value`; `ssd config show` prints what they resolve to.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import config as cfgmod
+from .config import ConfigError, EvalConfig, SampleConfig, TrainConfig
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="The model registry: list and fetch models.", invoke_without_command=True)
+config_app = typer.Typer(help="Presets and resolved configs.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+app.add_typer(sandbox_app, name="sandbox")
+console = Console(stderr=True)
+
+STAGE_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+PRESET = typer.Option(None, "--preset", "-p", help="A preset name (`ssd config presets`).")
+CONFIG = typer.Option(None, "--config", "-c", help="A YAML config file.")
+
+
+def flags_to_overrides(args: list[str]) -> list[str]:
+    """`--top-k 20 --use-lora --no-packing seed=3` -> ['top_k=20', 'use_lora=true', 'packing=false', 'seed=3']."""
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            key = key.replace("-", "_")
+            if eq:
+                out.append(f"{key}={value}")
+            elif i + 1 < len(args) and not args[i + 1].startswith("--") and "=" not in args[i + 1]:
+                out.append(f"{key}={args[i + 1]}")
+                i += 1
+            elif key.startswith("no_"):
+                out.append(f"{key[3:]}=false")
+            else:
+                out.append(f"{key}=true")
+        elif "=" in arg:
+            out.append(arg)
+        else:
+            raise ConfigError(f"unexpected argument {arg!r}: use --key value or key=value")
+        i += 1
+    return out
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _stage_config(cls, preset, config_file, ctx: typer.Context):
+    try:
+        return cfgmod.load_stage_config(cls, preset, config_file, flags_to_overrides(ctx.args))
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def _not_implemented(stage: str, issue: int) -> None:
+    _fail(f"`ssd {stage}` is not implemented yet (issue #{issue}).", code=3)
+
+
+@app.command(context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(SampleConfig)))
+def sample(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
+    """Sample the frozen model once per prompt at T_train with truncation (stage 1)."""
+    cfg = _stage_config(SampleConfig, preset, config, ctx)
+    try:
+        from .sample import sample as run_stage
+    except ModuleNotFoundError:
+        _not_implemented("sample", 4)
+    run_stage(cfg)
+
+
+@app.command(context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(TrainConfig)))
+def train(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
+    """SFT on the raw samples (stage 2)."""
+    cfg = _stage_config(TrainConfig, preset, config, ctx)
+    try:
+        from .train import train as run_stage
+    except ModuleNotFoundError:
+        _not_implemented("train", 6)
+    run_stage(cfg)
+
+
+@app.command(name="eval", context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(EvalConfig)))
+def eval_(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
+    """Evaluate a model on a benchmark: sandboxed pass@k with CIs over a temperature sweep (stage 3)."""
+    cfg = _stage_config(EvalConfig, preset, config, ctx)
+    try:
+        from .evaluate import evaluate as run_stage
+    except ModuleNotFoundError:
+        _not_implemented("eval", 5)
+    run_stage(cfg)
+
+
+@app.command(context_settings=STAGE_SETTINGS)
+def run(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
+    """The whole loop: sample, train, evaluate base and SSD, analyze, report."""
+    try:
+        cfg = cfgmod.load_run_config(preset or ("qwen2.5-coder-0.5b-instruct" if not config else None), config, flags_to_overrides(ctx.args))
+    except ConfigError as e:
+        _fail(str(e))
+    try:
+        from .run import run as run_stage
+    except ModuleNotFoundError:
+        _not_implemented("run", 7)
+    run_stage(cfg)
+
+
+@app.command(context_settings=STAGE_SETTINGS)
+def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
+    """The paper's T_train x T_eval grid, with the effective-temperature fit."""
+    try:
+        from .sweep import main as run_stage
+    except ModuleNotFoundError:
+        _not_implemented("sweep", 7)
+    run_stage(preset, config, flags_to_overrides(ctx.args))
+
+
+@app.command(context_settings=STAGE_SETTINGS)
+def analyze(ctx: typer.Context):
+    """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks."""
+    try:
+        from .analyze import main as run_stage
+    except ModuleNotFoundError:
+        _not_implemented("analyze", 7)
+    run_stage(flags_to_overrides(ctx.args))
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="An `ssd run` output directory.")):
+    """Write a self-contained HTML report (and a Markdown twin) from a run directory."""
+    try:
+        from .report import report as run_stage
+    except ModuleNotFoundError:
+        _not_implemented("report", 7)
+    run_stage(run_dir)
+
+
+@app.command()
+def toy(out: Path = typer.Option(None, "--out", help="Write toy.json and toy_curves.png here.")):
+    """The paper's toy simulation of locks and forks (appendix C.4), computed exactly."""
+    try:
+        from .toy import main as run_stage
+    except ModuleNotFoundError:
+        _not_implemented("toy", 7)
+    run_stage(str(out) if out else None)
+
+
+# ---------------------------------------------------------------- models
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context):
+    """List the registry (also: `ssd models fetch NAME`)."""
+    if ctx.invoked_subcommand:
+        return
+    from .models import describe
+
+    table = Table("name", "fetched", "upstream", "license", "description")
+    for m in describe():
+        table.add_row(m["name"], "yes" if m["fetched"] else "no", m["upstream"], m["license"], m["description"])
+    Console().print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(name: str):
+    """Prepare a registry model in the cache ($SELFDISTILL_CACHE, default ~/.cache/selfdistill)."""
+    from .models import FetchError, fetch
+
+    try:
+        print(fetch(name, log=lambda m: console.print(m, highlight=False)))
+    except FetchError as e:
+        _fail(str(e), code=1)
+
+
+# ---------------------------------------------------------------- config
+
+
+@config_app.command("presets")
+def config_presets():
+    """List presets."""
+    for name in cfgmod.preset_names():
+        print(name)
+
+
+@config_app.command("show", context_settings=STAGE_SETTINGS)
+def config_show(ctx: typer.Context, preset: str = typer.Argument(None), config: str = CONFIG):
+    """Print the resolved run config of a preset and/or file, with overrides applied."""
+    try:
+        print(cfgmod.to_yaml(cfgmod.load_run_config(preset, config, flags_to_overrides(ctx.args))), end="")
+    except ConfigError as e:
+        _fail(str(e))
+
+
+# ---------------------------------------------------------------- sandbox
+
+
+@sandbox_app.command("exec")
+def sandbox_exec(
+    file: Path,
+    stdin: Path = typer.Option(None, "--stdin", help="A file fed to the program's standard input."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Wall-clock seconds."),
+    memory_mb: int = typer.Option(1024, "--memory-mb", help="Address-space limit."),
+    isolation: str = typer.Option("auto", "--isolation", help="auto, strict or basic."),
+):
+    """Run FILE in the sandbox and print the result as one JSON object."""
+    from .sandbox import Limits, execute
+
+    result = execute(file.read_text(), stdin.read_text() if stdin else None, Limits(timeout=timeout, memory_mb=memory_mb, isolation=isolation))
+    print(json.dumps(result.to_dict()))
+
+
+def main() -> None:  # `python -m selfdistill`
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""Typed stage configs: dataclasses, loaded from a preset or YAML file, then `key=value` overrides.
+
+Resolution order (later wins): dataclass defaults -> preset -> --config FILE -> CLI flags / key=value.
+A preset or config file is shaped like a `RunConfig` (top-level `model`, `output_dir` and one
+section per stage); a stage command reads its own section. Unknown keys are errors that name
+the key, the file and its line, and suggest the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def volatile(default: Any = dataclasses.MISSING, **kwargs) -> Any:
+    """A field that does not change a stage's outputs (paths, worker counts): it is left out of the
+    fingerprint that decides whether an existing run directory may be reused."""
+    return field(default=default, metadata={"volatile": True}, **kwargs)
+
+
+@dataclass
+class Decoding:
+    """One sampling spec, applied in the paper's order: temperature, then top-k, then top-p.
+    temperature 0 means greedy; top_k 0 and top_p 1.0 mean no truncation."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+
+@dataclass
+class SampleConfig:
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    prompts: str = "leetcode-train"  # a dataset name (see `selfdistill.prompts`), a local file or a hub id
+    prompt_field: str | None = None  # the field holding the statement; None = the dataset's default
+    limit: int | None = None  # first N prompts after dedup and decontamination
+    prompt_format: str = "system"  # "system" (paper) or "lcb" (LiveCodeBench's user-only template)
+    decontaminate: list[str] = field(default_factory=lambda: ["humaneval", "mbpp", "leetcode", "livecodebench"])
+    temperature: float = 1.6
+    top_k: int = 20
+    top_p: float = 0.8
+    min_p: float = 0.0
+    n: int = 1
+    max_tokens: int = 2048
+    max_model_len: int = 4096
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    drop_shortest_fraction: float = 0.0  # the official code drops the shortest 10%: set 0.1 to match it
+    backend: str = volatile("vllm")  # "vllm" or "hf"; both give the same truncated distribution
+    tensor_parallel_size: int = volatile(1)
+    shard_size: int = volatile(32)  # prompts per shard: the unit of atomic writes and resume
+    output_dir: str = volatile("runs/samples")
+
+    def decoding(self) -> Decoding:
+        return Decoding(self.temperature, self.top_k, self.top_p, self.min_p)
+
+
+@dataclass
+class TrainConfig:
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    samples: str = "runs/samples"  # an `ssd sample` output directory
+    use_lora: bool = False  # paper: full fine-tune
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"
+    learning_rate: float = 5e-6
+    min_learning_rate: float = 1e-6  # cosine decays to this floor, not to zero
+    warmup_ratio: float = 0.05
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    weight_decay: float = 0.1
+    global_batch_size: int = 32  # reached through gradient accumulation over processes
+    per_device_batch_size: int = 1
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    max_length: int | None = None  # None = the longest sample; never a library default
+    packing: bool = False  # padding-free packing (position ids reset per sample)
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    logging_steps: int = volatile(1)
+    save_steps: int = volatile(10)
+    output_dir: str = volatile("runs/train")
+
+
+@dataclass
+class EvalConfig:
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    benchmark: str = "humaneval"
+    benchmark_path: str | None = None  # a local file or hub id instead of the registry default
+    limit: int | None = None  # a fixed, seeded subset of this many problems
+    release_from: str | None = None  # date window (YYYY-MM-DD) for dated benchmarks such as livecodebench
+    release_to: str | None = None
+    platforms: list[str] = field(default_factory=list)  # e.g. ["leetcode", "atcoder"]; empty = all
+    t_eval: float | None = None  # the preset's recommended T_eval for the SSD model (paper Table 3); always swept
+    temperatures: list[float] = field(default_factory=lambda: [0.0])
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    n: int = 1  # samples per problem
+    ks: list[int] = field(default_factory=lambda: [1])
+    max_tokens: int = 1024
+    max_model_len: int = 4096
+    seed: int = 0
+    dev_fraction: float = 0.3  # problems used to choose T_eval; scores are reported on the rest
+    oracle: bool = False  # grade the benchmark's reference solutions instead of the model's
+    timeout: float = 10.0  # seconds per program
+    memory_mb: int = 1024
+    backend: str = volatile("vllm")
+    tensor_parallel_size: int = volatile(1)
+    workers: int | None = volatile(None)  # sandbox workers; None = CPU count
+    output_dir: str = volatile("runs/eval")
+
+
+@dataclass
+class RunConfig:
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    output_dir: str = volatile("runs/default")
+    notes: str = volatile("")  # where the preset's numbers come from
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+SECTIONS = {SampleConfig: "sample", TrainConfig: "train", EvalConfig: "eval"}
+
+
+# ---------------------------------------------------------------- presets
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("selfdistill.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = resources.files("selfdistill.presets") / f"{name}.yaml"
+    if not path.is_file():
+        hint = difflib.get_close_matches(name, preset_names(), n=1)
+        raise ConfigError(f"unknown preset {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; presets: {', '.join(preset_names())}"))
+    return Path(str(path))
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    """Parse a YAML mapping and remember the line of every (dotted) key, for error messages."""
+    text = path.read_text()
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping of config keys, got {type(data).__name__}")
+    lines: dict[str, int] = {}
+
+    def walk(n: yaml.Node, prefix: str) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = f"{prefix}{k.value}"
+                lines[key] = k.start_mark.line + 1
+                walk(v, key + ".")
+
+    walk(node, "")
+    return data, lines
+
+
+# ---------------------------------------------------------------- typed assignment
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [v for v in str(value).split(",") if v != ""]  # "0.2,0.4" on the command line
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v if not isinstance(v, str) or item is str else yaml.safe_load(v), item, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported field type {tp}")
+
+
+def _apply(cfg: Any, data: dict, where: str, lines: dict[str, int], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(cfg))
+    names = [f.name for f in dataclasses.fields(cfg)]
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        loc = f"{where}:{lines[dotted]}" if dotted in lines else where
+        if key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            raise ConfigError(
+                f"{loc}: unknown key {dotted!r} for {type(cfg).__name__}"
+                + (f"; did you mean {prefix + hint[0]!r}?" if hint else f"; valid keys: {', '.join(names)}")
+            )
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{loc}: {dotted!r} is a section; expected a mapping, got {value!r}")
+            _apply(current, value, where, lines, dotted + ".")
+        else:
+            setattr(cfg, key, _check_type(value, hints[key], f"{loc}: {dotted}"))
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`a.b=1 c=x` -> {'a': {'b': 1}, 'c': 'x'}; values are parsed as YAML scalars."""
+    nested: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not of the form key=value")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = nested
+        *parents, leaf = key.strip().replace("-", "_").split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def load_run_config(preset: str | None = None, config_file: str | None = None, overrides: list[str] = ()) -> RunConfig:
+    cfg = RunConfig()
+    sources = [preset_path(preset)] if preset else []
+    if config_file:
+        if not Path(config_file).is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+        sources.append(Path(config_file))
+    for path in sources:
+        data, lines = _read_yaml(path)
+        _apply(cfg, _with_model_in_sections(data), str(path), lines)
+    _apply(cfg, _with_model_in_sections(parse_overrides(list(overrides))), "command line", {})
+    return cfg
+
+
+def _with_model_in_sections(data: dict) -> dict:
+    """A top-level `model` is every stage's model, unless a section names its own."""
+    if "model" not in data:
+        return data
+    data = dict(data)
+    for section in SECTIONS.values():
+        data[section] = {"model": data["model"], **(data.get(section) or {})}
+    return data
+
+
+def load_stage_config(cls: type, preset: str | None = None, config_file: str | None = None, overrides: list[str] = ()):
+    """A stage's config: its section of the preset or file, then `key=value` overrides relative to
+    that section (`ssd sample temperature=1.2` sets sample.temperature)."""
+    section = SECTIONS[cls]
+    run = load_run_config(preset, config_file, [f"{section}.{o}" for o in overrides])
+    return getattr(run, section)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def fingerprint_dict(cfg: Any) -> dict:
+    """The config minus volatile fields: what must match for two runs to share a directory."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("volatile"):
+            continue
+        value = getattr(cfg, f.name)
+        out[f.name] = fingerprint_dict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def field_help(cls: type) -> str:
+    """One line per field, for `--help` epilogs."""
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    return "\n".join(f"{f.name} ({getattr(hints[f.name], '__name__', str(hints[f.name]))}) = {getattr(default, f.name)!r}" for f in dataclasses.fields(cls))
