@@ -1,0 +1,84 @@
+import pytest
+
+from selfdistill import config as C
+from selfdistill.cli import flags_to_overrides
+
+
+def test_paper_preset_resolves_table3_settings():
+    cfg = C.load_run_config("qwen3-30b-a3b-instruct")
+    assert (cfg.sample.temperature, cfg.sample.top_k, cfg.sample.top_p) == (1.6, 20, 0.8)
+    assert cfg.eval.t_eval == 0.9
+    assert cfg.sample.model == cfg.train.model == cfg.eval.model == "Qwen/Qwen3-30B-A3B-Instruct-2507"
+    assert cfg.train.adam_beta2 == 0.95 and cfg.train.weight_decay == 0.1 and cfg.train.global_batch_size == 32
+
+
+@pytest.mark.parametrize("name", C.preset_names())
+def test_every_preset_loads(name):
+    cfg = C.load_run_config(name)
+    assert cfg.sample.temperature > 0 and cfg.eval.temperatures
+
+
+def test_gpt_oss_samples_untruncated_and_evaluates_truncated():
+    cfg = C.load_run_config("gpt-oss-20b")
+    assert (cfg.sample.top_k, cfg.sample.top_p) == (0, 1.0)
+    assert (cfg.eval.top_k, cfg.eval.top_p, cfg.eval.t_eval) == (20, 0.95, 1.0)
+
+
+def test_overrides_are_typed_and_dotted():
+    cfg = C.load_run_config("qwen2.5-coder-0.5b-instruct", overrides=["sample.temperature=1.2", "eval.temperatures=0.2,0.4", "train.use_lora=false", "model=some/hub-id"])
+    assert cfg.sample.temperature == 1.2 and cfg.eval.temperatures == [0.2, 0.4] and cfg.train.use_lora is False
+    assert cfg.model == cfg.sample.model == cfg.eval.model == "some/hub-id"
+
+
+def test_stage_overrides_are_relative_to_the_section():
+    cfg = C.load_stage_config(C.SampleConfig, "qwen2.5-coder-0.5b-instruct", overrides=["top_k=5", "model=tiny-random"])
+    assert cfg.top_k == 5 and cfg.model == "tiny-random"
+
+
+def test_unknown_key_names_key_and_suggests():
+    with pytest.raises(C.ConfigError, match=r"unknown key 'sample.temprature'.*'sample.temperature'"):
+        C.load_run_config(overrides=["sample.temprature=1"])
+
+
+def test_wrong_type_names_the_field():
+    with pytest.raises(C.ConfigError, match=r"sample.top_k: expected an integer"):
+        C.load_run_config(overrides=["sample.top_k=abc"])
+    with pytest.raises(C.ConfigError, match=r"train.use_lora: expected true or false"):
+        C.load_run_config(overrides=["train.use_lora=3"])
+
+
+def test_yaml_errors_name_file_and_line(tmp_path):
+    f = tmp_path / "cfg.yaml"
+    f.write_text("model: tiny-random\nsample:\n  temperature: 1.0\n  top_q: 0.9\n")
+    with pytest.raises(C.ConfigError, match=rf"{f}:4: unknown key 'sample.top_q'"):
+        C.load_run_config(config_file=str(f))
+    f.write_text("sample: [1, 2]\n")
+    with pytest.raises(C.ConfigError, match="is a section"):
+        C.load_run_config(config_file=str(f))
+    f.write_text("sample:\n  top_k: [20\n")
+    with pytest.raises(C.ConfigError, match="invalid YAML"):
+        C.load_run_config(config_file=str(f))
+
+
+def test_config_file_layers_over_preset(tmp_path):
+    f = tmp_path / "cfg.yaml"
+    f.write_text("sample:\n  limit: 3\n")
+    cfg = C.load_run_config("smollm2-135m-instruct", str(f), ["sample.seed=7"])
+    assert (cfg.sample.limit, cfg.sample.seed, cfg.sample.top_k) == (3, 7, 20)
+
+
+def test_unknown_preset_suggests():
+    with pytest.raises(C.ConfigError, match="did you mean 'gpt-oss-20b'"):
+        C.load_run_config("gpt-oss-20")
+
+
+def test_fingerprint_ignores_volatile_fields():
+    a, b = C.SampleConfig(), C.SampleConfig(output_dir="elsewhere", backend="hf", shard_size=4)
+    assert C.fingerprint_dict(a) == C.fingerprint_dict(b)
+    assert C.fingerprint_dict(a) != C.fingerprint_dict(C.SampleConfig(temperature=0.5))
+
+
+def test_cli_flags_become_overrides():
+    assert flags_to_overrides(["--top-k", "20", "--use-lora", "--no-packing", "seed=3", "--top-p=0.8"]) == ["top_k=20", "use_lora=true", "packing=false", "seed=3", "top_p=0.8"]
+    with pytest.raises(C.ConfigError):
+        flags_to_overrides(["stray"])
