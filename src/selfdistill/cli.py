@@ -170,9 +170,12 @@ def models_list(ctx: typer.Context):
         return
     from .models import describe
 
-    table = Table("name", "fetched", "upstream", "license", "description")
+    table = Table()
+    table.add_column("name", no_wrap=True)  # never wrapped: users copy it
+    table.add_column("fetched")
+    table.add_column("description")
     for m in describe():
-        table.add_row(m["name"], "yes" if m["fetched"] else "no", m["upstream"], m["license"], m["description"])
+        table.add_row(m["name"], "yes" if m["fetched"] else "no", f"{m['description']} [{m['license']}; upstream {m['upstream']}]")
     Console().print(table)
 
 
