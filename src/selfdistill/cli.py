@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import config as cfgmod
-from .config import ConfigError, EvalConfig, SampleConfig, TrainConfig
+from .config import AnalyzeConfig, ConfigError, EvalConfig, SampleConfig, TrainConfig
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="The model registry: list and fetch models.", invoke_without_command=True)
@@ -130,14 +130,15 @@ def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     run_stage(preset, config, flags_to_overrides(ctx.args))
 
 
-@app.command(context_settings=STAGE_SETTINGS)
-def analyze(ctx: typer.Context):
+@app.command(context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(AnalyzeConfig)))
+def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks."""
+    cfg = _stage_config(AnalyzeConfig, preset, config, ctx)
     try:
-        from .analyze import main as run_stage
+        from .analyze import analyze as run_stage
     except ModuleNotFoundError:
         _not_implemented("analyze", 7)
-    run_stage(flags_to_overrides(ctx.args))
+    run_stage(cfg)
 
 
 @app.command()

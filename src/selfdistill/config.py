@@ -127,6 +127,24 @@ class EvalConfig:
 
 
 @dataclass
+class AnalyzeConfig:
+    """The paper's Figure 6: base and SSD models score the same held-out replies by teacher forcing."""
+
+    base_model: str = "qwen2.5-coder-0.5b-instruct"
+    ssd_model: str = "runs/train/model"
+    replies: str = "runs/eval-base"  # an eval dir (held-out problems) or a samples dir: replies neither model trained on
+    limit: int = 16  # replies scored; each gives hundreds of token positions
+    t_train: float = 1.6  # the training truncation, which defines fork-like and lock-like positions
+    top_k: int = 20
+    top_p: float = 0.8
+    t_evals: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6])
+    eval_top_k: int = 20
+    eval_top_p: float = 0.8
+    seed: int = 0
+    output_dir: str = volatile("runs/analysis")
+
+
+@dataclass
 class RunConfig:
     model: str = "qwen2.5-coder-0.5b-instruct"
     output_dir: str = volatile("runs/default")
@@ -134,9 +152,10 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
 
 
-SECTIONS = {SampleConfig: "sample", TrainConfig: "train", EvalConfig: "eval"}
+SECTIONS = {SampleConfig: "sample", TrainConfig: "train", EvalConfig: "eval", AnalyzeConfig: "analyze"}
 
 
 # ---------------------------------------------------------------- presets
@@ -282,8 +301,9 @@ def _with_model_in_sections(data: dict) -> dict:
     if "model" not in data:
         return data
     data = dict(data)
-    for section in SECTIONS.values():
-        data[section] = {"model": data["model"], **(data.get(section) or {})}
+    for cls, section in SECTIONS.items():
+        key = "model" if "model" in {f.name for f in dataclasses.fields(cls)} else "base_model"
+        data[section] = {key: data["model"], **(data.get(section) or {})}
     return data
 
 
