@@ -148,10 +148,14 @@ class RunDir:
     manifest: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: str | Path, stage: str, config: Any, inputs: dict[str, str] | None = None, extra: dict | None = None) -> "RunDir":
+    def open(cls, path: str | Path, stage: str, config: Any, inputs: dict[str, str] | None = None, extra: dict | None = None, index: bool = False) -> "RunDir":
+        """index=True: the directory only indexes stage subdirectories that carry their own hashes
+        (`ssd run`), so a new config takes over its manifest instead of being refused."""
         path = Path(path)
         fingerprint = {"stage": stage, "config": fingerprint_dict(config), "inputs": inputs or {}}
         existing = path / MANIFEST
+        if index and existing.is_file() and json.loads(existing.read_text()).get("fingerprint") != fingerprint:
+            existing.unlink()
         if existing.is_file():
             old = json.loads(existing.read_text())
             differences = _diff(old.get("fingerprint"), fingerprint)
@@ -164,7 +168,7 @@ class RunDir:
             manifest = old
             manifest["resumed_at"] = manifest.get("resumed_at", []) + [_now()]
             manifest["finished_at"] = None
-        elif path.exists() and any(path.iterdir()):
+        elif path.exists() and any(path.iterdir()) and not index:
             raise ManifestMismatch(f"{path} exists, is not empty and has no {MANIFEST}: refusing to write stage outputs into it")
         else:
             manifest = {

@@ -1,0 +1,181 @@
+"""`ssd run`: the whole loop in one command.
+
+    sample (base, T_train) -> train (SFT) -> eval base (sweep) -> eval SSD (sweep) -> compare -> analyze -> report
+
+Each stage writes its own directory under the run directory, named after the stage and a hash of
+everything that determines its output (its config and the stages before it). A rerun therefore
+skips finished stages, resumes an interrupted one, and a changed setting redoes only what depends
+on it. `RUN_DIR/<stage>` is a symlink to the stage's current directory; `RUN_DIR/manifest.json`
+records the stage directories and their wall times.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rich.console import Console
+
+from .config import RunConfig, fingerprint_dict
+from .manifest import RunDir, atomic_write_json, load_manifest, sha256_json
+
+console = Console(stderr=True)
+
+# Rough share of the default run's wall time per stage, for the ETA between stages.
+STAGE_WEIGHTS = {"samples": 0.15, "train": 0.2, "eval-base": 0.25, "eval-ssd": 0.25, "analysis": 0.1, "report": 0.05}
+
+
+@dataclass
+class StagePlan:
+    """Where each stage writes, derived from the config alone, so a rerun finds the same dirs."""
+
+    root: Path
+    dirs: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> "StagePlan":
+        root = Path(cfg.output_dir)
+        sample_key = sha256_json(fingerprint_dict(cfg.sample))[:10]
+        train_key = sha256_json([sample_key, fingerprint_dict(cfg.train)])[:10]
+        eval_cfg = fingerprint_dict(cfg.eval)
+        dirs = {
+            "samples": root / f"samples-{sample_key}",
+            "train": root / f"train-{train_key}",
+            "eval-base": root / f"eval-base-{sha256_json([cfg.model, eval_cfg])[:10]}",
+            "eval-ssd": root / f"eval-ssd-{sha256_json([train_key, eval_cfg])[:10]}",
+        }
+        dirs["analysis"] = root / f"analysis-{sha256_json([train_key, str(dirs['eval-base']), fingerprint_dict(cfg.analyze)])[:10]}"
+        dirs["report"] = root / "report"
+        return cls(root, dirs)
+
+
+class StageClock:
+    """Prints one line per stage with the overall elapsed time and an ETA from the stages done so far."""
+
+    def __init__(self, stages: list[str]):
+        self.stages, self.start, self.done_weight, self.times = stages, time.time(), 0.0, {}
+
+    def begin(self, name: str) -> float:
+        elapsed = time.time() - self.start
+        total_weight = sum(STAGE_WEIGHTS[s] for s in self.stages)
+        eta = f"ETA ~{_fmt(elapsed / self.done_weight * (total_weight - self.done_weight))}" if self.done_weight and elapsed > 5 else "ETA after the first stage"
+        console.rule(f"[bold]{self.stages.index(name) + 1}/{len(self.stages)} {name}[/]  elapsed {_fmt(elapsed)}, {eta}")
+        return time.time()
+
+    def end(self, name: str, started: float, skipped: bool = False) -> None:
+        self.times[name] = {"seconds": round(time.time() - started, 1), "skipped": skipped}
+        self.done_weight += STAGE_WEIGHTS[name]
+        console.print(f"[green]{name}[/] {'cached' if skipped else 'done'} in {_fmt(self.times[name]['seconds'])}")
+
+
+def _fmt(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def _link(root: Path, name: str, target: Path) -> None:
+    """RUN_DIR/<name> -> the stage's current directory (relative, so the run dir can move)."""
+    link = root / name
+    tmp = link.with_name(f".{link.name}.link")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.name)
+    os.replace(tmp, link)
+
+
+def _finished(path: Path) -> bool:
+    try:
+        return bool(load_manifest(path).get("finished_at"))
+    except FileNotFoundError:
+        return False
+
+
+def run(cfg: RunConfig) -> Path:
+    from .evaluate import compare, evaluate
+    from .generate import load_generator
+    from .models import resolve_model
+    from .sample import sample
+    from .train import train
+
+    plan = StagePlan.of(cfg)
+    manifest = RunDir.open(plan.root, "run", cfg, extra={"stages": {}}, index=True)
+    clock = StageClock(list(STAGE_WEIGHTS))
+    d = plan.dirs
+
+    sample_cfg = replace(cfg.sample, output_dir=str(d["samples"]))
+    train_cfg = replace(cfg.train, samples=str(d["samples"]), output_dir=str(d["train"]))
+    base_eval = replace(cfg.eval, model=cfg.model, temperatures=_sweep(cfg), output_dir=str(d["eval-base"]))
+
+    # One engine serves both base-model stages: on CPU an engine start costs minutes.
+    generator = None
+    if not (_finished(d["samples"]) and _finished(d["eval-base"])):
+        max_len = max(cfg.sample.max_model_len, cfg.eval.max_model_len)
+        generator = load_generator(resolve_model(cfg.model), cfg.sample.backend, max_len, cfg.sample.tensor_parallel_size, cfg.sample.seed)
+    try:
+        for name, stage_cfg, fn in (("samples", sample_cfg, sample), ("eval-base", base_eval, evaluate)):
+            t = clock.begin(name)
+            cached = _finished(d[name])
+            if not cached:
+                fn(stage_cfg, generator=generator)
+            clock.end(name, t, cached)
+            _link(plan.root, name, d[name])
+    finally:
+        if generator is not None:
+            generator.close()
+
+    t = clock.begin("train")
+    cached = _finished(d["train"])
+    model_dir = train(train_cfg) if not cached else _trained_model(d["train"])
+    clock.end("train", t, cached)
+    _link(plan.root, "train", d["train"])
+
+    t = clock.begin("eval-ssd")
+    cached = _finished(d["eval-ssd"])
+    if not cached:
+        evaluate(replace(cfg.eval, model=str(model_dir), temperatures=_sweep(cfg), output_dir=str(d["eval-ssd"])))
+    clock.end("eval-ssd", t, cached)
+    _link(plan.root, "eval-ssd", d["eval-ssd"])
+
+    atomic_write_json(plan.root / "compare.json", compare(d["eval-base"], d["eval-ssd"]))
+
+    t = clock.begin("analysis")
+    cached = _finished(d["analysis"])
+    if not cached:
+        from .analyze import analyze
+
+        analyze(
+            replace(
+                cfg.analyze,
+                base_model=cfg.model,
+                ssd_model=str(model_dir),
+                replies=str(d["eval-base"]),
+                t_train=cfg.sample.temperature,
+                top_k=cfg.sample.top_k,
+                top_p=cfg.sample.top_p,
+                eval_top_k=cfg.eval.top_k,
+                eval_top_p=cfg.eval.top_p,
+                output_dir=str(d["analysis"]),
+            )
+        )
+    clock.end("analysis", t, cached)
+    _link(plan.root, "analysis", d["analysis"])
+
+    manifest.update(stages={name: {**clock.times.get(name, {}), "dir": str(d[name])} for name in d})
+    t = clock.begin("report")
+    from .report import report
+
+    report_path = report(plan.root)
+    clock.end("report", t)
+    manifest.finish(stages={name: {**clock.times.get(name, {}), "dir": str(d[name])} for name in d}, total_seconds=round(time.time() - clock.start, 1))
+    console.print(f"[bold]report:[/] {report_path}")
+    return plan.root
+
+
+def _sweep(cfg: RunConfig) -> list[float]:
+    """The eval sweep always includes the preset's recommended T_eval."""
+    temps = set(cfg.eval.temperatures) | ({cfg.eval.t_eval} if cfg.eval.t_eval is not None else set())
+    return sorted(temps)
+
+
+def _trained_model(train_dir: Path) -> Path:
+    return Path(load_manifest(train_dir)["model_dir"])
