@@ -122,12 +122,16 @@ def run(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 
 @app.command(context_settings=STAGE_SETTINGS)
 def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """The paper's T_train x T_eval grid, with the effective-temperature fit."""
+    """The paper's T_train x T_eval grid, with the effective-temperature fit (sweep.t_trains=..., sweep.t_evals=...)."""
     try:
-        from .sweep import main as run_stage
+        cfg = cfgmod.load_run_config(preset, config, flags_to_overrides(ctx.args))
+    except ConfigError as e:
+        _fail(str(e))
+    try:
+        from .sweep import sweep as run_stage
     except ModuleNotFoundError:
         _not_implemented("sweep", 7)
-    run_stage(preset, config, flags_to_overrides(ctx.args))
+    run_stage(cfg)
 
 
 @app.command(context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(AnalyzeConfig)))

@@ -145,6 +145,15 @@ class AnalyzeConfig:
 
 
 @dataclass
+class SweepConfig:
+    """The paper's T_train x T_eval grid (section 3.4): one SSD model per T_train, each evaluated at every T_eval."""
+
+    t_trains: list[float] = field(default_factory=lambda: [1.0, 1.6])
+    t_evals: list[float] = field(default_factory=lambda: [0.4, 0.7, 1.0])
+    metric: str = "pass@1"  # the cell value, on all problems of the eval
+
+
+@dataclass
 class RunConfig:
     model: str = "qwen2.5-coder-0.5b-instruct"
     output_dir: str = volatile("runs/default")
@@ -153,6 +162,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 SECTIONS = {SampleConfig: "sample", TrainConfig: "train", EvalConfig: "eval", AnalyzeConfig: "analyze"}
