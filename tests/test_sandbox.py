@@ -386,3 +386,29 @@ def test_limits_validation():
     with pytest.raises(ValueError):
         sb.Pool(limits=sb.Limits(isolation="none"))
     assert os.path.exists(sb.CHILD)
+
+
+def _tree_fds(root):
+    """Open descriptors of all processes below root (host /proc)."""
+    parents = {}
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parents[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            pass
+    tree, grew = {root}, True
+    while grew:
+        below = {pid for pid, ppid in parents.items() if ppid in tree}
+        grew = not below <= tree
+        tree |= below
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in tree if os.path.exists(f"/proc/{pid}/fd"))
+
+
+def test_servers_do_not_leak_descriptors():
+    with sb.Pool(workers=1, limits=sb.Limits(timeout=0.5, max_output_bytes=1000)) as p:
+        p.map([("print(1)", None)])
+        before = _tree_fds(p._proc.pid)
+        r = p.map([("print(1)", None), ("while True: pass", None), ("print('x' * 5000)", None), ("1/0", None)] * 5)
+        assert [x.status for x in r[:4]] == ["passed", "timeout", "output_limit", "runtime_error"]
+        assert _tree_fds(p._proc.pid) == before

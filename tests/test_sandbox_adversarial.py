@@ -296,6 +296,32 @@ def test_cannot_read_parent_environment(pool, monkeypatch):
     assert r.stdout.count("blocked") == 4
 
 
+def test_no_host_devices(pool):
+    r = run(pool, """
+        import os
+        opened = []
+        for dev in ("/dev/tty", "/dev/console", "/dev/pts/0", "/dev/sda", "/dev/vda", "/dev/mem", "/dev/kmsg"):
+            try:
+                os.close(os.open(dev, os.O_RDWR))
+                opened.append(dev)
+            except OSError:
+                pass
+        print(opened, sorted(os.listdir("/dev")))
+    """)
+    assert r.status == "passed", r
+    assert r.stdout.startswith("[] ")
+
+
+def test_no_state_between_jobs():
+    _needs_namespaces()
+    with sb.Pool(workers=1, limits=LIMITS) as p:  # one slot: both jobs run in the same server
+        writer = "open('/tmp/left', 'w').write('x'); open('/dev/shm/left', 'w').write('x')"
+        reader = "import os\nprint(os.path.exists('/tmp/left'), os.path.exists('/dev/shm/left'), os.listdir('.'))"
+        w, r = p.map([(writer, None), (reader, None)])
+    assert w.status == "passed" and r.status == "passed", (w, r)
+    assert r.stdout == "False False []\n"
+
+
 def test_huge_stdout(pool):
     r = run(pool, "while True:\n    print('x' * 10000)")
     assert r.status == "output_limit", r

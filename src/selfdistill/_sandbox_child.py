@@ -131,7 +131,7 @@ def _is_real_root():
 
 
 REAL_ROOT = _is_real_root()  # decided in the zygote, before /proc is hidden
-HIDDEN_DIRS = ("/proc", "/tmp", "/var/tmp", "/run", "/dev/shm")  # empty read-only tmpfs over each
+HIDDEN_DIRS = ("/proc", "/tmp", "/var/tmp", "/run")  # empty read-only tmpfs over each
 
 
 def expose_interpreter():
@@ -172,7 +172,26 @@ def enter_namespaces():
     make_root_readonly()
 
 
+DEVICES = ("null", "zero", "full", "random", "urandom")
+
+
+def minimal_dev():
+    """Replace /dev by a tmpfs holding only harmless devices (like bubblewrap's --dev): no terminals
+    (which, in user-namespace mode, would belong to the caller), no disks."""
+    fds = {name: os.open(f"/dev/{name}", os.O_PATH) for name in DEVICES}
+    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+    for name, fd in fds.items():
+        open(f"/dev/{name}", "w").close()
+        mount(f"/proc/self/fd/{fd}", f"/dev/{name}", None, MS_BIND)
+        os.close(fd)
+    os.mkdir("/dev/shm")  # each job mounts its own tmpfs here
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{i}", f"/dev/{name}")
+    mount(None, "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+
+
 def hide_dirs():
+    minimal_dev()
     needed = [os.path.realpath(p) for p in sys.path + [sys.executable] if p]
     for d in HIDDEN_DIRS:
         if not os.path.isdir(d):
@@ -290,131 +309,139 @@ CHANNEL_CAP = 64 << 20
 
 
 def supervise(job, mode, pidns, server_fds):
+    """Run one execution and collect its report. Everything it creates is gone when it returns."""
     uid = job["uid"]  # a fresh unprivileged uid per execution (when we are root), so RLIMIT_NPROC is per job
     fs_mb = max(16, min(job["memory_mb"], 512))
+    fds = []  # closed at the end, whatever happens
     workdir = None
-    if mode == "namespaces":
-        # a fresh tmpfs as /tmp (the work directory) and /dev/shm, in this slot's mount namespace;
-        # unmounted (and so emptied) after the job
-        owner = f",uid={uid},gid={uid}" if REAL_ROOT else ""
-        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={fs_mb}m,nr_inodes=4096,mode=700{owner}")
-        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={fs_mb}m,nr_inodes=1024,mode=1777")
-        cwd = "/tmp"
-    else:
-        import tempfile
+    try:
+        if mode == "namespaces":
+            # a fresh tmpfs as /tmp (the work directory) and /dev/shm, in this slot's mount
+            # namespace; unmounted (and so emptied) after the job
+            owner = f",uid={uid},gid={uid}" if REAL_ROOT else ""
+            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={fs_mb}m,nr_inodes=4096,mode=700{owner}")
+            mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={fs_mb}m,nr_inodes=1024,mode=1777")
+            cwd = "/tmp"
+        else:
+            import tempfile
 
-        workdir = cwd = tempfile.mkdtemp(prefix="selfdistill-sandbox-")
-        if REAL_ROOT:
-            os.chown(workdir, uid, uid)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    chan_r, chan_w = os.pipe()
-    status_r, status_w = os.pipe()
-    stdin_fd = os.memfd_create("stdin")
-    os.write(stdin_fd, (job.get("stdin") or "").encode())
-    os.lseek(stdin_fd, 0, os.SEEK_SET)
+            workdir = cwd = tempfile.mkdtemp(prefix="selfdistill-sandbox-")
+            if REAL_ROOT:
+                os.chown(workdir, uid, uid)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        chan_r, chan_w = os.pipe()
+        status_r, status_w = os.pipe()
+        stdin_fd = os.memfd_create("stdin")
+        fds += [out_r, out_w, err_r, err_w, chan_r, chan_w, status_r, status_w, stdin_fd]
+        os.write(stdin_fd, (job.get("stdin") or "").encode())
+        os.lseek(stdin_fd, 0, os.SEEK_SET)
 
-    start = time.monotonic()
-    if mode == "namespaces":
-        unshare(CLONE_NEWPID)  # our next child becomes pid 1 of a new PID namespace...
-    init = os.fork()
-    if init != 0 and mode == "namespaces":
-        setns(pidns, CLONE_NEWPID)  # ...and only that one: the next job gets a new one again
-    if init == 0:
-        try:
-            for fd in (out_r, err_r, chan_r, status_r, *server_fds):
-                os.close(fd)
-            job_init(job, mode, uid, cwd, fs_mb, stdin_fd, out_w, err_w, chan_w, status_w)
-        finally:
-            os._exit(127)
-    for fd in (out_w, err_w, chan_w, status_w, stdin_fd):
-        os.close(fd)
+        start = time.monotonic()
+        if mode == "namespaces":
+            unshare(CLONE_NEWPID)  # our next child becomes pid 1 of a new PID namespace...
+        init = os.fork()
+        if init == 0:
+            try:
+                for fd in (out_r, err_r, chan_r, status_r, *server_fds):
+                    os.close(fd)
+                job_init(job, mode, uid, cwd, fs_mb, stdin_fd, out_w, err_w, chan_w, status_w)
+            finally:
+                os._exit(127)
+        if mode == "namespaces":
+            setns(pidns, CLONE_NEWPID)  # ...and only that one: the next job gets a new one again
+        for fd in (out_w, err_w, chan_w, status_w, stdin_fd):
+            os.close(fd)
+            fds.remove(fd)
+        pidfd = os.pidfd_open(init)
+        fds.append(pidfd)
 
-    # Collect output until the job init exits, the wall-clock deadline passes, or output overflows.
-    caps = {out_r: job["max_output"], err_r: job["max_output"], chan_r: CHANNEL_CAP}
-    bufs = {fd: bytearray() for fd in caps}
-    pidfd = os.pidfd_open(init)
-    poller = select.poll()
-    for fd in (*caps, pidfd):
-        poller.register(fd, select.POLLIN)
-    deadline = start + job["timeout"]
-    timed_out = overflow = exited = False
+        # Collect output until the job init exits, the wall-clock deadline passes, or output overflows.
+        caps = {out_r: job["max_output"], err_r: job["max_output"], chan_r: CHANNEL_CAP}
+        bufs = {fd: bytearray() for fd in caps}
+        poller = select.poll()
+        for fd in (*caps, pidfd):
+            poller.register(fd, select.POLLIN)
+        deadline = start + job["timeout"]
+        timed_out = overflow = exited = False
+        while not (exited or overflow):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            for fd, _ in poller.poll(remaining * 1000):
+                if fd == pidfd:
+                    exited = True
+                    continue
+                extra = _read_some(fd, bufs, caps)
+                if extra is None:
+                    poller.unregister(fd)  # EOF
+                else:
+                    overflow |= extra > 0
+        wall = time.monotonic() - start
 
-    def drain(fd):
+        # SIGKILL the whole process group while the job init's pid is still ours (not yet reaped, so
+        # the group id cannot have been reused). In namespace mode the init's death also kills every
+        # process of its PID namespace - including ones that changed session or process group.
+        for kill in (os.kill, os.killpg):
+            try:
+                kill(init, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _, _, usage = os.wait4(init, 0)
+        for fd in caps:
+            # namespace mode: every writer is dead now, so read to the end. basic mode: an escaped
+            # grandchild may still hold the pipe open - take what is there, don't wait for it
+            os.set_blocking(fd, mode == "namespaces")
+            while True:
+                extra = _read_some(fd, bufs, caps)
+                if extra is None or extra < 0:
+                    break
+                overflow |= extra > 0
+        raw_status = os.read(status_r, 4)
+        status = struct.unpack("i", raw_status)[0] if len(raw_status) == 4 else None
+        return {
+            "exit": os.waitstatus_to_exitcode(status) if status is not None else None,
+            "timed_out": timed_out,
+            "overflow": overflow,
+            "stdout": bytes(bufs[out_r]),
+            "stderr": bytes(bufs[err_r]),
+            "channel": bytes(bufs[chan_r]),
+            "wall": wall,
+            "cpu": usage.ru_utime + usage.ru_stime,
+        }
+    finally:
+        for fd in fds:
+            os.close(fd)
+        if workdir:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif mode == "namespaces":
+            for point in (b"/tmp", b"/dev/shm"):
+                libc.umount2(point, 2)  # MNT_DETACH (a failed job may not have mounted both)
+
+
+def _read_some(fd, bufs, caps):
+    """Read what is there into bufs[fd], keeping at most caps[fd] bytes. Returns None at EOF, -1 if
+    nothing is there yet (non-blocking), else the number of bytes that did not fit."""
+    try:
         data = os.read(fd, 1 << 16)
-        if not data:
-            poller.unregister(fd)
-            return False
-        room = caps[fd] - len(bufs[fd])
-        bufs[fd] += data[:room]
-        return len(data) > room
-
-    while not (exited or overflow):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            break
-        for fd, _ in poller.poll(remaining * 1000):
-            if fd == pidfd:
-                exited = True
-            else:
-                overflow |= drain(fd)
-    wall = time.monotonic() - start
-
-    # SIGKILL the whole process group while the job init's pid is still ours (not yet reaped, so the
-    # group id cannot have been reused). In namespace mode the init's death also kills every process
-    # of its PID namespace - including ones that changed session or process group.
-    for kill in (os.kill, os.killpg):
-        try:
-            kill(init, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _, _, usage = os.wait4(init, 0)
-    for fd in caps:
-        # namespace mode: every writer is dead now, so read to the end. basic mode: an escaped
-        # grandchild may still hold the pipe open - take what is there, don't wait for it
-        os.set_blocking(fd, mode == "namespaces")
-        overflow |= _drain_rest(fd, bufs, caps)
-    raw_status = os.read(status_r, 4)
-    status = struct.unpack("i", raw_status)[0] if len(raw_status) == 4 else None
-    if workdir:
-        import shutil
-
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        for point in (b"/tmp", b"/dev/shm"):
-            _sys(libc.umount2(point, 2), "umount")  # MNT_DETACH; every process that used it is dead
-    return {
-        "exit": os.waitstatus_to_exitcode(status) if status is not None else None,
-        "timed_out": timed_out,
-        "overflow": overflow,
-        "stdout": bytes(bufs[out_r]),
-        "stderr": bytes(bufs[err_r]),
-        "channel": bytes(bufs[chan_r]),
-        "wall": wall,
-        "cpu": usage.ru_utime + usage.ru_stime,
-    }
-
-
-def _drain_rest(fd, bufs, caps):
-    """Read fd to EOF (or EAGAIN); True if more than the cap arrived."""
-    over = False
-    while True:
-        try:
-            data = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return over
-        if not data:
-            return over
-        room = caps[fd] - len(bufs[fd])
-        bufs[fd] += data[:room]
-        over |= len(data) > room
+    except BlockingIOError:
+        return -1
+    if not data:
+        return None
+    room = caps[fd] - len(bufs[fd])
+    bufs[fd] += data[:room]
+    return max(0, len(data) - room)
 
 
 def job_init(job, mode, uid, cwd, fs_mb, stdin_fd, out_w, err_w, chan_w, status_w):
     """pid 1 of the execution's namespace: lead a new session, start the job, reap, report."""
     os.setsid()  # a new session and process group: the supervisor kills the group as a whole
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if mode == "namespaces":
+        unshare(CLONE_NEWIPC)  # SysV IPC objects die with the job instead of reaching the next one
     prctl(PR_SET_CHILD_SUBREAPER, 1)  # basic mode: orphans come back to us, not to the system init
     pid = os.fork()
     if pid == 0:
