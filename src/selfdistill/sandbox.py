@@ -108,13 +108,13 @@ class StdioTests:  # LiveCodeBench stdin/stdout
     outputs: list  # list[str], compared line by line (LiveCodeBench rules)
 
 
-def execute(program: str, stdin: str | None = None, limits: Limits = Limits()) -> Result:
+def execute(program: str, stdin: str | None = None, limits: Limits = Limits()) -> Result:  # noqa: B008
     """Run a program once. passed iff it exits 0."""
     with Pool(workers=1, limits=limits) as pool:
         return pool.map([(program, stdin)])[0]
 
 
-def run_tests(job, limits: Limits = Limits()) -> Result:
+def run_tests(job, limits: Limits = Limits()) -> Result:  # noqa: B008
     """Grade a test job: passed only if every case ran and passed, as confirmed by the harness."""
     with Pool(workers=1, limits=limits) as pool:
         return pool.map([job])[0]
@@ -131,7 +131,7 @@ class Pool:
     """A warm sandbox with `workers` slots. Jobs: AssertTests, CallTests, StdioTests, or
     (program, stdin) tuples for plain runs. map() keeps order and returns by `deadline` seconds."""
 
-    def __init__(self, workers: int | None = None, limits: Limits = Limits()):
+    def __init__(self, workers: int | None = None, limits: Limits = Limits()):  # noqa: B008
         if limits.isolation not in ("auto", "strict", "basic"):
             raise ValueError(f"unknown isolation {limits.isolation!r}")
         self.workers = max(1, workers or os.cpu_count() or 1)
@@ -155,7 +155,7 @@ class Pool:
     def __del__(self):
         try:
             self.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - best effort at interpreter shutdown
             pass
 
     # --- life cycle ---
@@ -170,7 +170,7 @@ class Pool:
             child_fds.append([req_r, rep_w])
             self._slots.append((req_w, rep_r))
         config = json.dumps({"isolation": isolation, "slots": child_fds})
-        self._errlog = tempfile.TemporaryFile()
+        self._errlog = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the zygote
         # -I: ignore PYTHON* variables and the user site; env: nothing of ours goes in, so nothing
         # of ours (tokens, keys) is even in the sandbox's memory
         self._proc = subprocess.Popen(
