@@ -320,10 +320,12 @@ def _recv(fd, until):
     buf = b""
     need = 4
     header = True
+    poller = select.poll()  # (not select.select: it fails for descriptors >= 1024)
+    poller.register(fd, select.POLLIN)
     while True:
         while len(buf) < need:
             left = until - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not poller.poll(min(left, 3600) * 1000):
                 raise _Broken("no answer from the sandbox before the deadline")
             chunk = os.read(fd, max(need - len(buf), 1 << 16))
             if not chunk:
