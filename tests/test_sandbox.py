@@ -113,6 +113,7 @@ def _child_without_namespaces(tmp_path):
 def test_auto_falls_back_to_basic_and_warns_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sb, "CHILD", _child_without_namespaces(tmp_path))
     monkeypatch.setattr(sb, "_warned_basic", False)
+    monkeypatch.setattr(sb, "_no_namespaces", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         r1 = sb.execute("print(1)", limits=sb.Limits(timeout=2.0))

@@ -120,7 +120,8 @@ def run_tests(job, limits: Limits = Limits()) -> Result:  # noqa: B008
         return pool.map([job])[0]
 
 
-_warned_basic = False
+_warned_basic = False  # "auto" warns once per process when it has to fall back to basic mode
+_no_namespaces = False
 
 
 class _Broken(Exception):
@@ -161,8 +162,10 @@ class Pool:
     # --- life cycle ---
 
     def _start(self, isolation=None):
-        global _warned_basic
+        global _warned_basic, _no_namespaces
         isolation = isolation or self.limits.isolation
+        if isolation == "auto" and _no_namespaces:
+            isolation = "basic"  # known not to work here: don't pay for a failed start every time
         child_fds, self._slots = [], []
         for _ in range(self.workers):
             req_r, req_w = os.pipe()
@@ -194,12 +197,14 @@ class Pool:
             self._stop()
             if isolation == "strict":
                 raise SandboxUnavailable(f"strict isolation requested, but {fatal[0]}")
+            _no_namespaces = True
             if not _warned_basic:
                 _warned_basic = True
                 warnings.warn(f"selfdistill.sandbox falls back to basic mode (rlimits and process-group kill "
                               f"only, no filesystem or network isolation): {fatal[0]}", RuntimeWarning, stacklevel=3)
             return self._start("basic")
         self.isolation = hellos[0]["hello"]
+
     def _stop(self):
         """Close the pipes (servers exit), SIGTERM the zygote (it kills the sandbox's pid 1 and waits
         for it: in namespace mode the kernel has then killed every process inside), reap it."""
