@@ -343,6 +343,11 @@ def test_stdio_tests(pool):
     assert r[4].status == "timeout" and r[4].tests_passed == 0, r[4]
 
 
+def test_no_cases_is_not_a_pass(pool):
+    r = pool.map([sb.CallTests("def f(): pass", "f", [], []), sb.StdioTests("print(1)", [], [])])
+    assert [x.status for x in r] == ["failed", "failed"]
+
+
 def test_stdio_match_rules():
     assert sb.stdio_match("1 2\n3\n", "1 2\n3")[0]
     assert sb.stdio_match("  1 2  \r\n3  ", "1 2\n3\n\n")[0]

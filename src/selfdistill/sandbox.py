@@ -277,6 +277,8 @@ class Pool:
             program, stdin = job
             raw = self._execute(slot, {"mode": "plain", "program": program, "stdin": stdin}, end)
             return _plain_result(raw, self)
+        if isinstance(job, (CallTests, StdioTests)) and not job.inputs:
+            return _killed(self, "failed", "no test cases")  # a pass needs evidence: nothing ran
         if isinstance(job, CallTests):
             payload = {"mode": "call", "program": job.program, "entry_point": job.entry_point,
                        "inputs": [list(args) for args in job.inputs]}
