@@ -83,7 +83,7 @@ def _link(root: Path, name: str, target: Path) -> None:
     os.replace(tmp, link)
 
 
-def _finished(path: Path) -> bool:
+def finished(path: Path) -> bool:
     try:
         return bool(load_manifest(path).get("finished_at"))
     except FileNotFoundError:
@@ -104,17 +104,17 @@ def run(cfg: RunConfig) -> Path:
 
     sample_cfg = replace(cfg.sample, output_dir=str(d["samples"]))
     train_cfg = replace(cfg.train, samples=str(d["samples"]), output_dir=str(d["train"]))
-    base_eval = replace(cfg.eval, model=cfg.model, temperatures=_sweep(cfg), output_dir=str(d["eval-base"]))
+    base_eval = replace(cfg.eval, model=cfg.model, output_dir=str(d["eval-base"]))
 
     # One engine serves both base-model stages: on CPU an engine start costs minutes.
     generator = None
-    if not (_finished(d["samples"]) and _finished(d["eval-base"])):
+    if not (finished(d["samples"]) and finished(d["eval-base"])):
         max_len = max(cfg.sample.max_model_len, cfg.eval.max_model_len)
         generator = load_generator(resolve_model(cfg.model), cfg.sample.backend, max_len, cfg.sample.tensor_parallel_size, cfg.sample.seed)
     try:
         for name, stage_cfg, fn in (("samples", sample_cfg, sample), ("eval-base", base_eval, evaluate)):
             t = clock.begin(name)
-            cached = _finished(d[name])
+            cached = finished(d[name])
             if not cached:
                 fn(stage_cfg, generator=generator)
             clock.end(name, t, cached)
@@ -124,22 +124,22 @@ def run(cfg: RunConfig) -> Path:
             generator.close()
 
     t = clock.begin("train")
-    cached = _finished(d["train"])
-    model_dir = train(train_cfg) if not cached else _trained_model(d["train"])
+    cached = finished(d["train"])
+    model_dir = train(train_cfg) if not cached else trained_model_dir(d["train"])
     clock.end("train", t, cached)
     _link(plan.root, "train", d["train"])
 
     t = clock.begin("eval-ssd")
-    cached = _finished(d["eval-ssd"])
+    cached = finished(d["eval-ssd"])
     if not cached:
-        evaluate(replace(cfg.eval, model=str(model_dir), temperatures=_sweep(cfg), output_dir=str(d["eval-ssd"])))
+        evaluate(replace(cfg.eval, model=str(model_dir), output_dir=str(d["eval-ssd"])))
     clock.end("eval-ssd", t, cached)
     _link(plan.root, "eval-ssd", d["eval-ssd"])
 
     atomic_write_json(plan.root / "compare.json", compare(d["eval-base"], d["eval-ssd"]))
 
     t = clock.begin("analysis")
-    cached = _finished(d["analysis"])
+    cached = finished(d["analysis"])
     if not cached:
         from .analyze import analyze
 
@@ -171,11 +171,5 @@ def run(cfg: RunConfig) -> Path:
     return plan.root
 
 
-def _sweep(cfg: RunConfig) -> list[float]:
-    """The eval sweep always includes the preset's recommended T_eval."""
-    temps = set(cfg.eval.temperatures) | ({cfg.eval.t_eval} if cfg.eval.t_eval is not None else set())
-    return sorted(temps)
-
-
-def _trained_model(train_dir: Path) -> Path:
+def trained_model_dir(train_dir: Path) -> Path:
     return Path(load_manifest(train_dir)["model_dir"])
