@@ -1,0 +1,358 @@
+"""`ssd analyze`: the paper's Figure 6 diagnostics. The base and the SSD model score the same held-out
+replies by teacher forcing (one transformers forward pass per reply; the prompt is context, only reply
+positions count), and we compare their next-token distributions position by position:
+
+  (a) cumulative probability mass of the top-r tokens against the rank r (raw distribution: T = 1, no truncation)
+  (b) mean number of survivors against T_eval: tokens with nonzero probability after truncation at
+      (T_eval, eval_top_k, eval_top_p), in the paper's order (temperature, then top-k, then top-p; the
+      reference `generate.truncate_logits`)
+  (c) mean entropy after truncation against T_eval: the entropy of the renormalized truncated
+      distribution, in nats
+  (d) entropy after truncation at the T_eval nearest 1.0, binned by the base model's top-20 mass (raw
+      distribution), so both models are compared on the same positions in every bin
+
+Fork-like positions have >= 3 survivors at the training truncation (t_train, top_k, top_p), lock-like
+ones 1 or 2 (FORK_MIN_SURVIVORS). Each model's counts use its own distribution; the paired comparison
+("how SSD changes each") classifies positions once, by the base model, which produced the training data.
+
+Replies (`replies`): an eval output dir (`results/T*.jsonl`) or a samples dir (`shards/*.jsonl`); both
+records carry `prompt_text`, the templated prompt exactly as it was fed. One reply per problem, a seeded
+choice, up to `limit` replies. Prompt and reply are tokenized apart, so the scored positions are exactly
+the reply text's tokens.
+
+Output dir:
+  manifest.json                   RunDir manifest; inputs hash both models and the reply files
+  positions_base.npz, positions_ssd.npz
+                                  per-position statistics, written when a model is done (the unit of
+                                  resume: a rerun after kill -9 skips a model whose file exists):
+                                  reply, token, top20_mass, cum_mass[N, RANKS], train_survivors,
+                                  train_entropy, eval_survivors[N, len(t_evals)], eval_entropy[N, len(t_evals)]
+  analysis.json                   every curve plotted, fork/lock counts, and the paired lock/fork summary
+  fig6a_cumulative_mass.png  fig6b_survivors.png  fig6c_entropy.png  fig6d_entropy_by_top20.png
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import plots
+from .config import AnalyzeConfig
+from .generate import truncate_logits
+from .manifest import RunDir, atomic_write_bytes, atomic_write_json, hash_inputs
+from .models import resolve_model
+
+console = Console(stderr=True)
+
+RANKS = 100  # (a) is drawn for ranks 1..RANKS
+TOP_MASS_K = 20  # (d) bins positions by the mass of the top 20 tokens
+FORK_MIN_SURVIVORS = 3  # >= 3 survivors at the training truncation: fork-like; 1-2: lock-like
+TOP20_EDGES = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0]  # code LMs put most positions near 1
+MODELS = ("base", "ssd")
+
+
+class AnalyzeError(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------- replies
+
+
+def load_replies(source: str | Path, limit: int, seed: int) -> tuple[list[dict], list[Path]]:
+    """Up to `limit` {id, prompt_text, reply} from an eval or samples dir, one per problem (seeded
+    choice), and the files they came from (hashed into the manifest)."""
+    source = Path(source)
+    if (source / "results").is_dir():
+        records, files = _eval_records(source)
+    elif (source / "shards").is_dir():
+        from .sample import load_samples
+
+        kept, _ = load_samples(source)
+        records = [{"id": str(r["prompt_id"]), "prompt_text": r["prompt_text"], "reply": r["reply"]} for r in kept]
+        files = sorted((source / "shards").glob("*.jsonl"))
+    else:
+        raise AnalyzeError(f"{source}: neither an eval output dir (results/T*.jsonl) nor a samples dir (shards/*.jsonl)")
+    by_problem: dict[str, list[dict]] = {}
+    for r in records:
+        if r["reply"].strip():
+            by_problem.setdefault(r["id"], []).append(r)
+    if not by_problem:
+        raise AnalyzeError(f"{source}: no non-empty replies to score")
+    rng = random.Random(seed)
+    ids = sorted(by_problem)
+    rng.shuffle(ids)
+    return [rng.choice(by_problem[i]) for i in ids[:limit]], files
+
+
+def _eval_records(eval_dir: Path) -> tuple[list[dict], list[Path]]:
+    files = sorted((eval_dir / "results").glob("T*.jsonl"))
+    if not files:
+        raise AnalyzeError(f"{eval_dir}/results holds no T*.jsonl files: has the eval run?")
+    records = []
+    for path in files:
+        with open(path) as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise AnalyzeError(f"{path}:{line_no}: invalid JSON: {e}") from None
+                for key in ("problem_id", "prompt_text", "reply"):
+                    if key not in row:
+                        raise AnalyzeError(f"{path}:{line_no}: missing field {key!r}")
+                records.append({"id": str(row["problem_id"]), "prompt_text": row["prompt_text"], "reply": row["reply"]})
+    return records, files
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def truncated_stats(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Survivors (tokens with nonzero probability) and entropy in nats of the truncated, renormalized
+    distribution, per row of `logits`."""
+    probs = torch.softmax(truncate_logits(logits, temperature, top_k, top_p, 0.0).float(), dim=-1)
+    return (probs > 0).sum(-1), torch.special.entr(probs).sum(-1)
+
+
+def position_stats(logits: torch.Tensor, cfg: AnalyzeConfig) -> dict[str, np.ndarray]:
+    """Every per-position statistic the figures need, from next-token logits [positions, vocab]."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    width = max(RANKS, TOP_MASS_K, cfg.top_k + 1, cfg.eval_top_k + 1)
+    top = logprobs.topk(min(width, logprobs.shape[-1]), dim=-1).values  # sorted, descending
+
+    def stats(temperature: float, top_k: int, top_p: float):
+        # Top-k after temperature keeps the k largest logits and their ties, so truncating just the
+        # `width` > k largest is exact unless a tie with the k-th runs past them; it spares sorting
+        # the whole vocabulary for every temperature.
+        exact = 0 < top_k < top.shape[-1] and bool((top[:, top_k - 1] > top[:, -1]).all())
+        return truncated_stats(top if exact else logprobs, temperature, top_k, top_p)
+
+    train_survivors, train_entropy = stats(cfg.t_train, cfg.top_k, cfg.top_p)
+    evals = [stats(t, cfg.eval_top_k, cfg.eval_top_p) for t in cfg.t_evals]
+    return {
+        "cum_mass": top[:, :RANKS].exp().cumsum(-1).numpy(),
+        "top20_mass": top[:, :TOP_MASS_K].exp().sum(-1).numpy(),
+        "train_survivors": train_survivors.numpy(),
+        "train_entropy": train_entropy.numpy(),
+        "eval_survivors": torch.stack([s for s, _ in evals], -1).numpy(),
+        "eval_entropy": torch.stack([e for _, e in evals], -1).numpy(),
+    }
+
+
+def tokenize(tokenizer, replies: list[dict]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, reply ids) per reply. Tokenized apart, so reply positions are exactly the reply's
+    tokens whatever the tokenizer would merge across the boundary."""
+    return [
+        (tokenizer(r["prompt_text"], add_special_tokens=False).input_ids, tokenizer(r["reply"], add_special_tokens=False).input_ids)
+        for r in replies
+    ]
+
+
+@torch.inference_mode()
+def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int]]], cfg: AnalyzeConfig) -> dict[str, np.ndarray]:
+    """Teacher-force every reply through one model (batch 1: no padding to get wrong) and collect the
+    statistics of the distributions that predict each reply token."""
+    from transformers import AutoModelForCausalLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # fp32 on CPU: bf16 logits are too coarse for tail mass; on a GPU bf16 weights, fp32 statistics.
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device).eval()
+    rows: list[dict[str, np.ndarray]] = []
+    total = sum(len(r) for _, r in sequences)
+    columns = [TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("replies"),
+               TextColumn("{task.fields[rate]:.0f} tok/s"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(label, total=len(sequences), rate=0.0)
+        start, done = time.time(), 0
+        for i, (prompt_ids, reply_ids) in enumerate(sequences):
+            ids = torch.tensor([prompt_ids + reply_ids], device=device)
+            # The logits at position j predict token j+1: the last len(reply)+1 positions hold the
+            # predictions of every reply token (and of the token after the reply, dropped).
+            logits = model(input_ids=ids, logits_to_keep=len(reply_ids) + 1).logits[0, :-1].float().cpu()
+            row = position_stats(logits, cfg)
+            row["reply"] = np.full(len(reply_ids), i, dtype=np.int32)
+            row["token"] = np.asarray(reply_ids, dtype=np.int64)
+            rows.append(row)
+            done += len(prompt_ids) + len(reply_ids)
+            progress.update(task, advance=1, rate=done / max(time.time() - start, 1e-9))
+    del model
+    console.print(f"{label}: scored {total} reply positions in {time.time() - start:.1f}s", markup=False)
+    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict:
+    """Curves and counts from the per-position statistics of both models (aligned position by position)."""
+    base = pos["base"]
+    fork = base["train_survivors"] >= FORK_MIN_SURVIVORS  # positions classified once, by the base model
+    lock = ~fork
+    ref = int(np.argmin([abs(t - 1.0) for t in cfg.t_evals]))
+    bins = np.clip(np.digitize(base["top20_mass"], TOP20_EDGES[1:-1], right=False), 0, len(TOP20_EDGES) - 2)
+
+    def mean(x: np.ndarray, mask: np.ndarray | None = None) -> list[float] | float | None:
+        x = x if mask is None else x[mask]
+        if len(x) == 0:
+            return None
+        m = x.astype(np.float64).mean(0)
+        return m.tolist() if np.ndim(m) else float(m)
+
+    out: dict = {
+        "units": {"entropy": "nats", "mass": "probability"},
+        "n_replies": int(base["reply"].max()) + 1,
+        "n_positions": int(len(fork)),
+        "ranks": list(range(1, base["cum_mass"].shape[1] + 1)),
+        "t_evals": list(cfg.t_evals),
+        "eval_truncation": {"top_k": cfg.eval_top_k, "top_p": cfg.eval_top_p},
+        "train_truncation": {"temperature": cfg.t_train, "top_k": cfg.top_k, "top_p": cfg.top_p},
+        "thresholds": {"fork": f">= {FORK_MIN_SURVIVORS} survivors at the training truncation", "lock": f"1 to {FORK_MIN_SURVIVORS - 1} survivors"},
+        "cumulative_mass": {},
+        "survivors": {},
+        "entropy": {},
+        "top20_bins": {"edges": TOP20_EDGES, "binned_by": "base model top-20 mass (T=1, untruncated)", "t_eval": cfg.t_evals[ref],
+                       "count": np.bincount(bins, minlength=len(TOP20_EDGES) - 1).tolist(), "entropy": {}},
+        "counts": {},
+        "transitions": {},
+        "lock_fork": [],
+    }
+    for name in MODELS:
+        p = pos[name]
+        out["cumulative_mass"][name] = mean(p["cum_mass"])
+        out["survivors"][name] = {"all": mean(p["eval_survivors"]), "fork": mean(p["eval_survivors"], fork), "lock": mean(p["eval_survivors"], lock)}
+        out["entropy"][name] = {"all": mean(p["eval_entropy"]), "fork": mean(p["eval_entropy"], fork), "lock": mean(p["eval_entropy"], lock)}
+        out["top20_bins"]["entropy"][name] = [mean(p["eval_entropy"][:, ref], bins == b) for b in range(len(TOP20_EDGES) - 1)]
+        own_fork = p["train_survivors"] >= FORK_MIN_SURVIVORS
+        out["counts"][name] = {"fork": int(own_fork.sum()), "lock": int((~own_fork).sum()), "mean_train_survivors": mean(p["train_survivors"]),
+                               "mean_train_entropy": mean(p["train_entropy"]), "mean_top20_mass": mean(p["top20_mass"])}
+    ssd_fork = pos["ssd"]["train_survivors"] >= FORK_MIN_SURVIVORS
+    for a, ma in (("fork", fork), ("lock", lock)):
+        for b, mb in (("fork", ssd_fork), ("lock", ~ssd_fork)):
+            out["transitions"][f"base {a} -> ssd {b}"] = int((ma & mb).sum())
+    for j, t in enumerate(cfg.t_evals):
+        row = {"t_eval": t, "n_lock": int(lock.sum()), "n_fork": int(fork.sum())}
+        for name in MODELS:
+            for kind, mask in (("lock", lock), ("fork", fork)):
+                row[f"{name}_{kind}_entropy"] = mean(pos[name]["eval_entropy"][:, j], mask)
+                row[f"{name}_{kind}_survivors"] = mean(pos[name]["eval_survivors"][:, j], mask)
+        out["lock_fork"].append(row)
+    return out
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot(summary: dict, out_dir: Path) -> list[Path]:
+    ranks, ts = summary["ranks"], summary["t_evals"]
+    trunc = f"top-k {summary['eval_truncation']['top_k']}, top-p {summary['eval_truncation']['top_p']}"
+    paths = []
+
+    fig, ax = plots.figure()
+    for name in MODELS:
+        ax.plot(ranks, summary["cumulative_mass"][name], color=plots.COLORS[name], label=plots.LABELS[name])
+    ax.set(xscale="log", xlabel="token rank", ylabel="mean cumulative probability mass", title="(a) cumulative mass vs rank (T=1, untruncated)")
+    ax.legend()
+    paths.append(plots.save(fig, out_dir / "fig6a_cumulative_mass.png"))
+
+    for key, ylabel, title, fname in (("survivors", "mean surviving tokens", "(b) tokens surviving truncation", "fig6b_survivors.png"),
+                                       ("entropy", "mean entropy after truncation (nats)", "(c) entropy after truncation", "fig6c_entropy.png")):
+        fig, ax = plots.figure()
+        for name in MODELS:
+            for subset, style in (("all", "-"), ("fork", "--"), ("lock", ":")):
+                if summary[key][name][subset] is not None:
+                    ax.plot(ts, summary[key][name][subset], style, marker="o", ms=3, color=plots.COLORS[name], label=f"{plots.LABELS[name]}, {subset} positions")
+        ax.set(xlabel="T_eval", ylabel=ylabel, title=f"{title} ({trunc})")
+        ax.legend(fontsize=7, ncol=2)
+        paths.append(plots.save(fig, out_dir / fname))
+
+    bins = summary["top20_bins"]
+    edges = bins["edges"]
+    labels = [f"{lo:g}-{hi:g}\n(n={n})" for lo, hi, n in zip(edges[:-1], edges[1:], bins["count"])]
+    fig, ax = plots.figure(7.5, 4.0)
+    x = np.arange(len(labels))
+    for name in MODELS:
+        y = [np.nan if v is None else v for v in bins["entropy"][name]]
+        ax.plot(x, y, marker="o", color=plots.COLORS[name], label=plots.LABELS[name])
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set(xlabel="top-20 mass of the base model's distribution (bin)", ylabel="mean entropy after truncation (nats)",
+           title=f"(d) entropy by top-20 mass (T_eval={bins['t_eval']:g}, {trunc})")
+    ax.legend()
+    paths.append(plots.save(fig, out_dir / "fig6d_entropy_by_top20.png"))
+    return paths
+
+
+def print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    c = summary["counts"]
+    console.print(f"{summary['n_positions']} positions from {summary['n_replies']} replies; "
+                  f"fork-like (>= {FORK_MIN_SURVIVORS} survivors at T_train={summary['train_truncation']['temperature']:g}): "
+                  f"base {c['base']['fork']}, SSD {c['ssd']['fork']}; lock-like: base {c['base']['lock']}, SSD {c['ssd']['lock']}")
+    table = Table(title="entropy after truncation (nats) at base-classified lock and fork positions")
+    for col in ("T_eval", "base lock", "SSD lock", "base fork", "SSD fork"):
+        table.add_column(col, justify="right")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in summary["lock_fork"]:
+        table.add_row(f"{r['t_eval']:g}", fmt(r["base_lock_entropy"]), fmt(r["ssd_lock_entropy"]), fmt(r["base_fork_entropy"]), fmt(r["ssd_fork_entropy"]))
+    console.print(table)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def analyze(cfg: AnalyzeConfig) -> Path:
+    if not cfg.t_evals:
+        raise AnalyzeError("t_evals is empty: give at least one evaluation temperature")
+    from transformers import AutoTokenizer
+
+    out = Path(cfg.output_dir)
+    paths = {"base": resolve_model(cfg.base_model), "ssd": resolve_model(cfg.ssd_model)}
+    replies, files = load_replies(cfg.replies, cfg.limit, cfg.seed)
+    inputs = hash_inputs([paths["base"], paths["ssd"], *files])
+    run = RunDir.open(out, "analyze", cfg, inputs, extra={"models": paths})
+
+    tokenizer = AutoTokenizer.from_pretrained(paths["base"])
+    if AutoTokenizer.from_pretrained(paths["ssd"]).get_vocab() != tokenizer.get_vocab():
+        raise AnalyzeError(f"{paths['ssd']} and {paths['base']} have different vocabularies: positions cannot be compared")
+    sequences = tokenize(tokenizer, replies)
+    positions = {}
+    for name in MODELS:
+        npz = out / f"positions_{name}.npz"
+        if npz.is_file():
+            positions[name] = _load_npz(npz)
+            console.print(f"{name}: reusing {npz}", markup=False)
+        else:
+            positions[name] = score(paths[name], name, sequences, cfg)
+            _save_npz(npz, positions[name])
+    if not np.array_equal(positions["base"]["token"], positions["ssd"]["token"]):
+        raise AnalyzeError(f"{out}: positions_base.npz and positions_ssd.npz score different tokens; delete them and rerun")
+
+    summary = summarize(positions, cfg)
+    summary["replies"] = [{"id": r["id"], "reply_tokens": len(s[1])} for r, s in zip(replies, sequences)]
+    summary["models"] = {name: {"model": getattr(cfg, f"{name}_model"), "path": paths[name], "sha256": inputs.get(paths[name])} for name in MODELS}
+    atomic_write_json(out / "analysis.json", summary)
+    figures = plot(summary, out)
+    print_summary(summary)
+    run.finish(figures=[p.name for p in figures], n_positions=summary["n_positions"])
+    console.print(f"[bold]analysis:[/] {out}")
+    return out

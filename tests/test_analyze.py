@@ -1,0 +1,177 @@
+"""`ssd analyze` on tiny-random against a perturbed copy of itself, over a hand-written eval dir in the
+documented results schema, plus the statistics on fixed logits where the right answer is known."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from selfdistill.analyze import FORK_MIN_SURVIVORS, RANKS, AnalyzeError, analyze, load_replies, position_stats, truncated_stats
+from selfdistill.config import AnalyzeConfig
+
+REPLIES = [
+    ("HumanEval/0", "```python\ndef add(a, b):\n    return a + b\n```"),
+    ("HumanEval/1", "Here is a solution.\n\n```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n```"),
+    ("HumanEval/2", "```python\ndef is_even(x):\n    return x % 2 == 0\n```\nThis checks the remainder."),
+]
+T_EVALS = [1e-4, 0.5, 1.0, 1.6]
+
+
+@pytest.fixture(scope="module")
+def perturbed_model(tiny_model, tmp_path_factory) -> str:
+    """tiny-random with noise on every weight: a second model with the same vocabulary."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("perturbed")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.5 * p.float().std().nan_to_num(0.02).clamp(min=0.02))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return str(out)
+
+
+def write_eval_dir(path, tiny_model, rows=REPLIES, prompt_text=True):
+    """An eval output dir in the schema evaluate.py documents: manifest.json + results/T*.jsonl."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    (path / "results").mkdir(parents=True)
+    (path / "manifest.json").write_text(json.dumps({"stage": "eval", "config": {"model": tiny_model, "benchmark": "humaneval"}}))
+    with open(path / "results" / "T0.70.jsonl", "w") as f:
+        for i, (pid, reply) in enumerate(rows):
+            rec = {"problem_id": pid, "temperature": 0.7, "sample_index": 0, "seed": i, "status": "passed", "passed": True,
+                   "detail": "", "reply": reply, "reply_tokens": len(tok(reply).input_ids), "finish_reason": "stop"}
+            if prompt_text:
+                rec["prompt_text"] = tok.apply_chat_template([{"role": "user", "content": f"Solve {pid}."}], add_generation_prompt=True, tokenize=False)
+            f.write(json.dumps(rec) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def analysis(tiny_model, perturbed_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("analyze")
+    replies = write_eval_dir(root / "eval", tiny_model)
+    cfg = AnalyzeConfig(base_model=tiny_model, ssd_model=perturbed_model, replies=str(replies), limit=8, t_evals=T_EVALS,
+                        output_dir=str(root / "out"))
+    out = analyze(cfg)
+    return cfg, out, json.loads((out / "analysis.json").read_text())
+
+
+def test_outputs_and_shapes(analysis):
+    cfg, out, a = analysis
+    for name in ("fig6a_cumulative_mass.png", "fig6b_survivors.png", "fig6c_entropy.png", "fig6d_entropy_by_top20.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["finished_at"] and manifest["models"]["base"] in manifest["inputs"] and manifest["models"]["ssd"] in manifest["inputs"]
+    assert a["n_replies"] == len(REPLIES) and a["units"]["entropy"] == "nats"
+    n = a["n_positions"]
+    assert n == sum(r["reply_tokens"] for r in a["replies"]) > 0
+    for name in ("base", "ssd"):
+        pos = np.load(out / f"positions_{name}.npz")
+        assert pos["cum_mass"].shape == (n, RANKS) and pos["eval_entropy"].shape == (n, len(T_EVALS))
+        assert len(a["cumulative_mass"][name]) == RANKS and len(a["entropy"][name]["all"]) == len(T_EVALS)
+        assert len(a["top20_bins"]["entropy"][name]) == len(a["top20_bins"]["edges"]) - 1
+
+
+def test_curves_make_sense(analysis):
+    cfg, out, a = analysis
+    for name in ("base", "ssd"):
+        cum = np.array(a["cumulative_mass"][name])
+        assert np.all(np.diff(cum) >= -1e-6) and 0 < cum[0] and cum[-1] <= 1 + 1e-5  # (a) is monotone
+        pos = np.load(out / f"positions_{name}.npz")
+        assert np.all(np.diff(pos["cum_mass"], axis=1) >= -1e-6)
+        surv, ent = pos["eval_survivors"], pos["eval_entropy"]
+        assert np.all(surv[:, 0] == 1)  # T -> 0: only the argmax survives
+        assert np.all(surv >= 1) and np.all(surv <= cfg.eval_top_k)
+        assert np.all(ent >= -1e-6) and np.all(ent <= np.log(surv) + 1e-4) and np.all(ent <= math.log(cfg.eval_top_k) + 1e-4)
+        assert np.all(np.diff(a["survivors"][name]["all"]) >= 0)  # hotter keeps more tokens
+
+
+def test_fork_lock_counts_add_up(analysis):
+    cfg, out, a = analysis
+    n = a["n_positions"]
+    for name in ("base", "ssd"):
+        c = a["counts"][name]
+        assert c["fork"] + c["lock"] == n
+        pos = np.load(out / f"positions_{name}.npz")
+        assert c["fork"] == int((pos["train_survivors"] >= FORK_MIN_SURVIVORS).sum())
+    assert sum(a["transitions"].values()) == n
+    assert sum(a["top20_bins"]["count"]) == n
+    for row in a["lock_fork"]:
+        assert row["n_lock"] + row["n_fork"] == n
+
+
+def test_rerun_reuses_finished_models(analysis):
+    cfg, out, a = analysis
+    stamp = {name: os.stat(out / f"positions_{name}.npz").st_mtime_ns for name in ("base", "ssd")}
+    (out / "positions_ssd.npz").unlink()  # as if killed while scoring the SSD model
+    analyze(cfg)
+    assert os.stat(out / "positions_base.npz").st_mtime_ns == stamp["base"]
+    assert json.loads((out / "analysis.json").read_text())["cumulative_mass"] == a["cumulative_mass"]
+
+
+def test_same_model_changes_nothing(tiny_model, tmp_path):
+    replies = write_eval_dir(tmp_path / "eval", tiny_model, REPLIES[:1])
+    out = analyze(AnalyzeConfig(base_model=tiny_model, ssd_model=tiny_model, replies=str(replies), t_evals=[0.5, 1.0], output_dir=str(tmp_path / "out")))
+    a = json.loads((out / "analysis.json").read_text())
+    assert a["cumulative_mass"]["base"] == a["cumulative_mass"]["ssd"] and a["entropy"]["base"] == a["entropy"]["ssd"]
+    assert a["transitions"]["base fork -> ssd lock"] == a["transitions"]["base lock -> ssd fork"] == 0
+
+
+def test_position_stats_on_known_logits():
+    # Row 0: one dominant token (a lock); row 1: three equal tokens far above the rest (a fork).
+    logits = -20.0 - torch.arange(1000.0).repeat(2, 1) / 1000  # a distinct, negligible tail
+    logits[0, 7] = 10.0
+    logits[1, :3] = 10.0
+    cfg = AnalyzeConfig(t_train=1.0, top_k=20, top_p=0.95, t_evals=[1e-3, 1.0], eval_top_k=20, eval_top_p=1.0)
+    s = position_stats(logits, cfg)
+    assert s["train_survivors"].tolist() == [1, 3]
+    assert s["eval_survivors"][:, 0].tolist() == [1, 3]  # T -> 0: only the top token survives, or exact ties
+    assert s["eval_survivors"][:, 1].tolist() == [20, 20]  # top-k 20, no top-p: all 20 survive, if barely
+    assert s["train_entropy"][0] == pytest.approx(0.0, abs=1e-6) and s["train_entropy"][1] == pytest.approx(math.log(3), abs=1e-4)
+    assert s["cum_mass"][1, 2] == pytest.approx(1.0, abs=1e-6) and s["top20_mass"][0] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_top_k_shortcut_matches_full_vocabulary(ties):
+    """position_stats truncates only the largest logits; the reference truncates the whole vocabulary."""
+    logits = torch.randn(64, 5000, generator=torch.Generator().manual_seed(0)) * 3
+    if ties:  # a run of ties with the 20th token that goes past the shortcut's slice
+        logits[:, 150:] -= 20.0
+        logits[:, 1:150] = 0.0
+        logits[:, 0] = 3.0
+    cfg = AnalyzeConfig(t_train=1.6, top_k=20, top_p=0.8, t_evals=[0.3, 1.0], eval_top_k=20, eval_top_p=1.0)
+    s = position_stats(logits, cfg)
+    assert (s["eval_survivors"][:, 1].max() > RANKS) == ties  # vLLM's top-k keeps ties with the k-th token
+    for j, t in enumerate(cfg.t_evals):
+        survivors, entropy = truncated_stats(logits, t, cfg.eval_top_k, cfg.eval_top_p)
+        assert np.array_equal(s["eval_survivors"][:, j], survivors.numpy())
+        assert np.allclose(s["eval_entropy"][:, j], entropy.numpy(), atol=1e-5)
+    assert np.array_equal(s["train_survivors"], truncated_stats(logits, 1.6, 20, 0.8)[0].numpy())
+
+
+def test_bad_records_name_file_and_line(tiny_model, tmp_path):
+    eval_dir = write_eval_dir(tmp_path / "eval", tiny_model)
+    results = eval_dir / "results" / "T0.70.jsonl"
+    lines = results.read_text().splitlines()
+    del_reply = json.loads(lines[1])
+    del del_reply["reply"]
+    results.write_text("\n".join([lines[0], json.dumps(del_reply), lines[2]]) + "\n")
+    with pytest.raises(AnalyzeError, match=r"T0\.70\.jsonl:2: missing field 'reply'"):
+        load_replies(eval_dir, 8, 0)
+    with pytest.raises(AnalyzeError, match="neither an eval output dir"):
+        load_replies(tmp_path, 8, 0)
+
+
+def test_one_reply_per_problem_seeded(tiny_model, tmp_path):
+    rows = [(pid, f"reply {j} to {pid}") for pid in ("a", "b", "c", "d") for j in range(3)]
+    eval_dir = write_eval_dir(tmp_path / "eval", tiny_model, rows)
+    first, _ = load_replies(eval_dir, 3, seed=1)
+    again, _ = load_replies(eval_dir, 3, seed=1)
+    assert first == again and len({r["id"] for r in first}) == 3
