@@ -103,7 +103,13 @@ def eval_(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
         from .evaluate import evaluate as run_stage
     except ModuleNotFoundError:
         _not_implemented("eval", 5)
-    run_stage(cfg)
+    from .benchmarks import BenchmarkError
+    from .manifest import ManifestMismatch
+
+    try:
+        run_stage(cfg)
+    except (BenchmarkError, ManifestMismatch) as e:  # bad input or a mismatched output dir: say why, no traceback
+        _fail(str(e), code=1)
 
 
 @app.command(context_settings=STAGE_SETTINGS)

@@ -106,6 +106,7 @@ class EvalConfig:
     release_from: str | None = None  # date window (YYYY-MM-DD) for dated benchmarks such as livecodebench
     release_to: str | None = None
     platforms: list[str] = field(default_factory=list)  # e.g. ["leetcode", "atcoder"]; empty = all
+    prompt_format: str = "system"  # as in sampling: "system" (paper) or "lcb" (LiveCodeBench's template)
     t_eval: float | None = None  # the preset's recommended T_eval for the SSD model (paper Table 3); always swept
     temperatures: list[float] = field(default_factory=lambda: [0.0])
     top_k: int = 0

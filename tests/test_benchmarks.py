@@ -1,0 +1,325 @@
+"""The benchmark registry: loaders, extraction, LiveCodeBench test decoding and graders (real sandbox)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import pickle
+import random
+import zlib
+from pathlib import Path
+
+import pytest
+
+from selfdistill import benchmarks as B
+from selfdistill.sandbox import Limits, Pool
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with Pool(2, Limits(timeout=10)) as p:
+        yield p
+
+
+def sample(problems, n, seed=0):
+    return random.Random(seed).sample(problems, min(n, len(problems)))
+
+
+# ---------------------------------------------------------------------------- extraction
+
+
+def test_extracts_the_last_python_block_after_thinking():
+    reply = ("<think>maybe ```python\nprint('thought')\n```</think>First:\n```python\nx = 1\n```\n"
+             "Output:\n```text\n1\n```\nFinal:\n```python\nx = 2\n```\nDone.")
+    assert B.extract_code(reply, completion_fallback=False) == "x = 2"
+
+
+def test_thinking_whose_opening_tag_is_in_the_prompt_and_unclosed_thinking():
+    assert B.extract_code("plan...</think>\n```python\nok = 1\n```", False) == "ok = 1"
+    with pytest.raises(B.ExtractionError):  # cut off while thinking: no answer yet
+        B.extract_code("<think>```python\nx = 1\n```\nstill thinking", False)
+
+
+def test_fences_with_tildes_longer_fences_and_py_tags():
+    assert B.extract_code("~~~py\na = 1\n~~~", False) == "a = 1"
+    assert B.extract_code("````python\ns = '```'\n```\nt = 2\n````", False) == "s = '```'\n```\nt = 2"
+
+
+def test_lcb_style_fails_without_a_fence_completion_style_falls_back():
+    code = "def f(x):\n    return x + 1\n"
+    with pytest.raises(B.ExtractionError):
+        B.extract_code(code, completion_fallback=False)
+    assert B.extract_code(code, completion_fallback=True) == code
+    # an unclosed final block (the reply hit max_tokens) is taken only by the completion-style fallback
+    assert B.extract_code("Sure:\n```python\ndef f():\n    return 1", True) == "def f():\n    return 1"
+    with pytest.raises(B.ExtractionError):
+        B.extract_code("Sure:\n```python\ndef f():\n    return 1", False)
+
+
+@pytest.mark.parametrize("reply", ["", "   \n", "I cannot solve this problem, sorry.", "```python\n\n```", "```bash\nls\n```"])
+def test_replies_without_code_are_extraction_failures(reply):
+    with pytest.raises(B.ExtractionError):
+        B.extract_code(reply, completion_fallback=True)
+
+
+def test_extraction_failure_is_a_verdict_not_a_crash(pool):
+    bench = B.get("humaneval")
+    p = bench.load()[0]
+    (v,) = bench.grade_many([p], ["I don't know."], pool)
+    assert (v.status, v.passed) == ("extraction_failed", False) and v.detail
+
+
+def test_humaneval_completion_style_body_only(pool):
+    bench = B.get("humaneval")
+    problems = bench.load()[:5]
+    with gzip.open(bench.source(), "rt") as f:
+        rows = {row["task_id"]: row for row in map(json.loads, f)}
+    bodies = [rows[p.id]["canonical_solution"] for p in problems]  # the body alone, as a base model writes it
+    fenced = [f"```python\n{b}\n```" for b in bodies]
+    assert all(v.passed for v in bench.grade_many(problems + problems, bodies + fenced, pool))
+
+
+# ---------------------------------------------------------------------------- LiveCodeBench test decoding
+
+
+CASES = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
+
+
+def test_decodes_plain_zlib_json_and_pickled_private_tests():
+    as_json = json.dumps(CASES)
+    assert B.decode_test_cases(as_json) == CASES
+    assert B.decode_test_cases(base64.b64encode(zlib.compress(as_json.encode())).decode()) == CASES
+    for protocol in (0, 2, 4, 5):  # upstream pickles the JSON string
+        blob = base64.b64encode(zlib.compress(pickle.dumps(as_json, protocol=protocol))).decode()
+        assert B.decode_test_cases(blob) == CASES
+    assert B.decode_test_cases("") == [] and B.decode_test_cases(None) == []
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/selfdistill-pwned-by-pickle",))
+
+
+def test_refuses_pickles_that_reference_any_global(tmp_path):
+    marker = Path("/tmp/selfdistill-pwned-by-pickle")
+    marker.unlink(missing_ok=True)
+    blob = base64.b64encode(zlib.compress(pickle.dumps([_Exploit()]))).decode()
+    with pytest.raises(pickle.UnpicklingError, match="posix.system|os.system|plain values"):
+        B.decode_test_cases(blob)
+    assert not marker.exists()
+    # through the loader: a clear error naming the file and line, and still nothing executed
+    row = lcb_row("1", "stdin", private_test_cases=blob)
+    path = tmp_path / "lcb.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(B.BenchmarkError, match=rf"{path}:1: UnpicklingError"):
+        B.get("livecodebench").load(str(path))
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------- loaders
+
+
+def test_shipped_benchmarks_load_with_metadata():
+    counts = {name: len(B.get(name).problems()) for name in ("humaneval", "humaneval_plus", "mbpp", "leetcode", "livecodebench")}
+    assert counts == {"humaneval": 164, "humaneval_plus": 164, "mbpp": 500, "leetcode": 228, "livecodebench": 400}
+    mbpp = B.get("mbpp").problems()
+    assert mbpp[0].id == "Mbpp/11" and mbpp[-1].id == "Mbpp/510"
+    leetcode = B.get("leetcode").problems()
+    from collections import Counter
+
+    assert Counter(p.metadata["difficulty"] for p in leetcode) == {"easy": 48, "medium": 101, "hard": 79}
+    assert all(p.metadata["date"] and p.metadata["platform"] == "leetcode" for p in leetcode)
+    lcb = B.get("livecodebench").problems()
+    assert Counter(p.metadata["platform"] for p in lcb) == {"atcoder": 210, "leetcode": 181, "codeforces": 9}
+    assert B.get("livecodebench").label == "public tests"
+
+
+def test_mbpp_prompt_names_the_function_the_tests_call():
+    p = next(p for p in B.get("mbpp").problems() if p.id == "Mbpp/126")
+    assert p.entry_point == "sum" and p.starter_code.startswith("def sum(") and "assert sum(10,15) == 6" in p.statement
+
+
+def test_date_window_and_platform_filters():
+    lcb = B.get("livecodebench")
+    window = lcb.load(release_from="2023-09-01", release_to="2023-12-31", platforms=["LeetCode"])
+    assert window and all("2023-09-01" <= p.metadata["date"] <= "2023-12-31" and p.metadata["platform"] == "leetcode" for p in window)
+    with pytest.raises(B.BenchmarkError, match="no date"):
+        B.get("humaneval").load(release_from="2024-01-01")
+    with pytest.raises(B.BenchmarkError, match="no problems left"):
+        lcb.load(platforms=["topcoder"])
+
+
+def test_bad_rows_name_file_line_and_field(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps(jsonl_row("a")) + "\n{not json\n")
+    with pytest.raises(B.BenchmarkError, match=rf"{path}:2: invalid JSON"):
+        B.get("jsonl").load(str(path))
+    row = jsonl_row("a")
+    del row["statement"]
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(B.BenchmarkError, match=rf"{path}:1: missing field 'statement'"):
+        B.get("jsonl").load(str(path))
+    path.write_text(json.dumps(jsonl_row("a")) + "\n" + json.dumps(jsonl_row("a")) + "\n")
+    with pytest.raises(B.BenchmarkError, match=rf"{path}:2: duplicate id 'a'"):
+        B.get("jsonl").load(str(path))
+    with pytest.raises(B.BenchmarkError, match="unknown benchmark 'humaneva'; did you mean 'humaneval'"):
+        B.get("humaneva")
+    with pytest.raises(B.BenchmarkError, match="needs benchmark_path"):
+        B.get("jsonl").load()
+
+
+def test_hub_code_path_with_a_local_dataset_directory(tmp_path):
+    """benchmark_path that is not a file goes through datasets.load_dataset, as a hub id does."""
+    with open(B.data_dir() / "livecodebench-public.jsonl") as f:
+        rows = [json.loads(line) for line, _ in zip(f, range(5))]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    problems = B.get("livecodebench").load(str(tmp_path))
+    assert [p.id for p in problems] == [r["question_id"] for r in rows]
+    assert problems[0].metadata["source"].startswith(f"{tmp_path}[test]:")
+
+
+def test_benchmark_texts_for_decontamination():
+    texts = dict(B.benchmark_texts("humaneval"))
+    assert len(texts) == 164 and "def has_close_elements" in texts["HumanEval/0"]
+    assert len(B.benchmark_texts("livecodebench")) == 400
+
+
+def test_messages_in_both_formats():
+    lc = B.get("leetcode")
+    p = lc.problems()[0]
+    system = lc.messages(p, "system")
+    assert system[0]["role"] == "system" and p.starter_code in system[1]["content"]
+    (user,) = lc.messages(p, "lcb")
+    assert "starter code" in user["content"] and p.starter_code in user["content"]
+    stdin = next(q for q in B.get("livecodebench").problems() if not q.starter_code)
+    (user,) = B.get("livecodebench").messages(stdin, "lcb")
+    assert "stdin" in user["content"]
+
+
+# ---------------------------------------------------------------------------- graders: references pass, wrong answers fail
+
+
+PERTURB = """
+def _perturb(out):
+    if isinstance(out, bool):
+        return not out
+    if isinstance(out, (int, float)):
+        return out + 1
+    if isinstance(out, str):
+        return out + "?"
+    if isinstance(out, (list, tuple)):
+        return type(out)(list(out) + [None])
+    return 0 if out is None else None
+"""
+
+
+def perturbed(problem: B.Problem) -> str:
+    """The reference with its return value changed: a known-wrong solution that still runs."""
+    if problem.entry_point.startswith("Solution()."):
+        method = problem.entry_point.split(".", 1)[1]
+        return (f"{problem.reference}\n{PERTURB}\n_Base = Solution\nclass Solution(_Base):\n    def {method}(self, *args, **kwargs):\n"
+                f"        return _perturb(super().{method}(*args, **kwargs))\n")
+    name = problem.entry_point
+    return f"{problem.reference}\n{PERTURB}\n_original = {name}\ndef {name}(*args, **kwargs):\n    return _perturb(_original(*args, **kwargs))\n"
+
+
+def wrong_reply(problem):
+    return f"```python\n{perturbed(problem)}\n```"
+
+
+@pytest.mark.parametrize("name,n", [("humaneval", 164), ("mbpp", 60), ("leetcode", 20)])
+def test_references_pass_and_perturbed_references_fail(pool, name, n):
+    bench = B.get(name)
+    problems = sample(bench.load(pool=pool), n)
+    good = bench.grade_many(problems, [bench.oracle_reply(p) for p in problems], pool)
+    assert [(p.id, v.status, v.detail) for p, v in zip(problems, good) if not v.passed] == []
+    bad = bench.grade_many(problems, [wrong_reply(p) for p in problems], pool)
+    assert [(p.id, v.status) for p, v in zip(problems, bad) if v.passed] == []
+    assert sum(v.status == "failed" for v in bad) > 0.8 * len(bad)  # wrong answers, mostly not crashes
+
+
+@pytest.mark.integration  # the first run computes 124k reference outputs in the sandbox (~2 min), then a cache
+def test_humaneval_plus_references_pass_and_perturbed_fail(pool):
+    bench = B.get("humaneval_plus")
+    problems = bench.load(pool=pool)
+    assert sum(len(p.tests["inputs"]) for p in problems if p.tests["kind"] == "call") > 100_000
+    good = bench.grade_many(problems, [bench.oracle_reply(p) for p in problems], pool)
+    assert [(p.id, v.status, v.detail) for p, v in zip(problems, good) if not v.passed] == []
+    some = sample(problems, 40)
+    bad = bench.grade_many(some, [wrong_reply(p) for p in some], pool)
+    assert [p.id for p, v in zip(some, bad) if v.passed] == []
+
+
+def test_humaneval_plus_find_zero_accepts_any_root(pool):
+    """evalplus's special oracle: any x with |poly(x)| <= atol is right, not only the reference's root."""
+    from dataclasses import replace
+
+    bench = B.get("humaneval_plus")
+    p = next(p for p in bench.problems() if p.entry_point == "find_zero")
+    assert p.tests["kind"] == "assert" and "_poly" in p.tests["test_code"]
+    cubic = replace(p, tests={**p.tests, "test_code": B._FIND_ZERO_CHECK.format(inputs=[[[-6, 11, -6, 1]]], atol=1e-4)})  # roots 1, 2, 3
+    replies = [f"```python\ndef find_zero(xs):\n    return {x}\n```" for x in (1.0, 2.0, 3.0, 2.5)]
+    assert [v.passed for v in bench.grade_many([cubic] * 4, replies, pool)] == [True, True, True, False]
+
+
+# ---------------------------------------------------------------------------- LiveCodeBench rows and the generic JSONL benchmark
+
+
+def lcb_row(qid, kind, **extra):
+    if kind == "functional":
+        cases = [{"input": "[1, 2, 3]\n2", "output": "[3, 4, 5]", "testtype": "functional"}]
+        meta, starter = {"func_name": "addAll"}, "class Solution:\n    def addAll(self, nums: List[int], k: int) -> List[int]:\n        "
+    else:
+        cases, meta, starter = CASES, {}, ""
+    return {"question_title": f"q{qid}", "question_content": "Add.", "platform": "atcoder" if kind == "stdin" else "leetcode",
+            "question_id": qid, "contest_id": "c", "contest_date": "2024-01-02T00:00:00", "starter_code": starter,
+            "difficulty": "easy", "public_test_cases": json.dumps(cases), "metadata": json.dumps(meta), **extra}
+
+
+def test_livecodebench_functional_and_stdin_rows(tmp_path, pool):
+    private = base64.b64encode(zlib.compress(pickle.dumps(json.dumps([{"input": "5 5\n", "output": "10\n", "testtype": "stdin"}])))).decode()
+    path = tmp_path / "lcb.jsonl"
+    path.write_text(json.dumps(lcb_row("f1", "functional")) + "\n" + json.dumps(lcb_row("s1", "stdin", private_test_cases=private)) + "\n")
+    bench = B.get("livecodebench")
+    functional, stdin = bench.load(str(path))
+    assert stdin.metadata["private_tests"] == 1 and len(stdin.tests["inputs"]) == 2
+    # List and deque come from lcb_runner's import header, as in the official harness
+    solution = "```python\nclass Solution:\n    def addAll(self, nums: List[int], k: int) -> List[int]:\n        return list(deque(x + k for x in nums))\n```"
+    tuple_answer = solution.replace("return list(", "return tuple(")  # LiveCodeBench compares tuples as lists
+    wrong = solution.replace("x + k", "x + k + 1")
+    program = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    verdicts = bench.grade_many([functional] * 3 + [stdin] * 2, [solution, tuple_answer, wrong, program, program.replace("a + b", "a * b")], pool)
+    assert [v.passed for v in verdicts] == [True, True, False, True, False], verdicts
+    # LiveCodeBench extraction: no fenced block, no answer
+    assert bench.grade_many([stdin], ["a, b = map(int, input().split())\nprint(a + b)"], pool)[0].status == "extraction_failed"
+
+
+def jsonl_row(pid, **fields):
+    return {"id": pid, "statement": "Return the sum of a and b.", "entry_point": "add", "reference": "def add(a, b):\n    return a + b\n",
+            "call_tests": [{"input": [1, 2], "output": 3}, {"input": [-1, 1], "output": 0}], **fields}
+
+
+def test_generic_jsonl_benchmark_all_test_kinds(tmp_path, pool):
+    rows = [
+        jsonl_row("call", difficulty="Easy", date="2025-01-01", platform="mine"),
+        jsonl_row("asserts", call_tests=None, test="assert add(2, 2) == 4\nassert add(0, 0) == 0\n"),
+        jsonl_row("check", call_tests=None, test="def check(candidate):\n    assert candidate(1, 1) == 2\n"),
+        {"id": "stdio", "statement": "Print a+b.", "reference": "print(sum(map(int, input().split())))",
+         "stdio_tests": [{"input": "1 2\n", "output": "3\n"}]},
+    ]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench = B.get("jsonl")
+    problems = bench.load(str(path))
+    assert [p.tests["kind"] for p in problems] == ["call", "assert", "assert", "stdio"]
+    assert problems[0].metadata | {"source": ""} == {"difficulty": "easy", "date": "2025-01-01", "platform": "mine", "source": ""}
+    good = bench.grade_many(problems, [bench.oracle_reply(p) for p in problems], pool)
+    assert all(v.passed for v in good), good
+    wrong = ["```python\ndef add(a, b):\n    return a - b\n```"] * 3 + ["```python\nprint(0)\n```"]
+    assert not any(v.passed for v in bench.grade_many(problems, wrong, pool))
+    path.write_text(json.dumps(jsonl_row("x", test="assert True")) + "\n")
+    with pytest.raises(B.BenchmarkError, match="exactly one of the fields test, call_tests, stdio_tests"):
+        bench.load(str(path))
