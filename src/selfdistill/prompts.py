@@ -1,0 +1,388 @@
+"""Training prompts for `ssd sample`: loaders, exact dedup, decontamination, and the chat formats that
+evaluation shares.
+
+    load_prompts(source, field=None, limit=None) -> [Prompt]          unique prompts of a source
+    collect_prompts(source, field, decontaminate) -> PromptSet         the same, plus everything removed and why
+    build_messages(statement, starter_code, prompt_format) -> [{"role", "content"}, ...]
+
+A source is a named dataset (DATASETS), a local .jsonl/.json/.parquet file (or .gz of one), a directory
+of parquet files, or a Hugging Face hub id (for users who are online). Named datasets read their local
+copy from the data directory ($SELFDISTILL_DATA, else ../shared/datasets) when it is there, else
+their upstream hub dataset. A malformed row is reported with its file and line and skipped; the rest
+loads. Prompts are deduplicated exactly (whitespace-normalized statement + starter code, first one
+wins), then decontaminated against evaluation benchmarks by problem id and by 13-gram overlap.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROMPT_FORMATS = ("system", "lcb")
+
+# The paper does not print its sampling prompt; this is our wording of what it describes: a system
+# message asking for a Python solution in a markdown code block, with the problem as the user message.
+SYSTEM_PROMPT = (
+    "You are an expert Python programmer. Solve the user's programming problem. "
+    "Reply with a complete, correct Python solution in a single markdown code block (```python ... ```)."
+)
+
+# LiveCodeBench's user-only template (lcb_runner/prompts/code_generation.py, the form it uses for
+# models prompted without a system message), in the exact wording of the paper's evaluation code
+# (apple/ml-ssd, evaluation/benchmark.py).
+LCB_INSTRUCTION = (
+    "You will be given a question (problem specification) and will generate a correct Python program that "
+    "matches the specification and passes all tests. You will NOT return anything except for the program."
+)
+LCB_WITH_STARTER = "You will use the following starter code to write the solution to the problem and enclose your code within delimiters as follows."
+LCB_STDIN = (
+    "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the "
+    "sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
+    "it reads the inputs, runs the algorithm and writes output to STDOUT."
+)
+
+
+class PromptError(ValueError):
+    pass
+
+
+@dataclass
+class Prompt:
+    id: str
+    text: str  # the problem statement
+    starter_code: str | None = None  # a function or class stub the answer must complete
+    metadata: dict = field(default_factory=dict)  # where: "file:line" of the row
+
+
+def build_messages(statement: str, starter_code: str | None = None, prompt_format: str = "system") -> list[dict]:
+    """Chat messages for one problem. "system": SYSTEM_PROMPT + the problem (and its starter code) as
+    the user message. "lcb": LiveCodeBench's single user message, in its starter-code form when there
+    is starter code, else its stdin form."""
+    if prompt_format == "system":
+        user = statement if not starter_code else f"{statement}\n\nStarter code:\n```python\n{starter_code}\n```"
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    if prompt_format == "lcb":
+        if starter_code:
+            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_WITH_STARTER}\n```python\n{starter_code}\n```"
+        else:
+            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_STDIN}\n```python\n# YOUR CODE HERE\n```"
+        return [{"role": "user", "content": user}]
+    raise PromptError(f"unknown prompt_format {prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}")
+
+
+# ---------------------------------------------------------------------------- named datasets
+
+
+def _leetcode(row: dict) -> dict:
+    # v0.2.0 (the shared copy) keeps the full statement, examples included, in meta.question_title and
+    # the stub in meta.lang_code; later hub versions have problem_description and starter_code.
+    meta = row.get("meta") or {}
+    return {"id": row["task_id"], "text": row.get("problem_description") or meta["question_title"],
+            "starter_code": row.get("starter_code") or meta.get("lang_code")}
+
+
+def _mbpp(row: dict) -> dict:
+    from .benchmarks import _called_function  # the function MBPP's asserts call, as evaluation finds it
+
+    code = row["code"].replace("\r\n", "\n")
+    defs = {n.name: n for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)}
+    name = _called_function(row["test_list"], set(defs))
+    tests = "\n".join(row["test_list"])  # as in the MBPP paper's prompt: the asserts name the function
+    return {"id": f"Mbpp/{row['task_id']}", "text": f"{row['text']}\nYour code should pass these tests:\n\n{tests}",
+            "starter_code": f"def {name}({ast.unparse(defs[name].args)}):"}
+
+
+def _rstar(row: dict) -> dict:
+    return {"id": str(row["question_id"]), "text": row["question"], "starter_code": row.get("starter_code")}
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    name: str
+    description: str
+    parse: Callable[[dict], dict]  # row -> {"id", "text", "starter_code"}
+    local: str  # file or directory under the data directory
+    hub: tuple[str, str | None, str]  # (hub id, config, split) for online users
+    task_ids: tuple[int, int] | None = None  # keep rows with task_id in this range (MBPP's splits)
+
+
+DATASETS: dict[str, NamedDataset] = {
+    d.name: d
+    for d in [
+        NamedDataset("leetcode-train", "LeetCodeDataset v0.2.0 train (1890 problems with starter code)", _leetcode,
+                     "leetcode-v0.2.0-train.jsonl.gz", ("newfacade/LeetCodeDataset", None, "train")),
+        NamedDataset("mbpp-train", "MBPP train split (task ids 601-974)", _mbpp, "mbpp.jsonl",
+                     ("google-research-datasets/mbpp", "full", "train"), (601, 974)),
+        NamedDataset("mbpp-validation", "MBPP validation split (task ids 511-600)", _mbpp, "mbpp.jsonl",
+                     ("google-research-datasets/mbpp", "full", "validation"), (511, 600)),
+        NamedDataset("mbpp-prompt", "MBPP prompt split (task ids 1-10)", _mbpp, "mbpp.jsonl",
+                     ("google-research-datasets/mbpp", "full", "prompt"), (1, 10)),
+        NamedDataset("rstar-coder-seed-sft", "rStar-Coder seed_sft, the paper's prompts (~10,168 after dedup; online)", _rstar,
+                     "rstar-coder-seed-sft", ("microsoft/rStar-Coder", "seed_sft", "train")),
+    ]
+}
+
+
+# ---------------------------------------------------------------------------- reading rows
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _rows(path: Path, errors: list[dict]) -> Iterator[tuple[str, dict]]:
+    """(where, row) for each row of a local file or parquet directory; a malformed row goes to `errors`."""
+    if path.is_dir():
+        files = sorted(path.rglob("*.parquet"))
+        if not files:
+            raise PromptError(f"{path}: a directory, but it holds no .parquet files")
+        for f in files:
+            yield from _rows(f, errors)
+        return
+    name = path.name.removesuffix(".gz")
+    if name.endswith(".jsonl"):
+        with _open(path) as f:
+            for i, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    errors.append({"where": f"{path}:{i}", "reason": f"invalid JSON: {e}"})
+                    continue
+                if not isinstance(row, dict):
+                    errors.append({"where": f"{path}:{i}", "reason": f"expected a JSON object, got {type(row).__name__}"})
+                    continue
+                yield f"{path}:{i}", row
+    elif name.endswith(".json"):
+        with _open(path) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise PromptError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        if not isinstance(data, list):
+            raise PromptError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+        for i, row in enumerate(data):
+            if isinstance(row, dict):
+                yield f"{path}[{i}]", row
+            else:
+                errors.append({"where": f"{path}[{i}]", "reason": f"expected a JSON object, got {type(row).__name__}"})
+    elif name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with _open(path) as f:
+            table = pq.read_table(io.BytesIO(f.read()))
+        for i, row in enumerate(table.to_pylist()):
+            yield f"{path}[row {i}]", row
+    else:
+        raise PromptError(f"{path}: unsupported file type (use .jsonl, .json or .parquet, optionally .gz)")
+
+
+def _hub_rows(hub_id: str, config: str | None, split: str) -> Iterator[tuple[str, dict]]:
+    import datasets
+
+    ds = datasets.load_dataset(hub_id, config, split=split)
+    for i, row in enumerate(ds):
+        yield f"{hub_id}[{split}]:{i}", dict(row)
+
+
+def _get(row: dict, dotted: str):
+    """row["a"]["b"] for "a.b"; KeyError names the missing part."""
+    value = row
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(dotted)
+        value = value[part]
+    return value
+
+
+TEXT_FIELDS = ("question", "statement", "prompt", "problem", "text", "query")  # tried in order for plain files
+ID_FIELDS = ("id", "task_id", "question_id", "problem_id")
+
+
+def _generic(row: dict, text_field: str | None, where: str) -> dict:
+    if text_field is None:
+        text_field = next((f for f in TEXT_FIELDS if f in row), None)
+        if text_field is None:
+            raise KeyError(f"one of {', '.join(TEXT_FIELDS)} (or set prompt_field)")
+    id_field = next((f for f in ID_FIELDS if row.get(f) is not None), None)
+    return {"id": str(row[id_field]) if id_field else where.rsplit("/", 1)[-1], "text": _get(row, text_field),
+            "starter_code": row.get("starter_code")}
+
+
+@dataclass
+class PromptSet:
+    """Unique prompts of a source, and the record of what was removed and why (for the manifest)."""
+
+    prompts: list[Prompt]
+    source: str  # what was read: a path or hub id
+    source_sha256: str | None  # of the file(s), when local
+    rows: int = 0
+    errors: list[dict] = field(default_factory=list)  # {"where": "file:line", "reason"}
+    duplicates: list[dict] = field(default_factory=list)  # {"id", "duplicate_of"}
+    contaminated: list[dict] = field(default_factory=list)  # {"id", "benchmark", "problem_id", "reason"}
+
+    def summary(self) -> dict:
+        return {"source": self.source, "source_sha256": self.source_sha256, "rows": self.rows, "errors": len(self.errors),
+                "duplicates_removed": len(self.duplicates), "contaminated_removed": len(self.contaminated),
+                "contaminated_by_benchmark": dict(Counter(c["benchmark"] for c in self.contaminated)),
+                "prompts": len(self.prompts), "prompts_sha256": prompts_sha256(self.prompts)}
+
+
+def prompts_sha256(prompts: list[Prompt]) -> str:
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(json.dumps([p.id, p.text, p.starter_code]).encode() + b"\n")
+    return h.hexdigest()
+
+
+def _source_rows(source: str, errors: list[dict]) -> tuple[str, str | None, Iterator[tuple[str, dict]], NamedDataset | None]:
+    """(what is read, its sha256 if local, its rows, the named dataset if any)."""
+    from .benchmarks import BenchmarkError, data_dir
+    from .manifest import hash_inputs
+
+    named = DATASETS.get(source)
+    if named:
+        try:
+            local = data_dir() / named.local
+        except BenchmarkError:
+            local = None
+        if local is not None and local.exists():
+            return str(local), hash_inputs([local])[str(local)], _rows(local, errors), named
+        hub_id, config, split = named.hub
+        return f"{hub_id}:{config or 'default'}:{split}", None, _hub_rows(hub_id, config, split), named
+    path = Path(source)
+    if path.exists():
+        return str(path), hash_inputs([path])[str(path)], _rows(path, errors), None
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        return source, None, _hub_rows(source, None, "train"), None
+    import difflib
+
+    hint = difflib.get_close_matches(source, list(DATASETS), n=1)
+    raise PromptError(f"prompts {source!r}: no such file, not a named dataset"
+                      + (f" (did you mean {hint[0]!r}?)" if hint else f" ({', '.join(DATASETS)})") + ", and not a hub id (owner/name)")
+
+
+def collect_prompts(source: str, field: str | None = None, decontaminate: list[str] | tuple = ()) -> PromptSet:
+    """Read, parse, deduplicate and decontaminate; every skipped row and removed prompt is recorded."""
+    errors: list[dict] = []
+    what, sha, rows, named = _source_rows(source, errors)
+    prompts, n_rows = [], 0
+    for where, row in rows:
+        n_rows += 1
+        try:
+            if named and named.task_ids and not named.task_ids[0] <= int(row["task_id"]) <= named.task_ids[1]:
+                continue
+            fields = _generic(row, field, where) if field or not named else named.parse(row)
+            text, starter = fields["text"], fields["starter_code"]
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"empty or non-text statement ({type(text).__name__})")
+            if starter is not None and not isinstance(starter, str):
+                raise ValueError(f"starter_code is {type(starter).__name__}, expected text")
+        except KeyError as e:
+            errors.append({"where": where, "reason": f"missing field {e.args[0]}"})
+            continue
+        except (ValueError, TypeError, SyntaxError) as e:
+            errors.append({"where": where, "reason": f"{type(e).__name__}: {e}"})
+            continue
+        prompts.append(Prompt(str(fields["id"]), text, starter or None, {"where": where}))
+    if not prompts:
+        raise PromptError(f"{what}: no usable prompts ({n_rows} rows, {len(errors)} malformed"
+                          + (f"; first: {errors[0]['where']}: {errors[0]['reason']}" if errors else "") + ")")
+    result = PromptSet(prompts, what, sha, n_rows, errors)
+    result.prompts, result.duplicates = dedup(prompts, errors)
+    if decontaminate:
+        result.prompts, result.contaminated = decontaminate_prompts(result.prompts, list(decontaminate))
+    return result
+
+
+def load_prompts(source: str, field: str | None = None, limit: int | None = None) -> list[Prompt]:
+    """The unique prompts of a source (first `limit`); malformed rows are skipped with a warning."""
+    import warnings
+
+    found = collect_prompts(source, field)
+    for e in found.errors:
+        warnings.warn(f"{e['where']}: {e['reason']} (skipped)", stacklevel=2)
+    return found.prompts[:limit] if limit is not None else found.prompts
+
+
+# ---------------------------------------------------------------------------- dedup, decontamination
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+def dedup(prompts: list[Prompt], errors: list[dict]) -> tuple[list[Prompt], list[dict]]:
+    """Exact duplicates (same whitespace-normalized statement and starter code) go; the first stays.
+    A different statement under an id already taken is an error (ids key seeds and records)."""
+    first: dict[str, str] = {}
+    taken: dict[str, str] = {}
+    kept, removed = [], []
+    for p in prompts:
+        key = _normalized(p.text) + "\0" + _normalized(p.starter_code or "")
+        if key in first:
+            removed.append({"id": p.id, "duplicate_of": first[key], "where": p.metadata.get("where")})
+        elif p.id in taken:
+            errors.append({"where": p.metadata.get("where"), "reason": f"id {p.id!r} already names another statement (at {taken[p.id]})"})
+        else:
+            first[key], taken[p.id] = p.id, p.metadata.get("where")
+            kept.append(p)
+    return kept, removed
+
+
+NGRAM = 13  # words, as in GPT-3's and most later training-set decontamination
+MIN_OVERLAP = 0.2  # share of a statement's 13-grams inside one benchmark problem that marks it contaminated
+
+
+def _ngrams(text: str, n: int = NGRAM) -> set[int]:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    if len(words) < n:
+        words = words + [""] * (n - len(words))  # a short text is one n-gram: itself
+    return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
+
+
+def decontaminate_prompts(prompts: list[Prompt], benchmarks: list[str]) -> tuple[list[Prompt], list[dict]]:
+    """Remove prompts that are evaluation problems: the same problem id (ids that are not plain numbers,
+    which are row numbers in one dataset and problem numbers in another), or at least MIN_OVERLAP of the
+    statement's word 13-grams (lowercased alphanumeric words) inside one benchmark problem's text.
+
+    A share rather than any single shared 13-gram, and the statement without its starter code, because
+    coding problems share boilerplate: LeetCode's TreeNode stub, "a subsequence is an array that can be
+    derived from another array by deleting...". Measured on leetcode-train against all four benchmarks:
+    68 prompts share >= 50% (each a LiveCodeBench problem, verbatim), 4 share 20-50% (one the same
+    problem, two sister problems, one tree boilerplate), 11 share 10-20% (boilerplate); 315 share any."""
+    from .benchmarks import benchmark_texts
+
+    ids: dict[str, tuple[str, str]] = {}
+    index: dict[int, set[tuple[str, str]]] = {}
+    for name in benchmarks:
+        for pid, text in benchmark_texts(name):
+            if not pid.isdigit():
+                ids.setdefault(pid.lower(), (name, pid))
+            for g in _ngrams(text):
+                index.setdefault(g, set()).add((name, pid))
+    kept, removed = [], []
+    for p in prompts:
+        hit = ids.get(p.id.lower())
+        if hit:
+            removed.append({"id": p.id, "benchmark": hit[0], "problem_id": hit[1], "reason": "same id"})
+            continue
+        grams = _ngrams(p.text)
+        shared = Counter(owner for g in grams for owner in index.get(g, ()))
+        if shared:
+            (owner, count), = shared.most_common(1)
+            if count / len(grams) >= MIN_OVERLAP:
+                removed.append({"id": p.id, "benchmark": owner[0], "problem_id": owner[1],
+                                "reason": f"{count}/{len(grams)} {NGRAM}-grams shared"})
+                continue
+        kept.append(p)
+    return kept, removed

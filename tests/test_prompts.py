@@ -1,0 +1,135 @@
+"""Prompt loading: named datasets, local files with bad rows, dedup, decontamination, chat formats."""
+
+import gzip
+import json
+
+import pytest
+
+from selfdistill.prompts import (
+    DATASETS,
+    LCB_STDIN,
+    SYSTEM_PROMPT,
+    Prompt,
+    PromptError,
+    build_messages,
+    collect_prompts,
+    decontaminate_prompts,
+    load_prompts,
+)
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def test_named_datasets_load_from_the_shared_copy():
+    leetcode = load_prompts("leetcode-train")
+    assert len(leetcode) == 1890 and leetcode[0].id == "two-sum"
+    assert "Example 1" in leetcode[0].text  # the full statement, not the shortened query
+    assert leetcode[0].starter_code.startswith("class Solution:")
+    splits = {name: load_prompts(name) for name in ("mbpp-train", "mbpp-validation", "mbpp-prompt")}
+    assert {k: len(v) for k, v in splits.items()} == {"mbpp-train": 374, "mbpp-validation": 90, "mbpp-prompt": 10}
+    first = splits["mbpp-prompt"][0]
+    assert first.id == "Mbpp/1" and first.starter_code == "def min_cost(cost, m, n):" and "assert min_cost(" in first.text
+
+
+def test_malformed_rows_are_reported_and_skipped(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [
+        {"id": "a", "question": "Sum two numbers."},
+        "{not json",
+        {"id": "b"},
+        {"id": "c", "question": "   "},
+        [1, 2],
+        {"id": "d", "question": "Reverse a string.", "starter_code": 5},
+        {"id": "e", "question": "Sort a list."},
+    ])
+    found = collect_prompts(str(path))
+    assert [p.id for p in found.prompts] == ["a", "e"]
+    assert [e["where"] for e in found.errors] == [f"{path}:{i}" for i in (2, 3, 4, 5, 6)]
+    reasons = " | ".join(e["reason"] for e in found.errors)
+    assert "invalid JSON" in reasons and "missing field" in reasons and "empty" in reasons and "starter_code" in reasons
+    with pytest.warns(UserWarning, match=r"p\.jsonl:2: invalid JSON"):
+        assert len(load_prompts(str(path), limit=1)) == 1
+
+
+def test_field_formats_and_ids(tmp_path):
+    rows = [{"task_id": "x1", "meta": {"statement": "Count vowels."}}, {"task_id": "x2", "meta": {"statement": "Count words."}}]
+    with gzip.open(tmp_path / "p.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    for name in ("p.jsonl.gz", "p.json"):
+        prompts = load_prompts(str(tmp_path / name), field="meta.statement")
+        assert [(p.id, p.text) for p in prompts] == [("x1", "Count vowels."), ("x2", "Count words.")]
+    with pytest.raises(PromptError, match="no usable prompts.*missing field meta.nope"):
+        load_prompts(str(tmp_path / "p.json"), field="meta.nope")
+    with pytest.raises(PromptError, match="did you mean 'leetcode-train'"):
+        load_prompts("leetcode-trian")
+
+
+def test_exact_dedup_and_id_conflicts(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [
+        {"id": "a", "question": "Sum  two\nnumbers."},
+        {"id": "b", "question": "Sum two numbers. "},  # the same after whitespace normalization
+        {"id": "a", "question": "Something else."},  # id taken by another statement
+        {"id": "c", "question": "Sum two numbers.", "starter_code": "def f(a, b):"},  # starter code differs: kept
+    ])
+    found = collect_prompts(str(path))
+    assert [p.id for p in found.prompts] == ["a", "c"]
+    assert found.duplicates == [{"id": "b", "duplicate_of": "a", "where": f"{path}:2"}]
+    assert found.errors[0]["where"] == f"{path}:3" and "already names another statement" in found.errors[0]["reason"]
+
+
+def test_rstar_coder_code_path_with_a_local_copy(tmp_path, monkeypatch):
+    """rStar-Coder seed_sft (the paper's prompts) is online-only; its local mirror goes through the same
+    parser: several responses per question, deduplicated on the statement."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {"question_id": ["q1", "q1", "q2", "q3"], "question": ["Read n, print n*2.", "Read n, print n*2.", "Print the sum of a and b.", "Add."],
+            "starter_code": ["", "", "", "class Solution:\n    def add(self, a, b):"], "response": ["r1", "r2", "r3", "r4"],
+            "verified": [True, False, True, True], "is_passed": [True, False, True, True]}
+    (tmp_path / "rstar-coder-seed-sft").mkdir()
+    pq.write_table(pa.table(rows), tmp_path / "rstar-coder-seed-sft" / "part-0.parquet")
+    monkeypatch.setenv("SELFDISTILL_DATA", str(tmp_path))
+    found = collect_prompts("rstar-coder-seed-sft")
+    assert [p.id for p in found.prompts] == ["q1", "q2", "q3"] and len(found.duplicates) == 1
+    assert found.prompts[0].starter_code is None and found.prompts[2].starter_code.startswith("class Solution")
+    assert DATASETS["rstar-coder-seed-sft"].hub == ("microsoft/rStar-Coder", "seed_sft", "train")
+
+
+def test_decontamination_by_ngram_and_id():
+    from selfdistill.benchmarks import benchmark_texts
+
+    lcb_id, lcb_text = benchmark_texts("livecodebench")[0]
+    mbpp_id = benchmark_texts("mbpp")[0][0]
+
+    prompts = [
+        Prompt("copy", "Please solve this.\n" + lcb_text),  # a benchmark problem with a new first line
+        Prompt(mbpp_id, "A statement that matches nothing at all in any benchmark."),  # same id
+        Prompt("fresh", "Write a function that returns the number of distinct prime factors of n, and explain nothing else."),
+    ]
+    kept, removed = decontaminate_prompts(prompts, ["livecodebench", "mbpp"])
+    assert [p.id for p in kept] == ["fresh"]
+    assert {(r["id"], r["benchmark"], r["problem_id"]) for r in removed} == {("copy", "livecodebench", lcb_id), (mbpp_id, "mbpp", mbpp_id)}
+
+
+def test_decontaminating_leetcode_train_counts():
+    """Measured: 72 of the 1890 train problems are benchmark problems (71 of them LiveCodeBench's
+    LeetCode problems, verbatim); MBPP train loses 13 near-copies of test problems."""
+    found = collect_prompts("leetcode-train", decontaminate=["humaneval", "mbpp", "leetcode", "livecodebench"])
+    assert len(found.contaminated) == 72 and len(found.prompts) == 1818
+    assert sum(c["benchmark"] == "livecodebench" for c in found.contaminated) == 71
+
+
+def test_chat_formats():
+    system = build_messages("Add two numbers.", None, "system")
+    assert system == [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "Add two numbers."}]
+    assert "```python\ndef add(a, b):\n```" in build_messages("Add.", "def add(a, b):", "system")[1]["content"]
+    stdin = build_messages("Add two numbers.", None, "lcb")
+    assert len(stdin) == 1 and stdin[0]["role"] == "user" and LCB_STDIN in stdin[0]["content"]
+    assert stdin[0]["content"].endswith("```python\n# YOUR CODE HERE\n```")
+    starter = build_messages("Add.", "class Solution:\n    def add(self, a, b):", "lcb")[0]["content"]
+    assert "You will use the following starter code" in starter and LCB_STDIN not in starter
+    with pytest.raises(PromptError, match="unknown prompt_format"):
+        build_messages("x", None, "chatml")
