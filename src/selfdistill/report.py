@@ -1,0 +1,503 @@
+"""`ssd report RUN_DIR`: a self-contained HTML page (images inline as base64) and its Markdown twin
+(images as files beside it), regenerated from the run directory alone.
+
+Reads what `ssd run` leaves in RUN_DIR: `manifest.json` (the resolved RunConfig and each stage's
+directory and wall time), the stage directories `samples/`, `train/`, `eval-base/`, `eval-ssd/`,
+`analysis/` (symlinks to hashed directories; the manifest's paths are the fallback), and
+`compare.json`. Every number shown is read from those files (the eval summaries' dev-chosen
+temperatures and test scores, compare.json's paired difference); the report recomputes none of them.
+A stage that is missing or unfinished is shown as "not run", so a partial run still gets a report.
+
+Writes RUN_DIR/report/: report.html, report.md and the PNGs the Markdown links to. Returns report.html.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from rich.console import Console
+
+from . import plots
+from .manifest import atomic_write_bytes, atomic_write_text, read_jsonl
+
+console = Console(stderr=True, highlight=False)
+
+SMOKE_TEST_PROBLEMS = 100  # below either size the report calls its numbers a smoke-level signal
+SMOKE_TRAIN_SAMPLES = 200
+STAGES = ("samples", "train", "eval-base", "eval-ssd", "analysis", "report")
+FIG6 = (("fig6a_cumulative_mass.png", "(a) cumulative probability mass against token rank"),
+        ("fig6b_survivors.png", "(b) tokens surviving truncation against T_eval"),
+        ("fig6c_entropy.png", "(c) entropy after truncation against T_eval"),
+        ("fig6d_entropy_by_top20.png", "(d) entropy after truncation, binned by top-20 mass"))
+EXAMPLE_MAX_LINES = 80
+
+
+# ---------------------------------------------------------------- a tiny document model
+# Sections build blocks; one renderer per format walks them, so HTML and Markdown never drift apart.
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Para:
+    text: str
+    kind: str = ""  # "", "warn" or "muted"
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Image:
+    path: Path  # inside the report directory
+    caption: str
+
+
+@dataclass
+class Code:
+    text: str
+    title: str = ""
+
+
+@dataclass
+class Details:
+    summary: str
+    blocks: list = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    """Blocks side by side in HTML (e.g. base and SSD); one after another in Markdown."""
+
+    blocks: list
+
+
+def _markdown(blocks: list) -> list[str]:
+    out = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out += ["#" * b.level + " " + b.text, ""]
+        elif isinstance(b, Para):
+            out += [("> **Note:** " if b.kind == "warn" else "") + b.text, ""]
+        elif isinstance(b, Table):
+            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            out += ["| " + " | ".join(map(cell, b.header)) + " |", "|" + "---|" * len(b.header)]
+            out += ["| " + " | ".join(map(cell, r)) + " |" for r in b.rows] + [""]
+        elif isinstance(b, Image):
+            out += [f"![{b.caption}]({b.path.name})", "", f"*{b.caption}*", ""]
+        elif isinstance(b, Code):
+            fence = "````" if "```" in b.text else "```"
+            out += ([f"**{b.title}**", ""] if b.title else []) + [fence, b.text.rstrip("\n"), fence, ""]
+        elif isinstance(b, Details):
+            out += [f"<details><summary>{html.escape(b.summary)}</summary>", "", *_markdown(b.blocks), "</details>", ""]
+        elif isinstance(b, Row):
+            out += _markdown(b.blocks)
+    return out
+
+
+def render_markdown(blocks: list, title: str) -> str:
+    return "\n".join([f"# {title}", "", *_markdown(blocks)])
+
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;max-width:1100px;margin:2em auto;padding:0 1.5em;color:#1f2328;line-height:1.45}
+h1{font-size:1.7em;border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{font-size:1.3em;margin-top:1.8em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
+h3{font-size:1.05em;margin-top:1.2em}
+table{border-collapse:collapse;margin:.6em 0 1em;font-size:.92em}th,td{border:1px solid #d0d7de;padding:.3em .6em;text-align:right}
+th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
+.warn{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.6em .9em}.muted{color:#656d76}
+figure{margin:.5em 0 1.2em}figure img{max-width:100%;border:1px solid #eaeef2}figcaption{font-size:.85em;color:#656d76}
+.row{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1em;align-items:start}.row figure{max-width:none;margin:0}
+pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:.7em;overflow:auto;max-height:32em;font-size:.82em;white-space:pre-wrap}
+details{margin:.4em 0}summary{cursor:pointer;font-weight:600}.title{font-weight:600;margin:.6em 0 .2em}
+"""
+
+
+def _html(b) -> str:
+    if isinstance(b, Heading):
+        return f"<h{b.level}>{html.escape(b.text)}</h{b.level}>"
+    if isinstance(b, Para):
+        return f'<p class="{b.kind}">{html.escape(b.text)}</p>'
+    if isinstance(b, Table):
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in b.header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in b.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if isinstance(b, Image):
+        data = base64.b64encode(b.path.read_bytes()).decode()
+        return f'<figure><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(b.caption)}</figcaption></figure>'
+    if isinstance(b, Code):
+        return (f'<div class="title">{html.escape(b.title)}</div>' if b.title else "") + f"<pre>{html.escape(b.text)}</pre>"
+    if isinstance(b, Details):
+        return f"<details><summary>{html.escape(b.summary)}</summary>{''.join(map(_html, b.blocks))}</details>"
+    if isinstance(b, Row):
+        return '<div class="row">' + "".join(f"<div>{_html(x)}</div>" for x in b.blocks) + "</div>"
+    raise TypeError(f"unknown block {b!r}")
+
+
+def render_html(blocks: list, title: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><h1>{html.escape(title)}</h1>\n"
+            + "\n".join(map(_html, blocks)) + "\n</body></html>\n")
+
+
+# ---------------------------------------------------------------- reading the run directory
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class Run:
+    root: Path
+    manifest: dict  # RUN_DIR/manifest.json; {} when absent
+    dirs: dict[str, Path]  # stages whose directory holds a finished manifest
+
+    @classmethod
+    def load(cls, root: str | Path) -> "Run":
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root} is not a directory: pass an `ssd run` output directory")
+        manifest = _json(root / "manifest.json") or {}
+        dirs = {}
+        for name in STAGES[:-1]:
+            recorded = Path(manifest.get("stages", {}).get(name, {}).get("dir", name))
+            for candidate in (root / name, recorded, root / recorded.name):
+                m = _json(candidate / "manifest.json")
+                if m and m.get("finished_at"):
+                    dirs[name] = candidate
+                    break
+        return cls(root, manifest, dirs)
+
+    def stage_manifest(self, name: str) -> dict | None:
+        return _json(self.dirs[name] / "manifest.json") if name in self.dirs else None
+
+    def summary(self, name: str) -> dict | None:
+        return _json(self.dirs[name] / "summary.json") if name in self.dirs else None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _ci(s: dict | None) -> str:
+    """A score {mean, ci_lo, ci_hi} from summary.json as 'mean [lo, hi]' in %."""
+    return "-" if not s else f"{_pct(s['mean'])} [{_pct(s['ci_lo'])}, {_pct(s['ci_hi'])}]"
+
+
+def _not_run(what: str) -> Para:
+    return Para(f"Not run: {what}.", "muted")
+
+
+def _temperature_entry(summary: dict, T: float) -> dict:
+    return next(e for e in summary["temperatures"].values() if e["temperature"] == T)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_overview(run: Run) -> list:
+    cfg = run.manifest.get("config", {})
+    blocks = [Para(f"Run directory: {run.root.resolve()}. Report generated {time.strftime('%Y-%m-%d %H:%M:%S %z')} from the files in it.", "muted")]
+    if cfg.get("notes"):
+        blocks.append(Para(f"Preset notes: {cfg['notes']}"))
+    base = run.summary("eval-base")
+    samples = run.stage_manifest("samples")
+    n_test = len(base["test_ids"]) if base and "test_ids" in base else None
+    n_train = samples["counts"]["kept"] if samples and "counts" in samples else None
+    small = []
+    if n_test is not None and n_test < SMOKE_TEST_PROBLEMS:
+        small.append(f"{n_test} held-out test problems (< {SMOKE_TEST_PROBLEMS})")
+    if n_train is not None and n_train < SMOKE_TRAIN_SAMPLES:
+        small.append(f"{n_train} training samples (< {SMOKE_TRAIN_SAMPLES})")
+    if small:
+        blocks.append(Para("This is a small run: " + " and ".join(small) + ". Its numbers are a smoke-level signal that the "
+                           "pipeline works, not evidence for or against SSD; differences within the confidence intervals mean nothing.", "warn"))
+    missing = [s for s in STAGES[:-1] if s not in run.dirs]
+    if missing:
+        blocks.append(Para("Stages not run or unfinished: " + ", ".join(missing) + ". Their sections say \"not run\".", "warn"))
+    return blocks
+
+
+def section_headline(run: Run) -> list:
+    blocks: list = [Heading("Headline: base vs SSD, each at its best T_eval")]
+    base, ssd, compare = run.summary("eval-base"), run.summary("eval-ssd"), _json(run.root / "compare.json")
+    if not base or not ssd:
+        return blocks + [_not_run("both evaluations are needed (eval-base, eval-ssd)")]
+    sel_b, sel_s = base["selection"], ssd["selection"]
+    if "skipped" in sel_b or "skipped" in sel_s:
+        return blocks + [Para(f"No best-temperature selection: {sel_b.get('skipped') or sel_s.get('skipped')}", "warn")]
+    label = "" if base.get("label") in (None, "all tests") else f" ({base['label']})"
+    blocks.append(Para(f"{base['benchmark']}{label}: each model's T_eval is chosen on the dev split ({len(base['dev_ids'])} problems) and "
+                       f"scored on the held-out test split ({len(base['test_ids'])} problems). pass@k in %, 95% bootstrap CI over problems. "
+                       f"Decoding: top-k {base['decoding']['top_k']}, top-p {base['decoding']['top_p']}, max {base['decoding']['max_tokens']} tokens."))
+    rows = []
+    for metric in sel_b:
+        b, s = sel_b[metric], sel_s.get(metric)
+        if s is None:
+            continue
+        diff = "-"
+        if compare and compare.get("metric") == metric and "test" in compare:
+            c = compare["test"]
+            diff = f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
+        rows.append([f"{metric} (test)", f"{_pct(b['test_score'])} [{_pct(b['test_ci_lo'])}, {_pct(b['test_ci_hi'])}] at T={b['best_T']:g}",
+                     f"{_pct(s['test_score'])} [{_pct(s['test_ci_lo'])}, {_pct(s['test_ci_hi'])}] at T={s['best_T']:g}", diff])
+    blocks.append(Table(["metric", "base", "SSD", "SSD - base (paired, test)"], rows))
+    if compare and "test" in compare:
+        c = compare["test"]
+        blocks.append(Para(f"Paired comparison on the {c['n_problems']} test problems ({compare['metric']}, compare.json): SSD better on {c['wins']}, "
+                           f"worse on {c['losses']}, tied on {c['ties']}; sign-flip p = {c['p_value']:.3g}"
+                           + (f", Wilcoxon p = {c['wilcoxon_p']:.3g}." if c.get("wilcoxon_p") is not None else ".")))
+    else:
+        blocks.append(_not_run("the paired comparison (compare.json)"))
+    return blocks
+
+
+def plot_sweep(base: dict | None, ssd: dict | None, path: Path) -> Path:
+    ks = (base or ssd)["ks"]
+    fig, axes = plots.plt.subplots(1, len(ks), figsize=(5.2 * len(ks), 3.8), squeeze=False)
+    for ax, k in zip(axes[0], ks):
+        for name, summary in (("base", base), ("ssd", ssd)):
+            if not summary:
+                continue
+            entries = sorted(summary["temperatures"].values(), key=lambda e: e["temperature"])
+            T = np.array([e["temperature"] for e in entries])
+            s = [e[f"pass@{k}"]["test"] for e in entries]
+            y = np.array([100 * x["mean"] for x in s])
+            err = np.array([[100 * (x["mean"] - x["ci_lo"]) for x in s], [100 * (x["ci_hi"] - x["mean"]) for x in s]])
+            ax.errorbar(T, y, yerr=err, marker="o", ms=4, capsize=3, color=plots.COLORS[name], label=plots.LABELS[name])
+            best = summary["selection"].get(f"pass@{k}")
+            if best:
+                chosen = 100 * _temperature_entry(summary, best["best_T"])[f"pass@{k}"]["test"]["mean"]
+                ax.plot([best["best_T"]], [chosen], "o", ms=11, mfc="none", mec=plots.COLORS[name])
+        ax.set(xlabel="T_eval", ylabel=f"pass@{k} on test (%)", title=f"pass@{k} vs T_eval (ring: T chosen on dev)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    return plots.save(fig, path)
+
+
+def section_sweep(run: Run, out: Path) -> list:
+    blocks: list = [Heading("pass@k against T_eval")]
+    base, ssd = run.summary("eval-base"), run.summary("eval-ssd")
+    if not base and not ssd:
+        return blocks + [_not_run("no evaluation")]
+    blocks.append(Image(plot_sweep(base, ssd, out / "pass_at_k_vs_T.png"), "pass@k on the test split against T_eval, 95% CI bars"))
+    ks = (base or ssd)["ks"]
+    temps = sorted({e["temperature"] for s in (base, ssd) if s for e in s["temperatures"].values()})
+    header = ["T_eval"] + [f"{m} pass@{k} (test)" for k in ks for m in ("base", "SSD")] + ["base truncated", "SSD truncated"]
+    rows = []
+    for T in temps:
+        cells = {m: next((e for e in s["temperatures"].values() if e["temperature"] == T), None) if s else None for m, s in (("base", base), ("SSD", ssd))}
+        row = [f"{T:g}" + (" (greedy)" if T == 0 else "")]
+        row += [_ci(cells[m][f"pass@{k}"]["test"]) if cells[m] else "-" for k in ks for m in ("base", "SSD")]
+        row += [f"{100 * cells[m]['truncated']:.1f}%" if cells[m] else "-" for m in ("base", "SSD")]
+        rows.append(row)
+    blocks.append(Table(header, rows))
+    return blocks
+
+
+def section_difficulty(run: Run) -> list:
+    blocks: list = [Heading("By difficulty")]
+    base, ssd = run.summary("eval-base"), run.summary("eval-ssd")
+    if not base or not ssd or "skipped" in base["selection"] or "skipped" in ssd["selection"]:
+        return blocks + [_not_run("both evaluations with a best-temperature selection are needed")]
+    ks = base["ks"]
+    entries = {m: _temperature_entry(s, s["selection"][f"pass@{ks[0]}"]["best_T"]) for m, s in (("base", base), ("SSD", ssd))}
+    order = {"easy": 0, "medium": 1, "hard": 2}
+    groups = sorted(set(entries["base"][f"pass@{ks[0]}"].get("by_difficulty", {})) | set(entries["SSD"][f"pass@{ks[0]}"].get("by_difficulty", {})),
+                    key=lambda g: (order.get(g.lower(), 3), g))
+    if not groups:
+        return blocks + [Para(f"{base['benchmark']} has no difficulty labels.", "muted")]
+    blocks.append(Para(f"pass@k in % [95% CI] over all problems of each difficulty (dev and test), each model at its dev-chosen T for pass@{ks[0]} "
+                       f"(base T={entries['base']['temperature']:g}, SSD T={entries['SSD']['temperature']:g})."))
+    rows = []
+    for g in groups:
+        first = entries["base"][f"pass@{ks[0]}"]["by_difficulty"].get(g)
+        rows.append([g, str(first["n_problems"] if first else "-")]
+                    + [_ci(entries[m][f"pass@{k}"]["by_difficulty"].get(g)) for k in ks for m in ("base", "SSD")])
+    blocks.append(Table(["difficulty", "problems"] + [f"{m} pass@{k}" for k in ks for m in ("base", "SSD")], rows))
+    return blocks
+
+
+def plot_lengths(samples: dict | None, replies: dict[str, list[int]], path: Path) -> Path:
+    panels = (1 if samples else 0) + (1 if replies else 0)
+    fig, axes = plots.plt.subplots(1, panels, figsize=(5.5 * panels, 3.6), squeeze=False)
+    axes = list(axes[0])
+    if samples:
+        ax = axes.pop(0)
+        hist = samples["length_histogram"]
+        ax.bar(range(len(hist)), [b["samples"] for b in hist], color=plots.COLORS["base"])
+        ax.set_xticks(range(len(hist)), [f"{b['from']}-{b['to']}" if b["to"] > b["from"] else str(b["from"]) for b in hist], rotation=45, ha="right", fontsize=7)
+        ax.set(xlabel="reply tokens", ylabel="samples", title="training samples (base model at T_train)")
+    if replies:
+        ax = axes.pop(0)
+        top = max(max(v, default=0) for v in replies.values()) or 1
+        bins = np.linspace(0, top, 21)
+        for name, lengths in replies.items():
+            ax.hist(lengths, bins=bins, histtype="step", lw=1.8, color=plots.COLORS[name], label=plots.LABELS[name])
+        ax.set(xlabel="reply tokens", ylabel="replies", title="eval replies at each model's chosen T")
+        ax.legend()
+    return plots.save(fig, path)
+
+
+def _chosen_records(run: Run, name: str) -> tuple[float, list[dict]] | None:
+    """Results at the model's dev-chosen temperature (for pass@1, else the first k)."""
+    s = run.summary(name)
+    if not s or "skipped" in s["selection"]:
+        return None
+    best = s["selection"][f"pass@{s['ks'][0]}"]["best_T"]
+    return best, read_jsonl(run.dirs[name] / "results" / f"T{best:.2f}.jsonl")
+
+
+def section_lengths(run: Run, out: Path) -> list:
+    blocks: list = [Heading("Sample lengths")]
+    samples = run.stage_manifest("samples")
+    chosen = {name: _chosen_records(run, f"eval-{name}") for name in ("base", "ssd")}
+    replies = {name: [r["reply_tokens"] for r in c[1]] for name, c in chosen.items() if c}
+    if not samples and not replies:
+        return blocks + [_not_run("neither sampling nor evaluation")]
+    blocks.append(Image(plot_lengths(samples, replies, out / "lengths.png"), "reply-length histograms"))
+    if samples:
+        c = samples["counts"]
+        keys = [k for k in ("samples", "kept", "dropped", "truncated", "looping", "empty", "stub", "shortest", "prompt_too_long") if k in c]
+        blocks.append(Para("Training samples: dropped = empty, one-line stub, shortest or prompt too long; truncated (hit max_tokens) "
+                           "and looping samples are flagged but kept, as in the paper."))
+        blocks.append(Table([k.replace("_", " ") for k in keys], [[str(c[k]) for k in keys]]))
+    else:
+        blocks.append(_not_run("sampling"))
+    if replies:
+        rows = []
+        for name, (T, records) in ((n, c) for n, c in chosen.items() if c):
+            lengths = sorted(replies[name])
+            rows.append([plots.LABELS[name], f"{T:g}", str(len(records)), str(int(np.median(lengths))), str(lengths[-1]),
+                         str(sum(r["finish_reason"] == "length" for r in records)), str(sum(r["status"] == "extraction_failed" for r in records))])
+        blocks.append(Table(["eval replies", "T", "replies", "median tokens", "max tokens", "truncated (max_tokens)", "no code extracted"], rows))
+    return blocks
+
+
+def section_training(run: Run, out: Path) -> list:
+    blocks: list = [Heading("Training")]
+    m = run.stage_manifest("train")
+    if not m:
+        return blocks + [_not_run("training")]
+    cfg = m.get("config", {})
+    blocks.append(Para(f"{'LoRA' if cfg.get('use_lora') else 'full fine-tune'} of {cfg.get('model')}: lr {cfg.get('learning_rate')} -> "
+                       f"{cfg.get('min_learning_rate')} (cosine), global batch {cfg.get('global_batch_size')}, "
+                       f"epochs {cfg.get('num_train_epochs')}, max_steps {cfg.get('max_steps')}. Final loss: {m.get('final_loss', '-')}."))
+    png = run.dirs["train"] / "loss.png"
+    if png.is_file():
+        atomic_write_bytes(out / "loss.png", png.read_bytes())
+        blocks.append(Image(out / "loss.png", "training loss"))
+    return blocks
+
+
+def section_fig6(run: Run, out: Path) -> list:
+    blocks: list = [Heading("How SSD reshapes token distributions (paper Figure 6)")]
+    if "analysis" not in run.dirs:
+        return blocks + [_not_run("ssd analyze")]
+    d = run.dirs["analysis"]
+    a = _json(d / "analysis.json")
+    tr = a["train_truncation"]
+    blocks.append(Para(f"Both models score the same {a['n_replies']} held-out replies ({a['n_positions']} reply tokens) by teacher forcing. "
+                       f"Entropy in nats. Fork-like: {a['thresholds']['fork']} (T={tr['temperature']:g}, top-k {tr['top_k']}, top-p {tr['top_p']}); "
+                       f"lock-like: {a['thresholds']['lock']}. Curves split by fork/lock classify positions by the base model."))
+    figures = []
+    for fname, caption in FIG6:
+        if (d / fname).is_file():
+            atomic_write_bytes(out / fname, (d / fname).read_bytes())
+            figures.append(Image(out / fname, caption))
+    blocks += [Row(figures[i : i + 2]) for i in range(0, len(figures), 2)]
+    c, t = a["counts"], a["transitions"]
+    blocks.append(Para("Fork-like and lock-like positions under each model's own distribution; rows: the base model, columns: SSD, at the same positions."))
+    blocks.append(Table(["", "SSD fork-like", "SSD lock-like", "base total"],
+                        [[f"base {x}-like", str(t[f"base {x} -> ssd fork"]), str(t[f"base {x} -> ssd lock"]), str(c["base"][x])] for x in ("fork", "lock")]
+                        + [["SSD total", str(c["ssd"]["fork"]), str(c["ssd"]["lock"]), str(a["n_positions"])]]))
+    blocks.append(Para(f"Mean entropy after truncation (nats; top-k {a['eval_truncation']['top_k']}, top-p {a['eval_truncation']['top_p']}) "
+                       f"at the {a['lock_fork'][0]['n_lock']} lock-like and {a['lock_fork'][0]['n_fork']} fork-like positions of the base model:"))
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    blocks.append(Table(["T_eval", "base lock", "SSD lock", "base fork", "SSD fork"],
+                        [[f"{r['t_eval']:g}", fmt(r["base_lock_entropy"]), fmt(r["ssd_lock_entropy"]), fmt(r["base_fork_entropy"]), fmt(r["ssd_fork_entropy"])]
+                         for r in a["lock_fork"]]))
+    return blocks
+
+
+def _trim(text: str) -> str:
+    lines = text.splitlines()
+    return text if len(lines) <= EXAMPLE_MAX_LINES else "\n".join(lines[:EXAMPLE_MAX_LINES] + [f"... ({len(lines) - EXAMPLE_MAX_LINES} more lines)"])
+
+
+def section_examples(run: Run) -> list:
+    blocks: list = [Heading("Example replies on the same problem")]
+    chosen = {name: _chosen_records(run, f"eval-{name}") for name in ("base", "ssd")}
+    if not all(chosen.values()):
+        return blocks + [_not_run("both evaluations are needed")]
+    first = {name: {r["problem_id"]: r for r in c[1] if r["sample_index"] == 0} for name, c in chosen.items()}
+    test = run.summary("eval-base")["test_ids"]
+    picks = []
+    for wanted, why in (((False, True), "SSD passes, base fails"), ((True, False), "base passes, SSD fails"), (None, "the first test problem")):
+        pid = next((p for p in test if p in first["base"] and p in first["ssd"]
+                    and (wanted is None or (first["base"][p]["passed"], first["ssd"][p]["passed"]) == wanted)), None)
+        if pid is not None and pid not in [p for p, _ in picks]:
+            picks.append((pid, why))
+        if len(picks) == 2:
+            break
+    for pid, why in picks:
+        blocks.append(Heading(f"{pid} ({why})", 3))
+        blocks.append(Row([Code(_trim(first[name][pid]["reply"]), f"{plots.LABELS[name]} at T={chosen[name][0]:g}, sample 0: {first[name][pid]['status']} "
+                                f"({first[name][pid]['reply_tokens']} tokens, finish: {first[name][pid]['finish_reason']})") for name in ("base", "ssd")]))
+    return blocks
+
+
+def section_times(run: Run) -> list:
+    blocks: list = [Heading("Stage wall times")]
+    stages = run.manifest.get("stages", {})
+    if not stages:
+        return blocks + [_not_run("`ssd run` (no run manifest with stage times)")]
+    rows = [[name, "-" if "seconds" not in s else f"{s['seconds']:.1f}", "cached" if s.get("skipped") else ("done" if "seconds" in s else "not run")]
+            for name, s in stages.items()]
+    if run.manifest.get("total_seconds") is not None:
+        rows.append(["total", f"{run.manifest['total_seconds']:.1f}", ""])
+    return blocks + [Table(["stage", "seconds", "status"], rows)]
+
+
+def section_config(run: Run) -> list:
+    blocks: list = [Heading("Configuration and manifests")]
+    if run.manifest.get("config"):
+        blocks.append(Details("run config (resolved)", [Code(yaml.safe_dump(run.manifest["config"], sort_keys=False))]))
+    if run.manifest:
+        blocks.append(Details("RUN_DIR/manifest.json", [Code(json.dumps(run.manifest, indent=2))]))
+    for name in STAGES[:-1]:
+        m = run.stage_manifest(name)
+        blocks.append(Details(f"{name}/manifest.json", [Code(json.dumps(m, indent=2))]) if m else _not_run(name))
+    return blocks
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def report(run_dir: Path) -> Path:
+    run = Run.load(run_dir)
+    out = run.root / "report"
+    out.mkdir(exist_ok=True)
+    model = run.manifest.get("config", {}).get("model") or (run.summary("eval-base") or {}).get("model", "")
+    title = f"SSD report: {model}" if model else "SSD report"
+    blocks = (section_overview(run) + section_headline(run) + section_sweep(run, out) + section_difficulty(run) + section_lengths(run, out)
+              + section_training(run, out) + section_fig6(run, out) + section_examples(run) + section_times(run) + section_config(run))
+    atomic_write_text(out / "report.md", render_markdown(blocks, title))
+    atomic_write_text(out / "report.html", render_html(blocks, title))
+    console.print(f"report: {out / 'report.html'} (and report.md)")
+    return out / "report.html"

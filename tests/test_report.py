@@ -1,0 +1,147 @@
+"""`ssd report` on a run directory laid out as `ssd run` leaves it (hashed stage dirs behind symlinks).
+The eval summaries and compare.json come from the real evaluate.summarize / evaluate.compare over a
+results matrix written in evaluate.py's schema; the analysis is a real `ssd analyze` of tiny-random;
+the sample and train manifests follow sample.py's and train.py's documented fields."""
+
+import json
+import random
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from selfdistill import benchmarks, evaluate, plots
+from selfdistill.config import AnalyzeConfig, EvalConfig, RunConfig, SampleConfig, TrainConfig, to_dict
+from selfdistill.manifest import RunDir, atomic_write_json
+from selfdistill.report import report
+
+TEMPS = [0.2, 0.7, 1.1]
+N_PROBLEMS = 16
+
+
+def _stage(root, name: str, stage: str, cfg, **finish) -> RunDir:
+    """A finished stage dir under a hashed name, linked as RUN_DIR/<name> the way `ssd run` links it."""
+    run = RunDir.open(root / f"{name}-0123456789", stage, cfg, {})
+    run.finish(**finish)
+    (root / name).symlink_to(run.path.name)
+    return run
+
+
+def _eval(root, name: str, skill: float, problems, bench, prompt_text: str, seed: int):
+    cfg = EvalConfig(model=name, benchmark="leetcode", limit=N_PROBLEMS, temperatures=TEMPS, n=4, ks=[1, 4], top_k=20, top_p=0.8, max_tokens=256)
+    rng = random.Random(seed)
+    results = {}
+    run = RunDir.open(root / f"eval-{name}-0123456789", "eval", cfg, {})
+    (run.path / "results").mkdir()
+    for T in TEMPS:
+        records = {}
+        for p in problems:
+            for i in range(cfg.n):
+                passed = rng.random() < skill * (1.2 - abs(T - 0.7))
+                code = f"class Solution:\n    def solve(self, x):\n        return x + {i}  # {name} at T={T}\n"
+                records[(p.id, i)] = {"problem_id": p.id, "temperature": T, "sample_index": i, "seed": rng.getrandbits(32),
+                                      "status": "passed" if passed else "failed", "passed": passed, "detail": "", "reply": f"```python\n{code}```",
+                                      "reply_tokens": rng.randint(20, 256), "finish_reason": "length" if rng.random() < 0.1 else "stop",
+                                      "prompt_text": prompt_text}
+        (run.path / "results" / f"T{T:.2f}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
+        results[T] = records
+    atomic_write_json(run.path / "summary.json", evaluate.summarize(cfg, bench, problems, results))
+    run.finish(n_problems=len(problems))
+    (root / f"eval-{name}").symlink_to(run.path.name)
+
+
+def build_run(root, tiny_model, parts=("samples", "train", "eval", "analysis")):
+    from transformers import AutoTokenizer
+
+    root.mkdir(parents=True)
+    cfg = RunConfig(model=tiny_model, output_dir=str(root))
+    stages = {}
+    if "samples" in parts:
+        hist = [{"from": 0, "to": 0, "samples": 0}, {"from": 1, "to": 31, "samples": 3}, {"from": 32, "to": 255, "samples": 20}, {"from": 256, "to": 256, "samples": 9}]
+        counts = {"samples": 32, "kept": 30, "dropped": 2, "truncated": 9, "looping": 1, "empty": 1, "stub": 1, "shortest": 0, "prompt_too_long": 0}
+        _stage(root, "samples", "sample", cfg.sample, counts=counts, length_histogram=hist)
+        stages["samples"] = 61.5
+    if "train" in parts:
+        run = _stage(root, "train", "train", cfg.train, final_loss=0.731, model_dir=tiny_model)
+        fig, ax = plots.figure()
+        ax.plot([1, 2, 3, 4], [1.2, 0.9, 0.8, 0.73], marker="o")
+        plots.save(fig, run.path / "loss.png")
+        stages["train"] = 120.0
+    if "eval" in parts:
+        bench = benchmarks.get("leetcode")
+        problems = bench.problems()[:N_PROBLEMS]
+        tok = AutoTokenizer.from_pretrained(tiny_model)
+        prompt_text = tok.apply_chat_template([{"role": "user", "content": "Solve it."}], add_generation_prompt=True, tokenize=False)
+        _eval(root, "base", 0.35, problems, bench, prompt_text, seed=1)
+        _eval(root, "ssd", 0.5, problems, bench, prompt_text, seed=2)
+        atomic_write_json(root / "compare.json", evaluate.compare(root / "eval-base", root / "eval-ssd"))
+        stages["eval-base"], stages["eval-ssd"] = 300.0, 290.0
+    if "analysis" in parts:
+        from selfdistill.analyze import analyze
+
+        analyze(replace(AnalyzeConfig(), base_model=tiny_model, ssd_model=tiny_model, replies=str(root / "eval-base"), limit=2,
+                        t_evals=[0.5, 1.0], output_dir=str(root / "analysis-0123456789")))
+        (root / "analysis").symlink_to("analysis-0123456789")
+        stages["analysis"] = 30.0
+    manifest = {"stage": "run", "config": to_dict(cfg), "finished_at": "now",
+                "stages": {name: {"seconds": s, "skipped": False, "dir": str(root / f"{name}-0123456789")} for name, s in stages.items()}}
+    atomic_write_json(root / "manifest.json", manifest)
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_report(tiny_model, tmp_path_factory):
+    root = build_run(tmp_path_factory.mktemp("report") / "run", tiny_model)
+    return root, report(root)
+
+
+def test_report_contents(full_report):
+    root, html_path = full_report
+    html, md = html_path.read_text(), (root / "report" / "report.md").read_text()
+    base, ssd = (json.loads((root / f"eval-{m}" / "summary.json").read_text()) for m in ("base", "ssd"))
+    compare = json.loads((root / "compare.json").read_text())
+    for doc in (html, md):
+        for s in (base, ssd):  # headline numbers are the summaries' dev-chosen test scores, as written
+            sel = s["selection"]["pass@1"]
+            assert f"{100 * sel['test_score']:.1f} [{100 * sel['test_ci_lo']:.1f}, {100 * sel['test_ci_hi']:.1f}] at T={sel['best_T']:g}" in doc
+        assert f"{100 * compare['test']['mean_diff']:+.1f}" in doc
+        assert "smoke-level signal" in doc
+        for heading in ("pass@k against T_eval", "By difficulty", "Sample lengths", "paper Figure 6", "Example replies", "Stage wall times"):
+            assert heading in doc
+        assert "Not run" not in doc
+        assert "easy" in doc or "medium" in doc or "hard" in doc
+    # self-contained: every image inline, no external references
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 7  # pass@k sweep, lengths, loss and the four Figure 6 panels
+    assert not re.search(r'(src|href)="(?!data:)', html)
+    for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):  # the Markdown twin links files beside it
+        assert (root / "report" / name).is_file()
+
+
+def test_partial_run_says_not_run(tiny_model, tmp_path):
+    root = build_run(tmp_path / "run", tiny_model, parts=("samples",))
+    html = report(root).read_text()
+    assert html.count("Not run") >= 5 and "Sample lengths" in html
+    shutil.rmtree(root / "samples-0123456789")
+    (root / "samples").unlink()
+    (root / "manifest.json").unlink()
+    assert "Not run" in report(root).read_text()  # an empty directory still gets a page
+
+
+def test_report_renders_in_chromium(full_report, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the HTML was written but not rendered")
+    root, html_path = full_report
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+                    "--window-size=1280,2400", html_path.resolve().as_uri()], check=True, capture_output=True, timeout=120)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    ink = (pixels < 0.9).any(axis=-1).mean()  # share of pixels that are not (near) white
+    assert pixels.shape[0] >= 2000 and 0.02 < ink < 0.9, f"blank or broken render: {ink:.3f} of the page is ink"
+    assert np.unique(pixels.reshape(-1, 3), axis=0).shape[0] > 50  # text, plots and colours, not a flat page
+    shutil.copy(shot, root / "report" / "screenshot.png")
