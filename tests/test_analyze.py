@@ -76,7 +76,7 @@ def test_outputs_and_shapes(analysis):
         pos = np.load(out / f"positions_{name}.npz")
         assert pos["cum_mass"].shape == (n, RANKS) and pos["eval_entropy"].shape == (n, len(T_EVALS))
         assert len(a["cumulative_mass"][name]) == RANKS and len(a["entropy"][name]["all"]) == len(T_EVALS)
-        assert len(a["top20_bins"]["entropy"][name]) == len(a["top20_bins"]["edges"]) - 1
+        assert len(a["top20_bins"]["entropy"][name]) == len(a["top20_bins"]["tail_edges"]) - 1 == len(a["top20_bins"]["count"])
 
 
 def test_curves_make_sense(analysis):
@@ -135,7 +135,7 @@ def test_position_stats_on_known_logits():
     assert s["eval_survivors"][:, 0].tolist() == [1, 3]  # T -> 0: only the top token survives, or exact ties
     assert s["eval_survivors"][:, 1].tolist() == [20, 20]  # top-k 20, no top-p: all 20 survive, if barely
     assert s["train_entropy"][0] == pytest.approx(0.0, abs=1e-6) and s["train_entropy"][1] == pytest.approx(math.log(3), abs=1e-4)
-    assert s["cum_mass"][1, 2] == pytest.approx(1.0, abs=1e-6) and s["top20_mass"][0] == pytest.approx(1.0, abs=1e-6)
+    assert s["cum_mass"][1, 2] == pytest.approx(1.0, abs=1e-6) and s["top20_tail"][0] == pytest.approx(torch.softmax(logits[0].double(), -1).sort().values[:-20].sum().item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("ties", [False, True])

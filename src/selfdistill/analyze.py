@@ -9,7 +9,9 @@ positions count), and we compare their next-token distributions position by posi
   (c) mean entropy after truncation against T_eval: the entropy of the renormalized truncated
       distribution, in nats
   (d) entropy after truncation at the T_eval nearest 1.0, binned by the base model's top-20 mass (raw
-      distribution), so both models are compared on the same positions in every bin
+      distribution) into equal-count bins (deciles), so both models are compared on the same positions in
+      every bin. Code models put most positions within 1e-3 of mass 1, so the bins are placed by the mass
+      outside the top 20 (1 - top-20 mass, computed as a tail sum, not a difference) on a log axis
 
 Fork-like positions have >= 3 survivors at the training truncation (t_train, top_k, top_p), lock-like
 ones 1 or 2 (FORK_MIN_SURVIVORS). Each model's counts use its own distribution; the paired comparison
@@ -25,7 +27,7 @@ Output dir:
   positions_base.npz, positions_ssd.npz
                                   per-position statistics, written when a model is done (the unit of
                                   resume: a rerun after kill -9 skips a model whose file exists):
-                                  reply, token, top20_mass, cum_mass[N, RANKS], train_survivors,
+                                  reply, token, top20_tail (1 - top-20 mass), cum_mass[N, RANKS], train_survivors,
                                   train_entropy, eval_survivors[N, len(t_evals)], eval_entropy[N, len(t_evals)]
   analysis.json                   every curve plotted, fork/lock counts, and the paired lock/fork summary
   fig6a_cumulative_mass.png  fig6b_survivors.png  fig6c_entropy.png  fig6d_entropy_by_top20.png
@@ -54,8 +56,9 @@ console = Console(stderr=True)
 
 RANKS = 100  # (a) is drawn for ranks 1..RANKS
 TOP_MASS_K = 20  # (d) bins positions by the mass of the top 20 tokens
+TOP_MASS_BINS = 10  # equal-count bins of it
 FORK_MIN_SURVIVORS = 3  # >= 3 survivors at the training truncation: fork-like; 1-2: lock-like
-TOP20_EDGES = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0]  # code LMs put most positions near 1
+CHUNK = 512  # positions whose full-vocabulary statistics are computed at once (bounds memory)
 MODELS = ("base", "ssd")
 
 
@@ -125,9 +128,13 @@ def truncated_stats(logits: torch.Tensor, temperature: float, top_k: int, top_p:
 
 def position_stats(logits: torch.Tensor, cfg: AnalyzeConfig) -> dict[str, np.ndarray]:
     """Every per-position statistic the figures need, from next-token logits [positions, vocab]."""
+    if len(logits) > CHUNK:
+        parts = [position_stats(chunk, cfg) for chunk in logits.split(CHUNK)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     width = max(RANKS, TOP_MASS_K, cfg.top_k + 1, cfg.eval_top_k + 1)
-    top = logprobs.topk(min(width, logprobs.shape[-1]), dim=-1).values  # sorted, descending
+    top, top_ids = logprobs.topk(min(width, logprobs.shape[-1]), dim=-1)  # sorted, descending
+    tail = logprobs.scatter(-1, top_ids[:, :TOP_MASS_K], float("-inf")).logsumexp(-1).exp()  # exact where 1 - mass would round to 0
 
     def stats(temperature: float, top_k: int, top_p: float):
         # Top-k after temperature keeps the k largest logits and their ties, so truncating just the
@@ -140,7 +147,7 @@ def position_stats(logits: torch.Tensor, cfg: AnalyzeConfig) -> dict[str, np.nda
     evals = [stats(t, cfg.eval_top_k, cfg.eval_top_p) for t in cfg.t_evals]
     return {
         "cum_mass": top[:, :RANKS].exp().cumsum(-1).numpy(),
-        "top20_mass": top[:, :TOP_MASS_K].exp().sum(-1).numpy(),
+        "top20_tail": tail.numpy(),
         "train_survivors": train_survivors.numpy(),
         "train_entropy": train_entropy.numpy(),
         "eval_survivors": torch.stack([s for s, _ in evals], -1).numpy(),
@@ -160,12 +167,14 @@ def tokenize(tokenizer, replies: list[dict]) -> list[tuple[list[int], list[int]]
 @torch.inference_mode()
 def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int]]], cfg: AnalyzeConfig) -> dict[str, np.ndarray]:
     """Teacher-force every reply through one model (batch 1: no padding to get wrong) and collect the
-    statistics of the distributions that predict each reply token."""
+    statistics of the distributions that predict each reply token, computed in fp32."""
     from transformers import AutoModelForCausalLM
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    # fp32 on CPU: bf16 logits are too coarse for tail mass; on a GPU bf16 weights, fp32 statistics.
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device).eval()
+    # fp32 weights everywhere, GPUs included: bf16 logits step by 1/8 at magnitude 16, which ties top
+    # tokens (tiny-random on an H200: +0.5 survivors on average, up to +4, two at T -> 0) and moves
+    # per-position entropies by up to 0.5 nats (Qwen2.5-Coder-0.5B); on CPUs bf16 was also 2-4x slower.
+    # device_map="auto" spreads a model too big for one GPU over all of them (and the CPU).
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, device_map="auto" if torch.cuda.is_available() else None).eval()
     rows: list[dict[str, np.ndarray]] = []
     total = sum(len(r) for _, r in sequences)
     columns = [TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("replies"),
@@ -174,7 +183,7 @@ def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int
         task = progress.add_task(label, total=len(sequences), rate=0.0)
         start, done = time.time(), 0
         for i, (prompt_ids, reply_ids) in enumerate(sequences):
-            ids = torch.tensor([prompt_ids + reply_ids], device=device)
+            ids = torch.tensor([prompt_ids + reply_ids], device=model.device)
             # The logits at position j predict token j+1: the last len(reply)+1 positions hold the
             # predictions of every reply token (and of the token after the reply, dropped).
             logits = model(input_ids=ids, logits_to_keep=len(reply_ids) + 1).logits[0, :-1].float().cpu()
@@ -209,7 +218,10 @@ def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict
     fork = base["train_survivors"] >= FORK_MIN_SURVIVORS  # positions classified once, by the base model
     lock = ~fork
     ref = int(np.argmin([abs(t - 1.0) for t in cfg.t_evals]))
-    bins = np.clip(np.digitize(base["top20_mass"], TOP20_EDGES[1:-1], right=False), 0, len(TOP20_EDGES) - 2)
+    tail = base["top20_tail"].astype(np.float64)
+    edges = np.unique(np.quantile(tail, np.linspace(0, 1, min(TOP_MASS_BINS, len(tail)) + 1)))
+    bins = np.searchsorted(edges[1:-1], tail, side="right")  # bin b holds edges[b] <= tail < edges[b + 1]; the last is closed
+    n_bins = max(len(edges) - 1, 1)
 
     def mean(x: np.ndarray, mask: np.ndarray | None = None) -> list[float] | float | None:
         x = x if mask is None else x[mask]
@@ -230,8 +242,9 @@ def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict
         "cumulative_mass": {},
         "survivors": {},
         "entropy": {},
-        "top20_bins": {"edges": TOP20_EDGES, "binned_by": "base model top-20 mass (T=1, untruncated)", "t_eval": cfg.t_evals[ref],
-                       "count": np.bincount(bins, minlength=len(TOP20_EDGES) - 1).tolist(), "entropy": {}},
+        "top20_bins": {"binned_by": "mass outside the base model's top 20 tokens (1 - top-20 mass; T=1, untruncated), equal-count bins",
+                       "tail_edges": edges.tolist(), "tail_median": [float(np.median(tail[bins == b])) for b in range(n_bins)],
+                       "count": np.bincount(bins, minlength=n_bins).tolist(), "t_eval": cfg.t_evals[ref], "entropy": {}},
         "counts": {},
         "transitions": {},
         "lock_fork": [],
@@ -241,10 +254,10 @@ def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict
         out["cumulative_mass"][name] = mean(p["cum_mass"])
         out["survivors"][name] = {"all": mean(p["eval_survivors"]), "fork": mean(p["eval_survivors"], fork), "lock": mean(p["eval_survivors"], lock)}
         out["entropy"][name] = {"all": mean(p["eval_entropy"]), "fork": mean(p["eval_entropy"], fork), "lock": mean(p["eval_entropy"], lock)}
-        out["top20_bins"]["entropy"][name] = [mean(p["eval_entropy"][:, ref], bins == b) for b in range(len(TOP20_EDGES) - 1)]
+        out["top20_bins"]["entropy"][name] = [mean(p["eval_entropy"][:, ref], bins == b) for b in range(n_bins)]
         own_fork = p["train_survivors"] >= FORK_MIN_SURVIVORS
         out["counts"][name] = {"fork": int(own_fork.sum()), "lock": int((~own_fork).sum()), "mean_train_survivors": mean(p["train_survivors"]),
-                               "mean_train_entropy": mean(p["train_entropy"]), "mean_top20_mass": mean(p["top20_mass"])}
+                               "mean_train_entropy": mean(p["train_entropy"]), "mean_top20_mass": 1 - mean(p["top20_tail"])}
     ssd_fork = pos["ssd"]["train_survivors"] >= FORK_MIN_SURVIVORS
     for a, ma in (("fork", fork), ("lock", lock)):
         for b, mb in (("fork", ssd_fork), ("lock", ~ssd_fork)):
@@ -286,15 +299,10 @@ def plot(summary: dict, out_dir: Path) -> list[Path]:
         paths.append(plots.save(fig, out_dir / fname))
 
     bins = summary["top20_bins"]
-    edges = bins["edges"]
-    labels = [f"{lo:g}-{hi:g}\n(n={n})" for lo, hi, n in zip(edges[:-1], edges[1:], bins["count"])]
-    fig, ax = plots.figure(7.5, 4.0)
-    x = np.arange(len(labels))
+    fig, ax = plots.figure()
     for name in MODELS:
-        y = [np.nan if v is None else v for v in bins["entropy"][name]]
-        ax.plot(x, y, marker="o", color=plots.COLORS[name], label=plots.LABELS[name])
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set(xlabel="top-20 mass of the base model's distribution (bin)", ylabel="mean entropy after truncation (nats)",
+        ax.plot(bins["tail_median"], [np.nan if v is None else v for v in bins["entropy"][name]], marker="o", color=plots.COLORS[name], label=plots.LABELS[name])
+    ax.set(xscale="log", xlabel="1 - top-20 mass of the base model (bin median; equal-count bins)", ylabel="mean entropy after truncation (nats)",
            title=f"(d) entropy by top-20 mass (T_eval={bins['t_eval']:g}, {trunc})")
     ax.legend()
     paths.append(plots.save(fig, out_dir / "fig6d_entropy_by_top20.png"))
