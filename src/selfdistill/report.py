@@ -259,7 +259,7 @@ def section_headline(run: Run) -> list:
     blocks.append(Table(["metric", "base", "SSD", "SSD - base (paired, test)"], rows))
     if compare and "test" in compare:
         c = compare["test"]
-        blocks.append(Para(f"Paired comparison on the {c['n_problems']} test problems ({compare['metric']}, compare.json): SSD better on {c['wins']}, "
+        blocks.append(Para(f"Paired comparison on the {c['n_problems']} test problems ({compare['metric']} only, from compare.json): SSD better on {c['wins']}, "
                            f"worse on {c['losses']}, tied on {c['ties']}; sign-flip p = {c['p_value']:.3g}"
                            + (f", Wilcoxon p = {c['wilcoxon_p']:.3g}." if c.get("wilcoxon_p") is not None else ".")))
     else:
@@ -274,14 +274,14 @@ def plot_sweep(base: dict | None, ssd: dict | None, path: Path) -> Path:
         for name, summary in (("base", base), ("ssd", ssd)):
             if not summary:
                 continue
-            entries = sorted(summary["temperatures"].values(), key=lambda e: e["temperature"])
+            entries = sorted((e for e in summary["temperatures"].values() if e[f"pass@{k}"]["test"]), key=lambda e: e["temperature"])
             T = np.array([e["temperature"] for e in entries])
             s = [e[f"pass@{k}"]["test"] for e in entries]
             y = np.array([100 * x["mean"] for x in s])
             err = np.array([[100 * (x["mean"] - x["ci_lo"]) for x in s], [100 * (x["ci_hi"] - x["mean"]) for x in s]])
             ax.errorbar(T, y, yerr=err, marker="o", ms=4, capsize=3, color=plots.COLORS[name], label=plots.LABELS[name])
             best = summary["selection"].get(f"pass@{k}")
-            if best:
+            if best and best["best_T"] in T:
                 chosen = 100 * _temperature_entry(summary, best["best_T"])[f"pass@{k}"]["test"]["mean"]
                 ax.plot([best["best_T"]], [chosen], "o", ms=11, mfc="none", mec=plots.COLORS[name])
         ax.set(xlabel="T_eval", ylabel=f"pass@{k} on test (%)", title=f"pass@{k} vs T_eval (ring: T chosen on dev)")
@@ -395,7 +395,7 @@ def section_training(run: Run, out: Path) -> list:
     if not m:
         return blocks + [_not_run("training")]
     cfg = m.get("config", {})
-    blocks.append(Para(f"{'LoRA' if cfg.get('use_lora') else 'full fine-tune'} of {cfg.get('model')}: lr {cfg.get('learning_rate')} -> "
+    blocks.append(Para(f"{'LoRA' if cfg.get('use_lora') else 'Full fine-tune'} of {cfg.get('model')}: lr {cfg.get('learning_rate')} -> "
                        f"{cfg.get('min_learning_rate')} (cosine), global batch {cfg.get('global_batch_size')}, "
                        f"epochs {cfg.get('num_train_epochs')}, max_steps {cfg.get('max_steps')}. Final loss: {m.get('final_loss', '-')}."))
     png = run.dirs["train"] / "loss.png"
@@ -495,8 +495,17 @@ def report(run_dir: Path) -> Path:
     out.mkdir(exist_ok=True)
     model = run.manifest.get("config", {}).get("model") or (run.summary("eval-base") or {}).get("model", "")
     title = f"SSD report: {model}" if model else "SSD report"
-    blocks = (section_overview(run) + section_headline(run) + section_sweep(run, out) + section_difficulty(run) + section_lengths(run, out)
-              + section_training(run, out) + section_fig6(run, out) + section_examples(run) + section_times(run) + section_config(run))
+    sections = {"Overview": lambda: section_overview(run), "Headline": lambda: section_headline(run), "Sweep": lambda: section_sweep(run, out),
+                "Difficulty": lambda: section_difficulty(run), "Lengths": lambda: section_lengths(run, out), "Training": lambda: section_training(run, out),
+                "Figure 6": lambda: section_fig6(run, out), "Examples": lambda: section_examples(run), "Times": lambda: section_times(run),
+                "Configuration": lambda: section_config(run)}
+    blocks = []
+    for name, build in sections.items():
+        try:
+            blocks += build()
+        except (KeyError, TypeError, ValueError, OSError, StopIteration) as e:  # a file of an unexpected shape spoils one section, not the report
+            console.print(f"[yellow]warning:[/] report section {name}: {type(e).__name__}: {e}")
+            blocks += [Heading(name), Para(f"Could not be rendered: {type(e).__name__}: {e}", "warn")]
     atomic_write_text(out / "report.md", render_markdown(blocks, title))
     atomic_write_text(out / "report.html", render_html(blocks, title))
     console.print(f"report: {out / 'report.html'} (and report.md)")
