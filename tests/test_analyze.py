@@ -116,6 +116,23 @@ def test_rerun_reuses_finished_models(analysis):
     assert json.loads((out / "analysis.json").read_text())["cumulative_mass"] == a["cumulative_mass"]
 
 
+def test_scoring_resumes_after_the_saved_replies(tiny_model, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from selfdistill import analyze as mod
+
+    replies, _ = load_replies(write_eval_dir(tmp_path / "eval", tiny_model), 8, 0)
+    sequences = mod.tokenize(AutoTokenizer.from_pretrained(tiny_model), replies)
+    cfg = AnalyzeConfig(t_evals=[0.5, 1.0])
+    whole = mod.score(tiny_model, "base", sequences, cfg, tmp_path / "whole.npz")
+    first = whole["reply"] == 0
+    mod._save_npz(tmp_path / "resumed.partial.npz", {k: v[first] for k, v in whole.items()})  # killed after reply 0
+    monkeypatch.setattr(mod, "SAVE_EVERY", 0.0)  # and save after every reply this time
+    resumed = mod.score(tiny_model, "base", sequences, cfg, tmp_path / "resumed.npz")
+    assert whole.keys() == resumed.keys() and all(np.array_equal(whole[k], resumed[k]) for k in whole)
+    assert not (tmp_path / "resumed.partial.npz").exists() and (tmp_path / "resumed.npz").is_file()
+
+
 def test_same_model_changes_nothing(tiny_model, tmp_path):
     replies = write_eval_dir(tmp_path / "eval", tiny_model, REPLIES[:1])
     out = analyze(AnalyzeConfig(base_model=tiny_model, ssd_model=tiny_model, replies=str(replies), t_evals=[0.5, 1.0], output_dir=str(tmp_path / "out")))

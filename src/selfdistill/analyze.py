@@ -25,8 +25,8 @@ the reply text's tokens.
 Output dir:
   manifest.json                   RunDir manifest; inputs hash both models and the reply files
   positions_base.npz, positions_ssd.npz
-                                  per-position statistics, written when a model is done (the unit of
-                                  resume: a rerun after kill -9 skips a model whose file exists):
+                                  per-position statistics of each model (a rerun after kill -9 reuses
+                                  them, and continues a model's .partial.npz, saved every SAVE_EVERY s):
                                   reply, token, top20_tail (1 - top-20 mass), cum_mass[N, RANKS], train_survivors,
                                   train_entropy, eval_survivors[N, len(t_evals)], eval_entropy[N, len(t_evals)]
   analysis.json                   every curve plotted, fork/lock counts, and the paired lock/fork summary
@@ -59,6 +59,7 @@ TOP_MASS_K = 20  # (d) bins positions by the mass of the top 20 tokens
 TOP_MASS_BINS = 10  # equal-count bins of it
 FORK_MIN_SURVIVORS = 3  # >= 3 survivors at the training truncation: fork-like; 1-2: lock-like
 CHUNK = 512  # positions whose full-vocabulary statistics are computed at once (bounds memory)
+SAVE_EVERY = 30.0  # seconds between saves of the scored replies, for resume
 MODELS = ("base", "ssd")
 
 
@@ -165,9 +166,11 @@ def tokenize(tokenizer, replies: list[dict]) -> list[tuple[list[int], list[int]]
 
 
 @torch.inference_mode()
-def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int]]], cfg: AnalyzeConfig) -> dict[str, np.ndarray]:
+def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int]]], cfg: AnalyzeConfig, out: Path) -> dict[str, np.ndarray]:
     """Teacher-force every reply through one model (batch 1: no padding to get wrong) and collect the
-    statistics of the distributions that predict each reply token, computed in fp32."""
+    statistics of the distributions that predict each reply token, computed in fp32. Writes them to
+    `out` (.npz); finished replies are saved to a .partial.npz beside it every SAVE_EVERY seconds and
+    a rerun continues after them."""
     from transformers import AutoModelForCausalLM
 
     # fp32 weights everywhere, GPUs included: bf16 logits step by 1/8 at magnitude 16, which ties top
@@ -175,14 +178,19 @@ def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int
     # per-position entropies by up to 0.5 nats (Qwen2.5-Coder-0.5B); on CPUs bf16 was also 2-4x slower.
     # device_map="auto" spreads a model too big for one GPU over all of them (and the CPU).
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, device_map="auto" if torch.cuda.is_available() else None).eval()
-    rows: list[dict[str, np.ndarray]] = []
+    partial = out.with_suffix(".partial.npz")
+    rows = [_load_npz(partial)] if partial.is_file() else []
+    first = int(rows[0]["reply"].max()) + 1 if rows else 0
+    if first:
+        console.print(f"{label}: resuming after {first} scored replies ({partial})", markup=False)
     total = sum(len(r) for _, r in sequences)
     columns = [TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("replies"),
                TextColumn("{task.fields[rate]:.0f} tok/s"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(label, total=len(sequences), rate=0.0)
-        start, done = time.time(), 0
-        for i, (prompt_ids, reply_ids) in enumerate(sequences):
+        task = progress.add_task(label, total=len(sequences), completed=first, rate=0.0)
+        start = saved = time.time()
+        done = 0
+        for i, (prompt_ids, reply_ids) in enumerate(sequences[first:], start=first):
             ids = torch.tensor([prompt_ids + reply_ids], device=model.device)
             # The logits at position j predict token j+1: the last len(reply)+1 positions hold the
             # predictions of every reply token (and of the token after the reply, dropped).
@@ -193,8 +201,19 @@ def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int
             rows.append(row)
             done += len(prompt_ids) + len(reply_ids)
             progress.update(task, advance=1, rate=done / max(time.time() - start, 1e-9))
+            if time.time() - saved > SAVE_EVERY:
+                rows = [_concat(rows)]
+                _save_npz(partial, rows[0])
+                saved = time.time()
     del model
     console.print(f"{label}: scored {total} reply positions in {time.time() - start:.1f}s", markup=False)
+    positions = _concat(rows)
+    _save_npz(out, positions)
+    partial.unlink(missing_ok=True)
+    return positions
+
+
+def _concat(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -350,8 +369,7 @@ def analyze(cfg: AnalyzeConfig) -> Path:
             positions[name] = _load_npz(npz)
             console.print(f"{name}: reusing {npz}", markup=False)
         else:
-            positions[name] = score(paths[name], name, sequences, cfg)
-            _save_npz(npz, positions[name])
+            positions[name] = score(paths[name], name, sequences, cfg, npz)
     if not np.array_equal(positions["base"]["token"], positions["ssd"]["token"]):
         raise AnalyzeError(f"{out}: positions_base.npz and positions_ssd.npz score different tokens; delete them and rerun")
 
