@@ -20,6 +20,7 @@ from selfdistill.report import report
 
 TEMPS = [0.2, 0.7, 1.1]
 N_PROBLEMS = 16
+EVAL = dict(benchmark="leetcode", limit=N_PROBLEMS, temperatures=TEMPS, n=4, ks=[1, 4], top_k=20, top_p=0.8, max_tokens=256)
 
 
 def _stage(root, name: str, stage: str, cfg, **finish) -> RunDir:
@@ -31,7 +32,7 @@ def _stage(root, name: str, stage: str, cfg, **finish) -> RunDir:
 
 
 def _eval(root, name: str, skill: float, problems, bench, prompt_text: str, seed: int):
-    cfg = EvalConfig(model=name, benchmark="leetcode", limit=N_PROBLEMS, temperatures=TEMPS, n=4, ks=[1, 4], top_k=20, top_p=0.8, max_tokens=256)
+    cfg = EvalConfig(model=name, **EVAL)
     rng = random.Random(seed)
     results = {}
     run = RunDir.open(root / f"eval-{name}-0123456789", "eval", cfg, {})
@@ -57,7 +58,8 @@ def build_run(root, tiny_model, parts=("samples", "train", "eval", "analysis")):
     from transformers import AutoTokenizer
 
     root.mkdir(parents=True)
-    cfg = RunConfig(model=tiny_model, output_dir=str(root))
+    cfg = RunConfig(model=tiny_model, output_dir=str(root), sample=SampleConfig(model=tiny_model, limit=32), train=TrainConfig(model=tiny_model),
+                    eval=EvalConfig(model=tiny_model, **EVAL))
     stages = {}
     if "samples" in parts:
         hist = [{"from": 0, "to": 0, "samples": 0}, {"from": 1, "to": 31, "samples": 3}, {"from": 32, "to": 255, "samples": 20}, {"from": 256, "to": 256, "samples": 9}]

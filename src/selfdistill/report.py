@@ -213,6 +213,11 @@ def _temperature_entry(summary: dict, T: float) -> dict:
 def section_overview(run: Run) -> list:
     cfg = run.manifest.get("config", {})
     blocks = [Para(f"Run directory: {run.root.resolve()}. Report generated {time.strftime('%Y-%m-%d %H:%M:%S %z')} from the files in it.", "muted")]
+    if cfg.get("sample") and cfg.get("train") and cfg.get("eval"):
+        sc, tc, ec = cfg["sample"], cfg["train"], cfg["eval"]
+        blocks.append(Para(f"Setup: {cfg['model']} answered {sc['limit'] or 'all'} prompts of {sc['prompts']} {sc['n']}x at T_train={sc['temperature']:g} "
+                           f"(top-k {sc['top_k']}, top-p {sc['top_p']}); {'LoRA' if tc['use_lora'] else 'full'} SFT on those raw samples; both models "
+                           f"evaluated on {ec['benchmark']} ({ec['limit'] or 'all'} problems, n={ec['n']} samples each, top-k {ec['top_k']}, top-p {ec['top_p']})."))
     if cfg.get("notes"):
         blocks.append(Para(f"Preset notes: {cfg['notes']}"))
     base = run.summary("eval-base")
