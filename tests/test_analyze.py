@@ -64,7 +64,7 @@ def analysis(tiny_model, perturbed_model, tmp_path_factory):
 
 
 def test_outputs_and_shapes(analysis):
-    cfg, out, a = analysis
+    _cfg, out, a = analysis
     for name in ("fig6a_cumulative_mass.png", "fig6b_survivors.png", "fig6c_entropy.png", "fig6d_entropy_by_top20.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads((out / "manifest.json").read_text())
@@ -94,7 +94,7 @@ def test_curves_make_sense(analysis):
 
 
 def test_fork_lock_counts_add_up(analysis):
-    cfg, out, a = analysis
+    _cfg, out, a = analysis
     n = a["n_positions"]
     for name in ("base", "ssd"):
         c = a["counts"][name]

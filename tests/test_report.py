@@ -20,7 +20,7 @@ from selfdistill.report import report
 
 TEMPS = [0.2, 0.7, 1.1]
 N_PROBLEMS = 16
-EVAL = dict(benchmark="leetcode", limit=N_PROBLEMS, temperatures=TEMPS, n=4, ks=[1, 4], top_k=20, top_p=0.8, max_tokens=256)
+EVAL = {"benchmark": "leetcode", "limit": N_PROBLEMS, "temperatures": TEMPS, "n": 4, "ks": [1, 4], "top_k": 20, "top_p": 0.8, "max_tokens": 256}
 
 
 def _stage(root, name: str, stage: str, cfg, **finish) -> RunDir:

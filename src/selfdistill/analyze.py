@@ -252,7 +252,7 @@ def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict
     out: dict = {
         "units": {"entropy": "nats", "mass": "probability"},
         "n_replies": int(base["reply"].max()) + 1,
-        "n_positions": int(len(fork)),
+        "n_positions": len(fork),
         "ranks": list(range(1, base["cum_mass"].shape[1] + 1)),
         "t_evals": list(cfg.t_evals),
         "eval_truncation": {"top_k": cfg.eval_top_k, "top_p": cfg.eval_top_p},
@@ -338,7 +338,7 @@ def print_summary(summary: dict) -> None:
     table = Table(title="entropy after truncation (nats) at base-classified lock and fork positions")
     for col in ("T_eval", "base lock", "SSD lock", "base fork", "SSD fork"):
         table.add_column(col, justify="right")
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for r in summary["lock_fork"]:
         table.add_row(f"{r['t_eval']:g}", fmt(r["base_lock_entropy"]), fmt(r["ssd_lock_entropy"]), fmt(r["base_fork_entropy"]), fmt(r["ssd_fork_entropy"]))
     console.print(table)

@@ -9,9 +9,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .manifest import atomic_write_bytes  # noqa: E402
+from .manifest import atomic_write_bytes
 
 COLORS = {"base": "tab:gray", "ssd": "tab:blue"}
 LABELS = {"base": "base", "ssd": "SSD"}

@@ -94,7 +94,7 @@ def _markdown(blocks: list) -> list[str]:
         elif isinstance(b, Para):
             out += [("> **Note:** " if b.kind == "warn" else "") + b.text, ""]
         elif isinstance(b, Table):
-            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
             out += ["| " + " | ".join(map(cell, b.header)) + " |", "|" + "---|" * len(b.header)]
             out += ["| " + " | ".join(map(cell, r)) + " |" for r in b.rows] + [""]
         elif isinstance(b, Image):
@@ -168,7 +168,7 @@ class Run:
     dirs: dict[str, Path]  # stages whose directory holds a finished manifest
 
     @classmethod
-    def load(cls, root: str | Path) -> "Run":
+    def load(cls, root: str | Path) -> Run:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory: pass an `ssd run` output directory")
@@ -433,7 +433,7 @@ def section_fig6(run: Run, out: Path) -> list:
                         + [["SSD total", str(c["ssd"]["fork"]), str(c["ssd"]["lock"]), str(a["n_positions"])]]))
     blocks.append(Para(f"Mean entropy after truncation (nats; top-k {a['eval_truncation']['top_k']}, top-p {a['eval_truncation']['top_p']}) "
                        f"at the {a['lock_fork'][0]['n_lock']} lock-like and {a['lock_fork'][0]['n_fork']} fork-like positions of the base model:"))
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     blocks.append(Table(["T_eval", "base lock", "SSD lock", "base fork", "SSD fork"],
                         [[f"{r['t_eval']:g}", fmt(r["base_lock_entropy"]), fmt(r["ssd_lock_entropy"]), fmt(r["base_fork_entropy"]), fmt(r["ssd_fork_entropy"])]
                          for r in a["lock_fork"]]))
