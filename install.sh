@@ -25,8 +25,4 @@ if [ "$extras" = cpu ]; then
   # breaks `import transformers`. Text-only models never use them, so remove them.
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-# bubblewrap gives the sandbox its mount namespace; without it the sandbox falls back to unshare.
-if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  (apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }) || echo "note: bubblewrap not installed; the sandbox uses unshare"
-fi
 .venv/bin/python -c "import torch, transformers, selfdistill; print('selfdistill', selfdistill.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
