@@ -186,6 +186,22 @@ def test_bad_records_name_file_and_line(tiny_model, tmp_path):
         load_replies(tmp_path, 8, 0)
 
 
+def test_samples_dir_replies(tiny_model, tmp_path):
+    """A samples dir as sample.py writes it: only kept samples are scored."""
+    from selfdistill.config import SampleConfig
+    from selfdistill.manifest import RunDir
+
+    run = RunDir.open(tmp_path / "samples", "sample", SampleConfig(model=tiny_model), {})
+    (run.path / "shards").mkdir()
+    records = [{"prompt_id": pid, "sample_index": 0, "seed": 0, "messages": [], "prompt_text": f"<prompt {pid}>", "reply": reply,
+                "reply_token_ids": [], "prompt_tokens": 3, "reply_tokens": 9, "finish_reason": "stop", "flags": flags, "keep": not flags}
+               for pid, reply, flags in (("p1", "def f():\n    return 1", []), ("p2", "x", ["stub"]), ("p3", "def g():\n    return 2", []))]
+    (run.path / "shards" / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    run.finish(counts={"samples": 3})
+    replies, files = load_replies(run.path, 8, 0)
+    assert sorted(r["id"] for r in replies) == ["p1", "p3"] and files == [run.path / "shards" / "shard-00000.jsonl"]
+
+
 def test_one_reply_per_problem_seeded(tiny_model, tmp_path):
     rows = [(pid, f"reply {j} to {pid}") for pid in ("a", "b", "c", "d") for j in range(3)]
     eval_dir = write_eval_dir(tmp_path / "eval", tiny_model, rows)
