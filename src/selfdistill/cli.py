@@ -145,10 +145,16 @@ def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks."""
     cfg = _stage_config(AnalyzeConfig, preset, config, ctx)
     try:
-        from .analyze import analyze as run_stage
+        from .analyze import AnalyzeError, analyze as run_stage
     except ModuleNotFoundError:
         _not_implemented("analyze", 7)
-    run_stage(cfg)
+    from .manifest import ManifestMismatch
+    from .models import FetchError
+
+    try:
+        run_stage(cfg)
+    except (AnalyzeError, ManifestMismatch, FetchError) as e:  # bad replies dir, model or output dir: say why, no traceback
+        _fail(str(e), code=1)
 
 
 @app.command()
@@ -158,7 +164,10 @@ def report(run_dir: Path = typer.Argument(..., help="An `ssd run` output directo
         from .report import report as run_stage
     except ModuleNotFoundError:
         _not_implemented("report", 7)
-    run_stage(run_dir)
+    try:
+        run_stage(run_dir)
+    except FileNotFoundError as e:
+        _fail(str(e), code=1)
 
 
 @app.command()
