@@ -353,8 +353,8 @@ def analyze(cfg: AnalyzeConfig) -> Path:
     from transformers import AutoTokenizer
 
     out = Path(cfg.output_dir)
+    replies, files = load_replies(cfg.replies, cfg.limit, cfg.seed)  # before models are fetched: bad input fails fast
     paths = {"base": resolve_model(cfg.base_model), "ssd": resolve_model(cfg.ssd_model)}
-    replies, files = load_replies(cfg.replies, cfg.limit, cfg.seed)
     inputs = hash_inputs([paths["base"], paths["ssd"], *files])
     run = RunDir.open(out, "analyze", cfg, inputs, extra={"models": paths})
 
