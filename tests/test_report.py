@@ -124,8 +124,12 @@ def test_report_contents(full_report):
 
 def test_partial_run_says_not_run(tiny_model, tmp_path):
     root = build_run(tmp_path / "run", tiny_model, parts=("samples",))
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["stages"]["samples"]  # as if `ssd run` was interrupted before recording it
+    (root / "manifest.json").write_text(json.dumps(manifest))
     html = report(root).read_text()
     assert html.count("Not run") >= 5 and "Sample lengths" in html
+    assert "first start to finish, from its manifest" in html  # no time recorded by `ssd run` for it
     shutil.rmtree(root / "samples-0123456789")
     (root / "samples").unlink()
     (root / "manifest.json").unlink()
