@@ -111,6 +111,15 @@ def make_root_readonly():
                 raise  # the rest is a second line of defence: the job also loses root
 
 
+def _world_traversable(path: str) -> bool:
+    """Whether every directory above `path` lets other users through (o+x)."""
+    parts = os.path.realpath(path).split(os.sep)
+    return all(os.stat(os.sep.join(parts[:n]) or os.sep).st_mode & 0o001 for n in range(1, len(parts)))
+
+
+STDLIB_PUBLIC = _world_traversable(os.path.dirname(os.__file__))
+
+
 def drop_capabilities():
     """For user-namespace mode, where the job stays uid 0 inside: empty every capability set."""
     for cap in range(64):
@@ -329,7 +338,7 @@ def supervise(job, mode, pidns, server_fds):
             import tempfile
 
             workdir = cwd = tempfile.mkdtemp(prefix="selfdistill-sandbox-")
-            if REAL_ROOT:
+            if REAL_ROOT and STDLIB_PUBLIC:  # the job will run as this uid (see run_job)
                 os.chown(workdir, uid, uid)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -488,12 +497,14 @@ def run_job(job, mode, uid, cwd, fs_mb, stdin_fd, out_w, err_w, chan_w):
     ):
         resource.setrlimit(limit, value if isinstance(value, tuple) else (value, value))
     libc.mallopt(-8, 2)  # M_ARENA_MAX: per-thread malloc arenas would eat the address-space limit
-    if REAL_ROOT:
+    if REAL_ROOT and (mode == "namespaces" or STDLIB_PUBLIC):
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)  # from real root to a fresh uid: all capabilities are gone
-    elif mode == "namespaces":
-        drop_capabilities()  # user-namespace mode: still uid 0 inside, but without any capability
+    else:
+        # user-namespace mode (uid 0 inside), or basic mode with the stdlib in a private directory
+        # (pyenv under /root) that a fresh uid could not import from: keep the uid, drop every capability
+        drop_capabilities()
     prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries (su, mount, ...) cannot give anything back
     os.environ.clear()
     os.environ.update(CLEAN_ENV, HOME=cwd, TMPDIR=cwd)
