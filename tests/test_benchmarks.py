@@ -134,7 +134,7 @@ def test_shipped_benchmarks_load_with_metadata():
     assert all(p.metadata["date"] and p.metadata["platform"] == "leetcode" for p in leetcode)
     lcb = B.get("livecodebench").problems()
     assert Counter(p.metadata["platform"] for p in lcb) == {"atcoder": 210, "leetcode": 181, "codeforces": 9}
-    assert B.get("livecodebench").label == "public tests"
+    assert B.tests_label(lcb) == "public tests" and B.tests_label(leetcode) == "all tests"
 
 
 def test_mbpp_prompt_names_the_function_the_tests_call():
@@ -286,6 +286,7 @@ def test_livecodebench_functional_and_stdin_rows(tmp_path, pool):
     bench = B.get("livecodebench")
     functional, stdin = bench.load(str(path))
     assert stdin.metadata["private_tests"] == 1 and len(stdin.tests["inputs"]) == 2
+    assert B.tests_label([functional, stdin]) == "all tests"
     # List and deque come from lcb_runner's import header, as in the official harness
     solution = "```python\nclass Solution:\n    def addAll(self, nums: List[int], k: int) -> List[int]:\n        return list(deque(x + k for x in nums))\n```"
     tuple_answer = solution.replace("return list(", "return tuple(")  # LiveCodeBench compares tuples as lists

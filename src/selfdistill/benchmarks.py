@@ -24,7 +24,7 @@ Grading follows the official harnesses where they differ:
     the model's code, which then redefines the stub.
   * humaneval_plus: base + plus inputs, compared with the canonical solution's outputs (computed once in
     the sandbox and cached) with evalplus's tolerance rule; `find_zero` uses evalplus's special oracle.
-    Inputs run in blocks of CALL_BLOCK per execution, so each fits the per-program timeout.
+    Inputs run in blocks (CALL_BLOCK, fewer when the outputs are large) per execution.
   * mbpp: the three `test_list` asserts (after `test_setup_code`), test split = task ids 11-510.
     The prompt shows the asserts and the signature of the function they call.
   * leetcode: the row's `prompt` (imports, ListNode/TreeNode helpers) as trusted setup, then `check`.
@@ -211,17 +211,17 @@ def _parses(code: str) -> bool:
 
 
 def extract_code(reply: str, completion_fallback: bool, prompt: str = "") -> str:
-    """The code to grade: the last fenced Python block, after stripping <think>. Fallbacks (only with
+    """The code to grade: the last non-empty fenced Python block, after stripping <think>. Fallbacks (only with
     `completion_fallback`, as HumanEval-style harnesses do): an unclosed final block (the reply hit
     max_tokens or forgot the fence), then the reply itself when it parses as Python, alone or as the
     continuation of `prompt` (a base model's completion of HumanEval's function header)."""
     text = strip_thinking(reply)
     blocks, unclosed = fenced_blocks(text)
-    python = [code for tag, code in blocks if tag in _PYTHON_TAGS]
-    if python and python[-1].strip():
+    python = [code for tag, code in blocks if tag in _PYTHON_TAGS and code.strip()]
+    if python:
         return python[-1]
     if not completion_fallback:
-        raise ExtractionError("no fenced Python code block" if not python else "the last Python block is empty")
+        raise ExtractionError("no fenced Python code block")
     if unclosed is not None and unclosed.strip():
         return unclosed
     if not blocks and text.strip() and (_parses(text) or (prompt and _parses(prompt + text))):
@@ -441,7 +441,6 @@ class Benchmark:
     hub_split: str = "test"
     completion_fallback: bool = True  # see extract_code
     continues_prompt: bool = False  # HumanEval: a reply without `def <entry_point>` continues the prompt
-    label: str = "all tests"  # what the scores cover; "public tests" for the shared LiveCodeBench copy
 
     # ---- loading
 
@@ -546,24 +545,27 @@ def _defines(code: str, entry_point: str) -> bool:
 
 
 # Functional tests per execution. evalplus suites reach ~1000 inputs and some references need seconds
-# for a hundred of them; in blocks, each execution fits the per-program timeout and output cap.
+# for a hundred of them; in blocks, each execution fits the per-program timeout. Blocks whose reference
+# outputs exceed OUTPUT_BUDGET bytes (HumanEval/15 returns 7 MB strings) are split further, down to one
+# input, since every value travels out of the sandbox to be compared.
 CALL_BLOCK = 16
+OUTPUT_BUDGET = 4 << 20
 
 
-def _jobs(problem: Problem, program: str, expected: bool = True) -> list:
-    """The sandbox jobs that grade `program`. expected=False: call tests that collect return values."""
+def _jobs(problem: Problem, program: str) -> list:
+    """The sandbox jobs that grade `program`."""
     t = problem.tests
     if t["kind"] == "assert":
         # "check": the test code defines check(candidate), called with the entry point; else plain asserts
         return [AssertTests(program, t["test_code"], problem.entry_point if t.get("check") else None, t.get("setup_code", ""))]
     if t["kind"] == "stdio":
         return [StdioTests(program, t["inputs"], t["outputs"])]
-    if expected and t["expected"] is None:
+    if t["expected"] is None:
         raise BenchmarkError(f"{problem.id}: expected outputs not computed (load the benchmark with Benchmark.load)")
+    blocks = t.get("blocks") or [(i, min(i + CALL_BLOCK, len(t["inputs"]))) for i in range(0, len(t["inputs"]), CALL_BLOCK)]
     jobs = []
-    for first in range(0, len(t["inputs"]), CALL_BLOCK):
-        block = slice(first, first + CALL_BLOCK)
-        job = CallTests(program, problem.entry_point, t["inputs"][block], t["expected"][block] if expected else None, t.get("atol", 0.0))
+    for first, end in blocks:
+        job = CallTests(program, problem.entry_point, t["inputs"][first:end], t["expected"][first:end], t.get("atol", 0.0))
         job.first = first  # for failure messages: which block of inputs
         jobs.append(job)
     return jobs
@@ -589,7 +591,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                   "leetcode-v0.3.1-test.jsonl.gz", hub_id="newfacade/LeetCodeDataset", completion_fallback=False),
         Benchmark("livecodebench", "LiveCodeBench code generation (upstream rows; shared copy: 400, public tests)",
                   parse_livecodebench, "livecodebench-public.jsonl", hub_id="livecodebench/code_generation_lite",
-                  completion_fallback=False, label="public tests"),
+                  completion_fallback=False),
         Benchmark("jsonl", "your own problems: a JSONL file (fields in this module's docstring)", parse_jsonl),
     ]
 }
@@ -604,6 +606,13 @@ def get(name: str) -> Benchmark:
     return BENCHMARKS[name]
 
 
+def tests_label(problems: list[Problem]) -> str:
+    """What scores on these problems cover. LiveCodeBench rows without private tests (the shared copy)
+    are graded on public tests only: an upper bound on the real score, not comparable to the leaderboard."""
+    counted = [p.metadata["private_tests"] for p in problems if "private_tests" in p.metadata]
+    return "public tests" if counted and not any(counted) else "all tests"
+
+
 def benchmark_texts(name: str, path: str | None = None) -> list[tuple[str, str]]:
     """(problem id, everything the model is shown) for decontamination of training prompts."""
     return [(p.id, p.text) for p in get(name).problems(path)]
@@ -614,44 +623,56 @@ def benchmark_texts(name: str, path: str | None = None) -> list[tuple[str, str]]
 
 def _fill_expected_outputs(problems: list[Problem], pool: Pool | None) -> None:
     """Expected values for call tests that have none: the reference solution's outputs, computed in
-    the sandbox (CallTests with expected=None) and cached on disk by a hash of programs and inputs."""
+    the sandbox (CallTests with expected=None) and cached on disk by a hash of programs and inputs,
+    together with the blocks of inputs that grading runs per execution."""
     todo = [p for p in problems if p.tests.get("kind") == "call" and p.tests["expected"] is None]
     if not todo:
         return
+    from .manifest import atomic_write_bytes
     from .models import cache_dir
 
-    programs = [p.prefix + p.reference for p in todo]
-    key = hashlib.sha256(json.dumps([[prog, p.entry_point, p.tests["inputs"]] for prog, p in zip(programs, todo)]).encode())
-    key.update(sys.version.encode())  # marshal's format belongs to the interpreter version
+    key = hashlib.sha256(json.dumps([[p.prefix + p.reference, p.entry_point, p.tests["inputs"]] for p in todo]).encode())
+    key.update(f"{sys.version} {CALL_BLOCK} {OUTPUT_BUDGET}".encode())  # marshal's format belongs to the interpreter
     cache = cache_dir() / "benchmarks" / f"reference-outputs-{key.hexdigest()[:16]}.marshal"
     if cache.is_file():
-        outputs = marshal.loads(cache.read_bytes())
+        outputs, blocks = marshal.loads(cache.read_bytes())
     else:
-        jobs, owner = [], []
-        for p, prog in zip(todo, programs):
-            problem_jobs = _jobs(p, prog, expected=False)
-            jobs += problem_jobs
-            owner += [p.id] * len(problem_jobs)
         own_pool = pool is None
         pool = pool or Pool()
         try:
-            results = pool.map(jobs, deadline=_deadline(jobs, pool))
+            outputs, blocks = {}, {}
+            for p in todo:
+                outputs[p.id], blocks[p.id] = _reference_outputs(p, pool)
         finally:
             if own_pool:
                 pool.close()
-        failed = sorted({(pid, r.status, r.detail) for pid, r in zip(owner, results) if r.status != "passed"})
-        if failed:
-            raise BenchmarkError(f"reference solutions failed to produce outputs for {len(failed)} problems: {failed[:5]}")
-        outputs = {p.id: [] for p in todo}
-        for pid, r in zip(owner, results):
-            outputs[pid] += r.outputs
-        from .manifest import atomic_write_bytes
-
-        atomic_write_bytes(cache, marshal.dumps(outputs))
+        atomic_write_bytes(cache, marshal.dumps((outputs, blocks)))
     for p in todo:
-        p.tests["expected"] = outputs[p.id]
+        p.tests["expected"], p.tests["blocks"] = outputs[p.id], blocks[p.id]
         if p.tests["atol"] == 0 and any(_is_floats(v) for v in outputs[p.id]):
             p.tests["atol"] = 1e-6  # evalplus enforces this tolerance on float outputs
+
+
+def _reference_outputs(p: Problem, pool: Pool) -> tuple[list, list[tuple[int, int]]]:
+    """Run the reference on blocks of inputs; a block that fails (too slow, too much output) or whose
+    outputs exceed OUTPUT_BUDGET is halved and run again. One map per problem, so a block that stalls
+    the pool costs only this problem's other blocks a rerun."""
+    n = len(p.tests["inputs"])
+    pending, done = [(i, min(i + CALL_BLOCK, n)) for i in range(0, n, CALL_BLOCK)], {}
+    while pending:
+        jobs = [CallTests(p.prefix + p.reference, p.entry_point, p.tests["inputs"][a:b], None) for a, b in pending]
+        retry = []
+        for (a, b), r in zip(pending, pool.map(jobs, deadline=_deadline(jobs, pool))):
+            if r.status == "passed" and (b - a == 1 or len(marshal.dumps(r.outputs)) <= OUTPUT_BUDGET):
+                done[a, b] = r.outputs
+            elif b - a > 1:
+                retry += [(a, (a + b) // 2), ((a + b) // 2, b)]
+            else:
+                raise BenchmarkError(f"{p.id}: the reference solution fails on input #{a} ({r.status}: {r.detail}); "
+                                     f"cannot compute expected outputs (a higher timeout may help)")
+        pending = retry
+    blocks = sorted(done)
+    return [v for block in blocks for v in done[block]], blocks
 
 
 def _is_floats(value) -> bool:

@@ -89,10 +89,15 @@ def train(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """SFT on the raw samples (stage 2)."""
     cfg = _stage_config(TrainConfig, preset, config, ctx)
     try:
-        from .train import train as run_stage
+        from .train import TrainError, train as run_stage
     except ModuleNotFoundError:
         _not_implemented("train", 6)
-    run_stage(cfg)
+    from .manifest import ManifestMismatch
+
+    try:
+        run_stage(cfg)
+    except (TrainError, ManifestMismatch) as e:  # mismatched samples, template or output dir: say why, no traceback
+        _fail(str(e), code=1)
 
 
 @app.command(name="eval", context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(EvalConfig)))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -256,7 +257,7 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
     records = [done[p.id] for p in with_ref]
     failures = [{"problem_id": r["problem_id"], "status": r["status"], "detail": r["detail"]} for r in records if not r["passed"]]
     summary = {
-        "benchmark": bench.name, "label": bench.label, "oracle": True, "n_problems": len(records),
+        "benchmark": bench.name, "label": benchmarks.tests_label(problems), "oracle": True, "n_problems": len(records),
         "passed": len(records) - len(failures), "pass_rate": (len(records) - len(failures)) / len(records),
         "status_counts": dict(Counter(r["status"] for r in records)), "failures": failures,
         "no_reference": [p.id for p in problems if p.reference is None],
@@ -324,7 +325,7 @@ def summarize(cfg: EvalConfig, bench, problems: list[Problem], results: dict[flo
     else:
         selection = {"skipped": f"dev/test split of {len(ids)} problems left dev={len(dev)}, test={len(test)}: nothing to choose on or report"}
     return {
-        "benchmark": bench.name, "label": bench.label, "model": cfg.model, "prompt_format": cfg.prompt_format,
+        "benchmark": bench.name, "label": benchmarks.tests_label(problems), "model": cfg.model, "prompt_format": cfg.prompt_format,
         "decoding": {"top_k": cfg.top_k, "top_p": cfg.top_p, "min_p": cfg.min_p, "max_tokens": cfg.max_tokens},
         "n_problems": len(ids), "ks": cfg.ks, "t_eval": cfg.t_eval, "dev_fraction": cfg.dev_fraction, "seed": cfg.seed,
         "problem_ids": ids, "dev_ids": dev, "test_ids": test, "temperatures": per_T, "selection": selection,
@@ -347,7 +348,19 @@ def print_sweep(summary: dict) -> None:
         table.add_row(name + (" (greedy)" if e["greedy"] else ""), str(e["n"]), *[_fmt(e[f"pass@{k}"]["all"]) for k in ks],
                       _fmt(e["pass@1"]["dev"]) if 1 in ks else "-", _fmt(e["pass@1"]["test"]) if 1 in ks else "-",
                       f"{100 * e['extraction_failed']:.1f}%", f"{100 * e['truncated']:.1f}%")
-    Console().print(table)
+    out = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets whole rows, not 80 columns
+    out.print(table)
+    k, temps = ks[0], summary["temperatures"]
+    rows = [(f"{group.removeprefix('by_')} {name}", name, group) for group in ("by_difficulty", "by_platform")
+            for name in next(iter(temps.values()))[f"pass@{k}"][group]]
+    if rows:
+        breakdown = Table(title=f"pass@{k} in % by difficulty and platform (all problems)")
+        for col in ["group", "problems", *[f"T={T}" for T in temps]]:
+            breakdown.add_column(col, justify="right")
+        for title, name, group in rows:
+            cells = [e[f"pass@{k}"][group][name] for e in temps.values()]
+            breakdown.add_row(title, str(cells[0]["n_problems"]), *map(_fmt, cells))
+        out.print(breakdown)
     for metric, s in summary["selection"].items():
         if metric == "skipped":
             console.print(f"best temperature: {s}")

@@ -40,6 +40,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import os
 import shutil
@@ -243,6 +244,7 @@ class RichProgress(TrainerCallback):
         columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
         self.progress = Progress(*columns, console=console)
         self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
+        self.last = (time.perf_counter(), tokens_logged(state.log_history))
         self.progress.start()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -253,7 +255,7 @@ class RichProgress(TrainerCallback):
         if not self.progress or "loss" not in (logs or {}):
             return
         now, tokens = time.perf_counter(), logs.get("num_tokens", 0)
-        speed = f"{(tokens - self.last[1]) / (now - self.last[0]):.0f} tok/s" if self.last and tokens > self.last[1] else "- tok/s"
+        speed = f"{(tokens - self.last[1]) / (now - self.last[0]):.0f} tok/s"
         self.last = (now, tokens)
         info = f"loss {logs['loss']:.4f}  lr {logs.get('learning_rate', 0):.2e}  {speed}"
         self.progress.update(self.task, info=info)
@@ -262,6 +264,10 @@ class RichProgress(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress:
             self.progress.stop()
+
+
+def tokens_logged(history: list[dict]) -> int:
+    return next((h["num_tokens"] for h in reversed(history) if "num_tokens" in h), 0)
 
 
 class LossCurve(TrainerCallback):
@@ -513,6 +519,9 @@ def train(cfg: TrainConfig) -> Path:
 
     trainer, plan = build_trainer(cfg, prep, out, callbacks=[RichProgress(), LossCurve(out), MarkComplete()])
     resume = last_complete_checkpoint(out / "checkpoints")
+    if resume:  # TRL restarts its token counter at 0 on resume; continue it so num_tokens stays cumulative
+        history = json.loads((resume / "trainer_state.json").read_text())["log_history"]
+        trainer._total_train_tokens = int(tokens_logged(history))
     if state.is_main_process:
         console.print(
             f"{len(prep.examples)} examples, {plan['optimizer_steps']} optimizer steps of {cfg.global_batch_size} "

@@ -1,0 +1,174 @@
+"""The sampling spec: the reference truncation, vLLM's sampler and the hf backend's processors agree on
+fixed logits; the hf backend inherits nothing from generation_config.json; seeds and context limits."""
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from selfdistill.generate import SamplingSpec, _SeededSampler, hf_logits_processors, load_generator, truncate_logits
+
+SPECS = [
+    SamplingSpec(temperature=1.6, top_k=20, top_p=0.8),  # the paper's T_train truncation
+    SamplingSpec(temperature=0.7, top_k=20, top_p=0.8),
+    SamplingSpec(temperature=1.0, top_k=0, top_p=0.95),
+    SamplingSpec(temperature=1.0, top_k=5, top_p=1.0),
+    SamplingSpec(temperature=1.3, top_k=50, top_p=0.9, min_p=0.05),
+    SamplingSpec(temperature=0.5, top_k=0, top_p=1.0, min_p=0.1),
+    SamplingSpec(temperature=1.0),
+]
+
+
+def fixed_logits(rows: int = 8, vocab: int = 500) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(rows, vocab, generator=g) * 3
+    logits[0, :10] = torch.linspace(5, 0, 10)  # a clear head
+    logits[1] /= 10  # nearly flat
+    return logits  # no exact ties: which of equal tokens top-p keeps is up to each sort implementation
+
+
+def test_reference_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+    def probs(**kw):
+        return truncate_logits(logits, **kw).softmax(-1)[0]
+
+    # top-p keeps the token that crosses p: 0.5 < 0.6, 0.5 + 0.2 >= 0.6
+    assert torch.allclose(probs(temperature=1.0, top_p=0.6), torch.tensor([5 / 7, 2 / 7, 0, 0, 0]))
+    # top-p acts on the renormalized top-k distribution: top-2 is [5/7, 2/7]; 5/7 >= 0.7 already
+    assert torch.allclose(probs(temperature=1.0, top_k=2, top_p=0.7), torch.tensor([1.0, 0, 0, 0, 0]))
+    # without top-k, p=0.7 needs the second token (0.5 < 0.7)
+    assert torch.allclose(probs(temperature=1.0, top_p=0.7), torch.tensor([5 / 7, 2 / 7, 0, 0, 0]))
+    # temperature first: T=2 flattens, p_i proportional to sqrt(p_i)
+    flat = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05]).sqrt()
+    assert torch.allclose(probs(temperature=2.0), flat / flat.sum())
+    # min-p relative to the top token: 0.5 * 0.35 = 0.175 keeps 0.5 and 0.2
+    assert torch.allclose(probs(temperature=1.0, min_p=0.35), torch.tensor([5 / 7, 2 / 7, 0, 0, 0]))
+    # greedy
+    assert torch.equal(probs(temperature=0), torch.tensor([1.0, 0, 0, 0, 0]))
+    # top-k keeps every token tied with the k-th (vLLM and transformers do too)
+    tied = torch.log(torch.tensor([[0.4, 0.2, 0.2, 0.2]]))
+    assert torch.isfinite(truncate_logits(tied, 1.0, top_k=2)).sum() == 4
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_hf_processors_match_reference(spec):
+    logits = fixed_logits()
+    hf = hf_logits_processors(spec)(torch.zeros(len(logits), 1, dtype=torch.long), logits.clone())
+    ref = truncate_logits(logits, spec.temperature, spec.top_k, spec.top_p, spec.min_p)
+    assert torch.equal(torch.isinf(hf), torch.isinf(ref))  # the same kept set
+    assert torch.allclose(hf.softmax(-1), ref.softmax(-1), atol=1e-6)
+
+
+def _vllm_truncated_probs(logits: torch.Tensor, spec: SamplingSpec) -> torch.Tensor:
+    """vLLM's own sampler (v1 Sampler.sample: temperature, min-p logits processor, top-k/top-p sampler)
+    on fixed logits; processed_logprobs mode returns the distribution it samples from."""
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import LogitsProcessors
+    from vllm.v1.sample.logits_processor.builtin import MinPLogitsProcessor
+    from vllm.v1.sample.logits_processor.interface import BatchUpdate
+    from vllm.v1.sample.metadata import SamplingMetadata
+    from vllm.v1.sample.sampler import Sampler
+
+    rows = len(logits)
+    params = SamplingParams(temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, min_p=spec.min_p)
+    min_p = MinPLogitsProcessor(SimpleNamespace(scheduler_config=SimpleNamespace(max_num_seqs=rows)), torch.device("cpu"), False)
+    min_p.update_state(BatchUpdate(batch_size=rows, removed=[], added=[(i, params, None, []) for i in range(rows)], moved=[]))
+    metadata = SamplingMetadata(
+        temperature=torch.full((rows,), spec.temperature), all_greedy=False, all_random=True,
+        top_p=torch.full((rows,), spec.top_p) if spec.top_p < 1 else None,
+        top_k=torch.full((rows,), spec.top_k, dtype=torch.int32) if spec.top_k > 0 else None,
+        generators={}, max_num_logprobs=-1, no_penalties=True, prompt_token_ids=None, frequency_penalties=torch.zeros(rows),
+        presence_penalties=torch.zeros(rows), repetition_penalties=torch.ones(rows), output_token_ids=[[] for _ in range(rows)],
+        allowed_token_ids_mask=None, bad_words_token_ids={}, logitsprocs=LogitsProcessors([min_p]),
+    )
+    _, logprobs = Sampler(logprobs_mode="processed_logprobs").sample(logits.clone(), metadata)
+    return logprobs.exp()
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.temperature > 0], ids=str)
+def test_vllm_sampler_matches_reference(spec):
+    pytest.importorskip("vllm")
+    logits = fixed_logits()
+    vllm_probs = _vllm_truncated_probs(logits, spec)
+    ref_probs = truncate_logits(logits, spec.temperature, spec.top_k, spec.top_p, spec.min_p).softmax(-1)
+    assert torch.equal(vllm_probs > 0, ref_probs > 0)
+    assert torch.allclose(vllm_probs, ref_probs, atol=1e-6)
+
+
+def test_seeded_sampler_draws_from_the_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    rows = 4000
+    sampler = _SeededSampler([torch.Generator().manual_seed(i) for i in range(rows)])
+    one_hot = sampler(None, probs.log().expand(rows, -1).clone())
+    choices = one_hot.argmax(-1)
+    assert torch.isinf(one_hot).sum() == rows * 4  # exactly one finite entry per row
+    freq = torch.bincount(choices, minlength=5).float() / rows
+    assert freq[4] == 0  # a zero-probability token is never drawn
+    assert torch.allclose(freq, probs, atol=0.03)  # 4 sigma at n=4000
+    again = _SeededSampler([torch.Generator().manual_seed(i) for i in range(rows)])(None, probs.log().expand(rows, -1).clone())
+    assert torch.equal(again, one_hot)  # same seeds, same draws
+
+
+@pytest.fixture(scope="module")
+def hostile_model(tiny_model, tmp_path_factory):
+    """tiny-random whose generation_config.json carries sampling defaults that must not leak in."""
+    path = tmp_path_factory.mktemp("hostile") / "model"
+    shutil.copytree(tiny_model, path)
+    config = json.loads((path / "generation_config.json").read_text())
+    config.update(do_sample=True, temperature=0.1, top_k=3, top_p=0.3, min_p=0.5, repetition_penalty=2.0, no_repeat_ngram_size=2)
+    (path / "generation_config.json").write_text(json.dumps(config))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def hf(hostile_model):
+    with load_generator(hostile_model, "hf", max_model_len=96) as generator:
+        yield generator
+
+
+def test_hf_inherits_no_sampling_defaults(hf):
+    """transformers fills unset generate() parameters from the model's generation_config.json and its
+    own defaults (top_k=50); what generate() builds from the hf backend's config changes no logit."""
+    logits = fixed_logits(4, hf.model.config.vocab_size)
+    input_ids = torch.zeros(4, 4, dtype=torch.long)
+    for spec in (SamplingSpec(temperature=1.6, top_k=20, top_p=0.8), SamplingSpec(temperature=0)):
+        config, _ = hf.model._prepare_generation_config(hf.generation_config(spec, 16))
+        built = hf.model._get_logits_processor(config, input_ids_seq_length=4, encoder_input_ids=input_ids,
+                                               logits_processor=None, device="cpu", model_kwargs={})
+        assert torch.equal(built(input_ids, logits.clone()), logits), [type(p).__name__ for p in built]
+        assert config.do_sample == (spec.temperature > 0)
+
+
+def test_hf_generate_seeds_lengths_and_context(hf):
+    prompt = hf.chat_prompt([{"role": "user", "content": "Write a function that adds two numbers."}])
+    too_long = hf.chat_prompt([{"role": "user", "content": "word " * 200}])
+    spec = SamplingSpec(temperature=1.0, top_k=20, top_p=0.9, n=2, max_tokens=12)
+    out = hf.generate([prompt, too_long, prompt], spec, seeds=[7, 7, 8])
+    assert [c.finish_reason for c in out[1]] == ["prompt_too_long"] * 2  # skipped, the batch goes on
+    assert all(len(c.token_ids) <= 12 and c.finish_reason in ("stop", "length") for c in out[0] + out[2])
+    assert out[0][0].prompt_tokens == len(hf.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    alone = hf.generate([prompt], spec, seeds=[7])
+    assert [c.token_ids for c in alone[0]] == [c.token_ids for c in out[0]]  # a request's draw ignores its batch
+    assert out[0][0].token_ids != out[0][1].token_ids  # completion j uses seed + j: independent samples
+    # the context bounds the reply: 96 tokens in all
+    room = 96 - out[0][0].prompt_tokens
+    long = hf.generate([prompt], SamplingSpec(temperature=1.0, max_tokens=500), seeds=[1])[0][0]
+    assert len(long.token_ids) <= room and (long.finish_reason == "stop" or len(long.token_ids) == room)
+
+
+def test_effective_params_are_explicit(hf):
+    params = hf.effective_params(SamplingSpec(temperature=1.6, top_k=20, top_p=0.8))
+    assert params["backend"] == "hf" and params["stop_token_ids"] == hf.stop_token_ids
+    assert params["logits_processors"][:3] == ["TemperatureLogitsWarper(temperature=1.6)", "TopKLogitsWarper(top_k=20)", "TopPLogitsWarper(top_p=0.8)"]
+    assert params["generation_config"]["top_k"] == 0 and params["generation_config"]["temperature"] == 1.0
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingSpec(top_p=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingSpec(temperature=-1)
+    with pytest.raises(ValueError, match="unknown backend"):
+        load_generator("tiny-random", "tensorrt")
