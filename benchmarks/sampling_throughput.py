@@ -28,18 +28,15 @@ def matmul_peak(dtype: torch.dtype, target_s: float = 0.3, reps: int = 3) -> flo
     (a CPU without bf16 instructions runs bf16 at ~1 GFLOP/s, so a fixed 4096 would take minutes),
     then the best of `reps`."""
     n = 256
-    while True:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        seconds = _timed(lambda: torch.matmul(a, b))
-        if seconds >= target_s or n >= 8192:
-            break
+    while _matmul_seconds(n, dtype) < target_s and n < 8192:
         n *= 2
-    return 2 * n**3 / min(_timed(lambda: torch.matmul(a, b)) for _ in range(reps))
+    return 2 * n**3 / min(_matmul_seconds(n, dtype) for _ in range(reps))
 
 
-def _timed(fn) -> float:
+def _matmul_seconds(n: int, dtype: torch.dtype) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     start = time.perf_counter()
-    fn()
+    torch.matmul(a, b)
     return time.perf_counter() - start
 
 

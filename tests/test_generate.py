@@ -8,7 +8,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from selfdistill.generate import SamplingSpec, _SeededSampler, hf_logits_processors, load_generator, truncate_logits
+from selfdistill.generate import (
+    SamplingSpec,
+    _SeededSampler,
+    hf_logits_processors,
+    load_generator,
+    truncate_logits,
+)
 
 SPECS = [
     SamplingSpec(temperature=1.6, top_k=20, top_p=0.8),  # the paper's T_train truncation

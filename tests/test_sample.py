@@ -13,7 +13,14 @@ import pytest
 
 from selfdistill.config import SampleConfig
 from selfdistill.manifest import ManifestMismatch, load_manifest
-from selfdistill.sample import _drop_shortest, is_looping, load_samples, reply_flags, sample, sample_seed
+from selfdistill.sample import (
+    _drop_shortest,
+    is_looping,
+    load_samples,
+    reply_flags,
+    sample,
+    sample_seed,
+)
 
 STATEMENTS = ["Return the sum of two integers a and b.", "Reverse a string s.", "Count the vowels in a string.",
               "Return the n-th Fibonacci number.", "Check whether n is prime.", "Return the maximum of a list."]

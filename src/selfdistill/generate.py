@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import gc
 import io
-import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -92,7 +90,13 @@ def truncate_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, to
 def hf_logits_processors(spec: SamplingSpec):
     """transformers warpers in the reference order (temperature, min-p, top-k, top-p). Passed to
     generate() with every built-in warper switched off."""
-    from transformers import LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    from transformers import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     procs = LogitsProcessorList([TemperatureLogitsWarper(spec.temperature)])
     if spec.min_p > 0:
@@ -221,15 +225,20 @@ class VLLMGenerator(Generator):
             # On CPU vLLM otherwise reserves gpu_memory_utilization (92%) of the machine's RAM and refuses
             # to start when other processes hold more than 8% of it. VLLM_CPU_KVCACHE_SPACE (GiB) overrides.
             kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
+        if current_platform.is_cpu():
+            # vLLM-CPU 0.32 dies on a seeded request whose prefill is split across steps: it rewinds the
+            # request's generator offset, which CPU generators lack ("CPU Generator does not use offset").
+            # Whole prefills only; the step budget must then hold the longest prompt.
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 4096))
         self.tensor_parallel_size = tensor_parallel_size
         self.llm = LLM(model=model_path, tokenizer=model_path, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
                        seed=seed, generation_config="vllm", **kwargs)
 
-    def _params(self, spec: SamplingSpec, seed: int, max_tokens: int | None = None):
+    def _params(self, spec: SamplingSpec, seed: int):
         from vllm import SamplingParams
 
         return SamplingParams(n=spec.n, temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, min_p=spec.min_p,
-                              seed=seed, max_tokens=max_tokens or spec.max_tokens, stop=list(spec.stop),
+                              seed=seed, max_tokens=spec.max_tokens, stop=list(spec.stop),
                               stop_token_ids=self.stop_token_ids, repetition_penalty=1.0, presence_penalty=0.0,
                               frequency_penalty=0.0, skip_special_tokens=True)
 

@@ -90,7 +90,9 @@ def _leetcode(row: dict) -> dict:
 
 
 def _mbpp(row: dict) -> dict:
-    from .benchmarks import _called_function  # the function MBPP's asserts call, as evaluation finds it
+    from .benchmarks import (
+        _called_function,  # the function MBPP's asserts call, as evaluation finds it
+    )
 
     code = row["code"].replace("\r\n", "\n")
     defs = {n.name: n for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)}

@@ -28,12 +28,27 @@ from itertools import pairwise
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .config import SampleConfig
 from .generate import Generator, SamplingSpec, chat_prompt, load_generator
-from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl, sha256_json
+from .manifest import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    hash_inputs,
+    load_manifest,
+    read_jsonl,
+    sha256_json,
+)
 from .models import resolve_model
 from .prompts import Prompt, build_messages, collect_prompts
 
