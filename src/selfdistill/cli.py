@@ -7,6 +7,7 @@ Stage commands take `--preset NAME` and/or `--config FILE`, then any config fiel
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -62,127 +63,92 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _stage_config(cls, preset, config_file, ctx: typer.Context):
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input (a config, file, model or output dir): printed without a traceback."""
+    from .analyze import AnalyzeError
+    from .benchmarks import BenchmarkError
+    from .manifest import ManifestMismatch
+    from .models import FetchError
+    from .train import TrainError
+
+    return ConfigError, ManifestMismatch, FetchError, BenchmarkError, TrainError, AnalyzeError, FileNotFoundError
+
+
+def _call(entry: str, *args) -> None:
+    """Run `module:function` of a stage, turning bad-input errors into one clear line."""
+    module, name = entry.split(":")
+    errors = _user_errors()
     try:
-        return cfgmod.load_stage_config(cls, preset, config_file, flags_to_overrides(ctx.args))
+        getattr(importlib.import_module(f"selfdistill.{module}"), name)(*args)
+    except errors as e:
+        _fail(str(e), code=1)
+
+
+def _stage(cls, entry: str, preset, config_file, ctx: typer.Context) -> None:
+    try:
+        cfg = cfgmod.load_stage_config(cls, preset, config_file, flags_to_overrides(ctx.args))
+    except ConfigError as e:
+        _fail(str(e))
+    _call(entry, cfg)
+
+
+def _run_config(preset, config_file, ctx: typer.Context, default_preset: str | None = None):
+    try:
+        return cfgmod.load_run_config(preset or (default_preset if not config_file else None), config_file, flags_to_overrides(ctx.args))
     except ConfigError as e:
         _fail(str(e))
 
 
-def _not_implemented(stage: str, issue: int) -> None:
-    _fail(f"`ssd {stage}` is not implemented yet (issue #{issue}).", code=3)
+def _fields(cls) -> str:
+    return "Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(cls))
 
 
-@app.command(context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(SampleConfig)))
+@app.command(context_settings=STAGE_SETTINGS, epilog=_fields(SampleConfig))
 def sample(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """Sample the frozen model once per prompt at T_train with truncation (stage 1)."""
-    cfg = _stage_config(SampleConfig, preset, config, ctx)
-    try:
-        from .sample import sample as run_stage
-    except ModuleNotFoundError:
-        _not_implemented("sample", 4)
-    run_stage(cfg)
+    _stage(SampleConfig, "sample:sample", preset, config, ctx)
 
 
-@app.command(context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(TrainConfig)))
+@app.command(context_settings=STAGE_SETTINGS, epilog=_fields(TrainConfig))
 def train(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """SFT on the raw samples (stage 2)."""
-    cfg = _stage_config(TrainConfig, preset, config, ctx)
-    try:
-        from .train import TrainError, train as run_stage
-    except ModuleNotFoundError:
-        _not_implemented("train", 6)
-    from .manifest import ManifestMismatch
-
-    try:
-        run_stage(cfg)
-    except (TrainError, ManifestMismatch) as e:  # mismatched samples, template or output dir: say why, no traceback
-        _fail(str(e), code=1)
+    _stage(TrainConfig, "train:train", preset, config, ctx)
 
 
-@app.command(name="eval", context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(EvalConfig)))
+@app.command(name="eval", context_settings=STAGE_SETTINGS, epilog=_fields(EvalConfig))
 def eval_(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """Evaluate a model on a benchmark: sandboxed pass@k with CIs over a temperature sweep (stage 3)."""
-    cfg = _stage_config(EvalConfig, preset, config, ctx)
-    try:
-        from .evaluate import evaluate as run_stage
-    except ModuleNotFoundError:
-        _not_implemented("eval", 5)
-    from .benchmarks import BenchmarkError
-    from .manifest import ManifestMismatch
+    _stage(EvalConfig, "evaluate:evaluate", preset, config, ctx)
 
-    try:
-        run_stage(cfg)
-    except (BenchmarkError, ManifestMismatch) as e:  # bad input or a mismatched output dir: say why, no traceback
-        _fail(str(e), code=1)
+
+@app.command(context_settings=STAGE_SETTINGS, epilog=_fields(AnalyzeConfig))
+def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
+    """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks."""
+    _stage(AnalyzeConfig, "analyze:analyze", preset, config, ctx)
 
 
 @app.command(context_settings=STAGE_SETTINGS)
 def run(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """The whole loop: sample, train, evaluate base and SSD, analyze, report."""
-    try:
-        cfg = cfgmod.load_run_config(preset or ("qwen2.5-coder-0.5b-instruct" if not config else None), config, flags_to_overrides(ctx.args))
-    except ConfigError as e:
-        _fail(str(e))
-    try:
-        from .run import run as run_stage
-    except ModuleNotFoundError:
-        _not_implemented("run", 7)
-    run_stage(cfg)
+    """The whole loop: sample, train, evaluate base and SSD, analyze, report (default: the embedded Qwen preset)."""
+    _call("run:run", _run_config(preset, config, ctx, default_preset="qwen2.5-coder-0.5b-instruct"))
 
 
 @app.command(context_settings=STAGE_SETTINGS)
 def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's T_train x T_eval grid, with the effective-temperature fit (sweep.t_trains=..., sweep.t_evals=...)."""
-    try:
-        cfg = cfgmod.load_run_config(preset, config, flags_to_overrides(ctx.args))
-    except ConfigError as e:
-        _fail(str(e))
-    try:
-        from .sweep import sweep as run_stage
-    except ModuleNotFoundError:
-        _not_implemented("sweep", 7)
-    run_stage(cfg)
-
-
-@app.command(context_settings=STAGE_SETTINGS, epilog="Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(AnalyzeConfig)))
-def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks."""
-    cfg = _stage_config(AnalyzeConfig, preset, config, ctx)
-    try:
-        from .analyze import AnalyzeError, analyze as run_stage
-    except ModuleNotFoundError:
-        _not_implemented("analyze", 7)
-    from .manifest import ManifestMismatch
-    from .models import FetchError
-
-    try:
-        run_stage(cfg)
-    except (AnalyzeError, ManifestMismatch, FetchError) as e:  # bad replies dir, model or output dir: say why, no traceback
-        _fail(str(e), code=1)
+    _call("sweep:sweep", _run_config(preset, config, ctx))
 
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="An `ssd run` output directory.")):
     """Write a self-contained HTML report (and a Markdown twin) from a run directory."""
-    try:
-        from .report import report as run_stage
-    except ModuleNotFoundError:
-        _not_implemented("report", 7)
-    try:
-        run_stage(run_dir)
-    except FileNotFoundError as e:
-        _fail(str(e), code=1)
+    _call("report:report", run_dir)
 
 
 @app.command()
 def toy(out: Path = typer.Option(None, "--out", help="Write toy.json and toy_curves.png here.")):
     """The paper's toy simulation of locks and forks (appendix C.4), computed exactly."""
-    try:
-        from .toy import main as run_stage
-    except ModuleNotFoundError:
-        _not_implemented("toy", 7)
-    run_stage(str(out) if out else None)
+    _call("toy:main", str(out) if out else None)
 
 
 # ---------------------------------------------------------------- models
