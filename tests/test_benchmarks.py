@@ -241,16 +241,16 @@ def test_references_pass_and_perturbed_references_fail(pool, name, n):
     assert sum(v.status == "failed" for v in bad) > 0.8 * len(bad)  # wrong answers, mostly not crashes
 
 
-@pytest.mark.integration  # the first run computes 124k reference outputs in the sandbox (~2 min), then a cache
+@pytest.mark.integration  # computes ~20k reference outputs in the sandbox (a minute) unless cached
 def test_humaneval_plus_references_pass_and_perturbed_fail(pool):
+    """A seeded subset (the whole set takes ~10 minutes here; `ssd eval --benchmark humaneval_plus --oracle`)."""
     bench = B.get("humaneval_plus")
-    problems = bench.load(pool=pool)
-    assert sum(len(p.tests["inputs"]) for p in problems if p.tests["kind"] == "call") > 100_000
+    problems = bench.load(limit=25, seed=1, pool=pool)
+    assert sum(len(p.tests["inputs"]) for p in problems if p.tests["kind"] == "call") > 10_000
     good = bench.grade_many(problems, [bench.oracle_reply(p) for p in problems], pool)
     assert [(p.id, v.status, v.detail) for p, v in zip(problems, good) if not v.passed] == []
-    some = sample(problems, 40)
-    bad = bench.grade_many(some, [wrong_reply(p) for p in some], pool)
-    assert [p.id for p, v in zip(some, bad) if v.passed] == []
+    bad = bench.grade_many(problems, [wrong_reply(p) for p in problems], pool)
+    assert [p.id for p, v in zip(problems, bad) if v.passed] == []
 
 
 def test_humaneval_plus_find_zero_accepts_any_root(pool):

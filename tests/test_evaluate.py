@@ -35,14 +35,14 @@ def jsonl_benchmark(path: Path, n: int = 12) -> Path:
 
 def test_subset_is_fixed_seeded_and_keeps_the_dev_share():
     problems = B.get("humaneval").problems()
-    a = E.subset(problems, 40, seed=0)
-    assert [p.id for p in a] == [p.id for p in E.subset(problems, 40, seed=0)]
-    assert [p.id for p in a] != [p.id for p in E.subset(problems, 40, seed=1)]
+    a = B.subset(problems, 40, seed=0)
+    assert [p.id for p in a] == [p.id for p in B.subset(problems, 40, seed=0)]
+    assert [p.id for p in a] != [p.id for p in B.subset(problems, 40, seed=1)]
     assert [p.id for p in a] == [p.id for p in problems if p in a]  # benchmark order
     # the subset and the dev split hash differently: a subset is not all dev (or all test)
     shares = []
     for seed in range(20):
-        ids = [p.id for p in E.subset(problems, 40, seed)]
+        ids = [p.id for p in B.subset(problems, 40, seed)]
         dev, _ = metrics.dev_test_split(ids, 0.3, seed)
         shares.append(len(dev) / len(ids))
     assert 0.2 < sum(shares) / len(shares) < 0.4

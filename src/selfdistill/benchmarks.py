@@ -476,9 +476,10 @@ class Benchmark:
         return problems
 
     def load(self, path: str | None = None, release_from: str | None = None, release_to: str | None = None,
-             platforms: list[str] | None = None, pool: Pool | None = None) -> list[Problem]:
-        """The problems, filtered by release date window (inclusive, YYYY-MM-DD) and platform, ready to
-        grade (humaneval_plus computes its expected outputs in `pool`, once, then reads a cache)."""
+             platforms: list[str] | None = None, limit: int | None = None, seed: int = 0, pool: Pool | None = None) -> list[Problem]:
+        """The problems, filtered by release date window (inclusive, YYYY-MM-DD) and platform, then a
+        fixed seeded subset of `limit` (see `subset`), ready to grade: humaneval_plus computes its expected
+        outputs in `pool` (or a pool of its own), once per problem set, then reads them from a cache."""
         problems = self.problems(path)
         if release_from or release_to:
             undated = [p.id for p in problems if not p.metadata.get("date")]
@@ -490,6 +491,7 @@ class Benchmark:
             problems = [p for p in problems if (p.metadata.get("platform") or "").lower() in wanted]
         if not problems:
             raise BenchmarkError(f"{self.name}: no problems left after the filters (release {release_from}..{release_to}, platforms {platforms})")
+        problems = subset(problems, limit, seed)
         _fill_expected_outputs(problems, pool)
         return problems
 
@@ -604,6 +606,16 @@ def get(name: str) -> Benchmark:
         hint = difflib.get_close_matches(name, list(BENCHMARKS), n=1)
         raise BenchmarkError(f"unknown benchmark {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; benchmarks: {', '.join(BENCHMARKS)}"))
     return BENCHMARKS[name]
+
+
+def subset(problems: list[Problem], limit: int | None, seed: int) -> list[Problem]:
+    """A fixed, seeded subset of `limit` problems, in benchmark order. Its hash is salted apart from
+    metrics.dev_test_split's, which would otherwise put a small subset entirely into dev."""
+    if limit is None or limit >= len(problems):
+        return problems
+    rank = sorted(problems, key=lambda p: hashlib.sha256(f"subset\0{seed}\0{p.id}".encode()).digest())
+    keep = {p.id for p in rank[:limit]}
+    return [p for p in problems if p.id in keep]
 
 
 def tests_label(problems: list[Problem]) -> str:

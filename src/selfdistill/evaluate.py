@@ -8,8 +8,8 @@ decoded with the same truncation (cfg.top_k, cfg.top_p). Temperature 0 is greedy
 problem, and pass@k = pass@1 since every further sample would be the same. The best temperature is
 chosen on a dev split (a fixed, seeded share cfg.dev_fraction of the problems) and reported on the
 held-out rest, so neither the baseline nor SSD gets to pick its temperature on the problems it is
-scored on. cfg.limit takes a fixed, seeded subset first (hashed with another salt than the split, so
-the subset's dev share stays cfg.dev_fraction).
+scored on. cfg.limit takes a fixed, seeded subset first (benchmarks.subset, hashed apart from the
+split, so the subset's dev share stays cfg.dev_fraction).
 
 Output directory (cfg.output_dir):
   manifest.json        RunDir manifest: config, versions, input hashes (model, benchmark file, prompts),
@@ -64,16 +64,6 @@ def sample_seed(seed: int, problem_id: str, temperature: float, sample_index: in
     return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: vLLM and torch take int64 seeds
 
 
-def subset(problems: list[Problem], limit: int | None, seed: int) -> list[Problem]:
-    """A fixed, seeded subset of `limit` problems, in benchmark order. The hash is salted apart from the
-    dev/test split's, which would otherwise put a small subset entirely into dev."""
-    if limit is None or limit >= len(problems):
-        return problems
-    rank = sorted(problems, key=lambda p: hashlib.sha256(f"subset\0{seed}\0{p.id}".encode()).digest())
-    keep = {p.id for p in rank[:limit]}
-    return [p for p in problems if p.id in keep]
-
-
 def temperatures(cfg: EvalConfig) -> list[float]:
     temps = sorted(set(cfg.temperatures) | ({cfg.t_eval} if cfg.t_eval is not None else set()))
     names = [_label(T) for T in temps]
@@ -107,7 +97,7 @@ def evaluate(cfg: EvalConfig, generator=None) -> Path:
         raise BenchmarkError(f"ks={cfg.ks} with n={cfg.n}: pass@k needs 1 <= k <= n samples per problem")
     temps = temperatures(cfg)
     with Pool(cfg.workers, Limits(timeout=cfg.timeout, memory_mb=cfg.memory_mb)) as pool:
-        problems = subset(bench.load(cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, pool=pool), cfg.limit, cfg.seed)
+        problems = bench.load(cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, cfg.limit, cfg.seed, pool)
         source = bench.source(cfg.benchmark_path)
         inputs = hash_inputs([source]) or {"benchmark": source}
         inputs["problems"] = sha256_json([p.id for p in problems])
