@@ -72,7 +72,7 @@ from .manifest import (
     load_manifest,
     sha256_json,
 )
-from .models import resolve_model
+from .models import native_bf16, resolve_model
 from .sample import load_samples
 
 console = Console(stderr=True, highlight=False)
