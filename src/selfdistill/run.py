@@ -23,8 +23,8 @@ from .manifest import RunDir, atomic_write_json, load_manifest, sha256_json
 
 console = Console(stderr=True)
 
-# Rough share of the default run's wall time per stage, for the ETA between stages.
-STAGE_WEIGHTS = {"samples": 0.15, "train": 0.2, "eval-base": 0.25, "eval-ssd": 0.25, "analysis": 0.1, "report": 0.05}
+# Rough share of the default run's wall time per stage, in run order, for the ETA between stages.
+STAGE_WEIGHTS = {"samples": 0.15, "eval-base": 0.25, "train": 0.2, "eval-ssd": 0.25, "analysis": 0.1, "report": 0.05}
 
 
 @dataclass
