@@ -37,17 +37,17 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import benchmarks, metrics
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
+from .generate import GenerationProgress
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl, sha256_json
 from .sandbox import Limits, Pool
 
@@ -190,25 +190,15 @@ def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Po
 
 
 def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int) -> None:
-    tokens, start = 0, time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-               TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("eval", total=total, tps="-")
-
-        def progress(done: int, new_tokens: int) -> None:
-            nonlocal tokens
-            tokens += new_tokens
-            bar.update(task, advance=done, tps=f"{tokens / (time.perf_counter() - start):.1f}" if tokens else "-")
-
+    with GenerationProgress(console, "eval", total) as progress:
         for T, p in plan.items():
             for block, done in p["blocks"]:
                 if done:
                     continue
-                bar.update(task, description=f"T={_label(T)} generating")
+                progress.describe(f"T={_label(T)} generating")
                 seeds = [sample_seed(cfg.seed, prob.id, T, j) for prob, j in block]
                 completions = [c[0] for c in generator.generate([prompt_texts[prob.id] for prob, _ in block], specs[T], seeds, progress)]
-                bar.update(task, description=f"T={_label(T)} grading")
+                progress.describe(f"T={_label(T)} grading")
                 verdicts = bench.grade_many([prob for prob, _ in block], [c.text for c in completions], pool)
                 for (prob, j), seed, c, v in zip(block, seeds, completions, verdicts):
                     if c.finish_reason == "prompt_too_long":
@@ -219,10 +209,10 @@ def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs:
                         "finish_reason": c.finish_reason, "prompt_text": prompt_texts[prob.id],
                     }
                 _save(p)
-    seconds = time.perf_counter() - start
-    session = {"samples": total, "generated_tokens": tokens, "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds, 1)}
+                progress.checkpoint(f"T={_label(T)}: a block of {len(block)} graded")
+    session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
-    console.print(f"generated and graded {total} samples in {seconds:.0f} s ({tokens / seconds:.1f} tokens/s)")
+    console.print(f"generated and graded {total} samples in {session['seconds']:.0f} s ({session['tokens_per_second']} tokens/s)")
 
 
 # ---------------------------------------------------------------------------- oracle

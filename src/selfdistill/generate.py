@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import io
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -60,6 +61,48 @@ class Completion:
     token_ids: list[int]  # generated tokens, the stop token included when one ended the reply
     prompt_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string), "length" (max_tokens or the context), "prompt_too_long"
+
+
+class GenerationProgress:
+    """The progress display of a generating stage: samples done, tokens/s, ETA. Called as a `Progress`
+    callback. A log file gets no live bar, so off a terminal `checkpoint` prints one line instead."""
+
+    def __init__(self, console, description: str, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console, self.total, self.tokens, self.start = console, total, 0, time.perf_counter()
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+                            TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+        self.task = self.bar.add_task(description, total=total, tps="-")
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def __call__(self, done: int, new_tokens: int) -> None:
+        self.tokens += new_tokens
+        self.bar.update(self.task, advance=done, tps=f"{self.tokens / self.seconds:.1f}" if self.tokens else "-")
+
+    def describe(self, description: str) -> None:
+        self.bar.update(self.task, description=description)
+
+    def checkpoint(self, what: str) -> None:
+        if not self.console.is_terminal:
+            done, seconds = self.bar.tasks[0].completed, self.seconds
+            self.console.print(f"{what}: {done:.0f}/{self.total} samples, {self.tokens / seconds:.1f} tokens/s, "
+                               f"ETA {seconds * (self.total - done) / max(done, 1):.0f} s")
+
+    def session(self) -> dict:
+        """This session's totals, for the stage manifest."""
+        seconds = self.seconds
+        return {"samples": self.total, "generated_tokens": self.tokens, "seconds": round(seconds, 1), "tokens_per_second": round(self.tokens / seconds, 1)}
 
 
 # ---------------------------------------------------------------------------- the reference

@@ -402,9 +402,10 @@ def section_training(run: Run, out: Path) -> list:
     if not m:
         return blocks + [_not_run("training")]
     cfg = m.get("config", {})
+    loss = f"{m['final_loss']:.4f}" if isinstance(m.get("final_loss"), float) else "-"
     blocks.append(Para(f"{'LoRA' if cfg.get('use_lora') else 'Full fine-tune'} of {cfg.get('model')}: lr {cfg.get('learning_rate')} -> "
                        f"{cfg.get('min_learning_rate')} (cosine), global batch {cfg.get('global_batch_size')}, "
-                       f"epochs {cfg.get('num_train_epochs')}, max_steps {cfg.get('max_steps')}. Final loss: {m.get('final_loss', '-')}."))
+                       f"epochs {cfg.get('num_train_epochs')}, max_steps {cfg.get('max_steps')}. Final loss: {loss}."))
     png = run.dirs["train"] / "loss.png"
     if png.is_file():
         atomic_write_bytes(out / "loss.png", png.read_bytes())

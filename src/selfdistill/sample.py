@@ -23,23 +23,14 @@ keep (false for a dropped sample, its reason in flags). `load_samples` gives tra
 from __future__ import annotations
 
 import hashlib
-import time
 from itertools import pairwise
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from .config import SampleConfig
-from .generate import Generator, SamplingSpec, chat_prompt, load_generator
+from .generate import GenerationProgress, Generator, SamplingSpec, chat_prompt, load_generator
 from .manifest import (
     RunDir,
     atomic_write_json,
@@ -183,31 +174,17 @@ def _check_shard(path: Path, prompts: list[Prompt], n: int) -> None:
 def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt]], todo: list[int], messages: dict, prompt_texts: dict,
                      spec: SamplingSpec, cfg: SampleConfig) -> None:
     total = sum(len(shards[k]) for k in todo) * cfg.n
-    tokens, start = 0, time.perf_counter()
-    columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TextColumn("{task.fields[tps]} tok/s"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("sampling", total=total, tps="-")
-
-        def progress(done: int, new_tokens: int) -> None:
-            nonlocal tokens
-            tokens += new_tokens
-            bar.update(task, advance=done, tps=f"{tokens / (time.perf_counter() - start):.1f}" if tokens else "-")
-
+    with GenerationProgress(console, "sampling", total) as progress:
         for k in todo:
             requests = [(p, j) for p in shards[k] for j in range(cfg.n)]
             seeds = [sample_seed(cfg.seed, p.id, j) for p, j in requests]
             completions = generator.generate([prompt_texts[p.id] for p, _ in requests], spec, seeds, progress)
             records = [_record(p, messages[p.id], prompt_texts[p.id], j, seed, c[0]) for (p, j), seed, c in zip(requests, seeds, completions)]
             atomic_write_jsonl(_shard_path(run.path, k), records)
-            if not console.is_terminal:  # a log file gets no live bar: one line per shard instead
-                done, elapsed = bar.tasks[0].completed, time.perf_counter() - start
-                console.print(f"shard {k + 1}/{len(shards)} written: {done:.0f}/{total} samples, {tokens / elapsed:.1f} tokens/s, "
-                              f"ETA {elapsed * (total - done) / max(done, 1):.0f} s")
-    seconds = time.perf_counter() - start
-    session = {"samples": total, "generated_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 2)}
+            progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
+    session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
-    console.print(f"generated {tokens} tokens in {seconds:.1f} s: {tokens / seconds:.1f} tokens/s")
+    console.print(f"generated {session['generated_tokens']} tokens in {session['seconds']} s: {session['tokens_per_second']} tokens/s")
 
 
 def _drop_shortest(records: list[dict], fraction: float) -> bool:
