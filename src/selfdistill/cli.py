@@ -77,11 +77,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def _call(entry: str, *args) -> None:
     """Run `module:function` of a stage, turning bad-input errors into one clear line."""
     module, name = entry.split(":")
-    errors = _user_errors()
     try:
         getattr(importlib.import_module(f"selfdistill.{module}"), name)(*args)
-    except errors as e:
-        _fail(str(e), code=1)
+    except Exception as e:
+        if isinstance(e, _user_errors()):  # looked up only on failure: their modules import torch and transformers
+            _fail(str(e), code=1)
+        raise
 
 
 def _stage(cls, entry: str, preset, config_file, ctx: typer.Context) -> None:

@@ -95,7 +95,6 @@ def run(cfg: RunConfig) -> Path:
     from .generate import load_generator
     from .models import resolve_model
     from .sample import sample
-    from .train import train
 
     plan = StagePlan.of(cfg)
     manifest = RunDir.open(plan.root, "run", cfg, extra={"stages": {}}, index=True)
@@ -125,7 +124,12 @@ def run(cfg: RunConfig) -> Path:
 
     t = clock.begin("train")
     cached = finished(d["train"])
-    model_dir = train(train_cfg) if not cached else trained_model_dir(d["train"])
+    if cached:
+        model_dir = trained_model_dir(d["train"])
+    else:
+        from .train import train  # imported only when needed, like analyze: trl and the Trainer take seconds to import
+
+        model_dir = train(train_cfg)
     clock.end("train", t, cached)
     _link(plan.root, "train", d["train"])
 
