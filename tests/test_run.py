@@ -22,7 +22,7 @@ STAGES = ("samples", "train", "eval-base", "eval-ssd", "analysis")
 T_TRAIN, T_EVALS = 1.6, [0.5, 1.0]
 CONFIG = {
     "model": "tiny-random",
-    # random weights write a newline now and then: 8 prompts of 32 tokens leave a few multi-line replies (not stubs) to train on
+    # random weights rarely write a newline: of 8 replies of 32 tokens, one or two are not one-line stubs, enough to train on
     "sample": {"prompts": "mbpp-train", "decontaminate": ["humaneval"], "limit": 8, "temperature": T_TRAIN, "max_tokens": 32,
                "max_model_len": 1024, "backend": "hf"},
     "train": {"global_batch_size": 2, "per_device_batch_size": 2, "max_steps": 2, "learning_rate": 1e-3, "min_learning_rate": 1e-4,
