@@ -19,28 +19,12 @@ import os
 import time
 
 import torch
+from peak import matmul_peak
 
 from selfdistill.generate import SamplingSpec, load_generator
 from selfdistill.models import native_bf16
 from selfdistill.prompts import build_messages, load_prompts
 from selfdistill.sample import sample_seed
-
-
-def matmul_peak(dtype: torch.dtype, target_s: float = 0.3, reps: int = 3) -> float:
-    """FLOP/s of a square torch.matmul in `dtype`: the size doubles until one product takes `target_s`
-    (a CPU without bf16 instructions runs bf16 at ~1 GFLOP/s, so a fixed 4096 would take minutes),
-    then the best of `reps`."""
-    n = 256
-    while _matmul_seconds(n, dtype) < target_s and n < 8192:
-        n *= 2
-    return 2 * n**3 / min(_matmul_seconds(n, dtype) for _ in range(reps))
-
-
-def _matmul_seconds(n: int, dtype: torch.dtype) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    start = time.perf_counter()
-    torch.matmul(a, b)
-    return time.perf_counter() - start
 
 
 def run_backend(backend: str, model: str, prompts: list[list[dict]], spec: SamplingSpec, seeds: list[int], max_model_len: int) -> dict:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from peak import matmul_peak, sync
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from selfdistill.config import TrainConfig
@@ -30,23 +31,6 @@ from selfdistill.train import (
     quiet_library_progress_bars,
     use_bf16,
 )
-
-
-def matmul_tflops(dtype: torch.dtype, device: str, repeats: int = 5) -> float:
-    n = 8192 if device == "cuda" else 2048  # large enough to reach the device's matmul peak
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def make_examples(lengths: list[int], vocab: int, seed: int) -> list[dict]:
@@ -122,9 +106,9 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_path).parameters())
 
-    peaks = {name: matmul_tflops(dtype, device) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    peaks = {name: matmul_peak(dtype, device) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     precision = "bf16" if bf16 else "fp32"
-    print(f"device {device} ({torch.get_num_threads()} threads), matmul peak: fp32 {peaks['fp32'] * 1e3:.1f} GFLOP/s, bf16 {peaks['bf16'] * 1e3:.1f} GFLOP/s")
+    print(f"device {device} ({torch.get_num_threads()} threads), matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
     print(f"model {args.model} ({params / 1e6:.0f}M parameters), training precision {precision}, batch {args.batch} x {args.length} tokens, {args.steps} timed steps")
 
     n = args.batch * (args.steps + 1)
@@ -142,7 +126,7 @@ def main() -> None:
         "ssd train, varied lengths, packing (padding-free)": our_loop(model_path, tokenizer, varied, args.batch, args.steps, True, device),
     }
     base = results["plain PyTorch loop, equal lengths"]
-    peak = peaks[precision] * 1e12
+    peak = peaks[precision]
     print(f"\n{'':<58}{'tokens/s':>10}{'vs plain':>10}{'MFU':>8}")
     for name, tps in results.items():
         print(f"{name:<58}{tps:>10.1f}{tps / base:>9.2f}x{6 * params * tps / peak:>8.1%}")

@@ -125,6 +125,16 @@ def test_oracle_is_not_available_for_livecodebench(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_short_blocks_share_a_call_with_the_next_temperature():
+    def plan(sizes_done):
+        return {"blocks": [([("p", j) for j in range(size)], done) for size, done in sizes_done]}
+
+    # greedy on 16 problems (one short block) joins T=0.9's first block; finished blocks are skipped
+    calls = E._calls({0.0: plan([(16, False)]), 0.9: plan([(64, True), (64, False), (8, False)]), 1.2: plan([(40, False)])})
+    assert [[(T, len(b)) for T, b in call] for call in calls] == [[(0.0, 16), (0.9, 64)], [(0.9, 8), (1.2, 40)]]
+    assert E._calls({0.0: plan([(16, True)])}) == []
+
+
 # ---------------------------------------------------------------------------- the sweep with a real model, kill -9, resume
 
 SWEEP = {"model": "tiny-random", "backend": "hf", "benchmark": "humaneval", "limit": 8, "temperatures": [0.0, 1.0], "n": 2,

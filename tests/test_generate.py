@@ -187,6 +187,19 @@ def test_hf_generate_seeds_lengths_and_context(hf):
     assert len(long.token_ids) <= room and (long.finish_reason == "stop" or len(long.token_ids) == room)
 
 
+def test_one_call_mixes_specs_per_prompt(hf):
+    """Prompts of several temperatures share a call (the eval joins short blocks): each gets what a call
+    with its spec alone would give."""
+    prompt = hf.chat_prompt([{"role": "user", "content": "Write a function that adds two numbers."}])
+    greedy, sampled = SamplingSpec(temperature=0, max_tokens=12), SamplingSpec(temperature=1.0, top_k=20, n=2, max_tokens=12)
+    mixed = hf.generate([prompt, prompt], [greedy, sampled], seeds=[7, 7])
+    assert [len(c) for c in mixed] == [1, 2]
+    assert mixed[0][0].token_ids == hf.generate([prompt], greedy, seeds=[7])[0][0].token_ids
+    assert [c.token_ids for c in mixed[1]] == [c.token_ids for c in hf.generate([prompt], sampled, seeds=[7])[0]]
+    with pytest.raises(ValueError, match="2 prompts, 1 specs"):
+        hf.generate([prompt, prompt], [greedy])
+
+
 def test_effective_params_are_explicit(hf):
     params = hf.effective_params(SamplingSpec(temperature=1.6, top_k=20, top_p=0.8))
     assert params["backend"] == "hf" and params["stop_token_ids"] == hf.stop_token_ids

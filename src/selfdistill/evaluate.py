@@ -20,8 +20,10 @@ Output directory (cfg.output_dir):
                          runtime_error, output_limit, sandbox_error; or extraction_failed), passed, detail,
                          reply, reply_tokens, finish_reason (stop, length, prompt_too_long), prompt_text
                        rewritten atomically after each block of BLOCK requests, so a killed eval resumes
-                       at the first unfinished block; blocks keep their composition across resumes, so
-                       the rerun decodes exactly the batches an uninterrupted run would have
+                       at the first unfinished block; blocks keep their composition across resumes. Short
+                       blocks share a generate() call with the next temperature's (_calls); a call's files
+                       are written one after the other, and a kill between those writes redoes the rest
+                       of that call alone (the same seeds; only batch-dependent float rounding can differ)
   results/oracle.jsonl --oracle: the same records for the reference solutions (temperature null)
   summary.json         benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
                        problem ids and the dev/test split; per temperature ("0.70"): n and, per pass@k,
@@ -189,27 +191,42 @@ def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Po
     _save(plan)
 
 
+def _calls(plan: dict) -> list[list[tuple[float, list]]]:
+    """The unfinished blocks of every temperature, in order, joined into generate() calls of at least
+    BLOCK requests: a short block (a greedy sweep of few problems, a temperature's last block) then
+    shares its batch with the next temperature's instead of decoding alone at low concurrency."""
+    calls, call = [], []
+    for T, p in plan.items():
+        for block, done in p["blocks"]:
+            if not done:
+                call.append((T, block))
+                if sum(len(b) for _, b in call) >= BLOCK:
+                    calls.append(call)
+                    call = []
+    return calls + ([call] if call else [])
+
+
 def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int) -> None:
     with GenerationProgress(console, "eval", total) as progress:
-        for T, p in plan.items():
-            for block, done in p["blocks"]:
-                if done:
-                    continue
-                progress.describe(f"T={_label(T)} generating")
-                seeds = [sample_seed(cfg.seed, prob.id, T, j) for prob, j in block]
-                completions = [c[0] for c in generator.generate([prompt_texts[prob.id] for prob, _ in block], specs[T], seeds, progress)]
-                progress.describe(f"T={_label(T)} grading")
-                verdicts = bench.grade_many([prob for prob, _ in block], [c.text for c in completions], pool)
-                for (prob, j), seed, c, v in zip(block, seeds, completions, verdicts):
-                    if c.finish_reason == "prompt_too_long":
-                        v = benchmarks.Verdict("extraction_failed", False, f"the prompt does not fit max_model_len={cfg.max_model_len}")
-                    p["records"][(prob.id, j)] = {
-                        "problem_id": prob.id, "temperature": T, "sample_index": j, "seed": seed, "status": v.status,
-                        "passed": v.passed, "detail": v.detail, "reply": c.text, "reply_tokens": len(c.token_ids),
-                        "finish_reason": c.finish_reason, "prompt_text": prompt_texts[prob.id],
-                    }
-                _save(p)
-                progress.checkpoint(f"T={_label(T)}: a block of {len(block)} graded")
+        for call in _calls(plan):
+            label = "T=" + ",".join(dict.fromkeys(_label(T) for T, _ in call))
+            requests = [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for T, block in call for prob, j in block]
+            progress.describe(f"{label} generating")
+            completions = generator.generate([prompt_texts[prob.id] for _, prob, _, _ in requests], [specs[T] for T, *_ in requests],
+                                             [seed for *_, seed in requests], progress)
+            progress.describe(f"{label} grading")
+            verdicts = bench.grade_many([prob for _, prob, _, _ in requests], [c[0].text for c in completions], pool)
+            for (T, prob, j, seed), (c,), v in zip(requests, completions, verdicts):
+                if c.finish_reason == "prompt_too_long":
+                    v = benchmarks.Verdict("extraction_failed", False, f"the prompt does not fit max_model_len={cfg.max_model_len}")
+                plan[T]["records"][(prob.id, j)] = {
+                    "problem_id": prob.id, "temperature": T, "sample_index": j, "seed": seed, "status": v.status,
+                    "passed": v.passed, "detail": v.detail, "reply": c.text, "reply_tokens": len(c.token_ids),
+                    "finish_reason": c.finish_reason, "prompt_text": prompt_texts[prob.id],
+                }
+            for T in dict.fromkeys(T for T, _ in call):
+                _save(plan[T])
+            progress.checkpoint(f"{label}: {len(requests)} samples graded")
     session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
     console.print(f"generated and graded {total} samples in {session['seconds']:.0f} s ({session['tokens_per_second']} tokens/s)")

@@ -190,22 +190,27 @@ class Generator:
     def chat_prompt(self, messages: list[dict]) -> str:
         return chat_prompt(self.tokenizer, messages)
 
-    def generate(self, prompts: list[str], spec: SamplingSpec, seeds: list[int] | None = None, progress: Progress | None = None) -> list[list[Completion]]:
-        """spec.n completions per prompt; prompt i's j-th completion uses seed seeds[i] + j (spec.seed
-        when no seeds are given). A prompt that leaves no room in the context gets n completions with
-        finish_reason "prompt_too_long" instead of failing the batch. Prompts are text with the chat
-        template applied: tokenized as is, no special tokens added (the template has them)."""
-        seeds = list(seeds) if seeds is not None else [spec.seed] * len(prompts)
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    def generate(self, prompts: list[str], spec: SamplingSpec | list[SamplingSpec], seeds: list[int] | None = None,
+                 progress: Progress | None = None) -> list[list[Completion]]:
+        """spec.n completions per prompt; `spec` is one for all prompts or one per prompt (prompts of
+        several temperatures share a batch: small greedy blocks alone leave a CPU idle). Prompt i's j-th
+        completion uses seed seeds[i] + j (its spec's seed when no seeds are given). A prompt that leaves
+        no room in the context gets n completions with finish_reason "prompt_too_long" instead of failing
+        the batch. Prompts are text with the chat template applied: tokenized as is, no special tokens
+        added (the template has them)."""
+        specs = list(spec) if isinstance(spec, list) else [spec] * len(prompts)
+        seeds = list(seeds) if seeds is not None else [s.seed for s in specs]
+        if not len(seeds) == len(specs) == len(prompts):
+            raise ValueError(f"{len(prompts)} prompts, {len(specs)} specs and {len(seeds)} seeds")
         token_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         fits = [i for i, ids in enumerate(token_ids) if len(ids) < self.max_model_len]
-        out = [[Completion("", [], len(ids), "prompt_too_long") for _ in range(spec.n)] for ids in token_ids]
+        out = [[Completion("", [], len(ids), "prompt_too_long") for _ in range(s.n)] for ids, s in zip(token_ids, specs)]
         if fits:
-            for i, completions in zip(fits, self._generate([token_ids[i] for i in fits], spec, [seeds[i] for i in fits], progress)):
+            generated = self._generate([token_ids[i] for i in fits], [specs[i] for i in fits], [seeds[i] for i in fits], progress)
+            for i, completions in zip(fits, generated):
                 out[i] = completions
         if progress and len(fits) < len(prompts):
-            progress(spec.n * (len(prompts) - len(fits)), 0)
+            progress(sum(s.n for s in specs) - sum(specs[i].n for i in fits), 0)
         return out
 
     def effective_params(self, spec: SamplingSpec) -> dict:
@@ -215,7 +220,7 @@ class Generator:
                 "stop_token_ids": self.stop_token_ids, "seeds": "per request; completion j of a request uses seed + j",
                 "spec": asdict(spec), **self._effective(spec)}
 
-    def _generate(self, token_ids: list[list[int]], spec: SamplingSpec, seeds: list[int], progress: Progress | None) -> list[list[Completion]]:
+    def _generate(self, token_ids: list[list[int]], specs: list[SamplingSpec], seeds: list[int], progress: Progress | None) -> list[list[Completion]]:
         raise NotImplementedError
 
     def _effective(self, spec: SamplingSpec) -> dict:
@@ -319,7 +324,7 @@ class VLLMGenerator(Generator):
                               stop_token_ids=self.stop_token_ids, repetition_penalty=1.0, presence_penalty=0.0,
                               frequency_penalty=0.0, skip_special_tokens=True)
 
-    def _generate(self, token_ids, spec, seeds, progress):
+    def _generate(self, token_ids, specs, seeds, progress):
         from tqdm import tqdm
         from vllm.inputs import TokensPrompt
 
@@ -332,7 +337,7 @@ class VLLMGenerator(Generator):
                 progress(n, 0)
 
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in token_ids],
-                                    [self._params(spec, seed) for seed in seeds], use_tqdm=Bridge if progress else False)
+                                    [self._params(spec, seed) for spec, seed in zip(specs, seeds)], use_tqdm=Bridge if progress else False)
         if progress:
             progress(0, sum(len(c.token_ids) for o in outputs for c in o.outputs))
         return [[Completion(c.text, list(c.token_ids), len(ids), "stop" if c.finish_reason == "stop" else "length")
@@ -384,10 +389,12 @@ class HFGenerator(Generator):
         super().__init__(model_path, max_model_len, seed)
         from transformers import AutoModelForCausalLM
 
-        # bf16 on a GPU; float32 on CPU, where torch's bf16 matmul without AVX512-BF16/AMX runs ~40x
-        # slower (about 1 GFLOP/s on the 2-core development machine). Weights upcast exactly.
+        from .models import native_bf16
+
+        # bf16 where it is native; elsewhere float32, since emulated bf16 matmuls run ~100x slower
+        # (about 1 GFLOP/s on the AVX2 development machine). Weights upcast exactly.
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.dtype = torch.bfloat16 if native_bf16() else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_token_ids[0]
         torch.manual_seed(seed)
@@ -407,10 +414,19 @@ class HFGenerator(Generator):
                                 bad_words_ids=None, forced_bos_token_id=None, forced_eos_token_id=None)
 
     @torch.inference_mode()
-    def _generate(self, token_ids, spec, seeds, progress):
-        rows = [(i, j, seeds[i] + j) for i in range(len(token_ids)) for j in range(spec.n)]
-        rows.sort(key=lambda r: len(token_ids[r[0]]))
-        out: list[list[Completion | None]] = [[None] * spec.n for _ in token_ids]
+    def _generate(self, token_ids, specs, seeds, progress):
+        out: list[list[Completion | None]] = [[None] * spec.n for spec in specs]
+        groups: dict[str, list[int]] = {}  # generate() applies one sampling config per call
+        for i, spec in enumerate(specs):
+            groups.setdefault(repr(spec), []).append(i)
+        for group in groups.values():
+            spec = specs[group[0]]
+            rows = sorted(((i, j, seeds[i] + j) for i in group for j in range(spec.n)), key=lambda r: len(token_ids[r[0]]))
+            self._generate_rows(rows, token_ids, spec, out, progress)
+        return out
+
+    def _generate_rows(self, rows: list[tuple[int, int, int]], token_ids, spec: SamplingSpec, out, progress) -> None:
+        """(prompt, completion index, seed) rows with one spec, in batches; fills out[prompt][index]."""
         for start in range(0, len(rows), self.batch_size):
             batch = rows[start : start + self.batch_size]
             prompts = [token_ids[i] for i, _, _ in batch]
@@ -429,7 +445,6 @@ class HFGenerator(Generator):
                 tokens += len(out[i][j].token_ids)
             if progress:
                 progress(len(batch), tokens)
-        return out
 
     def _completion(self, row: list[int], prompt_tokens: int, spec: SamplingSpec) -> Completion:
         """A generated row as vLLM reports it: tokens through the first stop token (generate() pads a

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import RunConfig, fingerprint_dict
-from .manifest import RunDir, load_manifest, sha256_json
+from .manifest import RunDir, sha256_json
 from .metrics import effective_temperature_fit
 from .run import StagePlan, finished, trained_model_dir
 
