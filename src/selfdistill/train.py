@@ -357,7 +357,7 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
 
     if cfg.min_learning_rate > cfg.learning_rate:
         raise TrainError(f"min_learning_rate {cfg.min_learning_rate} is above learning_rate {cfg.learning_rate}")
-    processes = PartialState().num_processes
+    processes = PartialState(cpu=not torch.cuda.is_available()).num_processes
     steps = optimizer_steps(cfg, len(prep.examples))
     bf16 = use_bf16(cfg.bf16)
     args = SFTConfig(
@@ -390,6 +390,8 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # without it, a CPU run launched on 2 processes trains twice alone (transformers sees no distributed setup)
+        use_cpu=not torch.cuda.is_available(),
     )
     # Master weights in fp32 (a 5e-6 update vanishes in bf16); autocast computes in bf16. A frozen LoRA
     # base needs no master copy.
@@ -491,7 +493,7 @@ def quiet_library_progress_bars() -> None:
 def train(cfg: TrainConfig) -> Path:
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu: gloo across processes when launched on several
     out = Path(cfg.output_dir)
     quiet_library_progress_bars()
     if (out / "model" / "config.json").is_file() and load_manifest(out).get("finished_at"):
