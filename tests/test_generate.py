@@ -113,7 +113,10 @@ def test_top_k_before_top_p_equals_vllm_full_sort():
     logits = fixed_logits(rows=6, vocab=3000) / torch.tensor([[0.7], [1.0], [1.6], [1.1], [2.0], [0.3]])
     k = torch.tensor([20, 20, 1, 5, 50, 20], dtype=torch.int32)
     p = torch.tensor([0.8, 0.95, 0.8, 1.0, 0.5, 0.01])  # 1.0: a row without top-p; 0.01: the top token only
-    for k_, p_ in [(k, p), (k, None), (None, p), (torch.full((6,), 3000, dtype=torch.int32), p)]:
+    # the last pair: greedy rows (no top-k, no top-p) and a top-p-only row batched with top-k rows
+    mixed_k, mixed_p = k.clone(), p.clone()
+    mixed_k[[1, 4]], mixed_p[1], mixed_k[5], mixed_p[5] = 3000, 1.0, 3000, 0.9
+    for k_, p_ in [(k, p), (k, None), (None, p), (torch.full((6,), 3000, dtype=torch.int32), p), (mixed_k, mixed_p)]:
         expected = full_sort(logits.clone(), k_, p_)
         got = fast(logits.clone(), k_, p_)
         assert torch.equal(torch.isinf(got), torch.isinf(expected))
