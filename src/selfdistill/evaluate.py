@@ -195,21 +195,23 @@ def _calls(plan: dict) -> list[list[tuple[float, list]]]:
     """The unfinished blocks of every temperature, in order, joined into generate() calls of at least
     BLOCK requests: a short block (a greedy sweep of few problems, a temperature's last block) then
     shares its batch with the next temperature's instead of decoding alone at low concurrency."""
-    calls, call = [], []
+    calls, call, size = [], [], 0
     for T, p in plan.items():
         for block, done in p["blocks"]:
             if not done:
                 call.append((T, block))
-                if sum(len(b) for _, b in call) >= BLOCK:
+                size += len(block)
+                if size >= BLOCK:
                     calls.append(call)
-                    call = []
+                    call, size = [], 0
     return calls + ([call] if call else [])
 
 
 def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int) -> None:
     with GenerationProgress(console, "eval", total) as progress:
         for call in _calls(plan):
-            label = "T=" + ",".join(dict.fromkeys(_label(T) for T, _ in call))
+            temps = dict.fromkeys(T for T, _ in call)
+            label = "T=" + ",".join(map(_label, temps))
             requests = [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for T, block in call for prob, j in block]
             progress.describe(f"{label} generating")
             completions = generator.generate([prompt_texts[prob.id] for _, prob, _, _ in requests], [specs[T] for T, *_ in requests],
@@ -224,7 +226,7 @@ def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs:
                     "passed": v.passed, "detail": v.detail, "reply": c.text, "reply_tokens": len(c.token_ids),
                     "finish_reason": c.finish_reason, "prompt_text": prompt_texts[prob.id],
                 }
-            for T in dict.fromkeys(T for T, _ in call):
+            for T in temps:
                 _save(plan[T])
             progress.checkpoint(f"{label}: {len(requests)} samples graded")
     session = progress.session()

@@ -357,7 +357,8 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
 
     if cfg.min_learning_rate > cfg.learning_rate:
         raise TrainError(f"min_learning_rate {cfg.min_learning_rate} is above learning_rate {cfg.learning_rate}")
-    processes = PartialState(cpu=not torch.cuda.is_available()).num_processes
+    on_cpu = not torch.cuda.is_available()
+    processes = PartialState(cpu=on_cpu).num_processes
     steps = optimizer_steps(cfg, len(prep.examples))
     bf16 = use_bf16(cfg.bf16)
     args = SFTConfig(
@@ -389,9 +390,9 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
         report_to="none",
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=not on_cpu,
         # without it, a CPU run launched on 2 processes trains twice alone (transformers sees no distributed setup)
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=on_cpu,
     )
     # Master weights in fp32 (a 5e-6 update vanishes in bf16); autocast computes in bf16. A frozen LoRA
     # base needs no master copy.
