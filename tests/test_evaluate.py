@@ -119,6 +119,28 @@ def test_oracle_mode_end_to_end_and_resume(tmp_path, capsys):
     assert (out / "results" / "oracle.jsonl").stat().st_mtime_ns == before
 
 
+def test_two_phase_summary_scores_the_grid_on_dev_and_the_chosen_t_on_test(tmp_path):
+    bench = B.get("jsonl")
+    problems = bench.problems(str(jsonl_benchmark(tmp_path / "b.jsonl")))
+    cfg = EvalConfig(benchmark="jsonl", n=2, test_n=4, ks=[1], temperatures=[0.0, 0.5, 1.0], dev_fraction=0.5, seed=3)
+    dev, test = metrics.dev_test_split([p.id for p in problems], 0.5, 3)
+
+    def rec(pid, passed):
+        return {"problem_id": pid, "passed": passed, "status": "passed" if passed else "failed", "reply_tokens": 5, "finish_reason": "stop"}
+
+    # T=0.5 is best on dev, so it alone was decoded on test, with test_n samples
+    results = {0.0: {(pid, 0): rec(pid, False) for pid in dev}, 1.0: {(pid, j): rec(pid, j == 0) for pid in dev for j in range(2)}}
+    results[0.5] = {(pid, j): rec(pid, True) for pid in dev for j in range(2)} | {(pid, j): rec(pid, j < 3) for pid in test for j in range(4)}
+    s = E.summarize(cfg, bench, problems, results)
+    assert s["protocol"].startswith("two-phase")
+    sel = s["selection"]["pass@1"]
+    assert sel["best_T"] == 0.5 and sel["test_score"] == pytest.approx(0.75) and sel["oracle_T"] is None
+    assert s["temperatures"]["1.00"]["pass@1"]["dev"]["mean"] == 0.5 and s["temperatures"]["1.00"]["pass@1"]["test"] is None
+    assert s["temperatures"]["0.50"]["pass@1"]["all"] is not None and s["temperatures"]["0.50"]["test_n"] == 4
+    with pytest.raises(B.BenchmarkError, match="did not finish"):  # a grid temperature missing a dev problem
+        E.summarize(cfg, bench, problems, {**results, 1.0: {k: v for k, v in results[1.0].items() if k[0] != dev[0]}})
+
+
 def test_oracle_is_not_available_for_livecodebench(tmp_path):
     with pytest.raises(B.BenchmarkError, match="oracle not available: livecodebench has no reference solutions"):
         E.evaluate(EvalConfig(benchmark="livecodebench", oracle=True, output_dir=str(tmp_path / "out"), workers=1))
@@ -227,6 +249,21 @@ def test_a_different_config_never_mixes_into_a_finished_dir(uninterrupted):
 
     with pytest.raises(ManifestMismatch, match="max_tokens"):
         E.evaluate(EvalConfig(**{**SWEEP, "max_tokens": 25}, output_dir=str(uninterrupted)))
+
+
+def test_two_phase_eval_decodes_the_test_split_at_the_dev_choice_only(tmp_path, tiny_model):
+    out = tmp_path / "two-phase"
+    cfg = EvalConfig(**{**SWEEP, "test_n": 3, "ks": [1]}, output_dir=str(out))
+    E.evaluate(cfg)
+    s = json.loads((out / "summary.json").read_text())
+    best = s["selection"]["pass@1"]["best_T"]  # the random model solves nothing: ties pick the lowest T, greedy
+    assert best == 0.0
+    by_T = {name: read_jsonl(out / "results" / f"T{name}.jsonl") for name in ("0.00", "1.00")}
+    assert [(r["problem_id"], r["sample_index"]) for r in by_T["1.00"]] == [(pid, j) for pid in s["dev_ids"] for j in range(2)]
+    assert [r["problem_id"] for r in by_T["0.00"]] == s["dev_ids"] + s["test_ids"]  # greedy: one sample, dev first
+    sessions = json.loads((out / "manifest.json").read_text())["sessions"]
+    E.evaluate(cfg)  # a finished two-phase eval reloads without generating
+    assert json.loads((out / "manifest.json").read_text())["sessions"] == sessions
 
 
 def test_compare_two_eval_dirs(tmp_path, uninterrupted):

@@ -112,7 +112,11 @@ class EvalConfig:
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
-    n: int = 1  # samples per problem
+    n: int = 1  # samples per problem at each temperature
+    # > 0: the two-phase protocol. The temperatures are decoded on the dev split only (n samples each),
+    # then the test split only at the temperature chosen on dev (best pass@1), with test_n samples:
+    # the fair selection at a fraction of the full grid's cost. 0: every temperature on every problem.
+    test_n: int = 0
     ks: list[int] = field(default_factory=lambda: [1])
     max_tokens: int = 1024
     max_model_len: int = 4096

@@ -80,8 +80,8 @@ def _label(T: float) -> str:
     return f"{T:.2f}"
 
 
-def _samples(cfg: EvalConfig, T: float) -> int:
-    return 1 if T == 0 else cfg.n
+def _samples(cfg: EvalConfig, T: float, test: bool = False) -> int:
+    return 1 if T == 0 else cfg.test_n if test else cfg.n
 
 
 def _results_path(out: Path, T: float | None) -> Path:
@@ -95,8 +95,10 @@ def evaluate(cfg: EvalConfig, generator=None) -> Path:
     """Run (or resume) the eval stage; returns the output directory. `generator`: an engine that is
     already loaded (`ssd run` shares one with sampling); it must hold cfg.model."""
     bench = benchmarks.get(cfg.benchmark)
-    if not cfg.ks or min(cfg.ks) < 1 or max(cfg.ks) > cfg.n:
-        raise BenchmarkError(f"ks={cfg.ks} with n={cfg.n}: pass@k needs 1 <= k <= n samples per problem")
+    if not cfg.ks or min(cfg.ks) < 1 or max(cfg.ks) > min(cfg.n, cfg.test_n or cfg.n):
+        raise BenchmarkError(f"ks={cfg.ks} with n={cfg.n}, test_n={cfg.test_n}: pass@k needs 1 <= k <= n (and <= test_n when set) samples per problem")
+    if cfg.test_n < 0:
+        raise BenchmarkError(f"test_n={cfg.test_n}: need 0 (every temperature on every problem) or a sample count")
     temps = temperatures(cfg)
     with Pool(cfg.workers, Limits(timeout=cfg.timeout, memory_mb=cfg.memory_mb)) as pool:
         problems = bench.load(cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, cfg.limit, cfg.seed, pool)
@@ -133,22 +135,31 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
     run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source, "model_path": model_path})
     out = run.path
 
-    plan = {T: _load_block_plan(out, cfg, T, problems) for T in temps}
-    missing = sum(len(block) for T in temps for block, done in plan[T]["blocks"] if not done)
+    dev_ids, _ = metrics.dev_test_split([p.id for p in problems], cfg.dev_fraction, cfg.seed)
+    dev = [p for p in problems if p.id in set(dev_ids)] if cfg.test_n else problems
+    test = [p for p in problems if p not in dev]
+    plan = {T: _load_block_plan(out, cfg, T, dev, test) for T in temps}
     for T in temps:  # replies the sandbox failed to grade (an infrastructure error, not the model's) get another try
         _regrade_sandbox_errors(bench, plan[T], problems, pool)
-    if missing:
-        owned = generator is None
-        if owned:
-            console.print(f"loading {model_path} ({cfg.backend})")
-            generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed)
-        try:
-            specs = {T: SamplingSpec(T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed) for T in temps}
+    owned = generator is None
+    specs = {T: SamplingSpec(T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed) for T in temps}
+    try:
+        for phase in ("grid", "test") if cfg.test_n else ("grid",):
+            if phase == "test":
+                best = metrics.best_on_dev({T: per_problem_pass_at_k(plan[T]["records"].values(), dev_ids, 1) for T in temps}, dev_ids)
+                _plan_test_phase(plan[best], cfg, test)
+                console.print(f"T={best:g} chosen on the {len(dev)} dev problems (pass@1); decoding the {len(test)} test problems with {_samples(cfg, best, test=True)} samples each")
+            missing = sum(len(block) for T in temps for block, done in plan[T]["blocks"] if not done)
+            if not missing:
+                continue
+            if generator is None:
+                console.print(f"loading {model_path} ({cfg.backend})")
+                generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed)
             run.update(effective_params={_label(T): generator.effective_params(specs[T]) for T in temps})
             _generate(run, cfg, bench, generator, plan, specs, prompt_texts, pool, missing)
-        finally:
-            if owned:
-                generator.close()
+    finally:
+        if owned and generator is not None:
+            generator.close()
     results = {T: plan[T]["records"] for T in temps}
     summary = summarize(cfg, bench, problems, results)
     atomic_write_json(out / "summary.json", summary)
@@ -156,27 +167,41 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
     print_sweep(summary)
 
 
-def _load_block_plan(out: Path, cfg: EvalConfig, T: float, problems: list[Problem]) -> dict:
-    """The requests at temperature T in blocks, with the records already on disk."""
-    requests = [(p, j) for p in problems for j in range(_samples(cfg, T))]
+def _load_block_plan(out: Path, cfg: EvalConfig, T: float, grid: list[Problem], test: list[Problem]) -> dict:
+    """The requests at temperature T in blocks, with the records already on disk. `grid` problems are
+    decoded at every temperature; `test` problems (two-phase protocol only) at the one chosen on dev,
+    once _plan_test_phase adds them. Records of both phases share the file, grid ones first."""
+    requests = [(p, j) for p in grid for j in range(_samples(cfg, T))]
+    order = requests + [(p, j) for p in test for j in range(_samples(cfg, T, test=True))]
     path = _results_path(out, T)
     records = {}
     if path.is_file():
-        expected = {(p.id, j): sample_seed(cfg.seed, p.id, T, j) for p, j in requests}
+        expected = {(p.id, j): sample_seed(cfg.seed, p.id, T, j) for p, j in order}
         for line_no, r in enumerate(read_jsonl(path), 1):
             key = (r["problem_id"], r["sample_index"])
             if expected.get(key) != r["seed"]:
                 raise BenchmarkError(f"{path}:{line_no}: a record this run does not plan (problem {key[0]}, sample {key[1]}): "
                                      "the directory was modified; delete the file to redo this temperature")
             records[key] = r
-    blocks = [requests[i : i + BLOCK] for i in range(0, len(requests), BLOCK)]
-    return {"T": T, "path": path, "requests": requests, "records": records,
-            "blocks": [(block, all((p.id, j) in records for p, j in block)) for block in blocks]}
+    plan = {"T": T, "path": path, "order": order, "records": records, "requests": [], "blocks": []}
+    _add_requests(plan, requests)
+    return plan
+
+
+def _add_requests(plan: dict, requests: list) -> None:
+    """Blocks start afresh for each phase, so a phase's blocks keep their composition across resumes."""
+    plan["requests"] += requests
+    plan["blocks"] += [(block, all((p.id, j) in plan["records"] for p, j in block)) for block in
+                       (requests[i : i + BLOCK] for i in range(0, len(requests), BLOCK))]
+
+
+def _plan_test_phase(plan: dict, cfg: EvalConfig, test: list[Problem]) -> None:
+    _add_requests(plan, [(p, j) for p in test for j in range(_samples(cfg, plan["T"], test=True))])
 
 
 def _save(plan: dict) -> None:
     records = plan["records"]
-    atomic_write_jsonl(plan["path"], [records[(p.id, j)] for p, j in plan["requests"] if (p.id, j) in records])
+    atomic_write_jsonl(plan["path"], [records[(p.id, j)] for p, j in plan["order"] if (p.id, j) in records])
 
 
 def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Pool) -> None:
@@ -271,20 +296,26 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
 # ---------------------------------------------------------------------------- metrics
 
 
-def per_problem_pass_at_k(records: list[dict], problem_ids: list[str], k: int) -> dict[str, float]:
-    """Unbiased pass@k per problem from its n samples; greedy (one sample) gives pass@k = pass@1."""
+def per_problem_pass_at_k(records, problem_ids: list[str], k: int) -> dict[str, float]:
+    """Unbiased pass@k per problem from its n samples; greedy (one sample) gives pass@k = pass@1.
+    Problems of `problem_ids` without samples (in the two-phase protocol, the test split at a
+    temperature not chosen on dev) are left out; callers check the coverage they need."""
     n, c = Counter(), Counter()
     for r in records:
         n[r["problem_id"]] += 1
         c[r["problem_id"]] += bool(r["passed"])
-    missing = [pid for pid in problem_ids if not n[pid]]
+    return {pid: float(c[pid] > 0) if n[pid] == 1 else metrics.pass_at_k(n[pid], c[pid], k) for pid in problem_ids if n[pid]}
+
+
+def _require(scores: dict[str, float], ids: list[str], where: str) -> None:
+    missing = [pid for pid in ids if pid not in scores]
     if missing:
-        raise BenchmarkError(f"no graded samples for {len(missing)} problems (e.g. {missing[0]}): the eval did not finish")
-    return {pid: float(c[pid] > 0) if n[pid] == 1 else metrics.pass_at_k(n[pid], c[pid], k) for pid in problem_ids}
+        raise BenchmarkError(f"{where}: no graded samples for {len(missing)} problems (e.g. {missing[0]}): the eval did not finish")
 
 
 def _score(scores: dict[str, float], ids: list[str], seed: int) -> dict | None:
-    if not ids:
+    """Mean with a CI over `ids`; None when some of them were not decoded at this temperature."""
+    if not ids or any(i not in scores for i in ids):
         return None
     mean, lo, hi = metrics.bootstrap_ci([scores[i] for i in ids], seed=seed)
     return {"mean": mean, "ci_lo": lo, "ci_hi": hi, "n_problems": len(ids)}
@@ -307,8 +338,11 @@ def summarize(cfg: EvalConfig, bench, problems: list[Problem], results: dict[flo
     for T, by_key in results.items():
         records = list(by_key.values())
         entry = {"temperature": T, "n": _samples(cfg, T), "greedy": T == 0}
+        if cfg.test_n:
+            entry["test_n"] = _samples(cfg, T, test=True) if any(r["problem_id"] in set(test) for r in records) else 0
         for k in cfg.ks:
             s = scores[k][T] = per_problem_pass_at_k(records, ids, k)
+            _require(s, dev if cfg.test_n else ids, f"T={_label(T)}")
             entry[f"pass@{k}"] = {"all": _score(s, ids, cfg.seed), "dev": _score(s, dev, cfg.seed), "test": _score(s, test, cfg.seed),
                                   **{g: {name: _score(s, members, cfg.seed) for name, members in groups[g].items()} for g in groups}}
         tokens = sorted(r["reply_tokens"] for r in records)
@@ -320,15 +354,26 @@ def summarize(cfg: EvalConfig, bench, problems: list[Problem], results: dict[flo
         )
         per_T[_label(T)] = entry
     if dev and test:
-        selection = {f"pass@{k}": metrics.select_temperature(scores[k], dev, test, seed=cfg.seed) for k in cfg.ks}
+        selection = {f"pass@{k}": _select(scores[k], dev, test, cfg.seed) for k in cfg.ks}
     else:
         selection = {"skipped": f"dev/test split of {len(ids)} problems left dev={len(dev)}, test={len(test)}: nothing to choose on or report"}
     return {
         "benchmark": bench.name, "label": benchmarks.tests_label(problems), "model": cfg.model, "prompt_format": cfg.prompt_format,
         "decoding": {"top_k": cfg.top_k, "top_p": cfg.top_p, "min_p": cfg.min_p, "max_tokens": cfg.max_tokens},
         "n_problems": len(ids), "ks": cfg.ks, "t_eval": cfg.t_eval, "dev_fraction": cfg.dev_fraction, "seed": cfg.seed,
+        "protocol": f"two-phase: the temperatures on dev (n={cfg.n}), the dev-chosen one on test (n={cfg.test_n})" if cfg.test_n
+                    else f"grid: every temperature on every problem (n={cfg.n})",
         "problem_ids": ids, "dev_ids": dev, "test_ids": test, "temperatures": per_T, "selection": selection,
     }
+
+
+def _select(scores_by_T: dict, dev: list[str], test: list[str], seed: int) -> dict:
+    """metrics.select_temperature, or why not: in the two-phase protocol a pass@k other than pass@1
+    may prefer a temperature that was never decoded on test."""
+    try:
+        return metrics.select_temperature(scores_by_T, dev, test, seed=seed)
+    except ValueError as e:
+        return {"skipped": f"the temperature best on dev was not decoded on test ({e})"}
 
 
 def _fmt(score: dict | None) -> str:
@@ -364,9 +409,9 @@ def print_sweep(summary: dict) -> None:
         if metric == "skipped":
             console.print(f"best temperature: {s}")
             continue
+        optimistic = "" if s["oracle_T"] is None else f"  (chosen on test instead: T={s['oracle_T']:g}, {100 * s['oracle_test_score']:.1f}, optimistic)"
         console.print(f"best T for {metric} on dev: {s['best_T']:g} (dev {100 * s['dev_score']:.1f}) -> test {100 * s['test_score']:.1f} "
-                      f"[{100 * s['test_ci_lo']:.1f}, {100 * s['test_ci_hi']:.1f}]  (chosen on test instead: T={s['oracle_T']:g}, "
-                      f"{100 * s['oracle_test_score']:.1f}, optimistic)")
+                      f"[{100 * s['test_ci_lo']:.1f}, {100 * s['test_ci_hi']:.1f}]{optimistic}")
 
 
 # ---------------------------------------------------------------------------- comparing two models
@@ -398,13 +443,16 @@ def compare(eval_dir_a: str | Path, eval_dir_b: str | Path, k: int = 1, seed: in
     ids, test = sa["problem_ids"], sa["test_ids"]
     a = {T: per_problem_pass_at_k(r, ids, k) for T, r in ra.items()}
     b = {T: per_problem_pass_at_k(r, ids, k) for T, r in rb.items()}
+    # Per temperature, the problems both decoded: all of them in the grid protocol, dev in the two-phase one.
+    shared = {T: [i for i in ids if i in a[T] and i in b[T]] for T in set(a) & set(b)}
     out = {"a": str(eval_dir_a), "b": str(eval_dir_b), "benchmark": sa["benchmark"], "label": sa["label"], "metric": f"pass@{k}",
            "model_a": sa["model"], "model_b": sb["model"], "n_problems": len(ids)}
     sel_a, sel_b = sa["selection"].get(f"pass@{k}"), sb["selection"].get(f"pass@{k}")
-    if sel_a and sel_b:
+    if sel_a and sel_b and "best_T" in sel_a and "best_T" in sel_b:
         Ta, Tb = sel_a["best_T"], sel_b["best_T"]
         out["best_T"] = {"a": Ta, "b": Tb}
         out["test"] = metrics.paired_comparison([a[Ta][i] for i in test], [b[Tb][i] for i in test], seed=seed)
-    out["by_temperature"] = {_label(T): metrics.paired_comparison([a[T][i] for i in ids], [b[T][i] for i in ids], seed=seed)
-                             for T in sorted(set(a) & set(b))}
+    out["by_temperature"] = {_label(T): {**metrics.paired_comparison([a[T][i] for i in shared[T]], [b[T][i] for i in shared[T]], seed=seed),
+                                         "problems": "all" if len(shared[T]) == len(ids) else "dev" if len(shared[T]) == len(sa["dev_ids"]) else len(shared[T])}
+                             for T in sorted(shared) if shared[T]}
     return out

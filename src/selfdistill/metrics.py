@@ -167,6 +167,11 @@ def _mean_over(scores: Mapping[Hashable, float], ids: Sequence[Hashable], T: flo
     return np.array([scores[i] for i in ids], dtype=np.float64)
 
 
+def best_on_dev(scores_by_T: Mapping[float, Mapping[Hashable, float]], dev_ids: Sequence[Hashable]) -> float:
+    """The temperature select_temperature will pick: the best mean on dev, ties -> lower T."""
+    return _argmax_lowest({T: float(_mean_over(s, dev_ids, T).mean()) for T, s in scores_by_T.items()})
+
+
 def _argmax_lowest(mean_by_T: Mapping[float, float]) -> float:
     """The T with the best mean; means equal up to float rounding tie, and the lowest T wins."""
     top = max(mean_by_T.values())
@@ -177,15 +182,16 @@ def select_temperature(scores_by_T: Mapping[float, Mapping[Hashable, float]], de
                        test_ids: Sequence[Hashable], n_boot: int = 10_000, seed: int = 0) -> dict:
     """The fair best-temperature baseline: pick T by its mean on dev (ties -> lower T), then report
     that T's test score with a bootstrap CI. Picking T on the test set itself is also reported
-    (oracle_*), only to show how much that would inflate the baseline."""
+    (oracle_*), only to show how much that would inflate the baseline. Temperatures decoded on dev
+    only (the two-phase eval protocol) have no test score; the oracle then is None."""
     if not scores_by_T or not dev_ids or not test_ids:
         raise ValueError("need at least one temperature and non-empty dev and test sets")
     Ts = sorted(scores_by_T)
     dev = {T: float(_mean_over(scores_by_T[T], dev_ids, T).mean()) for T in Ts}
-    test = {T: float(_mean_over(scores_by_T[T], test_ids, T).mean()) for T in Ts}
+    test = {T: float(_mean_over(scores_by_T[T], test_ids, T).mean()) for T in Ts if all(i in scores_by_T[T] for i in test_ids)}
     best = _argmax_lowest(dev)
     mean, lo, hi = bootstrap_ci(_mean_over(scores_by_T[best], test_ids, best), n_boot=n_boot, seed=seed)
-    oracle = _argmax_lowest(test)
+    oracle = _argmax_lowest(test) if len(test) == len(Ts) else None
     return {
         "best_T": best,
         "dev_score": dev[best],
@@ -195,7 +201,7 @@ def select_temperature(scores_by_T: Mapping[float, Mapping[Hashable, float]], de
         "dev_by_T": dev,
         "test_by_T": test,
         "oracle_T": oracle,  # chosen on test: optimistic, for reference only
-        "oracle_test_score": test[oracle],
+        "oracle_test_score": None if oracle is None else test[oracle],
         "n_dev": len(dev_ids),
         "n_test": len(test_ids),
     }

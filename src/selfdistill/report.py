@@ -255,7 +255,7 @@ def section_headline(run: Run) -> list:
     rows = []
     for metric in sel_b:
         b, s = sel_b[metric], sel_s.get(metric)
-        if s is None:
+        if s is None or "best_T" not in b or "best_T" not in s:
             continue
         diff = "-"
         if compare and compare.get("metric") == metric and "test" in compare:
@@ -274,24 +274,31 @@ def section_headline(run: Run) -> list:
     return blocks
 
 
+def curve_split(summary: dict) -> str:
+    """The split every temperature was decoded on: test, or dev in the two-phase protocol (where the
+    test split is decoded at the dev-chosen temperature only)."""
+    return "dev" if summary.get("protocol", "").startswith("two-phase") else "test"
+
+
 def plot_sweep(base: dict | None, ssd: dict | None, path: Path) -> Path:
     ks = (base or ssd)["ks"]
+    split = curve_split(base or ssd)
     fig, axes = plots.plt.subplots(1, len(ks), figsize=(5.2 * len(ks), 3.8), squeeze=False)
     for ax, k in zip(axes[0], ks):
         for name, summary in (("base", base), ("ssd", ssd)):
             if not summary:
                 continue
-            entries = sorted((e for e in summary["temperatures"].values() if e[f"pass@{k}"]["test"]), key=lambda e: e["temperature"])
+            entries = sorted((e for e in summary["temperatures"].values() if e[f"pass@{k}"][split]), key=lambda e: e["temperature"])
             T = np.array([e["temperature"] for e in entries])
-            s = [e[f"pass@{k}"]["test"] for e in entries]
+            s = [e[f"pass@{k}"][split] for e in entries]
             y = np.array([100 * x["mean"] for x in s])
             err = np.array([[100 * (x["mean"] - x["ci_lo"]) for x in s], [100 * (x["ci_hi"] - x["mean"]) for x in s]])
             ax.errorbar(T, y, yerr=err, marker="o", ms=4, capsize=3, color=plots.COLORS[name], label=plots.LABELS[name])
             best = summary["selection"].get(f"pass@{k}")
-            if best and best["best_T"] in T:
-                chosen = 100 * _temperature_entry(summary, best["best_T"])[f"pass@{k}"]["test"]["mean"]
+            if best and "best_T" in best and best["best_T"] in T:
+                chosen = 100 * _temperature_entry(summary, best["best_T"])[f"pass@{k}"][split]["mean"]
                 ax.plot([best["best_T"]], [chosen], "o", ms=11, mfc="none", mec=plots.COLORS[name])
-        ax.set(xlabel="T_eval", ylabel=f"pass@{k} on test (%)", title=f"pass@{k} vs T_eval (ring: T chosen on dev)")
+        ax.set(xlabel="T_eval", ylabel=f"pass@{k} on {split} (%)", title=f"pass@{k} vs T_eval (ring: T chosen on dev)")
         ax.grid(True, alpha=0.3)
         ax.legend()
     return plots.save(fig, path)
@@ -302,15 +309,16 @@ def section_sweep(run: Run, out: Path) -> list:
     base, ssd = run.summary("eval-base"), run.summary("eval-ssd")
     if not base and not ssd:
         return blocks + [_not_run("no evaluation")]
-    blocks.append(Image(plot_sweep(base, ssd, out / "pass_at_k_vs_T.png"), "pass@k on the test split against T_eval, 95% CI bars"))
+    split = curve_split(base or ssd)
+    blocks.append(Image(plot_sweep(base, ssd, out / "pass_at_k_vs_T.png"), f"pass@k on the {split} split against T_eval, 95% CI bars"))
     ks = (base or ssd)["ks"]
     temps = sorted({e["temperature"] for s in (base, ssd) if s for e in s["temperatures"].values()})
-    header = ["T_eval"] + [f"{m} pass@{k} (test)" for k in ks for m in ("base", "SSD")] + ["base truncated", "SSD truncated"]
+    header = ["T_eval"] + [f"{m} pass@{k} ({split})" for k in ks for m in ("base", "SSD")] + ["base truncated", "SSD truncated"]
     rows = []
     for T in temps:
         cells = {m: next((e for e in s["temperatures"].values() if e["temperature"] == T), None) if s else None for m, s in (("base", base), ("SSD", ssd))}
         row = [f"{T:g}" + (" (greedy)" if T == 0 else "")]
-        row += [_ci(cells[m][f"pass@{k}"]["test"]) if cells[m] else "-" for k in ks for m in ("base", "SSD")]
+        row += [_ci(cells[m][f"pass@{k}"][split]) if cells[m] else "-" for k in ks for m in ("base", "SSD")]
         row += [f"{100 * cells[m]['truncated']:.1f}%" if cells[m] else "-" for m in ("base", "SSD")]
         rows.append(row)
     blocks.append(Table(header, rows))

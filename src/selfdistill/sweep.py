@@ -62,6 +62,7 @@ def sweep(cfg: RunConfig) -> Path:
     fit = effective_temperature_fit([c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells]) if len({a * b for a, b, _ in cells}) >= 3 else None
     grid = {
         "metric": sweep_cfg.metric,
+        "split": "dev" if cfg.eval.test_n else "all",
         "t_trains": sweep_cfg.t_trains,
         "t_evals": sweep_cfg.t_evals,
         "base": rows["base"],
@@ -78,9 +79,11 @@ def sweep(cfg: RunConfig) -> Path:
 
 
 def _row(eval_dir: Path, metric: str) -> dict[float, float]:
-    """metric (on all problems) per T_eval, read from the eval's summary.json."""
+    """metric per T_eval, read from the eval's summary.json: on all problems, or on the dev split
+    where the eval ran the two-phase protocol (only dev is decoded at every temperature)."""
     summary = json.loads((Path(eval_dir) / "summary.json").read_text())
-    return {e["temperature"]: e[metric]["all"]["mean"] for e in summary["temperatures"].values()}
+    split = "all" if summary.get("protocol", "grid").startswith("grid") else "dev"
+    return {e["temperature"]: e[metric][split]["mean"] for e in summary["temperatures"].values()}
 
 
 def _plot(grid: dict, out: Path) -> None:
@@ -101,8 +104,8 @@ def _plot(grid: dict, out: Path) -> None:
     for i in range(len(t_trains)):
         for j in range(len(t_evals)):
             ax.text(j, i, f"{scores[i, j]:.1f}", ha="center", va="center", color="w" if scores[i, j] < scores.mean() else "k")
-    fig.colorbar(im, label=f"{grid['metric']} (%)")
-    ax.set_title(f"SSD {grid['metric']} over T_train x T_eval")
+    fig.colorbar(im, label=f"{grid['metric']} on {grid['split']} problems (%)")
+    ax.set_title(f"SSD {grid['metric']} ({grid['split']}) over T_train x T_eval")
     fig.tight_layout()
     fig.savefig(out / "heatmap.png", dpi=120)
     plt.close(fig)
@@ -115,7 +118,7 @@ def _plot(grid: dict, out: Path) -> None:
         xs = np.linspace(min(c["t_eff"] for c in grid["cells"]), max(c["t_eff"] for c in grid["cells"]), 100)
         ax.plot(xs, 100 * (fit["a"] + fit["b"] * xs + fit["c"] * xs**2), "k--", label=f"quadratic fit, R² = {fit['r2']:.2f}")
     ax.set_xlabel("T_eff = T_train x T_eval")
-    ax.set_ylabel(f"{grid['metric']} (%)")
+    ax.set_ylabel(f"{grid['metric']} on {grid['split']} problems (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "teff_fit.png", dpi=120)
@@ -123,7 +126,7 @@ def _plot(grid: dict, out: Path) -> None:
 
 
 def _print(grid: dict) -> None:
-    table = Table(title=f"{grid['metric']} (%) over T_train x T_eval")
+    table = Table(title=f"{grid['metric']} on {grid['split']} problems (%) over T_train x T_eval")
     table.add_column("T_train")
     for te in grid["t_evals"]:
         table.add_column(f"T_eval {te:g}", justify="right")
