@@ -129,5 +129,10 @@ def test_sweep_grid_heatmap_and_fit_reusing_the_runs_stages(first_run, config_fi
     # the run's T_train is the same stages: its samples, model and evals are reused, the other T_train gets its own
     assert grid["eval_dirs"]["base"] == str(dirs["eval-base"]) and grid["eval_dirs"][str(T_TRAIN)] == str(dirs["eval-ssd"])
     assert (dirs["train"] / "manifest.json").read_bytes() == trained and len(list(root.glob("train-*"))) == 2
+    # the base model at T_eff of SSD's best cell (ties: the lowest T_eff), compared on test
+    teff = grid["teff_baseline"]
+    best = max(grid["cells"], key=lambda c: (c["score"], -c["t_eff"]))
+    assert (teff["t_train"], teff["t_eval"], teff["t_eff"]) == (best["t_train"], best["t_eval"], round(best["t_eff"], 2))
+    assert set(summary(Path(teff["eval_dir"]))["temperatures"]) == {f"{teff['t_eff']:.2f}"} and "test" in teff["compare"]
     run_row = {e["temperature"]: e["pass@1"]["all"]["mean"] for e in summary(dirs["eval-ssd"])["temperatures"].values()}
     assert [c["score"] for c in grid["cells"] if c["t_train"] == T_TRAIN] == [run_row[te] for te in T_EVALS]

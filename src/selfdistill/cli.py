@@ -141,9 +141,18 @@ def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="An `ssd run` output directory.")):
-    """Write a self-contained HTML report (and a Markdown twin) from a run directory."""
-    _call("report:report", run_dir)
+def report(paths: list[Path] = typer.Argument(..., help="An `ssd run` output directory, or the sweep configs of one experiment (one YAML per benchmark)."),
+           out: Path = typer.Option(None, "--out", help="With sweep configs: the directory for REPORT.md and its figures.")):
+    """Write the report of a run directory (self-contained HTML and a Markdown twin), or of an
+    experiment's sweeps (REPORT.md: per-benchmark and pooled headline, T_eff baseline, grid, training, times)."""
+    if all(p.suffix in (".yaml", ".yml") for p in paths):
+        if out is None:
+            _fail("sweep configs need --out DIR (where REPORT.md goes)")
+        _call("sweep_report:sweep_report", paths, out)
+    elif len(paths) == 1 and out is None:
+        _call("report:report", paths[0])
+    else:
+        _fail("give one `ssd run` output directory, or sweep config files (.yaml) with --out DIR")
 
 
 @app.command()

@@ -155,7 +155,10 @@ class SweepConfig:
 
     t_trains: list[float] = field(default_factory=lambda: [1.0, 1.6])
     t_evals: list[float] = field(default_factory=lambda: [0.4, 0.7, 1.0])
-    metric: str = "pass@1"  # the cell value, on all problems of the eval
+    metric: str = "pass@1"  # the cell value, on all problems of the eval (on dev in the two-phase eval protocol)
+    # Also evaluate the base model at T_eff = T_train x T_eval of SSD's best cell: the paper's claim is
+    # that SSD beats any single global temperature, not only the base model's dev-chosen one.
+    teff_baseline: bool = True
 
 
 @dataclass

@@ -88,7 +88,8 @@ class Row:
     blocks: list
 
 
-def _markdown(blocks: list) -> list[str]:
+def _markdown(blocks: list, root: Path | None = None) -> list[str]:
+    """`root`: the Markdown file's directory; images link relative to it (by file name without one)."""
     out = []
     for b in blocks:
         if isinstance(b, Heading):
@@ -100,19 +101,19 @@ def _markdown(blocks: list) -> list[str]:
             out += ["| " + " | ".join(map(cell, b.header)) + " |", "|" + "---|" * len(b.header)]
             out += ["| " + " | ".join(map(cell, r)) + " |" for r in b.rows] + [""]
         elif isinstance(b, Image):
-            out += [f"![{b.caption}]({b.path.name})", "", f"*{b.caption}*", ""]
+            out += [f"![{b.caption}]({b.path.relative_to(root).as_posix() if root else b.path.name})", "", f"*{b.caption}*", ""]
         elif isinstance(b, Code):
             fence = "````" if "```" in b.text else "```"
             out += ([f"**{b.title}**", ""] if b.title else []) + [fence, b.text.rstrip("\n"), fence, ""]
         elif isinstance(b, Details):
-            out += [f"<details><summary>{html.escape(b.summary)}</summary>", "", *_markdown(b.blocks), "</details>", ""]
+            out += [f"<details><summary>{html.escape(b.summary)}</summary>", "", *_markdown(b.blocks, root), "</details>", ""]
         elif isinstance(b, Row):
-            out += _markdown(b.blocks)
+            out += _markdown(b.blocks, root)
     return out
 
 
-def render_markdown(blocks: list, title: str) -> str:
-    return "\n".join([f"# {title}", "", *_markdown(blocks)])
+def render_markdown(blocks: list, title: str, root: Path | None = None) -> str:
+    return "\n".join([f"# {title}", "", *_markdown(blocks, root)])
 
 
 CSS = """

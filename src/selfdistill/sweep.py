@@ -35,9 +35,9 @@ def sweep(cfg: RunConfig) -> Path:
     from .train import train
 
     sweep_cfg = cfg.sweep
-    variants = {t: replace(cfg, sample=replace(cfg.sample, temperature=t), eval=replace(cfg.eval, temperatures=sweep_cfg.t_evals, t_eval=None)) for t in sweep_cfg.t_trains}
+    variants = t_train_variants(cfg)
     plans = {t: StagePlan.of(v) for t, v in variants.items()}
-    out = Path(cfg.output_dir) / f"sweep-{sha256_json(fingerprint_dict(cfg))[:10]}"
+    out = sweep_dir(cfg)
     run = RunDir.open(out, "sweep", cfg)
 
     # Base-model work first, on one engine: every T_train's samples and the base reference row.
@@ -60,6 +60,7 @@ def sweep(cfg: RunConfig) -> Path:
     rows = {"base": _row(base_plan.dirs["eval-base"], sweep_cfg.metric)} | {t: _row(plans[t].dirs["eval-ssd"], sweep_cfg.metric) for t in sweep_cfg.t_trains}
     cells = [(t, te, rows[t][te]) for t in sweep_cfg.t_trains for te in sweep_cfg.t_evals]
     fit = effective_temperature_fit([c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells]) if len({a * b for a, b, _ in cells}) >= 3 else None
+    teff = _teff_baseline(cfg, cells, plans) if sweep_cfg.teff_baseline else None
     grid = {
         "metric": sweep_cfg.metric,
         "split": "dev" if cfg.eval.test_n else "all",
@@ -70,12 +71,40 @@ def sweep(cfg: RunConfig) -> Path:
         "cells": [{"t_train": a, "t_eval": b, "t_eff": a * b, "score": s} for a, b, s in cells],
         "t_eff_fit": fit,
         "eval_dirs": {"base": str(base_plan.dirs["eval-base"]), **{str(t): str(plans[t].dirs["eval-ssd"]) for t in sweep_cfg.t_trains}},
+        "teff_baseline": teff,
     }
     (out / "grid.json").write_text(json.dumps(grid, indent=2))
     _plot(grid, out)
     _print(grid)
     run.finish(grid=str(out / "grid.json"))
     return out
+
+
+def t_train_variants(cfg: RunConfig) -> dict[float, RunConfig]:
+    """One run config per T_train: its samples at that T_train, its evals over the sweep's T_evals."""
+    return {t: replace(cfg, sample=replace(cfg.sample, temperature=t), eval=replace(cfg.eval, temperatures=cfg.sweep.t_evals, t_eval=None))
+            for t in cfg.sweep.t_trains}
+
+
+def sweep_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.output_dir) / f"sweep-{sha256_json(fingerprint_dict(cfg))[:10]}"
+
+
+def _teff_baseline(cfg: RunConfig, cells: list[tuple[float, float, float]], plans: dict) -> dict:
+    """The base model at the effective temperature of SSD's best cell (best on the grid's split, ties
+    to the lower T_eff), evaluated like every model (its one temperature, same protocol), then compared
+    with that SSD model on the test split."""
+    from .evaluate import compare, evaluate
+
+    t_train, t_eval, score = max(cells, key=lambda c: (c[2], -c[0] * c[1]))
+    t_eff = round(t_train * t_eval, 2)  # eval result files are named at two decimals
+    variant = replace(cfg, eval=replace(cfg.eval, temperatures=[t_eff], t_eval=None))
+    eval_dir = StagePlan.of(variant).dirs["eval-base"]
+    if not finished(eval_dir):
+        evaluate(replace(variant.eval, model=cfg.model, output_dir=str(eval_dir)))
+    ssd_dir = plans[t_train].dirs["eval-ssd"]
+    return {"t_train": t_train, "t_eval": t_eval, "t_eff": t_eff, "cell_score": score, "eval_dir": str(eval_dir),
+            "ssd_eval_dir": str(ssd_dir), "compare": compare(eval_dir, ssd_dir)}
 
 
 def _row(eval_dir: Path, metric: str) -> dict[float, float]:
@@ -134,6 +163,11 @@ def _print(grid: dict) -> None:
     for t in grid["t_trains"]:
         table.add_row(f"{t:g}", *[f"{100 * grid['ssd'][str(t)][te]:.1f}" for te in grid["t_evals"]])
     Console().print(table)
+    teff = grid["teff_baseline"]
+    if teff and "test" in teff["compare"]:
+        c = teff["compare"]["test"]
+        console.print(f"SSD (T_train {teff['t_train']:g}, T_eval {teff['t_eval']:g}) vs the base model at T_eff {teff['t_eff']:g} on test: "
+                      f"{100 * c['mean_diff']:+.1f} points [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}")
     fit = grid["t_eff_fit"]
     if fit:
         peak = f"peak T_eff {fit['peak_T_eff']:.2f}" if fit["peak_T_eff"] is not None else "no interior peak (the fit opens upward)"

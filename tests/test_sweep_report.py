@@ -1,0 +1,97 @@
+"""`ssd report CONFIG.yaml ... --out DIR` on an experiment laid out as `ssd sweep` leaves it: two benchmarks
+sharing T_train stages, eval dirs in the two-phase protocol written through the real evaluate.summarize,
+and grid.json T_eff baselines. The pooled comparison must equal one computed by hand from the results."""
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from selfdistill import benchmarks, evaluate, metrics
+from selfdistill.config import RunConfig
+from selfdistill.manifest import RunDir, atomic_write_json
+from selfdistill.sweep_report import Benchmark, sweep_report
+
+T_EVALS = [0.0, 0.8]
+CONFIG = {"model": "qwen2.5-coder-0.5b-instruct", "sample": {"limit": 8},
+          "eval": {"limit": 12, "temperatures": T_EVALS, "n": 2, "test_n": 4, "dev_fraction": 0.5},
+          "sweep": {"t_trains": [1.6], "t_evals": T_EVALS}}
+
+
+def _eval_dir(path: Path, cfg: RunConfig, model: str, skill: float, seed: int, temps=T_EVALS) -> dict[float, dict]:
+    """A finished two-phase eval: every T on dev (n), the dev-best T also on test (test_n)."""
+    bench = benchmarks.get(cfg.eval.benchmark)
+    ecfg = cfg.eval.__class__(**{**cfg.eval.__dict__, "model": model, "temperatures": temps})
+    problems = bench.load(limit=ecfg.limit, seed=ecfg.seed)
+    dev, test = metrics.dev_test_split([p.id for p in problems], ecfg.dev_fraction, ecfg.seed)
+    rng = random.Random(seed)
+
+    def rec(pid, T, j):
+        passed = rng.random() < skill + 0.2 * T
+        return {"problem_id": pid, "temperature": T, "sample_index": j, "passed": passed, "status": "passed" if passed else "failed",
+                "reply_tokens": 50, "finish_reason": "stop"}
+
+    results = {T: {(pid, j): rec(pid, T, j) for pid in dev for j in range(evaluate._samples(ecfg, T))} for T in temps}
+    best = metrics.best_on_dev({T: evaluate.per_problem_pass_at_k(r.values(), dev, 1) for T, r in results.items()}, dev)
+    results[best] |= {(pid, j): rec(pid, best, j) for pid in test for j in range(evaluate._samples(ecfg, best, test=True))}
+    run = RunDir.open(path, "eval", ecfg, {})
+    (path / "results").mkdir()
+    for T, records in results.items():
+        (path / "results" / f"T{T:.2f}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
+    atomic_write_json(path / "summary.json", evaluate.summarize(ecfg, bench, problems, results))
+    run.finish(n_problems=len(problems))
+    return results
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    configs = []
+    for name in ("humaneval", "mbpp"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**CONFIG, "output_dir": str(tmp_path / "runs"), "eval": {**CONFIG["eval"], "benchmark": name}}))
+        b = Benchmark.load(path)
+        _eval_dir(b.base_dir, b.cfg, b.cfg.model, 0.3, seed=1)
+        _eval_dir(b.plans[1.6].dirs["eval-ssd"], b.cfg, "ssd", 0.5, seed=2)
+        teff_dir = b.base_dir.with_name(f"eval-base-teff-{name}")
+        _eval_dir(teff_dir, b.cfg, b.cfg.model, 0.3, seed=3, temps=[1.28])
+        from selfdistill.sweep import sweep_dir
+
+        sweep_dir(b.cfg).mkdir(parents=True)
+        grid = {"metric": "pass@1", "split": "dev", "t_trains": [1.6], "t_evals": T_EVALS, "base": {"0.0": 0.1, "0.8": 0.2},
+                "ssd": {"1.6": {"0.0": 0.3, "0.8": 0.4}}, "cells": [], "t_eff_fit": None,
+                "teff_baseline": {"t_train": 1.6, "t_eval": 0.8, "t_eff": 1.28, "eval_dir": str(teff_dir), "ssd_eval_dir": str(b.plans[1.6].dirs["eval-ssd"])}}
+        (sweep_dir(b.cfg) / "grid.json").write_text(json.dumps(grid))
+        configs.append(path)
+    return configs
+
+
+def test_pooled_headline_equals_the_comparison_recomputed_from_results(experiment, tmp_path):
+    path = sweep_report(experiment, tmp_path / "out")
+    text = path.read_text()
+    a, b = [], []
+    for config in experiment:
+        bench = Benchmark.load(config)
+        for scores, d in ((a, bench.base_dir), (b, bench.plans[1.6].dirs["eval-ssd"])):
+            summary, results = evaluate.load_results(d)
+            T = summary["selection"]["pass@1"]["best_T"]
+            per = evaluate.per_problem_pass_at_k(results[T], summary["test_ids"], 1)
+            scores += [per[i] for i in summary["test_ids"]]
+    c = metrics.paired_comparison(a, b)
+    pooled = next(line for line in text.splitlines() if line.startswith("| pooled (2 benchmarks)"))
+    assert f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}]" in pooled
+    assert f"| {len(a)} |" in pooled and f"{100 * np.mean(b):.1f}" in pooled
+    assert f"T_train 1.6: SSD - base = {100 * c['mean_diff']:+.1f} points" in text
+    assert "T_eff 1.28" in text and "humaneval_plus" not in text
+    assert "Not run" in text  # no training or samples stage exists in this layout
+
+
+def test_configs_of_different_experiments_are_refused(experiment, tmp_path):
+    from selfdistill.config import ConfigError
+
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**yaml.safe_load(experiment[0].read_text()), "sample": {"limit": 9}}))
+    with pytest.raises(ConfigError, match="must share model, sample and train"):
+        sweep_report([experiment[0], other], tmp_path / "out")
