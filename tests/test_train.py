@@ -284,6 +284,11 @@ def test_lora_is_merged_into_a_full_model(tmp_path, samples, tiny_model):
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     changed = [n for n, p in trained.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert changed and all("proj" in n for n in changed)  # only the adapted linear layers moved
+    # the adapter is kept beside the model, and `ssd models merge-lora` rebuilds the same model from it
+    merged = tmp_path / "merged"
+    subprocess.run([sys.executable, "-m", "selfdistill", "models", "merge-lora", str(out / "adapter"), str(merged), "--base", tiny_model], check=True)
+    rebuilt = AutoModelForCausalLM.from_pretrained(merged).state_dict()
+    assert all(torch.equal(p, rebuilt[n]) for n, p in trained.state_dict().items())
 
 
 @pytest.mark.integration

@@ -191,6 +191,15 @@ def models_fetch(name: str):
         _fail(str(e), code=1)
 
 
+@models_app.command("merge-lora")
+def models_merge_lora(adapter: Path = typer.Argument(..., help="The adapter/ directory of a LoRA `ssd train` run."),
+                      out: Path = typer.Argument(..., help="Where to write the merged model directory."),
+                      base: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="The base model the adapter was trained on.")):
+    """Merge a LoRA adapter onto its base model: a plain model directory for `ssd eval --model OUT`."""
+    _call("train:merge_adapter", adapter, out, base)
+    print(out)
+
+
 # ---------------------------------------------------------------- config
 
 

@@ -26,6 +26,7 @@ Output directory (`output_dir`):
                       batch plan, precision, final loss, wall time
   model/              the trained model: weights in the base model's dtype, tokenizer with the
                       samples' chat template, a generation_config.json holding only token ids
+  adapter/            LoRA runs: the adapter alone (PEFT format), small enough to share
   loss.csv, loss.png  the loss curve (step, loss, learning rate, grad norm, tokens, ...)
   checkpoints/        checkpoint-N/ (Trainer's), each marked complete by `selfdistill-complete.json`
                       only once every process has written it; rerunning the same command resumes from
@@ -448,10 +449,7 @@ def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> Path:
     if trainer.accelerator.is_main_process:
         base_dtype = getattr(AutoConfig.from_pretrained(prep.model_path), "dtype", None) or torch.float32
         if cfg.use_lora:
-            from peft import PeftModel
-
-            base = AutoModelForCausalLM.from_pretrained(prep.model_path, dtype=torch.float32)
-            model = PeftModel.from_pretrained(base, str(staging)).merge_and_unload()
+            model = merge_lora(prep.model_path, staging)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(staging), dtype=torch.float32)
         model = model.to(base_dtype)
@@ -463,9 +461,40 @@ def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> Path:
         prep.tokenizer.save_pretrained(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        shutil.rmtree(staging)
+        if cfg.use_lora:  # kept: a few MB that anyone can merge onto the base model (`ssd models merge-lora`)
+            shutil.rmtree(out / "adapter", ignore_errors=True)
+            os.replace(staging, out / "adapter")
+        else:
+            shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def merge_adapter(adapter_dir: str | Path, out: str | Path, base_model: str) -> Path:
+    """`ssd models merge-lora`: a shared adapter/ directory merged onto its base model (a registry name,
+    model dir or hub id) and written as a plain model directory that vLLM and `ssd eval` load."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .models import resolve_model
+
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise TrainError(f"{adapter_dir}: no adapter_config.json; pass the adapter/ directory of a LoRA `ssd train` run")
+    base_path = resolve_model(base_model)
+    model = merge_lora(base_path, adapter_dir).to(getattr(AutoConfig.from_pretrained(base_path), "dtype", None) or torch.float32)
+    tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path  # the samples' chat template, when saved
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+    return out
+
+
+def merge_lora(base_model_path: str, adapter_dir: str | Path):
+    """The base model with a LoRA adapter merged in, computed in fp32 (merging in bf16 rounds twice)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def plot_loss(rows: list[dict], path: Path, title: str) -> None:
