@@ -322,6 +322,39 @@ def test_call_tests_compare(pool):
     assert r[7].status == "runtime_error" and "KeyError" in r[7].detail, r[7]
 
 
+def test_call_tests_with_a_time_limit_per_call():
+    """lcb_runner's alarms: the top level and each call get the whole limit, not the run as a whole."""
+    sleepy = "import time\ntime.sleep({top})\ndef f(s):\n    time.sleep(s)\n    return s\n"
+    ignores_alarm = "import signal, time\ndef f(s):\n    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])\n    time.sleep(s)\n    return s\n"
+    jobs = [
+        sb.CallTests(sleepy.format(top=0.6), "f", [[0.6], [0.6], [0.6]], [0.6] * 3, timeout_per_call=True),  # 2.4 s in all
+        sb.CallTests(sleepy.format(top=0), "f", [[0.1], [1.5]], [0.1, 1.5], timeout_per_call=True),
+        sb.CallTests(sleepy.format(top=1.5), "f", [[0.1]], [0.1], timeout_per_call=True),
+        sb.CallTests(ignores_alarm, "f", [[1.3]], [1.3], timeout_per_call=True),
+        sb.CallTests(sleepy.format(top=0.6), "f", [[0.6]], [0.6]),  # one limit for the whole run
+    ]
+    with sb.Pool(workers=5, limits=sb.Limits(timeout=1.0, memory_mb=512)) as pool:
+        r = pool.map(jobs)
+    assert r[0].status == "passed", r[0]
+    assert r[1].status == "timeout" and r[1].detail == "time limit of 1.0s per test reached after 1 tests", r[1]
+    assert r[2].status == "timeout" and "after 0 tests" in r[2].detail, r[2]
+    assert r[3].status == "timeout" and r[3].detail.startswith("test 0: took 1.3"), r[3]
+    assert r[4].status == "timeout" and r[4].detail == "wall-clock limit of 1.0s", r[4]
+
+
+def test_call_tests_as_a_module_and_with_top_level_tuples_only(pool):
+    program = "def f():\n    return ((1, 2), [3])\nif __name__ == '__main__':\n    raise SystemExit(1)\n"
+    jobs = [
+        sb.CallTests(program, "f", [[]], [[[1, 2], [3]]]),
+        sb.CallTests(program, "f", [[]], [[[1, 2], [3]]], run_main=False),
+        sb.CallTests(program, "f", [[]], [[[1, 2], [3]]], run_main=False, nested_tuples_as_lists=False),
+        sb.CallTests(program, "f", [[]], [[(1, 2), [3]]], run_main=False, nested_tuples_as_lists=False),
+    ]
+    r = pool.map(jobs)
+    assert r[0].status == "failed" and "SystemExit" in r[0].detail, r[0]  # the __main__ block ran
+    assert [x.status for x in r[1:]] == ["passed", "failed", "passed"], r[1:]
+
+
 # --- StdioTests ------------------------------------------------------------------------------------
 
 
@@ -341,6 +374,12 @@ def test_stdio_tests(pool):
     assert r[2].status == "failed" and "expected 1 lines, got 2" in r[2].detail, r[2]
     assert r[3].status == "runtime_error" and "ValueError" in r[3].detail, r[3]
     assert r[4].status == "timeout" and r[4].tests_passed == 0, r[4]
+
+
+def test_stdio_system_exit_ok_grades_the_output(pool):
+    programs = ["print(2)\nimport sys\nsys.exit(1)", "print(2)\nexit('done')", "print(2)\nraise ValueError"]
+    r = pool.map([sb.StdioTests(p, ["\n"], ["2"], system_exit_ok=ok) for ok in (False, True) for p in programs])
+    assert [x.status for x in r] == ["failed", "failed", "runtime_error", "passed", "passed", "runtime_error"], r
 
 
 def test_no_cases_is_not_a_pass(pool):

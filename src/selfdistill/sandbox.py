@@ -99,6 +99,9 @@ class CallTests:  # HumanEval+ / LiveCodeBench functional
     inputs: list  # one list of positional args per case
     expected: list | None  # expected return value per case; None = collect outputs into Result.outputs
     atol: float = 0.0  # float tolerance (evalplus style); 0 = exact
+    timeout_per_call: bool = False  # Limits.timeout holds for each call and for the program's top level, not for the whole run
+    run_main: bool = True  # the program runs as __main__ (its `if __name__ == "__main__":` block runs); else as module "solution"
+    nested_tuples_as_lists: bool = True  # tuples anywhere in a return value compare equal to lists; else only a returned tuple
 
 
 @dataclass
@@ -106,6 +109,22 @@ class StdioTests:  # LiveCodeBench stdin/stdout
     program: str
     inputs: list  # list[str], one stdin per case
     outputs: list  # list[str], compared line by line (LiveCodeBench rules)
+    system_exit_ok: bool = False  # a SystemExit, whatever its code, ends the program normally: its output is graded
+
+
+def job_seconds(job, limits: Limits) -> float:
+    """The longest a job may run: the wall-clock limits of all its executions."""
+    if isinstance(job, StdioTests):
+        return limits.timeout * len(job.inputs)
+    return _wall_limit(job, limits)
+
+
+def _wall_limit(job, limits: Limits) -> float:
+    """One execution's wall-clock limit. With a limit per call: the top level and every call may each
+    use all of it (plus a second each for sending values out), as lcb_runner's alarms allow."""
+    if isinstance(job, CallTests) and job.timeout_per_call:
+        return (limits.timeout + 1) * (len(job.inputs) + 1)
+    return limits.timeout
 
 
 def execute(program: str, stdin: str | None = None, limits: Limits = Limits()) -> Result:  # noqa: B008
@@ -275,14 +294,15 @@ class Pool:
             job = (job, None)
         if isinstance(job, tuple):
             program, stdin = job
-            raw = self._execute(slot, {"mode": "plain", "program": program, "stdin": stdin}, end)
+            raw = self._execute(slot, {"mode": "plain", "program": program, "stdin": stdin}, end, self.limits.timeout)
             return _plain_result(raw, self)
         if isinstance(job, (CallTests, StdioTests)) and not job.inputs:
             return _killed(self, "failed", "no test cases")  # a pass needs evidence: nothing ran
         if isinstance(job, CallTests):
             payload = {"mode": "call", "program": job.program, "entry_point": job.entry_point,
-                       "inputs": [list(args) for args in job.inputs]}
-            return _call_result(job, self._execute(slot, payload, end), self)
+                       "inputs": [list(args) for args in job.inputs], "run_main": job.run_main,
+                       "call_timeout": float(self.limits.timeout) if job.timeout_per_call else None}
+            return _call_result(job, self._execute(slot, payload, end, _wall_limit(job, self.limits)), self)
         if isinstance(job, AssertTests):
             try:
                 test_code, asserts = harden_test_code(job.test_code)
@@ -290,16 +310,17 @@ class Pool:
                 return _killed(self, "sandbox_error", f"test code does not parse: {e}")
             payload = {"mode": "assert", "program": job.program, "setup_code": job.setup_code,
                        "test_code": test_code, "entry_point": job.entry_point}
-            return _assert_result(self._execute(slot, payload, end), asserts, self)
+            return _assert_result(self._execute(slot, payload, end, self.limits.timeout), asserts, self)
         if isinstance(job, StdioTests):
             return _stdio_result(job, slot, end, self)
         raise TypeError(f"not a job: {type(job).__name__}")
 
-    def _execute(self, slot, payload, end) -> dict:
-        """One execution in one slot; returns the raw report (plus the secret used)."""
+    def _execute(self, slot, payload, end, timeout: float) -> dict:
+        """One execution in one slot with a wall-clock limit of `timeout` seconds; returns the raw report
+        (plus the secret and the timeout used)."""
         limits = self.limits
         payload = dict(payload, secret=secrets.token_hex(16), uid=self._uid_base + next(self._uids) % (1 << 20),
-                       timeout=float(limits.timeout), memory_mb=int(limits.memory_mb),
+                       timeout=float(timeout), memory_mb=int(limits.memory_mb),
                        max_output=int(limits.max_output_bytes))
         req_w, rep_r = slot
         try:
@@ -308,8 +329,8 @@ class Pool:
             return {"error": f"job cannot be sent to the sandbox: {e}", "secret": payload["secret"]}
         except OSError as e:
             raise _Broken(f"sandbox gone: {e}") from None
-        reply = _recv(rep_r, min(end, time.monotonic() + limits.timeout + GRACE))
-        reply["secret"] = payload["secret"]
+        reply = _recv(rep_r, min(end, time.monotonic() + timeout + GRACE))
+        reply.update(secret=payload["secret"], timeout=payload["timeout"])
         return reply
 
 
@@ -376,11 +397,11 @@ def _base(raw, pool) -> Result:
         return Result("sandbox_error", None, "", "", 0.0, 0.0, detail=raw["error"], isolation=pool.isolation)
     r = Result("", raw["exit"], raw["stdout"].decode("utf-8", "replace"), raw["stderr"].decode("utf-8", "replace"),
                raw["wall"], raw["cpu"], isolation=pool.isolation)
-    cpu_limit = math.ceil(pool.limits.timeout) + 1
+    cpu_limit = math.ceil(raw["timeout"]) + 1
     if raw["overflow"]:
         r.status, r.detail = "output_limit", f"output exceeded {pool.limits.max_output_bytes} bytes"
     elif raw["timed_out"]:
-        r.status, r.detail = "timeout", f"wall-clock limit of {pool.limits.timeout}s"
+        r.status, r.detail = "timeout", f"wall-clock limit of {raw['timeout']}s"
     elif r.exit_code == -signal.SIGXCPU or (r.exit_code == -signal.SIGKILL and r.cpu_time >= cpu_limit - 0.05):
         r.status, r.detail = "timeout", f"CPU time limit of {cpu_limit}s"
     return r
@@ -431,14 +452,14 @@ def _call_result(job: CallTests, raw, pool) -> Result:
     if r.status == "sandbox_error":
         return r
     records, forged = _records(raw)
-    values, done, errors = {}, [], []
+    values, seconds, done, errors = {}, {}, [], []
     for rec in records:
         if "error" in rec:
             errors.append(rec)
         elif "done" in rec:
             done.append(rec["done"])
         elif "case" in rec and rec["case"] not in values:
-            values[rec["case"]] = rec.get("value")
+            values[rec["case"]], seconds[rec["case"]] = rec.get("value"), rec.get("seconds", 0.0)
         else:
             forged = True  # a case reported twice: not the harness speaking
     outputs = [_decode(values[i]) for i in range(len(values)) if i in values]
@@ -446,7 +467,7 @@ def _call_result(job: CallTests, raw, pool) -> Result:
     mismatch = ""
     if job.expected is not None:
         for i, got in enumerate(outputs):
-            if _same(got, job.expected[i], job.atol):
+            if _same(got, job.expected[i], job.atol, job.nested_tuples_as_lists):
                 passed += 1
             elif not mismatch:
                 mismatch = f"test {i}: expected {_short(job.expected[i])}, got {_short(got)}"
@@ -460,6 +481,8 @@ def _call_result(job: CallTests, raw, pool) -> Result:
         r.detail = where + _error_detail(err)
     elif forged:
         r.status, r.detail = "failed", "unexpected data on the result channel"
+    elif job.timeout_per_call and (slow := _per_call_timeout(r, seconds, pool.limits.timeout)):
+        r.status, r.detail = "timeout", slow
     elif done != [len(job.inputs)] or len(outputs) != len(job.inputs) or r.exit_code != 0:
         r.status, r.detail = _exit_detail(r)
         r.detail = f"the program exited ({r.detail}) before all tests ran"
@@ -470,6 +493,15 @@ def _call_result(job: CallTests, raw, pool) -> Result:
     else:
         r.status = "passed"
     return r
+
+
+def _per_call_timeout(r: Result, seconds: dict, limit: float) -> str:
+    """Why a run with a limit per call timed out ('' if it did not). The kernel's SIGALRM ends a call (or
+    the top level) that runs over; a call of a program that blocked SIGALRM is judged by its measured time."""
+    if r.exit_code == -signal.SIGALRM:
+        return f"time limit of {limit}s per test reached after {len(seconds)} tests"
+    slow = next((i for i in sorted(seconds) if seconds[i] > limit), None)
+    return "" if slow is None else f"test {slow}: took {seconds[slow]:.2f}s, over the {limit}s limit per test"
 
 
 def _assert_result(raw, asserts, pool) -> Result:
@@ -503,7 +535,8 @@ def _assert_result(raw, asserts, pool) -> Result:
 def _stdio_result(job: StdioTests, slot, end, pool) -> Result:
     total = Result("passed", 0, "", "", 0.0, 0.0, tests_passed=0, tests_total=len(job.inputs), isolation=pool.isolation)
     for i, (stdin, expected) in enumerate(zip(job.inputs, job.outputs)):
-        raw = pool._execute(slot, {"mode": "plain", "program": job.program, "stdin": stdin}, end)
+        payload = {"mode": "plain", "program": job.program, "stdin": stdin, "system_exit_ok": job.system_exit_ok}
+        raw = pool._execute(slot, payload, end, pool.limits.timeout)
         r = _plain_result(raw, pool)
         total.wall_time += r.wall_time
         total.cpu_time += r.cpu_time
@@ -562,7 +595,7 @@ def _decode(x):
 
 
 def _lists(x):
-    """Tuples compare equal to lists (LiveCodeBench turns a returned tuple into a list)."""
+    """Every tuple, however deep, as a list (evalplus-style expected values hold tuples where JSON has lists)."""
     if isinstance(x, (list, tuple)):
         return [_lists(i) for i in x]
     if isinstance(x, dict):
@@ -570,8 +603,15 @@ def _lists(x):
     return x
 
 
-def _same(got, expected, atol=0.0) -> bool:
-    got, expected = _lists(got), _lists(expected)
+def _same(got, expected, atol=0.0, nested_tuples_as_lists=True) -> bool:
+    if nested_tuples_as_lists:
+        got, expected = _lists(got), _lists(expected)
+    elif isinstance(got, tuple):  # lcb_runner: only a returned tuple becomes a list
+        got = list(got)
+    return _close(got, expected, atol)
+
+
+def _close(got, expected, atol) -> bool:
     if got == expected:
         return True
     if atol:
@@ -579,7 +619,7 @@ def _same(got, expected, atol=0.0) -> bool:
         if isinstance(got, number) and isinstance(expected, number) and not isinstance(got, bool):
             return math.isclose(got, expected, rel_tol=1e-7, abs_tol=atol) or (math.isnan(got) and math.isnan(expected))
         if isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
-            return all(_same(g, e, atol) for g, e in zip(got, expected))
+            return all(_close(g, e, atol) for g, e in zip(got, expected))
     return False
 
 
