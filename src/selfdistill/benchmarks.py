@@ -4,6 +4,7 @@
     Benchmark.load(path=None, release_from=, release_to=, platforms=) -> list[Problem]
     Benchmark.messages(problem, prompt_format) -> chat messages ("system" or "lcb", see prompts.py)
     Benchmark.grade(problem, reply) -> [sandbox job, ...]   all must pass; ExtractionError when there is no code
+    Benchmark.graded_by(profile) -> Benchmark               the same benchmark under another grading profile
     Benchmark.grade_many(problems, replies, pool) -> list[Verdict]   every reply through the sandbox
     benchmark_texts(name) -> [(id, text)]                    what a model is shown, for decontamination
 
@@ -15,7 +16,8 @@ Data: `load()` reads the registry's default file from the data directory ($SELFD
 .jsonl.gz, .json or .parquet file, a local dataset directory, or a Hugging Face hub id (loaded with
 `datasets.load_dataset`, for users who are online).
 
-Grading follows the official harnesses where they differ:
+Grading follows a profile (grading.py, docs/grading.md): `strict` by default, `lcb` (lcb_runner's verdicts)
+for livecodebench. Under `strict`, the rules follow the official harnesses where they differ:
   * extraction: <think> sections are stripped, then the last fenced Python block is the answer. Without
     a complete fenced block, LiveCodeBench and LeetCode count the reply as failed (as lcb_runner does);
     the function-completion benchmarks take the reply itself when it parses as Python (HumanEval's
@@ -30,8 +32,10 @@ Grading follows the official harnesses where they differ:
   * leetcode: the row's `prompt` (imports, ListNode/TreeNode helpers) as trusted setup, then `check`.
   * livecodebench: functional tests call `Solution().<func_name>(*args)` and compare return values;
     stdin tests compare output line by line (LiveCodeBench's rules, in sandbox.stdio_match); both run
-    behind lcb_runner's import header. The shared copy has public tests only, so its scores are labelled
-    "public tests" and are an upper bound on the real score.
+    behind lcb_runner's import header. Its default profile is `lcb`: extraction between the last two fence
+    lines, 6 s per test, a top-level function where Solution is missing, and the other lcb_runner rules.
+    The shared copy has public tests only, so its scores are labelled "public tests" and are an upper
+    bound on the real score.
 
 Generic JSONL benchmark (`jsonl`, `benchmark_path` required) - one problem per line:
     id            str, required, unique
@@ -65,11 +69,12 @@ import textwrap
 import warnings
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from .sandbox import AssertTests, CallTests, Pool, StdioTests
+from .grading import PROFILES, Grading
+from .sandbox import AssertTests, CallTests, Pool, StdioTests, job_seconds
 
 
 class BenchmarkError(ValueError):
@@ -227,6 +232,20 @@ def extract_code(reply: str, completion_fallback: bool, prompt: str = "") -> str
     if not blocks and text.strip() and (_parses(text) or (prompt and _parses(prompt + text))):
         return text
     raise ExtractionError("no fenced Python code block, and the reply is not Python")
+
+
+def extract_between_last_fences(reply: str) -> str:
+    """lcb_runner's extraction: the lines between the last two lines that contain ``` anywhere, whatever
+    their tag (an output block last wins over the code above it). <think> sections are stripped first:
+    see docs/grading.md. Fewer than two such lines, or only blanks between them, is no code."""
+    lines = strip_thinking(reply).split("\n")
+    fences = [i for i, line in enumerate(lines) if "```" in line]
+    if len(fences) < 2:
+        raise ExtractionError("fewer than two lines with a code fence")
+    code = "\n".join(lines[fences[-2] + 1 : fences[-1]])
+    if not code.strip():
+        raise ExtractionError("nothing between the last two code fences")
+    return code
 
 
 # ---------------------------------------------------------------------------- LiveCodeBench tests
@@ -441,6 +460,19 @@ class Benchmark:
     hub_split: str = "test"
     completion_fallback: bool = True  # see extract_code
     continues_prompt: bool = False  # HumanEval: a reply without `def <entry_point>` continues the prompt
+    grading: str = "strict"  # the grading profile (grading.PROFILES); eval.grading overrides it
+
+    @property
+    def profile(self) -> Grading:
+        return PROFILES[self.grading]
+
+    def graded_by(self, profile: str | None) -> Benchmark:
+        """This benchmark under another grading profile (None: its own)."""
+        if profile is None:
+            return self
+        if profile not in PROFILES:
+            raise BenchmarkError(f"unknown grading profile {profile!r}; profiles: {', '.join(PROFILES)}")
+        return replace(self, grading=profile)
 
     # ---- loading
 
@@ -511,10 +543,15 @@ class Benchmark:
             return problem.prefix + code
         return f"{problem.prefix}\n{code}\n" if problem.prefix else code
 
+    def extract(self, problem: Problem, reply: str) -> str:
+        """The code to grade, by the profile's extraction rule; ExtractionError when there is none."""
+        if self.profile.fence_lines:
+            return extract_between_last_fences(reply)
+        return extract_code(reply, self.completion_fallback, problem.prefix if self.continues_prompt else "")
+
     def grade(self, problem: Problem, reply: str) -> list:
         """The sandbox jobs for one reply (it passes when all pass); ExtractionError when it has no code."""
-        code = extract_code(reply, self.completion_fallback, problem.prefix if self.continues_prompt else "")
-        return _jobs(problem, self.program(problem, code))
+        return _jobs(problem, self.program(problem, self.extract(problem, reply)), self.profile)
 
     def oracle_reply(self, problem: Problem) -> str:
         """The reference solution dressed as a model reply, so extraction is exercised too."""
@@ -554,30 +591,41 @@ CALL_BLOCK = 16
 OUTPUT_BUDGET = 4 << 20
 
 
-def _jobs(problem: Problem, program: str) -> list:
+def _jobs(problem: Problem, program: str, grading: Grading) -> list:
     """The sandbox jobs that grade `program`."""
     t = problem.tests
     if t["kind"] == "assert":
         # "check": the test code defines check(candidate), called with the entry point; else plain asserts
         return [AssertTests(program, t["test_code"], problem.entry_point if t.get("check") else None, t.get("setup_code", ""))]
     if t["kind"] == "stdio":
-        return [StdioTests(program, t["inputs"], t["outputs"])]
+        return [StdioTests(program, t["inputs"], t["outputs"], system_exit_ok=grading.system_exit_ok)]
     if t["expected"] is None:
         raise BenchmarkError(f"{problem.id}: expected outputs not computed (load the benchmark with Benchmark.load)")
-    blocks = t.get("blocks") or [(i, min(i + CALL_BLOCK, len(t["inputs"]))) for i in range(0, len(t["inputs"]), CALL_BLOCK)]
+    n = len(t["inputs"])
+    # a limit per call needs no blocks: all tests run in one process, sharing its state, as in lcb_runner
+    size = n if grading.timeout_per_call else CALL_BLOCK
+    blocks = t.get("blocks") or [(i, min(i + size, n)) for i in range(0, n, size or 1)]
+    entry_point = _entry_point(problem.entry_point, program, grading)
     jobs = []
     for first, end in blocks:
-        job = CallTests(program, problem.entry_point, t["inputs"][first:end], t["expected"][first:end], t.get("atol", 0.0))
+        job = CallTests(program, entry_point, t["inputs"][first:end], t["expected"][first:end], t.get("atol", 0.0),
+                        grading.timeout_per_call, grading.call_runs_main, grading.nested_tuples_as_lists)
         job.first = first  # for failure messages: which block of inputs
         jobs.append(job)
     return jobs
 
 
+def _entry_point(entry_point: str, program: str, grading: Grading) -> str:
+    """lcb_runner calls Solution().f only when the code contains the text "class Solution", else a top-level f."""
+    if grading.top_level_function and entry_point.startswith("Solution().") and "class Solution" not in program:
+        return entry_point.removeprefix("Solution().")
+    return entry_point
+
+
 def _deadline(jobs: list, pool: Pool) -> float:
     """A global bound for one map(): every execution running to its timeout, spread over the workers,
     plus start-up slack. Reached only if many programs hang; the caller never waits longer."""
-    executions = sum(len(j.inputs) if isinstance(j, StdioTests) else 1 for j in jobs)
-    return 60.0 + pool.limits.timeout * executions / pool.workers
+    return 60.0 + sum(job_seconds(j, pool.limits) for j in jobs) / pool.workers
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -593,7 +641,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                   "leetcode-v0.3.1-test.jsonl.gz", hub_id="newfacade/LeetCodeDataset", completion_fallback=False),
         Benchmark("livecodebench", "LiveCodeBench code generation (upstream rows; shared copy: 400, public tests)",
                   parse_livecodebench, "livecodebench-public.jsonl", hub_id="livecodebench/code_generation_lite",
-                  completion_fallback=False),
+                  completion_fallback=False, grading="lcb"),
         Benchmark("jsonl", "your own problems: a JSONL file (fields in this module's docstring)", parse_jsonl),
     ]
 }

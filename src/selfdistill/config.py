@@ -123,8 +123,9 @@ class EvalConfig:
     seed: int = 0
     dev_fraction: float = 0.3  # problems used to choose T_eval; scores are reported on the rest
     oracle: bool = False  # grade the benchmark's reference solutions instead of the model's
-    timeout: float = 10.0  # seconds per program
-    memory_mb: int = 1024
+    grading: str | None = None  # "strict" or "lcb" (docs/grading.md); None = the benchmark's own (lcb for livecodebench)
+    timeout: float | None = None  # seconds per execution (strict: 10) or per test (lcb: 6); None = the profile's
+    memory_mb: int | None = None  # address-space limit per execution; None = the profile's (strict: 1024, lcb: 8192)
     backend: str = volatile("vllm")
     tensor_parallel_size: int = volatile(1)
     workers: int | None = volatile(None)  # sandbox workers; None = CPU count

@@ -51,7 +51,7 @@ from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
 from .generate import GenerationProgress
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl, sha256_json
-from .sandbox import Limits, Pool
+from .sandbox import Pool
 
 console = Console(stderr=True, highlight=False)
 BLOCK = 64  # requests generated and graded together: the unit of atomic writes and of resume
@@ -94,13 +94,13 @@ def _results_path(out: Path, T: float | None) -> Path:
 def evaluate(cfg: EvalConfig, generator=None) -> Path:
     """Run (or resume) the eval stage; returns the output directory. `generator`: an engine that is
     already loaded (`ssd run` shares one with sampling); it must hold cfg.model."""
-    bench = benchmarks.get(cfg.benchmark)
+    bench = benchmarks.get(cfg.benchmark).graded_by(cfg.grading)
     if not cfg.ks or min(cfg.ks) < 1 or max(cfg.ks) > min(cfg.n, cfg.test_n or cfg.n):
         raise BenchmarkError(f"ks={cfg.ks} with n={cfg.n}, test_n={cfg.test_n}: pass@k needs 1 <= k <= n (and <= test_n when set) samples per problem")
     if cfg.test_n < 0:
         raise BenchmarkError(f"test_n={cfg.test_n}: need 0 (every temperature on every problem) or a sample count")
     temps = temperatures(cfg)
-    with Pool(cfg.workers, Limits(timeout=cfg.timeout, memory_mb=cfg.memory_mb)) as pool:
+    with Pool(cfg.workers, bench.profile.limits(cfg.timeout, cfg.memory_mb)) as pool:
         problems = bench.load(cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, cfg.limit, cfg.seed, pool)
         source = bench.source(cfg.benchmark_path)
         inputs = hash_inputs([source]) or {"benchmark": source}
@@ -358,7 +358,8 @@ def summarize(cfg: EvalConfig, bench, problems: list[Problem], results: dict[flo
     else:
         selection = {"skipped": f"dev/test split of {len(ids)} problems left dev={len(dev)}, test={len(test)}: nothing to choose on or report"}
     return {
-        "benchmark": bench.name, "label": benchmarks.tests_label(problems), "model": cfg.model, "prompt_format": cfg.prompt_format,
+        "benchmark": bench.name, "label": benchmarks.tests_label(problems), "grading": bench.grading, "model": cfg.model,
+        "prompt_format": cfg.prompt_format,
         "decoding": {"top_k": cfg.top_k, "top_p": cfg.top_p, "min_p": cfg.min_p, "max_tokens": cfg.max_tokens},
         "n_problems": len(ids), "ks": cfg.ks, "t_eval": cfg.t_eval, "dev_fraction": cfg.dev_fraction, "seed": cfg.seed,
         "protocol": f"two-phase: the temperatures on dev (n={cfg.n}), the dev-chosen one on test (n={cfg.test_n})" if cfg.test_n
