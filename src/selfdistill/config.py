@@ -123,6 +123,7 @@ class EvalConfig:
     seed: int = 0
     dev_fraction: float = 0.3  # problems used to choose T_eval; scores are reported on the rest
     oracle: bool = False  # grade the benchmark's reference solutions instead of the model's
+    replies: str | None = volatile(None)  # grade these replies (JSONL: problem_id, reply, temperature) instead of a model's; its sha256 is an input
     grading: str | None = None  # "strict" or "lcb" (docs/grading.md); None = the benchmark's own (lcb for livecodebench)
     timeout: float | None = None  # seconds per execution (strict: 10) or per test (lcb: 6); None = the profile's
     memory_mb: int | None = None  # address-space limit per execution; None = the profile's (strict: 1024, lcb: 8192)

@@ -3,6 +3,10 @@
     evaluate(cfg, generator=None) -> output dir      the stage (`ssd eval`); reuses `generator` if given
     compare(eval_dir_a, eval_dir_b, k=1) -> dict     paired comparison of two models on the same problems
 
+`--oracle` grades the benchmark's reference solutions instead, and `--replies FILE.jsonl` grades replies
+made elsewhere (replies.py) with no model loaded; both write the layout below. Verdicts follow the
+benchmark's grading profile, or cfg.grading (grading.py, docs/grading.md).
+
 The model is loaded once and every temperature of the sweep (cfg.temperatures plus cfg.t_eval) is
 decoded with the same truncation (cfg.top_k, cfg.top_p). Temperature 0 is greedy: one sample per
 problem, and pass@k = pass@1 since every further sample would be the same. The best temperature is
@@ -26,7 +30,8 @@ Output directory (cfg.output_dir):
                        of that call alone (the same seeds; only batch-dependent float rounding can differ)
   results/oracle.jsonl --oracle: the same records for the reference solutions (temperature null)
   summary.json         benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
-                       problem ids and the dev/test split; per temperature ("0.70"): n and, per pass@k,
+                       grading (the profile), problem ids and the dev/test split; per temperature ("0.70"):
+                       n (samples per problem; the most, for replies made elsewhere) and, per pass@k,
                        {mean, ci_lo, ci_hi, n_problems} on all problems, dev and test, and by difficulty
                        and by platform; status counts, extraction failures, truncated replies and reply
                        lengths; "selection": per pass@k, metrics.select_temperature (best T on dev, its
@@ -76,8 +81,8 @@ def temperatures(cfg: EvalConfig) -> list[float]:
     return temps
 
 
-def _label(T: float) -> str:
-    return f"{T:.2f}"
+def _label(T: float | None) -> str:
+    return "none" if T is None else f"{T:.2f}"  # None: replies graded without a temperature
 
 
 def _samples(cfg: EvalConfig, T: float, test: bool = False) -> int:
@@ -95,7 +100,9 @@ def evaluate(cfg: EvalConfig, generator=None) -> Path:
     """Run (or resume) the eval stage; returns the output directory. `generator`: an engine that is
     already loaded (`ssd run` shares one with sampling); it must hold cfg.model."""
     bench = benchmarks.get(cfg.benchmark).graded_by(cfg.grading)
-    if not cfg.ks or min(cfg.ks) < 1 or max(cfg.ks) > min(cfg.n, cfg.test_n or cfg.n):
+    if cfg.oracle and cfg.replies:
+        raise BenchmarkError("oracle and replies exclude each other: grade either the references or the replies")
+    if not cfg.ks or min(cfg.ks) < 1 or (max(cfg.ks) > min(cfg.n, cfg.test_n or cfg.n) and not cfg.replies):  # replies: checked against the file
         raise BenchmarkError(f"ks={cfg.ks} with n={cfg.n}, test_n={cfg.test_n}: pass@k needs 1 <= k <= n (and <= test_n when set) samples per problem")
     if cfg.test_n < 0:
         raise BenchmarkError(f"test_n={cfg.test_n}: need 0 (every temperature on every problem) or a sample count")
@@ -111,6 +118,10 @@ def evaluate(cfg: EvalConfig, generator=None) -> Path:
                                      + (" (LiveCodeBench publishes none)" if bench.name == "livecodebench" else ""))
             run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source})
             _oracle(run, bench, problems, pool)
+        elif cfg.replies:
+            from .replies import grade_replies
+
+            grade_replies(cfg, bench, problems, inputs, source, pool)
         else:
             _sweep(cfg, bench, problems, temps, inputs, source, pool, generator)
     return Path(cfg.output_dir)
@@ -345,12 +356,12 @@ def summarize(cfg: EvalConfig, bench, problems: list[Problem], results: dict[flo
             _require(s, dev if cfg.test_n else ids, f"T={_label(T)}")
             entry[f"pass@{k}"] = {"all": _score(s, ids, cfg.seed), "dev": _score(s, dev, cfg.seed), "test": _score(s, test, cfg.seed),
                                   **{g: {name: _score(s, members, cfg.seed) for name, members in groups[g].items()} for g in groups}}
-        tokens = sorted(r["reply_tokens"] for r in records)
+        tokens = sorted(r["reply_tokens"] for r in records if r["reply_tokens"] is not None)  # None: replies made elsewhere
         entry.update(
             status_counts=dict(Counter(r["status"] for r in records)),
             extraction_failed=sum(r["status"] == "extraction_failed" for r in records) / len(records),
             truncated=sum(r["finish_reason"] == "length" for r in records) / len(records),
-            reply_tokens={"mean": sum(tokens) / len(tokens), "median": tokens[len(tokens) // 2], "max": tokens[-1]},
+            reply_tokens={"mean": sum(tokens) / len(tokens), "median": tokens[len(tokens) // 2], "max": tokens[-1]} if tokens else None,
         )
         per_T[_label(T)] = entry
     if dev and test:
@@ -411,7 +422,7 @@ def print_sweep(summary: dict) -> None:
             console.print(f"best temperature: {s}")
             continue
         optimistic = "" if s["oracle_T"] is None else f"  (chosen on test instead: T={s['oracle_T']:g}, {100 * s['oracle_test_score']:.1f}, optimistic)"
-        console.print(f"best T for {metric} on dev: {s['best_T']:g} (dev {100 * s['dev_score']:.1f}) -> test {100 * s['test_score']:.1f} "
+        console.print(f"best T for {metric} on dev: {_label(s['best_T'])} (dev {100 * s['dev_score']:.1f}) -> test {100 * s['test_score']:.1f} "
                       f"[{100 * s['test_ci_lo']:.1f}, {100 * s['test_ci_hi']:.1f}]{optimistic}")
 
 

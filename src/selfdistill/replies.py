@@ -1,0 +1,171 @@
+"""`ssd eval --benchmark B --replies FILE.jsonl`: grade replies made elsewhere (an API, another harness,
+an older run) with the same sandbox, grading profile, summary.json and layout as a model eval. No model
+is loaded.
+
+FILE holds one JSON object per line:
+    problem_id   str, required: a problem of the benchmark ("HumanEval/0", LiveCodeBench's question_id)
+    reply        str, required: the whole reply, as a model gives it; the profile extracts the code
+    temperature  number >= 0, optional: on every line or on none. A problem's replies at one temperature
+                 are its samples, in file order; pass@k needs k of them (a single reply at temperature 0
+                 is greedy and stands for all k, as in a model eval)
+Other fields are ignored. Problems without replies are left out of the eval (summary.json lists the
+problems graded); replies for problems that the selection (release window, platforms, limit) leaves
+out are counted and not graded. Every problem graded needs replies at every temperature in the file.
+
+Output (cfg.output_dir), as a model eval's (evaluate.py): results/T<temperature>.jsonl (Tnone.jsonl
+without temperatures), one record per reply with seed, reply_tokens, finish_reason and prompt_text null
+and replies_line its line in FILE; summary.json with model "replies <FILE name>" and the file's sha256;
+manifest.json with the sha256 among its inputs. A rerun keeps the records graded and grades the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .benchmarks import BenchmarkError, Problem
+from .config import EvalConfig
+from .evaluate import BLOCK, _label, console, print_sweep, summarize
+from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file
+from .sandbox import Pool
+
+
+@dataclass
+class Reply:
+    line: int  # in the replies file, for messages and records
+    problem_id: str
+    temperature: float | None
+    text: str
+
+
+def read_replies(path: Path) -> list[Reply]:
+    """Every reply of the file, checked; an error names the file, the line and the field."""
+    if not path.is_file():
+        raise BenchmarkError(f"{path}: no such replies file")
+    replies = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                replies.append(_parse_line(f"{path}:{n}", n, line))
+    if not replies:
+        raise BenchmarkError(f"{path}: no replies")
+    _check_temperatures(path, replies)
+    return replies
+
+
+def _parse_line(where: str, n: int, line: str) -> Reply:
+    try:
+        row = json.loads(line.rstrip("\r\n"))  # a column in the error is then one of this line
+    except json.JSONDecodeError as e:
+        raise BenchmarkError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
+    if not isinstance(row, dict):
+        raise BenchmarkError(f"{where}: expected a JSON object with fields problem_id, reply (and temperature), got {type(row).__name__}")
+    for field in ("problem_id", "reply"):
+        if field not in row:
+            raise BenchmarkError(f"{where}: missing field {field!r}")
+        if not isinstance(row[field], str):
+            raise BenchmarkError(f"{where}: field {field!r} must be a string, got {type(row[field]).__name__}")
+    T = row.get("temperature")
+    if T is not None and (isinstance(T, bool) or not isinstance(T, (int, float)) or T < 0):
+        raise BenchmarkError(f"{where}: field 'temperature' must be a number >= 0, got {T!r}")
+    return Reply(n, row["problem_id"], None if T is None else float(T), row["reply"])
+
+
+def _check_temperatures(path: Path, replies: list[Reply]) -> None:
+    """Temperatures on every line or on none, and distinct at two decimals (results are named T<0.00>.jsonl)."""
+    given = [r for r in replies if r.temperature is not None]
+    if given and len(given) < len(replies):
+        missing = next(r for r in replies if r.temperature is None)
+        raise BenchmarkError(f"{path}:{missing.line}: missing field 'temperature' (line {given[0].line} has one: give it on every line or on none)")
+    first = {}
+    for r in given:
+        other = first.setdefault(_label(r.temperature), r)
+        if other.temperature != r.temperature:
+            raise BenchmarkError(f"{path}:{r.line}: field 'temperature' {r.temperature!r} and {other.temperature!r} (line {other.line}) "
+                                 "are the same at two decimals")
+
+
+def replied_problems(path: Path, replies: list[Reply], problems: list[Problem], bench, benchmark_path: str | None) -> list[Problem]:
+    """The selected problems that have replies, in benchmark order. A problem_id the benchmark does not
+    have at all is an error; one the selection left out is counted and skipped."""
+    selected = {p.id for p in problems}
+    outside = [r for r in replies if r.problem_id not in selected]
+    if outside:
+        known = {p.id for p in bench.problems(benchmark_path)}  # parsed again only when some replies fall outside
+        unknown = next((r for r in outside if r.problem_id not in known), None)
+        if unknown:
+            raise BenchmarkError(f"{path}:{unknown.line}: field 'problem_id': unknown problem {unknown.problem_id!r} (not in {bench.name})")
+        console.print(f"{len(outside)} replies are for problems outside the selection (release window, platforms, limit): not graded")
+    replied = {r.problem_id for r in replies}
+    kept = [p for p in problems if p.id in replied]
+    if not kept:
+        raise BenchmarkError(f"{path}: no reply is for a selected problem of {bench.name}")
+    return kept
+
+
+def samples_by_temperature(path: Path, replies: list[Reply], problems: list[Problem], ks: list[int]) -> dict:
+    """{temperature: [(problem, sample index, reply), ...]} in problem order, every problem at every
+    temperature with enough samples for pass@max(ks)."""
+    by_id = {p.id: p for p in problems}
+    groups: dict = {}
+    for r in replies:
+        if r.problem_id in by_id:
+            groups.setdefault(r.temperature, {}).setdefault(r.problem_id, []).append(r)
+    need = max(ks)
+    for T, per_problem in groups.items():
+        for p in problems:
+            got = per_problem.get(p.id, [])
+            if not got:
+                raise BenchmarkError(f"{path}: problem_id {p.id!r} has no reply at temperature {_label(T)}, others have: "
+                                     "give every problem replies at every temperature")
+            if len(got) < need and not (T == 0 and len(got) == 1):
+                raise BenchmarkError(f"{path}:{got[0].line}: problem_id {p.id!r} has {len(got)} replies at temperature {_label(T)}; "
+                                     f"pass@{need} needs {need} (ks={ks})")
+    return {T: [(p, j, r) for p in problems for j, r in enumerate(groups[T][p.id])] for T in sorted(groups)}
+
+
+def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance) -> dict:
+    """Grade one temperature's replies in blocks, writing the results file after each; records already on
+    disk are kept unless the sandbox failed to grade them (the manifest ties them to the same file)."""
+    path = out / "results" / f"T{_label(T)}.jsonl"  # as a model eval's (load_results); without a temperature: Tnone.jsonl
+    records = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(path)} if path.is_file() else {}
+    todo = [(p, j, r) for p, j, r in samples if records.get((p.id, j), {}).get("status", "sandbox_error") == "sandbox_error"]
+    advance(len(samples) - len(todo))
+    for i in range(0, len(todo), BLOCK):
+        block = todo[i : i + BLOCK]
+        verdicts = bench.grade_many([p for p, _, _ in block], [r.text for _, _, r in block], pool)
+        for (p, j, r), v in zip(block, verdicts):
+            records[p.id, j] = {"problem_id": p.id, "temperature": T, "sample_index": j, "seed": None, "status": v.status,
+                                "passed": v.passed, "detail": v.detail, "reply": r.text, "reply_tokens": None, "finish_reason": None,
+                                "prompt_text": None, "replies_line": r.line}
+        atomic_write_jsonl(path, [records[p.id, j] for p, j, _ in samples if (p.id, j) in records])
+        advance(len(block))
+    return records
+
+
+def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict, source: str, pool: Pool) -> None:
+    """The eval stage for cfg.replies: grade, summarize, print; `problems` is the benchmark's selection."""
+    if cfg.test_n:
+        raise BenchmarkError(f"test_n={cfg.test_n}: the two-phase decoding protocol does not apply to replies made elsewhere; leave it 0")
+    path = Path(cfg.replies)
+    replies = read_replies(path)
+    problems = replied_problems(path, replies, problems, bench, cfg.benchmark_path)
+    groups = samples_by_temperature(path, replies, problems, cfg.ks)
+    inputs["replies"] = sha256_file(path)
+    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source, "replies_file": str(path.resolve())})
+    total = sum(len(samples) for samples in groups.values())
+    with Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("grading", total=total)
+        results = {T: _grade(run.path, bench, T, samples, pool, lambda n: bar.update(task, advance=n)) for T, samples in groups.items()}
+    summary = summarize(cfg, bench, problems, results)
+    for T, records in results.items():  # samples per problem come from the file, not from cfg.n
+        summary["temperatures"][_label(T)]["n"] = max(Counter(problem_id for problem_id, _ in records).values())
+    summary.update(model=f"replies {path.name}", decoding=None, protocol=f"replies made elsewhere: {path.name}",
+                   replies={"path": str(path), "sha256": inputs["replies"], "count": total})
+    atomic_write_json(run.path / "summary.json", summary)
+    run.finish(n_problems=len(problems), n_replies=total)
+    print_sweep(summary)
