@@ -143,6 +143,12 @@ CORPUS = [
          "the __main__ block runs wherever it is (lcb_runner runs it only as the last statement)", lcb_runner=False),
     Case("sum", fenced(SUM + "\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"), True,
          "os._exit(0) after the output is a normal end (it kills lcb_runner's worker: no result)", lcb_runner=False),
+    Case("sum", fenced("import os\nhome = os.getcwd()\n" + SUM), True,
+         "os.getcwd() works (lcb_runner's reliability_guard set it to None)", lcb_runner=False),
+    Case("add", fenced(method("add", "return Always()", "class Always:\n    def __eq__(self, other):\n        return True\n\n")), False,
+         "only plain values are compared (lcb_runner's == lets an object that equals everything pass)", lcb_runner=True),
+    Case("add", fenced(method("add", "return numpy.int64(args[0] + args[1])", "import numpy\n")), False,
+         "a numpy scalar is not a plain value (lcb_runner's == accepts it)", lcb_runner=True),
 ]
 
 

@@ -603,13 +603,14 @@ def _jobs(problem: Problem, program: str, grading: Grading) -> list:
         raise BenchmarkError(f"{problem.id}: expected outputs not computed (load the benchmark with Benchmark.load)")
     n = len(t["inputs"])
     # a limit per call needs no blocks: all tests run in one process, sharing its state, as in lcb_runner
-    size = n if grading.timeout_per_call else CALL_BLOCK
-    blocks = t.get("blocks") or [(i, min(i + size, n)) for i in range(0, n, size or 1)]
+    size = max(n, 1) if grading.timeout_per_call else CALL_BLOCK
+    blocks = t.get("blocks") or [(i, min(i + size, n)) for i in range(0, n, size)]
     entry_point = _entry_point(problem.entry_point, program, grading)
     jobs = []
     for first, end in blocks:
         job = CallTests(program, entry_point, t["inputs"][first:end], t["expected"][first:end], t.get("atol", 0.0),
-                        grading.timeout_per_call, grading.call_runs_main, grading.nested_tuples_as_lists)
+                        timeout_per_call=grading.timeout_per_call, run_main=grading.call_runs_main,
+                        nested_tuples_as_lists=grading.nested_tuples_as_lists)
         job.first = first  # for failure messages: which block of inputs
         jobs.append(job)
     return jobs
