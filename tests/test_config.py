@@ -78,6 +78,17 @@ def test_fingerprint_ignores_volatile_fields():
     assert C.fingerprint_dict(a) != C.fingerprint_dict(C.SampleConfig(temperature=0.5))
 
 
+def test_a_new_field_at_its_default_keeps_the_fingerprint():
+    """Finished stage directories stay valid when a later version adds a field whose default keeps the old behaviour."""
+    import dataclasses
+
+    Old = dataclasses.make_dataclass("Old", [("temperature", float, dataclasses.field(default=1.0))])
+    New = dataclasses.make_dataclass("New", [("temperature", float, dataclasses.field(default=1.0)),
+                                             ("stop", list, dataclasses.field(default_factory=list))])
+    assert C.fingerprint_dict(Old(temperature=1.6)) == C.fingerprint_dict(New(temperature=1.6)) == {"temperature": 1.6}
+    assert C.fingerprint_dict(New(temperature=1.6, stop=["x"])) == {"temperature": 1.6, "stop": ["x"]}
+
+
 def test_cli_flags_become_overrides():
     assert flags_to_overrides(["--top-k", "20", "--use-lora", "--no-packing", "seed=3", "--top-p=0.8"]) == ["top_k=20", "use_lora=true", "packing=false", "seed=3", "top_p=0.8"]
     with pytest.raises(C.ConfigError):

@@ -340,13 +340,19 @@ def to_dict(cfg: Any) -> dict:
 
 
 def fingerprint_dict(cfg: Any) -> dict:
-    """The config minus volatile fields: what must match for two runs to share a directory."""
+    """The config minus volatile fields and fields at their default: what must match for two runs to
+    share a directory. Defaults are left out so that a new field, whose default keeps the old behaviour,
+    leaves finished stage directories valid (a long experiment survives code changes); a default that
+    changes behaviour therefore needs a new field name."""
     out = {}
     for f in dataclasses.fields(cfg):
         if f.metadata.get("volatile"):
             continue
         value = getattr(cfg, f.name)
-        out[f.name] = fingerprint_dict(value) if dataclasses.is_dataclass(value) else value
+        if dataclasses.is_dataclass(value):
+            out[f.name] = fingerprint_dict(value)
+        elif value != (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default):
+            out[f.name] = value
     return out
 
 
