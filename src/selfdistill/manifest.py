@@ -158,7 +158,9 @@ class RunDir:
             existing.unlink()
         if existing.is_file():
             old = json.loads(existing.read_text())
-            differences = _diff(old.get("fingerprint"), fingerprint)
+            # fingerprints leave defaults out: show the full values, so a default reads as its value, not None
+            full_old, full_new = {**old.get("fingerprint", {}), "config": old.get("config")}, {**fingerprint, "config": to_dict(config)}
+            differences = [d for d in _diff(full_old, full_new) if d.split(":")[0] in {k.split(":")[0] for k in _diff(old.get("fingerprint"), fingerprint)}]
             if differences:
                 raise ManifestMismatch(
                     f"{path} holds {old.get('stage')} outputs of a different config or input; refusing to mix them.\n  "
