@@ -129,6 +129,24 @@ def test_top_k_before_top_p_equals_vllm_full_sort():
     assert torch.isfinite(fast(tied.clone(), k, torch.ones(6)))[0].sum() == 22
 
 
+def _reference_full_sort(logits: torch.Tensor, k: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """vLLM's full sort, row by row, as the reference computes it (no engine needed)."""
+    return torch.cat([truncate_logits(row[None], 1.0, int(k_), float(p_)) for row, k_, p_ in zip(logits, k, p)])
+
+
+def test_top_k_before_top_p_sorts_rows_with_a_large_top_k():
+    """A row with 1024 <= top-k < V and no top-p, batched with rows that have top-p, is past the fast
+    path but still truncated: it must get the full sort, not keep the whole vocabulary."""
+    logits = fixed_logits(rows=4, vocab=3000)
+    k = torch.tensor([20, 2000, 3000, 3000], dtype=torch.int32)  # fast path, large top-k, no top-k, no top-k
+    p = torch.tensor([0.8, 1.0, 1.0, 0.9])
+    got = top_k_before_top_p(_reference_full_sort)(logits.clone(), k, p)
+    expected = _reference_full_sort(logits, k, p)
+    assert torch.isfinite(got[1]).sum() == 2000 and torch.isfinite(got[2]).all()
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))
+    assert torch.allclose(got.softmax(-1), expected.softmax(-1), atol=1e-6)
+
+
 def test_seeded_sampler_draws_from_the_distribution():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
     rows = 4000

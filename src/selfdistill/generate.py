@@ -258,8 +258,9 @@ def top_k_before_top_p(full_sort: Callable) -> Callable:
     Qwen), which costs a third of the decoding time of a 0.5B model on CPU. On a row with top-k set,
     top-p only ever sees the k largest logits, so this applies both on those (the same rule: a token is
     kept while the mass above it is below p) and hands a row to `full_sort` where that would differ: a
-    row with top-p but no top-k, or a tie at the k-th logit (vLLM then keeps the whole tie). A row with
-    neither (a greedy request batched with sampled ones) is left as it is, which is what the sort does."""
+    row with top-p but no top-k, a top-k of 1024 or more (beyond the fast path), or a tie at the k-th
+    logit (vLLM then keeps the whole tie). A row with neither (a greedy request batched with sampled
+    ones) is left as it is, which is what the sort does."""
 
     def apply(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None) -> torch.Tensor:
         if k is None or p is None:
@@ -267,7 +268,7 @@ def top_k_before_top_p(full_sort: Callable) -> Callable:
         with_k = k < min(logits.shape[-1], 1024)
         if with_k.all():
             return _top_k_then_top_p(logits, k, p)
-        sort = ~with_k & (p < 1)
+        sort = ~with_k & ((p < 1) | (k < logits.shape[-1]))  # whatever truncates, top-p or a large top-k
         for rows, truncate in ((sort, full_sort), (with_k, _top_k_then_top_p)):
             if rows.any():
                 logits[rows] = truncate(logits[rows], k[rows], p[rows])
