@@ -12,6 +12,17 @@ def test_paper_preset_resolves_table3_settings():
     assert cfg.train.adam_beta2 == 0.95 and cfg.train.weight_decay == 0.1 and cfg.train.global_batch_size == 32
 
 
+PAPER_PRESETS = {"llama-3.1-8b-instruct": "instruct", "qwen3-4b-instruct-2507": "instruct", "qwen3-30b-a3b-instruct": "instruct",
+                 "qwen3-4b-thinking-2507": "thinking", "qwen3-30b-a3b-thinking": "thinking", "gpt-oss-20b": "thinking"}
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_follow_the_paper(name):
+    cfg = C.load_run_config(name)
+    steps = {"instruct": (2500, 250), "thinking": (300, 50)}[PAPER_PRESETS[name]]
+    assert (cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.global_batch_size) == (*steps, 32)
+
+
 @pytest.mark.parametrize("name", C.preset_names())
 def test_every_preset_loads(name):
     cfg = C.load_run_config(name)

@@ -31,8 +31,10 @@ from selfdistill.train import (
     build_trainer,
     end_of_turn_ids,
     length_plan,
+    optimizer_steps,
     prepare,
     train,
+    warmup_steps,
 )
 
 REPLY = "```python\nprint(42)\n```"  # every training reply ends here
@@ -140,6 +142,17 @@ def test_global_batch_is_per_device_times_accumulation_times_processes():
     assert accumulation_steps(TrainConfig(global_batch_size=32, per_device_batch_size=4), processes=2) == 4
     with pytest.raises(TrainError, match="not a multiple"):
         accumulation_steps(TrainConfig(global_batch_size=32, per_device_batch_size=3), processes=2)
+
+
+def test_training_length_in_steps_or_epochs():
+    """The paper trains a fixed number of steps with a fixed warmup (instruct: 2,500 and 250); without
+    them, epochs over the examples and a warmup share rounded down."""
+    paper = TrainConfig(max_steps=2500, warmup_steps=250)
+    assert optimizer_steps(paper, examples=10_000) == 2500 and warmup_steps(paper, 2500) == 250
+    epoch = TrainConfig(num_train_epochs=1, warmup_ratio=0.05)
+    assert optimizer_steps(epoch, examples=100) == 4 and warmup_steps(epoch, 4) == 0
+    with pytest.raises(TrainError, match="warmup_steps 250 leaves none of the 200"):
+        warmup_steps(TrainConfig(max_steps=200, warmup_steps=250), 200)
 
 
 # ---------------------------------------------------------------- the stop token is in the loss

@@ -79,14 +79,15 @@ class TrainConfig:
     lora_target_modules: str = "all-linear"
     learning_rate: float = 5e-6
     min_learning_rate: float = 1e-6  # cosine decays to this floor, not to zero
-    warmup_ratio: float = 0.05
+    warmup_ratio: float = 0.05  # share of the optimizer steps spent warming up, unless warmup_steps is set
+    warmup_steps: int = 0  # > 0 overrides warmup_ratio (paper: 250 for instruct models, 50 for thinking models)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     weight_decay: float = 0.1
     global_batch_size: int = 32  # reached through gradient accumulation over processes
     per_device_batch_size: int = 1
     num_train_epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
+    max_steps: int = -1  # optimizer steps; > 0 overrides epochs (paper: 2,500 for instruct models, 300 for thinking models)
     max_length: int | None = None  # None = the longest sample; never a library default
     packing: bool = False  # padding-free packing (position ids reset per sample)
     bf16: bool = True

@@ -15,9 +15,10 @@ than what was sampled (another chat template, another sequence length; apple/ml-
   the model to stop, or to continue, where the sampler did not).
 
 Paper defaults (all in TrainConfig): full fine-tune, AdamW (0.9, 0.95), weight decay 0.1, cosine
-5e-6 -> 1e-6 with warmup, global batch 32 = per-device batch x accumulation x processes. LoRA is an
-option; the adapter is merged into a full model at the end. bf16 where the hardware computes it
-natively (CUDA, or a CPU with AVX512-BF16/AMX); elsewhere fp32, because emulated bf16 is slower.
+5e-6 -> 1e-6 with warmup, global batch 32 = per-device batch x accumulation x processes; the paper
+presets add its length in optimizer steps (max_steps, warmup_steps). LoRA is an option; the adapter
+is merged into a full model at the end. bf16 where the hardware computes it natively (CUDA, or a
+CPU with AVX512-BF16/AMX); elsewhere fp32, because emulated bf16 is slower.
 `packing` flattens each per-device batch into one padding-free row with position ids restarting
 per example, so padding costs nothing and the batch is still counted in samples.
 
@@ -224,6 +225,16 @@ def optimizer_steps(cfg: TrainConfig, examples: int) -> int:
     return max(1, math.ceil(cfg.num_train_epochs * math.ceil(examples / cfg.global_batch_size)))
 
 
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    """warmup_steps when set (the paper counts warmup in steps), else warmup_ratio of the steps rounded
+    down (transformers rounds up: a 4-step run would spend a step at learning rate 0)."""
+    if cfg.warmup_steps > 0:
+        if cfg.warmup_steps >= steps:
+            raise TrainError(f"warmup_steps {cfg.warmup_steps} leaves none of the {steps} optimizer steps after warmup")
+        return cfg.warmup_steps
+    return int(cfg.warmup_ratio * steps)
+
+
 # ---------------------------------------------------------------- callbacks
 
 
@@ -371,8 +382,7 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr": cfg.min_learning_rate},
-        # floor, not transformers' ceil: a 4-step run must not spend a step at learning rate 0
-        warmup_steps=int(cfg.warmup_ratio * steps),
+        warmup_steps=warmup_steps(cfg, steps),
         optim="adamw_torch",
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,
