@@ -21,6 +21,7 @@ def test_paper_presets_follow_the_paper(name):
     cfg = C.load_run_config(name)
     steps = {"instruct": (2500, 250), "thinking": (300, 50)}[PAPER_PRESETS[name]]
     assert (cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.global_batch_size) == (*steps, 32)
+    assert (cfg.sample.prompts, cfg.sample.prompt_selection) == ("rstar-coder-seed-sft", "paper")
 
 
 @pytest.mark.parametrize("name", C.preset_names())

@@ -98,6 +98,40 @@ def test_rstar_coder_code_path_with_a_local_copy(tmp_path, monkeypatch):
     assert DATASETS["rstar-coder-seed-sft"].hub == ("microsoft/rStar-Coder", "seed_sft", "train")
 
 
+SEED_SFT = [  # rStar-Coder seed_sft's shape: several responses per question, each with is_passed
+    {"question_id": "q1", "question": "Read n, print n*2.", "starter_code": "", "response": "r1", "is_passed": False},
+    {"question_id": "q1", "question": "Read n, print n*2.", "starter_code": "", "response": "r2", "is_passed": True},
+    {"question_id": "q2", "question": "Print the sum of a and b.", "starter_code": "", "response": "r3", "is_passed": False},
+    {"question_id": "q3", "question": "Add.", "starter_code": "class Solution:\n    def add(self, a, b):", "response": "r4", "is_passed": True},
+    {"question_id": "q4", "question": "Add.", "starter_code": "def add(a, b):", "response": "r5", "is_passed": True},
+]
+
+
+def test_paper_selection_keeps_passed_rows_deduplicated_by_question(tmp_path, monkeypatch):
+    """The paper's rule: is_passed rows only, one per question text (starter code aside); "all" keeps
+    every question, deduplicated on statement + starter code."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "rstar-coder-seed-sft").mkdir()
+    pq.write_table(pa.Table.from_pylist(SEED_SFT), tmp_path / "rstar-coder-seed-sft" / "part-0.parquet")
+    monkeypatch.setenv("SELFDISTILL_DATA", str(tmp_path))
+    paper = collect_prompts("rstar-coder-seed-sft", selection="paper")
+    assert [p.id for p in paper.prompts] == ["q1", "q3"]  # q2 never passed; q4 asks q3's question
+    assert paper.not_passed == 2 and paper.duplicates == [{"id": "q4", "duplicate_of": "q3", "where": paper.duplicates[0]["where"]}]
+    assert paper.summary()["selection"] == "paper" and paper.summary()["not_passed_removed"] == 2
+    everything = collect_prompts("rstar-coder-seed-sft")
+    assert [p.id for p in everything.prompts] == ["q1", "q2", "q3", "q4"] and len(everything.duplicates) == 1
+    # a plain file goes through the same rule; a source without is_passed cannot be selected the paper's way
+    path = write_jsonl(tmp_path / "seed.jsonl", SEED_SFT)
+    assert [p.id for p in collect_prompts(str(path), selection="paper").prompts] == ["q1", "q3"]
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"id": "a", "question": "Sum two numbers."}])
+    with pytest.raises(PromptError, match="missing field is_passed"):
+        collect_prompts(str(plain), selection="paper")
+    with pytest.raises(PromptError, match="prompt_selection 'best': choose one of all, paper"):
+        collect_prompts(str(plain), selection="best")
+
+
 def test_decontamination_by_ngram_and_id():
     from selfdistill.benchmarks import benchmark_texts
 

@@ -46,6 +46,9 @@ class SampleConfig:
     model: str = "qwen2.5-coder-0.5b-instruct"
     prompts: str = "leetcode-train"  # a dataset name (see `selfdistill.prompts`), a local file or a hub id
     prompt_field: str | None = None  # the field holding the statement; None = the dataset's default
+    # "paper": rows with is_passed true, deduplicated by question text (rStar-Coder seed_sft -> the paper's
+    # ~10.2k prompts); "all": every row, deduplicated on statement + starter code
+    prompt_selection: str = "all"
     limit: int | None = None  # first N prompts after dedup and decontamination
     prompt_format: str = "system"  # "system" (paper) or "lcb" (LiveCodeBench's user-only template)
     decontaminate: list[str] = field(default_factory=lambda: ["humaneval", "mbpp", "leetcode", "livecodebench"])

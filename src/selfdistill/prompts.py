@@ -2,7 +2,7 @@
 evaluation shares.
 
     load_prompts(source, field=None, limit=None) -> [Prompt]          unique prompts of a source
-    collect_prompts(source, field, decontaminate) -> PromptSet         the same, plus everything removed and why
+    collect_prompts(source, field, decontaminate, selection) -> PromptSet   the same, plus everything removed and why
     build_messages(statement, starter_code, prompt_format) -> [{"role", "content"}, ...]
 
 A source is a named dataset (DATASETS), a local .jsonl/.json/.parquet file (or .gz of one), a directory
@@ -11,6 +11,8 @@ copy from the data directory ($SELFDISTILL_DATA, else ../shared/datasets) when i
 their upstream hub dataset. A malformed row is reported with its file and line and skipped; the rest
 loads. Prompts are deduplicated exactly (whitespace-normalized statement + starter code, first one
 wins), then decontaminated against evaluation benchmarks by problem id and by 13-gram overlap.
+Selection "paper" is the paper's rule for rStar-Coder seed_sft instead: only rows with `is_passed`
+true, deduplicated by the question text alone (~10.2k prompts where "all" leaves more than 30k).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROMPT_FORMATS = ("system", "lcb")
+PROMPT_SELECTIONS = ("all", "paper")
 
 # The paper does not print its sampling prompt; this is our wording of what it describes: a system
 # message asking for a Python solution in a markdown code block, with the problem as the user message.
@@ -127,7 +130,7 @@ DATASETS: dict[str, NamedDataset] = {
                      ("google-research-datasets/mbpp", "full", "validation"), (511, 600)),
         NamedDataset("mbpp-prompt", "MBPP prompt split (task ids 1-10)", _mbpp, "mbpp.jsonl",
                      ("google-research-datasets/mbpp", "full", "prompt"), (1, 10)),
-        NamedDataset("rstar-coder-seed-sft", "rStar-Coder seed_sft, the paper's prompts (~10,168 after dedup; online)", _rstar,
+        NamedDataset("rstar-coder-seed-sft", "rStar-Coder seed_sft, the paper's prompts (~10.2k with prompt_selection=paper; online)", _rstar,
                      "rstar-coder-seed-sft", ("microsoft/rStar-Coder", "seed_sft", "train")),
     ]
 }
@@ -228,13 +231,15 @@ class PromptSet:
     source: str  # what was read: a path or hub id
     source_sha256: str | None  # of the file(s), when local
     rows: int = 0
+    selection: str = "all"  # PROMPT_SELECTIONS
+    not_passed: int = 0  # rows left out by selection "paper" (is_passed false)
     errors: list[dict] = field(default_factory=list)  # {"where": "file:line", "reason"}
     duplicates: list[dict] = field(default_factory=list)  # {"id", "duplicate_of"}
     contaminated: list[dict] = field(default_factory=list)  # {"id", "benchmark", "problem_id", "reason"}
 
     def summary(self) -> dict:
         return {"source": self.source, "source_sha256": self.source_sha256, "rows": self.rows, "errors": len(self.errors),
-                "duplicates_removed": len(self.duplicates), "contaminated_removed": len(self.contaminated),
+                "selection": self.selection, "not_passed_removed": self.not_passed, "duplicates_removed": len(self.duplicates), "contaminated_removed": len(self.contaminated),
                 "contaminated_by_benchmark": dict(Counter(c["benchmark"] for c in self.contaminated)),
                 "prompts": len(self.prompts), "prompts_sha256": prompts_sha256(self.prompts)}
 
@@ -273,15 +278,20 @@ def _source_rows(source: str, errors: list[dict]) -> tuple[str, str | None, Iter
                       + (f" (did you mean {hint[0]!r}?)" if hint else f" ({', '.join(DATASETS)})") + ", and not a hub id (owner/name)")
 
 
-def collect_prompts(source: str, field: str | None = None, decontaminate: list[str] | tuple = ()) -> PromptSet:
-    """Read, parse, deduplicate and decontaminate; every skipped row and removed prompt is recorded."""
+def collect_prompts(source: str, field: str | None = None, decontaminate: list[str] | tuple = (), selection: str = "all") -> PromptSet:
+    """Read, select, parse, deduplicate and decontaminate; every skipped row and removed prompt is recorded."""
+    if selection not in PROMPT_SELECTIONS:
+        raise PromptError(f"prompt_selection {selection!r}: choose one of {', '.join(PROMPT_SELECTIONS)}")
     errors: list[dict] = []
     what, sha, rows, named = _source_rows(source, errors)
-    prompts, n_rows = [], 0
+    prompts, n_rows, not_passed = [], 0, 0
     for where, row in rows:
         n_rows += 1
         try:
             if named and named.task_ids and not named.task_ids[0] <= int(row["task_id"]) <= named.task_ids[1]:
+                continue
+            if selection == "paper" and row["is_passed"] is not True:  # a row without the field is malformed here
+                not_passed += 1
                 continue
             fields = _generic(row, field, where) if field or not named else named.parse(row)
             text, starter = fields["text"], fields["starter_code"]
@@ -299,8 +309,8 @@ def collect_prompts(source: str, field: str | None = None, decontaminate: list[s
     if not prompts:
         raise PromptError(f"{what}: no usable prompts ({n_rows} rows, {len(errors)} malformed"
                           + (f"; first: {errors[0]['where']}: {errors[0]['reason']}" if errors else "") + ")")
-    result = PromptSet(prompts, what, sha, n_rows, errors)
-    result.prompts, result.duplicates = dedup(prompts, errors)
+    result = PromptSet(prompts, what, sha, n_rows, selection, not_passed, errors)
+    result.prompts, result.duplicates = dedup(prompts, errors, _question if selection == "paper" else _statement_and_starter)
     if decontaminate:
         result.prompts, result.contaminated = decontaminate_prompts(result.prompts, list(decontaminate))
     return result
@@ -323,14 +333,22 @@ def _normalized(text: str) -> str:
     return " ".join(text.split())
 
 
-def dedup(prompts: list[Prompt], errors: list[dict]) -> tuple[list[Prompt], list[dict]]:
-    """Exact duplicates (same whitespace-normalized statement and starter code) go; the first stays.
-    A different statement under an id already taken is an error (ids key seeds and records)."""
+def _statement_and_starter(p: Prompt) -> str:
+    return _normalized(p.text) + "\0" + _normalized(p.starter_code or "")
+
+
+def _question(p: Prompt) -> str:
+    return p.text  # the paper's rule: the question text as it is, starter code aside
+
+
+def dedup(prompts: list[Prompt], errors: list[dict], key_of: Callable[[Prompt], str] = _statement_and_starter) -> tuple[list[Prompt], list[dict]]:
+    """Duplicates (equal `key_of`: by default the whitespace-normalized statement and starter code) go; the
+    first stays. A different statement under an id already taken is an error (ids key seeds and records)."""
     first: dict[str, str] = {}
     taken: dict[str, str] = {}
     kept, removed = [], []
     for p in prompts:
-        key = _normalized(p.text) + "\0" + _normalized(p.starter_code or "")
+        key = key_of(p)
         if key in first:
             removed.append({"id": p.id, "duplicate_of": first[key], "where": p.metadata.get("where")})
         elif p.id in taken:

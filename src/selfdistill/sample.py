@@ -100,7 +100,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     model_path = resolve_model(cfg.model)
     if generator is not None and generator.model_path != model_path:
         raise ValueError(f"the generator holds {generator.model_path}, but the config samples from {model_path}")
-    found = collect_prompts(cfg.prompts, cfg.prompt_field, cfg.decontaminate)
+    found = collect_prompts(cfg.prompts, cfg.prompt_field, cfg.decontaminate, cfg.prompt_selection)
     prompts = found.prompts[: cfg.limit] if cfg.limit is not None else found.prompts
     for e in found.errors:
         console.print(f"[yellow]skipped[/] {e['where']}: {e['reason']}")
