@@ -5,7 +5,7 @@ replies are flagged but kept.
 Output directory:
     manifest.json          config, versions, input hashes, effective sampling params, chat template,
                            tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
-                           skips, length histogram, counts of truncated / looping / dropped samples
+                           skips, length histogram, counts of truncated (hit max_tokens) / looping / dropped
     prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt
     shards/shard-00000.jsonl ...   one JSON record per sample, `shard_size` prompts per shard
 
@@ -158,7 +158,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
             atomic_write_jsonl(_shard_path(out, k), records[begin : begin + len(shards[k]) * cfg.n])
     stats = _stats(records, cfg.max_tokens)
     run.finish(counts=stats["counts"], length_histogram=stats["histogram"], skipped=stats["skipped"])
-    _print_summary(stats, out)
+    _print_summary(stats, out, cfg.max_tokens)
     return out
 
 
@@ -217,7 +217,7 @@ def _stats(records: list[dict], max_tokens: int) -> dict:
     return {"counts": counts, "histogram": histogram, "skipped": skipped}
 
 
-def _print_summary(stats: dict, out: Path) -> None:
+def _print_summary(stats: dict, out: Path, max_tokens: int) -> None:
     table = Table("reply tokens", "samples", "", title="reply length histogram", title_justify="left")
     top = max((b["samples"] for b in stats["histogram"]), default=0) or 1
     for b in stats["histogram"]:
@@ -226,7 +226,9 @@ def _print_summary(stats: dict, out: Path) -> None:
     console.print(table)
     c = stats["counts"]
     console.print(f"{c['samples']} samples: {c['kept']} kept, {c['dropped']} dropped (empty {c['empty']}, one-line stub {c['stub']}, "
-                  f"shortest {c['shortest']}, prompt too long {c['prompt_too_long']}); truncated {c['truncated']}, looping {c['looping']} (kept)")
+                  f"shortest {c['shortest']}, prompt too long {c['prompt_too_long']}); looping {c['looping']} (kept)")
+    console.print(f"hit the max_tokens cap of {max_tokens:,}: {c['truncated']} of {c['samples']} samples ({100 * c['truncated'] / max(c['samples'], 1):.1f}%; "
+                  "kept, trained without a stop token)")
     console.print(f"wrote {out}")
 
 
