@@ -23,6 +23,7 @@ def test_paper_presets_follow_the_paper(name):
     assert (cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.global_batch_size) == (*steps, 32)
     assert (cfg.sample.prompts, cfg.sample.prompt_selection) == ("rstar-coder-seed-sft", "paper")
     assert cfg.sample.max_tokens == cfg.eval.max_tokens == 65536 and cfg.sample.max_model_len >= 65536 + 4096
+    assert cfg.eval.prompt_format == "lcb"
 
 
 @pytest.mark.parametrize("name", C.preset_names())

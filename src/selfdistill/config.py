@@ -50,7 +50,7 @@ class SampleConfig:
     # ~10.2k prompts); "all": every row, deduplicated on statement + starter code
     prompt_selection: str = "all"
     limit: int | None = None  # first N prompts after dedup and decontamination
-    prompt_format: str = "system"  # "system" (paper) or "lcb" (LiveCodeBench's user-only template)
+    prompt_format: str = "system"  # "system" (our wording of the paper's description) or "lcb" (the paper's eval prompt)
     decontaminate: list[str] = field(default_factory=lambda: ["humaneval", "mbpp", "leetcode", "livecodebench"])
     temperature: float = 1.6
     top_k: int = 20
@@ -110,7 +110,7 @@ class EvalConfig:
     release_from: str | None = None  # date window (YYYY-MM-DD) for dated benchmarks such as livecodebench
     release_to: str | None = None
     platforms: list[str] = field(default_factory=list)  # e.g. ["leetcode", "atcoder"]; empty = all
-    prompt_format: str = "system"  # as in sampling: "system" (paper) or "lcb" (LiveCodeBench's template)
+    prompt_format: str = "system"  # as in sampling: "system" or "lcb" (the paper's eval prompt: LiveCodeBench's, user only)
     t_eval: float | None = None  # the preset's recommended T_eval for the SSD model (paper Table 3); always swept
     temperatures: list[float] = field(default_factory=lambda: [0.0])
     top_k: int = 0

@@ -38,14 +38,17 @@ SYSTEM_PROMPT = (
     "Reply with a complete, correct Python solution in a single markdown code block (```python ... ```)."
 )
 
-# LiveCodeBench's user-only template (lcb_runner/prompts/code_generation.py, the form it uses for
-# models prompted without a system message), in the exact wording of the paper's evaluation code
-# (apple/ml-ssd, evaluation/benchmark.py).
+# The paper's evaluation prompt, quoted exactly from apple/ml-ssd, evaluation/benchmark.py
+# (LCB_PROMPT_WITH_STARTER_CODE, LCB_PROMPT_WITHOUT_STARTER_CODE): LiveCodeBench's user-only prompt
+# (lcb_runner/prompts/code_generation.py, get_codeqwen_question_template_answer) as the paper ran it. It
+# differs from LiveCodeBench's own where the paper's numbers were measured with the difference, so it is
+# kept: the starter-code form ends "delimiters." with a stray quote and never closes its code fence; the
+# stdin form indents "# YOUR CODE HERE" by two spaces and ends at the closing fence.
 LCB_INSTRUCTION = (
     "You will be given a question (problem specification) and will generate a correct Python program that "
     "matches the specification and passes all tests. You will NOT return anything except for the program."
 )
-LCB_WITH_STARTER = "You will use the following starter code to write the solution to the problem and enclose your code within delimiters as follows."
+LCB_WITH_STARTER = 'You will use the following starter code to write the solution to the problem and enclose your code within delimiters."'
 LCB_STDIN = (
     "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the "
     "sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
@@ -67,16 +70,16 @@ class Prompt:
 
 def build_messages(statement: str, starter_code: str | None = None, prompt_format: str = "system") -> list[dict]:
     """Chat messages for one problem. "system": SYSTEM_PROMPT + the problem (and its starter code) as
-    the user message. "lcb": LiveCodeBench's single user message, in its starter-code form when there
-    is starter code, else its stdin form."""
+    the user message. "lcb": the paper's evaluation prompt (LiveCodeBench's single user message), in its
+    starter-code form when there is starter code, else its stdin form."""
     if prompt_format == "system":
         user = statement if not starter_code else f"{statement}\n\nStarter code:\n```python\n{starter_code}\n```"
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
     if prompt_format == "lcb":
         if starter_code:
-            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_WITH_STARTER}\n```python\n{starter_code}\n```"
+            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_WITH_STARTER}\n```python\n{starter_code}\n"
         else:
-            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_STDIN}\n```python\n# YOUR CODE HERE\n```"
+            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_STDIN}\n```python\n  # YOUR CODE HERE\n```"
         return [{"role": "user", "content": user}]
     raise PromptError(f"unknown prompt_format {prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}")
 
