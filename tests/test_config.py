@@ -35,6 +35,7 @@ def test_every_preset_loads(name):
 def test_gpt_oss_samples_untruncated_and_evaluates_truncated():
     cfg = C.load_run_config("gpt-oss-20b")
     assert (cfg.sample.top_k, cfg.sample.top_p) == (0, 1.0)
+    assert cfg.sample.reasoning_effort == cfg.eval.reasoning_effort == "high" and cfg.sample.chat_date == cfg.eval.chat_date == C.CHAT_DATE
     assert (cfg.eval.top_k, cfg.eval.top_p, cfg.eval.t_eval) == (20, 0.95, 1.0)
 
 

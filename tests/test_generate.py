@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from selfdistill.generate import (
+    HFGenerator,
     SamplingSpec,
     _SeededSampler,
+    chat_prompt,
     hf_logits_processors,
+    keeps_channels,
     load_generator,
     top_k_before_top_p,
     truncate_logits,
@@ -235,3 +238,37 @@ def test_spec_validation():
         SamplingSpec(temperature=-1)
     with pytest.raises(ValueError, match="unknown backend"):
         load_generator("tiny-random", "tensorrt")
+
+
+# ---------------------------------------------------------------------------- GPT-OSS: pinned date, reasoning effort, channels
+
+
+def test_chat_date_is_pinned_and_reasoning_effort_passed(harmony_tokenizer, clock):
+    """GPT-OSS's template stamps today's date: sampling, training and evaluating on other days would see
+    other prompts. With the date pinned, the prompt is the same on every day."""
+    messages = [{"role": "user", "content": "Add two numbers."}]
+    clock("2026-01-01")
+    monday = chat_prompt(harmony_tokenizer, messages, date="2026-04-01", reasoning_effort="high")
+    assert "Current date: 2026-04-01" in monday and "Reasoning: high" in monday and monday.endswith("<|start|>assistant")
+    assert "Current date: 2026-01-01" in chat_prompt(harmony_tokenizer, messages) and "Reasoning: medium" in chat_prompt(harmony_tokenizer, messages)
+    clock("2026-01-02")
+    assert chat_prompt(harmony_tokenizer, messages, date="2026-04-01", reasoning_effort="high") == monday
+    with pytest.raises(ValueError, match="chat_date '04/01/2026': expected a date YYYY-MM-DD"):
+        chat_prompt(harmony_tokenizer, messages, date="04/01/2026")
+
+
+def test_harmony_replies_keep_their_channels(harmony_tokenizer, tiny_model):
+    """A GPT-OSS reply's text keeps the channel markers that grading needs (both backends decode it so,
+    without the stop token); other models' replies are text without special tokens, as before."""
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(tiny_model)
+    assert keeps_channels(harmony_tokenizer) and not keeps_channels(plain)
+    reply = "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>```python\nprint(1)\n```"
+    stop = harmony_tokenizer.convert_tokens_to_ids("<|return|>")
+    ids = harmony_tokenizer(reply, add_special_tokens=False).input_ids + [stop]
+    generator = SimpleNamespace(stop_token_ids=[stop], tokenizer=harmony_tokenizer, keeps_channels=True, pad_id=0)
+    completion = HFGenerator._completion(generator, ids, 10, SamplingSpec())
+    assert completion.text == reply and completion.finish_reason == "stop" and completion.token_ids == ids
+    stripped = HFGenerator._completion(SimpleNamespace(**{**vars(generator), "keeps_channels": False}), ids, 10, SamplingSpec())
+    assert stripped.text == "analysisThink.assistantfinal```python\nprint(1)\n```"  # what grading could not parse

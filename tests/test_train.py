@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selfdistill.config import SampleConfig, TrainConfig
+from selfdistill.generate import chat_prompt
 from selfdistill.manifest import RunDir, atomic_write_jsonl, load_manifest
 from selfdistill.train import (
     COMPLETE,
@@ -113,6 +114,23 @@ def test_samples_with_another_chat_template_are_refused(tmp_path, tiny_model, qw
     tiny_sha = hashlib.sha256(AutoTokenizer.from_pretrained(tiny_model).chat_template.encode()).hexdigest()
     assert "chat template mismatch" in message and qwen_sha in message and tiny_sha in message and str(path) in message
     assert not (tmp_path / "out").exists()  # refused before writing anything
+
+
+def test_prompts_with_a_pinned_date_train_on_another_day(harmony_tokenizer, clock, tmp_path):
+    """GPT-OSS's template stamps a date: samples made one day are rendered the same the next day from the
+    chat template arguments the samples' manifest records; without them they would not match."""
+    messages = [{"role": "user", "content": "Print 42."}]
+    args = {"date": "2026-04-01", "reasoning_effort": "high"}
+    clock("2026-01-01")
+    prompt_text = chat_prompt(harmony_tokenizer, messages, **args)
+    ids = harmony_tokenizer(REPLY, add_special_tokens=False).input_ids
+    record = {"prompt_id": "p0", "sample_index": 0, "messages": messages, "prompt_text": prompt_text, "reply": REPLY, "reply_token_ids": ids,
+              "prompt_tokens": len(harmony_tokenizer(prompt_text, add_special_tokens=False).input_ids), "finish_reason": "length"}
+    clock("2026-01-02")
+    (example,), _ = build_examples([record], harmony_tokenizer, [0], {0}, tmp_path, args)
+    assert example["input_ids"][-len(ids):] == ids
+    with pytest.raises(TrainError, match="differs from its messages"):
+        build_examples([record], harmony_tokenizer, [0], {0}, tmp_path)
 
 
 def test_prompt_tokens_must_match_sampling(tmp_path, tiny_model):

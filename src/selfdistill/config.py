@@ -24,6 +24,9 @@ class ConfigError(ValueError):
     pass
 
 
+CHAT_DATE = "2026-04-01"  # the date chat templates that stamp one see, by default: fixed, so prompts never change with the day
+
+
 def volatile(default: Any = dataclasses.MISSING, **kwargs) -> Any:
     """A field that does not change a stage's outputs (paths, worker counts): it is left out of the
     fingerprint that decides whether an existing run directory may be reused."""
@@ -51,6 +54,8 @@ class SampleConfig:
     prompt_selection: str = "all"
     limit: int | None = None  # first N prompts after dedup and decontamination
     prompt_format: str = "system"  # "system" (our wording of the paper's description) or "lcb" (the paper's eval prompt)
+    chat_date: str = CHAT_DATE  # YYYY-MM-DD, given to templates that stamp today's date (GPT-OSS); training reuses it
+    reasoning_effort: str | None = None  # given to templates that read it (GPT-OSS: the paper's "high"); None = the template's
     decontaminate: list[str] = field(default_factory=lambda: ["humaneval", "mbpp", "leetcode", "livecodebench"])
     temperature: float = 1.6
     top_k: int = 20
@@ -111,6 +116,8 @@ class EvalConfig:
     release_to: str | None = None
     platforms: list[str] = field(default_factory=list)  # e.g. ["leetcode", "atcoder"]; empty = all
     prompt_format: str = "system"  # as in sampling: "system" or "lcb" (the paper's eval prompt: LiveCodeBench's, user only)
+    chat_date: str = CHAT_DATE  # as in sampling; base and SSD models see the same prompts
+    reasoning_effort: str | None = None  # as in sampling
     t_eval: float | None = None  # the preset's recommended T_eval for the SSD model (paper Table 3); always swept
     temperatures: list[float] = field(default_factory=lambda: [0.0])
     top_k: int = 0

@@ -140,10 +140,11 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-    prompt_texts = {p.id: chat_prompt(tokenizer, bench.messages(p, cfg.prompt_format)) for p in problems}
+    template_args = {"date": cfg.chat_date, "reasoning_effort": cfg.reasoning_effort}
+    prompt_texts = {p.id: chat_prompt(tokenizer, bench.messages(p, cfg.prompt_format), **template_args) for p in problems}
     inputs.update(hash_inputs([model_path]) or {"model": model_path})
     inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in problems])  # exactly what the model is fed
-    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source, "model_path": model_path})
+    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source, "model_path": model_path, "chat_template_args": template_args})
     out = run.path
 
     dev_ids, _ = metrics.dev_test_split([p.id for p in problems], cfg.dev_fraction, cfg.seed)

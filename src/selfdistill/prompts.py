@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROMPT_FORMATS = ("system", "lcb")
+HARMONY_CHANNEL = "<|channel|>"  # the special token that opens a channel header in GPT-OSS's harmony format
 PROMPT_SELECTIONS = ("all", "paper")
 
 # The paper does not print its sampling prompt; this is our wording of what it describes: a system

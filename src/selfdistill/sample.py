@@ -3,8 +3,8 @@ T_train with truncation. Nothing is verified; empty replies and one-line stubs a
 replies are flagged but kept.
 
 Output directory:
-    manifest.json          config, versions, input hashes, effective sampling params, chat template,
-                           tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
+    manifest.json          config, versions, input hashes, effective sampling params, chat template and
+                           its arguments (the pinned date, reasoning effort), tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
                            skips, length histogram, counts of truncated (hit max_tokens) / looping / dropped
     prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt
     shards/shard-00000.jsonl ...   one JSON record per sample, `shard_size` prompts per shard
@@ -114,7 +114,8 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     messages = {p.id: build_messages(p.text, p.starter_code, cfg.prompt_format) for p in prompts}
-    prompt_texts = {p.id: chat_prompt(tokenizer, messages[p.id]) for p in prompts}
+    template_args = {"date": cfg.chat_date, "reasoning_effort": cfg.reasoning_effort}
+    prompt_texts = {p.id: chat_prompt(tokenizer, messages[p.id], **template_args) for p in prompts}
 
     inputs = hash_inputs([model_path]) or {"model": model_path}
     inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in prompts])  # exactly what the model is fed
@@ -125,6 +126,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
         "prompt_source": {**found.summary(), "limit": cfg.limit, "selected": len(prompts), "errors_first": found.errors[:20]},
         "chat_template": tokenizer.chat_template,
         "chat_template_sha256": hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest(),
+        "chat_template_args": template_args,  # what training renders the samples' messages with
         "tokenizer": {k: getattr(tokenizer, k) for k in ("eos_token", "eos_token_id", "pad_token", "pad_token_id", "bos_token", "bos_token_id")},
     })
     out = run.path
