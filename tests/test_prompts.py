@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from selfdistill.benchmarks import data_dir, get
+
 from selfdistill.prompts import (
     DATASETS,
     LCB_STDIN,
@@ -143,9 +145,40 @@ def test_decontamination_by_ngram_and_id():
         Prompt(mbpp_id, "A statement that matches nothing at all in any benchmark."),  # same id
         Prompt("fresh", "Write a function that returns the number of distinct prime factors of n, and explain nothing else."),
     ]
-    kept, removed = decontaminate_prompts(prompts, ["livecodebench", "mbpp"])
+    kept, removed, checked = decontaminate_prompts(prompts, ["livecodebench", "mbpp"])
     assert [p.id for p in kept] == ["fresh"]
     assert {(r["id"], r["benchmark"], r["problem_id"]) for r in removed} == {("copy", "livecodebench", lcb_id), (mbpp_id, "mbpp", mbpp_id)}
+    assert [(c["entry"], c["problems"], [o["id"] for o in c["overlap"]]) for c in checked] == [("livecodebench", 400, ["copy"]), ("mbpp", 500, [mbpp_id])]
+
+
+def test_decontamination_entries_name_the_evaluated_data(tmp_path):
+    """An entry is the data an eval reads: a benchmark, its file or hub id, and its release window."""
+    from selfdistill.benchmarks import BenchmarkError, benchmark_texts
+    from selfdistill.prompts import DecontaminationTarget
+
+    hub = DecontaminationTarget.parse("livecodebench/code_generation_lite@2025-02-01..2025-05-31")
+    assert hub == DecontaminationTarget("livecodebench", "livecodebench/code_generation_lite", "2025-02-01", "2025-05-31")
+    for entry in ("mbpp", "jsonl:/data/mine.jsonl", "livecodebench@2025-02-01..", "livecodebench:lcb.jsonl@..2024-01-31"):
+        assert str(DecontaminationTarget.parse(entry)) == entry
+    with pytest.raises(BenchmarkError, match="entry 'codeforces' is not NAME"):
+        DecontaminationTarget.parse("codeforces")
+    # a copy of the benchmark in a file, and a window: only the problems an eval of that window sees count
+    copy = tmp_path / "lcb.jsonl"
+    copy.write_text((data_dir() / "livecodebench-public.jsonl").read_text())
+    problems = dict(benchmark_texts("livecodebench"))
+    dates = {p.id: p.metadata["date"] for p in get("livecodebench").problems()}
+    september = next(i for i in problems if dates[i].startswith("2023-09"))
+    august = next(i for i in problems if dates[i].startswith("2023-08"))
+    prompts = [Prompt("sep", "Solve:\n" + problems[september]), Prompt("aug", "Solve:\n" + problems[august])]
+    kept, removed, (checked,) = decontaminate_prompts(prompts, [f"livecodebench:{copy}@2023-09-01..2023-09-30"])
+    assert [p.id for p in kept] == ["aug"] and [(r["id"], r["problem_id"]) for r in removed] == [("sep", september)]
+    assert checked["source"] == str(copy) and checked["problems"] == sum(d.startswith("2023-09") for d in dates.values())
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": p.id, "question": p.text} for p in prompts])
+    found = collect_prompts(str(path), decontaminate=[f"livecodebench:{copy}@2023-09-01..2023-09-30"])
+    assert found.summary()["decontamination"] == [checked]  # what the sample manifest records
+    # the paper presets' window is not in the shared copy (2023-05 to 2024-03): an error before any sampling
+    with pytest.raises(BenchmarkError, match=r"no problems released in 2025-02-01\.\.2025-05-31"):
+        decontaminate_prompts(prompts, ["livecodebench@2025-02-01..2025-05-31"])
 
 
 def test_decontaminating_leetcode_train_counts():

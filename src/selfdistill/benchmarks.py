@@ -6,7 +6,7 @@
     Benchmark.grade(problem, reply) -> [sandbox job, ...]   all must pass; ExtractionError when there is no code
     Benchmark.graded_by(profile) -> Benchmark               the same benchmark under another grading profile
     Benchmark.grade_many(problems, replies, pool) -> list[Verdict]   every reply through the sandbox
-    benchmark_texts(name) -> [(id, text)]                    what a model is shown, for decontamination
+    benchmark_texts(name, path, from, to) -> [(id, text)]    what a model is shown, for decontamination
 
 Adding a benchmark means writing `parse(row) -> Problem` (the tests as assert code, call tests or stdio
 tests; code the solution needs in front of it as `prefix`) and adding one `Benchmark(...)` to BENCHMARKS.
@@ -534,12 +534,7 @@ class Benchmark:
         """The problems, filtered by release date window (inclusive, YYYY-MM-DD) and platform, then a
         fixed seeded subset of `limit` (see `subset`), ready to grade: humaneval_plus computes its expected
         outputs in `pool` (or a pool of its own), once per problem set, then reads them from a cache."""
-        problems = self.problems(path)
-        if release_from or release_to:
-            undated = [p.id for p in problems if not p.metadata.get("date")]
-            if undated:
-                raise BenchmarkError(f"{self.name}: a date window was given but {len(undated)} problems have no date (e.g. {undated[0]})")
-            problems = [p for p in problems if (release_from or "") <= p.metadata["date"] <= (release_to or "9999")]
+        problems = self.released(self.problems(path), release_from, release_to)
         if platforms:
             wanted = {p.lower() for p in platforms}
             problems = [p for p in problems if (p.metadata.get("platform") or "").lower() in wanted]
@@ -548,6 +543,15 @@ class Benchmark:
         problems = subset(problems, limit, seed)
         _fill_expected_outputs(problems, pool)
         return problems
+
+    def released(self, problems: list[Problem], release_from: str | None, release_to: str | None) -> list[Problem]:
+        """The problems released in the window (YYYY-MM-DD, inclusive; None leaves that side open)."""
+        if not (release_from or release_to):
+            return problems
+        undated = [p.id for p in problems if not p.metadata.get("date")]
+        if undated:
+            raise BenchmarkError(f"{self.name}: a date window was given but {len(undated)} problems have no date (e.g. {undated[0]})")
+        return [p for p in problems if (release_from or "") <= p.metadata["date"] <= (release_to or "9999")]
 
     # ---- prompting
 
@@ -696,9 +700,14 @@ def tests_label(problems: list[Problem]) -> str:
     return "public tests" if counted and not any(counted) else "all tests"
 
 
-def benchmark_texts(name: str, path: str | None = None) -> list[tuple[str, str]]:
-    """(problem id, everything the model is shown) for decontamination of training prompts."""
-    return [(p.id, p.text) for p in get(name).problems(path)]
+def benchmark_texts(name: str, path: str | None = None, release_from: str | None = None, release_to: str | None = None) -> list[tuple[str, str]]:
+    """(problem id, everything the model is shown) for decontamination of training prompts: the problems
+    of `path` (default: the registry's source) released in the window, as an eval of them sees them."""
+    bench = get(name)
+    problems = bench.released(bench.problems(path), release_from, release_to)
+    if not problems:
+        raise BenchmarkError(f"{name}: no problems released in {release_from or ''}..{release_to or ''} in {bench.source(path)}")
+    return [(p.id, p.text) for p in problems]
 
 
 # ---------------------------------------------------------------------------- humaneval_plus outputs

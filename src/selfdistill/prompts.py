@@ -10,9 +10,10 @@ of parquet files, or a Hugging Face hub id (for users who are online). Named dat
 copy from the data directory ($SELFDISTILL_DATA, else ../shared/datasets) when it is there, else
 their upstream hub dataset. A malformed row is reported with its file and line and skipped; the rest
 loads. Prompts are deduplicated exactly (whitespace-normalized statement + starter code, first one
-wins), then decontaminated against evaluation benchmarks by problem id and by 13-gram overlap.
-Selection "paper" is the paper's rule for rStar-Coder seed_sft instead: only rows with `is_passed`
-true, deduplicated by the question text alone (~10.2k prompts where "all" leaves more than 30k).
+wins; selection "paper", the paper's rule for rStar-Coder seed_sft, keeps only rows with `is_passed`
+true and deduplicates by the question text alone: ~10.2k prompts where "all" leaves more than 30k),
+then decontaminated against evaluation benchmark data (DecontaminationTarget: a benchmark, its file or
+hub id, a release window) by problem id and by 13-gram overlap.
 """
 
 from __future__ import annotations
@@ -239,12 +240,13 @@ class PromptSet:
     not_passed: int = 0  # rows left out by selection "paper" (is_passed false)
     errors: list[dict] = field(default_factory=list)  # {"where": "file:line", "reason"}
     duplicates: list[dict] = field(default_factory=list)  # {"id", "duplicate_of"}
-    contaminated: list[dict] = field(default_factory=list)  # {"id", "benchmark", "problem_id", "reason"}
+    contaminated: list[dict] = field(default_factory=list)  # {"id", "entry", "benchmark", "problem_id", "reason"}
+    decontamination: list[dict] = field(default_factory=list)  # per entry: source, window, problems checked, overlap
 
     def summary(self) -> dict:
         return {"source": self.source, "source_sha256": self.source_sha256, "rows": self.rows, "errors": len(self.errors),
                 "selection": self.selection, "not_passed_removed": self.not_passed, "duplicates_removed": len(self.duplicates), "contaminated_removed": len(self.contaminated),
-                "contaminated_by_benchmark": dict(Counter(c["benchmark"] for c in self.contaminated)),
+                "contaminated_by_benchmark": dict(Counter(c["benchmark"] for c in self.contaminated)), "decontamination": self.decontamination,
                 "prompts": len(self.prompts), "prompts_sha256": prompts_sha256(self.prompts)}
 
 
@@ -316,7 +318,7 @@ def collect_prompts(source: str, field: str | None = None, decontaminate: list[s
     result = PromptSet(prompts, what, sha, n_rows, selection, not_passed, errors)
     result.prompts, result.duplicates = dedup(prompts, errors, _question if selection == "paper" else _statement_and_starter)
     if decontaminate:
-        result.prompts, result.contaminated = decontaminate_prompts(result.prompts, list(decontaminate))
+        result.prompts, result.contaminated, result.decontamination = decontaminate_prompts(result.prompts, list(decontaminate))
     return result
 
 
@@ -374,39 +376,83 @@ def _ngrams(text: str, n: int = NGRAM) -> set[int]:
     return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
 
 
-def decontaminate_prompts(prompts: list[Prompt], benchmarks: list[str]) -> tuple[list[Prompt], list[dict]]:
+# An entry of SampleConfig.decontaminate: NAME (a registry benchmark, its default data), NAME:SOURCE (that
+# benchmark read from a file or hub id), or a registry benchmark's hub id; any of them with @FROM..TO, a
+# release-date window (YYYY-MM-DD, either side may be empty) as an eval's release_from/release_to.
+_WINDOW = re.compile(r"@(\d{4}-\d{2}-\d{2})?\.\.(\d{4}-\d{2}-\d{2})?$")
+
+
+@dataclass(frozen=True)
+class DecontaminationTarget:
+    benchmark: str  # a registry name (benchmarks.BENCHMARKS)
+    source: str | None = None  # a file or hub id; None = the registry's default data
+    release_from: str | None = None
+    release_to: str | None = None
+
+    @classmethod
+    def parse(cls, entry: str) -> DecontaminationTarget:
+        from .benchmarks import BENCHMARKS, BenchmarkError
+
+        head, window = entry, (None, None)
+        if m := _WINDOW.search(entry):
+            head, window = entry[: m.start()], m.groups()
+        name, _, source = head.partition(":")
+        if name not in BENCHMARKS:
+            by_hub_id = {b.hub_id: b.name for b in BENCHMARKS.values() if b.hub_id}
+            if head not in by_hub_id:
+                raise BenchmarkError(f"sample.decontaminate: entry {entry!r} is not NAME, NAME:FILE_OR_HUB_ID or a benchmark's hub id "
+                                     f"(optionally @FROM..TO); benchmarks: {', '.join(BENCHMARKS)}")
+            name, source = by_hub_id[head], head
+        return cls(name, source or None, *window)
+
+    def __str__(self) -> str:
+        window = f"@{self.release_from or ''}..{self.release_to or ''}" if self.release_from or self.release_to else ""
+        return f"{self.benchmark}{':' + self.source if self.source else ''}{window}"
+
+
+def decontaminate_prompts(prompts: list[Prompt], entries: list[str]) -> tuple[list[Prompt], list[dict], list[dict]]:
     """Remove prompts that are evaluation problems: the same problem id (ids that are not plain numbers,
     which are row numbers in one dataset and problem numbers in another), or at least MIN_OVERLAP of the
     statement's word 13-grams (lowercased alphanumeric words) inside one benchmark problem's text.
+    `entries` name the benchmark data (DecontaminationTarget); returns the kept prompts, the removed
+    ones, and per entry what was checked (source, window, problems) with the overlap found there.
 
     A share rather than any single shared 13-gram, and the statement without its starter code, because
     coding problems share boilerplate: LeetCode's TreeNode stub, "a subsequence is an array that can be
     derived from another array by deleting...". Measured on leetcode-train against all four benchmarks:
     68 prompts share >= 50% (each a LiveCodeBench problem, verbatim), 4 share 20-50% (one the same
     problem, two sister problems, one tree boilerplate), 11 share 10-20% (boilerplate); 315 share any."""
-    from .benchmarks import benchmark_texts
+    from .benchmarks import benchmark_texts, get
 
-    ids: dict[str, tuple[str, str]] = {}
-    index: dict[int, set[tuple[str, str]]] = {}
-    for name in benchmarks:
-        for pid, text in benchmark_texts(name):
+    ids: dict[str, tuple[str, str, str]] = {}
+    index: dict[int, set[tuple[str, str, str]]] = {}
+    checked = []
+    for entry in entries:
+        target = DecontaminationTarget.parse(entry)
+        texts = benchmark_texts(target.benchmark, target.source, target.release_from, target.release_to)
+        checked.append({"entry": entry, "benchmark": target.benchmark, "source": get(target.benchmark).source(target.source),
+                        "release_from": target.release_from, "release_to": target.release_to, "problems": len(texts)})
+        for pid, text in texts:
+            owner = (entry, target.benchmark, pid)
             if not pid.isdigit():
-                ids.setdefault(pid.lower(), (name, pid))
+                ids.setdefault(pid.lower(), owner)
             for g in _ngrams(text):
-                index.setdefault(g, set()).add((name, pid))
+                index.setdefault(g, set()).add(owner)
     kept, removed = [], []
     for p in prompts:
         hit = ids.get(p.id.lower())
         if hit:
-            removed.append({"id": p.id, "benchmark": hit[0], "problem_id": hit[1], "reason": "same id"})
+            removed.append({"id": p.id, "entry": hit[0], "benchmark": hit[1], "problem_id": hit[2], "reason": "same id"})
             continue
         grams = _ngrams(p.text)
         shared = Counter(owner for g in grams for owner in index.get(g, ()))
         if shared:
             (owner, count), = shared.most_common(1)
             if count / len(grams) >= MIN_OVERLAP:
-                removed.append({"id": p.id, "benchmark": owner[0], "problem_id": owner[1],
+                removed.append({"id": p.id, "entry": owner[0], "benchmark": owner[1], "problem_id": owner[2],
                                 "reason": f"{count}/{len(grams)} {NGRAM}-grams shared"})
                 continue
         kept.append(p)
-    return kept, removed
+    for c in checked:
+        c["overlap"] = [{k: r[k] for k in ("id", "problem_id", "reason")} for r in removed if r["entry"] == c["entry"]]
+    return kept, removed, checked

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from .config import RunConfig, fingerprint_dict
 from .manifest import RunDir, atomic_write_json, load_manifest, sha256_json
+from .prompts import DecontaminationTarget
 
 console = Console(stderr=True)
 
@@ -83,6 +84,16 @@ def _link(root: Path, name: str, target: Path) -> None:
     os.replace(tmp, link)
 
 
+def decontaminated_against_eval(cfg: RunConfig) -> RunConfig:
+    """The run's config with the samples decontaminated against the benchmark data its evals read (the
+    eval's file or hub id and date window), which the configured entries need not name."""
+    ev = cfg.eval
+    entry = str(DecontaminationTarget(ev.benchmark, ev.benchmark_path, ev.release_from, ev.release_to))
+    if entry in cfg.sample.decontaminate:
+        return cfg
+    return replace(cfg, sample=replace(cfg.sample, decontaminate=[*cfg.sample.decontaminate, entry]))
+
+
 def finished(path: Path) -> bool:
     try:
         return bool(load_manifest(path).get("finished_at"))
@@ -96,6 +107,7 @@ def run(cfg: RunConfig) -> Path:
     from .models import resolve_model
     from .sample import sample
 
+    cfg = decontaminated_against_eval(cfg)
     plan = StagePlan.of(cfg)
     manifest = RunDir.open(plan.root, "run", cfg, extra={"stages": {}}, index=True)
     clock = StageClock(list(STAGE_WEIGHTS))

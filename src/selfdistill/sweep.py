@@ -22,7 +22,7 @@ from rich.table import Table
 from .config import RunConfig, fingerprint_dict
 from .manifest import RunDir, sha256_json
 from .metrics import effective_temperature_fit
-from .run import StagePlan, finished, trained_model_dir
+from .run import StagePlan, decontaminated_against_eval, finished, trained_model_dir
 
 console = Console(stderr=True, highlight=False)
 
@@ -34,6 +34,7 @@ def sweep(cfg: RunConfig) -> Path:
     from .sample import sample
     from .train import train
 
+    cfg = decontaminated_against_eval(cfg)  # as `ssd run` does: the two share stage directories
     sweep_cfg = cfg.sweep
     variants = t_train_variants(cfg)
     plans = {t: StagePlan.of(v) for t, v in variants.items()}
