@@ -14,6 +14,8 @@ def test_paper_preset_resolves_table3_settings():
 
 PAPER_PRESETS = {"llama-3.1-8b-instruct": "instruct", "qwen3-4b-instruct-2507": "instruct", "qwen3-30b-a3b-instruct": "instruct",
                  "qwen3-4b-thinking-2507": "thinking", "qwen3-30b-a3b-thinking": "thinking", "gpt-oss-20b": "thinking"}
+TABLE4 = {"llama-3.1-8b-instruct": (0.9, 0, 0.8), "qwen3-4b-instruct-2507": (0.7, 20, 0.8), "qwen3-4b-thinking-2507": (0.6, 20, 0.95),
+          "qwen3-30b-a3b-instruct": (0.7, 20, 0.8), "qwen3-30b-a3b-thinking": (0.6, 20, 0.95), "gpt-oss-20b": (1.0, 0, 1.0)}  # T, top-k, top-p
 
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
@@ -24,6 +26,7 @@ def test_paper_presets_follow_the_paper(name):
     assert (cfg.sample.prompts, cfg.sample.prompt_selection) == ("rstar-coder-seed-sft", "paper")
     assert cfg.sample.max_tokens == cfg.eval.max_tokens == 65536 and cfg.sample.max_model_len >= 65536 + 4096
     assert cfg.eval.prompt_format == "lcb"
+    assert (cfg.eval.base_temperature, cfg.eval.base_top_k, cfg.eval.base_top_p) == TABLE4[name]
 
 
 @pytest.mark.parametrize("name", C.preset_names())

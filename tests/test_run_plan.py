@@ -1,8 +1,9 @@
 """`ssd run` and `ssd sweep` derive stage configs from the run config, without engines: the samples
-are decontaminated against the evaluated benchmark data."""
+are decontaminated against the evaluated benchmark data; the base model is also evaluated at its
+recommended decoding where the config names one."""
 
 from selfdistill import config as C
-from selfdistill.run import StagePlan, decontaminated_against_eval
+from selfdistill.run import STAGE_WEIGHTS, StagePlan, decontaminated_against_eval, recommended_base_eval
 
 
 def test_samples_are_decontaminated_against_the_evaluated_data():
@@ -14,3 +15,17 @@ def test_samples_are_decontaminated_against_the_evaluated_data():
     assert online.sample.decontaminate[-1] == "livecodebench:/data/lcb-v6.jsonl@2025-02-01..2025-05-31"
     default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # evaluates humaneval, already an entry: nothing changes
     assert decontaminated_against_eval(default) == default
+
+
+def test_base_model_is_also_evaluated_at_its_recommended_decoding():
+    cfg = C.load_run_config("llama-3.1-8b-instruct")  # paper Table 4: T 0.9, no top-k, top-p 0.8
+    recommended = recommended_base_eval(cfg.eval)
+    assert (recommended.temperatures, recommended.t_eval, recommended.top_k, recommended.top_p) == ([0.9], None, 0, 0.8)
+    assert (recommended.n, recommended.benchmark, recommended.release_from) == (cfg.eval.n, cfg.eval.benchmark, cfg.eval.release_from)
+    dirs = StagePlan.of(cfg).dirs
+    assert dirs["eval-base-recommended"].name.startswith("eval-base-recommended-") and list(dirs)[:2] == ["samples", "train"]
+    swept = StagePlan.of(C.load_run_config("llama-3.1-8b-instruct", overrides=["eval.temperatures=0.5,1.0", "eval.t_eval=null"]))
+    assert swept.dirs["eval-base-recommended"] == dirs["eval-base-recommended"]  # the sweep's grid does not change it
+    default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # no recommended setting: no such stage
+    assert recommended_base_eval(default.eval) is None and "eval-base-recommended" not in StagePlan.of(default).dirs
+    assert set(dirs) == set(STAGE_WEIGHTS)  # every stage of the run has a weight for the ETA

@@ -123,6 +123,11 @@ class EvalConfig:
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
+    # The base model's recommended decoding (its model card; paper Table 4). `ssd run` and `ssd sweep` also
+    # evaluate the base model at it, reported beside its best T_eval. None: no recommended setting.
+    base_temperature: float | None = None
+    base_top_k: int = 0
+    base_top_p: float = 1.0
     n: int = 1  # samples per problem at each temperature
     # > 0: the two-phase protocol. The temperatures are decoded on the dev split only (n samples each),
     # then the test split only at the temperature chosen on dev (best pass@1), with test_n samples:
