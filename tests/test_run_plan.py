@@ -4,6 +4,7 @@ recommended decoding where the config names one."""
 
 from selfdistill import config as C
 from selfdistill.run import STAGE_WEIGHTS, StagePlan, decontaminated_against_eval, recommended_base_eval
+from selfdistill.sweep import t_train_variants
 
 
 def test_samples_are_decontaminated_against_the_evaluated_data():
@@ -15,6 +16,9 @@ def test_samples_are_decontaminated_against_the_evaluated_data():
     assert online.sample.decontaminate[-1] == "livecodebench:/data/lcb-v6.jsonl@2025-02-01..2025-05-31"
     default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # evaluates humaneval, already an entry: nothing changes
     assert decontaminated_against_eval(default) == default
+    # a sweep's T_train variants (and `ssd report` over sweeps) find the samples `ssd run` makes
+    swept = t_train_variants(C.load_run_config("qwen3-4b-instruct-2507", overrides=["sweep.t_trains=1.6"]))[1.6]
+    assert StagePlan.of(swept).dirs["samples"] == StagePlan.of(derived).dirs["samples"]
 
 
 def test_base_model_is_also_evaluated_at_its_recommended_decoding():

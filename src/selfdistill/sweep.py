@@ -35,7 +35,6 @@ def sweep(cfg: RunConfig) -> Path:
     from .sample import sample
     from .train import train
 
-    cfg = decontaminated_against_eval(cfg)  # as `ssd run` does: the two share stage directories
     sweep_cfg = cfg.sweep
     variants = t_train_variants(cfg)
     plans = {t: StagePlan.of(v) for t, v in variants.items()}
@@ -86,7 +85,9 @@ def sweep(cfg: RunConfig) -> Path:
 
 
 def t_train_variants(cfg: RunConfig) -> dict[float, RunConfig]:
-    """One run config per T_train: its samples at that T_train, its evals over the sweep's T_evals."""
+    """One run config per T_train: its samples at that T_train, decontaminated against the evaluated data
+    as `ssd run`'s are (the two share stage directories), its evals over the sweep's T_evals."""
+    cfg = decontaminated_against_eval(cfg)
     return {t: replace(cfg, sample=replace(cfg.sample, temperature=t), eval=replace(cfg.eval, temperatures=cfg.sweep.t_evals, t_eval=None))
             for t in cfg.sweep.t_trains}
 
