@@ -2,6 +2,10 @@
 are decontaminated against the evaluated benchmark data; the base model is also evaluated at its
 recommended decoding where the config names one."""
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 from selfdistill import config as C
 from selfdistill.run import STAGE_WEIGHTS, StagePlan, decontaminated_against_eval, recommended_base_eval
 from selfdistill.sweep import t_train_variants
@@ -33,3 +37,44 @@ def test_base_model_is_also_evaluated_at_its_recommended_decoding():
     default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # no recommended setting: no such stage
     assert recommended_base_eval(default.eval) is None and "eval-base-recommended" not in StagePlan.of(default).dirs
     assert set(dirs) == set(STAGE_WEIGHTS)  # every stage of the run has a weight for the ETA
+
+
+def test_run_wires_the_derived_stages(tmp_path, monkeypatch):
+    """`ssd run` with stand-in stages: the samples carry the eval's decontamination entry, the base engine
+    also serves the eval at the recommended decoding, and compare.json carries the three base numbers."""
+    import selfdistill.analyze
+    import selfdistill.evaluate
+    import selfdistill.generate
+    import selfdistill.report
+    import selfdistill.sample
+    import selfdistill.train
+    from selfdistill.manifest import RunDir, load_manifest
+    from selfdistill.run import run
+
+    calls = []
+    engine = SimpleNamespace(close=lambda: calls.append(("close", None, None)))
+
+    def stage(kind: str):
+        def fake(cfg, generator=None):
+            calls.append((kind, cfg, generator))
+            RunDir.open(cfg.output_dir, kind, cfg).finish(model_dir=str(tmp_path / "model"))
+            return tmp_path / "model"
+        return fake
+
+    monkeypatch.setattr(selfdistill.generate, "load_generator", lambda *args: engine)
+    for module, name in ((selfdistill.sample, "sample"), (selfdistill.evaluate, "evaluate"), (selfdistill.train, "train"), (selfdistill.analyze, "analyze")):
+        monkeypatch.setattr(module, name, stage(name))
+    monkeypatch.setattr(selfdistill.evaluate, "compare", lambda a, b: {"a": str(a), "b": str(b)})
+    monkeypatch.setattr(selfdistill.evaluate, "base_settings", lambda sweep, recommended: {"recommended_dir": str(recommended)})
+    monkeypatch.setattr(selfdistill.report, "report", lambda root: root / "report" / "report.html")
+    root = run(C.load_run_config("llama-3.1-8b-instruct", overrides=[f"output_dir={tmp_path / 'run'}"]))
+
+    assert [kind for kind, *_ in calls] == ["sample", "evaluate", "evaluate", "close", "train", "evaluate", "analyze"]
+    (_, sampled, shared), (_, base, _), (_, recommended, also_shared), *_, (_, ssd, own), _ = calls
+    assert sampled.decontaminate[-1] == "livecodebench@2025-02-01..2025-05-31" and shared is also_shared is engine and own is None
+    assert (base.temperatures, recommended.temperatures, recommended.top_k, recommended.top_p) == ([0.3, 0.5, 0.7, 0.9, 1.1, 1.3], [0.9], 0, 0.8)
+    assert recommended.model == base.model == "meta-llama/Llama-3.1-8B-Instruct" and ssd.model == str(tmp_path / "model")
+    stages = load_manifest(root)["stages"]
+    compare = json.loads((root / "compare.json").read_text())
+    assert compare["base_settings"] == {"recommended_dir": stages["eval-base-recommended"]["dir"]}
+    assert (root / "eval-base-recommended").resolve() == Path(stages["eval-base-recommended"]["dir"]).resolve()
