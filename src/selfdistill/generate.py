@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .prompts import HARMONY_CHANNEL
+
 BACKENDS = ("vllm", "hf")
 
 Progress = Callable[[int, int], None]  # (completions finished, tokens generated) since the last call
@@ -177,8 +179,6 @@ def keeps_channels(tokenizer) -> bool:
     """Harmony-format models (GPT-OSS) mark their reasoning and their answer with special tokens
     (<|channel|>analysis, <|channel|>final); their reply text keeps those tokens, so that grading can
     find the answer (benchmarks.final_channel). Other replies are text without special tokens."""
-    from .prompts import HARMONY_CHANNEL
-
     return HARMONY_CHANNEL in tokenizer.get_vocab()
 
 
