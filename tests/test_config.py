@@ -25,7 +25,7 @@ def test_paper_presets_follow_the_paper(name):
     assert (cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.global_batch_size) == (*steps, 32)
     assert (cfg.sample.prompts, cfg.sample.prompt_selection) == ("rstar-coder-seed-sft", "paper")
     assert cfg.sample.max_tokens == cfg.eval.max_tokens == 65536 and cfg.sample.max_model_len >= 65536 + 4096
-    assert cfg.eval.prompt_format == "lcb"
+    assert cfg.eval.prompt_format == cfg.eval.grading == "lcb"
     assert (cfg.eval.base_temperature, cfg.eval.base_top_k, cfg.eval.base_top_p) == TABLE4[name]
 
 
