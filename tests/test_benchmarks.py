@@ -46,6 +46,26 @@ def test_fences_with_tildes_longer_fences_and_py_tags():
     assert B.extract_code("````python\ns = '```'\n```\nt = 2\n````", False) == "s = '```'\n```\nt = 2"
 
 
+def test_gpt_oss_is_graded_on_its_final_channel_only():
+    """Harmony replies: the analysis channel is reasoning (its code is never graded); the answer is the
+    last final-channel message; a reply cut off while reasoning has none: extraction_failed."""
+    analysis = "<|channel|>analysis<|message|>Try:\n```python\nprint('draft')\n```<|end|>"
+    final = "<|start|>assistant<|channel|>final<|message|>Done.\n```python\nprint('answer')\n```"
+    assert B.extract_code(analysis + final, completion_fallback=False) == "print('answer')"
+    assert B.extract_code(analysis + final + "<|return|>", completion_fallback=True) == "print('answer')"
+    constrained = "<|start|>assistant<|channel|>final <|constrain|>python<|message|>```python\nprint(2)\n```<|end|>"
+    assert B.final_channel(analysis + constrained) == "```python\nprint(2)\n```"
+    assert B.extract_between_last_fences(analysis + final) == "print('answer')"  # the lcb profile's rule reads the final channel too
+    for cut in (analysis, analysis + "<|start|>assistant<|channel|>final"):  # cut while reasoning, or in the final header
+        for fallback in (False, True):
+            with pytest.raises(B.ExtractionError, match="no final channel"):
+                B.extract_code(cut, completion_fallback=fallback)
+        with pytest.raises(B.ExtractionError, match="no final channel"):
+            B.extract_between_last_fences(cut)
+    verdict = B.get("humaneval").grade_many([B.get("humaneval").problems()[0]], [analysis], pool=None)[0]
+    assert verdict.status == "extraction_failed" and "no final channel" in verdict.detail
+
+
 def test_lcb_style_fails_without_a_fence_completion_style_falls_back():
     code = "def f(x):\n    return x + 1\n"
     with pytest.raises(B.ExtractionError):

@@ -12,6 +12,23 @@ def test_paper_preset_resolves_table3_settings():
     assert cfg.train.adam_beta2 == 0.95 and cfg.train.weight_decay == 0.1 and cfg.train.global_batch_size == 32
 
 
+PAPER_PRESETS = {"llama-3.1-8b-instruct": "instruct", "qwen3-4b-instruct-2507": "instruct", "qwen3-30b-a3b-instruct": "instruct",
+                 "qwen3-4b-thinking-2507": "thinking", "qwen3-30b-a3b-thinking": "thinking", "gpt-oss-20b": "thinking"}
+TABLE4 = {"llama-3.1-8b-instruct": (0.9, 0, 0.8), "qwen3-4b-instruct-2507": (0.7, 20, 0.8), "qwen3-4b-thinking-2507": (0.6, 20, 0.95),
+          "qwen3-30b-a3b-instruct": (0.7, 20, 0.8), "qwen3-30b-a3b-thinking": (0.6, 20, 0.95), "gpt-oss-20b": (1.0, 0, 1.0)}  # T, top-k, top-p
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_follow_the_paper(name):
+    cfg = C.load_run_config(name)
+    steps = {"instruct": (2500, 250), "thinking": (300, 50)}[PAPER_PRESETS[name]]
+    assert (cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.global_batch_size) == (*steps, 32)
+    assert (cfg.sample.prompts, cfg.sample.prompt_selection) == ("rstar-coder-seed-sft", "paper")
+    assert cfg.sample.max_tokens == cfg.eval.max_tokens == 65536 and cfg.sample.max_model_len >= 65536 + 4096
+    assert cfg.eval.prompt_format == cfg.eval.grading == "lcb"
+    assert (cfg.eval.base_temperature, cfg.eval.base_top_k, cfg.eval.base_top_p) == TABLE4[name]
+
+
 @pytest.mark.parametrize("name", C.preset_names())
 def test_every_preset_loads(name):
     cfg = C.load_run_config(name)
@@ -21,6 +38,7 @@ def test_every_preset_loads(name):
 def test_gpt_oss_samples_untruncated_and_evaluates_truncated():
     cfg = C.load_run_config("gpt-oss-20b")
     assert (cfg.sample.top_k, cfg.sample.top_p) == (0, 1.0)
+    assert cfg.sample.reasoning_effort == cfg.eval.reasoning_effort == "high" and cfg.sample.chat_date == cfg.eval.chat_date == C.CHAT_DATE
     assert (cfg.eval.top_k, cfg.eval.top_p, cfg.eval.t_eval) == (20, 0.95, 1.0)
 
 

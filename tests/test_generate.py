@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from selfdistill.generate import (
+    HFGenerator,
     SamplingSpec,
     _SeededSampler,
+    chat_prompt,
     hf_logits_processors,
+    keeps_channels,
     load_generator,
     top_k_before_top_p,
     truncate_logits,
@@ -129,6 +132,24 @@ def test_top_k_before_top_p_equals_vllm_full_sort():
     assert torch.isfinite(fast(tied.clone(), k, torch.ones(6)))[0].sum() == 22
 
 
+def _reference_full_sort(logits: torch.Tensor, k: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """vLLM's full sort, row by row, as the reference computes it (no engine needed)."""
+    return torch.cat([truncate_logits(row[None], 1.0, int(k_), float(p_)) for row, k_, p_ in zip(logits, k, p)])
+
+
+def test_top_k_before_top_p_sorts_rows_with_a_large_top_k():
+    """A row with 1024 <= top-k < V and no top-p, batched with rows that have top-p, is past the fast
+    path but still truncated: it must get the full sort, not keep the whole vocabulary."""
+    logits = fixed_logits(rows=4, vocab=3000)
+    k = torch.tensor([20, 2000, 3000, 3000], dtype=torch.int32)  # fast path, large top-k, no top-k, no top-k
+    p = torch.tensor([0.8, 1.0, 1.0, 0.9])
+    got = top_k_before_top_p(_reference_full_sort)(logits.clone(), k, p)
+    expected = _reference_full_sort(logits, k, p)
+    assert torch.isfinite(got[1]).sum() == 2000 and torch.isfinite(got[2]).all()
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))
+    assert torch.allclose(got.softmax(-1), expected.softmax(-1), atol=1e-6)
+
+
 def test_seeded_sampler_draws_from_the_distribution():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
     rows = 4000
@@ -217,3 +238,37 @@ def test_spec_validation():
         SamplingSpec(temperature=-1)
     with pytest.raises(ValueError, match="unknown backend"):
         load_generator("tiny-random", "tensorrt")
+
+
+# ---------------------------------------------------------------------------- GPT-OSS: pinned date, reasoning effort, channels
+
+
+def test_chat_date_is_pinned_and_reasoning_effort_passed(harmony_tokenizer, clock):
+    """GPT-OSS's template stamps today's date: sampling, training and evaluating on other days would see
+    other prompts. With the date pinned, the prompt is the same on every day."""
+    messages = [{"role": "user", "content": "Add two numbers."}]
+    clock("2026-01-01")
+    monday = chat_prompt(harmony_tokenizer, messages, date="2026-04-01", reasoning_effort="high")
+    assert "Current date: 2026-04-01" in monday and "Reasoning: high" in monday and monday.endswith("<|start|>assistant")
+    assert "Current date: 2026-01-01" in chat_prompt(harmony_tokenizer, messages) and "Reasoning: medium" in chat_prompt(harmony_tokenizer, messages)
+    clock("2026-01-02")
+    assert chat_prompt(harmony_tokenizer, messages, date="2026-04-01", reasoning_effort="high") == monday
+    with pytest.raises(ValueError, match="chat_date '04/01/2026': expected a date YYYY-MM-DD"):
+        chat_prompt(harmony_tokenizer, messages, date="04/01/2026")
+
+
+def test_harmony_replies_keep_their_channels(harmony_tokenizer, tiny_model):
+    """A GPT-OSS reply's text keeps the channel markers that grading needs (both backends decode it so,
+    without the stop token); other models' replies are text without special tokens, as before."""
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(tiny_model)
+    assert keeps_channels(harmony_tokenizer) and not keeps_channels(plain)
+    reply = "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>```python\nprint(1)\n```"
+    stop = harmony_tokenizer.convert_tokens_to_ids("<|return|>")
+    ids = harmony_tokenizer(reply, add_special_tokens=False).input_ids + [stop]
+    generator = SimpleNamespace(stop_token_ids=[stop], tokenizer=harmony_tokenizer, keeps_channels=True, pad_id=0)
+    completion = HFGenerator._completion(generator, ids, 10, SamplingSpec())
+    assert completion.text == reply and completion.finish_reason == "stop" and completion.token_ids == ids
+    stripped = HFGenerator._completion(SimpleNamespace(**{**vars(generator), "keeps_channels": False}), ids, 10, SamplingSpec())
+    assert stripped.text == "analysisThink.assistantfinal```python\nprint(1)\n```"  # what grading could not parse

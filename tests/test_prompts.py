@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from selfdistill.benchmarks import data_dir, get
+
 from selfdistill.prompts import (
     DATASETS,
     LCB_STDIN,
@@ -98,6 +100,40 @@ def test_rstar_coder_code_path_with_a_local_copy(tmp_path, monkeypatch):
     assert DATASETS["rstar-coder-seed-sft"].hub == ("microsoft/rStar-Coder", "seed_sft", "train")
 
 
+SEED_SFT = [  # rStar-Coder seed_sft's shape: several responses per question, each with is_passed
+    {"question_id": "q1", "question": "Read n, print n*2.", "starter_code": "", "response": "r1", "is_passed": False},
+    {"question_id": "q1", "question": "Read n, print n*2.", "starter_code": "", "response": "r2", "is_passed": True},
+    {"question_id": "q2", "question": "Print the sum of a and b.", "starter_code": "", "response": "r3", "is_passed": False},
+    {"question_id": "q3", "question": "Add.", "starter_code": "class Solution:\n    def add(self, a, b):", "response": "r4", "is_passed": True},
+    {"question_id": "q4", "question": "Add.", "starter_code": "def add(a, b):", "response": "r5", "is_passed": True},
+]
+
+
+def test_paper_selection_keeps_passed_rows_deduplicated_by_question(tmp_path, monkeypatch):
+    """The paper's rule: is_passed rows only, one per question text (starter code aside); "all" keeps
+    every question, deduplicated on statement + starter code."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "rstar-coder-seed-sft").mkdir()
+    pq.write_table(pa.Table.from_pylist(SEED_SFT), tmp_path / "rstar-coder-seed-sft" / "part-0.parquet")
+    monkeypatch.setenv("SELFDISTILL_DATA", str(tmp_path))
+    paper = collect_prompts("rstar-coder-seed-sft", selection="paper")
+    assert [p.id for p in paper.prompts] == ["q1", "q3"]  # q2 never passed; q4 asks q3's question
+    assert paper.not_passed == 2 and paper.duplicates == [{"id": "q4", "duplicate_of": "q3", "where": paper.duplicates[0]["where"]}]
+    assert paper.summary()["selection"] == "paper" and paper.summary()["not_passed_removed"] == 2
+    everything = collect_prompts("rstar-coder-seed-sft")
+    assert [p.id for p in everything.prompts] == ["q1", "q2", "q3", "q4"] and len(everything.duplicates) == 1
+    # a plain file goes through the same rule; a source without is_passed cannot be selected the paper's way
+    path = write_jsonl(tmp_path / "seed.jsonl", SEED_SFT)
+    assert [p.id for p in collect_prompts(str(path), selection="paper").prompts] == ["q1", "q3"]
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"id": "a", "question": "Sum two numbers."}])
+    with pytest.raises(PromptError, match="missing field is_passed"):
+        collect_prompts(str(plain), selection="paper")
+    with pytest.raises(PromptError, match="prompt_selection 'best': choose one of all, paper"):
+        collect_prompts(str(plain), selection="best")
+
+
 def test_decontamination_by_ngram_and_id():
     from selfdistill.benchmarks import benchmark_texts
 
@@ -109,9 +145,40 @@ def test_decontamination_by_ngram_and_id():
         Prompt(mbpp_id, "A statement that matches nothing at all in any benchmark."),  # same id
         Prompt("fresh", "Write a function that returns the number of distinct prime factors of n, and explain nothing else."),
     ]
-    kept, removed = decontaminate_prompts(prompts, ["livecodebench", "mbpp"])
+    kept, removed, checked = decontaminate_prompts(prompts, ["livecodebench", "mbpp"])
     assert [p.id for p in kept] == ["fresh"]
     assert {(r["id"], r["benchmark"], r["problem_id"]) for r in removed} == {("copy", "livecodebench", lcb_id), (mbpp_id, "mbpp", mbpp_id)}
+    assert [(c["entry"], c["problems"], [o["id"] for o in c["overlap"]]) for c in checked] == [("livecodebench", 400, ["copy"]), ("mbpp", 500, [mbpp_id])]
+
+
+def test_decontamination_entries_name_the_evaluated_data(tmp_path):
+    """An entry is the data an eval reads: a benchmark, its file or hub id, and its release window."""
+    from selfdistill.benchmarks import BenchmarkError, benchmark_texts
+    from selfdistill.prompts import DecontaminationTarget
+
+    hub = DecontaminationTarget.parse("livecodebench/code_generation_lite@2025-02-01..2025-05-31")
+    assert hub == DecontaminationTarget("livecodebench", "livecodebench/code_generation_lite", "2025-02-01", "2025-05-31")
+    for entry in ("mbpp", "jsonl:/data/mine.jsonl", "livecodebench@2025-02-01..", "livecodebench:lcb.jsonl@..2024-01-31"):
+        assert str(DecontaminationTarget.parse(entry)) == entry
+    with pytest.raises(BenchmarkError, match="entry 'codeforces' is not NAME"):
+        DecontaminationTarget.parse("codeforces")
+    # a copy of the benchmark in a file, and a window: only the problems an eval of that window sees count
+    copy = tmp_path / "lcb.jsonl"
+    copy.write_text((data_dir() / "livecodebench-public.jsonl").read_text())
+    problems = dict(benchmark_texts("livecodebench"))
+    dates = {p.id: p.metadata["date"] for p in get("livecodebench").problems()}
+    september = next(i for i in problems if dates[i].startswith("2023-09"))
+    august = next(i for i in problems if dates[i].startswith("2023-08"))
+    prompts = [Prompt("sep", "Solve:\n" + problems[september]), Prompt("aug", "Solve:\n" + problems[august])]
+    kept, removed, (checked,) = decontaminate_prompts(prompts, [f"livecodebench:{copy}@2023-09-01..2023-09-30"])
+    assert [p.id for p in kept] == ["aug"] and [(r["id"], r["problem_id"]) for r in removed] == [("sep", september)]
+    assert checked["source"] == str(copy) and checked["problems"] == sum(d.startswith("2023-09") for d in dates.values())
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": p.id, "question": p.text} for p in prompts])
+    found = collect_prompts(str(path), decontaminate=[f"livecodebench:{copy}@2023-09-01..2023-09-30"])
+    assert found.summary()["decontamination"] == [checked]  # what the sample manifest records
+    # the paper presets' window is not in the shared copy (2023-05 to 2024-03): an error before any sampling
+    with pytest.raises(BenchmarkError, match=r"no problems released in 2025-02-01\.\.2025-05-31"):
+        decontaminate_prompts(prompts, ["livecodebench@2025-02-01..2025-05-31"])
 
 
 def test_decontaminating_leetcode_train_counts():
@@ -128,8 +195,15 @@ def test_chat_formats():
     assert "```python\ndef add(a, b):\n```" in build_messages("Add.", "def add(a, b):", "system")[1]["content"]
     stdin = build_messages("Add two numbers.", None, "lcb")
     assert len(stdin) == 1 and stdin[0]["role"] == "user" and LCB_STDIN in stdin[0]["content"]
-    assert stdin[0]["content"].endswith("```python\n# YOUR CODE HERE\n```")
+    # the paper's evaluation prompt word for word (apple/ml-ssd evaluation/benchmark.py), quirks included
+    instruction = ("You will be given a question (problem specification) and will generate a correct Python program that matches "
+                   "the specification and passes all tests. You will NOT return anything except for the program.\n\n")
+    assert stdin[0]["content"] == (
+        instruction + "Question: Add two numbers.\n\nRead the inputs from stdin solve the problem and write the answer to stdout (do not "
+        "directly test on the sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
+        "it reads the inputs, runs the algorithm and writes output to STDOUT.\n```python\n  # YOUR CODE HERE\n```")
     starter = build_messages("Add.", "class Solution:\n    def add(self, a, b):", "lcb")[0]["content"]
-    assert "You will use the following starter code" in starter and LCB_STDIN not in starter
+    assert starter == (instruction + "Question: Add.\n\nYou will use the following starter code to write the solution to the problem "
+                       "and enclose your code within delimiters.\"\n```python\nclass Solution:\n    def add(self, a, b):\n")
     with pytest.raises(PromptError, match="unknown prompt_format"):
         build_messages("x", None, "chatml")

@@ -31,13 +31,13 @@ def _stage(root, name: str, stage: str, cfg, **finish) -> RunDir:
     return run
 
 
-def _eval(root, name: str, skill: float, problems, bench, prompt_text: str, seed: int):
-    cfg = EvalConfig(model=name, **EVAL)
+def _eval(root, name: str, skill: float, problems, bench, prompt_text: str, seed: int, **overrides):
+    cfg = EvalConfig(model=name, **{**EVAL, **overrides})
     rng = random.Random(seed)
     results = {}
     run = RunDir.open(root / f"eval-{name}-0123456789", "eval", cfg, {})
     (run.path / "results").mkdir()
-    for T in TEMPS:
+    for T in cfg.temperatures:
         records = {}
         for p in problems:
             for i in range(cfg.n):
@@ -79,7 +79,9 @@ def build_run(root, tiny_model, parts=("samples", "train", "eval", "analysis")):
         prompt_text = tok.apply_chat_template([{"role": "user", "content": "Solve it."}], add_generation_prompt=True, tokenize=False)
         _eval(root, "base", 0.35, problems, bench, prompt_text, seed=1)
         _eval(root, "ssd", 0.5, problems, bench, prompt_text, seed=2)
-        atomic_write_json(root / "compare.json", evaluate.compare(root / "eval-base", root / "eval-ssd"))
+        _eval(root, "base-recommended", 0.35, problems, bench, prompt_text, seed=3, temperatures=[0.6], top_k=0, top_p=0.95)
+        atomic_write_json(root / "compare.json", {**evaluate.compare(root / "eval-base", root / "eval-ssd"),
+                                                  "base_settings": evaluate.base_settings(root / "eval-base", root / "eval-base-recommended")})
         stages["eval-base"], stages["eval-ssd"] = 300.0, 290.0
     if "analysis" in parts:
         from selfdistill.analyze import analyze
@@ -110,6 +112,12 @@ def test_report_contents(full_report):
             sel = s["selection"]["pass@1"]
             assert f"{100 * sel['test_score']:.1f} [{100 * sel['test_ci_lo']:.1f}, {100 * sel['test_ci_hi']:.1f}] at T={sel['best_T']:g}" in doc
         assert f"{100 * compare['test']['mean_diff']:+.1f}" in doc
+        for setting in compare["base_settings"].values():  # the base model three ways: recommended, dev-chosen, optimistic
+            if isinstance(setting, dict):
+                test, every = setting["test"], setting["all"]
+                assert f"{100 * test['mean']:.1f} [{100 * test['ci_lo']:.1f}, {100 * test['ci_hi']:.1f}]" in doc
+                assert f"{100 * every['mean']:.1f} [{100 * every['ci_lo']:.1f}, {100 * every['ci_hi']:.1f}]" in doc
+        assert "its recommended decoding (paper Table 4) | 0.6 | none / 0.95" in md
         assert "smoke-level signal" in doc
         for heading in ("pass@k against T_eval", "By difficulty", "Sample lengths", "paper Figure 6", "Example replies", "Stage wall times"):
             assert heading in doc
@@ -120,6 +128,20 @@ def test_report_contents(full_report):
     assert not re.search(r'(src|href)="(?!data:)', html)
     for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):  # the Markdown twin links files beside it
         assert (root / "report" / name).is_file()
+
+
+def test_base_settings_side_by_side(full_report):
+    """The base model three ways: its recommended decoding, the T_eval chosen on dev (scored on test),
+    and the T_eval best on all problems (optimistic)."""
+    root, _ = full_report
+    base = json.loads((root / "eval-base" / "summary.json").read_text())
+    settings = json.loads((root / "compare.json").read_text())["base_settings"]
+    all_scores = {e["temperature"]: e["pass@1"]["all"]["mean"] for e in base["temperatures"].values()}
+    assert settings["metric"] == "pass@1" and set(settings) == {"metric", "recommended", "dev_chosen", "optimistic"}
+    assert (settings["recommended"]["T"], settings["recommended"]["top_k"], settings["recommended"]["top_p"]) == (0.6, 0, 0.95)
+    assert settings["dev_chosen"]["T"] == base["selection"]["pass@1"]["best_T"]
+    assert settings["optimistic"]["all"]["mean"] == max(all_scores.values())
+    assert settings["optimistic"]["T"] == min(T for T, m in all_scores.items() if m == max(all_scores.values()))
 
 
 def test_partial_run_says_not_run(tiny_model, tmp_path):

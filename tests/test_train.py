@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selfdistill.config import SampleConfig, TrainConfig
+from selfdistill.generate import chat_prompt
 from selfdistill.manifest import RunDir, atomic_write_jsonl, load_manifest
 from selfdistill.train import (
     COMPLETE,
@@ -31,8 +32,10 @@ from selfdistill.train import (
     build_trainer,
     end_of_turn_ids,
     length_plan,
+    optimizer_steps,
     prepare,
     train,
+    warmup_steps,
 )
 
 REPLY = "```python\nprint(42)\n```"  # every training reply ends here
@@ -113,6 +116,23 @@ def test_samples_with_another_chat_template_are_refused(tmp_path, tiny_model, qw
     assert not (tmp_path / "out").exists()  # refused before writing anything
 
 
+def test_prompts_with_a_pinned_date_train_on_another_day(harmony_tokenizer, clock, tmp_path):
+    """GPT-OSS's template stamps a date: samples made one day are rendered the same the next day from the
+    chat template arguments the samples' manifest records; without them they would not match."""
+    messages = [{"role": "user", "content": "Print 42."}]
+    args = {"date": "2026-04-01", "reasoning_effort": "high"}
+    clock("2026-01-01")
+    prompt_text = chat_prompt(harmony_tokenizer, messages, **args)
+    ids = harmony_tokenizer(REPLY, add_special_tokens=False).input_ids
+    record = {"prompt_id": "p0", "sample_index": 0, "messages": messages, "prompt_text": prompt_text, "reply": REPLY, "reply_token_ids": ids,
+              "prompt_tokens": len(harmony_tokenizer(prompt_text, add_special_tokens=False).input_ids), "finish_reason": "length"}
+    clock("2026-01-02")
+    (example,), _ = build_examples([record], harmony_tokenizer, [0], {0}, tmp_path, args)
+    assert example["input_ids"][-len(ids):] == ids
+    with pytest.raises(TrainError, match="differs from its messages"):
+        build_examples([record], harmony_tokenizer, [0], {0}, tmp_path)
+
+
 def test_prompt_tokens_must_match_sampling(tmp_path, tiny_model):
     from selfdistill.sample import load_samples
 
@@ -140,6 +160,17 @@ def test_global_batch_is_per_device_times_accumulation_times_processes():
     assert accumulation_steps(TrainConfig(global_batch_size=32, per_device_batch_size=4), processes=2) == 4
     with pytest.raises(TrainError, match="not a multiple"):
         accumulation_steps(TrainConfig(global_batch_size=32, per_device_batch_size=3), processes=2)
+
+
+def test_training_length_in_steps_or_epochs():
+    """The paper trains a fixed number of steps with a fixed warmup (instruct: 2,500 and 250); without
+    them, epochs over the examples and a warmup share rounded down."""
+    paper = TrainConfig(max_steps=2500, warmup_steps=250)
+    assert optimizer_steps(paper, examples=10_000) == 2500 and warmup_steps(paper, 2500) == 250
+    epoch = TrainConfig(num_train_epochs=1, warmup_ratio=0.05)
+    assert optimizer_steps(epoch, examples=100) == 4 and warmup_steps(epoch, 4) == 0
+    with pytest.raises(TrainError, match="warmup_steps 250 leaves none of the 200"):
+        warmup_steps(TrainConfig(max_steps=200, warmup_steps=250), 200)
 
 
 # ---------------------------------------------------------------- the stop token is in the loss

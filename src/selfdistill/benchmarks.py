@@ -6,7 +6,7 @@
     Benchmark.grade(problem, reply) -> [sandbox job, ...]   all must pass; ExtractionError when there is no code
     Benchmark.graded_by(profile) -> Benchmark               the same benchmark under another grading profile
     Benchmark.grade_many(problems, replies, pool) -> list[Verdict]   every reply through the sandbox
-    benchmark_texts(name) -> [(id, text)]                    what a model is shown, for decontamination
+    benchmark_texts(name, path, from, to) -> [(id, text)]    what a model is shown, for decontamination
 
 Adding a benchmark means writing `parse(row) -> Problem` (the tests as assert code, call tests or stdio
 tests; code the solution needs in front of it as `prefix`) and adding one `Benchmark(...)` to BENCHMARKS.
@@ -18,8 +18,9 @@ Data: `load()` reads the registry's default file from the data directory ($SELFD
 
 Grading follows a profile (grading.py, docs/grading.md): `strict` by default, `lcb` (lcb_runner's verdicts)
 for livecodebench. Under `strict`, the rules follow the official harnesses where they differ:
-  * extraction: <think> sections are stripped, then the last fenced Python block is the answer. Without
-    a complete fenced block, LiveCodeBench and LeetCode count the reply as failed (as lcb_runner does);
+  * extraction: <think> sections are stripped (of a GPT-OSS reply, only the final channel is kept:
+    answer_text), then the last fenced Python block is the answer. Without a complete fenced
+    block, LiveCodeBench and LeetCode count the reply as failed (as lcb_runner does);
     the function-completion benchmarks take the reply itself when it parses as Python (HumanEval's
     completion style; the body alone is appended to the prompt).
   * humaneval: the package's `check(candidate)`. The prompt (imports, helpers such as `poly`) runs before
@@ -74,6 +75,7 @@ from importlib import resources
 from pathlib import Path
 
 from .grading import PROFILES, Grading
+from .prompts import HARMONY_CHANNEL
 from .sandbox import AssertTests, CallTests, Pool, StdioTests, job_seconds
 
 
@@ -184,6 +186,26 @@ def strip_thinking(reply: str) -> str:
     return reply
 
 
+# A final-channel message of GPT-OSS's harmony format: its header (an optional <|constrain|> type
+# included), then the message up to <|end|>, <|return|> or <|call|>, or to the end of a cut reply.
+_FINAL = re.compile(r"<\|channel\|>final(?:[^<]|<\|constrain\|>)*<\|message\|>(.*?)(?:<\|(?:end|return|call)\|>|$)", re.DOTALL)
+
+
+def final_channel(reply: str) -> str:
+    """The answer of a harmony-format reply (GPT-OSS): its last final-channel message. The analysis
+    channel is reasoning, never graded; a reply cut off before a final channel has no answer."""
+    finals = _FINAL.findall(reply)
+    if not finals:
+        raise ExtractionError("no final channel: the reply ends while reasoning (analysis channel)")
+    return finals[-1]
+
+
+def answer_text(reply: str) -> str:
+    """The part of a reply that answers, for either extraction rule: a harmony reply's final channel
+    (GPT-OSS), else the reply without its <think> sections."""
+    return final_channel(reply) if HARMONY_CHANNEL in reply else strip_thinking(reply)
+
+
 def fenced_blocks(text: str) -> tuple[list[tuple[str, str]], str | None]:
     """Markdown code blocks as (language, code), in order, and the code after an unclosed fence (None if
     every fence closed). A fence closes with the same character, at least as long, and no info string."""
@@ -220,7 +242,7 @@ def extract_code(reply: str, completion_fallback: bool, prompt: str = "") -> str
     `completion_fallback`, as HumanEval-style harnesses do): an unclosed final block (the reply hit
     max_tokens or forgot the fence), then the reply itself when it parses as Python, alone or as the
     continuation of `prompt` (a base model's completion of HumanEval's function header)."""
-    text = strip_thinking(reply)
+    text = answer_text(reply)
     blocks, unclosed = fenced_blocks(text)
     python = [code for tag, code in blocks if tag in _PYTHON_TAGS and code.strip()]
     if python:
@@ -236,9 +258,9 @@ def extract_code(reply: str, completion_fallback: bool, prompt: str = "") -> str
 
 def extract_between_last_fences(reply: str) -> str:
     """lcb_runner's extraction: the lines between the last two lines that contain ``` anywhere, whatever
-    their tag (an output block last wins over the code above it). <think> sections are stripped first:
-    see docs/grading.md. Fewer than two such lines, or only blanks between them, is no code."""
-    lines = strip_thinking(reply).split("\n")
+    their tag (an output block last wins over the code above it). <think> sections are stripped first
+    (of a GPT-OSS reply, only the final channel is read: answer_text): see docs/grading.md. Fewer than two such lines, or only blanks between them, is no code."""
+    lines = answer_text(reply).split("\n")
     fences = [i for i, line in enumerate(lines) if "```" in line]
     if len(fences) < 2:
         raise ExtractionError("fewer than two lines with a code fence")
@@ -512,12 +534,7 @@ class Benchmark:
         """The problems, filtered by release date window (inclusive, YYYY-MM-DD) and platform, then a
         fixed seeded subset of `limit` (see `subset`), ready to grade: humaneval_plus computes its expected
         outputs in `pool` (or a pool of its own), once per problem set, then reads them from a cache."""
-        problems = self.problems(path)
-        if release_from or release_to:
-            undated = [p.id for p in problems if not p.metadata.get("date")]
-            if undated:
-                raise BenchmarkError(f"{self.name}: a date window was given but {len(undated)} problems have no date (e.g. {undated[0]})")
-            problems = [p for p in problems if (release_from or "") <= p.metadata["date"] <= (release_to or "9999")]
+        problems = self.released(self.problems(path), release_from, release_to)
         if platforms:
             wanted = {p.lower() for p in platforms}
             problems = [p for p in problems if (p.metadata.get("platform") or "").lower() in wanted]
@@ -526,6 +543,15 @@ class Benchmark:
         problems = subset(problems, limit, seed)
         _fill_expected_outputs(problems, pool)
         return problems
+
+    def released(self, problems: list[Problem], release_from: str | None, release_to: str | None) -> list[Problem]:
+        """The problems released in the window (YYYY-MM-DD, inclusive; None leaves that side open)."""
+        if not (release_from or release_to):
+            return problems
+        undated = [p.id for p in problems if not p.metadata.get("date")]
+        if undated:
+            raise BenchmarkError(f"{self.name}: a date window was given but {len(undated)} problems have no date (e.g. {undated[0]})")
+        return [p for p in problems if (release_from or "") <= p.metadata["date"] <= (release_to or "9999")]
 
     # ---- prompting
 
@@ -674,9 +700,14 @@ def tests_label(problems: list[Problem]) -> str:
     return "public tests" if counted and not any(counted) else "all tests"
 
 
-def benchmark_texts(name: str, path: str | None = None) -> list[tuple[str, str]]:
-    """(problem id, everything the model is shown) for decontamination of training prompts."""
-    return [(p.id, p.text) for p in get(name).problems(path)]
+def benchmark_texts(name: str, path: str | None = None, release_from: str | None = None, release_to: str | None = None) -> list[tuple[str, str]]:
+    """(problem id, everything the model is shown) for decontamination of training prompts: the problems
+    of `path` (default: the registry's source) released in the window, as an eval of them sees them."""
+    bench = get(name)
+    problems = bench.released(bench.problems(path), release_from, release_to)
+    if not problems:
+        raise BenchmarkError(f"{name}: no problems released in {release_from or ''}..{release_to or ''} in {bench.source(path)}")
+    return [(p.id, p.text) for p in problems]
 
 
 # ---------------------------------------------------------------------------- humaneval_plus outputs

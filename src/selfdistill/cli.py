@@ -69,9 +69,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .benchmarks import BenchmarkError
     from .manifest import ManifestMismatch
     from .models import FetchError
+    from .prompts import PromptError
     from .train import TrainError
 
-    return ConfigError, ManifestMismatch, FetchError, BenchmarkError, TrainError, AnalyzeError, FileNotFoundError
+    return ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, TrainError, AnalyzeError, FileNotFoundError
 
 
 def _call(entry: str, *args) -> None:

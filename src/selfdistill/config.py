@@ -24,6 +24,9 @@ class ConfigError(ValueError):
     pass
 
 
+CHAT_DATE = "2026-04-01"  # the date chat templates that stamp one see, by default: fixed, so prompts never change with the day
+
+
 def volatile(default: Any = dataclasses.MISSING, **kwargs) -> Any:
     """A field that does not change a stage's outputs (paths, worker counts): it is left out of the
     fingerprint that decides whether an existing run directory may be reused."""
@@ -46,8 +49,13 @@ class SampleConfig:
     model: str = "qwen2.5-coder-0.5b-instruct"
     prompts: str = "leetcode-train"  # a dataset name (see `selfdistill.prompts`), a local file or a hub id
     prompt_field: str | None = None  # the field holding the statement; None = the dataset's default
+    # "paper": rows with is_passed true, deduplicated by question text (rStar-Coder seed_sft -> the paper's
+    # ~10.2k prompts); "all": every row, deduplicated on statement + starter code
+    prompt_selection: str = "all"
     limit: int | None = None  # first N prompts after dedup and decontamination
-    prompt_format: str = "system"  # "system" (paper) or "lcb" (LiveCodeBench's user-only template)
+    prompt_format: str = "system"  # "system" (our wording of the paper's description) or "lcb" (the paper's eval prompt)
+    chat_date: str = CHAT_DATE  # YYYY-MM-DD, given to templates that stamp today's date (GPT-OSS); training reuses it
+    reasoning_effort: str | None = None  # given to templates that read it (GPT-OSS: the paper's "high"); None = the template's
     decontaminate: list[str] = field(default_factory=lambda: ["humaneval", "mbpp", "leetcode", "livecodebench"])
     temperature: float = 1.6
     top_k: int = 20
@@ -79,14 +87,15 @@ class TrainConfig:
     lora_target_modules: str = "all-linear"
     learning_rate: float = 5e-6
     min_learning_rate: float = 1e-6  # cosine decays to this floor, not to zero
-    warmup_ratio: float = 0.05
+    warmup_ratio: float = 0.05  # share of the optimizer steps spent warming up, unless warmup_steps is set
+    warmup_steps: int = 0  # > 0 overrides warmup_ratio (paper: 250 for instruct models, 50 for thinking models)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     weight_decay: float = 0.1
     global_batch_size: int = 32  # reached through gradient accumulation over processes
     per_device_batch_size: int = 1
     num_train_epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
+    max_steps: int = -1  # optimizer steps; > 0 overrides epochs (paper: 2,500 for instruct models, 300 for thinking models)
     max_length: int | None = None  # None = the longest sample; never a library default
     packing: bool = False  # padding-free packing (position ids reset per sample)
     bf16: bool = True
@@ -106,12 +115,19 @@ class EvalConfig:
     release_from: str | None = None  # date window (YYYY-MM-DD) for dated benchmarks such as livecodebench
     release_to: str | None = None
     platforms: list[str] = field(default_factory=list)  # e.g. ["leetcode", "atcoder"]; empty = all
-    prompt_format: str = "system"  # as in sampling: "system" (paper) or "lcb" (LiveCodeBench's template)
+    prompt_format: str = "system"  # as in sampling: "system" or "lcb" (the paper's eval prompt: LiveCodeBench's, user only)
+    chat_date: str = CHAT_DATE  # as in sampling; base and SSD models see the same prompts
+    reasoning_effort: str | None = None  # as in sampling
     t_eval: float | None = None  # the preset's recommended T_eval for the SSD model (paper Table 3); always swept
     temperatures: list[float] = field(default_factory=lambda: [0.0])
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
+    # The base model's recommended decoding (its model card; paper Table 4). `ssd run` and `ssd sweep` also
+    # evaluate the base model at it, reported beside its best T_eval. None: no recommended setting.
+    base_temperature: float | None = None
+    base_top_k: int = 0
+    base_top_p: float = 1.0
     n: int = 1  # samples per problem at each temperature
     # > 0: the two-phase protocol. The temperatures are decoded on the dev split only (n samples each),
     # then the test split only at the temperature chosen on dev (best pass@1), with test_n samples:

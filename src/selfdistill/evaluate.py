@@ -2,6 +2,7 @@
 
     evaluate(cfg, generator=None) -> output dir      the stage (`ssd eval`); reuses `generator` if given
     compare(eval_dir_a, eval_dir_b, k=1) -> dict     paired comparison of two models on the same problems
+    base_settings(sweep_dir, recommended_dir) -> dict   the base model at its recommended, dev-chosen and best T
 
 `--oracle` grades the benchmark's reference solutions instead, and `--replies FILE.jsonl` grades replies
 made elsewhere (replies.py) with no model loaded; both write the layout below. Verdicts follow the
@@ -140,10 +141,11 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-    prompt_texts = {p.id: chat_prompt(tokenizer, bench.messages(p, cfg.prompt_format)) for p in problems}
+    template_args = {"date": cfg.chat_date, "reasoning_effort": cfg.reasoning_effort}
+    prompt_texts = {p.id: chat_prompt(tokenizer, bench.messages(p, cfg.prompt_format), **template_args) for p in problems}
     inputs.update(hash_inputs([model_path]) or {"model": model_path})
     inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in problems])  # exactly what the model is fed
-    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source, "model_path": model_path})
+    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source, "model_path": model_path, "chat_template_args": template_args})
     out = run.path
 
     dev_ids, _ = metrics.dev_test_split([p.id for p in problems], cfg.dev_fraction, cfg.seed)
@@ -441,6 +443,32 @@ def load_results(eval_dir: str | Path) -> tuple[dict, dict[float, list[dict]]]:
         raise BenchmarkError(f"{eval_dir} is an oracle run: there is no model to compare")
     results = {e["temperature"]: read_jsonl(eval_dir / "results" / f"T{name}.jsonl") for name, e in summary["temperatures"].items()}
     return summary, results
+
+
+def base_settings(sweep_dir: str | Path, recommended_dir: str | Path | None = None, k: int = 1) -> dict:
+    """The base model's pass@k three ways, from the eval summaries: at its recommended decoding (paper
+    Table 4, the eval in `recommended_dir`), at the T_eval chosen on dev (the fair baseline), and at the
+    T_eval best on all problems (optimistic: chosen on the problems it is scored on). Each gives its
+    test and all-problem scores; a setting the evals cannot give is left out."""
+    metric = f"pass@{k}"
+    sweep = json.loads((Path(sweep_dir) / "summary.json").read_text())
+    entries = {e["temperature"]: e for e in sweep["temperatures"].values()}
+
+    def setting(summary: dict, entry: dict) -> dict:
+        return {"T": entry["temperature"], "top_k": summary["decoding"]["top_k"], "top_p": summary["decoding"]["top_p"],
+                "test": entry[metric]["test"], "all": entry[metric]["all"]}
+
+    out = {"metric": metric}
+    if recommended_dir:
+        recommended = json.loads((Path(recommended_dir) / "summary.json").read_text())
+        out["recommended"] = setting(recommended, next(iter(recommended["temperatures"].values())))
+    chosen = sweep["selection"].get(metric, {})
+    if "best_T" in chosen:
+        out["dev_chosen"] = setting(sweep, entries[chosen["best_T"]])
+    if all(e[metric]["all"] for e in entries.values()):  # the two-phase protocol decodes few temperatures on all problems
+        best = max(entries, key=lambda T: (entries[T][metric]["all"]["mean"], -T))  # ties -> the lower T
+        out["optimistic"] = setting(sweep, entries[best])
+    return out
 
 
 def compare(eval_dir_a: str | Path, eval_dir_b: str | Path, k: int = 1, seed: int = 0) -> dict:

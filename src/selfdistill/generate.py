@@ -2,7 +2,7 @@
 and transformers (`hf`, the reference and fallback).
 
     gen = load_generator(model, backend="vllm", max_model_len=4096, tensor_parallel_size=1, seed=0)
-    prompt = gen.chat_prompt(messages)                       # the model's own chat template
+    prompt = gen.chat_prompt(messages, date="2026-04-01")    # the model's own chat template, its date pinned
     completions = gen.generate([prompt, ...], SamplingSpec(temperature=1.6, top_k=20, top_p=0.8), seeds=[...])
     gen.effective_params(spec)                                # what the backend applies, for manifests
     gen.close()
@@ -25,6 +25,7 @@ different random streams: same distribution, different draws.
 
 from __future__ import annotations
 
+import datetime
 import gc
 import io
 import os
@@ -33,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
+
+from .prompts import HARMONY_CHANNEL
 
 BACKENDS = ("vllm", "hf")
 
@@ -154,11 +157,29 @@ def hf_logits_processors(spec: SamplingSpec):
 # ---------------------------------------------------------------------------- the interface
 
 
-def chat_prompt(tokenizer, messages: list[dict]) -> str:
-    """The model's own chat template, ready for the assistant's reply."""
+def chat_prompt(tokenizer, messages: list[dict], date: str | None = None, reasoning_effort: str | None = None) -> str:
+    """The model's own chat template, ready for the assistant's reply. A template that stamps today's
+    date (GPT-OSS's strftime_now) gets `date` (YYYY-MM-DD) instead, so a prompt is the same whatever day
+    it is rendered on (sampling, training, resuming, evaluating base and SSD); None = today.
+    `reasoning_effort` goes to templates that read it (GPT-OSS: low, medium, high); None = theirs."""
     if not tokenizer.chat_template:
         raise ValueError(f"{tokenizer.name_or_path} has no chat template; ssd needs an instruct/chat model")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    args = {}
+    if date is not None:
+        try:
+            args["strftime_now"] = datetime.date.fromisoformat(date).strftime  # replaces the template's clock
+        except ValueError:
+            raise ValueError(f"chat_date {date!r}: expected a date YYYY-MM-DD") from None
+    if reasoning_effort is not None:
+        args["reasoning_effort"] = reasoning_effort
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **args)
+
+
+def keeps_channels(tokenizer) -> bool:
+    """Harmony-format models (GPT-OSS) mark their reasoning and their answer with special tokens
+    (<|channel|>analysis, <|channel|>final); their reply text keeps those tokens, so that grading can
+    find the answer (benchmarks.final_channel). Other replies are text without special tokens."""
+    return HARMONY_CHANNEL in tokenizer.get_vocab()
 
 
 def stop_token_ids(model_path: str, tokenizer) -> list[int]:
@@ -186,9 +207,10 @@ class Generator:
         self.seed = seed
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.stop_token_ids = stop_token_ids(model_path, self.tokenizer)
+        self.keeps_channels = keeps_channels(self.tokenizer)
 
-    def chat_prompt(self, messages: list[dict]) -> str:
-        return chat_prompt(self.tokenizer, messages)
+    def chat_prompt(self, messages: list[dict], date: str | None = None, reasoning_effort: str | None = None) -> str:
+        return chat_prompt(self.tokenizer, messages, date, reasoning_effort)
 
     def generate(self, prompts: list[str], spec: SamplingSpec | list[SamplingSpec], seeds: list[int] | None = None,
                  progress: Progress | None = None) -> list[list[Completion]]:
@@ -258,8 +280,9 @@ def top_k_before_top_p(full_sort: Callable) -> Callable:
     Qwen), which costs a third of the decoding time of a 0.5B model on CPU. On a row with top-k set,
     top-p only ever sees the k largest logits, so this applies both on those (the same rule: a token is
     kept while the mass above it is below p) and hands a row to `full_sort` where that would differ: a
-    row with top-p but no top-k, or a tie at the k-th logit (vLLM then keeps the whole tie). A row with
-    neither (a greedy request batched with sampled ones) is left as it is, which is what the sort does."""
+    row with top-p but no top-k, a top-k of 1024 or more (beyond the fast path), or a tie at the k-th
+    logit (vLLM then keeps the whole tie). A row with neither (a greedy request batched with sampled
+    ones) is left as it is, which is what the sort does."""
 
     def apply(logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None) -> torch.Tensor:
         if k is None or p is None:
@@ -267,7 +290,7 @@ def top_k_before_top_p(full_sort: Callable) -> Callable:
         with_k = k < min(logits.shape[-1], 1024)
         if with_k.all():
             return _top_k_then_top_p(logits, k, p)
-        sort = ~with_k & (p < 1)
+        sort = ~with_k & ((p < 1) | (k < logits.shape[-1]))  # whatever truncates, top-p or a large top-k
         for rows, truncate in ((sort, full_sort), (with_k, _top_k_then_top_p)):
             if rows.any():
                 logits[rows] = truncate(logits[rows], k[rows], p[rows])
@@ -333,7 +356,8 @@ class VLLMGenerator(Generator):
         return SamplingParams(n=spec.n, temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, min_p=spec.min_p,
                               seed=seed, max_tokens=spec.max_tokens, stop=list(spec.stop),
                               stop_token_ids=self.stop_token_ids, repetition_penalty=1.0, presence_penalty=0.0,
-                              frequency_penalty=0.0, skip_special_tokens=True)
+                              frequency_penalty=0.0, skip_special_tokens=not self.keeps_channels,
+                              spaces_between_special_tokens=not self.keeps_channels)  # harmony markers verbatim
 
     def _generate(self, token_ids, specs, seeds, progress):
         from tqdm import tqdm
@@ -359,7 +383,7 @@ class VLLMGenerator(Generator):
 
         params = self._params(spec, spec.seed)
         keys = ("n", "temperature", "top_k", "top_p", "min_p", "max_tokens", "stop", "stop_token_ids", "repetition_penalty",
-                "presence_penalty", "frequency_penalty", "skip_special_tokens", "ignore_eos", "min_tokens", "logit_bias")
+                "presence_penalty", "frequency_penalty", "skip_special_tokens", "spaces_between_special_tokens", "ignore_eos", "min_tokens", "logit_bias")
         config = self.llm.llm_engine.model_config
         return {"vllm_version": vllm.__version__, "generation_config": config.generation_config, "dtype": str(config.dtype).removeprefix("torch."),
                 "tensor_parallel_size": self.tensor_parallel_size, "sampling_params": {k: getattr(params, k) for k in keys}}
@@ -459,10 +483,11 @@ class HFGenerator(Generator):
 
     def _completion(self, row: list[int], prompt_tokens: int, spec: SamplingSpec) -> Completion:
         """A generated row as vLLM reports it: tokens through the first stop token (generate() pads a
-        finished row), text without special tokens and ending before a stop string."""
+        finished row), text without the stop token, without special tokens (but a harmony reply's, see
+        keeps_channels) and ending before a stop string."""
         stops = set(self.stop_token_ids)
         ids = row[: next((k + 1 for k, t in enumerate(row) if t in stops), len(row))]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = self.tokenizer.decode(ids[:-1] if ids and ids[-1] in stops else ids, skip_special_tokens=not self.keeps_channels)
         hits = [text.find(s) for s in spec.stop if s in text]
         if hits:  # generate() stopped the row at the stop string and padded the rest
             while ids and ids[-1] == self.pad_id:

@@ -2,7 +2,7 @@
 evaluation shares.
 
     load_prompts(source, field=None, limit=None) -> [Prompt]          unique prompts of a source
-    collect_prompts(source, field, decontaminate) -> PromptSet         the same, plus everything removed and why
+    collect_prompts(source, field, decontaminate, selection) -> PromptSet   the same, plus everything removed and why
     build_messages(statement, starter_code, prompt_format) -> [{"role", "content"}, ...]
 
 A source is a named dataset (DATASETS), a local .jsonl/.json/.parquet file (or .gz of one), a directory
@@ -10,7 +10,10 @@ of parquet files, or a Hugging Face hub id (for users who are online). Named dat
 copy from the data directory ($SELFDISTILL_DATA, else ../shared/datasets) when it is there, else
 their upstream hub dataset. A malformed row is reported with its file and line and skipped; the rest
 loads. Prompts are deduplicated exactly (whitespace-normalized statement + starter code, first one
-wins), then decontaminated against evaluation benchmarks by problem id and by 13-gram overlap.
+wins; selection "paper", the paper's rule for rStar-Coder seed_sft, keeps only rows with `is_passed`
+true and deduplicates by the question text alone: ~10.2k prompts where "all" leaves more than 30k),
+then decontaminated against evaluation benchmark data (DecontaminationTarget: a benchmark, its file or
+hub id, a release window) by problem id and by 13-gram overlap.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROMPT_FORMATS = ("system", "lcb")
+HARMONY_CHANNEL = "<|channel|>"  # the special token that opens a channel header in GPT-OSS's harmony format
+PROMPT_SELECTIONS = ("all", "paper")
 
 # The paper does not print its sampling prompt; this is our wording of what it describes: a system
 # message asking for a Python solution in a markdown code block, with the problem as the user message.
@@ -35,14 +40,17 @@ SYSTEM_PROMPT = (
     "Reply with a complete, correct Python solution in a single markdown code block (```python ... ```)."
 )
 
-# LiveCodeBench's user-only template (lcb_runner/prompts/code_generation.py, the form it uses for
-# models prompted without a system message), in the exact wording of the paper's evaluation code
-# (apple/ml-ssd, evaluation/benchmark.py).
+# The paper's evaluation prompt, quoted exactly from apple/ml-ssd, evaluation/benchmark.py
+# (LCB_PROMPT_WITH_STARTER_CODE, LCB_PROMPT_WITHOUT_STARTER_CODE): LiveCodeBench's user-only prompt
+# (lcb_runner/prompts/code_generation.py, get_codeqwen_question_template_answer) as the paper ran it. It
+# differs from LiveCodeBench's own where the paper's numbers were measured with the difference, so it is
+# kept: the starter-code form ends "delimiters." with a stray quote and never closes its code fence; the
+# stdin form indents "# YOUR CODE HERE" by two spaces and ends at the closing fence.
 LCB_INSTRUCTION = (
     "You will be given a question (problem specification) and will generate a correct Python program that "
     "matches the specification and passes all tests. You will NOT return anything except for the program."
 )
-LCB_WITH_STARTER = "You will use the following starter code to write the solution to the problem and enclose your code within delimiters as follows."
+LCB_WITH_STARTER = 'You will use the following starter code to write the solution to the problem and enclose your code within delimiters."'
 LCB_STDIN = (
     "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the "
     "sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
@@ -64,16 +72,16 @@ class Prompt:
 
 def build_messages(statement: str, starter_code: str | None = None, prompt_format: str = "system") -> list[dict]:
     """Chat messages for one problem. "system": SYSTEM_PROMPT + the problem (and its starter code) as
-    the user message. "lcb": LiveCodeBench's single user message, in its starter-code form when there
-    is starter code, else its stdin form."""
+    the user message. "lcb": the paper's evaluation prompt (LiveCodeBench's single user message), in its
+    starter-code form when there is starter code, else its stdin form."""
     if prompt_format == "system":
         user = statement if not starter_code else f"{statement}\n\nStarter code:\n```python\n{starter_code}\n```"
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
     if prompt_format == "lcb":
         if starter_code:
-            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_WITH_STARTER}\n```python\n{starter_code}\n```"
+            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_WITH_STARTER}\n```python\n{starter_code}\n"
         else:
-            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_STDIN}\n```python\n# YOUR CODE HERE\n```"
+            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_STDIN}\n```python\n  # YOUR CODE HERE\n```"
         return [{"role": "user", "content": user}]
     raise PromptError(f"unknown prompt_format {prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}")
 
@@ -127,7 +135,7 @@ DATASETS: dict[str, NamedDataset] = {
                      ("google-research-datasets/mbpp", "full", "validation"), (511, 600)),
         NamedDataset("mbpp-prompt", "MBPP prompt split (task ids 1-10)", _mbpp, "mbpp.jsonl",
                      ("google-research-datasets/mbpp", "full", "prompt"), (1, 10)),
-        NamedDataset("rstar-coder-seed-sft", "rStar-Coder seed_sft, the paper's prompts (~10,168 after dedup; online)", _rstar,
+        NamedDataset("rstar-coder-seed-sft", "rStar-Coder seed_sft, the paper's prompts (~10.2k with prompt_selection=paper; online)", _rstar,
                      "rstar-coder-seed-sft", ("microsoft/rStar-Coder", "seed_sft", "train")),
     ]
 }
@@ -228,14 +236,17 @@ class PromptSet:
     source: str  # what was read: a path or hub id
     source_sha256: str | None  # of the file(s), when local
     rows: int = 0
+    selection: str = "all"  # PROMPT_SELECTIONS
+    not_passed: int = 0  # rows left out by selection "paper" (is_passed false)
     errors: list[dict] = field(default_factory=list)  # {"where": "file:line", "reason"}
     duplicates: list[dict] = field(default_factory=list)  # {"id", "duplicate_of"}
-    contaminated: list[dict] = field(default_factory=list)  # {"id", "benchmark", "problem_id", "reason"}
+    contaminated: list[dict] = field(default_factory=list)  # {"id", "entry", "benchmark", "problem_id", "reason"}
+    decontamination: list[dict] = field(default_factory=list)  # per entry: source, window, problems checked, overlap
 
     def summary(self) -> dict:
         return {"source": self.source, "source_sha256": self.source_sha256, "rows": self.rows, "errors": len(self.errors),
-                "duplicates_removed": len(self.duplicates), "contaminated_removed": len(self.contaminated),
-                "contaminated_by_benchmark": dict(Counter(c["benchmark"] for c in self.contaminated)),
+                "selection": self.selection, "not_passed_removed": self.not_passed, "duplicates_removed": len(self.duplicates), "contaminated_removed": len(self.contaminated),
+                "contaminated_by_benchmark": dict(Counter(c["benchmark"] for c in self.contaminated)), "decontamination": self.decontamination,
                 "prompts": len(self.prompts), "prompts_sha256": prompts_sha256(self.prompts)}
 
 
@@ -273,15 +284,20 @@ def _source_rows(source: str, errors: list[dict]) -> tuple[str, str | None, Iter
                       + (f" (did you mean {hint[0]!r}?)" if hint else f" ({', '.join(DATASETS)})") + ", and not a hub id (owner/name)")
 
 
-def collect_prompts(source: str, field: str | None = None, decontaminate: list[str] | tuple = ()) -> PromptSet:
-    """Read, parse, deduplicate and decontaminate; every skipped row and removed prompt is recorded."""
+def collect_prompts(source: str, field: str | None = None, decontaminate: list[str] | tuple = (), selection: str = "all") -> PromptSet:
+    """Read, select, parse, deduplicate and decontaminate; every skipped row and removed prompt is recorded."""
+    if selection not in PROMPT_SELECTIONS:
+        raise PromptError(f"prompt_selection {selection!r}: choose one of {', '.join(PROMPT_SELECTIONS)}")
     errors: list[dict] = []
     what, sha, rows, named = _source_rows(source, errors)
-    prompts, n_rows = [], 0
+    prompts, n_rows, not_passed = [], 0, 0
     for where, row in rows:
         n_rows += 1
         try:
             if named and named.task_ids and not named.task_ids[0] <= int(row["task_id"]) <= named.task_ids[1]:
+                continue
+            if selection == "paper" and row["is_passed"] is not True:  # a row without the field is malformed here
+                not_passed += 1
                 continue
             fields = _generic(row, field, where) if field or not named else named.parse(row)
             text, starter = fields["text"], fields["starter_code"]
@@ -299,10 +315,10 @@ def collect_prompts(source: str, field: str | None = None, decontaminate: list[s
     if not prompts:
         raise PromptError(f"{what}: no usable prompts ({n_rows} rows, {len(errors)} malformed"
                           + (f"; first: {errors[0]['where']}: {errors[0]['reason']}" if errors else "") + ")")
-    result = PromptSet(prompts, what, sha, n_rows, errors)
-    result.prompts, result.duplicates = dedup(prompts, errors)
+    result = PromptSet(prompts, what, sha, n_rows, selection, not_passed, errors)
+    result.prompts, result.duplicates = dedup(prompts, errors, _question if selection == "paper" else _statement_and_starter)
     if decontaminate:
-        result.prompts, result.contaminated = decontaminate_prompts(result.prompts, list(decontaminate))
+        result.prompts, result.contaminated, result.decontamination = decontaminate_prompts(result.prompts, list(decontaminate))
     return result
 
 
@@ -323,14 +339,22 @@ def _normalized(text: str) -> str:
     return " ".join(text.split())
 
 
-def dedup(prompts: list[Prompt], errors: list[dict]) -> tuple[list[Prompt], list[dict]]:
-    """Exact duplicates (same whitespace-normalized statement and starter code) go; the first stays.
-    A different statement under an id already taken is an error (ids key seeds and records)."""
+def _statement_and_starter(p: Prompt) -> str:
+    return _normalized(p.text) + "\0" + _normalized(p.starter_code or "")
+
+
+def _question(p: Prompt) -> str:
+    return p.text  # the paper's rule: the question text as it is, starter code aside
+
+
+def dedup(prompts: list[Prompt], errors: list[dict], key_of: Callable[[Prompt], str] = _statement_and_starter) -> tuple[list[Prompt], list[dict]]:
+    """Duplicates (equal `key_of`: by default the whitespace-normalized statement and starter code) go; the
+    first stays. A different statement under an id already taken is an error (ids key seeds and records)."""
     first: dict[str, str] = {}
     taken: dict[str, str] = {}
     kept, removed = [], []
     for p in prompts:
-        key = _normalized(p.text) + "\0" + _normalized(p.starter_code or "")
+        key = key_of(p)
         if key in first:
             removed.append({"id": p.id, "duplicate_of": first[key], "where": p.metadata.get("where")})
         elif p.id in taken:
@@ -352,39 +376,83 @@ def _ngrams(text: str, n: int = NGRAM) -> set[int]:
     return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
 
 
-def decontaminate_prompts(prompts: list[Prompt], benchmarks: list[str]) -> tuple[list[Prompt], list[dict]]:
+# An entry of SampleConfig.decontaminate: NAME (a registry benchmark, its default data), NAME:SOURCE (that
+# benchmark read from a file or hub id), or a registry benchmark's hub id; any of them with @FROM..TO, a
+# release-date window (YYYY-MM-DD, either side may be empty) as an eval's release_from/release_to.
+_WINDOW = re.compile(r"@(\d{4}-\d{2}-\d{2})?\.\.(\d{4}-\d{2}-\d{2})?$")
+
+
+@dataclass(frozen=True)
+class DecontaminationTarget:
+    benchmark: str  # a registry name (benchmarks.BENCHMARKS)
+    source: str | None = None  # a file or hub id; None = the registry's default data
+    release_from: str | None = None
+    release_to: str | None = None
+
+    @classmethod
+    def parse(cls, entry: str) -> DecontaminationTarget:
+        from .benchmarks import BENCHMARKS, BenchmarkError
+
+        head, window = entry, (None, None)
+        if m := _WINDOW.search(entry):
+            head, window = entry[: m.start()], m.groups()
+        name, _, source = head.partition(":")
+        if name not in BENCHMARKS:
+            by_hub_id = {b.hub_id: b.name for b in BENCHMARKS.values() if b.hub_id}
+            if head not in by_hub_id:
+                raise BenchmarkError(f"sample.decontaminate: entry {entry!r} is not NAME, NAME:FILE_OR_HUB_ID or a benchmark's hub id "
+                                     f"(optionally @FROM..TO); benchmarks: {', '.join(BENCHMARKS)}")
+            name, source = by_hub_id[head], head
+        return cls(name, source or None, *window)
+
+    def __str__(self) -> str:
+        window = f"@{self.release_from or ''}..{self.release_to or ''}" if self.release_from or self.release_to else ""
+        return f"{self.benchmark}{':' + self.source if self.source else ''}{window}"
+
+
+def decontaminate_prompts(prompts: list[Prompt], entries: list[str]) -> tuple[list[Prompt], list[dict], list[dict]]:
     """Remove prompts that are evaluation problems: the same problem id (ids that are not plain numbers,
     which are row numbers in one dataset and problem numbers in another), or at least MIN_OVERLAP of the
     statement's word 13-grams (lowercased alphanumeric words) inside one benchmark problem's text.
+    `entries` name the benchmark data (DecontaminationTarget); returns the kept prompts, the removed
+    ones, and per entry what was checked (source, window, problems) with the overlap found there.
 
     A share rather than any single shared 13-gram, and the statement without its starter code, because
     coding problems share boilerplate: LeetCode's TreeNode stub, "a subsequence is an array that can be
     derived from another array by deleting...". Measured on leetcode-train against all four benchmarks:
     68 prompts share >= 50% (each a LiveCodeBench problem, verbatim), 4 share 20-50% (one the same
     problem, two sister problems, one tree boilerplate), 11 share 10-20% (boilerplate); 315 share any."""
-    from .benchmarks import benchmark_texts
+    from .benchmarks import benchmark_texts, get
 
-    ids: dict[str, tuple[str, str]] = {}
-    index: dict[int, set[tuple[str, str]]] = {}
-    for name in benchmarks:
-        for pid, text in benchmark_texts(name):
+    ids: dict[str, tuple[str, str, str]] = {}
+    index: dict[int, set[tuple[str, str, str]]] = {}
+    checked = []
+    for entry in entries:
+        target = DecontaminationTarget.parse(entry)
+        texts = benchmark_texts(target.benchmark, target.source, target.release_from, target.release_to)
+        checked.append({"entry": entry, "benchmark": target.benchmark, "source": get(target.benchmark).source(target.source),
+                        "release_from": target.release_from, "release_to": target.release_to, "problems": len(texts)})
+        for pid, text in texts:
+            owner = (entry, target.benchmark, pid)
             if not pid.isdigit():
-                ids.setdefault(pid.lower(), (name, pid))
+                ids.setdefault(pid.lower(), owner)
             for g in _ngrams(text):
-                index.setdefault(g, set()).add((name, pid))
+                index.setdefault(g, set()).add(owner)
     kept, removed = [], []
     for p in prompts:
         hit = ids.get(p.id.lower())
         if hit:
-            removed.append({"id": p.id, "benchmark": hit[0], "problem_id": hit[1], "reason": "same id"})
+            removed.append({"id": p.id, "entry": hit[0], "benchmark": hit[1], "problem_id": hit[2], "reason": "same id"})
             continue
         grams = _ngrams(p.text)
         shared = Counter(owner for g in grams for owner in index.get(g, ()))
         if shared:
             (owner, count), = shared.most_common(1)
             if count / len(grams) >= MIN_OVERLAP:
-                removed.append({"id": p.id, "benchmark": owner[0], "problem_id": owner[1],
+                removed.append({"id": p.id, "entry": owner[0], "benchmark": owner[1], "problem_id": owner[2],
                                 "reason": f"{count}/{len(grams)} {NGRAM}-grams shared"})
                 continue
         kept.append(p)
-    return kept, removed
+    for c in checked:
+        c["overlap"] = [{k: r[k] for k in ("id", "problem_id", "reason")} for r in removed if r["entry"] == c["entry"]]
+    return kept, removed, checked

@@ -272,7 +272,24 @@ def section_headline(run: Run) -> list:
                            + (f", Wilcoxon p = {c['wilcoxon_p']:.3g}." if c.get("wilcoxon_p") is not None else ".")))
     else:
         blocks.append(_not_run("the paired comparison (compare.json)"))
-    return blocks
+    return blocks + _base_settings(compare)
+
+
+BASE_SETTINGS = (("recommended", "its recommended decoding (paper Table 4)"), ("dev_chosen", "the T_eval chosen on dev (the fair baseline above)"),
+                 ("optimistic", "the T_eval best on all problems (optimistic)"))
+
+
+def _base_settings(compare: dict | None) -> list:
+    """The base model three ways, side by side, from compare.json's base_settings."""
+    settings = (compare or {}).get("base_settings")
+    if not settings:
+        return []
+    rows = [[label, f"{s['T']:g}", f"{s['top_k'] or 'none'} / {s['top_p']:g}", _ci(s["test"]), _ci(s["all"])]
+            for key, label in BASE_SETTINGS if (s := settings.get(key))]
+    return [Para(f"The base model three ways ({settings['metric']} in %, 95% CI): the paper compares SSD with the base model at its "
+                 "recommended decoding; the dev-chosen T_eval is this report's fair baseline; the best T_eval on all problems is "
+                 "chosen on the problems it is scored on, so it flatters the base model."),
+            Table(["base model at", "T", "top-k / top-p", "test", "all problems"], rows)]
 
 
 def curve_split(summary: dict) -> str:

@@ -1,6 +1,7 @@
 """`ssd run`: the whole loop in one command.
 
-    sample (base, T_train) -> train (SFT) -> eval base (sweep) -> eval SSD (sweep) -> compare -> analyze -> report
+    sample (base, T_train) -> train (SFT) -> eval base (sweep, and its recommended decoding) -> eval SSD (sweep)
+    -> compare -> analyze -> report
 
 Each stage writes its own directory under the run directory, named after the stage and a hash of
 everything that determines its output (its config and the stages before it). A rerun therefore
@@ -18,13 +19,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import RunConfig, fingerprint_dict
+from .config import EvalConfig, RunConfig, fingerprint_dict
 from .manifest import RunDir, atomic_write_json, load_manifest, sha256_json
+from .prompts import DecontaminationTarget
 
 console = Console(stderr=True)
 
 # Rough share of the default run's wall time per stage, in run order, for the ETA between stages.
-STAGE_WEIGHTS = {"samples": 0.15, "eval-base": 0.25, "train": 0.2, "eval-ssd": 0.25, "analysis": 0.1, "report": 0.05}
+STAGE_WEIGHTS = {"samples": 0.15, "eval-base": 0.25, "eval-base-recommended": 0.05, "train": 0.2, "eval-ssd": 0.25, "analysis": 0.1, "report": 0.05}
 
 
 @dataclass
@@ -47,6 +49,9 @@ class StagePlan:
             "eval-ssd": root / f"eval-ssd-{sha256_json([train_key, eval_cfg])[:10]}",
         }
         dirs["analysis"] = root / f"analysis-{sha256_json([train_key, str(dirs['eval-base']), fingerprint_dict(cfg.analyze)])[:10]}"
+        recommended = recommended_base_eval(cfg.eval)
+        if recommended:
+            dirs["eval-base-recommended"] = root / f"eval-base-recommended-{sha256_json([cfg.model, fingerprint_dict(recommended)])[:10]}"
         dirs["report"] = root / "report"
         return cls(root, dirs)
 
@@ -83,6 +88,24 @@ def _link(root: Path, name: str, target: Path) -> None:
     os.replace(tmp, link)
 
 
+def recommended_base_eval(ev: EvalConfig) -> EvalConfig | None:
+    """The eval at the base model's recommended decoding (paper Table 4): its one temperature with its own
+    truncation; None when the config names none."""
+    if ev.base_temperature is None:
+        return None
+    return replace(ev, temperatures=[ev.base_temperature], t_eval=None, top_k=ev.base_top_k, top_p=ev.base_top_p)
+
+
+def decontaminated_against_eval(cfg: RunConfig) -> RunConfig:
+    """The run's config with the samples decontaminated against the benchmark data its evals read (the
+    eval's file or hub id and date window), which the configured entries need not name."""
+    ev = cfg.eval
+    entry = str(DecontaminationTarget(ev.benchmark, ev.benchmark_path, ev.release_from, ev.release_to))
+    if entry in cfg.sample.decontaminate:
+        return cfg
+    return replace(cfg, sample=replace(cfg.sample, decontaminate=[*cfg.sample.decontaminate, entry]))
+
+
 def finished(path: Path) -> bool:
     try:
         return bool(load_manifest(path).get("finished_at"))
@@ -91,27 +114,31 @@ def finished(path: Path) -> bool:
 
 
 def run(cfg: RunConfig) -> Path:
-    from .evaluate import compare, evaluate
+    from .evaluate import base_settings, compare, evaluate
     from .generate import load_generator
     from .models import resolve_model
     from .sample import sample
 
+    cfg = decontaminated_against_eval(cfg)
     plan = StagePlan.of(cfg)
     manifest = RunDir.open(plan.root, "run", cfg, extra={"stages": {}}, index=True)
-    clock = StageClock(list(STAGE_WEIGHTS))
     d = plan.dirs
+    clock = StageClock([s for s in STAGE_WEIGHTS if s in d])
 
     sample_cfg = replace(cfg.sample, output_dir=str(d["samples"]))
     train_cfg = replace(cfg.train, samples=str(d["samples"]), output_dir=str(d["train"]))
-    base_eval = replace(cfg.eval, model=cfg.model, output_dir=str(d["eval-base"]))
+    base_stages = [("samples", sample_cfg, sample), ("eval-base", replace(cfg.eval, model=cfg.model, output_dir=str(d["eval-base"])), evaluate)]
+    if "eval-base-recommended" in d:
+        recommended = replace(recommended_base_eval(cfg.eval), model=cfg.model, output_dir=str(d["eval-base-recommended"]))
+        base_stages.append(("eval-base-recommended", recommended, evaluate))
 
-    # One engine serves both base-model stages: on CPU an engine start costs minutes.
+    # One engine serves every base-model stage: on CPU an engine start costs minutes.
     generator = None
-    if not (finished(d["samples"]) and finished(d["eval-base"])):
+    if not all(finished(d[name]) for name, *_ in base_stages):
         max_len = max(cfg.sample.max_model_len, cfg.eval.max_model_len)
         generator = load_generator(resolve_model(cfg.model), cfg.sample.backend, max_len, cfg.sample.tensor_parallel_size, cfg.sample.seed)
     try:
-        for name, stage_cfg, fn in (("samples", sample_cfg, sample), ("eval-base", base_eval, evaluate)):
+        for name, stage_cfg, fn in base_stages:
             t = clock.begin(name)
             cached = finished(d[name])
             if not cached:
@@ -140,7 +167,8 @@ def run(cfg: RunConfig) -> Path:
     clock.end("eval-ssd", t, cached)
     _link(plan.root, "eval-ssd", d["eval-ssd"])
 
-    atomic_write_json(plan.root / "compare.json", compare(d["eval-base"], d["eval-ssd"]))
+    atomic_write_json(plan.root / "compare.json", {**compare(d["eval-base"], d["eval-ssd"]),
+                                                   "base_settings": base_settings(d["eval-base"], d.get("eval-base-recommended"))})
 
     t = clock.begin("analysis")
     cached = finished(d["analysis"])

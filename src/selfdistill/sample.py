@@ -3,9 +3,9 @@ T_train with truncation. Nothing is verified; empty replies and one-line stubs a
 replies are flagged but kept.
 
 Output directory:
-    manifest.json          config, versions, input hashes, effective sampling params, chat template,
-                           tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
-                           skips, length histogram, counts of truncated / looping / dropped samples
+    manifest.json          config, versions, input hashes, effective sampling params, chat template and
+                           its arguments (the pinned date, reasoning effort), tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
+                           skips, length histogram, counts of truncated (hit max_tokens) / looping / dropped
     prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt
     shards/shard-00000.jsonl ...   one JSON record per sample, `shard_size` prompts per shard
 
@@ -100,7 +100,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     model_path = resolve_model(cfg.model)
     if generator is not None and generator.model_path != model_path:
         raise ValueError(f"the generator holds {generator.model_path}, but the config samples from {model_path}")
-    found = collect_prompts(cfg.prompts, cfg.prompt_field, cfg.decontaminate)
+    found = collect_prompts(cfg.prompts, cfg.prompt_field, cfg.decontaminate, cfg.prompt_selection)
     prompts = found.prompts[: cfg.limit] if cfg.limit is not None else found.prompts
     for e in found.errors:
         console.print(f"[yellow]skipped[/] {e['where']}: {e['reason']}")
@@ -114,7 +114,8 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     messages = {p.id: build_messages(p.text, p.starter_code, cfg.prompt_format) for p in prompts}
-    prompt_texts = {p.id: chat_prompt(tokenizer, messages[p.id]) for p in prompts}
+    template_args = {"date": cfg.chat_date, "reasoning_effort": cfg.reasoning_effort}
+    prompt_texts = {p.id: chat_prompt(tokenizer, messages[p.id], **template_args) for p in prompts}
 
     inputs = hash_inputs([model_path]) or {"model": model_path}
     inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in prompts])  # exactly what the model is fed
@@ -125,6 +126,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
         "prompt_source": {**found.summary(), "limit": cfg.limit, "selected": len(prompts), "errors_first": found.errors[:20]},
         "chat_template": tokenizer.chat_template,
         "chat_template_sha256": hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest(),
+        "chat_template_args": template_args,  # what training renders the samples' messages with
         "tokenizer": {k: getattr(tokenizer, k) for k in ("eos_token", "eos_token_id", "pad_token", "pad_token_id", "bos_token", "bos_token_id")},
     })
     out = run.path
@@ -158,7 +160,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
             atomic_write_jsonl(_shard_path(out, k), records[begin : begin + len(shards[k]) * cfg.n])
     stats = _stats(records, cfg.max_tokens)
     run.finish(counts=stats["counts"], length_histogram=stats["histogram"], skipped=stats["skipped"])
-    _print_summary(stats, out)
+    _print_summary(stats, out, cfg.max_tokens)
     return out
 
 
@@ -217,7 +219,7 @@ def _stats(records: list[dict], max_tokens: int) -> dict:
     return {"counts": counts, "histogram": histogram, "skipped": skipped}
 
 
-def _print_summary(stats: dict, out: Path) -> None:
+def _print_summary(stats: dict, out: Path, max_tokens: int) -> None:
     table = Table("reply tokens", "samples", "", title="reply length histogram", title_justify="left")
     top = max((b["samples"] for b in stats["histogram"]), default=0) or 1
     for b in stats["histogram"]:
@@ -226,7 +228,9 @@ def _print_summary(stats: dict, out: Path) -> None:
     console.print(table)
     c = stats["counts"]
     console.print(f"{c['samples']} samples: {c['kept']} kept, {c['dropped']} dropped (empty {c['empty']}, one-line stub {c['stub']}, "
-                  f"shortest {c['shortest']}, prompt too long {c['prompt_too_long']}); truncated {c['truncated']}, looping {c['looping']} (kept)")
+                  f"shortest {c['shortest']}, prompt too long {c['prompt_too_long']}); looping {c['looping']} (kept)")
+    console.print(f"hit the max_tokens cap of {max_tokens:,}: {c['truncated']} of {c['samples']} samples ({100 * c['truncated'] / max(c['samples'], 1):.1f}%; "
+                  "kept, trained without a stop token)")
     console.print(f"wrote {out}")
 
 

@@ -2,8 +2,9 @@
 
 One SSD model per T_train (sample at T_train with the preset's truncation, then train), each
 evaluated at every T_eval with the eval truncation. The base model is evaluated at the same T_eval
-as a reference row. The grid's cells are pass@1 on all problems of the eval; the effective-temperature
-fit regresses them on T_eff = T_train * T_eval with a quadratic (paper: R^2 = 0.75, peak near 1.2).
+as a reference row, and once more at its recommended decoding (paper Table 4) where the config names
+one. The grid's cells are pass@1 on all problems of the eval; the effective-temperature fit regresses
+them on T_eff = T_train * T_eval with a quadratic (paper: R^2 = 0.75, peak near 1.2).
 
 Stage directories are the same hashed ones `ssd run` uses under the same output_dir, so a sweep and
 a run share samples, checkpoints and evaluations. Output: `RUN_DIR/sweep-<hash>/` with grid.json,
@@ -22,7 +23,7 @@ from rich.table import Table
 from .config import RunConfig, fingerprint_dict
 from .manifest import RunDir, sha256_json
 from .metrics import effective_temperature_fit
-from .run import StagePlan, finished, trained_model_dir
+from .run import StagePlan, decontaminated_against_eval, finished, recommended_base_eval, trained_model_dir
 
 console = Console(stderr=True, highlight=False)
 
@@ -43,6 +44,8 @@ def sweep(cfg: RunConfig) -> Path:
     # Base-model work first, on one engine: every T_train's samples and the base reference row.
     base_plan = next(iter(plans.values()))
     todo = [(plans[t].dirs["samples"], v.sample, sample) for t, v in variants.items()] + [(base_plan.dirs["eval-base"], variants[sweep_cfg.t_trains[0]].eval, evaluate)]
+    if "eval-base-recommended" in base_plan.dirs:
+        todo.append((base_plan.dirs["eval-base-recommended"], recommended_base_eval(cfg.eval), evaluate))
     todo = [(d, c, fn) for d, c, fn in todo if not finished(d)]
     if todo:
         max_len = max(cfg.sample.max_model_len, cfg.eval.max_model_len)
@@ -67,6 +70,7 @@ def sweep(cfg: RunConfig) -> Path:
         "t_trains": sweep_cfg.t_trains,
         "t_evals": sweep_cfg.t_evals,
         "base": rows["base"],
+        "base_recommended": _recommended(base_plan.dirs.get("eval-base-recommended"), sweep_cfg.metric),
         "ssd": {str(t): rows[t] for t in sweep_cfg.t_trains},
         "cells": [{"t_train": a, "t_eval": b, "t_eff": a * b, "score": s} for a, b, s in cells],
         "t_eff_fit": fit,
@@ -81,7 +85,9 @@ def sweep(cfg: RunConfig) -> Path:
 
 
 def t_train_variants(cfg: RunConfig) -> dict[float, RunConfig]:
-    """One run config per T_train: its samples at that T_train, its evals over the sweep's T_evals."""
+    """One run config per T_train: its samples at that T_train, decontaminated against the evaluated data
+    as `ssd run`'s are (the two share stage directories), its evals over the sweep's T_evals."""
+    cfg = decontaminated_against_eval(cfg)
     return {t: replace(cfg, sample=replace(cfg.sample, temperature=t), eval=replace(cfg.eval, temperatures=cfg.sweep.t_evals, t_eval=None))
             for t in cfg.sweep.t_trains}
 
@@ -105,6 +111,15 @@ def _teff_baseline(cfg: RunConfig, cells: list[tuple[float, float, float]], plan
     ssd_dir = plans[t_train].dirs["eval-ssd"]
     return {"t_train": t_train, "t_eval": t_eval, "t_eff": t_eff, "cell_score": score, "eval_dir": str(eval_dir),
             "ssd_eval_dir": str(ssd_dir), "compare": compare(eval_dir, ssd_dir)}
+
+
+def _recommended(eval_dir: Path | None, metric: str) -> dict | None:
+    """The base model at its recommended decoding: T, truncation and metric on the grid's split."""
+    if eval_dir is None:
+        return None
+    summary = json.loads((Path(eval_dir) / "summary.json").read_text())
+    (T, score), = _row(eval_dir, metric).items()
+    return {"T": T, "top_k": summary["decoding"]["top_k"], "top_p": summary["decoding"]["top_p"], "score": score}
 
 
 def _row(eval_dir: Path, metric: str) -> dict[float, float]:
@@ -168,6 +183,10 @@ def _print(grid: dict) -> None:
         c = teff["compare"]["test"]
         console.print(f"SSD (T_train {teff['t_train']:g}, T_eval {teff['t_eval']:g}) vs the base model at T_eff {teff['t_eff']:g} on test: "
                       f"{100 * c['mean_diff']:+.1f} points [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}")
+    rec = grid["base_recommended"]
+    if rec:
+        console.print(f"base at its recommended decoding (T {rec['T']:g}, top-k {rec['top_k'] or 'none'}, top-p {rec['top_p']:g}): "
+                      f"{grid['metric']} {100 * rec['score']:.1f}")
     fit = grid["t_eff_fit"]
     if fit:
         peak = f"peak T_eff {fit['peak_T_eff']:.2f}" if fit["peak_T_eff"] is not None else "no interior peak (the fit opens upward)"

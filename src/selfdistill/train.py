@@ -15,9 +15,10 @@ than what was sampled (another chat template, another sequence length; apple/ml-
   the model to stop, or to continue, where the sampler did not).
 
 Paper defaults (all in TrainConfig): full fine-tune, AdamW (0.9, 0.95), weight decay 0.1, cosine
-5e-6 -> 1e-6 with warmup, global batch 32 = per-device batch x accumulation x processes. LoRA is an
-option; the adapter is merged into a full model at the end. bf16 where the hardware computes it
-natively (CUDA, or a CPU with AVX512-BF16/AMX); elsewhere fp32, because emulated bf16 is slower.
+5e-6 -> 1e-6 with warmup, global batch 32 = per-device batch x accumulation x processes; the paper
+presets add its length in optimizer steps (max_steps, warmup_steps). LoRA is an option; the adapter
+is merged into a full model at the end. bf16 where the hardware computes it natively (CUDA, or a
+CPU with AVX512-BF16/AMX); elsewhere fp32, because emulated bf16 is slower.
 `packing` flattens each per-device batch into one padding-free row with position ids restarting
 per example, so padding costs nothing and the batch is still counted in samples.
 
@@ -130,7 +131,8 @@ def end_of_turn_ids(tokenizer, stop_ids: set[int]) -> list[int]:
     return suffix + [tokenizer.eos_token_id]  # templates without an end-of-turn: the model stops at eos
 
 
-def build_examples(records: list[dict], tokenizer, eot: list[int], stop_ids: set[int], samples_dir: Path) -> tuple[list[dict], dict]:
+def build_examples(records: list[dict], tokenizer, eot: list[int], stop_ids: set[int], samples_dir: Path,
+                   template_args: dict | None = None) -> tuple[list[dict], dict]:
     """Token ids and completion masks: the prompt exactly as the sampler fed it, then the reply's
     generated tokens, which end in the stop token the model emitted (finish_reason "stop").
 
@@ -138,14 +140,16 @@ def build_examples(records: list[dict], tokenizer, eot: list[int], stop_ids: set
     must give the token count it recorded. The reply is `reply_token_ids`, the model's own tokens; a
     record without them (written by another tool) has its reply text tokenized instead. A reply that
     stopped without a stop token among its ids (a stop string ended it) gets the template's end-of-turn;
-    a reply cut by max_tokens gets none: the model never stopped there."""
+    a reply cut by max_tokens gets none: the model never stopped there. `template_args`: the chat
+    template's arguments at sampling (its pinned date), so a template that stamps a date renders the
+    prompts of another day's samples as they were."""
     examples, mismatch, truncated = [], [], 0
     for r in records:
         where = f"{samples_dir}: sample {r.get('prompt_id')!r}#{r.get('sample_index')}"
         for key, kind in (("prompt_text", str), ("reply", str), ("finish_reason", str)):
             if not isinstance(r.get(key), kind):
                 raise TrainError(f"{where}: field {key!r} is missing or not a {kind.__name__}")
-        if isinstance(r.get("messages"), list) and chat_prompt(tokenizer, r["messages"]) != r["prompt_text"]:
+        if isinstance(r.get("messages"), list) and chat_prompt(tokenizer, r["messages"], **(template_args or {})) != r["prompt_text"]:
             raise TrainError(f"{where}: prompt_text differs from its messages rendered with the chat template; the samples were not made with this template")
         prompt = tokenizer(r["prompt_text"], add_special_tokens=False).input_ids
         if isinstance(r.get("prompt_tokens"), int) and r["prompt_tokens"] != len(prompt):
@@ -222,6 +226,16 @@ def optimizer_steps(cfg: TrainConfig, examples: int) -> int:
     if cfg.max_steps > 0:
         return cfg.max_steps
     return max(1, math.ceil(cfg.num_train_epochs * math.ceil(examples / cfg.global_batch_size)))
+
+
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    """warmup_steps when set (the paper counts warmup in steps), else warmup_ratio of the steps rounded
+    down (transformers rounds up: a 4-step run would spend a step at learning rate 0)."""
+    if cfg.warmup_steps > 0:
+        if cfg.warmup_steps >= steps:
+            raise TrainError(f"warmup_steps {cfg.warmup_steps} leaves none of the {steps} optimizer steps after warmup")
+        return cfg.warmup_steps
+    return int(cfg.warmup_ratio * steps)
 
 
 # ---------------------------------------------------------------- callbacks
@@ -342,7 +356,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         raise TrainError(f"{samples_dir} holds no kept samples to train on")
     stop_ids = set(stop_token_ids(model_path, tokenizer))
     eot = end_of_turn_ids(tokenizer, stop_ids)
-    examples, counts = build_examples(records, tokenizer, eot, stop_ids, samples_dir)
+    examples, counts = build_examples(records, tokenizer, eot, stop_ids, samples_dir, manifest.get("chat_template_args"))
     examples, _, stats = length_plan(examples, cfg.max_length)
     stats.update(counts, end_of_turn=tokenizer.convert_ids_to_tokens(eot))
     return Prepared(model_path, tokenizer, examples, stats, template, manifest)
@@ -371,8 +385,7 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr": cfg.min_learning_rate},
-        # floor, not transformers' ceil: a 4-step run must not spend a step at learning rate 0
-        warmup_steps=int(cfg.warmup_ratio * steps),
+        warmup_steps=warmup_steps(cfg, steps),
         optim="adamw_torch",
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,

@@ -1,0 +1,80 @@
+"""`ssd run` and `ssd sweep` derive stage configs from the run config, without engines: the samples
+are decontaminated against the evaluated benchmark data; the base model is also evaluated at its
+recommended decoding where the config names one."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from selfdistill import config as C
+from selfdistill.run import STAGE_WEIGHTS, StagePlan, decontaminated_against_eval, recommended_base_eval
+from selfdistill.sweep import t_train_variants
+
+
+def test_samples_are_decontaminated_against_the_evaluated_data():
+    paper = C.load_run_config("qwen3-4b-instruct-2507")
+    derived = decontaminated_against_eval(paper)
+    assert derived.sample.decontaminate == [*paper.sample.decontaminate, "livecodebench@2025-02-01..2025-05-31"]
+    assert StagePlan.of(derived).dirs["samples"] != StagePlan.of(paper).dirs["samples"]  # a new entry, new samples
+    online = decontaminated_against_eval(C.load_run_config("qwen3-4b-instruct-2507", overrides=["eval.benchmark_path=/data/lcb-v6.jsonl"]))
+    assert online.sample.decontaminate[-1] == "livecodebench:/data/lcb-v6.jsonl@2025-02-01..2025-05-31"
+    default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # evaluates humaneval, already an entry: nothing changes
+    assert decontaminated_against_eval(default) == default
+    # a sweep's T_train variants (and `ssd report` over sweeps) find the samples `ssd run` makes
+    swept = t_train_variants(C.load_run_config("qwen3-4b-instruct-2507", overrides=["sweep.t_trains=1.6"]))[1.6]
+    assert StagePlan.of(swept).dirs["samples"] == StagePlan.of(derived).dirs["samples"]
+
+
+def test_base_model_is_also_evaluated_at_its_recommended_decoding():
+    cfg = C.load_run_config("llama-3.1-8b-instruct")  # paper Table 4: T 0.9, no top-k, top-p 0.8
+    recommended = recommended_base_eval(cfg.eval)
+    assert (recommended.temperatures, recommended.t_eval, recommended.top_k, recommended.top_p) == ([0.9], None, 0, 0.8)
+    assert (recommended.n, recommended.benchmark, recommended.release_from) == (cfg.eval.n, cfg.eval.benchmark, cfg.eval.release_from)
+    dirs = StagePlan.of(cfg).dirs
+    assert dirs["eval-base-recommended"].name.startswith("eval-base-recommended-") and list(dirs)[:2] == ["samples", "train"]
+    swept = StagePlan.of(C.load_run_config("llama-3.1-8b-instruct", overrides=["eval.temperatures=0.5,1.0", "eval.t_eval=null"]))
+    assert swept.dirs["eval-base-recommended"] == dirs["eval-base-recommended"]  # the sweep's grid does not change it
+    default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # no recommended setting: no such stage
+    assert recommended_base_eval(default.eval) is None and "eval-base-recommended" not in StagePlan.of(default).dirs
+    assert set(dirs) == set(STAGE_WEIGHTS)  # every stage of the run has a weight for the ETA
+
+
+def test_run_wires_the_derived_stages(tmp_path, monkeypatch):
+    """`ssd run` with stand-in stages: the samples carry the eval's decontamination entry, the base engine
+    also serves the eval at the recommended decoding, and compare.json carries the three base numbers."""
+    import selfdistill.analyze
+    import selfdistill.evaluate
+    import selfdistill.generate
+    import selfdistill.report
+    import selfdistill.sample
+    import selfdistill.train
+    from selfdistill.manifest import RunDir, load_manifest
+    from selfdistill.run import run
+
+    calls = []
+    engine = SimpleNamespace(close=lambda: calls.append(("close", None, None)))
+
+    def stage(kind: str):
+        def fake(cfg, generator=None):
+            calls.append((kind, cfg, generator))
+            RunDir.open(cfg.output_dir, kind, cfg).finish(model_dir=str(tmp_path / "model"))
+            return tmp_path / "model"
+        return fake
+
+    monkeypatch.setattr(selfdistill.generate, "load_generator", lambda *args: engine)
+    for module, name in ((selfdistill.sample, "sample"), (selfdistill.evaluate, "evaluate"), (selfdistill.train, "train"), (selfdistill.analyze, "analyze")):
+        monkeypatch.setattr(module, name, stage(name))
+    monkeypatch.setattr(selfdistill.evaluate, "compare", lambda a, b: {"a": str(a), "b": str(b)})
+    monkeypatch.setattr(selfdistill.evaluate, "base_settings", lambda sweep, recommended: {"recommended_dir": str(recommended)})
+    monkeypatch.setattr(selfdistill.report, "report", lambda root: root / "report" / "report.html")
+    root = run(C.load_run_config("llama-3.1-8b-instruct", overrides=[f"output_dir={tmp_path / 'run'}"]))
+
+    assert [kind for kind, *_ in calls] == ["sample", "evaluate", "evaluate", "close", "train", "evaluate", "analyze"]
+    (_, sampled, shared), (_, base, _), (_, recommended, also_shared), *_, (_, ssd, own), _ = calls
+    assert sampled.decontaminate[-1] == "livecodebench@2025-02-01..2025-05-31" and shared is also_shared is engine and own is None
+    assert (base.temperatures, recommended.temperatures, recommended.top_k, recommended.top_p) == ([0.3, 0.5, 0.7, 0.9, 1.1, 1.3], [0.9], 0, 0.8)
+    assert recommended.model == base.model == "meta-llama/Llama-3.1-8B-Instruct" and ssd.model == str(tmp_path / "model")
+    stages = load_manifest(root)["stages"]
+    compare = json.loads((root / "compare.json").read_text())
+    assert compare["base_settings"] == {"recommended_dir": stages["eval-base-recommended"]["dir"]}
+    assert (root / "eval-base-recommended").resolve() == Path(stages["eval-base-recommended"]["dir"]).resolve()
