@@ -20,6 +20,10 @@ def test_samples_are_decontaminated_against_the_evaluated_data():
     assert online.sample.decontaminate[-1] == "livecodebench:/data/lcb-v6.jsonl@2025-02-01..2025-05-31"
     default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # evaluates humaneval, already an entry: nothing changes
     assert decontaminated_against_eval(default) == default
+    plus = C.load_run_config("qwen2.5-coder-0.5b-instruct", overrides=["eval.benchmark=humaneval_plus"])  # HumanEval's statements: covered
+    assert decontaminated_against_eval(plus) == plus
+    own_file = C.load_run_config("qwen2.5-coder-0.5b-instruct", overrides=["eval.benchmark=humaneval_plus", "eval.benchmark_path=/data/he+.jsonl"])
+    assert decontaminated_against_eval(own_file).sample.decontaminate[-1] == "humaneval_plus:/data/he+.jsonl"
     # a sweep's T_train variants (and `ssd report` over sweeps) find the samples `ssd run` makes
     swept = t_train_variants(C.load_run_config("qwen3-4b-instruct-2507", overrides=["sweep.t_trains=1.6"]))[1.6]
     assert StagePlan.of(swept).dirs["samples"] == StagePlan.of(derived).dirs["samples"]

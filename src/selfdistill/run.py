@@ -99,9 +99,12 @@ def recommended_base_eval(ev: EvalConfig) -> EvalConfig | None:
 def decontaminated_against_eval(cfg: RunConfig) -> RunConfig:
     """The run's config with the samples decontaminated against the benchmark data its evals read (the
     eval's file or hub id and date window), which the configured entries need not name."""
+    from .benchmarks import get
+
     ev = cfg.eval
     entry = str(DecontaminationTarget(ev.benchmark, ev.benchmark_path, ev.release_from, ev.release_to))
-    if entry in cfg.sample.decontaminate:
+    twin = get(ev.benchmark).same_problems_as  # HumanEval+ has HumanEval's statements: checking one checks both
+    if entry in cfg.sample.decontaminate or (twin in cfg.sample.decontaminate and not (ev.benchmark_path or ev.release_from or ev.release_to)):
         return cfg
     return replace(cfg, sample=replace(cfg.sample, decontaminate=[*cfg.sample.decontaminate, entry]))
 
