@@ -10,6 +10,7 @@ import torch
 
 from selfdistill.generate import (
     HFGenerator,
+    Request,
     SamplingSpec,
     _SeededSampler,
     chat_prompt,
@@ -224,6 +225,47 @@ def test_one_call_mixes_specs_per_prompt(hf):
         hf.generate([prompt, prompt], [greedy])
 
 
+def stream_requests(generator) -> list[Request]:
+    """Prompts of several lengths and specs (greedy, sampled, n=2), one too long for the context."""
+    prompts = [generator.chat_prompt([{"role": "user", "content": f"Write a function that adds {i} numbers." + " Explain." * (i % 4)}])
+               for i in range(7)]
+    too_long = generator.chat_prompt([{"role": "user", "content": "word " * 200}])
+    specs = [SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=2 + 2 * i) for i in range(7)]
+    specs[3], specs[5] = SamplingSpec(temperature=0, max_tokens=6), SamplingSpec(temperature=1.0, n=2, max_tokens=5)
+    return [Request(p, spec, seed=100 + i) for i, (p, spec) in enumerate(zip(prompts, specs))] + [Request(too_long, specs[0])]
+
+
+def assert_stream_ignores_concurrency(generator):
+    """Every request comes out once, and its completions do not depend on how many decode at once."""
+    requests = stream_requests(generator)
+    runs = {}
+    for max_in_flight in (1, 4, 64):
+        got = list(generator.stream(requests, max_in_flight))
+        assert sorted(i for i, _ in got) == list(range(len(requests)))
+        assert got[0][0] == len(requests) - 1 and got[0][1][0].finish_reason == "prompt_too_long"  # no engine time needed
+        runs[max_in_flight] = {i: [(c.token_ids, c.text, c.finish_reason) for c in completions] for i, completions in got}
+    assert runs[1] == runs[4] == runs[64]
+    assert [len(runs[1][i]) for i in range(len(requests))] == [1] * 5 + [2] + [1] * 2
+    return runs[64]
+
+
+def test_hf_stream_is_the_same_at_any_concurrency(hf):
+    streamed = assert_stream_ignores_concurrency(hf)
+    requests = stream_requests(hf)
+    batched = hf.generate([r.prompt for r in requests], [r.spec for r in requests], [r.seed for r in requests])
+    assert [[(c.token_ids, c.text, c.finish_reason) for c in completions] for completions in batched] == [streamed[i] for i in range(len(requests))]
+
+
+def test_hf_stream_yields_batches_in_request_order(hf):
+    """A closed batch of max_in_flight rows at a time: what finishes first is the start of the job,
+    which is what lets a stage write its first shard early."""
+    requests = stream_requests(hf)[:6]
+    order = [i for i, _ in hf.stream(requests, max_in_flight=2)]
+    assert order[:2] in ([0, 1], [1, 0]) and order[2:4] in ([2, 3], [3, 2]) and sorted(order) == list(range(6))
+    with pytest.raises(ValueError, match="max_in_flight"):
+        next(hf.stream(requests, max_in_flight=-1))
+
+
 def test_effective_params_are_explicit(hf):
     params = hf.effective_params(SamplingSpec(temperature=1.6, top_k=20, top_p=0.8))
     assert params["backend"] == "hf" and params["stop_token_ids"] == hf.stop_token_ids
@@ -272,3 +314,26 @@ def test_harmony_replies_keep_their_channels(harmony_tokenizer, tiny_model):
     assert completion.text == reply and completion.finish_reason == "stop" and completion.token_ids == ids
     stripped = HFGenerator._completion(SimpleNamespace(**{**vars(generator), "keeps_channels": False}), ids, 10, SamplingSpec())
     assert stripped.text == "analysisThink.assistantfinal```python\nprint(1)\n```"  # what grading could not parse
+
+
+@pytest.fixture(scope="module")
+def vllm_generator(tiny_model):
+    pytest.importorskip("vllm")
+    with load_generator(tiny_model, "vllm", max_model_len=96) as generator:
+        yield generator
+
+
+@pytest.mark.integration
+def test_vllm_stream_is_the_same_at_any_concurrency_and_aborts_when_closed(vllm_generator):
+    streamed = assert_stream_ignores_concurrency(vllm_generator)
+    requests = stream_requests(vllm_generator)
+    batched = vllm_generator.generate([r.prompt for r in requests], [r.spec for r in requests], [r.seed for r in requests])
+    assert [[(c.token_ids, c.text, c.finish_reason) for c in completions] for completions in batched] == [streamed[i] for i in range(len(requests))]
+    engine = vllm_generator.llm.llm_engine
+    assert vllm_generator.max_num_seqs == engine.vllm_config.scheduler_config.max_num_seqs >= 64
+    stream = vllm_generator.stream(requests, max_in_flight=4)
+    next(stream), next(stream)
+    assert engine.has_unfinished_requests()
+    stream.close()  # a stage that fails mid-stream leaves a clean engine for the next one (`ssd run` shares it)
+    assert not engine.has_unfinished_requests()
+    assert len(list(vllm_generator.stream(requests))) == len(requests)

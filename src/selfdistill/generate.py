@@ -4,6 +4,8 @@ and transformers (`hf`, the reference and fallback).
     gen = load_generator(model, backend="vllm", max_model_len=4096, tensor_parallel_size=1, seed=0)
     prompt = gen.chat_prompt(messages, date="2026-04-01")    # the model's own chat template, its date pinned
     completions = gen.generate([prompt, ...], SamplingSpec(temperature=1.6, top_k=20, top_p=0.8), seeds=[...])
+    for i, completions in gen.stream([Request(prompt, spec, seed), ...]):   # as each request finishes
+        ...
     gen.effective_params(spec)                                # what the backend applies, for manifests
     gen.close()
 
@@ -27,11 +29,12 @@ from __future__ import annotations
 
 import datetime
 import gc
-import io
+import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -64,6 +67,27 @@ class Completion:
     token_ids: list[int]  # generated tokens, the stop token included when one ended the reply
     prompt_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string), "length" (max_tokens or the context), "prompt_too_long"
+
+
+@dataclass
+class Request:
+    """One prompt to complete spec.n times; completion j uses seed + j (spec.seed when seed is None)."""
+
+    prompt: str  # the chat template applied (Generator.chat_prompt)
+    spec: SamplingSpec
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.seed is None:
+            self.seed = self.spec.seed
+
+
+class _Job(NamedTuple):
+    """A request as the backends see it: tokenized, and known to fit the context."""
+
+    token_ids: list[int]
+    spec: SamplingSpec
+    seed: int
 
 
 class GenerationProgress:
@@ -195,9 +219,10 @@ def stop_token_ids(model_path: str, tokenizer) -> list[int]:
 
 
 class Generator:
-    """One loaded model. Subclasses implement `_generate` and `_effective`."""
+    """One loaded model. Subclasses set `max_num_seqs` and implement `_stream` and `_effective`."""
 
     backend = ""
+    max_num_seqs: int  # sequences decoded at once unless a stream asks for fewer: the engine's own limit
 
     def __init__(self, model_path: str, max_model_len: int, seed: int):
         from transformers import AutoTokenizer
@@ -214,35 +239,53 @@ class Generator:
 
     def generate(self, prompts: list[str], spec: SamplingSpec | list[SamplingSpec], seeds: list[int] | None = None,
                  progress: Progress | None = None) -> list[list[Completion]]:
-        """spec.n completions per prompt; `spec` is one for all prompts or one per prompt (prompts of
-        several temperatures share a batch: small greedy blocks alone leave a CPU idle). Prompt i's j-th
-        completion uses seed seeds[i] + j (its spec's seed when no seeds are given). A prompt that leaves
-        no room in the context gets n completions with finish_reason "prompt_too_long" instead of failing
-        the batch. Prompts are text with the chat template applied: tokenized as is, no special tokens
-        added (the template has them)."""
+        """spec.n completions per prompt, all prompts in one `stream`, returned in prompt order. `spec`
+        is one for all prompts or one per prompt; prompt i's j-th completion uses seed seeds[i] + j
+        (its spec's seed when no seeds are given)."""
         specs = list(spec) if isinstance(spec, list) else [spec] * len(prompts)
         seeds = list(seeds) if seeds is not None else [s.seed for s in specs]
         if not len(seeds) == len(specs) == len(prompts):
             raise ValueError(f"{len(prompts)} prompts, {len(specs)} specs and {len(seeds)} seeds")
-        token_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        fits = [i for i, ids in enumerate(token_ids) if len(ids) < self.max_model_len]
-        out = [[Completion("", [], len(ids), "prompt_too_long") for _ in range(s.n)] for ids, s in zip(token_ids, specs)]
-        if fits:
-            generated = self._generate([token_ids[i] for i in fits], [specs[i] for i in fits], [seeds[i] for i in fits], progress)
-            for i, completions in zip(fits, generated):
-                out[i] = completions
-        if progress and len(fits) < len(prompts):
-            progress(sum(s.n for s in specs) - sum(specs[i].n for i in fits), 0)
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for i, completions in self.stream([Request(*r) for r in zip(prompts, specs, seeds)]):
+            out[i] = completions
+            if progress:
+                progress(len(completions), sum(len(c.token_ids) for c in completions))
         return out
+
+    def stream(self, requests: Sequence[Request], max_in_flight: int | None = None) -> Iterator[tuple[int, list[Completion]]]:
+        """(index into `requests`, its spec.n completions) for every request, as each finishes. Requests
+        enter the engine in order while fewer than `max_in_flight` sequences are decoding (a request
+        counts spec.n; default: max_num_seqs) and each one finished makes room for the next, so the
+        engine stays full while replies of different lengths end. Requests of several specs share the
+        engine (a greedy request decodes beside sampled ones). A request's completions depend on its
+        prompt, spec and seed, not on max_in_flight (see the module docstring for vLLM's numerics). A
+        prompt that leaves no room in the context is yielded first, with spec.n completions of
+        finish_reason "prompt_too_long". Prompts are text with the chat template applied: tokenized as
+        is, no special tokens added. Closing the iterator early aborts the requests in flight."""
+        max_in_flight = max_in_flight or self.max_num_seqs
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight={max_in_flight}: at least one sequence must decode")
+        token_ids = [self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
+        fits = []
+        for i, (r, ids) in enumerate(zip(requests, token_ids)):
+            if len(ids) < self.max_model_len:
+                fits.append(i)
+            else:
+                yield i, [Completion("", [], len(ids), "prompt_too_long") for _ in range(r.spec.n)]
+        jobs = [_Job(token_ids[i], requests[i].spec, requests[i].seed) for i in fits]
+        for k, completions in self._stream(jobs, max_in_flight):
+            yield fits[k], completions
 
     def effective_params(self, spec: SamplingSpec) -> dict:
         """Exactly what the backend applies for `spec`, for manifests."""
         return {"backend": self.backend, "model": self.model_path, "max_model_len": self.max_model_len,
                 "order": "temperature, min_p, top_k, top_p (vLLM's sampler order; greedy when temperature is 0)",
                 "stop_token_ids": self.stop_token_ids, "seeds": "per request; completion j of a request uses seed + j",
-                "spec": asdict(spec), **self._effective(spec)}
+                "max_num_seqs": self.max_num_seqs, "spec": asdict(spec), **self._effective(spec)}
 
-    def _generate(self, token_ids: list[list[int]], specs: list[SamplingSpec], seeds: list[int], progress: Progress | None) -> list[list[Completion]]:
+    def _stream(self, jobs: list[_Job], max_in_flight: int) -> Iterator[tuple[int, list[Completion]]]:
+        """(index into jobs, completions) as each job finishes; `stream` without the prompt checks."""
         raise NotImplementedError
 
     def _effective(self, spec: SamplingSpec) -> dict:
@@ -258,17 +301,20 @@ class Generator:
         self.close()
 
 
-def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096, tensor_parallel_size: int = 1, seed: int = 0) -> Generator:
-    """`model`: anything models.resolve_model accepts (registry name, model directory, hub id)."""
+def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096, tensor_parallel_size: int = 1, seed: int = 0,
+                   max_num_seqs: int | None = None) -> Generator:
+    """`model`: anything models.resolve_model accepts (registry name, model directory, hub id).
+    `max_num_seqs`: sequences decoded at once, the default of `stream`; None = the backend's own
+    (vLLM's scheduler default for the device, which also stops at what its KV cache holds; hf: 16)."""
     from .models import resolve_model
 
     path = resolve_model(model)
     if backend == "vllm":
-        return VLLMGenerator(path, max_model_len, tensor_parallel_size, seed)
+        return VLLMGenerator(path, max_model_len, tensor_parallel_size, seed, max_num_seqs)
     if backend == "hf":
         if tensor_parallel_size != 1:
             raise ValueError("the hf backend runs on one device; use backend=vllm for tensor parallelism")
-        return HFGenerator(path, max_model_len, seed)
+        return HFGenerator(path, max_model_len, seed, max_num_seqs)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -318,7 +364,7 @@ CPU_KV_CACHE_GIB = 4  # 175k tokens of the 0.5B Qwen's KV cache in fp32
 class VLLMGenerator(Generator):
     backend = "vllm"
 
-    def __init__(self, model_path: str, max_model_len: int, tensor_parallel_size: int, seed: int):
+    def __init__(self, model_path: str, max_model_len: int, tensor_parallel_size: int, seed: int, max_num_seqs: int | None = None):
         super().__init__(model_path, max_model_len, seed)
         # The engine runs in this process (no EngineCore child): a killed run leaves no orphan holding
         # the model's memory, and on CPU it is not slower. Set VLLM_ENABLE_V1_MULTIPROCESSING=1 to override.
@@ -346,37 +392,54 @@ class VLLMGenerator(Generator):
 
             if not hasattr(topk_topp_sampler.apply_top_k_top_p, "full_sort"):
                 topk_topp_sampler.apply_top_k_top_p = top_k_before_top_p(topk_topp_sampler.apply_top_k_top_p)
+        if max_num_seqs:  # otherwise vLLM's default for the device: 256 on a CPU, 256 to 1024 on a GPU by its memory
+            kwargs["max_num_seqs"] = max_num_seqs
         self.tensor_parallel_size = tensor_parallel_size
         self.llm = LLM(model=model_path, tokenizer=model_path, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
                        seed=seed, generation_config="vllm", **kwargs)
+        self.max_num_seqs = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        self._request_ids = itertools.count()
 
     def _params(self, spec: SamplingSpec, seed: int):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         return SamplingParams(n=spec.n, temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, min_p=spec.min_p,
                               seed=seed, max_tokens=spec.max_tokens, stop=list(spec.stop),
                               stop_token_ids=self.stop_token_ids, repetition_penalty=1.0, presence_penalty=0.0,
                               frequency_penalty=0.0, skip_special_tokens=not self.keeps_channels,
-                              spaces_between_special_tokens=not self.keeps_channels)  # harmony markers verbatim
+                              spaces_between_special_tokens=not self.keeps_channels,  # harmony markers verbatim
+                              output_kind=RequestOutputKind.FINAL_ONLY)
 
-    def _generate(self, token_ids, specs, seeds, progress):
-        from tqdm import tqdm
+    def _stream(self, jobs, max_in_flight):
+        """Continuous batching through the engine's step API: a request is added as soon as one in
+        flight finishes, so no step waits for the longest reply of a closed batch. vLLM's scheduler
+        still decides what runs in each step (within max_num_seqs and the KV cache)."""
         from vllm.inputs import TokensPrompt
 
-        class Bridge(tqdm):  # vLLM advances a tqdm bar per finished request; forward that, print nothing
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **{**kwargs, "disable": False, "file": io.StringIO()})
-
-            def update(self, n=1):
-                super().update(n)
-                progress(n, 0)
-
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in token_ids],
-                                    [self._params(spec, seed) for spec, seed in zip(specs, seeds)], use_tqdm=Bridge if progress else False)
-        if progress:
-            progress(0, sum(len(c.token_ids) for o in outputs for c in o.outputs))
-        return [[Completion(c.text, list(c.token_ids), len(ids), "stop" if c.finish_reason == "stop" else "length")
-                 for c in sorted(o.outputs, key=lambda c: c.index)] for o, ids in zip(outputs, token_ids)]
+        engine = self.llm.llm_engine
+        waiting = iter(enumerate(jobs))
+        in_flight: dict[str, int] = {}  # our request id -> job index
+        sequences = 0
+        try:
+            while True:
+                while (not in_flight or sequences < max_in_flight) and (item := next(waiting, None)) is not None:
+                    k, job = item
+                    request_id = f"ssd-{next(self._request_ids)}"
+                    engine.add_request(request_id, TokensPrompt(prompt_token_ids=job.token_ids), self._params(job.spec, job.seed))
+                    in_flight[request_id] = k
+                    sequences += job.spec.n
+                if not in_flight:
+                    return
+                for output in engine.step():
+                    if output.finished:
+                        k = in_flight.pop(output.request_id)
+                        sequences -= jobs[k].spec.n
+                        yield k, [Completion(c.text, list(c.token_ids), len(jobs[k].token_ids), "stop" if c.finish_reason == "stop" else "length")
+                                  for c in sorted(output.outputs, key=lambda c: c.index)]
+        finally:
+            if in_flight:  # the caller stopped early: leave the engine empty for the next stream
+                engine.abort_request(list(in_flight))
 
     def _effective(self, spec):
         import vllm
@@ -418,10 +481,10 @@ class _SeededSampler:
 
 class HFGenerator(Generator):
     backend = "hf"
-    batch_size = 16  # rows per generate() call; rows are sorted by prompt length to limit padding
 
-    def __init__(self, model_path: str, max_model_len: int, seed: int):
+    def __init__(self, model_path: str, max_model_len: int, seed: int, max_num_seqs: int | None = None):
         super().__init__(model_path, max_model_len, seed)
+        self.max_num_seqs = max_num_seqs or 16  # rows per generate() call
         from transformers import AutoModelForCausalLM
 
         from .models import native_bf16
@@ -448,38 +511,40 @@ class HFGenerator(Generator):
                                 use_cache=True, renormalize_logits=False, suppress_tokens=None, begin_suppress_tokens=None,
                                 bad_words_ids=None, forced_bos_token_id=None, forced_eos_token_id=None)
 
-    @torch.inference_mode()
-    def _generate(self, token_ids, specs, seeds, progress):
-        out: list[list[Completion | None]] = [[None] * spec.n for spec in specs]
-        groups: dict[str, list[int]] = {}  # generate() applies one sampling config per call
-        for i, spec in enumerate(specs):
-            groups.setdefault(repr(spec), []).append(i)
-        for group in groups.values():
-            spec = specs[group[0]]
-            rows = sorted(((i, j, seeds[i] + j) for i in group for j in range(spec.n)), key=lambda r: len(token_ids[r[0]]))
-            self._generate_rows(rows, token_ids, spec, out, progress)
-        return out
+    def _stream(self, jobs, max_in_flight):
+        """Closed batches, each yielded as it completes: rows (a request's completions) are taken in
+        request order, max_in_flight at a time, and a batch is decoded by one generate() call per spec
+        in it; a request is yielded once its last row is done. generate() cannot start a new row where
+        one finished, so a batch lasts as long as its longest reply: this backend streams for resume
+        (results arrive in order, as batches finish), not to keep the device full; that is vLLM's job."""
+        rows = [(k, j, job.seed + j) for k, job in enumerate(jobs) for j in range(job.spec.n)]
+        out: list[list[Completion | None]] = [[None] * job.spec.n for job in jobs]
+        missing = [job.spec.n for job in jobs]
+        for start in range(0, len(rows), max_in_flight):
+            groups: dict[str, list[tuple[int, int, int]]] = {}  # generate() applies one sampling config per call
+            for row in rows[start : start + max_in_flight]:
+                groups.setdefault(repr(jobs[row[0]].spec), []).append(row)
+            for group in groups.values():
+                for (k, j, _), completion in zip(group, self._decode(group, jobs, jobs[group[0][0]].spec)):
+                    out[k][j] = completion
+                    missing[k] -= 1
+                    if not missing[k]:
+                        yield k, out[k]
 
-    def _generate_rows(self, rows: list[tuple[int, int, int]], token_ids, spec: SamplingSpec, out, progress) -> None:
-        """(prompt, completion index, seed) rows with one spec, in batches; fills out[prompt][index]."""
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
-            prompts = [token_ids[i] for i, _, _ in batch]
-            width = max(map(len, prompts))
-            input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
-            attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-            budgets = [min(spec.max_tokens, self.max_model_len - len(p)) for p in prompts]  # vLLM stops at the context end
-            kwargs = {}
-            if spec.temperature > 0:
-                kwargs["logits_processor"] = hf_logits_processors(spec) + [_SeededSampler([torch.Generator().manual_seed(s) for *_, s in batch])]
-            generated = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=self.generation_config(spec, max(budgets)),
-                                            tokenizer=self.tokenizer if spec.stop else None, **kwargs)[:, width:]
-            tokens = 0
-            for (i, j, _), row, budget in zip(batch, generated.tolist(), budgets):
-                out[i][j] = self._completion(row[:budget], len(token_ids[i]), spec)
-                tokens += len(out[i][j].token_ids)
-            if progress:
-                progress(len(batch), tokens)
+    @torch.inference_mode()
+    def _decode(self, rows: list[tuple[int, int, int]], jobs: list[_Job], spec: SamplingSpec) -> list[Completion]:
+        """(job, completion index, seed) rows with one spec, in one generate() call."""
+        prompts = [jobs[k].token_ids for k, _, _ in rows]
+        width = max(map(len, prompts))
+        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        budgets = [min(spec.max_tokens, self.max_model_len - len(p)) for p in prompts]  # vLLM stops at the context end
+        kwargs = {}
+        if spec.temperature > 0:
+            kwargs["logits_processor"] = hf_logits_processors(spec) + [_SeededSampler([torch.Generator().manual_seed(s) for *_, s in rows])]
+        generated = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=self.generation_config(spec, max(budgets)),
+                                        tokenizer=self.tokenizer if spec.stop else None, **kwargs)[:, width:]
+        return [self._completion(row[:budget], len(p), spec) for row, budget, p in zip(generated.tolist(), budgets, prompts)]
 
     def _completion(self, row: list[int], prompt_tokens: int, spec: SamplingSpec) -> Completion:
         """A generated row as vLLM reports it: tokens through the first stop token (generate() pads a
@@ -502,7 +567,7 @@ class HFGenerator(Generator):
         warpers = [type(p).__name__ + "(" + ", ".join(f"{k}={v}" for k, v in vars(p).items() if k in ("temperature", "top_k", "top_p", "min_p")) + ")"
                    for p in hf_logits_processors(spec)] if spec.temperature > 0 else ["greedy"]
         return {"transformers_version": transformers.__version__, "dtype": str(self.dtype).removeprefix("torch."), "device": self.device, "logits_processors": warpers + ["per-row seeded sampler"],
-                "generation_config": config.to_diff_dict(), "batch_size": self.batch_size}
+                "generation_config": config.to_diff_dict()}
 
     def close(self):
         self.model = None
