@@ -18,11 +18,13 @@ vLLM runs with generation_config="vllm" and every transformers generate paramete
 since a model's generation_config.json (vllm#11164) or transformers' top_k=50 default (transformers#38549)
 would otherwise change the distribution silently.
 
-Seeds are per request: completion j of a prompt with seed s uses seed s + j (vLLM's rule for n > 1). A
-request's sample does not depend on which other requests share its batch in the hf backend (each row
-draws from its own torch.Generator); in vLLM the noise is per request too, but bf16 numerics can differ
-with batch composition, so bit-exact reruns need the same batches (see sample.py). The two backends use
-different random streams: same distribution, different draws.
+Seeds are per request: completion j of a prompt with seed s uses seed s + j (vLLM's rule for n > 1), so
+a request's sample does not depend on which other requests share its batch or how many decode at once
+(`stream`'s max_in_flight): in the hf backend each row draws from its own torch.Generator; in vLLM the
+noise is per request too, and the tiny test model's replies are identical at 1, 4 and 64 in flight, but
+vLLM does not promise batch-invariant numerics (bf16 least of all), so a long reply can differ in a rare
+token between runs that batch differently. The two backends use different random streams: same
+distribution, different draws.
 """
 
 from __future__ import annotations
@@ -513,38 +515,39 @@ class HFGenerator(Generator):
 
     def _stream(self, jobs, max_in_flight):
         """Closed batches, each yielded as it completes: rows (a request's completions) are taken in
-        request order, max_in_flight at a time, and a batch is decoded by one generate() call per spec
-        in it; a request is yielded once its last row is done. generate() cannot start a new row where
-        one finished, so a batch lasts as long as its longest reply: this backend streams for resume
-        (results arrive in order, as batches finish), not to keep the device full; that is vLLM's job."""
+        request order, max_in_flight at a time, and decoded by one generate() call per spec and prompt
+        length among them; a request is yielded once its last row is done. Rows are never padded:
+        padding changes a prompt's logits (by up to 2^-8 in bf16, ~4e-7 in fp32) and with them its
+        draws, which would tie a completion to its batchmates, hence to max_in_flight and to what a
+        resumed run still has to do. generate() cannot start a new row where one finished, so a batch
+        lasts as long as its longest reply: this backend streams for resume (results arrive in request
+        order), not to keep the device full; that is vLLM's job."""
         rows = [(k, j, job.seed + j) for k, job in enumerate(jobs) for j in range(job.spec.n)]
         out: list[list[Completion | None]] = [[None] * job.spec.n for job in jobs]
         missing = [job.spec.n for job in jobs]
         for start in range(0, len(rows), max_in_flight):
-            groups: dict[str, list[tuple[int, int, int]]] = {}  # generate() applies one sampling config per call
+            batches: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
             for row in rows[start : start + max_in_flight]:
-                groups.setdefault(repr(jobs[row[0]].spec), []).append(row)
-            for group in groups.values():
-                for (k, j, _), completion in zip(group, self._decode(group, jobs, jobs[group[0][0]].spec)):
+                batches.setdefault((repr(jobs[row[0]].spec), len(jobs[row[0]].token_ids)), []).append(row)
+            for batch in batches.values():
+                for (k, j, _), completion in zip(batch, self._decode(batch, jobs)):
                     out[k][j] = completion
                     missing[k] -= 1
                     if not missing[k]:
                         yield k, out[k]
 
     @torch.inference_mode()
-    def _decode(self, rows: list[tuple[int, int, int]], jobs: list[_Job], spec: SamplingSpec) -> list[Completion]:
-        """(job, completion index, seed) rows with one spec, in one generate() call."""
-        prompts = [jobs[k].token_ids for k, _, _ in rows]
-        width = max(map(len, prompts))
-        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        budgets = [min(spec.max_tokens, self.max_model_len - len(p)) for p in prompts]  # vLLM stops at the context end
+    def _decode(self, rows: list[tuple[int, int, int]], jobs: list[_Job]) -> list[Completion]:
+        """(job, completion index, seed) rows of one spec and one prompt length, in one generate() call."""
+        prompt, spec = jobs[rows[0][0]].token_ids, jobs[rows[0][0]].spec
+        input_ids = torch.tensor([jobs[k].token_ids for k, _, _ in rows], device=self.device)
+        budget = min(spec.max_tokens, self.max_model_len - len(prompt))  # vLLM stops at the context end
         kwargs = {}
         if spec.temperature > 0:
             kwargs["logits_processor"] = hf_logits_processors(spec) + [_SeededSampler([torch.Generator().manual_seed(s) for *_, s in rows])]
-        generated = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=self.generation_config(spec, max(budgets)),
-                                        tokenizer=self.tokenizer if spec.stop else None, **kwargs)[:, width:]
-        return [self._completion(row[:budget], len(p), spec) for row, budget, p in zip(generated.tolist(), budgets, prompts)]
+        generated = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=self.generation_config(spec, budget),
+                                        tokenizer=self.tokenizer if spec.stop else None, **kwargs)[:, len(prompt) :]
+        return [self._completion(row, len(prompt), spec) for row in generated.tolist()]
 
     def _completion(self, row: list[int], prompt_tokens: int, spec: SamplingSpec) -> Completion:
         """A generated row as vLLM reports it: tokens through the first stop token (generate() pads a
