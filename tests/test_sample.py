@@ -36,8 +36,8 @@ def prompts_file(tmp_path: Path, extra: list[str] = ()) -> Path:
 def config(tmp_path: Path, **kw) -> SampleConfig:
     if "prompts" not in kw:
         kw["prompts"] = str(prompts_file(tmp_path))
-    base = SampleConfig(model="tiny-random", decontaminate=[], temperature=1.6, top_k=20, top_p=0.8,
-                        n=2, max_tokens=24, max_model_len=256, backend="hf", shard_size=2, output_dir=str(tmp_path / "out"))
+    base = SampleConfig(model="tiny-random", decontaminate=[], temperature=1.6, top_k=20, top_p=0.8, n=2, max_tokens=24,
+                        max_model_len=256, backend="hf", max_num_seqs=4, shard_size=2, output_dir=str(tmp_path / "out"))
     return replace(base, **kw)
 
 
@@ -111,12 +111,13 @@ def test_sample_records_manifest_and_bad_input(tmp_path):
 def _ssd_sample(cfg: SampleConfig) -> subprocess.Popen:
     args = [f"{k}={v}" for k, v in [("model", cfg.model), ("prompts", cfg.prompts), ("decontaminate", "[]"), ("n", cfg.n),
                                     ("max_tokens", cfg.max_tokens), ("max_model_len", cfg.max_model_len), ("backend", cfg.backend),
-                                    ("shard_size", cfg.shard_size), ("output_dir", cfg.output_dir)]]
+                                    ("max_num_seqs", cfg.max_num_seqs), ("shard_size", cfg.shard_size), ("output_dir", cfg.output_dir)]]
     return subprocess.Popen([sys.executable, "-m", "selfdistill", "sample", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def test_resume_after_kill_is_byte_identical(tmp_path):
-    """kill -9 after the first shard, rerun the same command: the shards equal an uninterrupted run's."""
+    """kill -9 after the first shard, rerun the same command: the shards equal an uninterrupted run's.
+    (max_num_seqs=4 is one shard's requests: the hf backend's stream finishes shards one by one.)"""
     whole, killed = config(tmp_path, output_dir=str(tmp_path / "whole")), config(tmp_path, output_dir=str(tmp_path / "killed"))
     assert _ssd_sample(whole).wait(timeout=600) == 0
     proc = _ssd_sample(killed)
@@ -136,6 +137,69 @@ def test_resume_after_kill_is_byte_identical(tmp_path):
         assert (Path(killed.output_dir) / "shards" / name).read_bytes() == (Path(whole.output_dir) / "shards" / name).read_bytes()
     assert load_samples(killed.output_dir)[0] == load_samples(whole.output_dir)[0]
     assert len(load_manifest(killed.output_dir)["resumed_at"]) == 1
+
+
+# ---------------------------------------------------------------------------- one stream per job (one hf engine for these tests)
+
+
+@pytest.fixture(scope="module")
+def hf_generator(tiny_model):
+    from selfdistill.generate import load_generator
+
+    with load_generator(tiny_model, "hf", max_model_len=256) as generator:
+        yield generator
+
+
+def shard_bytes(out) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((Path(out) / "shards").iterdir())}
+
+
+class CrashingStream:
+    """A generator whose stream raises after `results` results (None: never), counting the requests it is asked for."""
+
+    def __init__(self, generator, results: int | None = None):
+        self.generator, self.results, self.requested = generator, results, []
+
+    def __getattr__(self, name):
+        return getattr(self.generator, name)
+
+    def stream(self, requests, max_in_flight=None):
+        self.requested.append(len(requests))
+        for n, result in enumerate(self.generator.stream(requests, max_in_flight)):
+            if n == self.results:
+                raise KeyboardInterrupt("crash mid-stream")
+            yield result
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, hf_generator) -> Path:
+    """An uninterrupted run with short replies, the reference of the tests below."""
+    tmp_path = tmp_path_factory.mktemp("short")
+    return sample(config(tmp_path, max_tokens=8, output_dir=str(tmp_path / "whole")), generator=hf_generator)
+
+
+@pytest.mark.parametrize("max_num_seqs", [1, 4, 64])
+def test_records_do_not_depend_on_concurrency(tmp_path, hf_generator, short_run, max_num_seqs):
+    out = sample(config(tmp_path, max_tokens=8, max_num_seqs=max_num_seqs), generator=hf_generator)
+    assert shard_bytes(out) == shard_bytes(short_run)
+
+
+def test_crash_mid_stream_then_rerun_loses_and_duplicates_nothing(tmp_path, hf_generator, short_run):
+    """A crash after 6 of 12 results: the first shard (4 requests) is on disk, whole; the second's 2
+    finished requests are lost with it. The rerun asks only for the 8 requests of the missing shards."""
+    cfg = config(tmp_path, max_tokens=8)
+    crashing = CrashingStream(hf_generator, results=6)
+    with pytest.raises(KeyboardInterrupt):
+        sample(cfg, generator=crashing)
+    out = Path(cfg.output_dir)
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["shard-00000.jsonl"]  # no torn or temporary file
+    assert shard_bytes(out)["shard-00000.jsonl"] == shard_bytes(short_run)["shard-00000.jsonl"]
+    assert not load_manifest(out)["finished_at"]
+    resumed = CrashingStream(hf_generator)
+    sample(cfg, generator=resumed)
+    assert crashing.requested == [12] and resumed.requested == [8]
+    assert shard_bytes(out) == shard_bytes(short_run)
+    assert load_samples(out)[0] == load_samples(short_run)[0]
 
 
 # ---------------------------------------------------------------------------- vLLM (one engine for the module)

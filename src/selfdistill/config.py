@@ -69,6 +69,7 @@ class SampleConfig:
     drop_shortest_fraction: float = 0.0  # the official code drops the shortest 10%: set 0.1 to match it
     backend: str = volatile("vllm")  # "vllm" or "hf"; both give the same truncated distribution
     tensor_parallel_size: int = volatile(1)
+    max_num_seqs: int | None = volatile(None)  # sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)
     shard_size: int = volatile(32)  # prompts per shard: the unit of atomic writes and resume
     output_dir: str = volatile("runs/samples")
 

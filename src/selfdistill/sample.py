@@ -9,10 +9,13 @@ Output directory:
     prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt
     shards/shard-00000.jsonl ...   one JSON record per sample, `shard_size` prompts per shard
 
-A shard is the unit of work: generated as one batch, written atomically when complete. A rerun of the
-same command skips finished shards, so after kill -9 the final data equal an uninterrupted run's, and
-each shard is generated with the same batch composition either way, so the records are byte-identical
-where the backend is deterministic (vLLM on CPU is across engine restarts; see the sampling report).
+A shard is the unit of resume: all missing shards' requests go through the engine as one continuously
+batched stream (Generator.stream: up to max_num_seqs sequences decode at once, and each finished one
+makes room for the next), and a shard is written atomically as soon as its last request finishes. A
+rerun of the same command skips finished shards, so after kill -9 only the requests in flight are lost
+and the final data equal an uninterrupted run's: every request has its own seed, so its reply does not
+depend on which others share the engine with it (byte for byte where the backend's numerics do not
+depend on the batch either; see generate.py).
 
 Record fields: prompt_id, sample_index, seed, messages, prompt_text (the templated prompt exactly as
 fed), reply, reply_token_ids, prompt_tokens, reply_tokens, finish_reason ("stop", "length",
@@ -30,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import SampleConfig
-from .generate import GenerationProgress, Generator, SamplingSpec, chat_prompt, load_generator
+from .generate import GenerationProgress, Generator, Request, SamplingSpec, chat_prompt, load_generator
 from .manifest import (
     RunDir,
     atomic_write_json,
@@ -146,7 +149,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
         owned = generator is None
         if owned:
             console.print(f"loading {model_path} ({cfg.backend})")
-            generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed)
+            generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs)
         try:
             run.update(effective_params=generator.effective_params(spec))
             _generate_shards(run, generator, shards, todo, messages, prompt_texts, spec, cfg)
@@ -175,15 +178,19 @@ def _check_shard(path: Path, prompts: list[Prompt], n: int) -> None:
 
 def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt]], todo: list[int], messages: dict, prompt_texts: dict,
                      spec: SamplingSpec, cfg: SampleConfig) -> None:
-    total = sum(len(shards[k]) for k in todo) * cfg.n
-    with GenerationProgress(console, "sampling", total) as progress:
-        for k in todo:
-            requests = [(p, j) for p in shards[k] for j in range(cfg.n)]
-            seeds = [sample_seed(cfg.seed, p.id, j) for p, j in requests]
-            completions = generator.generate([prompt_texts[p.id] for p, _ in requests], spec, seeds, progress)
-            records = [_record(p, messages[p.id], prompt_texts[p.id], j, seed, c[0]) for (p, j), seed, c in zip(requests, seeds, completions)]
-            atomic_write_jsonl(_shard_path(run.path, k), records)
-            progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
+    """Every missing shard's requests in one stream, so the engine stays full across shards; a shard
+    is written as soon as its last request finishes (a kill loses only the requests in flight)."""
+    requests = [(k, p, j, sample_seed(cfg.seed, p.id, j)) for k in todo for p in shards[k] for j in range(cfg.n)]
+    pending: dict[int, dict[int, dict]] = {k: {} for k in todo}  # shard -> request index -> record
+    with GenerationProgress(console, "sampling", len(requests)) as progress:
+        for i, (c,) in generator.stream([Request(prompt_texts[p.id], spec, seed) for _, p, _, seed in requests], cfg.max_num_seqs):
+            k, p, j, seed = requests[i]
+            pending[k][i] = _record(p, messages[p.id], prompt_texts[p.id], j, seed, c)
+            progress(1, len(c.token_ids))
+            if len(pending[k]) == len(shards[k]) * cfg.n:
+                done = pending.pop(k)
+                atomic_write_jsonl(_shard_path(run.path, k), [done[i] for i in sorted(done)])
+                progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
     session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
     console.print(f"generated {session['generated_tokens']} tokens in {session['seconds']} s: {session['tokens_per_second']} tokens/s")
