@@ -147,20 +147,10 @@ def test_oracle_is_not_available_for_livecodebench(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_short_blocks_share_a_call_with_the_next_temperature():
-    def plan(sizes_done):
-        return {"blocks": [([("p", j) for j in range(size)], done) for size, done in sizes_done]}
-
-    # greedy on 16 problems (one short block) joins T=0.9's first block; finished blocks are skipped
-    calls = E._calls({0.0: plan([(16, False)]), 0.9: plan([(64, True), (64, False), (8, False)]), 1.2: plan([(40, False)])})
-    assert [[(T, len(b)) for T, b in call] for call in calls] == [[(0.0, 16), (0.9, 64)], [(0.9, 8), (1.2, 40)]]
-    assert E._calls({0.0: plan([(16, True)])}) == []
-
-
 # ---------------------------------------------------------------------------- the sweep with a real model, kill -9, resume
 
 SWEEP = {"model": "tiny-random", "backend": "hf", "benchmark": "humaneval", "limit": 8, "temperatures": [0.0, 1.0], "n": 2,
-         "ks": [1, 2], "max_tokens": 16, "workers": 1}
+         "ks": [1, 2], "max_tokens": 16, "workers": 1, "max_num_seqs": 4}  # 4 in flight: the hf backend finishes one block at a time
 RUN_IN_CHILD = """
 import sys
 from selfdistill import evaluate as E
@@ -212,9 +202,9 @@ def test_kill_9_midway_then_rerun_completes_the_same_results(tmp_path, uninterru
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     assert first_block.is_file(), "the child never finished a block"
-    done_before = len(read_jsonl(first_block))
+    on_disk = {name: read_jsonl(path) for name in ("0.00", "1.00") if (path := out / "results" / f"T{name}.jsonl").is_file()}
+    done_before = sum(map(len, on_disk.values()))
     assert done_before < 8 + 16, "killed too late to test a resume"
-    finished = {r["problem_id"]: r for r in read_jsonl(first_block)}
 
     old, E.BLOCK = E.BLOCK, 4
     try:
@@ -227,7 +217,55 @@ def test_kill_9_midway_then_rerun_completes_the_same_results(tmp_path, uninterru
     # finished work was kept, not redone: the rerun generated only what was missing
     sessions = json.loads((out / "manifest.json").read_text())["sessions"]
     assert sessions[-1]["samples"] == 8 + 16 - done_before
-    assert all(finished[r["problem_id"]] == r for r in read_jsonl(first_block) if r["problem_id"] in finished)
+    for name, records in on_disk.items():
+        after = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(out / "results" / f"T{name}.jsonl")}
+        assert all(after[(r["problem_id"], r["sample_index"])] == r for r in records)
+
+
+def test_records_do_not_depend_on_concurrency(tmp_path, uninterrupted):
+    E.evaluate(EvalConfig(**{**SWEEP, "max_num_seqs": 64}, output_dir=str(tmp_path / "wide")))
+    for name in ("0.00", "1.00"):
+        assert read_jsonl(tmp_path / "wide" / "results" / f"T{name}.jsonl") == read_jsonl(uninterrupted / "results" / f"T{name}.jsonl")
+
+
+class GradedMidStream:
+    """A generator whose stream, after the first block's replies, waits until that block's file is on
+    disk (graded while the engine holds the rest), yields two more replies and crashes."""
+
+    def __init__(self, generator, path: Path):
+        self.generator, self.path = generator, path
+
+    def __getattr__(self, name):
+        return getattr(self.generator, name)
+
+    def stream(self, requests, max_in_flight=None):
+        for n, result in enumerate(self.generator.stream(requests, max_in_flight)):
+            if n == 4:
+                deadline = time.time() + 120
+                while not self.path.is_file() and time.time() < deadline:
+                    time.sleep(0.05)
+                assert self.path.is_file(), "the first block was not graded while the stream went on"
+            if n == 6:
+                raise KeyboardInterrupt("crash mid-stream")
+            yield result
+
+
+def test_blocks_are_graded_while_the_engine_decodes_and_a_crash_keeps_them(tmp_path, tiny_model, uninterrupted):
+    from selfdistill.generate import load_generator
+
+    cfg = EvalConfig(**SWEEP, output_dir=str(tmp_path / "crashed"))
+    first_block = tmp_path / "crashed" / "results" / "T0.00.jsonl"
+    old, E.BLOCK = E.BLOCK, 4
+    try:
+        with load_generator(tiny_model, "hf", cfg.max_model_len) as generator, pytest.raises(KeyboardInterrupt):
+            E.evaluate(cfg, generator=GradedMidStream(generator, first_block))
+        assert len(read_jsonl(first_block)) == 4 and not (tmp_path / "crashed" / "results" / "T1.00.jsonl").exists()
+        E.evaluate(cfg)
+    finally:
+        E.BLOCK = old
+    for name in ("0.00", "1.00"):
+        assert read_jsonl(tmp_path / "crashed" / "results" / f"T{name}.jsonl") == read_jsonl(uninterrupted / "results" / f"T{name}.jsonl")
+    assert json.loads((tmp_path / "crashed" / "manifest.json").read_text())["sessions"][-1]["samples"] == 8 + 16 - 4
 
 
 def test_sandbox_errors_are_regraded_on_rerun(tmp_path, uninterrupted):

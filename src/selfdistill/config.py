@@ -146,6 +146,7 @@ class EvalConfig:
     memory_mb: int | None = None  # address-space limit per execution; None = the profile's (strict: 1024, lcb: 8192)
     backend: str = volatile("vllm")
     tensor_parallel_size: int = volatile(1)
+    max_num_seqs: int | None = volatile(None)  # sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)
     workers: int | None = volatile(None)  # sandbox workers; None = CPU count
     output_dir: str = volatile("runs/eval")
 

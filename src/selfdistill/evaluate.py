@@ -24,11 +24,12 @@ Output directory (cfg.output_dir):
                          sample index), status (a sandbox status: passed, failed, timeout, memory,
                          runtime_error, output_limit, sandbox_error; or extraction_failed), passed, detail,
                          reply, reply_tokens, finish_reason (stop, length, prompt_too_long), prompt_text
-                       rewritten atomically after each block of BLOCK requests, so a killed eval resumes
-                       at the first unfinished block; blocks keep their composition across resumes. Short
-                       blocks share a generate() call with the next temperature's (_calls); a call's files
-                       are written one after the other, and a kill between those writes redoes the rest
-                       of that call alone (the same seeds; only batch-dependent float rounding can differ)
+                       rewritten atomically after each block of BLOCK requests is graded, so a killed
+                       eval resumes with the unfinished blocks; blocks keep their composition across
+                       resumes. A phase's unfinished blocks, all temperatures, go through the engine as
+                       one stream (Generator.stream: it stays full, greedy and sampled requests side by
+                       side), and a block goes to the sandbox as soon as its last reply is in, graded on
+                       a thread while the engine keeps decoding: a kill loses the blocks not yet written
   results/oracle.jsonl --oracle: the same records for the reference solutions (temperature null)
   summary.json         benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
                        grading (the profile), problem ids and the dev/test split; per temperature ("0.70"):
@@ -46,6 +47,7 @@ import hashlib
 import json
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
@@ -55,12 +57,12 @@ from rich.table import Table
 from . import benchmarks, metrics
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
-from .generate import GenerationProgress
+from .generate import Completion, GenerationProgress, Request
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl, sha256_json
 from .sandbox import Pool
 
 console = Console(stderr=True, highlight=False)
-BLOCK = 64  # requests generated and graded together: the unit of atomic writes and of resume
+BLOCK = 64  # requests graded and written together: the unit of atomic writes and of resume
 RECORD_FIELDS = ("problem_id", "temperature", "sample_index", "seed", "status", "passed", "detail", "reply", "reply_tokens",
                  "finish_reason", "prompt_text")
 
@@ -167,7 +169,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
                 continue
             if generator is None:
                 console.print(f"loading {model_path} ({cfg.backend})")
-                generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed)
+                generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs)
             run.update(effective_params={_label(T): generator.effective_params(specs[T]) for T in temps})
             _generate(run, cfg, bench, generator, plan, specs, prompt_texts, pool, missing)
     finally:
@@ -229,47 +231,45 @@ def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Po
     _save(plan)
 
 
-def _calls(plan: dict) -> list[list[tuple[float, list]]]:
-    """The unfinished blocks of every temperature, in order, joined into generate() calls of at least
-    BLOCK requests: a short block (a greedy sweep of few problems, a temperature's last block) then
-    shares its batch with the next temperature's instead of decoding alone at low concurrency."""
-    calls, call, size = [], [], 0
-    for T, p in plan.items():
-        for block, done in p["blocks"]:
-            if not done:
-                call.append((T, block))
-                size += len(block)
-                if size >= BLOCK:
-                    calls.append(call)
-                    call, size = [], 0
-    return calls + ([call] if call else [])
-
-
 def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int) -> None:
-    with GenerationProgress(console, "eval", total) as progress:
-        for call in _calls(plan):
-            temps = dict.fromkeys(T for T, _ in call)
-            label = "T=" + ",".join(map(_label, temps))
-            requests = [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for T, block in call for prob, j in block]
-            progress.describe(f"{label} generating")
-            completions = generator.generate([prompt_texts[prob.id] for _, prob, _, _ in requests], [specs[T] for T, *_ in requests],
-                                             [seed for *_, seed in requests], progress)
-            progress.describe(f"{label} grading")
-            verdicts = bench.grade_many([prob for _, prob, _, _ in requests], [c[0].text for c in completions], pool)
-            for (T, prob, j, seed), (c,), v in zip(requests, completions, verdicts):
-                if c.finish_reason == "prompt_too_long":
-                    v = benchmarks.Verdict("extraction_failed", False, f"the prompt does not fit max_model_len={cfg.max_model_len}")
-                plan[T]["records"][(prob.id, j)] = {
-                    "problem_id": prob.id, "temperature": T, "sample_index": j, "seed": seed, "status": v.status,
-                    "passed": v.passed, "detail": v.detail, "reply": c.text, "reply_tokens": len(c.token_ids),
-                    "finish_reason": c.finish_reason, "prompt_text": prompt_texts[prob.id],
-                }
-            for T in temps:
-                _save(plan[T])
-            progress.checkpoint(f"{label}: {len(requests)} samples graded")
+    """Every unfinished block in one stream; each finished block is graded and saved on a thread."""
+    blocks = [(T, block) for T, p in plan.items() for block, done in p["blocks"] if not done]
+    requests = [(b, T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for b, (T, block) in enumerate(blocks) for prob, j in block]
+    replies: dict[int, dict[int, Completion]] = {b: {} for b in range(len(blocks))}  # block -> request index -> reply
+    with GenerationProgress(console, "eval", total) as progress, ThreadPoolExecutor(1, thread_name_prefix="grading") as grader:
+        graded = []
+        stream = generator.stream([Request(prompt_texts[prob.id], specs[T], seed) for _, T, prob, _, seed in requests], cfg.max_num_seqs)
+        for i, (c,) in stream:
+            b = requests[i][0]
+            replies[b][i] = c
+            progress(1, len(c.token_ids))
+            if len(replies[b]) == len(blocks[b][1]):
+                done = replies.pop(b)
+                graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, [(*requests[k][1:], done[k]) for k in sorted(done)], progress))
+            for future in graded:
+                if future.done():
+                    future.result()  # a grading error stops the stream now, not after the last reply
+        for future in graded:
+            future.result()
     session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
     console.print(f"generated and graded {total} samples in {session['seconds']:.0f} s ({session['tokens_per_second']} tokens/s)")
+
+
+def _grade_block(cfg: EvalConfig, bench, plan: dict, prompt_texts: dict, pool: Pool, block: list[tuple], progress: GenerationProgress) -> None:
+    """Grade one block's (T, problem, sample index, seed, completion) and rewrite its temperature's file."""
+    T = block[0][0]
+    verdicts = bench.grade_many([prob for _, prob, *_ in block], [c.text for *_, c in block], pool)
+    for (_, prob, j, seed, c), v in zip(block, verdicts):
+        if c.finish_reason == "prompt_too_long":
+            v = benchmarks.Verdict("extraction_failed", False, f"the prompt does not fit max_model_len={cfg.max_model_len}")
+        plan[T]["records"][(prob.id, j)] = {
+            "problem_id": prob.id, "temperature": T, "sample_index": j, "seed": seed, "status": v.status,
+            "passed": v.passed, "detail": v.detail, "reply": c.text, "reply_tokens": len(c.token_ids),
+            "finish_reason": c.finish_reason, "prompt_text": prompt_texts[prob.id],
+        }
+    _save(plan[T])
+    progress.checkpoint(f"T={_label(T)}: a block of {len(block)} samples graded")
 
 
 # ---------------------------------------------------------------------------- oracle
