@@ -1,14 +1,25 @@
-"""Sampling throughput: the same prompts, spec and seeds through the hf and vllm backends, in one run.
+"""Sampling throughput, in one run: the hf and vllm backends on the same prompts, spec and seeds, or
+(--compare) one vLLM job run as closed batches and as one continuously batched stream.
 
     flock /tmp/selfdistill-heavy.lock .venv/bin/python benchmarks/sampling_throughput.py
     ... --backends vllm --max-tokens 128 --out bench.json
+    ... --compare --model smollm2-135m-instruct --prompts 256 --max-tokens 512 --out compare.json
 
-Prints generated tokens/s per backend (the generate() call only; model loading is timed apart), the
+Backends: generated tokens/s per backend (the generate() call only; model loading is timed apart), the
 vllm/hf ratio (target >= 3), and the share of the machine's matmul peak each achieves:
 2 * parameters * tokens/s / peak, with the bf16 and fp32 peaks timed here on a large torch.matmul.
 Both backends compute in fp32 on a CPU without native bf16 (AVX512-BF16/AMX), where the bf16 "peak"
 is emulation (~1 GFLOP/s) and the fp32 share is the meaningful one. hf runs first: vLLM's CPU worker
 pins OpenMP threads for the rest of the process.
+
+--compare, on one engine: the engine's prefill rate (a prefill-only batch: max_tokens=1) and decode
+rate (every sequence in flight, timed between the last prefill and the first finished reply), then
+the job as `ssd sample` ran it before streaming (closed batches of --closed-batch prompts, each
+waiting for its longest reply) and as it runs now (Generator.stream, up to max_num_seqs in flight).
+ideal = generated / (prompt tokens / prefill rate + generated / decode rate): the job with every
+sequence slot always busy. The prefix cache is emptied before each timed part, so none reuses
+another's prompts. With --gguf FILE and llama-cpp-python installed, llama.cpp decodes the first
+--anchor-prompts prompts one at a time (its Python API runs one sequence) as an outside anchor.
 """
 
 from __future__ import annotations
@@ -17,11 +28,12 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 
 import torch
 from peak import matmul_peak
 
-from selfdistill.generate import SamplingSpec, load_generator
+from selfdistill.generate import Request, SamplingSpec, load_generator
 from selfdistill.models import native_bf16
 from selfdistill.prompts import build_messages, load_prompts
 from selfdistill.sample import sample_seed
@@ -46,20 +58,7 @@ def run_backend(backend: str, model: str, prompts: list[list[dict]], spec: Sampl
             "tokens_per_second": tokens / seconds, "parameters": params, "length_capped": finish.count("length"), "stopped": finish.count("stop")}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
-    parser.add_argument("--prompts", default="leetcode-train")
-    parser.add_argument("--num-prompts", type=int, default=64)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--max-model-len", type=int, default=2048)
-    parser.add_argument("--backends", default="hf,vllm", help="comma-separated, run in this order")
-    parser.add_argument("--out", help="also write the results as JSON here")
-    args = parser.parse_args()
-
-    prompts = [build_messages(p.text, p.starter_code, "system") for p in load_prompts(args.prompts, limit=args.num_prompts)]
-    spec = SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=args.max_tokens)  # the paper's T_train truncation
-    seeds = [sample_seed(0, str(i), 0) for i in range(len(prompts))]
+def compare_backends(args, prompts: list[list[dict]], spec: SamplingSpec, seeds: list[int]) -> dict:
     peak, fp32_peak = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
     print(f"matmul peak: bf16 {peak / 1e9:.1f} GFLOP/s, fp32 {fp32_peak / 1e9:.1f} GFLOP/s on {os.cpu_count()} CPUs "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", flush=True)
@@ -78,6 +77,142 @@ def main() -> None:
         ratio = results["backends"]["vllm"]["tokens_per_second"] / results["backends"]["hf"]["tokens_per_second"]
         results["vllm_over_hf"] = ratio
         print(f"vllm / hf: {ratio:.2f}x (target >= 3x)")
+    return results
+
+
+# ---------------------------------------------------------------------------- --compare: closed batches against the stream
+
+
+def prefill_rate(generator, requests: list[Request]) -> dict:
+    """Prompt tokens/s of a prefill-only batch: max_tokens=1, so no request ever decodes."""
+    generator.llm.reset_prefix_cache()
+    start = time.perf_counter()
+    out = generator.generate([r.prompt for r in requests], replace(requests[0].spec, max_tokens=1), [r.seed for r in requests])
+    seconds = time.perf_counter() - start
+    tokens = sum(c[0].prompt_tokens for c in out)
+    return {"prompts": len(requests), "prompt_tokens": tokens, "seconds": round(seconds, 1), "tokens_per_second": tokens / seconds}
+
+
+def decode_rate(generator, requests: list[Request], concurrency: int, tokens: int) -> dict:
+    """Generated tokens/s with `concurrency` sequences decoding, none stopping (ignore_eos): timed from
+    the step that completes the last prefill to the first finished reply, through the engine's step API."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    engine = generator.llm.llm_engine
+    generator.llm.reset_prefix_cache()
+    for k in range(concurrency):
+        r = requests[k % len(requests)]
+        params = SamplingParams(temperature=r.spec.temperature, top_k=r.spec.top_k, top_p=r.spec.top_p, seed=r.seed + k, max_tokens=1 + tokens,
+                                ignore_eos=True, output_kind=RequestOutputKind.DELTA)
+        engine.add_request(f"decode-{k}", TokensPrompt(prompt_token_ids=generator.tokenizer(r.prompt, add_special_tokens=False)["input_ids"]), params)
+    started, window_start, produced = set(), None, 0
+    while True:
+        outputs = engine.step()
+        now = time.perf_counter()
+        if window_start is not None:
+            produced += sum(len(o.outputs[0].token_ids) for o in outputs)
+        started.update(o.request_id for o in outputs)
+        if any(o.finished for o in outputs):
+            break
+        if window_start is None and len(started) == concurrency:
+            window_start = now
+    engine.abort_request([f"decode-{k}" for k in range(concurrency)])
+    if window_start is None:
+        raise SystemExit(f"a reply finished before all {concurrency} sequences were prefilled (the KV cache holds fewer): lower --decode-concurrency")
+    return {"concurrency": concurrency, "tokens": produced, "seconds": round(now - window_start, 1), "tokens_per_second": produced / (now - window_start)}
+
+
+def timed_job(generator, run) -> dict:
+    generator.llm.reset_prefix_cache()
+    start = time.perf_counter()
+    replies = run()
+    seconds = time.perf_counter() - start
+    tokens = sum(len(c.token_ids) for completions in replies for c in completions)
+    return {"seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_second": tokens / seconds, "replies": replies}
+
+
+def closed_batches(generator, requests: list[Request], size: int) -> list:
+    """The job as `ssd sample` ran it before streaming: one generate() per batch, each waiting for its longest reply."""
+    return [completions for k in range(0, len(requests), size)
+            for completions in generator.generate([r.prompt for r in requests[k : k + size]], [r.spec for r in requests[k : k + size]],
+                                                  [r.seed for r in requests[k : k + size]])]
+
+
+def streamed(generator, requests: list[Request]) -> list:
+    return [completions for _, completions in sorted(generator.stream(requests), key=lambda item: item[0])]
+
+
+def llama_cpp_anchor(gguf: str, requests: list[Request], n_ctx: int) -> dict:
+    """llama.cpp (llama-cpp-python, when installed) on the same prompts and truncation, one sequence at a time."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=gguf, n_ctx=n_ctx, n_threads=os.cpu_count(), verbose=False)
+    start, tokens = time.perf_counter(), 0
+    for r in requests:
+        out = llm.create_completion(r.prompt, max_tokens=r.spec.max_tokens, temperature=r.spec.temperature, top_k=r.spec.top_k,
+                                    top_p=r.spec.top_p, min_p=0.0, repeat_penalty=1.0, seed=r.seed % 2**31)
+        tokens += out["usage"]["completion_tokens"]
+    seconds = time.perf_counter() - start
+    return {"gguf": gguf, "prompts": len(requests), "generated_tokens": tokens, "seconds": round(seconds, 1), "tokens_per_second": tokens / seconds}
+
+
+def compare_closed_and_stream(args, prompts: list[list[dict]], spec: SamplingSpec, seeds: list[int]) -> dict:
+    with load_generator(args.model, "vllm", max_model_len=args.max_model_len) as generator:
+        requests = [Request(generator.chat_prompt(m), spec, seed) for m, seed in zip(prompts, seeds)]
+        concurrency = args.decode_concurrency or min(len(requests), generator.max_num_seqs)
+        print(f"{args.model}: {len(requests)} prompts, max_tokens {spec.max_tokens}, max_num_seqs {generator.max_num_seqs}", flush=True)
+        prefill = prefill_rate(generator, requests[: args.rate_prompts])
+        print(f"prefill {prefill['tokens_per_second']:.1f} prompt tokens/s ({prefill['prompt_tokens']} tokens in {prefill['seconds']} s)", flush=True)
+        decode = decode_rate(generator, requests, concurrency, args.decode_tokens)
+        print(f"decode  {decode['tokens_per_second']:.1f} tokens/s at {concurrency} sequences ({decode['tokens']} tokens in {decode['seconds']} s)", flush=True)
+        closed = timed_job(generator, lambda: closed_batches(generator, requests, args.closed_batch))
+        print(f"closed batches of {args.closed_batch}: {closed['tokens_per_second']:.1f} tokens/s ({closed['generated_tokens']} tokens in {closed['seconds']} s)", flush=True)
+        stream = timed_job(generator, lambda: streamed(generator, requests))
+        print(f"stream: {stream['tokens_per_second']:.1f} tokens/s ({stream['generated_tokens']} tokens in {stream['seconds']} s)", flush=True)
+        effective = generator.effective_params(spec)
+    prompt_tokens = sum(c.prompt_tokens for completions in stream["replies"] for c in completions)
+    ideal_seconds = prompt_tokens / prefill["tokens_per_second"] + stream["generated_tokens"] / decode["tokens_per_second"]
+    same = sum([c.token_ids for c in a] == [c.token_ids for c in b] for a, b in zip(closed.pop("replies"), stream.pop("replies")))
+    results = {"model": args.model, "prompts": len(requests), "spec": vars(spec), "max_num_seqs": effective["max_num_seqs"], "dtype": effective["dtype"],
+               "closed_batch": args.closed_batch, "prompt_tokens": prompt_tokens, "prefill": prefill, "decode": decode, "closed": closed, "stream": stream,
+               "closed_tokens_per_second": closed["tokens_per_second"], "stream_tokens_per_second": stream["tokens_per_second"],
+               "ideal_tokens_per_second": stream["generated_tokens"] / ideal_seconds, "stream_over_closed": stream["tokens_per_second"] / closed["tokens_per_second"],
+               "identical_replies": same}
+    print(f"ideal {results['ideal_tokens_per_second']:.1f} tokens/s; stream / closed {results['stream_over_closed']:.2f}x, "
+          f"stream / ideal {stream['tokens_per_second'] / results['ideal_tokens_per_second']:.2f}; {same}/{len(requests)} replies identical both ways", flush=True)
+    if args.gguf:
+        try:
+            results["llama_cpp"] = llama_cpp_anchor(args.gguf, requests[: args.anchor_prompts], args.max_model_len)
+            print(f"llama.cpp anchor: {results['llama_cpp']['tokens_per_second']:.1f} tokens/s, one sequence", flush=True)
+        except ImportError:
+            print("llama-cpp-python is not installed: no llama.cpp anchor", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--prompt-source", default="leetcode-train")
+    parser.add_argument("--prompts", type=int, default=64, help="how many prompts")
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--backends", default="hf,vllm", help="comma-separated, run in this order")
+    parser.add_argument("--compare", action="store_true", help="vLLM only: closed batches against one stream, with the ideal from measured rates")
+    parser.add_argument("--closed-batch", type=int, default=32, help="--compare: prompts per closed batch (`ssd sample`'s old shard size)")
+    parser.add_argument("--rate-prompts", type=int, default=64, help="--compare: prompts of the prefill-only batch")
+    parser.add_argument("--decode-concurrency", type=int, help="--compare: sequences for the decode rate; default min(prompts, max_num_seqs)")
+    parser.add_argument("--decode-tokens", type=int, default=64, help="--compare: tokens each sequence decodes for the decode rate")
+    parser.add_argument("--gguf", help="--compare: a GGUF of the model, for the llama.cpp anchor (needs llama-cpp-python)")
+    parser.add_argument("--anchor-prompts", type=int, default=8)
+    parser.add_argument("--out", help="also write the results as JSON here")
+    args = parser.parse_args()
+
+    prompts = [build_messages(p.text, p.starter_code, "system") for p in load_prompts(args.prompt_source, limit=args.prompts)]
+    spec = SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=args.max_tokens)  # the paper's T_train truncation
+    seeds = [sample_seed(0, str(i), 0) for i in range(len(prompts))]
+    results = (compare_closed_and_stream if args.compare else compare_backends)(args, prompts, spec, seeds)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
