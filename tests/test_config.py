@@ -1,3 +1,5 @@
+import dataclasses
+import typing
 import pytest
 
 from selfdistill import config as C
@@ -111,3 +113,21 @@ def test_cli_flags_become_overrides():
     assert flags_to_overrides(["--top-k", "20", "--use-lora", "--no-packing", "seed=3", "--top-p=0.8"]) == ["top_k=20", "use_lora=true", "packing=false", "seed=3", "top_p=0.8"]
     with pytest.raises(C.ConfigError):
         flags_to_overrides(["stray"])
+
+
+@pytest.mark.parametrize("cls", [C.SampleConfig, C.TrainConfig, C.EvalConfig, C.AnalyzeConfig, C.SweepConfig, C.RunConfig])
+def test_every_field_carries_its_help(cls):
+    sections = {name for name, tp in typing.get_type_hints(cls).items() if dataclasses.is_dataclass(tp)}  # documented by their class
+    missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help") and f.name not in sections]
+    assert not missing, f"{cls.__name__} fields without help text: {missing}"
+
+
+def test_stage_help_lists_every_field_with_type_default_and_help():
+    from typer.testing import CliRunner
+
+    from selfdistill.cli import app
+
+    out = " ".join(CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "400"}).output.split())
+    for f in dataclasses.fields(C.EvalConfig):
+        assert f"{f.name} (" in out and " ".join(f.metadata["help"].split())[:60] in out, f.name
+    assert "temperatures (list[float] = [0.0]): T_eval grid" in out

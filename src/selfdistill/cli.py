@@ -102,7 +102,16 @@ def _run_config(preset, config_file, ctx: typer.Context, default_preset: str | N
 
 
 def _fields(cls) -> str:
-    return "Fields: " + ", ".join(f.name for f in cfgmod.dataclasses.fields(cls))
+    """Every config field of a stage with its type, default and help, for the command's --help."""
+    hints = cfgmod.typing.get_type_hints(cls)
+    default = cls()
+    type_name = lambda tp: tp.__name__ if isinstance(tp, type) and not cfgmod.typing.get_origin(tp) else str(tp)  # list[str], not list
+    rows = [f"{f.name} ({type_name(hints[f.name])} = {getattr(default, f.name)!r}): {f.metadata.get('help', '')}"
+            for f in cfgmod.dataclasses.fields(cls)]
+    # \b keeps click from rewrapping the block into one paragraph
+    from rich.markup import escape  # typer renders help as rich markup, where "[float]" would be a style tag
+
+    return "Config fields (flags --name VALUE, or name=VALUE):\n\n\b\n" + "\n".join(map(escape, rows))
 
 
 @app.command(context_settings=STAGE_SETTINGS, epilog=_fields(SampleConfig))

@@ -27,165 +27,160 @@ class ConfigError(ValueError):
 CHAT_DATE = "2026-04-01"  # the date chat templates that stamp one see, by default: fixed, so prompts never change with the day
 
 
-def volatile(default: Any = dataclasses.MISSING, **kwargs) -> Any:
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, volatile: bool = False) -> Any:
+    """A config field with its help text (`ssd <stage> --help` prints it, as TRL's dataclasses do);
+    `factory` for mutable defaults."""
+    return field(default=default, default_factory=factory, metadata={"help": help, "volatile": volatile})
+
+
+def volatile(default: Any = dataclasses.MISSING, help: str = "") -> Any:
     """A field that does not change a stage's outputs (paths, worker counts): it is left out of the
     fingerprint that decides whether an existing run directory may be reused."""
-    return field(default=default, metadata={"volatile": True}, **kwargs)
-
-
-@dataclass
-class Decoding:
-    """One sampling spec, applied in the paper's order: temperature, then top-k, then top-p.
-    temperature 0 means greedy; top_k 0 and top_p 1.0 mean no truncation."""
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
+    return option(default, help, volatile=True)
 
 
 @dataclass
 class SampleConfig:
-    model: str = "qwen2.5-coder-0.5b-instruct"
-    prompts: str = "leetcode-train"  # a dataset name (see `selfdistill.prompts`), a local file or a hub id
-    prompt_field: str | None = None  # the field holding the statement; None = the dataset's default
-    # "paper": rows with is_passed true, deduplicated by question text (rStar-Coder seed_sft -> the paper's
-    # ~10.2k prompts); "all": every row, deduplicated on statement + starter code
-    prompt_selection: str = "all"
-    limit: int | None = None  # first N prompts after dedup and decontamination
-    prompt_format: str = "system"  # "system" (our wording of the paper's description) or "lcb" (the paper's eval prompt)
-    chat_date: str = CHAT_DATE  # YYYY-MM-DD, given to templates that stamp today's date (GPT-OSS); training reuses it
-    reasoning_effort: str | None = None  # given to templates that read it (GPT-OSS: the paper's "high"); None = the template's
-    decontaminate: list[str] = field(default_factory=lambda: ["humaneval", "mbpp", "leetcode", "livecodebench"])
-    temperature: float = 1.6
-    top_k: int = 20
-    top_p: float = 0.8
-    min_p: float = 0.0
-    n: int = 1
-    max_tokens: int = 2048
-    max_model_len: int = 4096
-    seed: int = 0
-    stop: list[str] = field(default_factory=list)
-    drop_shortest_fraction: float = 0.0  # the official code drops the shortest 10%: set 0.1 to match it
-    backend: str = volatile("vllm")  # "vllm" or "hf"; both give the same truncated distribution
-    tensor_parallel_size: int = volatile(1)
-    max_num_seqs: int | None = volatile(None)  # sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)
-    shard_size: int = volatile(32)  # prompts per shard: the unit of atomic writes and resume
-    output_dir: str = volatile("runs/samples")
-
-    def decoding(self) -> Decoding:
-        return Decoding(self.temperature, self.top_k, self.top_p, self.min_p)
+    model: str = option("qwen2.5-coder-0.5b-instruct", "the model that answers: a registry name (`ssd models`), a model directory or a hub id")
+    prompts: str = option("leetcode-train", "a dataset name (see `selfdistill.prompts`), a local file or a hub id")
+    prompt_field: str | None = option(None, "the field holding the statement; None = the dataset's default")
+    prompt_selection: str = option("all",
+        "'paper': rows with is_passed true, deduplicated by question text (rStar-Coder seed_sft -> the "
+        "paper's ~10.2k prompts); 'all': every row, deduplicated on statement + starter code")
+    limit: int | None = option(None, "first N prompts after dedup and decontamination")
+    prompt_format: str = option("system", "'system' (our wording of the paper's description) or 'lcb' (the paper's eval prompt)")
+    chat_date: str = option(CHAT_DATE, "YYYY-MM-DD, given to templates that stamp today's date (GPT-OSS); training reuses it")
+    reasoning_effort: str | None = option(None, "given to templates that read it (GPT-OSS: the paper's 'high'); None = the template's")
+    decontaminate: list[str] = option(
+        factory=lambda: ["humaneval", "mbpp", "leetcode", "livecodebench"],
+        help="benchmarks whose problems are removed from the prompts: NAME, NAME:FILE_OR_HUB_ID, each optionally "
+        "@FROM..TO (`ssd run` adds the evaluated one)")
+    temperature: float = option(1.6, "T_train: sampling temperature, applied first (paper Table 3)")
+    top_k: int = option(20, "keep the k most likely tokens after temperature; 0 = off")
+    top_p: float = option(0.8, "then keep the smallest head of those with this much probability; 1.0 = off")
+    min_p: float = option(0.0, "min-p truncation (vLLM order: after temperature, before top-k); the paper uses none")
+    n: int = option(1, "samples per prompt (the paper: 1)")
+    max_tokens: int = option(2048, "new tokens per reply; a reply cut here is kept and counted as truncated")
+    max_model_len: int = option(4096, "context length of the engine: prompt plus reply")
+    seed: int = option(0, "run seed; each request gets its own seed from it, the prompt id and the sample index")
+    stop: list[str] = option(factory=list, help="stop strings besides the stop tokens")
+    drop_shortest_fraction: float = option(0.0, "the official code drops the shortest 10%: set 0.1 to match it")
+    backend: str = volatile("vllm", "'vllm' or 'hf'; both give the same truncated distribution")
+    tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine")
+    max_num_seqs: int | None = volatile(None, "sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)")
+    shard_size: int = volatile(32, "prompts per shard: the unit of atomic writes and resume")
+    output_dir: str = volatile("runs/samples", "where the samples go")
 
 
 @dataclass
 class TrainConfig:
-    model: str = "qwen2.5-coder-0.5b-instruct"
-    samples: str = "runs/samples"  # an `ssd sample` output directory
-    use_lora: bool = False  # paper: full fine-tune
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target_modules: str = "all-linear"
-    learning_rate: float = 5e-6
-    min_learning_rate: float = 1e-6  # cosine decays to this floor, not to zero
-    warmup_ratio: float = 0.05  # share of the optimizer steps spent warming up, unless warmup_steps is set
-    warmup_steps: int = 0  # > 0 overrides warmup_ratio (paper: 250 for instruct models, 50 for thinking models)
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    weight_decay: float = 0.1
-    global_batch_size: int = 32  # reached through gradient accumulation over processes
-    per_device_batch_size: int = 1
-    num_train_epochs: float = 1.0
-    max_steps: int = -1  # optimizer steps; > 0 overrides epochs (paper: 2,500 for instruct models, 300 for thinking models)
-    max_length: int | None = None  # None = the longest sample; never a library default
-    packing: bool = False  # padding-free packing (position ids reset per sample)
-    bf16: bool = True
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    logging_steps: int = volatile(1)
-    save_steps: int = volatile(10)
-    output_dir: str = volatile("runs/train")
+    model: str = option("qwen2.5-coder-0.5b-instruct", "the base model to fine-tune (the one that sampled)")
+    samples: str = option("runs/samples", "an `ssd sample` output directory")
+    use_lora: bool = option(False, "train a LoRA adapter, merged into the model at the end, instead of every weight (the paper: full fine-tune)")
+    lora_r: int = option(16, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = option(0.0, "dropout on the LoRA branch")
+    lora_target_modules: str = option("all-linear", "modules that get adapters (PEFT syntax; all-linear = every linear layer but the head)")
+    learning_rate: float = option(5e-6, "peak learning rate (paper: 5e-6, full fine-tune)")
+    min_learning_rate: float = option(1e-6, "cosine decays to this floor, not to zero")
+    warmup_ratio: float = option(0.05, "share of the optimizer steps spent warming up, unless warmup_steps is set")
+    warmup_steps: int = option(0, "> 0 overrides warmup_ratio (paper: 250 for instruct models, 50 for thinking models)")
+    adam_beta1: float = option(0.9, "AdamW beta1 (paper: 0.9)")
+    adam_beta2: float = option(0.95, "AdamW beta2 (paper: 0.95)")
+    weight_decay: float = option(0.1, "AdamW weight decay (paper: 0.1)")
+    global_batch_size: int = option(32, "reached through gradient accumulation over processes")
+    per_device_batch_size: int = option(1, "samples per process per forward pass")
+    num_train_epochs: float = option(1.0, "passes over the samples, unless max_steps is set")
+    max_steps: int = option(-1, "optimizer steps; > 0 overrides epochs (paper: 2,500 for instruct models, 300 for thinking models)")
+    max_length: int | None = option(None, "None = the longest sample; never a library default")
+    packing: bool = option(False, "padding-free packing (position ids reset per sample)")
+    bf16: bool = option(True, "train in bf16 where the hardware computes it natively (else fp32)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: long sequences fit at ~30% more compute")
+    seed: int = option(0, "data order and initialisation seed")
+    logging_steps: int = volatile(1, "log the loss every this many optimizer steps")
+    save_steps: int = volatile(10, "checkpoint every this many optimizer steps (the unit of resume)")
+    output_dir: str = volatile("runs/train", "where the model, loss curve and checkpoints go")
 
 
 @dataclass
 class EvalConfig:
-    model: str = "qwen2.5-coder-0.5b-instruct"
-    benchmark: str = "humaneval"
-    benchmark_path: str | None = None  # a local file or hub id instead of the registry default
-    limit: int | None = None  # a fixed, seeded subset of this many problems
-    release_from: str | None = None  # date window (YYYY-MM-DD) for dated benchmarks such as livecodebench
-    release_to: str | None = None
-    platforms: list[str] = field(default_factory=list)  # e.g. ["leetcode", "atcoder"]; empty = all
-    prompt_format: str = "system"  # as in sampling: "system" or "lcb" (the paper's eval prompt: LiveCodeBench's, user only)
-    chat_date: str = CHAT_DATE  # as in sampling; base and SSD models see the same prompts
-    reasoning_effort: str | None = None  # as in sampling
-    t_eval: float | None = None  # the preset's recommended T_eval for the SSD model (paper Table 3); always swept
-    temperatures: list[float] = field(default_factory=lambda: [0.0])
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    # The base model's recommended decoding (its model card; paper Table 4). `ssd run` and `ssd sweep` also
-    # evaluate the base model at it, reported beside its best T_eval. None: no recommended setting.
-    base_temperature: float | None = None
-    base_top_k: int = 0
-    base_top_p: float = 1.0
-    n: int = 1  # samples per problem at each temperature
-    # > 0: the two-phase protocol. The temperatures are decoded on the dev split only (n samples each),
-    # then the test split only at the temperature chosen on dev (best pass@1), with test_n samples:
-    # the fair selection at a fraction of the full grid's cost. 0: every temperature on every problem.
-    test_n: int = 0
-    ks: list[int] = field(default_factory=lambda: [1])
-    max_tokens: int = 1024
-    max_model_len: int = 4096
-    seed: int = 0
-    dev_fraction: float = 0.3  # problems used to choose T_eval; scores are reported on the rest
-    oracle: bool = False  # grade the benchmark's reference solutions instead of the model's
-    replies: str | None = volatile(None)  # grade these replies (JSONL: problem_id, reply, temperature) instead of a model's; its sha256 is an input
-    grading: str | None = None  # "strict" or "lcb" (docs/grading.md); None = the benchmark's own (lcb for livecodebench)
-    timeout: float | None = None  # seconds per execution (strict: 10) or per test (lcb: 6); None = the profile's
-    memory_mb: int | None = None  # address-space limit per execution; None = the profile's (strict: 1024, lcb: 8192)
-    backend: str = volatile("vllm")
-    tensor_parallel_size: int = volatile(1)
-    max_num_seqs: int | None = volatile(None)  # sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)
-    workers: int | None = volatile(None)  # sandbox workers; None = CPU count
-    output_dir: str = volatile("runs/eval")
+    model: str = option("qwen2.5-coder-0.5b-instruct", "the model to evaluate: registry name, model directory or hub id")
+    benchmark: str = option("humaneval", "a registry name: humaneval, humaneval_plus, mbpp, leetcode, livecodebench, jsonl")
+    benchmark_path: str | None = option(None, "a local file or hub id instead of the registry default")
+    limit: int | None = option(None, "a fixed, seeded subset of this many problems")
+    release_from: str | None = option(None, "date window (YYYY-MM-DD) for dated benchmarks such as livecodebench")
+    release_to: str | None = option(None, "end of the date window (YYYY-MM-DD), inclusive")
+    platforms: list[str] = option(factory=list, help="e.g. ['leetcode', 'atcoder']; empty = all")
+    prompt_format: str = option("system", "as in sampling: 'system' or 'lcb' (the paper's eval prompt: LiveCodeBench's, user only)")
+    chat_date: str = option(CHAT_DATE, "as in sampling; base and SSD models see the same prompts")
+    reasoning_effort: str | None = option(None, "as in sampling")
+    t_eval: float | None = option(None, "the preset's recommended T_eval for the SSD model (paper Table 3); always swept")
+    temperatures: list[float] = option(factory=lambda: [0.0], help="T_eval grid; 0 = greedy (one sample per problem)")
+    top_k: int = option(0, "eval truncation after temperature; 0 = off")
+    top_p: float = option(1.0, "eval top-p after top-k; 1.0 = off")
+    min_p: float = option(0.0, "eval min-p; 0 = off")
+    base_temperature: float | None = option(None,
+        "The base model's recommended decoding (its model card; paper Table 4). `ssd run` and `ssd sweep` "
+        "also evaluate the base model at it, reported beside its best T_eval. None: no recommended setting.")
+    base_top_k: int = option(0, "top-k of the base model's recommended decoding (with base_temperature)")
+    base_top_p: float = option(1.0, "top-p of the base model's recommended decoding (with base_temperature)")
+    n: int = option(1, "samples per problem at each temperature")
+    test_n: int = option(0,
+        "> 0: the two-phase protocol. The temperatures are decoded on the dev split only (n samples each), "
+        "then the test split only at the temperature chosen on dev (best pass@1), with test_n samples: the "
+        "fair selection at a fraction of the full grid's cost. 0: every temperature on every problem.")
+    ks: list[int] = option(factory=lambda: [1], help="the k of pass@k to report (each <= the samples per problem)")
+    max_tokens: int = option(1024, "new tokens per reply")
+    max_model_len: int = option(4096, "context length of the engine: prompt plus reply")
+    seed: int = option(0, "seed of the subset, the dev/test split and every request's seed")
+    dev_fraction: float = option(0.3, "problems used to choose T_eval; scores are reported on the rest")
+    oracle: bool = option(False, "grade the benchmark's reference solutions instead of the model's")
+    replies: str | None = volatile(None, "grade these replies (JSONL: problem_id, reply, temperature) instead of a model's; its sha256 is an input")
+    grading: str | None = option(None, "'strict' or 'lcb' (docs/grading.md); None = the benchmark's own (lcb for livecodebench)")
+    timeout: float | None = option(None, "seconds per execution (strict: 10) or per test (lcb: 6); None = the profile's")
+    memory_mb: int | None = option(None, "address-space limit per execution; None = the profile's (strict: 1024, lcb: 8192)")
+    backend: str = volatile("vllm", "'vllm' or 'hf'")
+    tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine")
+    max_num_seqs: int | None = volatile(None, "sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)")
+    workers: int | None = volatile(None, "sandbox workers; None = CPU count")
+    output_dir: str = volatile("runs/eval", "where results, summary.json and the manifest go")
 
 
 @dataclass
 class AnalyzeConfig:
     """The paper's Figure 6: base and SSD models score the same held-out replies by teacher forcing."""
 
-    base_model: str = "qwen2.5-coder-0.5b-instruct"
-    ssd_model: str = "runs/train/model"
-    replies: str = "runs/eval-base"  # an eval dir (held-out problems) or a samples dir: replies neither model trained on
-    limit: int = 16  # replies scored; each gives hundreds of token positions
-    t_train: float = 1.6  # the training truncation, which defines fork-like and lock-like positions
-    top_k: int = 20
-    top_p: float = 0.8
-    t_evals: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6])
-    eval_top_k: int = 20
-    eval_top_p: float = 0.8
-    seed: int = 0
-    output_dir: str = volatile("runs/analysis")
+    base_model: str = option("qwen2.5-coder-0.5b-instruct", "the base model")
+    ssd_model: str = option("runs/train/model", "the SSD model (a trained model directory)")
+    replies: str = option("runs/eval-base", "an eval dir (held-out problems) or a samples dir: replies neither model trained on")
+    limit: int = option(16, "replies scored; each gives hundreds of token positions")
+    t_train: float = option(1.6, "the training truncation, which defines fork-like and lock-like positions")
+    top_k: int = option(20, "training top-k (with t_train)")
+    top_p: float = option(0.8, "training top-p (with t_train)")
+    t_evals: list[float] = option(factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6], help="T_eval values of the entropy curves")
+    eval_top_k: int = option(20, "eval top-k of the entropy curves")
+    eval_top_p: float = option(0.8, "eval top-p of the entropy curves")
+    seed: int = option(0, "which replies are scored")
+    output_dir: str = volatile("runs/analysis", "where analysis.json and the Figure 6 plots go")
 
 
 @dataclass
 class SweepConfig:
     """The paper's T_train x T_eval grid (section 3.4): one SSD model per T_train, each evaluated at every T_eval."""
 
-    t_trains: list[float] = field(default_factory=lambda: [1.0, 1.6])
-    t_evals: list[float] = field(default_factory=lambda: [0.4, 0.7, 1.0])
-    metric: str = "pass@1"  # the cell value, on all problems of the eval (on dev in the two-phase eval protocol)
-    # Also evaluate the base model at T_eff = T_train x T_eval of SSD's best cell: the paper's claim is
-    # that SSD beats any single global temperature, not only the base model's dev-chosen one.
-    teff_baseline: bool = True
+    t_trains: list[float] = option(factory=lambda: [1.0, 1.6], help="T_train values: one sample set and one SSD model each")
+    t_evals: list[float] = option(factory=lambda: [0.4, 0.7, 1.0], help="T_eval values each model is decoded at")
+    metric: str = option("pass@1", "the cell value, on all problems of the eval (on dev in the two-phase eval protocol)")
+    teff_baseline: bool = option(True,
+        "Also evaluate the base model at T_eff = T_train x T_eval of SSD's best cell: the paper's claim is "
+        "that SSD beats any single global temperature, not only the base model's dev-chosen one.")
 
 
 @dataclass
 class RunConfig:
-    model: str = "qwen2.5-coder-0.5b-instruct"
-    output_dir: str = volatile("runs/default")
-    notes: str = volatile("")  # where the preset's numbers come from
+    model: str = option("qwen2.5-coder-0.5b-instruct", "every stage's model unless a section names its own")
+    output_dir: str = volatile("runs/default", "the run directory: one hashed directory per stage inside")
+    notes: str = volatile("", "where the preset's numbers come from")
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -376,10 +371,3 @@ def fingerprint_dict(cfg: Any) -> dict:
 
 def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def field_help(cls: type) -> str:
-    """One line per field, for `--help` epilogs."""
-    hints = typing.get_type_hints(cls)
-    default = cls()
-    return "\n".join(f"{f.name} ({getattr(hints[f.name], '__name__', str(hints[f.name]))}) = {getattr(default, f.name)!r}" for f in dataclasses.fields(cls))
