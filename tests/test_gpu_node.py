@@ -5,6 +5,7 @@ and dequantization chosen per architecture, the export's dtype handling and vLLM
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -213,3 +214,19 @@ def test_vllm_requests_carry_their_seed_unless_turned_off():
 def test_per_request_seeds_are_on_by_default_and_part_of_the_fingerprint(cls):
     assert cls().per_request_seeds is True
     assert C.fingerprint_dict(cls()) != C.fingerprint_dict(cls(per_request_seeds=False))  # other replies: another stage dir
+
+
+def test_two_launched_cpu_processes_train_and_a_one_process_resume_is_refused(tmp_path, tiny_model):
+    """train_stage launches `num_processes: 2` over gloo (ddp.yaml); cut back to its first checkpoint
+    as a crash leaves it, the run then refuses to resume in one process. 26 s on 2 cores."""
+    from selfdistill.manifest import load_manifest
+    from test_train import REPLY, losses, tiny_cfg, write_samples
+
+    cfg = tiny_cfg(write_samples(tmp_path / "s", tiny_model, [REPLY] * 8), tmp_path / "two", max_steps=2, save_steps=1, num_processes=2)
+    assert train_stage(cfg) == tmp_path / "two" / "model"
+    assert load_manifest(tmp_path / "two")["plan"]["processes"] == 2 and len(losses(tmp_path / "two")) == 2
+    shutil.rmtree(tmp_path / "two" / "checkpoints" / "checkpoint-2")
+    shutil.rmtree(tmp_path / "two" / "model")
+    (tmp_path / "two" / "manifest.json").write_text(json.dumps(load_manifest(tmp_path / "two") | {"finished_at": None}))
+    with pytest.raises(TrainError, match="2 processes x 2 per device x 1 accumulation, this launch has 1 processes x 2 per device x 2 accumulation"):
+        train_stage(replace(cfg, num_processes=1))
