@@ -11,14 +11,14 @@ records the stage directories and their wall times.
 
 Training runs in new processes (`train_command`): `accelerate launch -m selfdistill train` with
 `train.num_processes` processes and the `train.accelerate_config` recipe. The process that sampled
-and evaluated keeps a CUDA context and allocator caches, and would train on one device only; a
-fresh launch starts with the whole GPU(s). One process on a CPU trains here instead, as it always did.
+and evaluated keeps a CUDA context, and would train on one device only; its generators are closed
+first (vLLM's engine process exits, the hf model and the CUDA cache are freed), so the launched
+processes find the GPUs free. One process on a CPU trains here instead, as it always did.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
 import shlex
 import subprocess
@@ -259,9 +259,6 @@ def train_stage(cfg: TrainConfig) -> Path:
         from .train import train  # imported only when needed, like analyze: trl and the Trainer take seconds to import
 
         return train(cfg)
-    gc.collect()  # the generators are closed; hand their cached blocks back before new processes claim the GPUs
-    if torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
     console.print(f"launching: {shlex.join(command)}", highlight=False, soft_wrap=True)
     returncode = subprocess.run(command).returncode
     if returncode:

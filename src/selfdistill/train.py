@@ -402,13 +402,13 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     if cfg.min_learning_rate > cfg.learning_rate:
         raise TrainError(f"min_learning_rate {cfg.min_learning_rate} is above learning_rate {cfg.learning_rate}")
     on_cpu = not torch.cuda.is_available()
-    processes = PartialState(cpu=on_cpu).num_processes
+    launched = batch_plan(cfg, PartialState(cpu=on_cpu).num_processes)
     steps = optimizer_steps(cfg, len(prep.examples))
     bf16 = use_bf16(cfg.bf16)
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=accumulation_steps(cfg, processes),
+        gradient_accumulation_steps=launched["gradient_accumulation_steps"],
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -454,8 +454,7 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     if len(trainer.train_dataset) != len(dataset):  # TRL silently drops examples without loss tokens
         raise TrainError(f"TRL dropped {len(dataset) - len(trainer.train_dataset)} examples during preparation")
     trainer.remove_callback(PrinterCallback)  # RichProgress prints the logs
-    plan = {"processes": processes, "per_device_batch_size": cfg.per_device_batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "global_batch_size": cfg.global_batch_size, "optimizer_steps": steps, "warmup_steps": args.warmup_steps,
+    plan = {**launched, "global_batch_size": cfg.global_batch_size, "optimizer_steps": steps, "warmup_steps": args.warmup_steps,
             "precision": "bf16 autocast" if bf16 else "fp32", "weights_dtype": str(dtype).removeprefix("torch."), "attention": load["attn_implementation"]}  # fmt: skip
     return trainer, plan
 
