@@ -179,7 +179,7 @@ def test_lora_merge_in_the_base_dtype_equals_a_merge_in_fp32(tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-    from selfdistill.train import merged_lora
+    from selfdistill.train import merge_lora
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)
@@ -188,13 +188,12 @@ def test_lora_merge_in_the_base_dtype_equals_a_merge_in_fp32(tmp_path):
     for name, p in trained.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.05)  # as if trained
-    merged = merged_lora(trained, trained.state_dict(), str(tmp_path / "base"), torch.bfloat16, {}, tmp_path / "adapter")
-    trained.save_pretrained(tmp_path / "reference-adapter")
+    trained.save_pretrained(tmp_path / "adapter")
+    merged = merge_lora(str(tmp_path / "base"), tmp_path / "adapter")
     base32 = AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float32)
-    reference = PeftModel.from_pretrained(base32, str(tmp_path / "reference-adapter")).merge_and_unload().to(torch.bfloat16)
+    reference = PeftModel.from_pretrained(base32, str(tmp_path / "adapter")).merge_and_unload().to(torch.bfloat16)
     for (name, a), (_, b) in zip(merged.state_dict().items(), reference.state_dict().items()):
         assert a.dtype == torch.bfloat16 and torch.equal(a, b), name
-    assert not (tmp_path / "adapter").exists()
 
 
 # ---------------------------------------------------------------- vLLM's per-request seeds
