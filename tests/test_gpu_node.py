@@ -203,7 +203,7 @@ def test_vllm_requests_carry_their_seed_unless_turned_off():
     from selfdistill.generate import SamplingSpec, VLLMGenerator
 
     generator = object.__new__(VLLMGenerator)  # no engine: only the request parameters are built
-    generator.stop_token_ids = [2]
+    generator.stop_token_ids, generator.keeps_channels = [2], False
     spec = SamplingSpec(temperature=1.6, top_k=20, top_p=0.8)
     assert generator._params(spec, 7).seed == 7
     assert generator._params(replace(spec, per_request_seeds=False), 7).seed is None
