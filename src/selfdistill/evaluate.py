@@ -157,7 +157,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
     for T in temps:  # replies the sandbox failed to grade (an infrastructure error, not the model's) get another try
         _regrade_sandbox_errors(bench, plan[T], problems, pool)
     owned = generator is None
-    specs = {T: SamplingSpec(T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed) for T in temps}
+    specs = {T: SamplingSpec(T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, per_request_seeds=cfg.per_request_seeds) for T in temps}
     try:
         for phase in ("grid", "test") if cfg.test_n else ("grid",):
             if phase == "test":

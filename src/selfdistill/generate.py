@@ -24,7 +24,9 @@ a request's sample does not depend on which other requests share its batch or ho
 noise is per request too, and the tiny test model's replies are identical at 1, 4 and 64 in flight, but
 vLLM does not promise batch-invariant numerics (bf16 least of all), so a long reply can differ in a rare
 token between runs that batch differently. The two backends use different random streams: same
-distribution, different draws.
+distribution, different draws. Per-request seeds cost speed in vLLM on GPU: a seeded request sends the
+whole batch from FlashInfer's sampler to the PyTorch/Triton one (docs/training.md, "Sampling on GPU");
+`per_request_seeds=False` trades reproducibility for that speed and is recorded in effective_params.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class SamplingSpec:
     max_tokens: int = 1024
     seed: int = 0  # the default seed of requests given none
     stop: list[str] = field(default_factory=list)
+    per_request_seeds: bool = True  # False: vLLM draws from its engine RNG (FlashInfer's sampler on GPU; not reproducible)
 
     def __post_init__(self):
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1 or self.n < 1 or self.max_tokens < 1:
@@ -295,6 +298,8 @@ class Generator:
 
     def close(self) -> None:
         gc.collect()
+        if torch.cuda.is_initialized():  # the allocator's cached blocks go back to the GPU for the next stage
+            torch.cuda.empty_cache()
 
     def __enter__(self):
         return self
@@ -368,9 +373,12 @@ class VLLMGenerator(Generator):
 
     def __init__(self, model_path: str, max_model_len: int, tensor_parallel_size: int, seed: int, max_num_seqs: int | None = None):
         super().__init__(model_path, max_model_len, seed)
-        # The engine runs in this process (no EngineCore child): a killed run leaves no orphan holding
-        # the model's memory, and on CPU it is not slower. Set VLLM_ENABLE_V1_MULTIPROCESSING=1 to override.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # On CPU the engine runs in this process (no EngineCore child): a killed run leaves no orphan
+        # holding the model's memory, and it is not slower. On GPU it keeps its own process, whose exit
+        # at close() returns all of its GPU memory (KV cache, CUDA graphs, NCCL) before training starts;
+        # an in-process engine does not give all of it back. VLLM_ENABLE_V1_MULTIPROCESSING overrides.
+        if not torch.cuda.is_available():
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
         from vllm.platforms import current_platform
 
@@ -407,7 +415,7 @@ class VLLMGenerator(Generator):
         from vllm.sampling_params import RequestOutputKind
 
         return SamplingParams(n=spec.n, temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, min_p=spec.min_p,
-                              seed=seed, max_tokens=spec.max_tokens, stop=list(spec.stop),
+                              seed=seed if spec.per_request_seeds else None, max_tokens=spec.max_tokens, stop=list(spec.stop),
                               stop_token_ids=self.stop_token_ids, repetition_penalty=1.0, presence_penalty=0.0,
                               frequency_penalty=0.0, skip_special_tokens=not self.keeps_channels,
                               spaces_between_special_tokens=not self.keeps_channels,  # harmony markers verbatim
@@ -450,8 +458,11 @@ class VLLMGenerator(Generator):
         keys = ("n", "temperature", "top_k", "top_p", "min_p", "max_tokens", "stop", "stop_token_ids", "repetition_penalty",
                 "presence_penalty", "frequency_penalty", "skip_special_tokens", "spaces_between_special_tokens", "ignore_eos", "min_tokens", "logit_bias")
         config = self.llm.llm_engine.model_config
-        return {"vllm_version": vllm.__version__, "generation_config": config.generation_config, "dtype": str(config.dtype).removeprefix("torch."),
-                "tensor_parallel_size": self.tensor_parallel_size, "sampling_params": {k: getattr(params, k) for k in keys}}
+        effective = {"vllm_version": vllm.__version__, "generation_config": config.generation_config, "dtype": str(config.dtype).removeprefix("torch."),
+                     "tensor_parallel_size": self.tensor_parallel_size, "sampling_params": {k: getattr(params, k) for k in keys}}
+        if not spec.per_request_seeds:
+            effective["seeds"] = f"none per request (per_request_seeds false): the engine's RNG, seeded {self.seed}; replies depend on batching and are not reproducible"
+        return effective
 
     def close(self):
         if getattr(self, "llm", None) is not None:

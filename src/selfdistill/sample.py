@@ -144,7 +144,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
         if k not in todo:
             _check_shard(_shard_path(out, k), shards[k], cfg.n)
 
-    spec = SamplingSpec(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, list(cfg.stop))
+    spec = SamplingSpec(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, list(cfg.stop), cfg.per_request_seeds)
     if todo:
         owned = generator is None
         if owned:

@@ -23,7 +23,7 @@ from rich.table import Table
 from .config import RunConfig, fingerprint_dict
 from .manifest import RunDir, sha256_json
 from .metrics import effective_temperature_fit
-from .run import StagePlan, decontaminated_against_eval, finished, recommended_base_eval, trained_model_dir
+from .run import StagePlan, decontaminated_against_eval, finished, recommended_base_eval, train_stage, trained_model_dir
 
 console = Console(stderr=True, highlight=False)
 
@@ -33,7 +33,6 @@ def sweep(cfg: RunConfig) -> Path:
     from .generate import load_generator
     from .models import resolve_model
     from .sample import sample
-    from .train import train
 
     sweep_cfg = cfg.sweep
     variants = t_train_variants(cfg)
@@ -56,7 +55,7 @@ def sweep(cfg: RunConfig) -> Path:
     for t, v in variants.items():
         d = plans[t].dirs
         if not finished(d["train"]):
-            train(replace(v.train, samples=str(d["samples"]), output_dir=str(d["train"])))
+            train_stage(replace(v.train, samples=str(d["samples"]), output_dir=str(d["train"])))
         if not finished(d["eval-ssd"]):
             evaluate(replace(v.eval, model=str(trained_model_dir(d["train"])), output_dir=str(d["eval-ssd"])))
 

@@ -20,7 +20,10 @@ presets add its length in optimizer steps (max_steps, warmup_steps). LoRA is an 
 is merged into a full model at the end. bf16 where the hardware computes it natively (CUDA, or a
 CPU with AVX512-BF16/AMX); elsewhere fp32, because emulated bf16 is slower.
 `packing` flattens each per-device batch into one padding-free row with position ids restarting
-per example, so padding costs nothing and the batch is still counted in samples.
+per example, so padding costs nothing and the batch is still counted in samples. The loss never
+holds a full-vocabulary logits tensor: TRL's SFTTrainer computes it through a fused LM head, in tiles
+of 4,096 tokens x 32,768 vocabulary entries. GPT-OSS trains with attention that keeps its sinks and
+with its MXFP4 experts dequantized (model_load_kwargs).
 
 Output directory (`output_dir`):
   manifest.json       config, inputs (samples fingerprint and data hash, model hash), length stats,
@@ -29,12 +32,13 @@ Output directory (`output_dir`):
                       samples' chat template, a generation_config.json holding only token ids
   adapter/            LoRA runs: the adapter alone (PEFT format), small enough to share
   loss.csv, loss.png  the loss curve (step, loss, learning rate, grad norm, tokens, ...)
-  checkpoints/        checkpoint-N/ (Trainer's), each marked complete by `selfdistill-complete.json`
-                      only once every process has written it; rerunning the same command resumes from
-                      the newest complete one, even after kill -9.
+  checkpoints/        checkpoint-N/ (Trainer's; sharded under FSDP), each marked complete by
+                      `selfdistill-complete.json` once every process has written it, with the batch
+                      plan; rerunning the same command resumes from the newest complete one, even after
+                      kill -9, and only with the same processes x per-device batch x accumulation.
 
 Multi-GPU and multi-node: `accelerate launch --config_file <selfdistill/accelerate/*.yaml> -m
-selfdistill train ...` (docs/training.md).
+selfdistill train ...` (docs/training.md); `ssd run` launches it itself (run.train_command).
 """
 
 from __future__ import annotations
@@ -306,14 +310,39 @@ def write_loss_csv(path: Path, history: list[dict]) -> list[dict]:
 
 class MarkComplete(TrainerCallback):
     """Trainer writes a checkpoint in place, so a kill -9 can leave half of one. Mark it complete once
-    every process has saved its part; resume only ever starts from a marked checkpoint."""
+    every process has saved its part; resume only ever starts from a marked checkpoint. The marker
+    records the batch plan, which a resume must keep (check_resume_plan)."""
+
+    def __init__(self, batch_plan: dict):
+        self.batch_plan = batch_plan
 
     def on_save(self, args, state, control, **kwargs):
         from accelerate import PartialState
 
         PartialState().wait_for_everyone()
         if state.is_world_process_zero:
-            atomic_write_json(Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE, {"step": state.global_step, "time": time.time()})
+            marker = {"step": state.global_step, "time": time.time(), "batch_plan": self.batch_plan}
+            atomic_write_json(Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE, marker)
+
+
+def batch_plan(cfg: TrainConfig, processes: int) -> dict:
+    return {"processes": processes, "per_device_batch_size": cfg.per_device_batch_size, "gradient_accumulation_steps": accumulation_steps(cfg, processes)}
+
+
+def describe_batch_plan(plan: dict) -> str:
+    return f"{plan['processes']} processes x {plan['per_device_batch_size']} per device x {plan['gradient_accumulation_steps']} accumulation"
+
+
+def check_resume_plan(checkpoint: Path, current: dict) -> None:
+    """Trainer resumes on another world size without a word: the accumulation changes with it, and the
+    batches it skips to reach the checkpoint's place in the data are another process count's batches.
+    So a checkpoint resumes only with the batch plan it recorded (older checkpoints recorded none)."""
+    recorded = json.loads((checkpoint / COMPLETE).read_text()).get("batch_plan")
+    if recorded is not None and recorded != current:
+        raise TrainError(
+            f"cannot resume {checkpoint}: it was trained with {describe_batch_plan(recorded)}, this launch has {describe_batch_plan(current)}; "
+            f"launch {recorded['processes']} processes again, or train into a new output_dir"
+        )
 
 
 def last_complete_checkpoint(checkpoints: Path) -> Path | None:
@@ -373,20 +402,22 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     if cfg.min_learning_rate > cfg.learning_rate:
         raise TrainError(f"min_learning_rate {cfg.min_learning_rate} is above learning_rate {cfg.learning_rate}")
     on_cpu = not torch.cuda.is_available()
-    processes = PartialState(cpu=on_cpu).num_processes
+    launched = batch_plan(cfg, PartialState(cpu=on_cpu).num_processes)
     steps = optimizer_steps(cfg, len(prep.examples))
     bf16 = use_bf16(cfg.bf16)
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=accumulation_steps(cfg, processes),
+        gradient_accumulation_steps=launched["gradient_accumulation_steps"],
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr": cfg.min_learning_rate},
         warmup_steps=warmup_steps(cfg, steps),
-        optim="adamw_torch",
+        # fused on GPU: the foreach AdamW allocates a temporary as large as the optimizer state's shard
+        # (sqrt of exp_avg_sq) at every step, 15 GiB for a 4B model on one GPU
+        optim="adamw_torch" if on_cpu else "adamw_torch_fused",
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,
         weight_decay=cfg.weight_decay,
@@ -411,9 +442,8 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     # Master weights in fp32 (a 5e-6 update vanishes in bf16); autocast computes in bf16. A frozen LoRA
     # base needs no master copy.
     dtype = torch.bfloat16 if (bf16 and cfg.use_lora) else torch.float32
-    # varlen flash attention where available; sdpa masks packed rows block-diagonally from position ids
-    attention = "flash_attention_2" if torch.cuda.is_available() and _installed("flash_attn") else "sdpa"
-    model = AutoModelForCausalLM.from_pretrained(prep.model_path, dtype=dtype, attn_implementation=attention)
+    load = load_kwargs(prep.model_path, cfg)
+    model = AutoModelForCausalLM.from_pretrained(prep.model_path, dtype=dtype, **load)
     peft_config = None
     if cfg.use_lora:
         from peft import LoraConfig
@@ -424,9 +454,8 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     if len(trainer.train_dataset) != len(dataset):  # TRL silently drops examples without loss tokens
         raise TrainError(f"TRL dropped {len(dataset) - len(trainer.train_dataset)} examples during preparation")
     trainer.remove_callback(PrinterCallback)  # RichProgress prints the logs
-    plan = {"processes": processes, "per_device_batch_size": cfg.per_device_batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "global_batch_size": cfg.global_batch_size, "optimizer_steps": steps, "warmup_steps": args.warmup_steps,
-            "precision": "bf16 autocast" if bf16 else "fp32", "weights_dtype": str(dtype).removeprefix("torch."), "attention": attention}  # fmt: skip
+    plan = {**launched, "global_batch_size": cfg.global_batch_size, "optimizer_steps": steps, "warmup_steps": args.warmup_steps,
+            "precision": "bf16 autocast" if bf16 else "fp32", "weights_dtype": str(dtype).removeprefix("torch."), "attention": load["attn_implementation"]}  # fmt: skip
     return trainer, plan
 
 
@@ -434,6 +463,34 @@ def _installed(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def model_load_kwargs(config, cuda: bool, flash_attn: bool, attention: str | None = None) -> dict:
+    """from_pretrained arguments that make `config`'s architecture trainable.
+
+    Attention (unless `attention` names one): varlen flash attention on CUDA where flash_attn is
+    installed, else sdpa; both keep packed examples apart. GPT-OSS adds a learned sink to every
+    attention softmax: transformers' GptOss refuses sdpa, and flash-attn 2 would drop the sinks without a
+    word (transformers hands them only to kernels that take them), so it gets eager attention, which
+    keeps them; a sink-aware kernel (kernels-community/vllm-flash-attn3 on Hopper) is the fast choice,
+    set through train.attn_implementation. MXFP4 weights (GPT-OSS's experts) cannot be trained: they
+    are dequantized on load, explicitly rather than by transformers' fallbacks."""
+    if attention is None:
+        attention = "eager" if config.model_type == "gpt_oss" else "flash_attention_2" if cuda and flash_attn else "sdpa"
+    kwargs = {"attn_implementation": attention}
+    quantization = getattr(config, "quantization_config", None) or {}
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else getattr(quantization, "quant_method", None)
+    if method == "mxfp4":
+        from transformers import Mxfp4Config
+
+        kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
+    return kwargs
+
+
+def load_kwargs(model_path: str, cfg: TrainConfig) -> dict:
+    from transformers import AutoConfig
+
+    return model_load_kwargs(AutoConfig.from_pretrained(model_path), torch.cuda.is_available(), _installed("flash_attn"), cfg.attn_implementation)
 
 
 # ---------------------------------------------------------------- export
@@ -452,35 +509,60 @@ def plain_generation_config(model_path: str, tokenizer):
 
 
 def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> Path:
-    """Save the trained weights (every process: FSDP and ZeRO-3 gather them), then on the main process
-    merge a LoRA adapter in fp32, cast to the base model's dtype and write model/ by atomic rename."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """Write model/: the trained weights in the base model's dtype (a LoRA adapter merged into them),
+    the samples' chat template, a generation config with token ids only; atomically, by rename.
 
-    staging, final = out / ".model.staging", out / "model"
-    trainer.save_model(str(staging))
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        base_dtype = getattr(AutoConfig.from_pretrained(prep.model_path), "dtype", None) or torch.float32
-        if cfg.use_lora:
-            model = merge_lora(prep.model_path, staging)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(staging), dtype=torch.float32)
-        model = model.to(base_dtype)
-        model.generation_config = plain_generation_config(prep.model_path, prep.tokenizer)
-        tmp = out / ".model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        prep.tokenizer.chat_template = prep.template
-        prep.tokenizer.save_pretrained(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        if cfg.use_lora:  # kept: a few MB that anyone can merge onto the base model (`ssd models merge-lora`)
-            shutil.rmtree(out / "adapter", ignore_errors=True)
-            os.replace(staging, out / "adapter")
-        else:
-            shutil.rmtree(staging)
-    trainer.accelerator.wait_for_everyone()
+    Every process takes part in gathering the weights to the main process's CPU (FSDP trains and
+    checkpoints sharded; only this export asks for the full state). What follows runs on the main process
+    alone, with no barrier after it: writing a 30B model takes minutes, and processes waiting for it in
+    a collective would hit the distributed timeout. Nothing is reloaded in fp32: the gathered fp32 master
+    weights are cast tensor by tensor, and a LoRA base is loaded in its own dtype (its merge adds the
+    fp32 delta in fp32 and rounds once, as a merge in fp32 would). A LoRA run also keeps its adapter/:
+    a few MB that anyone can merge onto the base model (`ssd models merge-lora`)."""
+    from transformers import AutoConfig
+
+    accelerator, final = trainer.accelerator, out / "model"
+    # FSDP: the full state whatever fsdp_state_dict_type says (that governs the checkpoints), on the main process's CPU
+    state = accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
+    if not accelerator.is_main_process:
+        return final
+    base_dtype = getattr(AutoConfig.from_pretrained(prep.model_path), "dtype", None) or torch.float32
+    model = accelerator.unwrap_model(trainer.model)
+    prep.tokenizer.chat_template = prep.template
+    tmp, adapter = out / ".model.tmp", out / ".adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if cfg.use_lora:
+        shutil.rmtree(adapter, ignore_errors=True)
+        model.save_pretrained(adapter, state_dict=state)  # the adapter's tensors only
+        prep.tokenizer.save_pretrained(adapter)
+        load = {**load_kwargs(prep.model_path, cfg), "attn_implementation": "eager"}  # weights only: no forward pass here
+        model, state = merge_lora(prep.model_path, adapter, load), None
+    else:
+        state = cast_state_dict(state, base_dtype)
+    model.generation_config = plain_generation_config(prep.model_path, prep.tokenizer)
+    model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+    model.config.dtype = base_dtype  # save_pretrained recorded the dtype of the fp32 master weights
+    model.config.save_pretrained(tmp)
+    prep.tokenizer.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    if cfg.use_lora:
+        shutil.rmtree(out / "adapter", ignore_errors=True)
+        os.replace(adapter, out / "adapter")
     return final
+
+
+def cast_state_dict(state: dict, dtype: torch.dtype) -> dict:
+    """Floating tensors cast to `dtype` on the CPU, one at a time; tensors that share storage (tied
+    embeddings) stay shared, which is how save_pretrained recognizes the alias it must drop."""
+    copies: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key not in copies:
+            copies[key] = tensor.to(device="cpu", dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+        out[name] = copies[key]
+    return out
 
 
 def merge_adapter(adapter_dir: str | Path, out: str | Path, base_model: str) -> Path:
@@ -501,12 +583,14 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, base_model: str) -> 
     return out
 
 
-def merge_lora(base_model_path: str, adapter_dir: str | Path):
-    """The base model with a LoRA adapter merged in, computed in fp32 (merging in bf16 rounds twice)."""
+def merge_lora(base_model_path: str, adapter_dir: str | Path, load: dict | None = None):
+    """The base model, in its own dtype, with a LoRA adapter merged in. The adapter's weights stay fp32,
+    so each merged weight is their fp32 sum rounded once to the base dtype, what a merge in fp32 then a
+    cast gives (tested), without holding the model in fp32. `load`: more from_pretrained arguments."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype="auto", **(load or {}))
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
@@ -557,8 +641,11 @@ def train(cfg: TrainConfig) -> Path:
         remove_incomplete_checkpoints(out / "checkpoints")
     state.wait_for_everyone()
 
-    trainer, plan = build_trainer(cfg, prep, out, callbacks=[RichProgress(), LossCurve(out), MarkComplete()])
+    launched = batch_plan(cfg, state.num_processes)
     resume = last_complete_checkpoint(out / "checkpoints")
+    if resume:
+        check_resume_plan(resume, launched)
+    trainer, plan = build_trainer(cfg, prep, out, callbacks=[RichProgress(), LossCurve(out), MarkComplete(launched)])
     if resume:  # TRL restarts its token counter at 0 on resume; continue it so num_tokens stays cumulative
         history = json.loads((resume / "trainer_state.json").read_text())["log_history"]
         trainer._total_train_tokens = int(tokens_logged(history))
