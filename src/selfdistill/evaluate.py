@@ -57,7 +57,7 @@ from rich.table import Table
 from . import benchmarks, metrics
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
-from .generate import Completion, GenerationProgress, Request
+from .generate import GenerationProgress, Request
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl, sha256_json
 from .sandbox import Pool
 
@@ -233,19 +233,13 @@ def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Po
 
 def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int) -> None:
     """Every unfinished block in one stream; each finished block is graded and saved on a thread."""
-    blocks = [(T, block) for T, p in plan.items() for block, done in p["blocks"] if not done]
-    requests = [(b, T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for b, (T, block) in enumerate(blocks) for prob, j in block]
-    replies: dict[int, dict[int, Completion]] = {b: {} for b in range(len(blocks))}  # block -> request index -> reply
+    blocks = {(T, b): [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for prob, j in block]
+              for T, p in plan.items() for b, (block, done) in enumerate(p["blocks"]) if not done}
+    units = {key: [Request(prompt_texts[prob.id], specs[T], seed) for T, prob, _, seed in block] for key, block in blocks.items()}
     with GenerationProgress(console, "eval", total) as progress, ThreadPoolExecutor(1, thread_name_prefix="grading") as grader:
         graded = []
-        stream = generator.stream([Request(prompt_texts[prob.id], specs[T], seed) for _, T, prob, _, seed in requests], cfg.max_num_seqs)
-        for i, (c,) in stream:
-            b = requests[i][0]
-            replies[b][i] = c
-            progress(1, len(c.token_ids))
-            if len(replies[b]) == len(blocks[b][1]):
-                done = replies.pop(b)
-                graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, [(*requests[k][1:], done[k]) for k in sorted(done)], progress))
+        for (T, b), completions, _ in generator.stream_units(units, cfg.max_num_seqs, progress):
+            graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, [(*r, c) for r, (c,) in zip(blocks[T, b], completions)], progress))
             for future in graded:
                 if future.done():
                     future.result()  # a grading error stops the stream now, not after the last reply

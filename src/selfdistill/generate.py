@@ -6,6 +6,8 @@ and transformers (`hf`, the reference and fallback).
     completions = gen.generate([prompt, ...], SamplingSpec(temperature=1.6, top_k=20, top_p=0.8), seeds=[...])
     for i, completions in gen.stream([Request(prompt, spec, seed), ...]):   # as each request finishes
         ...
+    for key, completions, where in gen.stream_units({key: [Request(...), ...], ...}):   # as each unit finishes
+        ...
     gen.effective_params(spec)                                # what the backend applies, for manifests
     gen.close()
 
@@ -34,7 +36,7 @@ import gc
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -278,6 +280,22 @@ class Generator:
         jobs = [_Job(token_ids[i], requests[i].spec, requests[i].seed) for i in fits]
         for k, completions in self._stream(jobs, max_in_flight):
             yield fits[k], completions
+
+    def stream_units(self, units: dict[Hashable, list[Request]], max_in_flight: int | None = None,
+                     progress: Progress | None = None) -> Iterator[tuple[Hashable, list[list[Completion]], dict | None]]:
+        """(key, its requests' completions in order, where) for each unit of work (a sample shard, an eval
+        block) as its last request finishes: here all units in one `stream`. `where` is the replica that
+        generated the unit when the units are spread over several, None in this process."""
+        requests = [(key, r) for key, unit in units.items() for r in unit]
+        pending: dict[Hashable, dict[int, list[Completion]]] = {key: {} for key in units}
+        for i, completions in self.stream([r for _, r in requests], max_in_flight):
+            key = requests[i][0]
+            pending[key][i] = completions
+            if progress:
+                progress(len(completions), sum(len(c.token_ids) for c in completions))
+            if len(pending[key]) == len(units[key]):
+                done = pending.pop(key)
+                yield key, [done[i] for i in sorted(done)], None
 
     def effective_params(self, spec: SamplingSpec) -> dict:
         """Exactly what the backend applies for `spec`, for manifests."""

@@ -180,17 +180,13 @@ def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt
                      spec: SamplingSpec, cfg: SampleConfig) -> None:
     """Every missing shard's requests in one stream, so the engine stays full across shards; a shard
     is written as soon as its last request finishes (a kill loses only the requests in flight)."""
-    requests = [(k, p, j, sample_seed(cfg.seed, p.id, j)) for k in todo for p in shards[k] for j in range(cfg.n)]
-    pending: dict[int, dict[int, dict]] = {k: {} for k in todo}  # shard -> request index -> record
-    with GenerationProgress(console, "sampling", len(requests)) as progress:
-        for i, (c,) in generator.stream([Request(prompt_texts[p.id], spec, seed) for _, p, _, seed in requests], cfg.max_num_seqs):
-            k, p, j, seed = requests[i]
-            pending[k][i] = _record(p, messages[p.id], prompt_texts[p.id], j, seed, c)
-            progress(1, len(c.token_ids))
-            if len(pending[k]) == len(shards[k]) * cfg.n:
-                done = pending.pop(k)
-                atomic_write_jsonl(_shard_path(run.path, k), [done[i] for i in sorted(done)])
-                progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
+    samples = {k: [(p, j) for p in shards[k] for j in range(cfg.n)] for k in todo}
+    units = {k: [Request(prompt_texts[p.id], spec, sample_seed(cfg.seed, p.id, j)) for p, j in samples[k]] for k in todo}
+    with GenerationProgress(console, "sampling", sum(map(len, units.values()))) as progress:
+        for k, completions, _ in generator.stream_units(units, cfg.max_num_seqs, progress):
+            records = [_record(p, messages[p.id], prompt_texts[p.id], j, r.seed, c) for (p, j), r, (c,) in zip(samples[k], units[k], completions)]
+            atomic_write_jsonl(_shard_path(run.path, k), records)
+            progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
     session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
     console.print(f"generated {session['generated_tokens']} tokens in {session['seconds']} s: {session['tokens_per_second']} tokens/s")
