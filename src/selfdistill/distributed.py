@@ -169,34 +169,35 @@ def same_params(params: list[dict]) -> dict:
 
 
 class RayGenerator(Generator):
-    """Replicas of one model on a Ray cluster, behind the Generator interface. The tokenizer is loaded
-    here too: the stages render prompts with it."""
+    """Replicas of one model on a Ray cluster, behind the Generator interface: every replica the cluster
+    holds, or the first `replicas`. The tokenizer is loaded here too: the stages render prompts with it."""
 
     def __init__(self, model_path: str, backend: str, max_model_len: int, tensor_parallel_size: int, seed: int,
-                 max_num_seqs: int | None, address: str):
+                 max_num_seqs: int | None, address: str, replicas: int | None = None):
         super().__init__(model_path, max_model_len, seed)
         self.address = address
         self._group = None
         self._actors: list = []
         connect(address)
         try:
-            self._start(backend, tensor_parallel_size, max_num_seqs)
+            self._start(backend, tensor_parallel_size, max_num_seqs, replicas)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, backend: str, tensor_parallel_size: int, max_num_seqs: int | None) -> None:
+    def _start(self, backend: str, tensor_parallel_size: int, max_num_seqs: int | None, replicas: int | None) -> None:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         bundles, strategy = replica_bundles(_alive_nodes(), tensor_parallel_size)
+        bundles = bundles[:replicas]
         self._group = placement_group(bundles, strategy=strategy)
         try:
             ray.get(self._group.ready(), timeout=PLACEMENT_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
             raise DistributedError(f"the Ray cluster could not reserve {len(bundles)} replicas of {bundles[0]} in {PLACEMENT_TIMEOUT:.0f} s: "
                                    "other jobs hold its resources") from None
-        console.print(f"starting {len(bundles)} replicas of {self.model_path} ({backend}) on the Ray cluster at {self.address}")
+        console.print(f"starting {len(bundles)} replica{'s' if len(bundles) > 1 else ''} of {self.model_path} ({backend}) on the Ray cluster at {self.address}")
         actor = ray.remote(Replica)
         self._actors = [actor.options(num_cpus=b.get("CPU", 0), num_gpus=b.get("GPU", 0), max_restarts=0,
                                       scheduling_strategy=PlacementGroupSchedulingStrategy(self._group, placement_group_bundle_index=i))
