@@ -51,7 +51,7 @@ def test_replicas_take_a_tensor_parallel_group_of_gpus_or_a_whole_node():
 
 def test_replicas_that_sample_differently_stop_the_run():
     same = {"backend": "hf", "dtype": "float32", "spec": {"temperature": 1.0}}
-    assert D.same_params([same, dict(same)]) == same
+    assert D.same_params([same, {**same, "max_num_seqs": 512}]) == same  # engines of other sizes sample alike
     with pytest.raises(D.DistributedError, match=r"replicas 0 and 2 sample differently \(dtype: 'float32' vs 'bfloat16'\)"):
         D.same_params([same, same, {**same, "dtype": "bfloat16"}])
 

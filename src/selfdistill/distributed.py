@@ -31,7 +31,7 @@ import pickle
 import socket
 import time
 from collections import deque
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator
 from typing import NamedTuple
 
 from rich.console import Console
@@ -159,9 +159,10 @@ def replica_bundles(nodes: list[dict], tensor_parallel_size: int) -> tuple[list[
 
 def same_params(params: list[dict]) -> dict:
     """The replicas' effective parameters when all are the same; replicas that differ (another dtype,
-    device or library version on some node) would sample other distributions, so they stop the run."""
+    device or library version on some node) would sample other distributions, so they stop the run.
+    max_num_seqs may differ: vLLM sizes it by the GPU's memory, and it changes speed, not replies."""
     for i, p in enumerate(params[1:], 1):
-        differ = sorted(k for k in p.keys() | params[0].keys() if p.get(k) != params[0].get(k))
+        differ = sorted(k for k in (p.keys() | params[0].keys()) - {"max_num_seqs"} if p.get(k) != params[0].get(k))
         if differ:
             raise DistributedError(f"replicas 0 and {i} sample differently ({'; '.join(f'{k}: {params[0].get(k)!r} vs {p.get(k)!r}' for k in differ)}): "
                                    "every node needs the same hardware class and library versions")
@@ -169,8 +170,9 @@ def same_params(params: list[dict]) -> dict:
 
 
 class RayGenerator(Generator):
-    """Replicas of one model on a Ray cluster, behind the Generator interface: every replica the cluster
-    holds, or the first `replicas`. The tokenizer is loaded here too: the stages render prompts with it."""
+    """Replicas of one model on a Ray cluster, behind the Generator interface's stream_units (what the
+    stages call): every replica the cluster holds, or the first `replicas`. The tokenizer is loaded
+    here too: the stages render prompts with it."""
 
     def __init__(self, model_path: str, backend: str, max_model_len: int, tensor_parallel_size: int, seed: int,
                  max_num_seqs: int | None, address: str, replicas: int | None = None):
@@ -225,11 +227,6 @@ class RayGenerator(Generator):
 
     def _live(self) -> list:
         return [actor for actor in self._actors if actor is not None]
-
-    def stream(self, requests: Sequence[Request], max_in_flight: int | None = None) -> Iterator[tuple[int, list[Completion]]]:
-        """Each request a unit of its own, spread over the replicas."""
-        for i, (completions,), _ in self.stream_units({i: [r] for i, r in enumerate(requests)}, max_in_flight):
-            yield i, completions
 
     def stream_units(self, units: dict[Hashable, list[Request]], max_in_flight: int | None = None,
                      progress: Progress | None = None) -> Iterator[tuple[Hashable, list[list[Completion]], dict]]:
