@@ -22,7 +22,7 @@ from selfdistill import evaluate as E
 from selfdistill import sandbox
 from selfdistill.config import EvalConfig, SampleConfig, fingerprint_dict, load_run_config
 from selfdistill.generate import Request, SamplingSpec
-from selfdistill.manifest import load_manifest
+from selfdistill.manifest import load_manifest, read_jsonl
 from selfdistill.sample import sample
 
 STATEMENTS = ["Return the sum of two integers a and b.", "Reverse a string s.", "Count the vowels in a string.",
@@ -168,16 +168,21 @@ def files(out: Path, folder: str) -> dict[str, bytes]:
 def test_two_replicas_write_what_one_process_writes(cluster, single, tmp_path):
     samples = sample(sample_config(tmp_path, "samples", ray_address=cluster.address))
     assert files(samples, "shards") == files(single[0], "shards")
-    placements = load_manifest(samples)["placements"]
-    assert sorted(placements) == sorted(files(samples, "shards"))  # each shard once
-    assert {p["node_id"] for p in placements.values()} == {cluster.head_node.node_id, cluster.worker.node_id}
-    assert load_manifest(samples)["effective_params"] == load_manifest(single[0])["effective_params"]
+    manifest = load_manifest(samples)
+    assert sorted(manifest["placements"]) == sorted(files(samples, "shards"))
+    assert {p["node_id"] for p in manifest["placements"].values()} == {cluster.head_node.node_id, cluster.worker.node_id}
+    replies = [r for shard in sorted((samples / "shards").iterdir()) for r in read_jsonl(shard)]
+    assert manifest["sessions"][-1]["generated_tokens"] == sum(r["reply_tokens"] for r in replies)  # each shard came back once
+    assert manifest["effective_params"] == load_manifest(single[0])["effective_params"]
 
     evals = evaluate_in_blocks_of_2(eval_config(tmp_path, "eval", ray_address=cluster.address))
     assert files(evals, "results") == files(single[1], "results")
     assert json.loads((evals / "summary.json").read_text()) == json.loads((single[1] / "summary.json").read_text())
     manifest = load_manifest(evals)
     assert len(manifest["placements"]) == 6 and {p["node_id"] for p in manifest["placements"].values()} == {cluster.head_node.node_id, cluster.worker.node_id}
+    replies = [r for results in sorted((evals / "results").iterdir()) for r in read_jsonl(results)]
+    assert manifest["sessions"][-1]["generated_tokens"] == sum(r["reply_tokens"] for r in replies)  # each block came back once
+    assert manifest["effective_params"] == load_manifest(single[1])["effective_params"]
     assert sorted(n["node_id"] for n in manifest["sandbox_nodes"]) == sorted([cluster.head_node.node_id, cluster.worker.node_id])
     with sandbox.Pool(1) as here:
         assert [n["isolation"] for n in manifest["sandbox_nodes"]] == [here.isolation] * 2

@@ -327,12 +327,12 @@ def load_run_config(preset: str | None = None, config_file: str | None = None, o
         sources.append(Path(config_file))
     for path in sources:
         data, lines = _read_yaml(path)
-        _apply(cfg, _with_model_in_sections(data), str(path), lines)
-    _apply(cfg, _with_model_in_sections(parse_overrides(list(overrides))), "command line", {})
+        _apply(cfg, _shared_keys_in_sections(data), str(path), lines)
+    _apply(cfg, _shared_keys_in_sections(parse_overrides(list(overrides))), "command line", {})
     return cfg
 
 
-def _with_model_in_sections(data: dict) -> dict:
+def _shared_keys_in_sections(data: dict) -> dict:
     """A top-level `model` is every stage's model, and a top-level `ray_address` the cluster of every
     stage that has one, unless a section names its own."""
     data = dict(data)
