@@ -17,6 +17,7 @@ from selfdistill import benchmarks as B
 from selfdistill import evaluate as E
 from selfdistill import metrics
 from selfdistill.config import EvalConfig
+from selfdistill.generate import Generator
 from selfdistill.manifest import read_jsonl
 from selfdistill.sandbox import STATUSES
 
@@ -237,6 +238,8 @@ class GradedMidStream:
 
     def __getattr__(self, name):
         return getattr(self.generator, name)
+
+    stream_units = Generator.stream_units  # the stage's entry, which streams through the stream below
 
     def stream(self, requests, max_in_flight=None):
         for n, result in enumerate(self.generator.stream(requests, max_in_flight)):

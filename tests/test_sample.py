@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from selfdistill.config import SampleConfig
+from selfdistill.generate import Generator
 from selfdistill.manifest import ManifestMismatch, load_manifest
 from selfdistill.sample import (
     _drop_shortest,
@@ -162,6 +163,8 @@ class CrashingStream:
 
     def __getattr__(self, name):
         return getattr(self.generator, name)
+
+    stream_units = Generator.stream_units  # the stage's entry, which streams through the stream below
 
     def stream(self, requests, max_in_flight=None):
         self.requested.append(len(requests))

@@ -69,6 +69,7 @@ class SampleConfig:
     backend: str = volatile("vllm", "'vllm' or 'hf'; both give the same truncated distribution")
     tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine")
     max_num_seqs: int | None = volatile(None, "sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)")
+    ray_address: str | None = volatile(None, "auto or HOST:PORT of a Ray cluster: shards go to replicas of the model on its nodes (distributed.py)")
     shard_size: int = volatile(32, "prompts per shard: the unit of atomic writes and resume")
     output_dir: str = volatile("runs/samples", "where the samples go")
 
@@ -147,7 +148,8 @@ class EvalConfig:
     backend: str = volatile("vllm", "'vllm' or 'hf'")
     tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine")
     max_num_seqs: int | None = volatile(None, "sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)")
-    workers: int | None = volatile(None, "sandbox workers; None = CPU count")
+    ray_address: str | None = volatile(None, "auto or HOST:PORT of a Ray cluster: blocks go to replicas of the model, grading to every node (distributed.py)")
+    workers: int | None = volatile(None, "sandbox workers (per node with ray_address); None = CPU count")
     output_dir: str = volatile("runs/eval", "where results, summary.json and the manifest go")
 
 
@@ -184,6 +186,7 @@ class SweepConfig:
 @dataclass
 class RunConfig:
     model: str = option("qwen2.5-coder-0.5b-instruct", "every stage's model unless a section names its own")
+    ray_address: str | None = volatile(None, "the Ray cluster of every stage that generates or grades (sample, eval) unless a section names its own")
     output_dir: str = volatile("runs/default", "the run directory: one hashed directory per stage inside")
     notes: str = volatile("", "where the preset's numbers come from")
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -329,19 +332,22 @@ def load_run_config(preset: str | None = None, config_file: str | None = None, o
         sources.append(Path(config_file))
     for path in sources:
         data, lines = _read_yaml(path)
-        _apply(cfg, _with_model_in_sections(data), str(path), lines)
-    _apply(cfg, _with_model_in_sections(parse_overrides(list(overrides))), "command line", {})
+        _apply(cfg, _shared_keys_in_sections(data), str(path), lines)
+    _apply(cfg, _shared_keys_in_sections(parse_overrides(list(overrides))), "command line", {})
     return cfg
 
 
-def _with_model_in_sections(data: dict) -> dict:
-    """A top-level `model` is every stage's model, unless a section names its own."""
-    if "model" not in data:
-        return data
+def _shared_keys_in_sections(data: dict) -> dict:
+    """A top-level `model` is every stage's model, and a top-level `ray_address` the cluster of every
+    stage that has one, unless a section names its own."""
     data = dict(data)
     for cls, section in SECTIONS.items():
-        key = "model" if "model" in {f.name for f in dataclasses.fields(cls)} else "base_model"
-        data[section] = {key: data["model"], **(data.get(section) or {})}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        shared = {"model" if "model" in fields else "base_model": data["model"]} if "model" in data else {}
+        if "ray_address" in data and "ray_address" in fields:
+            shared["ray_address"] = data["ray_address"]
+        if shared:
+            data[section] = {**shared, **(data.get(section) or {})}
     return data
 
 

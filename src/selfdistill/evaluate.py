@@ -18,7 +18,8 @@ split, so the subset's dev share stays cfg.dev_fraction).
 
 Output directory (cfg.output_dir):
   manifest.json        RunDir manifest: config, versions, input hashes (model, benchmark file, prompts),
-                       effective sampling parameters, wall times
+                       effective sampling parameters, wall times; with ray_address, `sandbox_nodes` (each
+                       node's isolation mode and workers) and `placements` (the replica of each block)
   results/T0.70.jsonl  one record per (problem, sample) at that temperature, in problem order:
                          problem_id, temperature, sample_index, seed (from seed, problem id, temperature and
                          sample index), status (a sandbox status: passed, failed, timeout, memory,
@@ -29,7 +30,9 @@ Output directory (cfg.output_dir):
                        resumes. A phase's unfinished blocks, all temperatures, go through the engine as
                        one stream (Generator.stream: it stays full, greedy and sampled requests side by
                        side), and a block goes to the sandbox as soon as its last reply is in, graded on
-                       a thread while the engine keeps decoding: a kill loses the blocks not yet written
+                       a thread while the engine keeps decoding: a kill loses the blocks not yet written.
+                       With ray_address, blocks stream on replicas of the model on a Ray cluster, each
+                       block whole on one replica, and grading runs on every node (distributed.py)
   results/oracle.jsonl --oracle: the same records for the reference solutions (temperature null)
   summary.json         benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
                        grading (the profile), problem ids and the dev/test split; per temperature ("0.70"):
@@ -57,7 +60,7 @@ from rich.table import Table
 from . import benchmarks, metrics
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
-from .generate import Completion, GenerationProgress, Request
+from .generate import GenerationProgress, Request
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl, sha256_json
 from .sandbox import Pool
 
@@ -110,27 +113,39 @@ def evaluate(cfg: EvalConfig, generator=None) -> Path:
     if cfg.test_n < 0:
         raise BenchmarkError(f"test_n={cfg.test_n}: need 0 (every temperature on every problem) or a sample count")
     temps = temperatures(cfg)
-    with Pool(cfg.workers, bench.profile.limits(cfg.timeout, cfg.memory_mb)) as pool:
+    with _sandbox(cfg, bench) as pool:
         problems = bench.load(cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, cfg.limit, cfg.seed, pool)
         source = bench.source(cfg.benchmark_path)
         inputs = hash_inputs([source]) or {"benchmark": source}
         inputs["problems"] = sha256_json([p.id for p in problems])
+        extra = {"benchmark_source": source, **({"sandbox_nodes": pool.nodes} if cfg.ray_address else {})}
         if cfg.oracle:
             if all(p.reference is None for p in problems):
                 raise BenchmarkError(f"oracle not available: {bench.name} has no reference solutions"
                                      + (" (LiveCodeBench publishes none)" if bench.name == "livecodebench" else ""))
-            run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source})
+            run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra=extra)
             _oracle(run, bench, problems, pool)
         elif cfg.replies:
             from .replies import grade_replies
 
-            grade_replies(cfg, bench, problems, inputs, source, pool)
+            grade_replies(cfg, bench, problems, inputs, extra, pool)
         else:
-            _sweep(cfg, bench, problems, temps, inputs, source, pool, generator)
+            _sweep(cfg, bench, problems, temps, inputs, extra, pool, generator)
     return Path(cfg.output_dir)
 
 
-def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], inputs: dict, source: str, pool: Pool, generator) -> None:
+def _sandbox(cfg: EvalConfig, bench) -> Pool:
+    """A warm sandbox here, or with ray_address one on every node of the cluster (distributed.RayPool;
+    strict grading refuses nodes that isolate differently, since a verdict must not depend on the node)."""
+    limits = bench.profile.limits(cfg.timeout, cfg.memory_mb)
+    if cfg.ray_address:
+        from .distributed import RayPool
+
+        return RayPool(cfg.ray_address, cfg.workers, limits, uniform=bench.grading == "strict")
+    return Pool(cfg.workers, limits)
+
+
+def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], inputs: dict, extra: dict, pool: Pool, generator) -> None:
     from .generate import SamplingSpec, chat_prompt, load_generator
     from .models import resolve_model
 
@@ -147,7 +162,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
     prompt_texts = {p.id: chat_prompt(tokenizer, bench.messages(p, cfg.prompt_format), **template_args) for p in problems}
     inputs.update(hash_inputs([model_path]) or {"model": model_path})
     inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in problems])  # exactly what the model is fed
-    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source, "model_path": model_path, "chat_template_args": template_args})
+    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={**extra, "model_path": model_path, "chat_template_args": template_args})
     out = run.path
 
     dev_ids, _ = metrics.dev_test_split([p.id for p in problems], cfg.dev_fraction, cfg.seed)
@@ -169,7 +184,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
                 continue
             if generator is None:
                 console.print(f"loading {model_path} ({cfg.backend})")
-                generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs)
+                generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs, cfg.ray_address)
             run.update(effective_params={_label(T): generator.effective_params(specs[T]) for T in temps})
             _generate(run, cfg, bench, generator, plan, specs, prompt_texts, pool, missing)
     finally:
@@ -232,20 +247,17 @@ def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Po
 
 
 def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int) -> None:
-    """Every unfinished block in one stream; each finished block is graded and saved on a thread."""
-    blocks = [(T, block) for T, p in plan.items() for block, done in p["blocks"] if not done]
-    requests = [(b, T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for b, (T, block) in enumerate(blocks) for prob, j in block]
-    replies: dict[int, dict[int, Completion]] = {b: {} for b in range(len(blocks))}  # block -> request index -> reply
+    """Every unfinished block in one stream (on a Ray cluster: streams on several replicas); each
+    finished block is graded and saved on a thread."""
+    blocks = {(T, b): [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for prob, j in block]
+              for T, p in plan.items() for b, (block, done) in enumerate(p["blocks"]) if not done}
+    units = {key: [Request(prompt_texts[prob.id], specs[T], seed) for T, prob, _, seed in block] for key, block in blocks.items()}
     with GenerationProgress(console, "eval", total) as progress, ThreadPoolExecutor(1, thread_name_prefix="grading") as grader:
         graded = []
-        stream = generator.stream([Request(prompt_texts[prob.id], specs[T], seed) for _, T, prob, _, seed in requests], cfg.max_num_seqs)
-        for i, (c,) in stream:
-            b = requests[i][0]
-            replies[b][i] = c
-            progress(1, len(c.token_ids))
-            if len(replies[b]) == len(blocks[b][1]):
-                done = replies.pop(b)
-                graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, [(*requests[k][1:], done[k]) for k in sorted(done)], progress))
+        for (T, b), completions, where in generator.stream_units(units, cfg.max_num_seqs, progress):
+            graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, [(*r, c) for r, (c,) in zip(blocks[T, b], completions)], progress))
+            if where:
+                run.update(placements={**run.manifest.get("placements", {}), f"T{_label(T)} block {b}": where})
             for future in graded:
                 if future.done():
                     future.result()  # a grading error stops the stream now, not after the last reply

@@ -6,6 +6,8 @@ and transformers (`hf`, the reference and fallback).
     completions = gen.generate([prompt, ...], SamplingSpec(temperature=1.6, top_k=20, top_p=0.8), seeds=[...])
     for i, completions in gen.stream([Request(prompt, spec, seed), ...]):   # as each request finishes
         ...
+    for key, completions, where in gen.stream_units({key: [Request(...), ...], ...}):   # as each unit finishes
+        ...
     gen.effective_params(spec)                                # what the backend applies, for manifests
     gen.close()
 
@@ -36,7 +38,7 @@ import gc
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -282,6 +284,22 @@ class Generator:
         for k, completions in self._stream(jobs, max_in_flight):
             yield fits[k], completions
 
+    def stream_units(self, units: dict[Hashable, list[Request]], max_in_flight: int | None = None,
+                     progress: Progress | None = None) -> Iterator[tuple[Hashable, list[list[Completion]], dict | None]]:
+        """(key, its requests' completions in order, where) for each unit of work (a sample shard, an eval
+        block) as its last request finishes: here all units in one `stream`. `where` is the replica that
+        generated the unit (distributed.RayGenerator), None in this process."""
+        requests = [(key, r) for key, unit in units.items() for r in unit]
+        pending: dict[Hashable, dict[int, list[Completion]]] = {key: {} for key in units}
+        for i, completions in self.stream([r for _, r in requests], max_in_flight):
+            key = requests[i][0]
+            pending[key][i] = completions
+            if progress:
+                progress(len(completions), sum(len(c.token_ids) for c in completions))
+            if len(pending[key]) == len(units[key]):
+                done = pending.pop(key)
+                yield key, [done[i] for i in sorted(done)], None
+
     def effective_params(self, spec: SamplingSpec) -> dict:
         """Exactly what the backend applies for `spec`, for manifests."""
         return {"backend": self.backend, "model": self.model_path, "max_model_len": self.max_model_len,
@@ -309,13 +327,18 @@ class Generator:
 
 
 def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096, tensor_parallel_size: int = 1, seed: int = 0,
-                   max_num_seqs: int | None = None) -> Generator:
+                   max_num_seqs: int | None = None, ray_address: str | None = None) -> Generator:
     """`model`: anything models.resolve_model accepts (registry name, model directory, hub id).
     `max_num_seqs`: sequences decoded at once, the default of `stream`; None = the backend's own
-    (vLLM's scheduler default for the device, which also stops at what its KV cache holds; hf: 16)."""
+    (vLLM's scheduler default for the device, which also stops at what its KV cache holds; hf: 16).
+    `ray_address` (auto or HOST:PORT): replicas of the model on that Ray cluster (distributed.py)."""
     from .models import resolve_model
 
     path = resolve_model(model)
+    if ray_address:
+        from .distributed import RayGenerator
+
+        return RayGenerator(path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs, ray_address)
     if backend == "vllm":
         return VLLMGenerator(path, max_model_len, tensor_parallel_size, seed, max_num_seqs)
     if backend == "hf":
@@ -404,6 +427,10 @@ class VLLMGenerator(Generator):
                 topk_topp_sampler.apply_top_k_top_p = top_k_before_top_p(topk_topp_sampler.apply_top_k_top_p)
         if max_num_seqs:  # otherwise vLLM's default for the device: 256 on a CPU, 256 to 1024 on a GPU by its memory
             kwargs["max_num_seqs"] = max_num_seqs
+        if tensor_parallel_size > 1:
+            # vLLM's own processes, also inside a Ray replica: there the replica holds its GPUs, and vLLM would
+            # otherwise start Ray workers that wait for GPUs of the replica's placement group (vllm#30016)
+            kwargs["distributed_executor_backend"] = "mp"
         self.tensor_parallel_size = tensor_parallel_size
         self.llm = LLM(model=model_path, tokenizer=model_path, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
                        seed=seed, generation_config="vllm", **kwargs)

@@ -147,8 +147,9 @@ def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance
     return records
 
 
-def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict, source: str, pool: Pool) -> None:
-    """The eval stage for cfg.replies: grade, summarize, print; `problems` is the benchmark's selection."""
+def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict, extra: dict, pool: Pool) -> None:
+    """The eval stage for cfg.replies: grade, summarize, print; `problems` is the benchmark's selection,
+    `extra` what every eval manifest records (the benchmark's source, the sandbox nodes)."""
     if cfg.test_n:
         raise BenchmarkError(f"test_n={cfg.test_n}: the two-phase decoding protocol does not apply to replies made elsewhere; leave it 0")
     path = Path(cfg.replies)
@@ -156,7 +157,7 @@ def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict,
     problems = replied_problems(path, replies, problems, bench, cfg.benchmark_path)
     groups = samples_by_temperature(path, replies, problems, cfg.ks)
     inputs["replies"] = sha256_file(path)
-    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={"benchmark_source": source, "replies_file": str(path.resolve())})
+    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={**extra, "replies_file": str(path.resolve())})
     total = sum(len(samples) for samples in groups.values())
     with Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("grading", total=total)

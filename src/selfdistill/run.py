@@ -151,7 +151,8 @@ def run(cfg: RunConfig) -> Path:
     generator = None
     if not all(finished(d[name]) for name, *_ in base_stages):
         max_len = max(cfg.sample.max_model_len, cfg.eval.max_model_len)
-        generator = load_generator(resolve_model(cfg.model), cfg.sample.backend, max_len, cfg.sample.tensor_parallel_size, cfg.sample.seed)
+        generator = load_generator(resolve_model(cfg.model), cfg.sample.backend, max_len, cfg.sample.tensor_parallel_size, cfg.sample.seed,
+                                    ray_address=cfg.sample.ray_address)
     try:
         for name, stage_cfg, fn in base_stages:
             t = clock.begin(name)

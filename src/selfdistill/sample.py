@@ -5,7 +5,8 @@ replies are flagged but kept.
 Output directory:
     manifest.json          config, versions, input hashes, effective sampling params, chat template and
                            its arguments (the pinned date, reasoning effort), tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
-                           skips, length histogram, counts of truncated (hit max_tokens) / looping / dropped
+                           skips, length histogram, counts of truncated (hit max_tokens) / looping / dropped;
+                           with ray_address, `placements`: the node and replica that made each shard
     prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt
     shards/shard-00000.jsonl ...   one JSON record per sample, `shard_size` prompts per shard
 
@@ -15,7 +16,8 @@ makes room for the next), and a shard is written atomically as soon as its last 
 rerun of the same command skips finished shards, so after kill -9 only the requests in flight are lost
 and the final data equal an uninterrupted run's: every request has its own seed, so its reply does not
 depend on which others share the engine with it (byte for byte where the backend's numerics do not
-depend on the batch either; see generate.py).
+depend on the batch either; see generate.py). With ray_address, the shards stream on replicas of the
+model on a Ray cluster instead (distributed.py), each shard whole on one replica: the same files.
 
 Record fields: prompt_id, sample_index, seed, messages, prompt_text (the templated prompt exactly as
 fed), reply, reply_token_ids, prompt_tokens, reply_tokens, finish_reason ("stop", "length",
@@ -149,7 +151,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
         owned = generator is None
         if owned:
             console.print(f"loading {model_path} ({cfg.backend})")
-            generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs)
+            generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs, cfg.ray_address)
         try:
             run.update(effective_params=generator.effective_params(spec))
             _generate_shards(run, generator, shards, todo, messages, prompt_texts, spec, cfg)
@@ -179,18 +181,17 @@ def _check_shard(path: Path, prompts: list[Prompt], n: int) -> None:
 def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt]], todo: list[int], messages: dict, prompt_texts: dict,
                      spec: SamplingSpec, cfg: SampleConfig) -> None:
     """Every missing shard's requests in one stream, so the engine stays full across shards; a shard
-    is written as soon as its last request finishes (a kill loses only the requests in flight)."""
-    requests = [(k, p, j, sample_seed(cfg.seed, p.id, j)) for k in todo for p in shards[k] for j in range(cfg.n)]
-    pending: dict[int, dict[int, dict]] = {k: {} for k in todo}  # shard -> request index -> record
-    with GenerationProgress(console, "sampling", len(requests)) as progress:
-        for i, (c,) in generator.stream([Request(prompt_texts[p.id], spec, seed) for _, p, _, seed in requests], cfg.max_num_seqs):
-            k, p, j, seed = requests[i]
-            pending[k][i] = _record(p, messages[p.id], prompt_texts[p.id], j, seed, c)
-            progress(1, len(c.token_ids))
-            if len(pending[k]) == len(shards[k]) * cfg.n:
-                done = pending.pop(k)
-                atomic_write_jsonl(_shard_path(run.path, k), [done[i] for i in sorted(done)])
-                progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
+    is written as soon as its last request finishes (a kill loses only the requests in flight). On a
+    Ray cluster the shards stream on several replicas, and the manifest records which made each."""
+    samples = {k: [(p, j) for p in shards[k] for j in range(cfg.n)] for k in todo}
+    units = {k: [Request(prompt_texts[p.id], spec, sample_seed(cfg.seed, p.id, j)) for p, j in samples[k]] for k in todo}
+    with GenerationProgress(console, "sampling", sum(map(len, units.values()))) as progress:
+        for k, completions, where in generator.stream_units(units, cfg.max_num_seqs, progress):
+            records = [_record(p, messages[p.id], prompt_texts[p.id], j, r.seed, c) for (p, j), r, (c,) in zip(samples[k], units[k], completions)]
+            atomic_write_jsonl(_shard_path(run.path, k), records)
+            if where:
+                run.update(placements={**run.manifest.get("placements", {}), _shard_path(run.path, k).name: where})
+            progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
     session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
     console.print(f"generated {session['generated_tokens']} tokens in {session['seconds']} s: {session['tokens_per_second']} tokens/s")

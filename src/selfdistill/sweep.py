@@ -48,7 +48,8 @@ def sweep(cfg: RunConfig) -> Path:
     todo = [(d, c, fn) for d, c, fn in todo if not finished(d)]
     if todo:
         max_len = max(cfg.sample.max_model_len, cfg.eval.max_model_len)
-        with load_generator(resolve_model(cfg.model), cfg.sample.backend, max_len, cfg.sample.tensor_parallel_size, cfg.sample.seed) as generator:
+        with load_generator(resolve_model(cfg.model), cfg.sample.backend, max_len, cfg.sample.tensor_parallel_size, cfg.sample.seed,
+                            ray_address=cfg.sample.ray_address) as generator:
             for stage_dir, stage_cfg, fn in todo:
                 fn(replace(stage_cfg, output_dir=str(stage_dir)), generator=generator)
 
