@@ -65,7 +65,7 @@ def test_run_wires_the_derived_stages(tmp_path, monkeypatch):
             return tmp_path / "model"
         return fake
 
-    monkeypatch.setattr(selfdistill.generate, "load_generator", lambda *args: engine)
+    monkeypatch.setattr(selfdistill.generate, "load_generator", lambda *args, **kwargs: engine)
     for module, name in ((selfdistill.sample, "sample"), (selfdistill.evaluate, "evaluate"), (selfdistill.train, "train"), (selfdistill.analyze, "analyze")):
         monkeypatch.setattr(module, name, stage(name))
     monkeypatch.setattr(selfdistill.evaluate, "compare", lambda a, b: {"a": str(a), "b": str(b)})
