@@ -231,7 +231,7 @@ def section_times(benches: list[Benchmark]) -> list:
 
 
 def section_verdict(headline: dict, teff: dict | None) -> list:
-    blocks: list = [Heading("Verdict (from the pooled paired comparisons above)")]
+    blocks: list = [Heading("Verdict (from the pooled paired comparisons below)")]
     for t, c in headline.items():
         if c is None:
             blocks.append(Para(f"T_train {t:g}: not run yet."))
