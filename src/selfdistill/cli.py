@@ -222,10 +222,13 @@ def config_presets():
 
 
 @config_app.command("show", context_settings=STAGE_SETTINGS)
-def config_show(ctx: typer.Context, preset: str = typer.Argument(None), config: str = CONFIG):
-    """Print the resolved run config of a preset and/or file, with overrides applied."""
+def config_show(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
+    """Print the resolved run config of a preset and/or file, with overrides applied (`ssd config show [PRESET] [--config FILE] [key=value ...]`)."""
+    args = list(ctx.args)
+    if preset is None and args and not args[0].startswith("-") and "=" not in args[0]:  # the preset may also come first, bare
+        preset = args.pop(0)
     try:
-        print(cfgmod.to_yaml(cfgmod.load_run_config(preset, config, flags_to_overrides(ctx.args))), end="")
+        print(cfgmod.to_yaml(cfgmod.load_run_config(preset, config, flags_to_overrides(args))), end="")
     except ConfigError as e:
         _fail(str(e))
 

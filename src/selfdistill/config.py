@@ -27,16 +27,22 @@ class ConfigError(ValueError):
 CHAT_DATE = "2026-04-01"  # the date chat templates that stamp one see, by default: fixed, so prompts never change with the day
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, volatile: bool = False) -> Any:
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING, volatile: bool = False,
+           choices: tuple[str, ...] = ()) -> Any:
     """A config field with its help text (`ssd <stage> --help` prints it, as TRL's dataclasses do);
-    `factory` for mutable defaults."""
-    return field(default=default, default_factory=factory, metadata={"help": help, "volatile": volatile})
+    `factory` for mutable defaults; `choices` are checked when the config loads, before any stage
+    writes a directory."""
+    return field(default=default, default_factory=factory, metadata={"help": help, "volatile": volatile, "choices": choices})
 
 
-def volatile(default: Any = dataclasses.MISSING, help: str = "") -> Any:
+def volatile(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[str, ...] = ()) -> Any:
     """A field that does not change a stage's outputs (paths, worker counts): it is left out of the
     fingerprint that decides whether an existing run directory may be reused."""
-    return option(default, help, volatile=True)
+    return option(default, help, volatile=True, choices=choices)
+
+
+BACKENDS = ("vllm", "hf")
+PROMPT_FORMATS = ("system", "lcb")
 
 
 @dataclass
@@ -44,11 +50,11 @@ class SampleConfig:
     model: str = option("qwen2.5-coder-0.5b-instruct", "the model that answers: a registry name (`ssd models`), a model directory or a hub id")
     prompts: str = option("leetcode-train", "a dataset name (see `selfdistill.prompts`), a local file or a hub id")
     prompt_field: str | None = option(None, "the field holding the statement; None = the dataset's default")
-    prompt_selection: str = option("all",
+    prompt_selection: str = option("all", choices=("paper", "all"), help=
         "'paper': rows with is_passed true, deduplicated by question text (rStar-Coder seed_sft -> the "
         "paper's ~10.2k prompts); 'all': every row, deduplicated on statement + starter code")
     limit: int | None = option(None, "first N prompts after dedup and decontamination")
-    prompt_format: str = option("system", "'system' (our wording of the paper's description) or 'lcb' (the paper's eval prompt)")
+    prompt_format: str = option("system", "'system' (our wording of the paper's description) or 'lcb' (the paper's eval prompt)", choices=PROMPT_FORMATS)
     chat_date: str = option(CHAT_DATE, "YYYY-MM-DD, given to templates that stamp today's date (GPT-OSS); training reuses it")
     reasoning_effort: str | None = option(None, "given to templates that read it (GPT-OSS: the paper's 'high'); None = the template's")
     decontaminate: list[str] = option(
@@ -66,7 +72,7 @@ class SampleConfig:
     stop: list[str] = option(factory=list, help="stop strings besides the stop tokens")
     drop_shortest_fraction: float = option(0.0, "the official code drops the shortest 10%: set 0.1 to match it")
     per_request_seeds: bool = option(True, "a seed per request: reproducible replies; false lets vLLM on GPU use FlashInfer's sampler, and replies then depend on batching (docs/training.md)")
-    backend: str = volatile("vllm", "'vllm' or 'hf'; both give the same truncated distribution")
+    backend: str = volatile("vllm", "'vllm' or 'hf'; both give the same truncated distribution", choices=BACKENDS)
     tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine")
     max_num_seqs: int | None = volatile(None, "sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)")
     ray_address: str | None = volatile(None, "auto or HOST:PORT of a Ray cluster: shards go to replicas of the model on its nodes (distributed.py)")
@@ -116,7 +122,7 @@ class EvalConfig:
     release_from: str | None = option(None, "date window (YYYY-MM-DD) for dated benchmarks such as livecodebench")
     release_to: str | None = option(None, "end of the date window (YYYY-MM-DD), inclusive")
     platforms: list[str] = option(factory=list, help="e.g. ['leetcode', 'atcoder']; empty = all")
-    prompt_format: str = option("system", "as in sampling: 'system' or 'lcb' (the paper's eval prompt: LiveCodeBench's, user only)")
+    prompt_format: str = option("system", "as in sampling: 'system' or 'lcb' (the paper's eval prompt: LiveCodeBench's, user only)", choices=PROMPT_FORMATS)
     chat_date: str = option(CHAT_DATE, "as in sampling; base and SSD models see the same prompts")
     reasoning_effort: str | None = option(None, "as in sampling")
     t_eval: float | None = option(None, "the preset's recommended T_eval for the SSD model (paper Table 3); always swept")
@@ -145,7 +151,7 @@ class EvalConfig:
     grading: str | None = option(None, "'strict' or 'lcb' (docs/grading.md); None = the benchmark's own (lcb for livecodebench)")
     timeout: float | None = option(None, "seconds per execution (strict: 10) or per test (lcb: 6); None = the profile's")
     memory_mb: int | None = option(None, "address-space limit per execution; None = the profile's (strict: 1024, lcb: 8192)")
-    backend: str = volatile("vllm", "'vllm' or 'hf'")
+    backend: str = volatile("vllm", "'vllm' or 'hf'", choices=BACKENDS)
     tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine")
     max_num_seqs: int | None = volatile(None, "sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)")
     ray_address: str | None = volatile(None, "auto or HOST:PORT of a Ray cluster: blocks go to replicas of the model, grading to every node (distributed.py)")
@@ -304,7 +310,11 @@ def _apply(cfg: Any, data: dict, where: str, lines: dict[str, int], prefix: str 
                 raise ConfigError(f"{loc}: {dotted!r} is a section; expected a mapping, got {value!r}")
             _apply(current, value, where, lines, dotted + ".")
         else:
-            setattr(cfg, key, _check_type(value, hints[key], f"{loc}: {dotted}"))
+            value = _check_type(value, hints[key], f"{loc}: {dotted}")
+            choices = next(f.metadata["choices"] for f in dataclasses.fields(cfg) if f.name == key)
+            if choices and value is not None and value not in choices:
+                raise ConfigError(f"{loc}: {dotted}: {value!r} is not one of {', '.join(choices)}")
+            setattr(cfg, key, value)
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -44,9 +44,9 @@ from typing import NamedTuple
 
 import torch
 
+from .config import BACKENDS
 from .prompts import HARMONY_CHANNEL
 
-BACKENDS = ("vllm", "hf")
 
 Progress = Callable[[int, int], None]  # (completions finished, tokens generated) since the last call
 

@@ -184,6 +184,9 @@ class Run:
                 if m and m.get("finished_at"):
                     dirs[name] = candidate
                     break
+        if not manifest and not dirs:
+            raise FileNotFoundError(f"{root} holds no `ssd run` output (no manifest.json, no finished stage directory): "
+                                    "pass the run's output_dir")
         return cls(root, manifest, dirs)
 
     def stage_manifest(self, name: str) -> dict | None:
