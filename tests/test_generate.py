@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from selfdistill.generate import (
+    GenerationProgress,
     HFGenerator,
     Request,
     SamplingSpec,
@@ -337,3 +338,21 @@ def test_vllm_stream_is_the_same_at_any_concurrency_and_aborts_when_closed(vllm_
     stream.close()  # a stage that fails mid-stream leaves a clean engine for the next one (`ssd run` shares it)
     assert not engine.has_unfinished_requests()
     assert len(list(vllm_generator.stream(requests))) == len(requests)
+
+
+def test_progress_in_a_log_file_prints_lines_between_blocks():
+    """Off a terminal there is no live bar: a line every log_every seconds of decoding, even before
+    any sample (or block) finishes, without a made-up ETA."""
+    import io
+
+    from rich.console import Console
+
+    log = io.StringIO()
+    progress = GenerationProgress(Console(file=log, force_terminal=False, width=200), "eval T=0.4", total=8)
+    progress.log_every = 0.0
+    with progress:
+        progress(0, 50)
+        progress(2, 50)
+    first, second = log.getvalue().splitlines()[:2]  # then the bar, rendered once when it stops
+    assert first.startswith("eval T=0.4: 0/8 samples") and first.endswith("ETA after the first samples finish")
+    assert second.startswith("eval T=0.4: 2/8 samples") and "tokens/s, ETA " in second

@@ -99,12 +99,16 @@ class _Job(NamedTuple):
 
 class GenerationProgress:
     """The progress display of a generating stage: samples done, tokens/s, ETA. Called as a `Progress`
-    callback. A log file gets no live bar, so off a terminal `checkpoint` prints one line instead."""
+    callback. A log file gets no live bar, so off a terminal `checkpoint` prints one line instead, and
+    so does every `log_every` seconds of decoding (a block may take most of a phase to finish)."""
+
+    log_every = 60.0
 
     def __init__(self, console, description: str, total: int):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.console, self.total, self.tokens, self.start = console, total, 0, time.perf_counter()
+        self.last_line = self.start
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
                             TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
         self.task = self.bar.add_task(description, total=total, tps="-")
@@ -123,15 +127,18 @@ class GenerationProgress:
     def __call__(self, done: int, new_tokens: int) -> None:
         self.tokens += new_tokens
         self.bar.update(self.task, advance=done, tps=f"{self.tokens / self.seconds:.1f}" if self.tokens else "-")
+        if time.perf_counter() - self.last_line >= self.log_every:
+            self.checkpoint(self.bar.tasks[0].description)
 
     def describe(self, description: str) -> None:
         self.bar.update(self.task, description=description)
 
     def checkpoint(self, what: str) -> None:
+        self.last_line = time.perf_counter()
         if not self.console.is_terminal:
             done, seconds = self.bar.tasks[0].completed, self.seconds
-            self.console.print(f"{what}: {done:.0f}/{self.total} samples, {self.tokens / seconds:.1f} tokens/s, "
-                               f"ETA {seconds * (self.total - done) / max(done, 1):.0f} s")
+            eta = f"ETA {seconds * (self.total - done) / done:.0f} s" if done else "ETA after the first samples finish"
+            self.console.print(f"{what}: {done:.0f}/{self.total} samples, {self.tokens / seconds:.1f} tokens/s, {eta}")
 
     def session(self) -> dict:
         """This session's totals, for the stage manifest."""
