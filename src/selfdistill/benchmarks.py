@@ -2,7 +2,7 @@
 
     get(name) -> Benchmark                                   names: see BENCHMARKS
     Benchmark.load(path=None, release_from=, release_to=, platforms=) -> list[Problem]
-    Benchmark.messages(problem, prompt_format) -> chat messages ("system" or "lcb", see prompts.py)
+    Benchmark.messages(problem, prompt_format) -> chat messages ("system" or "lcb", see chat.py)
     Benchmark.grade(problem, reply) -> [sandbox job, ...]   all must pass; ExtractionError when there is no code
     Benchmark.graded_by(profile) -> Benchmark               the same benchmark under another grading profile
     Benchmark.grade_many(problems, replies, pool) -> list[Verdict]   every reply through the sandbox
@@ -19,7 +19,7 @@ Data: `load()` reads the registry's default file from the data directory ($SELFD
 Grading follows a profile (grading.py, docs/grading.md): `strict` by default, `lcb` (lcb_runner's verdicts)
 for livecodebench. Under `strict`, the rules follow the official harnesses where they differ:
   * extraction: <think> sections are stripped (of a GPT-OSS reply, only the final channel is kept:
-    answer_text), then the last fenced Python block is the answer. Without a complete fenced
+    chat.answer_text), then the last fenced Python block is the answer. Without a complete fenced
     block, LiveCodeBench and LeetCode count the reply as failed (as lcb_runner does);
     the function-completion benchmarks take the reply itself when it parses as Python (HumanEval's
     completion style; the body alone is appended to the prompt).
@@ -74,17 +74,13 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+from .chat import ExtractionError, answer_text, build_messages
 from .grading import PROFILES, Grading
-from .prompts import HARMONY_CHANNEL
 from .sandbox import AssertTests, CallTests, Pool, StdioTests, job_seconds
 
 
 class BenchmarkError(ValueError):
     pass
-
-
-class ExtractionError(ValueError):
-    """The reply holds no code to grade: graded as status `extraction_failed`, never a crash."""
 
 
 @dataclass
@@ -170,40 +166,8 @@ def read_rows(source: str | Path, split: str = "test", config: str | None = None
 
 # ---------------------------------------------------------------------------- extraction
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([^\s`]*)")
 _PYTHON_TAGS = {"", "python", "python3", "py", "py3"}
-
-
-def strip_thinking(reply: str) -> str:
-    """Remove <think>...</think>. A reply that opens with thinking but whose template put the opening
-    tag in the prompt has only the closing tag: keep what follows it. An unclosed <think> is all thought."""
-    reply = _THINK.sub("", reply)
-    if "</think>" in reply:
-        reply = reply.rsplit("</think>", 1)[1]
-    if "<think>" in reply:
-        reply = reply.split("<think>", 1)[0]
-    return reply
-
-
-# A final-channel message of GPT-OSS's harmony format: its header (an optional <|constrain|> type
-# included), then the message up to <|end|>, <|return|> or <|call|>, or to the end of a cut reply.
-_FINAL = re.compile(r"<\|channel\|>final(?:[^<]|<\|constrain\|>)*<\|message\|>(.*?)(?:<\|(?:end|return|call)\|>|$)", re.DOTALL)
-
-
-def final_channel(reply: str) -> str:
-    """The answer of a harmony-format reply (GPT-OSS): its last final-channel message. The analysis
-    channel is reasoning, never graded; a reply cut off before a final channel has no answer."""
-    finals = _FINAL.findall(reply)
-    if not finals:
-        raise ExtractionError("no final channel: the reply ends while reasoning (analysis channel)")
-    return finals[-1]
-
-
-def answer_text(reply: str) -> str:
-    """The part of a reply that answers, for either extraction rule: a harmony reply's final channel
-    (GPT-OSS), else the reply without its <think> sections."""
-    return final_channel(reply) if HARMONY_CHANNEL in reply else strip_thinking(reply)
 
 
 def fenced_blocks(text: str) -> tuple[list[tuple[str, str]], str | None]:
@@ -557,8 +521,6 @@ class Benchmark:
     # ---- prompting
 
     def messages(self, problem: Problem, prompt_format: str = "system") -> list[dict]:
-        from .prompts import build_messages
-
         return build_messages(problem.statement, problem.starter_code or None, prompt_format)
 
     # ---- grading

@@ -146,7 +146,8 @@ def _sandbox(cfg: EvalConfig, bench) -> Pool:
 
 
 def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], inputs: dict, extra: dict, pool: Pool, generator) -> None:
-    from .generate import SamplingSpec, chat_prompt, load_generator
+    from .chat import chat_prompt
+    from .generate import SamplingSpec, load_generator
     from .models import resolve_model
 
     model_path = resolve_model(cfg.model)

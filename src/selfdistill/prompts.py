@@ -1,9 +1,8 @@
-"""Training prompts for `ssd sample`: loaders, exact dedup, decontamination, and the chat formats that
-evaluation shares.
+"""Training prompts for `ssd sample`: loaders, exact dedup, decontamination. The chat formats that show
+them to a model, shared with evaluation, are in chat.py.
 
     load_prompts(source, field=None, limit=None) -> [Prompt]          unique prompts of a source
     collect_prompts(source, field, decontaminate, selection) -> PromptSet   the same, plus everything removed and why
-    build_messages(statement, starter_code, prompt_format) -> [{"role", "content"}, ...]
 
 A source is a named dataset (DATASETS), a local .jsonl/.json/.parquet file (or .gz of one), a directory
 of parquet files, or a Hugging Face hub id (for users who are online). Named datasets read their local
@@ -29,33 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROMPT_FORMATS = ("system", "lcb")
-HARMONY_CHANNEL = "<|channel|>"  # the special token that opens a channel header in GPT-OSS's harmony format
 PROMPT_SELECTIONS = ("all", "paper")
-
-# The paper does not print its sampling prompt; this is our wording of what it describes: a system
-# message asking for a Python solution in a markdown code block, with the problem as the user message.
-SYSTEM_PROMPT = (
-    "You are an expert Python programmer. Solve the user's programming problem. "
-    "Reply with a complete, correct Python solution in a single markdown code block (```python ... ```)."
-)
-
-# The paper's evaluation prompt, quoted exactly from apple/ml-ssd, evaluation/benchmark.py
-# (LCB_PROMPT_WITH_STARTER_CODE, LCB_PROMPT_WITHOUT_STARTER_CODE): LiveCodeBench's user-only prompt
-# (lcb_runner/prompts/code_generation.py, get_codeqwen_question_template_answer) as the paper ran it. It
-# differs from LiveCodeBench's own where the paper's numbers were measured with the difference, so it is
-# kept: the starter-code form ends "delimiters." with a stray quote and never closes its code fence; the
-# stdin form indents "# YOUR CODE HERE" by two spaces and ends at the closing fence.
-LCB_INSTRUCTION = (
-    "You will be given a question (problem specification) and will generate a correct Python program that "
-    "matches the specification and passes all tests. You will NOT return anything except for the program."
-)
-LCB_WITH_STARTER = 'You will use the following starter code to write the solution to the problem and enclose your code within delimiters."'
-LCB_STDIN = (
-    "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the "
-    "sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
-    "it reads the inputs, runs the algorithm and writes output to STDOUT."
-)
 
 
 class PromptError(ValueError):
@@ -68,22 +41,6 @@ class Prompt:
     text: str  # the problem statement
     starter_code: str | None = None  # a function or class stub the answer must complete
     metadata: dict = field(default_factory=dict)  # where: "file:line" of the row
-
-
-def build_messages(statement: str, starter_code: str | None = None, prompt_format: str = "system") -> list[dict]:
-    """Chat messages for one problem. "system": SYSTEM_PROMPT + the problem (and its starter code) as
-    the user message. "lcb": the paper's evaluation prompt (LiveCodeBench's single user message), in its
-    starter-code form when there is starter code, else its stdin form."""
-    if prompt_format == "system":
-        user = statement if not starter_code else f"{statement}\n\nStarter code:\n```python\n{starter_code}\n```"
-        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
-    if prompt_format == "lcb":
-        if starter_code:
-            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_WITH_STARTER}\n```python\n{starter_code}\n"
-        else:
-            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_STDIN}\n```python\n  # YOUR CODE HERE\n```"
-        return [{"role": "user", "content": user}]
-    raise PromptError(f"unknown prompt_format {prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}")
 
 
 # ---------------------------------------------------------------------------- named datasets
