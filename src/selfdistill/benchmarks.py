@@ -12,9 +12,9 @@ Adding a benchmark means writing `parse(row) -> Problem` (the tests as assert co
 tests; code the solution needs in front of it as `prefix`) and adding one `Benchmark(...)` to BENCHMARKS.
 
 Data: `load()` reads the registry's default file from the data directory ($SELFDISTILL_DATA, else
-../shared/datasets beside the repository or the working directory), or `path`: a local .jsonl,
-.jsonl.gz, .json or .parquet file, a local dataset directory, or a Hugging Face hub id (loaded with
-`datasets.load_dataset`, for users who are online).
+../shared/datasets beside the repository or the working directory), or `path`: anything rows.read
+reads (a local .jsonl, .json or .parquet file, .gz of one, a directory, or a Hugging Face hub id, for
+users who are online).
 
 Grading follows a profile (grading.py, docs/grading.md): `strict` by default, `lcb` (lcb_runner's verdicts)
 for livecodebench. Under `strict`, the rules follow the official harnesses where they differ:
@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import gzip
 import hashlib
 import io
 import json
@@ -74,6 +73,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+from . import rows
 from .chat import ExtractionError, answer_text, build_messages
 from .grading import PROFILES, Grading
 from .sandbox import AssertTests, CallTests, Pool, StdioTests, job_seconds
@@ -118,50 +118,6 @@ def data_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise BenchmarkError("no data directory: set SELFDISTILL_DATA, or pass benchmark_path (a file or hub id)")
-
-
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-
-
-def read_rows(source: str | Path, split: str = "test", config: str | None = None) -> list[tuple[str, dict]]:
-    """(where, row) pairs; `where` is "file:line" (or "hub_id[split]:row") for error messages."""
-    path = Path(source)
-    name = path.name.removesuffix(".gz")
-    if path.is_file() and name.endswith(".jsonl"):
-        rows = []
-        with _open_text(path) as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise BenchmarkError(f"{path}:{i}: invalid JSON: {e}") from None
-                if not isinstance(row, dict):
-                    raise BenchmarkError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-                rows.append((f"{path}:{i}", row))
-        return rows
-    if path.is_file() and name.endswith(".json"):
-        with _open_text(path) as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(data, list):
-            raise BenchmarkError(f"{path}: expected a JSON list of problems")
-        return [(f"{path}[{i}]", row) for i, row in enumerate(data)]
-    if path.is_file() and not name.endswith(".parquet"):
-        raise BenchmarkError(f"{path}: unsupported file type (use .jsonl, .jsonl.gz, .json or .parquet)")
-    if not path.exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
-        raise BenchmarkError(f"{source}: no such file, and not a hub id (owner/name)")
-    import datasets  # a parquet file, a local dataset directory, or a hub id
-
-    if path.is_file():
-        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
-    else:
-        ds = datasets.load_dataset(str(source), config, split=split)
-    return [(f"{source}[{split}]:{i}", dict(row)) for i, row in enumerate(ds)]
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -476,7 +432,7 @@ class Benchmark:
         """Every problem of the source, parsed, without preparing expected outputs (cheap)."""
         source = self.source(path)
         problems, seen = [], {}
-        for where, row in read_rows(source, self.hub_split, self.hub_config):
+        for where, row in rows.read(source, self.hub_split, self.hub_config, raises=BenchmarkError):
             try:
                 problem = self.parse(row)
             except KeyError as e:

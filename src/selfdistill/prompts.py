@@ -4,29 +4,31 @@ them to a model, shared with evaluation, are in chat.py.
     load_prompts(source, field=None, limit=None) -> [Prompt]          unique prompts of a source
     collect_prompts(source, field, decontaminate, selection) -> PromptSet   the same, plus everything removed and why
 
-A source is a named dataset (DATASETS), a local .jsonl/.json/.parquet file (or .gz of one), a directory
-of parquet files, or a Hugging Face hub id (for users who are online). Named datasets read their local
-copy from the data directory ($SELFDISTILL_DATA, else ../shared/datasets) when it is there, else
-their upstream hub dataset. A malformed row is reported with its file and line and skipped; the rest
-loads. Prompts are deduplicated exactly (whitespace-normalized statement + starter code, first one
+A source is a named dataset (DATASETS), or anything rows.read reads: a local .jsonl/.json/.parquet file
+(or .gz of one), a directory, or a Hugging Face hub id (for users who are online). Named datasets read
+their local copy from the data directory ($SELFDISTILL_DATA, else ../shared/datasets) when it is there,
+else their upstream hub dataset. A malformed row is reported with its file and line and skipped; the
+rest loads. Prompts are deduplicated exactly (whitespace-normalized statement + starter code, first one
 wins; selection "paper", the paper's rule for rStar-Coder seed_sft, keeps only rows with `is_passed`
-true and deduplicates by the question text alone: ~10.2k prompts where "all" leaves more than 30k),
-then decontaminated against evaluation benchmark data (DecontaminationTarget: a benchmark, its file or
-hub id, a release window) by problem id and by 13-gram overlap.
+true and deduplicates by the question text alone: ~10.2k prompts where "all" leaves more than 30k), then
+decontaminated against evaluation benchmark data (DecontaminationTarget: a benchmark, its file or hub
+id, a release window) by problem id and by 13-gram overlap.
 """
 
 from __future__ import annotations
 
 import ast
-import gzip
 import hashlib
-import io
 import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import rows
+from .benchmarks import BENCHMARKS, BenchmarkError, benchmark_texts, data_dir, get
+from .manifest import hash_inputs
 
 PROMPT_SELECTIONS = ("all", "paper")
 
@@ -98,67 +100,7 @@ DATASETS: dict[str, NamedDataset] = {
 }
 
 
-# ---------------------------------------------------------------------------- reading rows
-
-
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
-
-
-def _rows(path: Path, errors: list[dict]) -> Iterator[tuple[str, dict]]:
-    """(where, row) for each row of a local file or parquet directory; a malformed row goes to `errors`."""
-    if path.is_dir():
-        files = sorted(path.rglob("*.parquet"))
-        if not files:
-            raise PromptError(f"{path}: a directory, but it holds no .parquet files")
-        for f in files:
-            yield from _rows(f, errors)
-        return
-    name = path.name.removesuffix(".gz")
-    if name.endswith(".jsonl"):
-        with _open(path) as f:
-            for i, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    errors.append({"where": f"{path}:{i}", "reason": f"invalid JSON: {e}"})
-                    continue
-                if not isinstance(row, dict):
-                    errors.append({"where": f"{path}:{i}", "reason": f"expected a JSON object, got {type(row).__name__}"})
-                    continue
-                yield f"{path}:{i}", row
-    elif name.endswith(".json"):
-        with _open(path) as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise PromptError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(data, list):
-            raise PromptError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
-        for i, row in enumerate(data):
-            if isinstance(row, dict):
-                yield f"{path}[{i}]", row
-            else:
-                errors.append({"where": f"{path}[{i}]", "reason": f"expected a JSON object, got {type(row).__name__}"})
-    elif name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        with _open(path) as f:
-            table = pq.read_table(io.BytesIO(f.read()))
-        for i, row in enumerate(table.to_pylist()):
-            yield f"{path}[row {i}]", row
-    else:
-        raise PromptError(f"{path}: unsupported file type (use .jsonl, .json or .parquet, optionally .gz)")
-
-
-def _hub_rows(hub_id: str, config: str | None, split: str) -> Iterator[tuple[str, dict]]:
-    import datasets
-
-    ds = datasets.load_dataset(hub_id, config, split=split)
-    for i, row in enumerate(ds):
-        yield f"{hub_id}[{split}]:{i}", dict(row)
+# ---------------------------------------------------------------------------- fields of a row
 
 
 def _get(row: dict, dotted: str):
@@ -215,25 +157,22 @@ def prompts_sha256(prompts: list[Prompt]) -> str:
 
 
 def _source_rows(source: str, errors: list[dict]) -> tuple[str, str | None, Iterator[tuple[str, dict]], NamedDataset | None]:
-    """(what is read, its sha256 if local, its rows, the named dataset if any)."""
-    from .benchmarks import BenchmarkError, data_dir
-    from .manifest import hash_inputs
-
+    """(what is read, its sha256 if local, its rows, the named dataset if any); a malformed row goes to `errors`."""
     named = DATASETS.get(source)
     if named:
+        hub_id, config, split = named.hub
         try:
             local = data_dir() / named.local
         except BenchmarkError:
             local = None
         if local is not None and local.exists():
-            return str(local), hash_inputs([local])[str(local)], _rows(local, errors), named
-        hub_id, config, split = named.hub
-        return f"{hub_id}:{config or 'default'}:{split}", None, _hub_rows(hub_id, config, split), named
+            return str(local), hash_inputs([local])[str(local)], rows.read(local, split, None, errors, PromptError), named
+        return f"{hub_id}:{config or 'default'}:{split}", None, rows.read(hub_id, split, config, errors, PromptError), named
     path = Path(source)
     if path.exists():
-        return str(path), hash_inputs([path])[str(path)], _rows(path, errors), None
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", source):
-        return source, None, _hub_rows(source, None, "train"), None
+        return str(path), hash_inputs([path])[str(path)], rows.read(path, "train", None, errors, PromptError), None
+    if rows.HUB_ID.fullmatch(source):
+        return source, None, rows.read(source, "train", None, errors, PromptError), None
     import difflib
 
     hint = difflib.get_close_matches(source, list(DATASETS), n=1)
@@ -246,9 +185,9 @@ def collect_prompts(source: str, field: str | None = None, decontaminate: list[s
     if selection not in PROMPT_SELECTIONS:
         raise PromptError(f"prompt_selection {selection!r}: choose one of {', '.join(PROMPT_SELECTIONS)}")
     errors: list[dict] = []
-    what, sha, rows, named = _source_rows(source, errors)
+    what, sha, source_rows, named = _source_rows(source, errors)
     prompts, n_rows, not_passed = [], 0, 0
-    for where, row in rows:
+    for where, row in source_rows:
         n_rows += 1
         try:
             if named and named.task_ids and not named.task_ids[0] <= int(row["task_id"]) <= named.task_ids[1]:
@@ -348,8 +287,6 @@ class DecontaminationTarget:
 
     @classmethod
     def parse(cls, entry: str) -> DecontaminationTarget:
-        from .benchmarks import BENCHMARKS, BenchmarkError
-
         head, window = entry, (None, None)
         if m := _WINDOW.search(entry):
             head, window = entry[: m.start()], m.groups()
@@ -379,8 +316,6 @@ def decontaminate_prompts(prompts: list[Prompt], entries: list[str]) -> tuple[li
     derived from another array by deleting...". Measured on leetcode-train against all four benchmarks:
     68 prompts share >= 50% (each a LiveCodeBench problem, verbatim), 4 share 20-50% (one the same
     problem, two sister problems, one tree boilerplate), 11 share 10-20% (boilerplate); 315 share any."""
-    from .benchmarks import benchmark_texts, get
-
     ids: dict[str, tuple[str, str, str]] = {}
     index: dict[int, set[tuple[str, str, str]]] = {}
     checked = []
