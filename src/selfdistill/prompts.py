@@ -17,7 +17,6 @@ id, a release window) by problem id and by 13-gram overlap.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import re
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import rows
-from .benchmarks import BENCHMARKS, BenchmarkError, benchmark_texts, data_dir, get
+from .benchmarks import BENCHMARKS, BenchmarkError, benchmark_texts, data_dir, get, in_task_ids, parse_mbpp
 from .manifest import hash_inputs
 
 PROMPT_SELECTIONS = ("all", "paper")
@@ -57,16 +56,8 @@ def _leetcode(row: dict) -> dict:
 
 
 def _mbpp(row: dict) -> dict:
-    from .benchmarks import (
-        _called_function,  # the function MBPP's asserts call, as evaluation finds it
-    )
-
-    code = row["code"].replace("\r\n", "\n")
-    defs = {n.name: n for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)}
-    name = _called_function(row["test_list"], set(defs))
-    tests = "\n".join(row["test_list"])  # as in the MBPP paper's prompt: the asserts name the function
-    return {"id": f"Mbpp/{row['task_id']}", "text": f"{row['text']}\nYour code should pass these tests:\n\n{tests}",
-            "starter_code": f"def {name}({ast.unparse(defs[name].args)}):"}
+    problem = parse_mbpp(row)  # the prompt MBPP's evaluation shows: the asserts name the function
+    return {"id": problem.id, "text": problem.statement, "starter_code": problem.starter_code}
 
 
 def _rstar(row: dict) -> dict:
@@ -190,7 +181,7 @@ def collect_prompts(source: str, field: str | None = None, decontaminate: list[s
     for where, row in source_rows:
         n_rows += 1
         try:
-            if named and named.task_ids and not named.task_ids[0] <= int(row["task_id"]) <= named.task_ids[1]:
+            if named and not in_task_ids(row, named.task_ids):
                 continue
             if selection == "paper" and row["is_passed"] is not True:  # a row without the field is malformed here
                 not_passed += 1
