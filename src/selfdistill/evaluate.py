@@ -121,8 +121,7 @@ def evaluate(cfg: EvalConfig, generator=None) -> Path:
         extra = {"benchmark_source": source, **({"sandbox_nodes": pool.nodes} if cfg.ray_address else {})}
         if cfg.oracle:
             if all(p.reference is None for p in problems):
-                raise BenchmarkError(f"oracle not available: {bench.name} has no reference solutions"
-                                     + (" (LiveCodeBench publishes none)" if bench.name == "livecodebench" else ""))
+                raise BenchmarkError(f"oracle not available: {bench.name} has no reference solutions")
             run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra=extra)
             _oracle(run, bench, problems, pool)
         elif cfg.replies:
@@ -146,7 +145,8 @@ def _sandbox(cfg: EvalConfig, bench) -> Pool:
 
 
 def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], inputs: dict, extra: dict, pool: Pool, generator) -> None:
-    from .generate import SamplingSpec, chat_prompt, load_generator
+    from .chat import chat_prompt
+    from .generate import SamplingSpec, load_generator
     from .models import resolve_model
 
     model_path = resolve_model(cfg.model)

@@ -33,7 +33,6 @@ whole batch from FlashInfer's sampler to the PyTorch/Triton one (docs/training.m
 
 from __future__ import annotations
 
-import datetime
 import gc
 import itertools
 import os
@@ -44,8 +43,8 @@ from typing import NamedTuple
 
 import torch
 
+from .chat import chat_prompt, keeps_channels, stop_token_ids
 from .config import BACKENDS
-from .prompts import HARMONY_CHANNEL
 
 
 Progress = Callable[[int, int], None]  # (completions finished, tokens generated) since the last call
@@ -193,43 +192,6 @@ def hf_logits_processors(spec: SamplingSpec):
 
 
 # ---------------------------------------------------------------------------- the interface
-
-
-def chat_prompt(tokenizer, messages: list[dict], date: str | None = None, reasoning_effort: str | None = None) -> str:
-    """The model's own chat template, ready for the assistant's reply. A template that stamps today's
-    date (GPT-OSS's strftime_now) gets `date` (YYYY-MM-DD) instead, so a prompt is the same whatever day
-    it is rendered on (sampling, training, resuming, evaluating base and SSD); None = today.
-    `reasoning_effort` goes to templates that read it (GPT-OSS: low, medium, high); None = theirs."""
-    if not tokenizer.chat_template:
-        raise ValueError(f"{tokenizer.name_or_path} has no chat template; ssd needs an instruct/chat model")
-    args = {}
-    if date is not None:
-        try:
-            args["strftime_now"] = datetime.date.fromisoformat(date).strftime  # replaces the template's clock
-        except ValueError:
-            raise ValueError(f"chat_date {date!r}: expected a date YYYY-MM-DD") from None
-    if reasoning_effort is not None:
-        args["reasoning_effort"] = reasoning_effort
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **args)
-
-
-def keeps_channels(tokenizer) -> bool:
-    """Harmony-format models (GPT-OSS) mark their reasoning and their answer with special tokens
-    (<|channel|>analysis, <|channel|>final); their reply text keeps those tokens, so that grading can
-    find the answer (benchmarks.final_channel). Other replies are text without special tokens."""
-    return HARMONY_CHANNEL in tokenizer.get_vocab()
-
-
-def stop_token_ids(model_path: str, tokenizer) -> list[int]:
-    """Tokens that end a reply: the tokenizer's EOS and every eos_token_id of generation_config.json
-    (Qwen lists <|im_end|> and <|endoftext|>), the same set for both backends."""
-    from transformers import GenerationConfig
-
-    try:
-        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
-    except OSError:  # the model has no generation_config.json
-        eos = None
-    return sorted(({tokenizer.eos_token_id} | set(eos if isinstance(eos, list) else [eos])) - {None})
 
 
 class Generator:

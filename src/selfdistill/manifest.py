@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import __version__
+from . import __version__, rows
 from .config import fingerprint_dict, to_dict
 
 MANIFEST = "manifest.json"
@@ -62,8 +62,7 @@ def atomic_write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [row for _, row in rows.jsonl(path)]
 
 
 # ---------------------------------------------------------------- provenance

@@ -1,27 +1,23 @@
-"""Training prompts for `ssd sample`: loaders, exact dedup, decontamination, and the chat formats that
-evaluation shares.
+"""Training prompts for `ssd sample`: loaders, exact dedup, decontamination. The chat formats that show
+them to a model, shared with evaluation, are in chat.py.
 
     load_prompts(source, field=None, limit=None) -> [Prompt]          unique prompts of a source
     collect_prompts(source, field, decontaminate, selection) -> PromptSet   the same, plus everything removed and why
-    build_messages(statement, starter_code, prompt_format) -> [{"role", "content"}, ...]
 
-A source is a named dataset (DATASETS), a local .jsonl/.json/.parquet file (or .gz of one), a directory
-of parquet files, or a Hugging Face hub id (for users who are online). Named datasets read their local
-copy from the data directory ($SELFDISTILL_DATA, else ../shared/datasets) when it is there, else
-their upstream hub dataset. A malformed row is reported with its file and line and skipped; the rest
-loads. Prompts are deduplicated exactly (whitespace-normalized statement + starter code, first one
+A source is a named dataset (DATASETS), or anything rows.read reads: a local .jsonl/.json/.parquet file
+(or .gz of one), a directory, or a Hugging Face hub id (for users who are online). Named datasets read
+their local copy from the data directory ($SELFDISTILL_DATA, else ../shared/datasets) when it is there,
+else their upstream hub dataset. A malformed row is reported with its file and line and skipped; the
+rest loads. Prompts are deduplicated exactly (whitespace-normalized statement + starter code, first one
 wins; selection "paper", the paper's rule for rStar-Coder seed_sft, keeps only rows with `is_passed`
-true and deduplicates by the question text alone: ~10.2k prompts where "all" leaves more than 30k),
-then decontaminated against evaluation benchmark data (DecontaminationTarget: a benchmark, its file or
-hub id, a release window) by problem id and by 13-gram overlap.
+true and deduplicates by the question text alone: ~10.2k prompts where "all" leaves more than 30k), then
+decontaminated against evaluation benchmark data (DecontaminationTarget: a benchmark, its file or hub
+id, a release window) by problem id and by 13-gram overlap.
 """
 
 from __future__ import annotations
 
-import ast
-import gzip
 import hashlib
-import io
 import json
 import re
 from collections import Counter
@@ -29,33 +25,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROMPT_FORMATS = ("system", "lcb")
-HARMONY_CHANNEL = "<|channel|>"  # the special token that opens a channel header in GPT-OSS's harmony format
+from . import rows
+from .benchmarks import BENCHMARKS, BenchmarkError, benchmark_texts, data_dir, get, in_task_ids, parse_mbpp
+from .manifest import hash_inputs
+
 PROMPT_SELECTIONS = ("all", "paper")
-
-# The paper does not print its sampling prompt; this is our wording of what it describes: a system
-# message asking for a Python solution in a markdown code block, with the problem as the user message.
-SYSTEM_PROMPT = (
-    "You are an expert Python programmer. Solve the user's programming problem. "
-    "Reply with a complete, correct Python solution in a single markdown code block (```python ... ```)."
-)
-
-# The paper's evaluation prompt, quoted exactly from apple/ml-ssd, evaluation/benchmark.py
-# (LCB_PROMPT_WITH_STARTER_CODE, LCB_PROMPT_WITHOUT_STARTER_CODE): LiveCodeBench's user-only prompt
-# (lcb_runner/prompts/code_generation.py, get_codeqwen_question_template_answer) as the paper ran it. It
-# differs from LiveCodeBench's own where the paper's numbers were measured with the difference, so it is
-# kept: the starter-code form ends "delimiters." with a stray quote and never closes its code fence; the
-# stdin form indents "# YOUR CODE HERE" by two spaces and ends at the closing fence.
-LCB_INSTRUCTION = (
-    "You will be given a question (problem specification) and will generate a correct Python program that "
-    "matches the specification and passes all tests. You will NOT return anything except for the program."
-)
-LCB_WITH_STARTER = 'You will use the following starter code to write the solution to the problem and enclose your code within delimiters."'
-LCB_STDIN = (
-    "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the "
-    "sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
-    "it reads the inputs, runs the algorithm and writes output to STDOUT."
-)
 
 
 class PromptError(ValueError):
@@ -70,22 +44,6 @@ class Prompt:
     metadata: dict = field(default_factory=dict)  # where: "file:line" of the row
 
 
-def build_messages(statement: str, starter_code: str | None = None, prompt_format: str = "system") -> list[dict]:
-    """Chat messages for one problem. "system": SYSTEM_PROMPT + the problem (and its starter code) as
-    the user message. "lcb": the paper's evaluation prompt (LiveCodeBench's single user message), in its
-    starter-code form when there is starter code, else its stdin form."""
-    if prompt_format == "system":
-        user = statement if not starter_code else f"{statement}\n\nStarter code:\n```python\n{starter_code}\n```"
-        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
-    if prompt_format == "lcb":
-        if starter_code:
-            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_WITH_STARTER}\n```python\n{starter_code}\n"
-        else:
-            user = f"{LCB_INSTRUCTION}\n\nQuestion: {statement}\n\n{LCB_STDIN}\n```python\n  # YOUR CODE HERE\n```"
-        return [{"role": "user", "content": user}]
-    raise PromptError(f"unknown prompt_format {prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}")
-
-
 # ---------------------------------------------------------------------------- named datasets
 
 
@@ -98,16 +56,8 @@ def _leetcode(row: dict) -> dict:
 
 
 def _mbpp(row: dict) -> dict:
-    from .benchmarks import (
-        _called_function,  # the function MBPP's asserts call, as evaluation finds it
-    )
-
-    code = row["code"].replace("\r\n", "\n")
-    defs = {n.name: n for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)}
-    name = _called_function(row["test_list"], set(defs))
-    tests = "\n".join(row["test_list"])  # as in the MBPP paper's prompt: the asserts name the function
-    return {"id": f"Mbpp/{row['task_id']}", "text": f"{row['text']}\nYour code should pass these tests:\n\n{tests}",
-            "starter_code": f"def {name}({ast.unparse(defs[name].args)}):"}
+    problem = parse_mbpp(row)  # the prompt MBPP's evaluation shows: the asserts name the function
+    return {"id": problem.id, "text": problem.statement, "starter_code": problem.starter_code}
 
 
 def _rstar(row: dict) -> dict:
@@ -141,67 +91,7 @@ DATASETS: dict[str, NamedDataset] = {
 }
 
 
-# ---------------------------------------------------------------------------- reading rows
-
-
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
-
-
-def _rows(path: Path, errors: list[dict]) -> Iterator[tuple[str, dict]]:
-    """(where, row) for each row of a local file or parquet directory; a malformed row goes to `errors`."""
-    if path.is_dir():
-        files = sorted(path.rglob("*.parquet"))
-        if not files:
-            raise PromptError(f"{path}: a directory, but it holds no .parquet files")
-        for f in files:
-            yield from _rows(f, errors)
-        return
-    name = path.name.removesuffix(".gz")
-    if name.endswith(".jsonl"):
-        with _open(path) as f:
-            for i, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    errors.append({"where": f"{path}:{i}", "reason": f"invalid JSON: {e}"})
-                    continue
-                if not isinstance(row, dict):
-                    errors.append({"where": f"{path}:{i}", "reason": f"expected a JSON object, got {type(row).__name__}"})
-                    continue
-                yield f"{path}:{i}", row
-    elif name.endswith(".json"):
-        with _open(path) as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise PromptError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(data, list):
-            raise PromptError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
-        for i, row in enumerate(data):
-            if isinstance(row, dict):
-                yield f"{path}[{i}]", row
-            else:
-                errors.append({"where": f"{path}[{i}]", "reason": f"expected a JSON object, got {type(row).__name__}"})
-    elif name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        with _open(path) as f:
-            table = pq.read_table(io.BytesIO(f.read()))
-        for i, row in enumerate(table.to_pylist()):
-            yield f"{path}[row {i}]", row
-    else:
-        raise PromptError(f"{path}: unsupported file type (use .jsonl, .json or .parquet, optionally .gz)")
-
-
-def _hub_rows(hub_id: str, config: str | None, split: str) -> Iterator[tuple[str, dict]]:
-    import datasets
-
-    ds = datasets.load_dataset(hub_id, config, split=split)
-    for i, row in enumerate(ds):
-        yield f"{hub_id}[{split}]:{i}", dict(row)
+# ---------------------------------------------------------------------------- fields of a row
 
 
 def _get(row: dict, dotted: str):
@@ -258,25 +148,22 @@ def prompts_sha256(prompts: list[Prompt]) -> str:
 
 
 def _source_rows(source: str, errors: list[dict]) -> tuple[str, str | None, Iterator[tuple[str, dict]], NamedDataset | None]:
-    """(what is read, its sha256 if local, its rows, the named dataset if any)."""
-    from .benchmarks import BenchmarkError, data_dir
-    from .manifest import hash_inputs
-
+    """(what is read, its sha256 if local, its rows, the named dataset if any); a malformed row goes to `errors`."""
     named = DATASETS.get(source)
     if named:
+        hub_id, config, split = named.hub
         try:
             local = data_dir() / named.local
         except BenchmarkError:
             local = None
         if local is not None and local.exists():
-            return str(local), hash_inputs([local])[str(local)], _rows(local, errors), named
-        hub_id, config, split = named.hub
-        return f"{hub_id}:{config or 'default'}:{split}", None, _hub_rows(hub_id, config, split), named
+            return str(local), hash_inputs([local])[str(local)], rows.read(local, split, None, errors, PromptError), named
+        return f"{hub_id}:{config or 'default'}:{split}", None, rows.read(hub_id, split, config, errors, PromptError), named
     path = Path(source)
     if path.exists():
-        return str(path), hash_inputs([path])[str(path)], _rows(path, errors), None
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", source):
-        return source, None, _hub_rows(source, None, "train"), None
+        return str(path), hash_inputs([path])[str(path)], rows.read(path, "train", None, errors, PromptError), None
+    if rows.HUB_ID.fullmatch(source):
+        return source, None, rows.read(source, "train", None, errors, PromptError), None
     import difflib
 
     hint = difflib.get_close_matches(source, list(DATASETS), n=1)
@@ -289,12 +176,12 @@ def collect_prompts(source: str, field: str | None = None, decontaminate: list[s
     if selection not in PROMPT_SELECTIONS:
         raise PromptError(f"prompt_selection {selection!r}: choose one of {', '.join(PROMPT_SELECTIONS)}")
     errors: list[dict] = []
-    what, sha, rows, named = _source_rows(source, errors)
+    what, sha, source_rows, named = _source_rows(source, errors)
     prompts, n_rows, not_passed = [], 0, 0
-    for where, row in rows:
+    for where, row in source_rows:
         n_rows += 1
         try:
-            if named and named.task_ids and not named.task_ids[0] <= int(row["task_id"]) <= named.task_ids[1]:
+            if named and not in_task_ids(row, named.task_ids):
                 continue
             if selection == "paper" and row["is_passed"] is not True:  # a row without the field is malformed here
                 not_passed += 1
@@ -391,8 +278,6 @@ class DecontaminationTarget:
 
     @classmethod
     def parse(cls, entry: str) -> DecontaminationTarget:
-        from .benchmarks import BENCHMARKS, BenchmarkError
-
         head, window = entry, (None, None)
         if m := _WINDOW.search(entry):
             head, window = entry[: m.start()], m.groups()
@@ -422,8 +307,6 @@ def decontaminate_prompts(prompts: list[Prompt], entries: list[str]) -> tuple[li
     derived from another array by deleting...". Measured on leetcode-train against all four benchmarks:
     68 prompts share >= 50% (each a LiveCodeBench problem, verbatim), 4 share 20-50% (one the same
     problem, two sister problems, one tree boilerplate), 11 share 10-20% (boilerplate); 315 share any."""
-    from .benchmarks import benchmark_texts, get
-
     ids: dict[str, tuple[str, str, str]] = {}
     index: dict[int, set[tuple[str, str, str]]] = {}
     checked = []

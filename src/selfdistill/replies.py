@@ -20,13 +20,13 @@ manifest.json with the sha256 among its inputs. A rerun keeps the records graded
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from . import rows
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
 from .evaluate import BLOCK, _label, console, print_sweep, summarize
@@ -46,24 +46,14 @@ def read_replies(path: Path) -> list[Reply]:
     """Every reply of the file, checked; an error names the file, the line and the field."""
     if not path.is_file():
         raise BenchmarkError(f"{path}: no such replies file")
-    replies = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                replies.append(_parse_line(f"{path}:{n}", n, line))
+    replies = [_reply(f"{path}:{n}", n, row) for n, row in rows.jsonl(path, raises=BenchmarkError)]
     if not replies:
         raise BenchmarkError(f"{path}: no replies")
     _check_temperatures(path, replies)
     return replies
 
 
-def _parse_line(where: str, n: int, line: str) -> Reply:
-    try:
-        row = json.loads(line.rstrip("\r\n"))  # a column in the error is then one of this line
-    except json.JSONDecodeError as e:
-        raise BenchmarkError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
-    if not isinstance(row, dict):
-        raise BenchmarkError(f"{where}: expected a JSON object with fields problem_id, reply (and temperature), got {type(row).__name__}")
+def _reply(where: str, n: int, row: dict) -> Reply:
     for field in ("problem_id", "reply"):
         if field not in row:
             raise BenchmarkError(f"{where}: missing field {field!r}")

@@ -34,8 +34,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .chat import build_messages, chat_prompt
 from .config import SampleConfig
-from .generate import GenerationProgress, Generator, Request, SamplingSpec, chat_prompt, load_generator
+from .generate import GenerationProgress, Generator, Request, SamplingSpec, load_generator
 from .manifest import (
     RunDir,
     atomic_write_json,
@@ -46,7 +47,7 @@ from .manifest import (
     sha256_json,
 )
 from .models import resolve_model
-from .prompts import Prompt, build_messages, collect_prompts
+from .prompts import Prompt, collect_prompts
 
 DROP_FLAGS = {"empty", "stub", "prompt_too_long", "shortest"}  # a sample with one of these is not trained on
 console = Console(stderr=True, highlight=False)

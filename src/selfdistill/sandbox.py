@@ -2,8 +2,8 @@
 
 Public API:
     execute(program, stdin=None, limits=Limits()) -> Result          one plain run
-    run_tests(job, limits=Limits()) -> Result                       AssertTests | CallTests | StdioTests
-    Pool(workers=None, limits=Limits())                             warm workers; .map(jobs, deadline=None)
+    Pool(workers=None, limits=Limits())                             warm workers; .map(jobs, deadline=None):
+                                                                    AssertTests | CallTests | StdioTests | (program, stdin)
 
 How (details in _sandbox_child.py, which is the code that runs inside):
   * Isolation ("namespaces" mode): a zygote interpreter enters new mount, network, IPC, UTS and PID
@@ -131,12 +131,6 @@ def execute(program: str, stdin: str | None = None, limits: Limits = Limits()) -
     """Run a program once. passed iff it exits 0."""
     with Pool(workers=1, limits=limits) as pool:
         return pool.map([(program, stdin)])[0]
-
-
-def run_tests(job, limits: Limits = Limits()) -> Result:  # noqa: B008
-    """Grade a test job: passed only if every case ran and passed, as confirmed by the harness."""
-    with Pool(workers=1, limits=limits) as pool:
-        return pool.map([job])[0]
 
 
 _warned_basic = False  # "auto" warns once per process when it has to fall back to basic mode

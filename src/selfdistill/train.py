@@ -69,7 +69,7 @@ from rich.table import Table
 from transformers import TrainerCallback
 
 from .config import TrainConfig
-from .generate import chat_prompt, stop_token_ids
+from .chat import chat_prompt, stop_token_ids
 from .manifest import (
     RunDir,
     atomic_write_json,
