@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from selfdistill import config as C
 from selfdistill.run import STAGE_WEIGHTS, StagePlan, decontaminated_against_eval, recommended_base_eval
-from selfdistill.sweep import t_train_variants
+from selfdistill.sweep import sweep_dir, t_train_variants
 
 
 def test_samples_are_decontaminated_against_the_evaluated_data():
@@ -82,3 +82,48 @@ def test_run_wires_the_derived_stages(tmp_path, monkeypatch):
     compare = json.loads((root / "compare.json").read_text())
     assert compare["base_settings"] == {"recommended_dir": stages["eval-base-recommended"]["dir"]}
     assert (root / "eval-base-recommended").resolve() == Path(stages["eval-base-recommended"]["dir"]).resolve()
+
+
+# The experiment under experiments/ssd-qwen0.5b/ runs from these stage directories (issue 12): a change of
+# a hash would orphan its samples, models and evals. Keys: StagePlan names; per config, then per T_train.
+EXPERIMENT_DIRS = {
+    "humaneval_plus": {
+        1.6: {"samples": "samples-17800565d1", "train": "train-c9a5ab78b4", "eval-base": "eval-base-5a9437dabf", "eval-ssd": "eval-ssd-714f3a9741",
+              "analysis": "analysis-e120053f7d"},
+        1.0: {"samples": "samples-c1d9828177", "train": "train-f0e594bd51", "eval-base": "eval-base-5a9437dabf", "eval-ssd": "eval-ssd-291a06df19",
+              "analysis": "analysis-e1609614b8"},
+    },
+    "mbpp": {
+        1.6: {"samples": "samples-17800565d1", "train": "train-c9a5ab78b4", "eval-base": "eval-base-0b46b37a58", "eval-ssd": "eval-ssd-a903ff0dab",
+              "analysis": "analysis-03c5cfcba6"},
+        1.0: {"samples": "samples-c1d9828177", "train": "train-f0e594bd51", "eval-base": "eval-base-0b46b37a58", "eval-ssd": "eval-ssd-36ca6ac398",
+              "analysis": "analysis-d614c10d01"},
+    },
+}  # fmt: skip
+EXPERIMENT_SWEEPS = {("humaneval_plus", ()): "sweep-9fbc3c907f", ("mbpp", ()): "sweep-a956ddb393",
+                     ("humaneval_plus", ("sweep.t_trains=[1.6]", "sweep.teff_baseline=false")): "sweep-d59fe9f900"}
+EXPERIMENT_TEFF = {("humaneval_plus", 1.6, 0.8): "eval-base-4c815b93b2", ("mbpp", 1.0, 1.2): "eval-base-ab589f7f56"}
+
+
+def experiment(benchmark: str, overrides=()) -> C.RunConfig:
+    return C.load_run_config(config_file=str(Path(__file__).parents[1] / "experiments" / "ssd-qwen0.5b" / f"{benchmark}.yaml"), overrides=list(overrides))
+
+
+def teff_eval_dir(cfg: C.RunConfig, t_train: float, t_eval: float) -> Path:
+    """The base model's eval at T_eff = T_train x T_eval, as sweep._teff_baseline derives it."""
+    from dataclasses import replace
+
+    return StagePlan.of(replace(cfg, eval=replace(cfg.eval, temperatures=[round(t_train * t_eval, 2)], t_eval=None))).dirs["eval-base"]
+
+
+def test_the_experiments_stage_directories_keep_their_names():
+    for benchmark, by_t_train in EXPERIMENT_DIRS.items():
+        cfg = experiment(benchmark)
+        assert {name: d.name for name, d in StagePlan.of(decontaminated_against_eval(cfg)).dirs.items() if name != "report"} == by_t_train[1.6]  # ssd run
+        for t, variant in t_train_variants(cfg).items():  # ssd sweep
+            assert {name: d.name for name, d in StagePlan.of(variant).dirs.items() if name != "report"} == by_t_train[t]
+            assert StagePlan.of(variant).root == Path("experiments/ssd-qwen0.5b/runs")
+    for (benchmark, overrides), name in EXPERIMENT_SWEEPS.items():
+        assert sweep_dir(experiment(benchmark, overrides)).name == name
+    for (benchmark, t_train, t_eval), name in EXPERIMENT_TEFF.items():
+        assert teff_eval_dir(experiment(benchmark), t_train, t_eval).name == name
