@@ -74,6 +74,7 @@ from .manifest import (
     RunDir,
     atomic_write_json,
     atomic_write_text,
+    finished,
     hash_inputs,
     load_manifest,
     sha256_json,
@@ -617,15 +618,20 @@ def quiet_library_progress_bars() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def trained_model_dir(train_dir: str | Path) -> Path:
+    """The model a finished train directory holds."""
+    return Path(load_manifest(train_dir)["model_dir"])
+
+
 def train(cfg: TrainConfig) -> Path:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu: gloo across processes when launched on several
     out = Path(cfg.output_dir)
     quiet_library_progress_bars()
-    if (out / "model" / "config.json").is_file() and load_manifest(out).get("finished_at"):
-        console.print(f"{out} is already trained (model at {out / 'model'}); delete it to train again")
-        return out / "model"
+    if finished(out, cfg):  # a finished directory of another config is refused, not returned
+        console.print(f"{out} is already trained (model at {trained_model_dir(out)}); delete it to train again")
+        return trained_model_dir(out)
 
     prep = prepare(cfg)
     samples_dir = Path(cfg.samples)
