@@ -146,7 +146,7 @@ def _sandbox(cfg: EvalConfig, bench) -> Pool:
 
 
 def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], inputs: dict, extra: dict, pool: Pool, generator) -> None:
-    from .generate import SamplingSpec, chat_prompt, load_generator
+    from .generate import EngineSettings, SamplingSpec, chat_prompt
     from .models import resolve_model
 
     model_path = resolve_model(cfg.model)
@@ -184,7 +184,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
                 continue
             if generator is None:
                 console.print(f"loading {model_path} ({cfg.backend})")
-                generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs, cfg.ray_address)
+                generator = EngineSettings.of(cfg).load(model_path)
             run.update(effective_params={_label(T): generator.effective_params(specs[T]) for T in temps})
             _generate(run, cfg, bench, generator, plan, specs, prompt_texts, pool, missing)
     finally:

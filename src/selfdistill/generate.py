@@ -348,6 +348,27 @@ def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096,
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """What a stage starts its engine with, read from its config (a SampleConfig or an EvalConfig). Stages
+    with equal settings may share one engine; a stage given an engine of other settings would decode
+    under settings its config does not record."""
+
+    backend: str
+    max_model_len: int
+    tensor_parallel_size: int
+    seed: int
+    max_num_seqs: int | None
+    ray_address: str | None
+
+    @classmethod
+    def of(cls, cfg) -> "EngineSettings":
+        return cls(**{f: getattr(cfg, f) for f in cls.__dataclass_fields__})
+
+    def load(self, model: str) -> Generator:
+        return load_generator(model, **asdict(self))
+
+
 # ---------------------------------------------------------------------------- vLLM
 
 

@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import SampleConfig
-from .generate import GenerationProgress, Generator, Request, SamplingSpec, chat_prompt, load_generator
+from .generate import EngineSettings, GenerationProgress, Generator, Request, SamplingSpec, chat_prompt
 from .manifest import (
     RunDir,
     atomic_write_json,
@@ -151,7 +151,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
         owned = generator is None
         if owned:
             console.print(f"loading {model_path} ({cfg.backend})")
-            generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs, cfg.ray_address)
+            generator = EngineSettings.of(cfg).load(model_path)
         try:
             run.update(effective_params=generator.effective_params(spec))
             _generate_shards(run, generator, shards, todo, messages, prompt_texts, spec, cfg)
