@@ -38,7 +38,7 @@ Output directory (`output_dir`):
                       kill -9, and only with the same processes x per-device batch x accumulation.
 
 Multi-GPU and multi-node: `accelerate launch --config_file <selfdistill/accelerate/*.yaml> -m
-selfdistill train ...` (docs/training.md); `ssd run` launches it itself (run.train_command).
+selfdistill train ...` (docs/training.md); `ssd run` launches it itself (launch.train_command).
 """
 
 from __future__ import annotations
