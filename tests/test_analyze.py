@@ -37,12 +37,15 @@ def perturbed_model(tiny_model, tmp_path_factory) -> str:
 
 
 def write_eval_dir(path, tiny_model, rows=REPLIES, prompt_text=True):
-    """An eval output dir in the schema evaluate.py documents: manifest.json + results/T*.jsonl."""
+    """A finished eval output dir in the schema evaluate.py documents: manifest.json, results/T*.jsonl and
+    summary.json (the parts analyze reads: temperatures and decoding)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     (path / "results").mkdir(parents=True)
     (path / "manifest.json").write_text(json.dumps({"stage": "eval", "config": {"model": tiny_model, "benchmark": "humaneval"}}))
+    (path / "summary.json").write_text(json.dumps({"temperatures": {"0.70": {"temperature": 0.7}},
+                                                   "decoding": {"top_k": 20, "top_p": 0.8, "min_p": 0.0, "max_tokens": 64}}))
     with open(path / "results" / "T0.70.jsonl", "w") as f:
         for i, (pid, reply) in enumerate(rows):
             rec = {"problem_id": pid, "temperature": 0.7, "sample_index": 0, "seed": i, "status": "passed", "passed": True,

@@ -17,10 +17,10 @@ Fork-like positions have >= 3 survivors at the training truncation (t_train, top
 ones 1 or 2 (FORK_MIN_SURVIVORS). Each model's counts use its own distribution; the paired comparison
 ("how SSD changes each") classifies positions once, by the base model, which produced the training data.
 
-Replies (`replies`): an eval output dir (`results/T*.jsonl`) or a samples dir (`shards/*.jsonl`); both
-records carry `prompt_text`, the templated prompt exactly as it was fed. One reply per problem, a seeded
-choice, up to `limit` replies. Prompt and reply are tokenized apart, so the scored positions are exactly
-the reply text's tokens.
+Replies (`replies`): a finished eval output dir or samples dir (read through evaluate.load_summary and
+results_path, or sample.load_samples); both records carry `prompt_text`, the templated prompt exactly
+as it was fed. One reply per problem, a seeded choice, up to `limit` replies. Prompt and reply are
+tokenized apart, so the scored positions are exactly the reply text's tokens.
 
 Output dir:
   manifest.json                   RunDir manifest; inputs hash both models and the reply files
@@ -48,8 +48,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import plots
 from .config import AnalyzeConfig
+from .evaluate import load_summary, results_path
 from .generate import truncate_logits
-from .manifest import RunDir, atomic_write_bytes, atomic_write_json, hash_inputs
+from .manifest import RunDir, atomic_write_bytes, atomic_write_json, hash_inputs, load_manifest
 from .models import resolve_model
 
 console = Console(stderr=True)
@@ -74,16 +75,17 @@ def load_replies(source: str | Path, limit: int, seed: int) -> tuple[list[dict],
     """Up to `limit` {id, prompt_text, reply} from an eval or samples dir, one per problem (seeded
     choice), and the files they came from (hashed into the manifest)."""
     source = Path(source)
-    if (source / "results").is_dir():
+    stage = _stage(source)
+    if stage == "eval":
         records, files = _eval_records(source)
-    elif (source / "shards").is_dir():
-        from .sample import load_samples
+    elif stage == "sample":
+        from .sample import load_samples, shard_files
 
         kept, _ = load_samples(source)
         records = [{"id": str(r["prompt_id"]), "prompt_text": r["prompt_text"], "reply": r["reply"]} for r in kept]
-        files = sorted((source / "shards").glob("*.jsonl"))
+        files = shard_files(source)
     else:
-        raise AnalyzeError(f"{source}: neither an eval output dir (results/T*.jsonl) nor a samples dir (shards/*.jsonl)")
+        raise AnalyzeError(f"{source}: neither an eval output dir nor a samples dir")
     by_problem: dict[str, list[dict]] = {}
     for r in records:
         if r["reply"].strip():
@@ -96,10 +98,16 @@ def load_replies(source: str | Path, limit: int, seed: int) -> tuple[list[dict],
     return [rng.choice(by_problem[i]) for i in ids[:limit]], files
 
 
+def _stage(path: Path) -> str | None:
+    """The stage whose outputs `path` holds (sample, eval, ...); None for a directory of no stage."""
+    try:
+        return load_manifest(path).get("stage")
+    except FileNotFoundError:
+        return None
+
+
 def _eval_records(eval_dir: Path) -> tuple[list[dict], list[Path]]:
-    files = sorted((eval_dir / "results").glob("T*.jsonl"))
-    if not files:
-        raise AnalyzeError(f"{eval_dir}/results holds no T*.jsonl files: has the eval run?")
+    files = [results_path(eval_dir, e["temperature"]) for e in load_summary(eval_dir)["temperatures"].values()]
     records = []
     for path in files:
         with open(path) as f:

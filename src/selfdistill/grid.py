@@ -10,13 +10,13 @@ heatmap.png and teff_fit.png.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from .config import RunConfig
+from .evaluate import load_summary
 from .metrics import effective_temperature_fit
 
 console = Console(stderr=True, highlight=False)
@@ -46,15 +46,15 @@ def _recommended(eval_dir: Path | None, metric: str) -> dict | None:
     """The base model at its recommended decoding: T, truncation and metric on the grid's split."""
     if eval_dir is None:
         return None
-    summary = json.loads((Path(eval_dir) / "summary.json").read_text())
+    summary = load_summary(eval_dir)
     (T, score), = _row(eval_dir, metric).items()
     return {"T": T, "top_k": summary["decoding"]["top_k"], "top_p": summary["decoding"]["top_p"], "score": score}
 
 
 def _row(eval_dir: Path, metric: str) -> dict[float, float]:
-    """metric per T_eval, read from the eval's summary.json: on all problems, or on the dev split
+    """metric per T_eval, read from the eval's summary: on all problems, or on the dev split
     where the eval ran the two-phase protocol (only dev is decoded at every temperature)."""
-    summary = json.loads((Path(eval_dir) / "summary.json").read_text())
+    summary = load_summary(eval_dir)
     split = "all" if summary.get("protocol", "grid").startswith("grid") else "dev"
     return {e["temperature"]: e[metric][split]["mean"] for e in summary["temperatures"].values()}
 

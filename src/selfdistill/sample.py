@@ -99,6 +99,11 @@ def _shard_path(out: Path, k: int) -> Path:
     return out / "shards" / f"shard-{k:05d}.jsonl"
 
 
+def shard_files(path: str | Path) -> list[Path]:
+    """A samples directory's shard files, in shard order."""
+    return sorted((Path(path) / "shards").glob("shard-*.jsonl"))
+
+
 def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     """Run (or resume) the sampling stage; returns the output directory. `generator`: an engine that
     is already loaded (`ssd run` shares one between sampling and base evaluation); it must hold cfg.model."""
@@ -251,7 +256,7 @@ def load_samples(path: str | Path) -> tuple[list[dict], dict]:
         raise ValueError(f"{path} holds {manifest.get('stage')} outputs, not samples")
     if not manifest.get("finished_at"):
         raise ValueError(f"{path}: sampling did not finish; rerun the same `ssd sample` command to complete it")
-    records = [r for shard in sorted((path / "shards").glob("shard-*.jsonl")) for r in read_jsonl(shard)]
+    records = [r for shard in shard_files(path) for r in read_jsonl(shard)]
     if len(records) != manifest["counts"]["samples"]:
         raise ValueError(f"{path}: the shards hold {len(records)} samples but the manifest counts {manifest['counts']['samples']}")
     return [r for r in records if r["keep"]], manifest

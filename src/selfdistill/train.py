@@ -80,7 +80,7 @@ from .manifest import (
     sha256_json,
 )
 from .models import native_bf16, resolve_model
-from .sample import load_samples
+from .sample import load_samples, shard_files
 
 console = Console(stderr=True, highlight=False)
 COMPLETE = "selfdistill-complete.json"  # written into a checkpoint once all processes have saved it
@@ -637,7 +637,7 @@ def train(cfg: TrainConfig) -> Path:
     samples_dir = Path(cfg.samples)
     inputs = {
         "samples_fingerprint": prep.samples_manifest.get("fingerprint_sha256") or sha256_json(prep.samples_manifest.get("config")),
-        "samples_data": sha256_json(hash_inputs(sorted((samples_dir / "shards").glob("*.jsonl")))),
+        "samples_data": sha256_json(hash_inputs(shard_files(samples_dir))),
         "chat_template_sha256": template_sha256(prep.template),
         "model": hash_inputs([prep.model_path]).get(prep.model_path, prep.model_path),  # a hub id hashes to itself
     }
