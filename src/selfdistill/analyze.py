@@ -14,7 +14,9 @@ positions count), and we compare their next-token distributions position by posi
       outside the top 20 (1 - top-20 mass, computed as a tail sum, not a difference) on a log axis
 
 Fork-like positions have >= 3 survivors at the training truncation (t_train, top_k, top_p), lock-like
-ones 1 or 2 (FORK_MIN_SURVIVORS). Each model's counts use its own distribution; the paired comparison
+ones 1 or 2 (FORK_MIN_SURVIVORS). Unless the config gives them, the training truncation is the one the SSD
+model's training samples were drawn with (its `ssd train` manifest names the samples), and the eval
+truncation (eval_top_k, eval_top_p) the one the replies were decoded with (with_truncations). Each model's counts use its own distribution; the paired comparison
 ("how SSD changes each") classifies positions once, by the base model, which produced the training data.
 
 Replies (`replies`): a finished eval output dir or samples dir (read through evaluate.load_summary and
@@ -39,6 +41,7 @@ import io
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +126,36 @@ def _eval_records(eval_dir: Path) -> tuple[list[dict], list[Path]]:
                         raise AnalyzeError(f"{path}:{line_no}: missing field {key!r}")
                 records.append({"id": str(row["problem_id"]), "prompt_text": row["prompt_text"], "reply": row["reply"]})
     return records, files
+
+
+def with_truncations(cfg: AnalyzeConfig) -> AnalyzeConfig:
+    """cfg with each truncation it leaves unset read from the stage outputs it describes: the training
+    truncation from the samples the SSD model was trained on, the eval truncation from the replies'
+    eval (or samples)."""
+    from .sample import sampled_with
+    from .train import trained_on
+
+    train, ev = {}, {}
+    if None in (cfg.t_train, cfg.top_k, cfg.top_p):
+        samples = trained_on(cfg.ssd_model)
+        if samples is None:
+            raise AnalyzeError(f"{cfg.ssd_model} is not the model of an `ssd train` directory: give t_train, top_k and top_p, "
+                               "the truncation its training samples were drawn with")
+        train = sampled_with(samples)
+    if None in (cfg.eval_top_k, cfg.eval_top_p):
+        stage = _stage(Path(cfg.replies))
+        if stage == "eval":
+            ev = load_summary(cfg.replies)["decoding"]  # None for replies graded from a file
+        elif stage == "sample":
+            ev = sampled_with(cfg.replies)
+        if not ev:
+            raise AnalyzeError(f"{cfg.replies}: no record of the truncation its replies were decoded with: give eval_top_k and eval_top_p")
+
+    def given(value, source: dict, key: str):
+        return source[key] if value is None else value
+
+    return replace(cfg, t_train=given(cfg.t_train, train, "temperature"), top_k=given(cfg.top_k, train, "top_k"), top_p=given(cfg.top_p, train, "top_p"),
+                   eval_top_k=given(cfg.eval_top_k, ev, "top_k"), eval_top_p=given(cfg.eval_top_p, ev, "top_p"))
 
 
 # ---------------------------------------------------------------- scoring
@@ -361,6 +394,7 @@ def analyze(cfg: AnalyzeConfig) -> Path:
     from transformers import AutoTokenizer
 
     out = Path(cfg.output_dir)
+    cfg = with_truncations(cfg)
     replies, files = load_replies(cfg.replies, cfg.limit, cfg.seed)  # before models are fetched: bad input fails fast
     paths = {"base": resolve_model(cfg.base_model), "ssd": resolve_model(cfg.ssd_model)}
     inputs = hash_inputs([paths["base"], paths["ssd"], *files])

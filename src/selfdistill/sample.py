@@ -247,13 +247,24 @@ def _print_summary(stats: dict, out: Path, max_tokens: int) -> None:
     console.print(f"wrote {out}")
 
 
+def _samples_manifest(path: Path) -> dict:
+    manifest = load_manifest(path)
+    if manifest.get("stage") != "sample":
+        raise ValueError(f"{path} holds {manifest.get('stage')} outputs, not samples")
+    return manifest
+
+
+def sampled_with(path: str | Path) -> dict:
+    """The temperature and truncation a samples directory was drawn with: {temperature, top_k, top_p}."""
+    config = _samples_manifest(Path(path))["config"]
+    return {key: config[key] for key in ("temperature", "top_k", "top_p")}
+
+
 def load_samples(path: str | Path) -> tuple[list[dict], dict]:
     """The kept samples of a finished `ssd sample` directory, in shard order (prompt order, then sample
     index), and its manifest."""
     path = Path(path)
-    manifest = load_manifest(path)
-    if manifest.get("stage") != "sample":
-        raise ValueError(f"{path} holds {manifest.get('stage')} outputs, not samples")
+    manifest = _samples_manifest(path)
     if not manifest.get("finished_at"):
         raise ValueError(f"{path}: sampling did not finish; rerun the same `ssd sample` command to complete it")
     records = [r for shard in shard_files(path) for r in read_jsonl(shard)]

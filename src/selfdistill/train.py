@@ -623,6 +623,15 @@ def trained_model_dir(train_dir: str | Path) -> Path:
     return Path(load_manifest(train_dir)["model_dir"])
 
 
+def trained_on(model_dir: str | Path) -> Path | None:
+    """The samples directory a model of `ssd train` (TRAIN_DIR/model) was trained on; None for another model."""
+    try:
+        manifest = load_manifest(Path(model_dir).parent)
+    except FileNotFoundError:
+        return None
+    return Path(manifest["config"]["samples"]) if manifest.get("stage") == "train" else None
+
+
 def train(cfg: TrainConfig) -> Path:
     from accelerate import PartialState
 
