@@ -14,10 +14,11 @@ positions count), and we compare their next-token distributions position by posi
       outside the top 20 (1 - top-20 mass, computed as a tail sum, not a difference) on a log axis
 
 Fork-like positions have >= 3 survivors at the training truncation (t_train, top_k, top_p), lock-like
-ones 1 or 2 (FORK_MIN_SURVIVORS). Unless the config gives them, the training truncation is the one the SSD
-model's training samples were drawn with (its `ssd train` manifest names the samples), and the eval
-truncation (eval_top_k, eval_top_p) the one the replies were decoded with (with_truncations). Each model's counts use its own distribution; the paired comparison
+ones 1 or 2 (FORK_MIN_SURVIVORS). Each model's counts use its own distribution; the paired comparison
 ("how SSD changes each") classifies positions once, by the base model, which produced the training data.
+Unless the config gives them, the training truncation is the one the SSD model's training samples were
+drawn with (its `ssd train` manifest names the samples), and the eval truncation (eval_top_k,
+eval_top_p) the one the replies were decoded with (with_truncations).
 
 Replies (`replies`): a finished eval output dir or samples dir (read through evaluate.load_summary and
 results_path, or sample.load_samples); both records carry `prompt_text`, the templated prompt exactly

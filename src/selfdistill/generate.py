@@ -39,7 +39,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple
 
 import torch
@@ -363,7 +363,7 @@ class EngineSettings:
 
     @classmethod
     def of(cls, cfg) -> "EngineSettings":
-        return cls(**{f: getattr(cfg, f) for f in cls.__dataclass_fields__})
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
     def load(self, model: str) -> Generator:
         return load_generator(model, **asdict(self))

@@ -40,6 +40,7 @@ from .manifest import (
     RunDir,
     atomic_write_json,
     atomic_write_jsonl,
+    finished,
     hash_inputs,
     load_manifest,
     read_jsonl,
@@ -265,7 +266,7 @@ def load_samples(path: str | Path) -> tuple[list[dict], dict]:
     index), and its manifest."""
     path = Path(path)
     manifest = _samples_manifest(path)
-    if not manifest.get("finished_at"):
+    if not finished(path):
         raise ValueError(f"{path}: sampling did not finish; rerun the same `ssd sample` command to complete it")
     records = [r for shard in shard_files(path) for r in read_jsonl(shard)]
     if len(records) != manifest["counts"]["samples"]:
