@@ -11,7 +11,7 @@ download, no vLLM. Run it through benchmarks/gpu_check.sh, which sets up the env
 3. `ssd sample` with the hf backend, per-request seeds: tokens/s, and the CUDA memory this process still
    holds once the generator is closed (`ssd run` then launches training, which needs the GPU free)
 4. `ssd train`, full fine-tune, bf16 autocast, 1 GPU, launched the way `ssd run` launches it
-   (run.train_command): tokens/s, MFU = 6 x parameters x tokens/s / bf16 peak
+   (launch.train_command): tokens/s, MFU = 6 x parameters x tokens/s / bf16 peak
 5. the same with LoRA (MFU with 4 x parameters: frozen weights need no weight gradients)
 6. FSDP (accelerate/fsdp.yaml) with 1 process: sharded checkpoints; the run is cut back to its first
    checkpoint (later checkpoint, model/ and finished mark removed, as a crash leaves it) and rerun: it
@@ -41,7 +41,7 @@ import torch
 from peak import matmul_peak
 
 from selfdistill.config import SampleConfig, TrainConfig
-from selfdistill.run import train_command
+from selfdistill.launch import train_command
 from selfdistill.train import use_bf16
 
 CHATML = (

@@ -4,12 +4,22 @@ documented results schema, plus the statistics on fixed logits where the right a
 import json
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from selfdistill.analyze import FORK_MIN_SURVIVORS, RANKS, AnalyzeError, analyze, load_replies, position_stats, truncated_stats
+from selfdistill.analyze import (
+    FORK_MIN_SURVIVORS,
+    RANKS,
+    AnalyzeError,
+    analyze,
+    load_replies,
+    position_stats,
+    truncated_stats,
+    with_truncations,
+)
 from selfdistill.config import AnalyzeConfig
 
 REPLIES = [
@@ -18,6 +28,7 @@ REPLIES = [
     ("HumanEval/2", "```python\ndef is_even(x):\n    return x % 2 == 0\n```\nThis checks the remainder."),
 ]
 T_EVALS = [1e-4, 0.5, 1.0, 1.6]
+TRAIN_TRUNCATION = {"t_train": 1.6, "top_k": 20, "top_p": 0.8}  # the perturbed model has no `ssd train` dir to read it from
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +48,15 @@ def perturbed_model(tiny_model, tmp_path_factory) -> str:
 
 
 def write_eval_dir(path, tiny_model, rows=REPLIES, prompt_text=True):
-    """An eval output dir in the schema evaluate.py documents: manifest.json + results/T*.jsonl."""
+    """A finished eval output dir in the schema evaluate.py documents: manifest.json, results/T*.jsonl and
+    summary.json (the parts analyze reads: temperatures and decoding)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     (path / "results").mkdir(parents=True)
     (path / "manifest.json").write_text(json.dumps({"stage": "eval", "config": {"model": tiny_model, "benchmark": "humaneval"}}))
+    (path / "summary.json").write_text(json.dumps({"temperatures": {"0.70": {"temperature": 0.7}},
+                                                   "decoding": {"top_k": 20, "top_p": 0.8, "min_p": 0.0, "max_tokens": 64}}))
     with open(path / "results" / "T0.70.jsonl", "w") as f:
         for i, (pid, reply) in enumerate(rows):
             rec = {"problem_id": pid, "temperature": 0.7, "sample_index": 0, "seed": i, "status": "passed", "passed": True,
@@ -58,7 +72,7 @@ def analysis(tiny_model, perturbed_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("analyze")
     replies = write_eval_dir(root / "eval", tiny_model)
     cfg = AnalyzeConfig(base_model=tiny_model, ssd_model=perturbed_model, replies=str(replies), limit=8, t_evals=T_EVALS,
-                        output_dir=str(root / "out"))
+                        output_dir=str(root / "out"), **TRAIN_TRUNCATION)
     out = analyze(cfg)
     return cfg, out, json.loads((out / "analysis.json").read_text())
 
@@ -88,8 +102,9 @@ def test_curves_make_sense(analysis):
         assert np.all(np.diff(pos["cum_mass"], axis=1) >= -1e-6)
         surv, ent = pos["eval_survivors"], pos["eval_entropy"]
         assert np.all(surv[:, 0] == 1)  # T -> 0: only the argmax survives
-        assert np.all(surv >= 1) and np.all(surv <= cfg.eval_top_k)
-        assert np.all(ent >= -1e-6) and np.all(ent <= np.log(surv) + 1e-4) and np.all(ent <= math.log(cfg.eval_top_k) + 1e-4)
+        top_k = a["eval_truncation"]["top_k"]  # the eval's, from its summary
+        assert np.all(surv >= 1) and np.all(surv <= top_k)
+        assert np.all(ent >= -1e-6) and np.all(ent <= np.log(surv) + 1e-4) and np.all(ent <= math.log(top_k) + 1e-4)
         assert np.all(np.diff(a["survivors"][name]["all"]) >= 0)  # hotter keeps more tokens
 
 
@@ -123,7 +138,7 @@ def test_scoring_resumes_after_the_saved_replies(tiny_model, tmp_path, monkeypat
 
     replies, _ = load_replies(write_eval_dir(tmp_path / "eval", tiny_model), 8, 0)
     sequences = mod.tokenize(AutoTokenizer.from_pretrained(tiny_model), replies)
-    cfg = AnalyzeConfig(t_evals=[0.5, 1.0])
+    cfg = AnalyzeConfig(t_evals=[0.5, 1.0], eval_top_k=20, eval_top_p=0.8, **TRAIN_TRUNCATION)
     whole = mod.score(tiny_model, "base", sequences, cfg, tmp_path / "whole.npz")
     first = whole["reply"] == 0
     mod._save_npz(tmp_path / "resumed.partial.npz", {k: v[first] for k, v in whole.items()})  # killed after reply 0
@@ -135,7 +150,8 @@ def test_scoring_resumes_after_the_saved_replies(tiny_model, tmp_path, monkeypat
 
 def test_same_model_changes_nothing(tiny_model, tmp_path):
     replies = write_eval_dir(tmp_path / "eval", tiny_model, REPLIES[:1])
-    out = analyze(AnalyzeConfig(base_model=tiny_model, ssd_model=tiny_model, replies=str(replies), t_evals=[0.5, 1.0], output_dir=str(tmp_path / "out")))
+    out = analyze(AnalyzeConfig(base_model=tiny_model, ssd_model=tiny_model, replies=str(replies), t_evals=[0.5, 1.0], output_dir=str(tmp_path / "out"),
+                                **TRAIN_TRUNCATION))
     a = json.loads((out / "analysis.json").read_text())
     assert a["cumulative_mass"]["base"] == a["cumulative_mass"]["ssd"] and a["entropy"]["base"] == a["entropy"]["ssd"]
     assert a["transitions"]["base fork -> ssd lock"] == a["transitions"]["base lock -> ssd fork"] == 0
@@ -208,3 +224,56 @@ def test_one_reply_per_problem_seeded(tiny_model, tmp_path):
     first, _ = load_replies(eval_dir, 3, seed=1)
     again, _ = load_replies(eval_dir, 3, seed=1)
     assert first == again and len({r["id"] for r in first}) == 3
+
+
+# ---------------------------------------------------------------- truncations from the stages, without models
+
+
+def finished_stage(path, stage_cfg, **items):
+    from selfdistill.config import SECTIONS
+    from selfdistill.manifest import RunDir
+
+    RunDir.open(path, SECTIONS[type(stage_cfg)], stage_cfg).finish(**items)
+    return path
+
+
+def test_truncations_are_those_the_samples_and_the_replies_were_drawn_with(tmp_path):
+    from selfdistill.config import EvalConfig, SampleConfig, TrainConfig
+    from selfdistill.evaluate import summary_path
+
+    samples = finished_stage(tmp_path / "samples", SampleConfig(temperature=1.2, top_k=0, top_p=1.0))
+    train = finished_stage(tmp_path / "train", TrainConfig(samples=str(samples)), model_dir=str(tmp_path / "train" / "model"))
+    replies = finished_stage(tmp_path / "eval", EvalConfig(top_k=20, top_p=0.95))
+    summary_path(replies).write_text(json.dumps({"decoding": {"top_k": 20, "top_p": 0.95, "min_p": 0.0, "max_tokens": 1024}}))
+    cfg = AnalyzeConfig(ssd_model=str(train / "model"), replies=str(replies))
+    resolved = with_truncations(cfg)
+    assert (resolved.t_train, resolved.top_k, resolved.top_p, resolved.eval_top_k, resolved.eval_top_p) == (1.2, 0, 1.0, 20, 0.95)
+    assert with_truncations(replace(cfg, top_p=0.9, eval_top_k=5)) == replace(resolved, top_p=0.9, eval_top_k=5)  # given ones win
+    on_samples = with_truncations(replace(cfg, replies=str(samples)))  # replies drawn at the training truncation
+    assert (on_samples.eval_top_k, on_samples.eval_top_p) == (0, 1.0)
+    with pytest.raises(AnalyzeError, match="not the model of an `ssd train` directory: give t_train, top_k and top_p"):
+        with_truncations(replace(cfg, ssd_model="qwen2.5-coder-0.5b-instruct"))
+    summary_path(replies).write_text(json.dumps({"decoding": None}))  # replies graded from a file
+    with pytest.raises(AnalyzeError, match="give eval_top_k and eval_top_p"):
+        with_truncations(cfg)
+
+
+@pytest.mark.parametrize("preset", ["gpt-oss-20b", "qwen3-4b-thinking-2507", "qwen2.5-coder-0.5b-instruct"])
+def test_analyze_alone_classifies_at_the_truncation_ssd_run_gives_it(tmp_path, preset):
+    """`ssd analyze --preset P` on a run's stage directories reads the truncations `ssd run` derives (GPT-OSS
+    samples untruncated and is evaluated at top-p 0.95: no default of the analysis may stand in)."""
+    from selfdistill import config as C
+    from selfdistill.evaluate import summary_path
+    from selfdistill.pipeline import Stages
+
+    stages = Stages.of(C.load_run_config(preset, overrides=[f"output_dir={tmp_path}"]))
+    model_dir = stages.dirs["train"] / "model"
+    finished_stage(stages.dirs["samples"], stages.sample())
+    finished_stage(stages.dirs["train"], stages.train(), model_dir=str(model_dir))
+    base = stages.eval_base()
+    summary_path(finished_stage(stages.dirs["eval-base"], base)).write_text(json.dumps({"decoding": {"top_k": base.top_k, "top_p": base.top_p}}))
+    alone = C.load_stage_config(AnalyzeConfig, preset, overrides=[f"ssd_model={model_dir}", f"replies={stages.dirs['eval-base']}"])
+    assert alone.t_train is alone.top_k is alone.top_p is alone.eval_top_k is alone.eval_top_p is None
+    derived = stages.analyze(model_dir)
+    assert with_truncations(alone) == replace(derived, output_dir=alone.output_dir)
+    assert (derived.t_train, derived.top_k, derived.top_p) == tuple(getattr(stages.cfg.sample, k) for k in ("temperature", "top_k", "top_p"))

@@ -17,7 +17,7 @@ import torch
 
 from selfdistill import config as C
 from selfdistill.config import TrainConfig
-from selfdistill.run import accelerate_config_path, train_command, train_stage
+from selfdistill.launch import accelerate_config_path, train_command, train_stage
 from selfdistill.train import COMPLETE, MarkComplete, TrainError, batch_plan, cast_state_dict, check_resume_plan, model_load_kwargs
 
 PAPER_PRESETS = ["gpt-oss-20b", "llama-3.1-8b-instruct", "qwen3-30b-a3b-instruct", "qwen3-30b-a3b-thinking", "qwen3-4b-instruct-2507", "qwen3-4b-thinking-2507"]

@@ -60,3 +60,18 @@ def test_atomic_write_survives_kill(tmp_path):
     assert proc.returncode == 9
     assert json.loads(target.read_text()) == {"v": "old"}
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["f.json"]
+
+
+def test_finished_is_the_manifests_word_and_checks_the_config(tmp_path):
+    from selfdistill.config import EvalConfig
+    from selfdistill.manifest import finished
+
+    assert not finished(tmp_path / "absent") and not finished(tmp_path)
+    run = RunDir.open(tmp_path / "s", "sample", SampleConfig(temperature=1.2), inputs={"model": "h1"})
+    assert not finished(run.path, SampleConfig(temperature=0.7))  # unfinished: the stage itself reopens it and refuses
+    run.finish()
+    assert finished(run.path) and finished(run.path, SampleConfig(temperature=1.2, backend="hf"))  # volatile fields do not count
+    with pytest.raises(ManifestMismatch, match=r"config.temperature: 1.2 -> 0.7"):
+        finished(run.path, SampleConfig(temperature=0.7))
+    with pytest.raises(ManifestMismatch, match=r"stage: 'sample' -> 'eval'"):
+        finished(run.path, EvalConfig())

@@ -87,7 +87,8 @@ def build_run(root, tiny_model, parts=("samples", "train", "eval", "analysis")):
         from selfdistill.analyze import analyze
 
         analyze(replace(AnalyzeConfig(), base_model=tiny_model, ssd_model=tiny_model, replies=str(root / "eval-base"), limit=2,
-                        t_evals=[0.5, 1.0], output_dir=str(root / "analysis-0123456789")))
+                        t_evals=[0.5, 1.0], output_dir=str(root / "analysis-0123456789"),  # a model of no train dir: its truncation given
+                        t_train=cfg.sample.temperature, top_k=cfg.sample.top_k, top_p=cfg.sample.top_p))
         (root / "analysis").symlink_to("analysis-0123456789")
         stages["analysis"] = 30.0
     manifest = {"stage": "run", "config": to_dict(cfg), "finished_at": "now",

@@ -57,7 +57,7 @@ def experiment(tmp_path):
         _eval_dir(b.plans[1.6].dirs["eval-ssd"], b.cfg, "ssd", 0.5, seed=2)
         teff_dir = b.base_dir.with_name(f"eval-base-teff-{name}")
         _eval_dir(teff_dir, b.cfg, b.cfg.model, 0.3, seed=3, temps=[1.28])
-        from selfdistill.sweep import sweep_dir
+        from selfdistill.pipeline import sweep_dir
 
         sweep_dir(b.cfg).mkdir(parents=True)
         grid = {"metric": "pass@1", "split": "dev", "t_trains": [1.6], "t_evals": T_EVALS, "base": {"0.0": 0.1, "0.8": 0.2},

@@ -211,6 +211,19 @@ def test_packed_rows_attend_only_within_their_example(tiny_model, attention):
 # ---------------------------------------------------------------- training end to end (tiny-random)
 
 
+def test_a_finished_directory_is_returned_for_its_own_config_only(tmp_path):
+    """No samples, no model: a finished directory is never trained again, and never passed off as another config's."""
+    from selfdistill.manifest import ManifestMismatch
+
+    cfg = TrainConfig(samples=str(tmp_path / "samples"), output_dir=str(tmp_path / "train"))
+    RunDir.open(cfg.output_dir, "train", cfg, {"samples_fingerprint": "f"}).finish(model_dir=str(tmp_path / "train" / "model"))
+    assert train(replace(cfg, save_steps=1)) == tmp_path / "train" / "model"
+    with pytest.raises(ManifestMismatch, match=r"config.learning_rate: 5e-06 -> 0.0001"):
+        train(replace(cfg, learning_rate=1e-4))
+    with pytest.raises(ManifestMismatch, match=r"config.samples: .* -> 'other-samples'"):
+        train(replace(cfg, samples="other-samples"))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, samples) -> Path:
     out = tmp_path_factory.mktemp("train") / "out"

@@ -16,11 +16,14 @@ positions count), and we compare their next-token distributions position by posi
 Fork-like positions have >= 3 survivors at the training truncation (t_train, top_k, top_p), lock-like
 ones 1 or 2 (FORK_MIN_SURVIVORS). Each model's counts use its own distribution; the paired comparison
 ("how SSD changes each") classifies positions once, by the base model, which produced the training data.
+Unless the config gives them, the training truncation is the one the SSD model's training samples were
+drawn with (its `ssd train` manifest names the samples), and the eval truncation (eval_top_k,
+eval_top_p) the one the replies were decoded with (with_truncations).
 
-Replies (`replies`): an eval output dir (`results/T*.jsonl`) or a samples dir (`shards/*.jsonl`); both
-records carry `prompt_text`, the templated prompt exactly as it was fed. One reply per problem, a seeded
-choice, up to `limit` replies. Prompt and reply are tokenized apart, so the scored positions are exactly
-the reply text's tokens.
+Replies (`replies`): a finished eval output dir or samples dir (read through evaluate.load_summary and
+results_path, or sample.load_samples); both records carry `prompt_text`, the templated prompt exactly
+as it was fed. One reply per problem, a seeded choice, up to `limit` replies. Prompt and reply are
+tokenized apart, so the scored positions are exactly the reply text's tokens.
 
 Output dir:
   manifest.json                   RunDir manifest; inputs hash both models and the reply files
@@ -39,6 +42,7 @@ import io
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +52,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import plots
 from .config import AnalyzeConfig
+from .evaluate import load_summary, results_path
 from .generate import truncate_logits
-from .manifest import RunDir, atomic_write_bytes, atomic_write_json, hash_inputs
+from .manifest import RunDir, atomic_write_bytes, atomic_write_json, hash_inputs, load_manifest
 from .models import resolve_model
 
 console = Console(stderr=True)
@@ -74,16 +79,17 @@ def load_replies(source: str | Path, limit: int, seed: int) -> tuple[list[dict],
     """Up to `limit` {id, prompt_text, reply} from an eval or samples dir, one per problem (seeded
     choice), and the files they came from (hashed into the manifest)."""
     source = Path(source)
-    if (source / "results").is_dir():
+    stage = _stage(source)
+    if stage == "eval":
         records, files = _eval_records(source)
-    elif (source / "shards").is_dir():
-        from .sample import load_samples
+    elif stage == "sample":
+        from .sample import load_samples, shard_files
 
         kept, _ = load_samples(source)
         records = [{"id": str(r["prompt_id"]), "prompt_text": r["prompt_text"], "reply": r["reply"]} for r in kept]
-        files = sorted((source / "shards").glob("*.jsonl"))
+        files = shard_files(source)
     else:
-        raise AnalyzeError(f"{source}: neither an eval output dir (results/T*.jsonl) nor a samples dir (shards/*.jsonl)")
+        raise AnalyzeError(f"{source}: neither an eval output dir nor a samples dir")
     by_problem: dict[str, list[dict]] = {}
     for r in records:
         if r["reply"].strip():
@@ -96,10 +102,16 @@ def load_replies(source: str | Path, limit: int, seed: int) -> tuple[list[dict],
     return [rng.choice(by_problem[i]) for i in ids[:limit]], files
 
 
+def _stage(path: Path) -> str | None:
+    """The stage whose outputs `path` holds (sample, eval, ...); None for a directory of no stage."""
+    try:
+        return load_manifest(path).get("stage")
+    except FileNotFoundError:
+        return None
+
+
 def _eval_records(eval_dir: Path) -> tuple[list[dict], list[Path]]:
-    files = sorted((eval_dir / "results").glob("T*.jsonl"))
-    if not files:
-        raise AnalyzeError(f"{eval_dir}/results holds no T*.jsonl files: has the eval run?")
+    files = [results_path(eval_dir, e["temperature"]) for e in load_summary(eval_dir)["temperatures"].values()]
     records = []
     for path in files:
         with open(path) as f:
@@ -115,6 +127,36 @@ def _eval_records(eval_dir: Path) -> tuple[list[dict], list[Path]]:
                         raise AnalyzeError(f"{path}:{line_no}: missing field {key!r}")
                 records.append({"id": str(row["problem_id"]), "prompt_text": row["prompt_text"], "reply": row["reply"]})
     return records, files
+
+
+def with_truncations(cfg: AnalyzeConfig) -> AnalyzeConfig:
+    """cfg with each truncation it leaves unset read from the stage outputs it describes: the training
+    truncation from the samples the SSD model was trained on, the eval truncation from the replies'
+    eval (or samples)."""
+    from .sample import sampled_with
+    from .train import trained_on
+
+    train, ev = {}, {}
+    if None in (cfg.t_train, cfg.top_k, cfg.top_p):
+        samples = trained_on(cfg.ssd_model)
+        if samples is None:
+            raise AnalyzeError(f"{cfg.ssd_model} is not the model of an `ssd train` directory: give t_train, top_k and top_p, "
+                               "the truncation its training samples were drawn with")
+        train = sampled_with(samples)
+    if None in (cfg.eval_top_k, cfg.eval_top_p):
+        stage = _stage(Path(cfg.replies))
+        if stage == "eval":
+            ev = load_summary(cfg.replies)["decoding"]  # None for replies graded from a file
+        elif stage == "sample":
+            ev = sampled_with(cfg.replies)
+        if not ev:
+            raise AnalyzeError(f"{cfg.replies}: no record of the truncation its replies were decoded with: give eval_top_k and eval_top_p")
+
+    def given(value, source: dict, key: str):
+        return source[key] if value is None else value
+
+    return replace(cfg, t_train=given(cfg.t_train, train, "temperature"), top_k=given(cfg.top_k, train, "top_k"), top_p=given(cfg.top_p, train, "top_p"),
+                   eval_top_k=given(cfg.eval_top_k, ev, "top_k"), eval_top_p=given(cfg.eval_top_p, ev, "top_p"))
 
 
 # ---------------------------------------------------------------- scoring
@@ -353,6 +395,7 @@ def analyze(cfg: AnalyzeConfig) -> Path:
     from transformers import AutoTokenizer
 
     out = Path(cfg.output_dir)
+    cfg = with_truncations(cfg)
     replies, files = load_replies(cfg.replies, cfg.limit, cfg.seed)  # before models are fetched: bad input fails fast
     paths = {"base": resolve_model(cfg.base_model), "ssd": resolve_model(cfg.ssd_model)}
     inputs = hash_inputs([paths["base"], paths["ssd"], *files])

@@ -143,13 +143,13 @@ def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 @app.command(context_settings=STAGE_SETTINGS)
 def run(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The whole loop: sample, train, evaluate base and SSD, analyze, report (default: the embedded Qwen preset)."""
-    _call("run:run", _run_config(preset, config, ctx, default_preset="qwen2.5-coder-0.5b-instruct"))
+    _call("pipeline:run", _run_config(preset, config, ctx, default_preset="qwen2.5-coder-0.5b-instruct"))
 
 
 @app.command(context_settings=STAGE_SETTINGS)
 def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's T_train x T_eval grid, with the effective-temperature fit (sweep.t_trains=..., sweep.t_evals=...)."""
-    _call("sweep:sweep", _run_config(preset, config, ctx))
+    _call("pipeline:sweep", _run_config(preset, config, ctx))
 
 
 @app.command()

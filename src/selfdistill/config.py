@@ -171,12 +171,15 @@ class AnalyzeConfig:
     ssd_model: str = option("runs/train/model", "the SSD model (a trained model directory)")
     replies: str = option("runs/eval-base", "an eval dir (held-out problems) or a samples dir: replies neither model trained on")
     limit: int = option(16, "replies scored; each gives hundreds of token positions")
-    t_train: float = option(1.6, "the training truncation, which defines fork-like and lock-like positions")
-    top_k: int = option(20, "training top-k (with t_train)")
-    top_p: float = option(0.8, "training top-p (with t_train)")
+    # The truncations default to those the models' data were drawn with: only a model trained elsewhere needs them given.
+    t_train: float | None = option(None,
+        "T_train of the training truncation, which defines fork-like and lock-like positions; None: the temperature of "
+        "the samples the SSD model was trained on (the manifest of its `ssd train` directory names them)")
+    top_k: int | None = option(None, "training top-k (with t_train); None: the SSD model's training samples'")
+    top_p: float | None = option(None, "training top-p (with t_train); None: the SSD model's training samples'")
     t_evals: list[float] = option(factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6], help="T_eval values of the entropy curves")
-    eval_top_k: int = option(20, "eval top-k of the entropy curves")
-    eval_top_p: float = option(0.8, "eval top-p of the entropy curves")
+    eval_top_k: int | None = option(None, "top-k of the entropy curves; None: the one the replies were decoded with (their eval's or samples')")
+    eval_top_p: float | None = option(None, "top-p of the entropy curves; None: the one the replies were decoded with")
     seed: int = option(0, "which replies are scored")
     output_dir: str = volatile("runs/analysis", "where analysis.json and the Figure 6 plots go")
 

@@ -95,8 +95,21 @@ def _samples(cfg: EvalConfig, T: float, test: bool = False) -> int:
     return 1 if T == 0 else cfg.test_n if test else cfg.n
 
 
-def _results_path(out: Path, T: float | None) -> Path:
-    return out / "results" / ("oracle.jsonl" if T is None else f"T{_label(T)}.jsonl")
+def results_path(eval_dir: str | Path, T: float | None) -> Path:
+    """The results file of temperature T (None: replies graded without a temperature)."""
+    return Path(eval_dir) / "results" / f"T{_label(T)}.jsonl"
+
+
+def summary_path(eval_dir: str | Path) -> Path:
+    return Path(eval_dir) / "summary.json"
+
+
+def load_summary(eval_dir: str | Path) -> dict:
+    """The summary.json of a finished eval."""
+    path = summary_path(eval_dir)
+    if not path.is_file():
+        raise BenchmarkError(f"{eval_dir} has no summary.json: the eval has not finished")
+    return json.loads(path.read_text())
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -146,7 +159,7 @@ def _sandbox(cfg: EvalConfig, bench) -> Pool:
 
 def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], inputs: dict, extra: dict, pool: Pool, generator) -> None:
     from .chat import chat_prompt
-    from .generate import SamplingSpec, load_generator
+    from .generate import EngineSettings, SamplingSpec
     from .models import resolve_model
 
     model_path = resolve_model(cfg.model)
@@ -184,7 +197,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
                 continue
             if generator is None:
                 console.print(f"loading {model_path} ({cfg.backend})")
-                generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs, cfg.ray_address)
+                generator = EngineSettings.of(cfg).load(model_path)
             run.update(effective_params={_label(T): generator.effective_params(specs[T]) for T in temps})
             _generate(run, cfg, bench, generator, plan, specs, prompt_texts, pool, missing)
     finally:
@@ -192,7 +205,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
             generator.close()
     results = {T: plan[T]["records"] for T in temps}
     summary = summarize(cfg, bench, problems, results)
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(summary_path(out), summary)
     run.finish(n_problems=len(problems))
     print_sweep(summary)
 
@@ -203,7 +216,7 @@ def _load_block_plan(out: Path, cfg: EvalConfig, T: float, grid: list[Problem], 
     once _plan_test_phase adds them. Records of both phases share the file, grid ones first."""
     requests = [(p, j) for p in grid for j in range(_samples(cfg, T))]
     order = requests + [(p, j) for p in test for j in range(_samples(cfg, T, test=True))]
-    path = _results_path(out, T)
+    path = results_path(out, T)
     records = {}
     if path.is_file():
         expected = {(p.id, j): sample_seed(cfg.seed, p.id, T, j) for p, j in order}
@@ -290,7 +303,7 @@ def _grade_block(cfg: EvalConfig, bench, plan: dict, prompt_texts: dict, pool: P
 def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
     """Grade the references through the full path (extraction included): a harness check."""
     with_ref = [p for p in problems if p.reference is not None]
-    path = _results_path(run.path, None)
+    path = run.path / "results" / "oracle.jsonl"
     done = {r["problem_id"]: r for r in read_jsonl(path)} if path.is_file() else {}
     todo = [p for p in with_ref if p.id not in done]
     with Progress(TextColumn("oracle"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
@@ -311,7 +324,7 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
         "status_counts": dict(Counter(r["status"] for r in records)), "failures": failures,
         "no_reference": [p.id for p in problems if p.reference is None],
     }
-    atomic_write_json(run.path / "summary.json", summary)
+    atomic_write_json(summary_path(run.path), summary)
     run.finish(n_problems=len(records))
     console.print(f"oracle {bench.name}: {summary['passed']}/{summary['n_problems']} references pass ({100 * summary['pass_rate']:.1f}%)")
     for f in failures:
@@ -447,13 +460,10 @@ def load_results(eval_dir: str | Path) -> tuple[dict, dict[float, list[dict]]]:
     """An eval directory's summary and its results matrix by temperature."""
     eval_dir = Path(eval_dir)
     load_manifest(eval_dir)  # a clear error when this is not a stage directory
-    summary_path = eval_dir / "summary.json"
-    if not summary_path.is_file():
-        raise BenchmarkError(f"{eval_dir} has no summary.json: the eval has not finished")
-    summary = json.loads(summary_path.read_text())
+    summary = load_summary(eval_dir)
     if summary.get("oracle"):
         raise BenchmarkError(f"{eval_dir} is an oracle run: there is no model to compare")
-    results = {e["temperature"]: read_jsonl(eval_dir / "results" / f"T{name}.jsonl") for name, e in summary["temperatures"].items()}
+    results = {e["temperature"]: read_jsonl(results_path(eval_dir, e["temperature"])) for e in summary["temperatures"].values()}
     return summary, results
 
 
@@ -463,7 +473,7 @@ def base_settings(sweep_dir: str | Path, recommended_dir: str | Path | None = No
     T_eval best on all problems (optimistic: chosen on the problems it is scored on). Each gives its
     test and all-problem scores; a setting the evals cannot give is left out."""
     metric = f"pass@{k}"
-    sweep = json.loads((Path(sweep_dir) / "summary.json").read_text())
+    sweep = load_summary(sweep_dir)
     entries = {e["temperature"]: e for e in sweep["temperatures"].values()}
 
     def setting(summary: dict, entry: dict) -> dict:
@@ -472,7 +482,7 @@ def base_settings(sweep_dir: str | Path, recommended_dir: str | Path | None = No
 
     out = {"metric": metric}
     if recommended_dir:
-        recommended = json.loads((Path(recommended_dir) / "summary.json").read_text())
+        recommended = load_summary(recommended_dir)
         out["recommended"] = setting(recommended, next(iter(recommended["temperatures"].values())))
     chosen = sweep["selection"].get(metric, {})
     if "best_T" in chosen:

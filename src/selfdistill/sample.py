@@ -36,11 +36,12 @@ from rich.table import Table
 
 from .chat import build_messages, chat_prompt
 from .config import SampleConfig
-from .generate import GenerationProgress, Generator, Request, SamplingSpec, load_generator
+from .generate import EngineSettings, GenerationProgress, Generator, Request, SamplingSpec
 from .manifest import (
     RunDir,
     atomic_write_json,
     atomic_write_jsonl,
+    finished,
     hash_inputs,
     load_manifest,
     read_jsonl,
@@ -100,6 +101,11 @@ def _shard_path(out: Path, k: int) -> Path:
     return out / "shards" / f"shard-{k:05d}.jsonl"
 
 
+def shard_files(path: str | Path) -> list[Path]:
+    """A samples directory's shard files, in shard order."""
+    return sorted((Path(path) / "shards").glob("shard-*.jsonl"))
+
+
 def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     """Run (or resume) the sampling stage; returns the output directory. `generator`: an engine that
     is already loaded (`ssd run` shares one between sampling and base evaluation); it must hold cfg.model."""
@@ -152,7 +158,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
         owned = generator is None
         if owned:
             console.print(f"loading {model_path} ({cfg.backend})")
-            generator = load_generator(model_path, cfg.backend, cfg.max_model_len, cfg.tensor_parallel_size, cfg.seed, cfg.max_num_seqs, cfg.ray_address)
+            generator = EngineSettings.of(cfg).load(model_path)
         try:
             run.update(effective_params=generator.effective_params(spec))
             _generate_shards(run, generator, shards, todo, messages, prompt_texts, spec, cfg)
@@ -243,16 +249,27 @@ def _print_summary(stats: dict, out: Path, max_tokens: int) -> None:
     console.print(f"wrote {out}")
 
 
+def _samples_manifest(path: Path) -> dict:
+    manifest = load_manifest(path)
+    if manifest.get("stage") != "sample":
+        raise ValueError(f"{path} holds {manifest.get('stage')} outputs, not samples")
+    return manifest
+
+
+def sampled_with(path: str | Path) -> dict:
+    """The temperature and truncation a samples directory was drawn with: {temperature, top_k, top_p}."""
+    config = _samples_manifest(Path(path))["config"]
+    return {key: config[key] for key in ("temperature", "top_k", "top_p")}
+
+
 def load_samples(path: str | Path) -> tuple[list[dict], dict]:
     """The kept samples of a finished `ssd sample` directory, in shard order (prompt order, then sample
     index), and its manifest."""
     path = Path(path)
-    manifest = load_manifest(path)
-    if manifest.get("stage") != "sample":
-        raise ValueError(f"{path} holds {manifest.get('stage')} outputs, not samples")
-    if not manifest.get("finished_at"):
+    manifest = _samples_manifest(path)
+    if not finished(path):
         raise ValueError(f"{path}: sampling did not finish; rerun the same `ssd sample` command to complete it")
-    records = [r for shard in sorted((path / "shards").glob("shard-*.jsonl")) for r in read_jsonl(shard)]
+    records = [r for shard in shard_files(path) for r in read_jsonl(shard)]
     if len(records) != manifest["counts"]["samples"]:
         raise ValueError(f"{path}: the shards hold {len(records)} samples but the manifest counts {manifest['counts']['samples']}")
     return [r for r in records if r["keep"]], manifest

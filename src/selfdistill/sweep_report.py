@@ -23,11 +23,10 @@ from rich.console import Console
 
 from . import metrics
 from .config import ConfigError, RunConfig, load_run_config
-from .evaluate import load_results, per_problem_pass_at_k
-from .manifest import atomic_write_bytes, atomic_write_text
+from .evaluate import load_results, load_summary, per_problem_pass_at_k
+from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest
+from .pipeline import StagePlan, sweep_dir, t_train_variants
 from .report import TIME_FORMAT, Heading, Image, Para, Run, Table, _json, _not_run, _pct, render_markdown, section_fig6, section_lengths, section_training
-from .run import StagePlan, finished
-from .sweep import sweep_dir, t_train_variants
 
 console = Console(stderr=True, highlight=False)
 
@@ -114,7 +113,7 @@ def section_setup(benches: list[Benchmark]) -> list:
                    f"{tc.max_steps if tc.max_steps > 0 else tc.num_train_epochs} {'steps' if tc.max_steps > 0 else 'epochs'}.")]
     rows = []
     for b in benches:
-        s = _json(b.base_dir / "summary.json")
+        s = load_summary(b.base_dir) if finished(b.base_dir) else None
         split = f"{len(s['dev_ids'])} / {len(s['test_ids'])}" if s else "-"
         rows.append([b.name, str(b.config_path), split, ", ".join(f"{t:g}" for t in b.cfg.sweep.t_evals),
                      f"{b.cfg.eval.n} on dev, {b.cfg.eval.test_n or b.cfg.eval.n} on test", f"top-k {b.cfg.eval.top_k}, top-p {b.cfg.eval.top_p}, max {b.cfg.eval.max_tokens}"])
@@ -215,10 +214,10 @@ def section_times(benches: list[Benchmark]) -> list:
             dirs.setdefault(Path(b.grid["teff_baseline"]["eval_dir"]), f"eval-base at T_eff ({b.name})")
     rows = []
     for d, label in dirs.items():
-        m = _json(d / "manifest.json")
-        if not m or not m.get("finished_at"):
+        if not finished(d):
             rows.append([label, "-", "-", "-", "not run or unfinished"])
             continue
+        m = load_manifest(d)
         span = datetime.strptime(m["finished_at"], TIME_FORMAT) - datetime.strptime(m["started_at"], TIME_FORMAT)
         sessions = m.get("sessions", [])
         busy = sum(s.get("seconds", 0) for s in sessions)

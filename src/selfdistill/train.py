@@ -38,7 +38,7 @@ Output directory (`output_dir`):
                       kill -9, and only with the same processes x per-device batch x accumulation.
 
 Multi-GPU and multi-node: `accelerate launch --config_file <selfdistill/accelerate/*.yaml> -m
-selfdistill train ...` (docs/training.md); `ssd run` launches it itself (run.train_command).
+selfdistill train ...` (docs/training.md); `ssd run` launches it itself (launch.train_command).
 """
 
 from __future__ import annotations
@@ -74,12 +74,13 @@ from .manifest import (
     RunDir,
     atomic_write_json,
     atomic_write_text,
+    finished,
     hash_inputs,
     load_manifest,
     sha256_json,
 )
 from .models import native_bf16, resolve_model
-from .sample import load_samples
+from .sample import load_samples, shard_files
 
 console = Console(stderr=True, highlight=False)
 COMPLETE = "selfdistill-complete.json"  # written into a checkpoint once all processes have saved it
@@ -617,21 +618,35 @@ def quiet_library_progress_bars() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def trained_model_dir(train_dir: str | Path) -> Path:
+    """The model a finished train directory holds."""
+    return Path(load_manifest(train_dir)["model_dir"])
+
+
+def trained_on(model_dir: str | Path) -> Path | None:
+    """The samples directory a model of `ssd train` (TRAIN_DIR/model) was trained on; None for another model."""
+    try:
+        manifest = load_manifest(Path(model_dir).parent)
+    except FileNotFoundError:
+        return None
+    return Path(manifest["config"]["samples"]) if manifest.get("stage") == "train" else None
+
+
 def train(cfg: TrainConfig) -> Path:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu: gloo across processes when launched on several
     out = Path(cfg.output_dir)
     quiet_library_progress_bars()
-    if (out / "model" / "config.json").is_file() and load_manifest(out).get("finished_at"):
-        console.print(f"{out} is already trained (model at {out / 'model'}); delete it to train again")
-        return out / "model"
+    if finished(out, cfg):  # a finished directory of another config is refused, not returned
+        console.print(f"{out} is already trained (model at {trained_model_dir(out)}); delete it to train again")
+        return trained_model_dir(out)
 
     prep = prepare(cfg)
     samples_dir = Path(cfg.samples)
     inputs = {
         "samples_fingerprint": prep.samples_manifest.get("fingerprint_sha256") or sha256_json(prep.samples_manifest.get("config")),
-        "samples_data": sha256_json(hash_inputs(sorted((samples_dir / "shards").glob("*.jsonl")))),
+        "samples_data": sha256_json(hash_inputs(shard_files(samples_dir))),
         "chat_template_sha256": template_sha256(prep.template),
         "model": hash_inputs([prep.model_path]).get(prep.model_path, prep.model_path),  # a hub id hashes to itself
     }

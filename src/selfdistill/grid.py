@@ -1,136 +1,65 @@
-"""`ssd sweep`: the paper's T_train x T_eval grid (section 3.4).
+"""The grid of `ssd sweep` (pipeline.sweep): the paper's T_train x T_eval grid (section 3.4), read from its evals.
 
-One SSD model per T_train (sample at T_train with the preset's truncation, then train), each
+One SSD model per T_train (sampled at T_train with the preset's truncation, then trained), each
 evaluated at every T_eval with the eval truncation. The base model is evaluated at the same T_eval
 as a reference row, and once more at its recommended decoding (paper Table 4) where the config names
 one. The grid's cells are pass@1 on all problems of the eval; the effective-temperature fit regresses
-them on T_eff = T_train * T_eval with a quadratic (paper: R^2 = 0.75, peak near 1.2).
-
-Stage directories are the same hashed ones `ssd run` uses under the same output_dir, so a sweep and
-a run share samples, checkpoints and evaluations. Output: `RUN_DIR/sweep-<hash>/` with grid.json,
+them on T_eff = T_train * T_eval with a quadratic (paper: R^2 = 0.75, peak near 1.2). Beside grid.json:
 heatmap.png and teff_fit.png.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from .config import RunConfig, fingerprint_dict
-from .manifest import RunDir, sha256_json
+from .config import RunConfig
+from .evaluate import load_summary
 from .metrics import effective_temperature_fit
-from .run import StagePlan, decontaminated_against_eval, finished, recommended_base_eval, train_stage, trained_model_dir
 
 console = Console(stderr=True, highlight=False)
 
 
-def sweep(cfg: RunConfig) -> Path:
-    from .evaluate import evaluate
-    from .generate import load_generator
-    from .models import resolve_model
-    from .sample import sample
-
+def grid(cfg: RunConfig, base_dir: Path, recommended_dir: Path | None, ssd_dirs: dict[float, Path]) -> dict:
+    """grid.json but its T_eff baseline: the base row, the SSD rows (one per T_train) and their cells, the fit."""
     sweep_cfg = cfg.sweep
-    variants = t_train_variants(cfg)
-    plans = {t: StagePlan.of(v) for t, v in variants.items()}
-    out = sweep_dir(cfg)
-    run = RunDir.open(out, "sweep", cfg)
-
-    # Base-model work first, on one engine: every T_train's samples and the base reference row.
-    base_plan = next(iter(plans.values()))
-    todo = [(plans[t].dirs["samples"], v.sample, sample) for t, v in variants.items()] + [(base_plan.dirs["eval-base"], variants[sweep_cfg.t_trains[0]].eval, evaluate)]
-    if "eval-base-recommended" in base_plan.dirs:
-        todo.append((base_plan.dirs["eval-base-recommended"], recommended_base_eval(cfg.eval), evaluate))
-    todo = [(d, c, fn) for d, c, fn in todo if not finished(d)]
-    if todo:
-        max_len = max(cfg.sample.max_model_len, cfg.eval.max_model_len)
-        with load_generator(resolve_model(cfg.model), cfg.sample.backend, max_len, cfg.sample.tensor_parallel_size, cfg.sample.seed,
-                            ray_address=cfg.sample.ray_address) as generator:
-            for stage_dir, stage_cfg, fn in todo:
-                fn(replace(stage_cfg, output_dir=str(stage_dir)), generator=generator)
-
-    for t, v in variants.items():
-        d = plans[t].dirs
-        if not finished(d["train"]):
-            train_stage(replace(v.train, samples=str(d["samples"]), output_dir=str(d["train"])))
-        if not finished(d["eval-ssd"]):
-            evaluate(replace(v.eval, model=str(trained_model_dir(d["train"])), output_dir=str(d["eval-ssd"])))
-
-    rows = {"base": _row(base_plan.dirs["eval-base"], sweep_cfg.metric)} | {t: _row(plans[t].dirs["eval-ssd"], sweep_cfg.metric) for t in sweep_cfg.t_trains}
+    rows = {"base": _row(base_dir, sweep_cfg.metric)} | {t: _row(ssd_dirs[t], sweep_cfg.metric) for t in sweep_cfg.t_trains}
     cells = [(t, te, rows[t][te]) for t in sweep_cfg.t_trains for te in sweep_cfg.t_evals]
     fit = effective_temperature_fit([c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells]) if len({a * b for a, b, _ in cells}) >= 3 else None
-    teff = _teff_baseline(cfg, cells, plans) if sweep_cfg.teff_baseline else None
-    grid = {
+    return {
         "metric": sweep_cfg.metric,
         "split": "dev" if cfg.eval.test_n else "all",
         "t_trains": sweep_cfg.t_trains,
         "t_evals": sweep_cfg.t_evals,
         "base": rows["base"],
-        "base_recommended": _recommended(base_plan.dirs.get("eval-base-recommended"), sweep_cfg.metric),
+        "base_recommended": _recommended(recommended_dir, sweep_cfg.metric),
         "ssd": {str(t): rows[t] for t in sweep_cfg.t_trains},
         "cells": [{"t_train": a, "t_eval": b, "t_eff": a * b, "score": s} for a, b, s in cells],
         "t_eff_fit": fit,
-        "eval_dirs": {"base": str(base_plan.dirs["eval-base"]), **{str(t): str(plans[t].dirs["eval-ssd"]) for t in sweep_cfg.t_trains}},
-        "teff_baseline": teff,
+        "eval_dirs": {"base": str(base_dir), **{str(t): str(ssd_dirs[t]) for t in sweep_cfg.t_trains}},
     }
-    (out / "grid.json").write_text(json.dumps(grid, indent=2))
-    _plot(grid, out)
-    _print(grid)
-    run.finish(grid=str(out / "grid.json"))
-    return out
-
-
-def t_train_variants(cfg: RunConfig) -> dict[float, RunConfig]:
-    """One run config per T_train: its samples at that T_train, decontaminated against the evaluated data
-    as `ssd run`'s are (the two share stage directories), its evals over the sweep's T_evals."""
-    cfg = decontaminated_against_eval(cfg)
-    return {t: replace(cfg, sample=replace(cfg.sample, temperature=t), eval=replace(cfg.eval, temperatures=cfg.sweep.t_evals, t_eval=None))
-            for t in cfg.sweep.t_trains}
-
-
-def sweep_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.output_dir) / f"sweep-{sha256_json(fingerprint_dict(cfg))[:10]}"
-
-
-def _teff_baseline(cfg: RunConfig, cells: list[tuple[float, float, float]], plans: dict) -> dict:
-    """The base model at the effective temperature of SSD's best cell (best on the grid's split, ties
-    to the lower T_eff), evaluated like every model (its one temperature, same protocol), then compared
-    with that SSD model on the test split."""
-    from .evaluate import compare, evaluate
-
-    t_train, t_eval, score = max(cells, key=lambda c: (c[2], -c[0] * c[1]))
-    t_eff = round(t_train * t_eval, 2)  # eval result files are named at two decimals
-    variant = replace(cfg, eval=replace(cfg.eval, temperatures=[t_eff], t_eval=None))
-    eval_dir = StagePlan.of(variant).dirs["eval-base"]
-    if not finished(eval_dir):
-        evaluate(replace(variant.eval, model=cfg.model, output_dir=str(eval_dir)))
-    ssd_dir = plans[t_train].dirs["eval-ssd"]
-    return {"t_train": t_train, "t_eval": t_eval, "t_eff": t_eff, "cell_score": score, "eval_dir": str(eval_dir),
-            "ssd_eval_dir": str(ssd_dir), "compare": compare(eval_dir, ssd_dir)}
 
 
 def _recommended(eval_dir: Path | None, metric: str) -> dict | None:
     """The base model at its recommended decoding: T, truncation and metric on the grid's split."""
     if eval_dir is None:
         return None
-    summary = json.loads((Path(eval_dir) / "summary.json").read_text())
+    summary = load_summary(eval_dir)
     (T, score), = _row(eval_dir, metric).items()
     return {"T": T, "top_k": summary["decoding"]["top_k"], "top_p": summary["decoding"]["top_p"], "score": score}
 
 
 def _row(eval_dir: Path, metric: str) -> dict[float, float]:
-    """metric per T_eval, read from the eval's summary.json: on all problems, or on the dev split
+    """metric per T_eval, read from the eval's summary: on all problems, or on the dev split
     where the eval ran the two-phase protocol (only dev is decoded at every temperature)."""
-    summary = json.loads((Path(eval_dir) / "summary.json").read_text())
+    summary = load_summary(eval_dir)
     split = "all" if summary.get("protocol", "grid").startswith("grid") else "dev"
     return {e["temperature"]: e[metric][split]["mean"] for e in summary["temperatures"].values()}
 
 
-def _plot(grid: dict, out: Path) -> None:
+def plot(grid: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +98,7 @@ def _plot(grid: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def _print(grid: dict) -> None:
+def print_grid(grid: dict) -> None:
     table = Table(title=f"{grid['metric']} on {grid['split']} problems (%) over T_train x T_eval")
     table.add_column("T_train")
     for te in grid["t_evals"]:

@@ -1,0 +1,295 @@
+"""`ssd run` and `ssd sweep`: the stages chained, every stage's config derived from the run config here.
+
+    ssd run:   sample (base, T_train) -> train (SFT) -> eval base (sweep, and its recommended decoding)
+               -> eval SSD (sweep) -> compare -> analyze -> report
+    ssd sweep: the run's stages once per T_train of the paper's T_train x T_eval grid (section 3.4),
+               each SSD model evaluated at every T_eval; grid.py makes the grid, its fit and figures
+
+Each stage writes its own directory under the run directory, named after the stage and a hash of
+everything that determines its output (its config and the stages before it). A rerun therefore
+skips finished stages, resumes an interrupted one, and a changed setting redoes only what depends
+on it; a sweep and a run with the same output_dir share samples, models and evaluations.
+`RUN_DIR/<stage>` is a symlink to the stage's current directory; `RUN_DIR/manifest.json` records the
+stage directories and their wall times; a sweep writes `RUN_DIR/sweep-<hash>/` (grid.json, heatmap.png,
+teff_fit.png).
+
+`Stages` derives the stage configs. The base and the SSD model are evaluated with one eval config
+that differs in the model alone, so they get the same decoding and the same engine settings. The base
+model's stages share an engine where their engine settings are equal (on CPU an engine start costs
+minutes), and get one each where they differ. Training runs in new processes (launch.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rich.console import Console
+
+from .config import AnalyzeConfig, EvalConfig, RunConfig, SampleConfig, TrainConfig, fingerprint_dict
+from .generate import EngineSettings
+from .launch import train_stage
+from .manifest import RunDir, atomic_write_json, finished, sha256_json
+from .prompts import DecontaminationTarget
+
+console = Console(stderr=True)
+
+# Rough share of the default run's wall time per stage, in run order, for the ETA between stages.
+STAGE_WEIGHTS = {"samples": 0.15, "eval-base": 0.25, "eval-base-recommended": 0.05, "train": 0.2, "eval-ssd": 0.25, "analysis": 0.1, "report": 0.05}
+
+
+@dataclass
+class StagePlan:
+    """Where each stage writes, derived from the config alone, so a rerun finds the same dirs."""
+
+    root: Path
+    dirs: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> "StagePlan":
+        root = Path(cfg.output_dir)
+        sample_key = sha256_json(fingerprint_dict(cfg.sample))[:10]
+        train_key = sha256_json([sample_key, fingerprint_dict(cfg.train)])[:10]
+        eval_cfg = fingerprint_dict(cfg.eval)
+        dirs = {
+            "samples": root / f"samples-{sample_key}",
+            "train": root / f"train-{train_key}",
+            "eval-base": root / f"eval-base-{sha256_json([cfg.model, eval_cfg])[:10]}",
+            "eval-ssd": root / f"eval-ssd-{sha256_json([train_key, eval_cfg])[:10]}",
+        }
+        dirs["analysis"] = root / f"analysis-{sha256_json([train_key, str(dirs['eval-base']), fingerprint_dict(cfg.analyze)])[:10]}"
+        recommended = recommended_base_eval(cfg.eval)
+        if recommended:
+            dirs["eval-base-recommended"] = root / f"eval-base-recommended-{sha256_json([cfg.model, fingerprint_dict(recommended)])[:10]}"
+        dirs["report"] = root / "report"
+        return cls(root, dirs)
+
+
+def recommended_base_eval(ev: EvalConfig) -> EvalConfig | None:
+    """The eval at the base model's recommended decoding (paper Table 4): its one temperature with its own
+    truncation; None when the config names none."""
+    if ev.base_temperature is None:
+        return None
+    return replace(ev, temperatures=[ev.base_temperature], t_eval=None, top_k=ev.base_top_k, top_p=ev.base_top_p)
+
+
+def decontaminated_against_eval(cfg: RunConfig) -> RunConfig:
+    """The run's config with the samples decontaminated against the benchmark data its evals read (the
+    eval's file or hub id and date window), which the configured entries need not name."""
+    from .benchmarks import get
+
+    ev = cfg.eval
+    entry = str(DecontaminationTarget(ev.benchmark, ev.benchmark_path, ev.release_from, ev.release_to))
+    twin = get(ev.benchmark).same_problems_as  # HumanEval+ has HumanEval's statements: checking one checks both
+    if entry in cfg.sample.decontaminate or (twin in cfg.sample.decontaminate and not (ev.benchmark_path or ev.release_from or ev.release_to)):
+        return cfg
+    return replace(cfg, sample=replace(cfg.sample, decontaminate=[*cfg.sample.decontaminate, entry]))
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Every stage's config, derived from one run config: `ssd run`'s, or one T_train of `ssd sweep`."""
+
+    cfg: RunConfig  # decontaminated against its eval
+    plan: StagePlan
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> "Stages":
+        cfg = decontaminated_against_eval(cfg)
+        return cls(cfg, StagePlan.of(cfg))
+
+    @property
+    def dirs(self) -> dict[str, Path]:
+        return self.plan.dirs
+
+    def sample(self) -> SampleConfig:
+        return replace(self.cfg.sample, output_dir=str(self.dirs["samples"]))
+
+    def train(self) -> TrainConfig:
+        return replace(self.cfg.train, samples=str(self.dirs["samples"]), output_dir=str(self.dirs["train"]))
+
+    def eval_base(self) -> EvalConfig:
+        return self._eval(self.cfg.model, "eval-base")
+
+    def eval_ssd(self, model_dir: str | Path) -> EvalConfig:
+        return self._eval(str(model_dir), "eval-ssd")
+
+    def _eval(self, model: str, stage: str) -> EvalConfig:
+        """The one eval config of both models: they differ in the model and the directory, never in
+        decoding or engine."""
+        return replace(self.cfg.eval, model=model, output_dir=str(self.dirs[stage]))
+
+    def base_evals(self) -> list[tuple[str, EvalConfig]]:
+        """The base model's evals: over the T_eval grid, and at its recommended decoding where the config names one."""
+        recommended = recommended_base_eval(self.cfg.eval)
+        evals = [("eval-base", self.eval_base())]
+        if recommended:
+            evals.append(("eval-base-recommended", replace(recommended, model=self.cfg.model, output_dir=str(self.dirs["eval-base-recommended"]))))
+        return evals
+
+    def analyze(self, model_dir: str | Path) -> AnalyzeConfig:
+        """Figure 6 on the base model's eval replies, at the truncations the samples and the evals were drawn with."""
+        return replace(self.cfg.analyze, base_model=self.cfg.model, ssd_model=str(model_dir), replies=str(self.dirs["eval-base"]),
+                       t_train=self.cfg.sample.temperature, top_k=self.cfg.sample.top_k, top_p=self.cfg.sample.top_p,
+                       eval_top_k=self.cfg.eval.top_k, eval_top_p=self.cfg.eval.top_p, output_dir=str(self.dirs["analysis"]))
+
+
+def on_shared_engines(stages: list[tuple[str, SampleConfig | EvalConfig, Callable]], step: Callable) -> None:
+    """step(name, cfg, fn, generator=...) for each stage of `stages`, grouped by model and engine settings:
+    one engine per group, started only if a stage of the group is unfinished, and closed before the
+    next group starts its own (a GPU holds one)."""
+    groups: dict[tuple[str, EngineSettings], list] = {}
+    for stage in stages:
+        groups.setdefault((stage[1].model, EngineSettings.of(stage[1])), []).append(stage)
+    for (model, engine), group in groups.items():
+        pending = not all(finished(stage_cfg.output_dir, stage_cfg) for _, stage_cfg, _ in group)
+        with (engine.load(model) if pending else nullcontext()) as generator:
+            for name, stage_cfg, fn in group:
+                step(name, stage_cfg, fn, generator=generator)
+
+
+# ---------------------------------------------------------------- ssd run
+
+
+class StageClock:
+    """Prints one line per stage with the overall elapsed time and an ETA from the stages done so far."""
+
+    def __init__(self, stages: list[str]):
+        self.stages, self.start, self.done_weight, self.times = stages, time.time(), 0.0, {}
+
+    def begin(self, name: str) -> float:
+        elapsed = time.time() - self.start
+        total_weight = sum(STAGE_WEIGHTS[s] for s in self.stages)
+        eta = f"ETA ~{_fmt(elapsed / self.done_weight * (total_weight - self.done_weight))}" if self.done_weight and elapsed > 5 else "ETA after the first stage"
+        console.rule(f"[bold]{self.stages.index(name) + 1}/{len(self.stages)} {name}[/]  elapsed {_fmt(elapsed)}, {eta}")
+        return time.time()
+
+    def end(self, name: str, started: float, skipped: bool = False) -> None:
+        self.times[name] = {"seconds": round(time.time() - started, 1), "skipped": skipped}
+        self.done_weight += STAGE_WEIGHTS[name]
+        console.print(f"[green]{name}[/] {'cached' if skipped else 'done'} in {_fmt(self.times[name]['seconds'])}")
+
+
+def _fmt(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def _link(root: Path, name: str, target: Path) -> None:
+    """RUN_DIR/<name> -> the stage's current directory (relative, so the run dir can move)."""
+    link = root / name
+    tmp = link.with_name(f".{link.name}.link")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.name)
+    os.replace(tmp, link)
+
+
+def run(cfg: RunConfig) -> Path:
+    from .analyze import analyze
+    from .evaluate import base_settings, compare, evaluate
+    from .report import report
+    from .sample import sample
+    from .train import trained_model_dir
+
+    s = Stages.of(cfg)
+    root, d = s.plan.root, s.dirs
+    manifest = RunDir.open(root, "run", s.cfg, extra={"stages": {}}, index=True)
+    clock = StageClock([name for name in STAGE_WEIGHTS if name in d])
+
+    def step(name: str, stage_cfg, fn: Callable, **kwargs) -> None:
+        """Time a stage, doing it unless it is finished, then point RUN_DIR/<name> at its directory."""
+        started = clock.begin(name)
+        cached = finished(d[name], stage_cfg)
+        if not cached:
+            fn(stage_cfg, **kwargs)
+        clock.end(name, started, cached)
+        _link(root, name, d[name])
+
+    on_shared_engines([("samples", s.sample(), sample), *[(name, ev, evaluate) for name, ev in s.base_evals()]], step)
+    step("train", s.train(), train_stage)
+    model_dir = trained_model_dir(d["train"])
+    step("eval-ssd", s.eval_ssd(model_dir), evaluate)
+    atomic_write_json(root / "compare.json", {**compare(d["eval-base"], d["eval-ssd"]),
+                                              "base_settings": base_settings(d["eval-base"], d.get("eval-base-recommended"))})
+    step("analysis", s.analyze(model_dir), analyze)
+
+    def stages() -> dict:
+        return {name: {**clock.times.get(name, {}), "dir": str(d[name])} for name in d}
+
+    manifest.update(stages=stages())
+    started = clock.begin("report")
+    report_path = report(root)
+    clock.end("report", started)
+    manifest.finish(stages=stages(), total_seconds=round(time.time() - clock.start, 1))
+    console.print(f"[bold]report:[/] {report_path}")
+    return root
+
+
+# ---------------------------------------------------------------- ssd sweep
+
+
+def t_train_variants(cfg: RunConfig) -> dict[float, RunConfig]:
+    """One run config per T_train: its samples at that T_train, decontaminated against the evaluated data
+    as `ssd run`'s are (the two share stage directories), its evals over the sweep's T_evals."""
+    cfg = decontaminated_against_eval(cfg)
+    return {t: replace(cfg, sample=replace(cfg.sample, temperature=t), eval=replace(cfg.eval, temperatures=cfg.sweep.t_evals, t_eval=None))
+            for t in cfg.sweep.t_trains}
+
+
+def sweep_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.output_dir) / f"sweep-{sha256_json(fingerprint_dict(cfg))[:10]}"
+
+
+def teff_base_eval(cfg: RunConfig, t_eff: float) -> EvalConfig:
+    """The base model's eval at the one temperature T_eff, with the sweep's eval protocol."""
+    return Stages.of(replace(cfg, eval=replace(cfg.eval, temperatures=[t_eff], t_eval=None))).eval_base()
+
+
+def sweep(cfg: RunConfig) -> Path:
+    from . import grid
+    from .evaluate import evaluate
+    from .sample import sample
+    from .train import trained_model_dir
+
+    runs = {t: Stages.of(variant) for t, variant in t_train_variants(cfg).items()}
+    base = next(iter(runs.values()))  # the base model's evals are the same stages for every T_train
+    out = sweep_dir(cfg)
+    manifest = RunDir.open(out, "sweep", cfg)
+
+    def step(_name: str, stage_cfg, fn: Callable, **kwargs) -> None:
+        if not finished(stage_cfg.output_dir, stage_cfg):
+            fn(stage_cfg, **kwargs)
+
+    # Base-model work first: every T_train's samples, the reference row and the recommended decoding.
+    on_shared_engines([(f"samples T_train {t:g}", r.sample(), sample) for t, r in runs.items()]
+                      + [(name, ev, evaluate) for name, ev in base.base_evals()], step)
+    for r in runs.values():
+        step("train", r.train(), train_stage)
+        step("eval-ssd", r.eval_ssd(trained_model_dir(r.dirs["train"])), evaluate)
+
+    result = grid.grid(cfg, base.dirs["eval-base"], base.dirs.get("eval-base-recommended"), {t: r.dirs["eval-ssd"] for t, r in runs.items()})
+    result["teff_baseline"] = _teff_baseline(cfg, result, runs) if cfg.sweep.teff_baseline else None
+    atomic_write_json(out / "grid.json", result)
+    grid.plot(result, out)
+    grid.print_grid(result)
+    manifest.finish(grid=str(out / "grid.json"))
+    return out
+
+
+def _teff_baseline(cfg: RunConfig, result: dict, runs: dict[float, Stages]) -> dict:
+    """The base model at the effective temperature of SSD's best cell (best on the grid's split, ties
+    to the lower T_eff), evaluated like every model (its one temperature, same protocol), then compared
+    with that SSD model on the test split."""
+    from .evaluate import compare, evaluate
+
+    best = max(result["cells"], key=lambda c: (c["score"], -c["t_eff"]))
+    t_eff = round(best["t_eff"], 2)  # eval result files are named at two decimals
+    ev = teff_base_eval(cfg, t_eff)
+    if not finished(ev.output_dir, ev):
+        evaluate(ev)
+    ssd_dir = runs[best["t_train"]].dirs["eval-ssd"]
+    return {"t_train": best["t_train"], "t_eval": best["t_eval"], "t_eff": t_eff, "cell_score": best["score"], "eval_dir": ev.output_dir,
+            "ssd_eval_dir": str(ssd_dir), "compare": compare(ev.output_dir, ssd_dir)}
