@@ -239,7 +239,7 @@ def finished_stage(path, stage_cfg, **items):
 
 def test_truncations_are_those_the_samples_and_the_replies_were_drawn_with(tmp_path):
     from selfdistill.config import EvalConfig, SampleConfig, TrainConfig
-    from selfdistill.evaluate import summary_path
+    from selfdistill.results import summary_path
 
     samples = finished_stage(tmp_path / "samples", SampleConfig(temperature=1.2, top_k=0, top_p=1.0))
     train = finished_stage(tmp_path / "train", TrainConfig(samples=str(samples)), model_dir=str(tmp_path / "train" / "model"))
@@ -263,7 +263,7 @@ def test_analyze_alone_classifies_at_the_truncation_ssd_run_gives_it(tmp_path, p
     """`ssd analyze --preset P` on a run's stage directories reads the truncations `ssd run` derives (GPT-OSS
     samples untruncated and is evaluated at top-p 0.95: no default of the analysis may stand in)."""
     from selfdistill import config as C
-    from selfdistill.evaluate import summary_path
+    from selfdistill.results import summary_path
     from selfdistill.pipeline import Stages
 
     stages = Stages.of(C.load_run_config(preset, overrides=[f"output_dir={tmp_path}"]))

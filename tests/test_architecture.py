@@ -12,10 +12,6 @@ from selfdistill.config import EvalConfig, SampleConfig
 PACKAGE = Path(selfdistill.__file__).parent
 LEAVES = ("chat", "rows")  # shared by sampling and evaluation alike: they import nothing of the package
 
-# Cycles older than this check, in modules under rework elsewhere: generate.load_generator builds the
-# RayGenerator that subclasses its Generator, and evaluate dispatches to replies, which reuses its
-# summary. Breaking one fails this test until it leaves the list; any new cycle fails it at once.
-KNOWN_CYCLES = [{"distributed", "generate"}, {"evaluate", "replies"}]
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -48,7 +44,7 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 
 def test_no_import_cycles():
-    assert cycles(import_graph()) == sorted(KNOWN_CYCLES, key=sorted)
+    assert cycles(import_graph()) == []
 
 
 def test_cycles_are_found_through_lazy_imports_too():

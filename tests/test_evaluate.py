@@ -15,6 +15,7 @@ import pytest
 
 from selfdistill import benchmarks as B
 from selfdistill import evaluate as E
+from selfdistill import results as R
 from selfdistill import metrics
 from selfdistill.config import EvalConfig
 from selfdistill.generate import Generator
@@ -79,12 +80,12 @@ def test_summary_from_a_known_results_matrix(tmp_path):
         results[T] = {(p.id, j): {"problem_id": p.id, "passed": j < min(c, 4), "status": "passed" if j < min(c, 4) else "failed",
                                   "reply_tokens": 20 + j, "finish_reason": "length" if j == 3 else "stop"}
                       for p, c in zip(problems, counts) for j in range(4)}
-    s = E.summarize(cfg, bench, problems, results)
+    s = R.summarize(cfg, bench, problems, results)
     assert set(s["temperatures"]) == {"0.00", "0.50", "1.00"}
     greedy = s["temperatures"]["0.00"]
     assert greedy["n"] == 1 and greedy["pass@4"]["all"]["mean"] == greedy["pass@1"]["all"]["mean"] == 0.5
     for T, counts in correct.items():
-        e = s["temperatures"][E._label(T)]
+        e = s["temperatures"][R.t_label(T)]
         for k in (1, 2, 4):
             want = [metrics.pass_at_k(4, min(c, 4), k) for c in counts]
             got = e[f"pass@{k}"]["all"]
@@ -95,7 +96,7 @@ def test_summary_from_a_known_results_matrix(tmp_path):
         assert e["pass@1"]["by_difficulty"]["easy"]["n_problems"] == 6
     assert sorted(s["dev_ids"] + s["test_ids"]) == sorted(p.id for p in problems)
     sel = s["selection"]["pass@1"]
-    scores = {T: E.per_problem_pass_at_k(list(results[T].values()), s["problem_ids"], 1) for T in results}
+    scores = {T: R.per_problem_pass_at_k(list(results[T].values()), s["problem_ids"], 1) for T in results}
     assert sel == metrics.select_temperature(scores, s["dev_ids"], s["test_ids"], seed=3)
 
 
@@ -132,14 +133,14 @@ def test_two_phase_summary_scores_the_grid_on_dev_and_the_chosen_t_on_test(tmp_p
     # T=0.5 is best on dev, so it alone was decoded on test, with test_n samples
     results = {0.0: {(pid, 0): rec(pid, False) for pid in dev}, 1.0: {(pid, j): rec(pid, j == 0) for pid in dev for j in range(2)}}
     results[0.5] = {(pid, j): rec(pid, True) for pid in dev for j in range(2)} | {(pid, j): rec(pid, j < 3) for pid in test for j in range(4)}
-    s = E.summarize(cfg, bench, problems, results)
+    s = R.summarize(cfg, bench, problems, results)
     assert s["protocol"].startswith("two-phase")
     sel = s["selection"]["pass@1"]
     assert sel["best_T"] == 0.5 and sel["test_score"] == pytest.approx(0.75) and sel["oracle_T"] is None
     assert s["temperatures"]["1.00"]["pass@1"]["dev"]["mean"] == 0.5 and s["temperatures"]["1.00"]["pass@1"]["test"] is None
     assert s["temperatures"]["0.50"]["pass@1"]["all"] is not None and s["temperatures"]["0.50"]["test_n"] == 4
     with pytest.raises(B.BenchmarkError, match="did not finish"):  # a grid temperature missing a dev problem
-        E.summarize(cfg, bench, problems, {**results, 1.0: {k: v for k, v in results[1.0].items() if k[0] != dev[0]}})
+        R.summarize(cfg, bench, problems, {**results, 1.0: {k: v for k, v in results[1.0].items() if k[0] != dev[0]}})
 
 
 def test_oracle_is_not_available_for_livecodebench(tmp_path):
@@ -319,11 +320,11 @@ def test_compare_two_eval_dirs(tmp_path, uninterrupted):
         path = other / "results" / f"T{name}.jsonl"
         records = [dict(r, passed=True, status="passed") if r["problem_id"] == target else r for r in read_jsonl(path)]
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    c = E.compare(uninterrupted, other)
+    c = R.compare(uninterrupted, other)
     assert c["metric"] == "pass@1" and c["n_problems"] == 8 and set(c["by_temperature"]) == {"0.00", "1.00"}
-    base = E.load_results(uninterrupted)[1]
+    base = R.load_results(uninterrupted)[1]
     assert not any(r["passed"] for records in base.values() for r in records)  # a random model solves nothing
     assert c["best_T"] == {"a": 0.0, "b": 0.0}  # ties go to the lower temperature
     assert c["test"]["mean_diff"] == pytest.approx(1 / len(s["test_ids"])) and (c["test"]["wins"], c["test"]["losses"]) == (1, 0)
-    same = E.compare(uninterrupted, uninterrupted)
+    same = R.compare(uninterrupted, uninterrupted)
     assert same["test"]["mean_diff"] == 0 and same["test"]["p_value"] == 1.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from selfdistill import config as C
-from selfdistill.generate import EngineSettings
+from selfdistill.engine import EngineSettings
 from selfdistill.pipeline import (
     STAGE_WEIGHTS,
     StagePlan,
@@ -66,6 +66,7 @@ def calls(tmp_path, monkeypatch) -> list:
     import selfdistill.generate
     import selfdistill.grid
     import selfdistill.report
+    import selfdistill.results
     import selfdistill.sample
     import selfdistill.train
     from selfdistill.manifest import RunDir
@@ -85,8 +86,8 @@ def calls(tmp_path, monkeypatch) -> list:
         def __exit__(self, *exc):
             self.close()
 
-    def load_generator(model, **settings):
-        calls.append(("load", EngineSettings(**settings), Engine(model)))
+    def load_generator(model, **settings):  # an engine in this process: ray_address is None in these configs
+        calls.append(("load", EngineSettings(**settings, ray_address=None), Engine(model)))
         return calls[-1][2]
 
     def stage(kind: str):
@@ -101,8 +102,8 @@ def calls(tmp_path, monkeypatch) -> list:
     monkeypatch.setattr(selfdistill.generate, "load_generator", load_generator)
     for module, name in ((selfdistill.sample, "sample"), (selfdistill.evaluate, "evaluate"), (selfdistill.train, "train"), (selfdistill.analyze, "analyze")):
         monkeypatch.setattr(module, name, stage(name))
-    monkeypatch.setattr(selfdistill.evaluate, "compare", lambda a, b: {"a": str(a), "b": str(b)})
-    monkeypatch.setattr(selfdistill.evaluate, "base_settings", lambda sweep, recommended: {"recommended_dir": str(recommended)})
+    monkeypatch.setattr(selfdistill.results, "compare", lambda a, b: {"a": str(a), "b": str(b)})
+    monkeypatch.setattr(selfdistill.results, "base_settings", lambda sweep, recommended: {"recommended_dir": str(recommended)})
     monkeypatch.setattr(selfdistill.report, "report", lambda root: root / "report" / "report.html")
     monkeypatch.setattr(selfdistill.grid, "grid", grid)
     monkeypatch.setattr(selfdistill.grid, "plot", lambda grid, out: None)

@@ -1,6 +1,6 @@
 """`ssd report` on a run directory laid out as `ssd run` leaves it (hashed stage dirs behind symlinks).
-The eval summaries and compare.json come from the real evaluate.summarize / evaluate.compare over a
-results matrix written in evaluate.py's schema; the analysis is a real `ssd analyze` of tiny-random;
+The eval summaries and compare.json come from the real results.summarize / results.compare over a
+results matrix written in results.py's schema; the analysis is a real `ssd analyze` of tiny-random;
 the sample and train manifests follow sample.py's and train.py's documented fields."""
 
 import json
@@ -13,7 +13,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from selfdistill import benchmarks, evaluate, plots
+from selfdistill import benchmarks, plots
+from selfdistill import results as R
 from selfdistill.config import AnalyzeConfig, EvalConfig, RunConfig, SampleConfig, TrainConfig, to_dict
 from selfdistill.manifest import RunDir, atomic_write_json
 from selfdistill.report import report
@@ -49,7 +50,7 @@ def _eval(root, name: str, skill: float, problems, bench, prompt_text: str, seed
                                       "prompt_text": prompt_text}
         (run.path / "results" / f"T{T:.2f}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
         results[T] = records
-    atomic_write_json(run.path / "summary.json", evaluate.summarize(cfg, bench, problems, results))
+    atomic_write_json(run.path / "summary.json", R.summarize(cfg, bench, problems, results))
     run.finish(n_problems=len(problems))
     (root / f"eval-{name}").symlink_to(run.path.name)
 
@@ -80,8 +81,8 @@ def build_run(root, tiny_model, parts=("samples", "train", "eval", "analysis")):
         _eval(root, "base", 0.35, problems, bench, prompt_text, seed=1)
         _eval(root, "ssd", 0.5, problems, bench, prompt_text, seed=2)
         _eval(root, "base-recommended", 0.35, problems, bench, prompt_text, seed=3, temperatures=[0.6], top_k=0, top_p=0.95)
-        atomic_write_json(root / "compare.json", {**evaluate.compare(root / "eval-base", root / "eval-ssd"),
-                                                  "base_settings": evaluate.base_settings(root / "eval-base", root / "eval-base-recommended")})
+        atomic_write_json(root / "compare.json", {**R.compare(root / "eval-base", root / "eval-ssd"),
+                                                  "base_settings": R.base_settings(root / "eval-base", root / "eval-base-recommended")})
         stages["eval-base"], stages["eval-ssd"] = 300.0, 290.0
     if "analysis" in parts:
         from selfdistill.analyze import analyze

@@ -1,5 +1,5 @@
 """`ssd report CONFIG.yaml ... --out DIR` on an experiment laid out as `ssd sweep` leaves it: two benchmarks
-sharing T_train stages, eval dirs in the two-phase protocol written through the real evaluate.summarize,
+sharing T_train stages, eval dirs in the two-phase protocol written through the real results.summarize,
 and grid.json T_eff baselines. The pooled comparison must equal one computed by hand from the results."""
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from selfdistill import benchmarks, evaluate, metrics
+from selfdistill import benchmarks, metrics, results as R
 from selfdistill.config import RunConfig
 from selfdistill.manifest import RunDir, atomic_write_json
 from selfdistill.sweep_report import Benchmark, sweep_report
@@ -34,14 +34,14 @@ def _eval_dir(path: Path, cfg: RunConfig, model: str, skill: float, seed: int, t
         return {"problem_id": pid, "temperature": T, "sample_index": j, "passed": passed, "status": "passed" if passed else "failed",
                 "reply_tokens": 50, "finish_reason": "stop"}
 
-    results = {T: {(pid, j): rec(pid, T, j) for pid in dev for j in range(evaluate._samples(ecfg, T))} for T in temps}
-    best = metrics.best_on_dev({T: evaluate.per_problem_pass_at_k(r.values(), dev, 1) for T, r in results.items()}, dev)
-    results[best] |= {(pid, j): rec(pid, best, j) for pid in test for j in range(evaluate._samples(ecfg, best, test=True))}
+    results = {T: {(pid, j): rec(pid, T, j) for pid in dev for j in range(R.samples_per_problem(ecfg, T))} for T in temps}
+    best = metrics.best_on_dev({T: R.per_problem_pass_at_k(r.values(), dev, 1) for T, r in results.items()}, dev)
+    results[best] |= {(pid, j): rec(pid, best, j) for pid in test for j in range(R.samples_per_problem(ecfg, best, test=True))}
     run = RunDir.open(path, "eval", ecfg, {})
     (path / "results").mkdir()
     for T, records in results.items():
         (path / "results" / f"T{T:.2f}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
-    atomic_write_json(path / "summary.json", evaluate.summarize(ecfg, bench, problems, results))
+    atomic_write_json(path / "summary.json", R.summarize(ecfg, bench, problems, results))
     run.finish(n_problems=len(problems))
     return results
 
@@ -75,9 +75,9 @@ def test_pooled_headline_equals_the_comparison_recomputed_from_results(experimen
     for config in experiment:
         bench = Benchmark.load(config)
         for scores, d in ((a, bench.base_dir), (b, bench.plans[1.6].dirs["eval-ssd"])):
-            summary, results = evaluate.load_results(d)
+            summary, results = R.load_results(d)
             T = summary["selection"]["pass@1"]["best_T"]
-            per = evaluate.per_problem_pass_at_k(results[T], summary["test_ids"], 1)
+            per = R.per_problem_pass_at_k(results[T], summary["test_ids"], 1)
             scores += [per[i] for i in summary["test_ids"]]
     c = metrics.paired_comparison(a, b)
     pooled = next(line for line in text.splitlines() if line.startswith("| pooled (2 benchmarks)"))

@@ -20,7 +20,7 @@ Unless the config gives them, the training truncation is the one the SSD model's
 drawn with (its `ssd train` manifest names the samples), and the eval truncation (eval_top_k,
 eval_top_p) the one the replies were decoded with (with_truncations).
 
-Replies (`replies`): a finished eval output dir or samples dir (read through evaluate.load_summary and
+Replies (`replies`): a finished eval output dir or samples dir (read through results.load_summary and
 results_path, or sample.load_samples); both records carry `prompt_text`, the templated prompt exactly
 as it was fed. One reply per problem, a seeded choice, up to `limit` replies. Prompt and reply are
 tokenized apart, so the scored positions are exactly the reply text's tokens.
@@ -52,7 +52,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import plots
 from .config import AnalyzeConfig
-from .evaluate import load_summary, results_path
+from .results import load_summary, results_path
 from .generate import truncate_logits
 from .manifest import RunDir, atomic_write_bytes, atomic_write_json, hash_inputs, load_manifest
 from .models import resolve_model

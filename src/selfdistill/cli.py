@@ -7,7 +7,6 @@ Stage commands take `--preset NAME` and/or `--config FILE`, then any config fiel
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -77,23 +76,22 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, ChatError, TrainError, AnalyzeError, DistributedError, FileNotFoundError
 
 
-def _call(entry: str, *args) -> None:
-    """Run `module:function` of a stage, turning bad-input errors into one clear line."""
-    module, name = entry.split(":")
+def _call(stage, *args) -> None:
+    """Run a stage function (each command imports its own lazily: torch and vLLM take seconds), turning
+    bad-input errors into one clear line."""
     try:
-        getattr(importlib.import_module(f"selfdistill.{module}"), name)(*args)
+        stage(*args)
     except Exception as e:
         if isinstance(e, _user_errors()):  # looked up only on failure: their modules import torch and transformers
             _fail(str(e), code=1)
         raise
 
 
-def _stage(cls, entry: str, preset, config_file, ctx: typer.Context) -> None:
+def _stage_config(cls, preset, config_file, ctx: typer.Context):
     try:
-        cfg = cfgmod.load_stage_config(cls, preset, config_file, flags_to_overrides(ctx.args))
+        return cfgmod.load_stage_config(cls, preset, config_file, flags_to_overrides(ctx.args))
     except ConfigError as e:
         _fail(str(e))
-    _call(entry, cfg)
 
 
 def _run_config(preset, config_file, ctx: typer.Context, default_preset: str | None = None):
@@ -119,37 +117,55 @@ def _fields(cls) -> str:
 @app.command(context_settings=STAGE_SETTINGS, epilog=_fields(SampleConfig))
 def sample(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """Sample the frozen model once per prompt at T_train with truncation (stage 1)."""
-    _stage(SampleConfig, "sample:sample", preset, config, ctx)
+    cfg = _stage_config(SampleConfig, preset, config, ctx)
+    from .sample import sample as stage
+
+    _call(stage, cfg)
 
 
 @app.command(context_settings=STAGE_SETTINGS, epilog=_fields(TrainConfig))
 def train(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """SFT on the raw samples (stage 2)."""
-    _stage(TrainConfig, "train:train", preset, config, ctx)
+    cfg = _stage_config(TrainConfig, preset, config, ctx)
+    from .train import train as stage
+
+    _call(stage, cfg)
 
 
 @app.command(name="eval", context_settings=STAGE_SETTINGS, epilog=_fields(EvalConfig))
 def eval_(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """Evaluate a model on a benchmark: sandboxed pass@k with CIs over a temperature sweep (stage 3)."""
-    _stage(EvalConfig, "evaluate:evaluate", preset, config, ctx)
+    cfg = _stage_config(EvalConfig, preset, config, ctx)
+    from .evaluate import evaluate
+
+    _call(evaluate, cfg)
 
 
 @app.command(context_settings=STAGE_SETTINGS, epilog=_fields(AnalyzeConfig))
 def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks."""
-    _stage(AnalyzeConfig, "analyze:analyze", preset, config, ctx)
+    cfg = _stage_config(AnalyzeConfig, preset, config, ctx)
+    from .analyze import analyze as stage
+
+    _call(stage, cfg)
 
 
 @app.command(context_settings=STAGE_SETTINGS)
 def run(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The whole loop: sample, train, evaluate base and SSD, analyze, report (default: the embedded Qwen preset)."""
-    _call("pipeline:run", _run_config(preset, config, ctx, default_preset="qwen2.5-coder-0.5b-instruct"))
+    cfg = _run_config(preset, config, ctx, default_preset="qwen2.5-coder-0.5b-instruct")
+    from .pipeline import run as stage
+
+    _call(stage, cfg)
 
 
 @app.command(context_settings=STAGE_SETTINGS)
 def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's T_train x T_eval grid, with the effective-temperature fit (sweep.t_trains=..., sweep.t_evals=...)."""
-    _call("pipeline:sweep", _run_config(preset, config, ctx))
+    cfg = _run_config(preset, config, ctx)
+    from .pipeline import sweep as stage
+
+    _call(stage, cfg)
 
 
 @app.command()
@@ -160,9 +176,13 @@ def report(paths: list[Path] = typer.Argument(..., help="An `ssd run` output dir
     if all(p.suffix in (".yaml", ".yml") for p in paths):
         if out is None:
             _fail("sweep configs need --out DIR (where REPORT.md goes)")
-        _call("sweep_report:sweep_report", paths, out)
+        from .sweep_report import sweep_report
+
+        _call(sweep_report, paths, out)
     elif len(paths) == 1 and out is None:
-        _call("report:report", paths[0])
+        from .report import report as stage
+
+        _call(stage, paths[0])
     else:
         _fail("give one `ssd run` output directory, or sweep config files (.yaml) with --out DIR")
 
@@ -170,7 +190,9 @@ def report(paths: list[Path] = typer.Argument(..., help="An `ssd run` output dir
 @app.command()
 def toy(out: Path = typer.Option(None, "--out", help="Write toy.json and toy_curves.png here.")):
     """The paper's toy simulation of locks and forks (appendix C.4), computed exactly."""
-    _call("toy:main", str(out) if out else None)
+    from .toy import main
+
+    _call(main, str(out) if out else None)
 
 
 # ---------------------------------------------------------------- models
@@ -208,7 +230,9 @@ def models_merge_lora(adapter: Path = typer.Argument(..., help="The adapter/ dir
                       out: Path = typer.Argument(..., help="Where to write the merged model directory."),
                       base: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="The base model the adapter was trained on.")):
     """Merge a LoRA adapter onto its base model: a plain model directory for `ssd eval --model OUT`."""
-    _call("train:merge_adapter", adapter, out, base)
+    from .train import merge_adapter
+
+    _call(merge_adapter, adapter, out, base)
     print(out)
 
 

@@ -1,7 +1,7 @@
 """Beyond one machine, on an existing Ray cluster (`ray_address`: auto, or HOST:PORT of its head).
 
     RayGenerator(model_path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs, address)
-        a Generator (generate.load_generator with ray_address) whose units of work, sample shards and
+        a Generator (engine.EngineSettings with ray_address) whose units of work, sample shards and
         eval blocks, go to replicas of the model: one per GPU or tensor-parallel group of GPUs, or, on
         a cluster without GPUs, one per node with the smallest node's CPUs; a placement group reserves
         them all at once, so a cluster too small says so instead of waiting

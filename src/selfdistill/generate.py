@@ -38,7 +38,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -296,18 +296,14 @@ class Generator:
 
 
 def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096, tensor_parallel_size: int = 1, seed: int = 0,
-                   max_num_seqs: int | None = None, ray_address: str | None = None) -> Generator:
-    """`model`: anything models.resolve_model accepts (registry name, model directory, hub id).
-    `max_num_seqs`: sequences decoded at once, the default of `stream`; None = the backend's own
-    (vLLM's scheduler default for the device, which also stops at what its KV cache holds; hf: 16).
-    `ray_address` (auto or HOST:PORT): replicas of the model on that Ray cluster (distributed.py)."""
+                   max_num_seqs: int | None = None) -> Generator:
+    """An engine in this process. `model`: anything models.resolve_model accepts (registry name, model
+    directory, hub id). `max_num_seqs`: sequences decoded at once, the default of `stream`; None = the
+    backend's own (vLLM's scheduler default for the device, which also stops at what its KV cache holds;
+    hf: 16). Stages start theirs through engine.EngineSettings, which also reaches Ray clusters."""
     from .models import resolve_model
 
     path = resolve_model(model)
-    if ray_address:
-        from .distributed import RayGenerator
-
-        return RayGenerator(path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs, ray_address)
     if backend == "vllm":
         return VLLMGenerator(path, max_model_len, tensor_parallel_size, seed, max_num_seqs)
     if backend == "hf":
@@ -315,27 +311,6 @@ def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096,
             raise ValueError("the hf backend runs on one device; use backend=vllm for tensor parallelism")
         return HFGenerator(path, max_model_len, seed, max_num_seqs)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """What a stage starts its engine with, read from its config (a SampleConfig or an EvalConfig). Stages
-    with equal settings may share one engine; a stage given an engine of other settings would decode
-    under settings its config does not record."""
-
-    backend: str
-    max_model_len: int
-    tensor_parallel_size: int
-    seed: int
-    max_num_seqs: int | None
-    ray_address: str | None
-
-    @classmethod
-    def of(cls, cfg) -> "EngineSettings":
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
-
-    def load(self, model: str) -> Generator:
-        return load_generator(model, **asdict(self))
 
 
 # ---------------------------------------------------------------------------- vLLM

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import RunConfig
-from .evaluate import load_summary
+from .results import load_summary
 from .metrics import effective_temperature_fit
 
 console = Console(stderr=True, highlight=False)

@@ -31,7 +31,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .config import AnalyzeConfig, EvalConfig, RunConfig, SampleConfig, TrainConfig, fingerprint_dict
-from .generate import EngineSettings
+from .engine import EngineSettings
 from .launch import train_stage
 from .manifest import RunDir, atomic_write_json, finished, sha256_json
 from .prompts import DecontaminationTarget
@@ -189,7 +189,8 @@ def _link(root: Path, name: str, target: Path) -> None:
 
 def run(cfg: RunConfig) -> Path:
     from .analyze import analyze
-    from .evaluate import base_settings, compare, evaluate
+    from .evaluate import evaluate
+    from .results import base_settings, compare
     from .report import report
     from .sample import sample
     from .train import trained_model_dir
@@ -283,7 +284,8 @@ def _teff_baseline(cfg: RunConfig, result: dict, runs: dict[float, Stages]) -> d
     """The base model at the effective temperature of SSD's best cell (best on the grid's split, ties
     to the lower T_eff), evaluated like every model (its one temperature, same protocol), then compared
     with that SSD model on the test split."""
-    from .evaluate import compare, evaluate
+    from .evaluate import evaluate
+    from .results import compare
 
     best = max(result["cells"], key=lambda c: (c["score"], -c["t_eff"]))
     t_eff = round(best["t_eff"], 2)  # eval result files are named at two decimals

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import rows
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
-from .evaluate import BLOCK, _label, console, print_sweep, results_path, summarize, summary_path
+from .results import BLOCK, console, print_sweep, results_path, summarize, summary_path, t_label
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file
 from .sandbox import Pool
 
@@ -73,7 +73,7 @@ def _check_temperatures(path: Path, replies: list[Reply]) -> None:
         raise BenchmarkError(f"{path}:{missing.line}: missing field 'temperature' (line {given[0].line} has one: give it on every line or on none)")
     first = {}
     for r in given:
-        other = first.setdefault(_label(r.temperature), r)
+        other = first.setdefault(t_label(r.temperature), r)
         if other.temperature != r.temperature:
             raise BenchmarkError(f"{path}:{r.line}: field 'temperature' {r.temperature!r} and {other.temperature!r} (line {other.line}) "
                                  "are the same at two decimals")
@@ -110,10 +110,10 @@ def samples_by_temperature(path: Path, replies: list[Reply], problems: list[Prob
         for p in problems:
             got = per_problem.get(p.id, [])
             if not got:
-                raise BenchmarkError(f"{path}: problem_id {p.id!r} has no reply at temperature {_label(T)}, others have: "
+                raise BenchmarkError(f"{path}: problem_id {p.id!r} has no reply at temperature {t_label(T)}, others have: "
                                      "give every problem replies at every temperature")
             if len(got) < need and not (T == 0 and len(got) == 1):
-                raise BenchmarkError(f"{path}:{got[0].line}: problem_id {p.id!r} has {len(got)} replies at temperature {_label(T)}; "
+                raise BenchmarkError(f"{path}:{got[0].line}: problem_id {p.id!r} has {len(got)} replies at temperature {t_label(T)}; "
                                      f"pass@{need} needs {need} (ks={ks})")
     return {T: [(p, j, r) for p in problems for j, r in enumerate(groups[T][p.id])] for T in sorted(groups)}
 
@@ -154,7 +154,7 @@ def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict,
         results = {T: _grade(run.path, bench, T, samples, pool, lambda n: bar.update(task, advance=n)) for T, samples in groups.items()}
     summary = summarize(cfg, bench, problems, results)
     for T, records in results.items():  # samples per problem come from the file, not from cfg.n
-        summary["temperatures"][_label(T)]["n"] = max(Counter(problem_id for problem_id, _ in records).values())
+        summary["temperatures"][t_label(T)]["n"] = max(Counter(problem_id for problem_id, _ in records).values())
     summary.update(model=f"replies {path.name}", decoding=None, protocol=f"replies made elsewhere: {path.name}",
                    replies={"path": str(path), "sha256": inputs["replies"], "count": total})
     atomic_write_json(summary_path(run.path), summary)

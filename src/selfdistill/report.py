@@ -26,7 +26,7 @@ import yaml
 from rich.console import Console
 
 from . import plots
-from .evaluate import load_summary, results_path
+from .results import load_summary, results_path
 from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_jsonl
 
 console = Console(stderr=True, highlight=False)

@@ -36,7 +36,8 @@ from rich.table import Table
 
 from .chat import build_messages, chat_prompt
 from .config import SampleConfig
-from .generate import EngineSettings, GenerationProgress, Generator, Request, SamplingSpec
+from .engine import EngineSettings
+from .generate import GenerationProgress, Generator, Request, SamplingSpec
 from .manifest import (
     RunDir,
     atomic_write_json,
