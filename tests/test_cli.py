@@ -20,6 +20,7 @@ def written(tmp_path) -> list[str]:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["sample", "--prompts", "/nope.jsonl", "--output-dir", "out"], "prompts '/nope.jsonl': no such file"),
+    (["sample", "--prompts", "unusable.jsonl", "--output-dir", "out"], "unusable.jsonl: no usable prompts (1 rows, 1 malformed; first: unusable.jsonl:1: missing field"),
     (["sample", "--backend", "nope", "--output-dir", "out"], "sample.backend: 'nope' is not one of vllm, hf"),
     (["eval", "--benchmark", "nope", "--output-dir", "out"], "unknown benchmark 'nope'; benchmarks: humaneval,"),
     (["eval", "--prompt-format", "chatml", "--output-dir", "out"], "eval.prompt_format: 'chatml' is not one of system, lcb"),
@@ -34,13 +35,14 @@ def written(tmp_path) -> list[str]:
 ])
 def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, args, message):
     (tmp_path / "bad.yaml").write_text("eval:\n  temperatures: [0.2]\n  top_kk: 3\n")
+    (tmp_path / "unusable.jsonl").write_text('{"title": "no statement"}\n')
     (tmp_path / "replies.jsonl").write_text('{"problem_id": "HumanEval/0", "reply": "pass"}\n{bad json\n')
     result = ssd(tmp_path, monkeypatch, *args)
     output = " ".join(result.output.split())  # rich wraps long lines
     assert result.exit_code != 0, output
     assert isinstance(result.exception, SystemExit), result.exception  # handled, not a crash
     assert "Traceback" not in output
-    assert output.startswith("error:") and message in output, output
+    assert output.count("error:") == 1 and message in output.split("error:")[1], output  # after warnings, if any
     assert written(tmp_path) == []
 
 

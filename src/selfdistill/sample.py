@@ -49,7 +49,7 @@ from .manifest import (
     sha256_json,
 )
 from .models import resolve_model
-from .prompts import Prompt, collect_prompts
+from .prompts import Prompt, PromptError, collect_prompts
 
 DROP_FLAGS = {"empty", "stub", "prompt_too_long", "shortest"}  # a sample with one of these is not trained on
 console = Console(stderr=True, highlight=False)
@@ -110,15 +110,15 @@ def shard_files(path: str | Path) -> list[Path]:
 def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     """Run (or resume) the sampling stage; returns the output directory. `generator`: an engine that
     is already loaded (`ssd run` shares one between sampling and base evaluation); it must hold cfg.model."""
-    model_path = resolve_model(cfg.model)
-    if generator is not None and generator.model_path != model_path:
-        raise ValueError(f"the generator holds {generator.model_path}, but the config samples from {model_path}")
-    found = collect_prompts(cfg.prompts, cfg.prompt_field, cfg.decontaminate, cfg.prompt_selection)
+    found = collect_prompts(cfg.prompts, cfg.prompt_field, cfg.decontaminate, cfg.prompt_selection)  # before the model: bad prompts fail in seconds
     prompts = found.prompts[: cfg.limit] if cfg.limit is not None else found.prompts
     for e in found.errors:
         console.print(f"[yellow]skipped[/] {e['where']}: {e['reason']}")
     if not prompts:
-        raise ValueError(f"{found.source}: no prompts left ({found.summary()})")
+        raise PromptError(f"{found.source}: no prompts left ({found.summary()})")
+    model_path = resolve_model(cfg.model)
+    if generator is not None and generator.model_path != model_path:
+        raise ValueError(f"the generator holds {generator.model_path}, but the config samples from {model_path}")
 
     if generator is not None:
         tokenizer = generator.tokenizer
