@@ -39,7 +39,6 @@ Output dir:
 from __future__ import annotations
 
 import io
-import json
 import random
 import time
 from dataclasses import replace
@@ -50,12 +49,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import plots
+from . import plots, rows
 from .config import AnalyzeConfig
-from .results import load_summary, results_path
 from .generate import truncate_logits
 from .manifest import RunDir, atomic_write_bytes, atomic_write_json, hash_inputs, load_manifest
 from .models import resolve_model
+from .results import load_summary, results_path
 
 console = Console(stderr=True)
 
@@ -114,18 +113,11 @@ def _eval_records(eval_dir: Path) -> tuple[list[dict], list[Path]]:
     files = [results_path(eval_dir, e["temperature"]) for e in load_summary(eval_dir)["temperatures"].values()]
     records = []
     for path in files:
-        with open(path) as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise AnalyzeError(f"{path}:{line_no}: invalid JSON: {e}") from None
-                for key in ("problem_id", "prompt_text", "reply"):
-                    if key not in row:
-                        raise AnalyzeError(f"{path}:{line_no}: missing field {key!r}")
-                records.append({"id": str(row["problem_id"]), "prompt_text": row["prompt_text"], "reply": row["reply"]})
+        for line_no, row in rows.jsonl(path, raises=AnalyzeError):
+            for key in ("problem_id", "prompt_text", "reply"):
+                if key not in row:
+                    raise AnalyzeError(f"{path}:{line_no}: missing field {key!r}")
+            records.append({"id": str(row["problem_id"]), "prompt_text": row["prompt_text"], "reply": row["reply"]})
     return records, files
 
 

@@ -301,7 +301,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
 
 def _apply(cfg: Any, data: dict, where: str, lines: dict[str, int], prefix: str = "") -> None:
     hints = typing.get_type_hints(type(cfg))
-    names = [f.name for f in dataclasses.fields(cfg)]
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    names = list(fields)
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         loc = f"{where}:{lines[dotted]}" if dotted in lines else where
@@ -318,7 +319,7 @@ def _apply(cfg: Any, data: dict, where: str, lines: dict[str, int], prefix: str 
             _apply(current, value, where, lines, dotted + ".")
         else:
             value = _check_type(value, hints[key], f"{loc}: {dotted}")
-            choices = next(f.metadata["choices"] for f in dataclasses.fields(cfg) if f.name == key)
+            choices = fields[key].metadata["choices"]
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"{loc}: {dotted}: {value!r} is not one of {', '.join(choices)}")
             setattr(cfg, key, value)

@@ -26,8 +26,8 @@ import yaml
 from rich.console import Console
 
 from . import plots
-from .results import load_summary, results_path
 from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_jsonl
+from .results import load_summary, results_path
 
 console = Console(stderr=True, highlight=False)
 

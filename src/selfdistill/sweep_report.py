@@ -23,10 +23,10 @@ from rich.console import Console
 
 from . import metrics
 from .config import ConfigError, RunConfig, load_run_config
-from .results import load_results, load_summary, per_problem_pass_at_k
 from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest
 from .pipeline import StagePlan, sweep_dir, t_train_variants
 from .report import TIME_FORMAT, Heading, Image, Para, Run, Table, _json, _not_run, _pct, render_markdown, section_fig6, section_lengths, section_training
+from .results import load_results, load_summary, per_problem_pass_at_k
 
 console = Console(stderr=True, highlight=False)
 
