@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import RunConfig
-from .results import load_summary
 from .metrics import effective_temperature_fit
+from .results import load_summary
 
 console = Console(stderr=True, highlight=False)
 
@@ -25,7 +25,7 @@ console = Console(stderr=True, highlight=False)
 def grid(cfg: RunConfig, base_dir: Path, recommended_dir: Path | None, ssd_dirs: dict[float, Path]) -> dict:
     """grid.json but its T_eff baseline: the base row, the SSD rows (one per T_train) and their cells, the fit."""
     sweep_cfg = cfg.sweep
-    rows = {"base": _row(base_dir, sweep_cfg.metric)} | {t: _row(ssd_dirs[t], sweep_cfg.metric) for t in sweep_cfg.t_trains}
+    rows = {"base": _row(load_summary(base_dir), sweep_cfg.metric)} | {t: _row(load_summary(ssd_dirs[t]), sweep_cfg.metric) for t in sweep_cfg.t_trains}
     cells = [(t, te, rows[t][te]) for t in sweep_cfg.t_trains for te in sweep_cfg.t_evals]
     fit = effective_temperature_fit([c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells]) if len({a * b for a, b, _ in cells}) >= 3 else None
     return {
@@ -47,14 +47,13 @@ def _recommended(eval_dir: Path | None, metric: str) -> dict | None:
     if eval_dir is None:
         return None
     summary = load_summary(eval_dir)
-    (T, score), = _row(eval_dir, metric).items()
+    (T, score), = _row(summary, metric).items()
     return {"T": T, "top_k": summary["decoding"]["top_k"], "top_p": summary["decoding"]["top_p"], "score": score}
 
 
-def _row(eval_dir: Path, metric: str) -> dict[float, float]:
-    """metric per T_eval, read from the eval's summary: on all problems, or on the dev split
-    where the eval ran the two-phase protocol (only dev is decoded at every temperature)."""
-    summary = load_summary(eval_dir)
+def _row(summary: dict, metric: str) -> dict[float, float]:
+    """metric per T_eval, from an eval's summary: on all problems, or on the dev split where the
+    eval ran the two-phase protocol (only dev is decoded at every temperature)."""
     split = "all" if summary.get("protocol", "grid").startswith("grid") else "dev"
     return {e["temperature"]: e[metric][split]["mean"] for e in summary["temperatures"].values()}
 
