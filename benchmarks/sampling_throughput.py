@@ -4,6 +4,7 @@
     flock /tmp/selfdistill-heavy.lock .venv/bin/python benchmarks/sampling_throughput.py
     ... --backends vllm --max-tokens 128 --out bench.json
     ... --compare --model smollm2-135m-instruct --prompts 256 --max-tokens 512 --out compare.json
+    ... --decode-curve 1,4,16,64,256,512 --max-num-seqs 512 --out curve.json
 
 Backends: generated tokens/s per backend (the generate() call only; model loading is timed apart), the
 vllm/hf ratio (target >= 3), and the share of the machine's matmul peak each achieves:
@@ -18,7 +19,9 @@ the job as `ssd sample` ran it before streaming (closed batches of --closed-batc
 waiting for its longest reply) and as it runs now (Generator.stream, up to max_num_seqs in flight).
 ideal = generated / (prompt tokens / prefill rate + generated / decode rate): the job with every
 sequence slot always busy. The prefix cache is emptied before each timed part, so none reuses
-another's prompts. With --gguf FILE and llama-cpp-python installed, llama.cpp decodes the first
+another's prompts. --decode-curve measures only the decode rate at each of several concurrencies
+(every sequence shares the first prompt, so the prefix cache makes their prefill nearly free; each
+still attends over its whole context): the best max_num_seqs for this machine. With --gguf FILE and llama-cpp-python installed, llama.cpp decodes the first
 --anchor-prompts prompts one at a time (its Python API runs one sequence) as an outside anchor.
 """
 
@@ -160,7 +163,7 @@ def llama_cpp_anchor(gguf: str, requests: list[Request], n_ctx: int) -> dict:
 
 
 def compare_closed_and_stream(args, prompts: list[list[dict]], spec: SamplingSpec, seeds: list[int]) -> dict:
-    with load_generator(args.model, "vllm", max_model_len=args.max_model_len) as generator:
+    with load_generator(args.model, "vllm", max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs) as generator:
         requests = [Request(generator.chat_prompt(m), spec, seed) for m, seed in zip(prompts, seeds)]
         concurrency = args.decode_concurrency or min(len(requests), generator.max_num_seqs)
         print(f"{args.model}: {len(requests)} prompts, max_tokens {spec.max_tokens}, max_num_seqs {generator.max_num_seqs}", flush=True)
@@ -192,6 +195,24 @@ def compare_closed_and_stream(args, prompts: list[list[dict]], spec: SamplingSpe
     return results
 
 
+def decode_curve(args, prompts: list[list[dict]], spec: SamplingSpec, seeds: list[int]) -> dict:
+    with load_generator(args.model, "vllm", max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs) as generator:
+        shared = [Request(generator.chat_prompt(prompts[0]), spec, seeds[0])]
+        levels = [int(c) for c in args.decode_curve.split(",")]
+        if max(levels) > generator.max_num_seqs:
+            raise SystemExit(f"--decode-curve {max(levels)} exceeds the engine's max_num_seqs {generator.max_num_seqs}: raise --max-num-seqs")
+        print(f"{args.model}: decode rate by sequences in flight ({args.decode_tokens} tokens each, max_num_seqs {generator.max_num_seqs})", flush=True)
+        curve = []
+        for c in levels:
+            curve.append(decode_rate(generator, shared, c, args.decode_tokens))
+            print(f"{c:5d} sequences: {curve[-1]['tokens_per_second']:7.1f} tokens/s", flush=True)
+        effective = generator.effective_params(spec)
+    best = max(curve, key=lambda r: r["tokens_per_second"])
+    print(f"best: {best['concurrency']} sequences; {best['tokens_per_second'] / curve[-1]['tokens_per_second']:.2f}x the rate at {curve[-1]['concurrency']}", flush=True)
+    return {"model": args.model, "dtype": effective["dtype"], "max_num_seqs": effective["max_num_seqs"], "decode_tokens": args.decode_tokens,
+            "curve": curve, "best_concurrency": best["concurrency"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
@@ -205,6 +226,8 @@ def main() -> None:
     parser.add_argument("--rate-prompts", type=int, default=64, help="--compare: prompts of the prefill-only batch")
     parser.add_argument("--decode-concurrency", type=int, help="--compare: sequences for the decode rate; default min(prompts, max_num_seqs)")
     parser.add_argument("--decode-tokens", type=int, default=64, help="--compare: tokens each sequence decodes for the decode rate")
+    parser.add_argument("--decode-curve", help="comma-separated concurrencies: measure only the decode rate at each")
+    parser.add_argument("--max-num-seqs", type=int, help="the engine's max_num_seqs (default: vLLM's for the device)")
     parser.add_argument("--gguf", help="--compare: a GGUF of the model, for the llama.cpp anchor (needs llama-cpp-python)")
     parser.add_argument("--anchor-prompts", type=int, default=8)
     parser.add_argument("--out", help="also write the results as JSON here")
@@ -213,7 +236,7 @@ def main() -> None:
     prompts = [build_messages(p.text, p.starter_code, "system") for p in load_prompts(args.prompt_source, limit=args.prompts)]
     spec = SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=args.max_tokens)  # the paper's T_train truncation
     seeds = [sample_seed(0, str(i), 0) for i in range(len(prompts))]
-    results = (compare_closed_and_stream if args.compare else compare_backends)(args, prompts, spec, seeds)
+    results = (decode_curve if args.decode_curve else compare_closed_and_stream if args.compare else compare_backends)(args, prompts, spec, seeds)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
