@@ -304,6 +304,8 @@ def test_two_phase_eval_decodes_the_test_split_at_the_dev_choice_only(tmp_path, 
     assert [(r["problem_id"], r["sample_index"]) for r in by_T["1.00"]] == [(pid, j) for pid in s["dev_ids"] for j in range(2)]
     assert [r["problem_id"] for r in by_T["0.00"]] == s["dev_ids"] + s["test_ids"]  # greedy: one sample, dev first
     sessions = json.loads((out / "manifest.json").read_text())["sessions"]
+    # each reply decoded once: the test phase does not decode the dev grid again
+    assert [x["samples"] for x in sessions] == [3 * len(s["dev_ids"]), len(s["test_ids"])]
     E.evaluate(cfg)  # a finished two-phase eval reloads without generating
     assert json.loads((out / "manifest.json").read_text())["sessions"] == sessions
 

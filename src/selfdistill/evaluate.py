@@ -165,7 +165,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
                 best = metrics.best_on_dev({T: per_problem_pass_at_k(plan[T]["records"].values(), dev_ids, 1) for T in temps}, dev_ids)
                 _plan_test_phase(plan[best], cfg, test)
                 console.print(f"T={best:g} chosen on the {len(dev)} dev problems (pass@1); decoding the {len(test)} test problems with {samples_per_problem(cfg, best, test=True)} samples each")
-            missing = sum(len(block) for T in temps for block, done in plan[T]["blocks"] if not done)
+            missing = sum(len(block) for block in _pending_blocks(plan).values())
             if not missing:
                 continue
             if generator is None:
@@ -199,16 +199,21 @@ def _load_block_plan(out: Path, cfg: EvalConfig, T: float, grid: list[Problem], 
                 raise BenchmarkError(f"{path}:{line_no}: a record this run does not plan (problem {key[0]}, sample {key[1]}): "
                                      "the directory was modified; delete the file to redo this temperature")
             records[key] = r
-    plan = {"T": T, "path": path, "order": order, "records": records, "requests": [], "blocks": []}
+    plan = {"T": T, "path": path, "order": order, "records": records, "blocks": []}
     _add_requests(plan, requests)
     return plan
 
 
 def _add_requests(plan: dict, requests: list) -> None:
     """Blocks start afresh for each phase, so a phase's blocks keep their composition across resumes."""
-    plan["requests"] += requests
-    plan["blocks"] += [(block, all((p.id, j) in plan["records"] for p, j in block)) for block in
-                       (requests[i : i + BLOCK] for i in range(0, len(requests), BLOCK))]
+    plan["blocks"] += [requests[i : i + BLOCK] for i in range(0, len(requests), BLOCK)]
+
+
+def _pending_blocks(plan: dict) -> dict:
+    """{(T, block index): its (problem, sample index)} for every block with a reply not yet recorded.
+    Read from the records each time: a block finished earlier in this process is not pending."""
+    return {(T, b): block for T, p in plan.items() for b, block in enumerate(p["blocks"])
+            if not all((prob.id, j) in p["records"] for prob, j in block)}
 
 
 def _plan_test_phase(plan: dict, cfg: EvalConfig, test: list[Problem]) -> None:
@@ -236,7 +241,7 @@ def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs:
     """Every unfinished block in one stream (on a Ray cluster: streams on several replicas); each
     finished block is graded and saved on a thread."""
     blocks = {(T, b): [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for prob, j in block]
-              for T, p in plan.items() for b, (block, done) in enumerate(p["blocks"]) if not done}
+              for (T, b), block in _pending_blocks(plan).items()}
     units = {key: [Request(prompt_texts[prob.id], specs[T], seed) for T, prob, _, seed in block] for key, block in blocks.items()}
     with GenerationProgress(console, "eval", total) as progress, ThreadPoolExecutor(1, thread_name_prefix="grading") as grader:
         graded = []
