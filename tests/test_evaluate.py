@@ -272,18 +272,21 @@ def test_blocks_are_graded_while_the_engine_decodes_and_a_crash_keeps_them(tmp_p
     assert json.loads((tmp_path / "crashed" / "manifest.json").read_text())["sessions"][-1]["samples"] == 8 + 16 - 4
 
 
-def test_sandbox_errors_are_regraded_on_rerun(tmp_path, uninterrupted):
+def test_sandbox_errors_and_unrun_jobs_are_regraded_on_rerun(tmp_path, uninterrupted):
     import shutil
+
+    from selfdistill.sandbox import NOT_RUN
 
     out = tmp_path / "copy"
     shutil.copytree(uninterrupted, out)
     path = out / "results" / "T1.00.jsonl"
     records = read_jsonl(path)
-    truth = dict(records[0])
+    truth = [dict(r) for r in records[:2]]
     records[0].update(status="sandbox_error", passed=False, detail="the sandbox did not answer")
+    records[1].update(status="timeout", passed=False, detail=NOT_RUN)
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     E.evaluate(EvalConfig(**SWEEP, output_dir=str(out)))  # nothing left to generate: no model is loaded
-    assert read_jsonl(path)[0] == truth
+    assert read_jsonl(path)[:2] == truth
 
 
 def test_a_different_config_never_mixes_into_a_finished_dir(uninterrupted):

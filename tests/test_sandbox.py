@@ -297,6 +297,17 @@ def test_call_tests_collect_outputs(pool):
     assert r.outputs[1][4] != r.outputs[1][4]  # nan
 
 
+def test_a_mismatch_too_large_to_print_is_a_verdict_and_later_jobs_run(pool):
+    """A wrong answer to an expected int past Python's 4300-digit str limit (HumanEval+ has such
+    outputs) used to raise in the grading thread: that thread died and every job it had not reached
+    was reported as timed out, unrun."""
+    wrong = sb.CallTests("def f(n):\n    return 0\n", "f", [[1]], [10 ** 5000])
+    right = sb.CallTests("def f(n):\n    return n\n", "f", [[1]], [1])
+    r = pool.map([wrong] * 3 + [right] * 3)
+    assert [x.status for x in r] == ["failed"] * 3 + ["passed"] * 3, r
+    assert r[0].detail == "test 0: expected <int too large to print>, got 0"
+
+
 def test_call_tests_compare(pool):
     program = "def f(a, b):\n    return (a + b, a * 0.1)\n"
     jobs = [

@@ -60,7 +60,7 @@ from .config import EvalConfig
 from .generate import GenerationProgress, Request
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, read_jsonl, sha256_json
 from .results import BLOCK, per_problem_pass_at_k, print_sweep, results_path, samples_per_problem, summarize, summary_path, t_label
-from .sandbox import Pool
+from .sandbox import NOT_RUN, Pool
 
 console = Console(stderr=True, highlight=False)
 RECORD_FIELDS = ("problem_id", "temperature", "sample_index", "seed", "status", "passed", "detail", "reply", "reply_tokens",
@@ -155,7 +155,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
     dev = [p for p in problems if p.id in set(dev_ids)] if cfg.test_n else problems
     test = [p for p in problems if p not in dev]
     plan = {T: _load_block_plan(out, cfg, T, dev, test) for T in temps}
-    for T in temps:  # replies the sandbox failed to grade (an infrastructure error, not the model's) get another try
+    for T in temps:  # replies the sandbox failed to grade or never ran (no verdict on the model) get another try
         _regrade_sandbox_errors(bench, plan[T], problems, pool)
     owned = generator is None
     specs = {T: SamplingSpec(T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, per_request_seeds=cfg.per_request_seeds) for T in temps}
@@ -227,10 +227,10 @@ def _save(plan: dict) -> None:
 
 def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Pool) -> None:
     by_id = {p.id: p for p in problems}
-    stale = [r for r in plan["records"].values() if r["status"] == "sandbox_error"]
+    stale = [r for r in plan["records"].values() if r["status"] == "sandbox_error" or r["detail"].endswith(NOT_RUN)]
     if not stale:
         return
-    console.print(f"regrading {len(stale)} replies at T={t_label(plan['T'])} that the sandbox failed to grade")
+    console.print(f"regrading {len(stale)} replies at T={t_label(plan['T'])} that the sandbox failed to grade or never ran")
     verdicts = bench.grade_many([by_id[r["problem_id"]] for r in stale], [r["reply"] for r in stale], pool)
     for r, v in zip(stale, verdicts):
         r.update(status=v.status, passed=v.passed, detail=v.detail)

@@ -48,6 +48,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 
+NOT_RUN = "the global deadline passed before this job ran"  # no verdict: a rerun grades it (evaluate)
 STATUSES = ("passed", "failed", "timeout", "memory", "runtime_error", "output_limit", "sandbox_error")
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_child.py")
 GRACE = 10.0  # seconds we wait for the sandbox beyond an execution's own timeout before giving up on it
@@ -270,6 +271,8 @@ class Pool:
                     except _Broken as e:
                         broken.append(e)
                         results[i] = _killed(self, "timeout" if time.monotonic() >= end else "sandbox_error", str(e))
+                    except Exception as e:  # a bug of ours must not kill the thread: its other jobs would never run
+                        results[i] = _killed(self, "sandbox_error", f"grading failed: {type(e).__name__}: {e}")
 
             threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in self._slots]
             for t in threads:
@@ -280,7 +283,8 @@ class Pool:
                 self._stop()
         for i, r in enumerate(results):
             if r is None:
-                results[i] = _killed(self, "timeout", "the global deadline passed before this job ran")
+                results[i] = _killed(self, "timeout", NOT_RUN) if time.monotonic() >= end else \
+                    _killed(self, "sandbox_error", "not run: the sandbox was restarted")
         return results
 
     def _run(self, slot, job, end) -> Result:
@@ -618,7 +622,10 @@ def _close(got, expected, atol) -> bool:
 
 
 def _short(value, limit=200):
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4300-digit limit for str (HumanEval+ expects some)
+        text = f"<{type(value).__name__} too large to print>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
