@@ -285,8 +285,10 @@ def test_sandbox_errors_and_unrun_jobs_are_regraded_on_rerun(tmp_path, uninterru
     records[0].update(status="sandbox_error", passed=False, detail="the sandbox did not answer")
     records[1].update(status="timeout", passed=False, detail=NOT_RUN)
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    E.evaluate(EvalConfig(**SWEEP, output_dir=str(out)))  # nothing left to generate: no model is loaded
-    assert read_jsonl(path)[:2] == truth
+    cfg = EvalConfig(**SWEEP, output_dir=str(out))
+    assert not R.eval_done(cfg)  # so `ssd run` and `ssd sweep` run it again
+    E.evaluate(cfg)  # nothing left to generate: no model is loaded
+    assert read_jsonl(path)[:2] == truth and R.eval_done(cfg)
 
 
 def test_a_different_config_never_mixes_into_a_finished_dir(uninterrupted):

@@ -59,8 +59,8 @@ from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
 from .generate import GenerationProgress, Request
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, read_jsonl, sha256_json
-from .results import BLOCK, per_problem_pass_at_k, print_sweep, results_path, samples_per_problem, summarize, summary_path, t_label
-from .sandbox import NOT_RUN, Pool
+from .results import BLOCK, per_problem_pass_at_k, print_sweep, results_path, samples_per_problem, summarize, summary_path, t_label, without_verdict
+from .sandbox import Pool
 
 console = Console(stderr=True, highlight=False)
 RECORD_FIELDS = ("problem_id", "temperature", "sample_index", "seed", "status", "passed", "detail", "reply", "reply_tokens",
@@ -227,7 +227,7 @@ def _save(plan: dict) -> None:
 
 def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Pool) -> None:
     by_id = {p.id: p for p in problems}
-    stale = [r for r in plan["records"].values() if r["status"] == "sandbox_error" or r["detail"].endswith(NOT_RUN)]
+    stale = [r for r in plan["records"].values() if without_verdict(r)]
     if not stale:
         return
     console.print(f"regrading {len(stale)} replies at T={t_label(plan['T'])} that the sandbox failed to grade or never ran")

@@ -138,6 +138,13 @@ class Stages:
                        eval_top_k=self.cfg.eval.top_k, eval_top_p=self.cfg.eval.top_p, output_dir=str(self.dirs["analysis"]))
 
 
+def done(stage_cfg) -> bool:
+    """Whether the stage of this config has nothing left to do (an eval: also a verdict on every reply)."""
+    from .results import eval_done
+
+    return eval_done(stage_cfg) if isinstance(stage_cfg, EvalConfig) else finished(stage_cfg.output_dir, stage_cfg)
+
+
 def on_shared_engines(stages: list[tuple[str, SampleConfig | EvalConfig, Callable]], step: Callable) -> None:
     """step(name, cfg, fn, generator=...) for each stage of `stages`, grouped by model and engine settings:
     one engine per group, started only if a stage of the group is unfinished, and closed before the
@@ -146,7 +153,7 @@ def on_shared_engines(stages: list[tuple[str, SampleConfig | EvalConfig, Callabl
     for stage in stages:
         groups.setdefault((stage[1].model, EngineSettings.of(stage[1])), []).append(stage)
     for (model, engine), group in groups.items():
-        pending = not all(finished(stage_cfg.output_dir, stage_cfg) for _, stage_cfg, _ in group)
+        pending = not all(done(stage_cfg) for _, stage_cfg, _ in group)
         with (engine.load(model) if pending else nullcontext()) as generator:
             for name, stage_cfg, fn in group:
                 step(name, stage_cfg, fn, generator=generator)
@@ -203,7 +210,7 @@ def run(cfg: RunConfig) -> Path:
     def step(name: str, stage_cfg, fn: Callable, **kwargs) -> None:
         """Time a stage, doing it unless it is finished, then point RUN_DIR/<name> at its directory."""
         started = clock.begin(name)
-        cached = finished(d[name], stage_cfg)
+        cached = done(stage_cfg)
         if not cached:
             fn(stage_cfg, **kwargs)
         clock.end(name, started, cached)
@@ -261,7 +268,7 @@ def sweep(cfg: RunConfig) -> Path:
     manifest = RunDir.open(out, "sweep", cfg)
 
     def step(_name: str, stage_cfg, fn: Callable, **kwargs) -> None:
-        if not finished(stage_cfg.output_dir, stage_cfg):
+        if not done(stage_cfg):
             fn(stage_cfg, **kwargs)
 
     # Base-model work first: every T_train's samples, the reference row and the recommended decoding.
@@ -290,7 +297,7 @@ def _teff_baseline(cfg: RunConfig, result: dict, runs: dict[float, Stages]) -> d
     best = max(result["cells"], key=lambda c: (c["score"], -c["t_eff"]))
     t_eff = round(best["t_eff"], 2)  # eval result files are named at two decimals
     ev = teff_base_eval(cfg, t_eff)
-    if not finished(ev.output_dir, ev):
+    if not done(ev):
         evaluate(ev)
     ssd_dir = runs[best["t_train"]].dirs["eval-ssd"]
     return {"t_train": best["t_train"], "t_eval": best["t_eval"], "t_eff": t_eff, "cell_score": best["score"], "eval_dir": ev.output_dir,

@@ -20,7 +20,8 @@ from rich.table import Table
 from . import benchmarks, metrics
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
-from .manifest import load_manifest, read_jsonl
+from .manifest import finished, load_manifest, read_jsonl
+from .sandbox import NOT_RUN
 
 console = Console(stderr=True, highlight=False)
 BLOCK = 64  # requests graded and written together: the unit of atomic writes and of resume
@@ -49,6 +50,17 @@ def load_summary(eval_dir: str | Path) -> dict:
     if not path.is_file():
         raise BenchmarkError(f"{eval_dir} has no summary.json: the eval has not finished")
     return json.loads(path.read_text())
+
+
+def without_verdict(record: dict) -> bool:
+    """A reply the sandbox failed to grade or never ran: no verdict on the model; the eval grades it again."""
+    return record["status"] == "sandbox_error" or record["detail"].endswith(NOT_RUN)
+
+
+def eval_done(cfg: EvalConfig) -> bool:
+    """A finished eval stage of this config with a verdict on every reply (one without is redone)."""
+    return finished(cfg.output_dir, cfg) and not any(without_verdict(r) for path in results_path(cfg.output_dir, None).parent.glob("*.jsonl")
+                                                       for r in read_jsonl(path))
 
 
 # ---------------------------------------------------------------------------- metrics
