@@ -18,7 +18,7 @@ from selfdistill import evaluate as E
 from selfdistill import results as R
 from selfdistill import metrics
 from selfdistill.config import EvalConfig
-from selfdistill.generate import Generator
+from selfdistill.generate import JOURNAL, Generator
 from selfdistill.manifest import read_jsonl
 from selfdistill.sandbox import STATUSES
 
@@ -232,10 +232,11 @@ def test_records_do_not_depend_on_concurrency(tmp_path, uninterrupted):
 
 class GradedMidStream:
     """A generator whose stream, after the first block's replies, waits until that block's file is on
-    disk (graded while the engine holds the rest), yields two more replies and crashes."""
+    disk (graded while the engine holds the rest), yields two more replies and crashes (path None:
+    neither); it counts the requests it is asked for."""
 
-    def __init__(self, generator, path: Path):
-        self.generator, self.path = generator, path
+    def __init__(self, generator, path: Path | None):
+        self.generator, self.path, self.requested = generator, path, 0
 
     def __getattr__(self, name):
         return getattr(self.generator, name)
@@ -243,13 +244,14 @@ class GradedMidStream:
     stream_units = Generator.stream_units  # the stage's entry, which streams through the stream below
 
     def stream(self, requests, max_in_flight=None):
+        self.requested += len(requests)
         for n, result in enumerate(self.generator.stream(requests, max_in_flight)):
-            if n == 4:
+            if self.path and n == 4:
                 deadline = time.time() + 120
                 while not self.path.is_file() and time.time() < deadline:
                     time.sleep(0.05)
                 assert self.path.is_file(), "the first block was not graded while the stream went on"
-            if n == 6:
+            if self.path and n == 6:
                 raise KeyboardInterrupt("crash mid-stream")
             yield result
 
@@ -261,14 +263,18 @@ def test_blocks_are_graded_while_the_engine_decodes_and_a_crash_keeps_them(tmp_p
     first_block = tmp_path / "crashed" / "results" / "T0.00.jsonl"
     old, E.BLOCK = E.BLOCK, 4
     try:
-        with load_generator(tiny_model, "hf", cfg.max_model_len) as generator, pytest.raises(KeyboardInterrupt):
-            E.evaluate(cfg, generator=GradedMidStream(generator, first_block))
-        assert len(read_jsonl(first_block)) == 4 and not (tmp_path / "crashed" / "results" / "T1.00.jsonl").exists()
-        E.evaluate(cfg)
+        with load_generator(tiny_model, "hf", cfg.max_model_len) as generator:
+            with pytest.raises(KeyboardInterrupt):
+                E.evaluate(cfg, generator=GradedMidStream(generator, first_block))
+            assert len(read_jsonl(first_block)) == 4 and not (tmp_path / "crashed" / "results" / "T1.00.jsonl").exists()
+            assert len((tmp_path / "crashed" / JOURNAL).read_text().splitlines()) == 6  # the 2 replies past the block too
+            resumed = GradedMidStream(generator, None)
+            E.evaluate(cfg, generator=resumed)
     finally:
         E.BLOCK = old
     for name in ("0.00", "1.00"):
         assert read_jsonl(tmp_path / "crashed" / "results" / f"T{name}.jsonl") == read_jsonl(uninterrupted / "results" / f"T{name}.jsonl")
+    assert resumed.requested == 8 + 16 - 6 and not (tmp_path / "crashed" / JOURNAL).exists()
     assert json.loads((tmp_path / "crashed" / "manifest.json").read_text())["sessions"][-1]["samples"] == 8 + 16 - 4
 
 

@@ -11,12 +11,15 @@ import torch
 from selfdistill.chat import chat_prompt, keeps_channels
 from selfdistill.generate import (
     GenerationProgress,
+    Generator,
     HFGenerator,
     Request,
     SamplingSpec,
+    _request_id,
     _SeededSampler,
     hf_logits_processors,
     load_generator,
+    stream_journaled,
     top_k_before_top_p,
     truncate_logits,
 )
@@ -264,6 +267,34 @@ def test_hf_stream_yields_batches_in_request_order(hf):
     assert order[:2] in ([0, 1], [1, 0]) and order[2:4] in ([2, 3], [3, 2]) and sorted(order) == list(range(6))
     with pytest.raises(ValueError, match="max_in_flight"):
         next(hf.stream(requests, max_in_flight=-1))
+
+
+def test_journal_keeps_finished_requests_across_a_kill(hf, tmp_path):
+    """A journal with two finished requests and a line cut short by a kill: the rerun takes those two
+    as they were, decodes only the rest, and gives what one uninterrupted stream gives."""
+    requests = stream_requests(hf)
+    units = {"a": requests[:4], "b": requests[4:]}
+    whole = {key: completions for key, completions, _ in hf.stream_units(units)}
+    journal = tmp_path / "journal.jsonl"
+    first = dict(list(hf.stream(requests[4:6]))).items()  # unit b's first two requests, finished before the kill
+    journal.write_text("".join(json.dumps({"request": _request_id(requests[4 + i]), "completions": [c.__dict__ for c in cs]}) + "\n"
+                               for i, cs in first) + '{"request": "cut sh')
+    asked = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(hf, name)
+
+        stream_units = Generator.stream_units
+
+        def stream(self, requests, max_in_flight=None):
+            asked.extend(map(_request_id, requests))
+            yield from hf.stream(requests, max_in_flight)
+
+    resumed = {key: completions for key, completions, _ in stream_journaled(Counting(), units, journal)}
+    assert resumed == whole and sorted(asked) == sorted(map(_request_id, requests[:4] + requests[6:]))
+    lines = journal.read_text().splitlines()  # the cut line is gone; every request is there once
+    assert len(lines) == len(requests) and sorted(json.loads(line)["request"] for line in lines) == sorted(map(_request_id, requests))
 
 
 def test_effective_params_are_explicit(hf):

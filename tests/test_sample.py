@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from selfdistill.config import SampleConfig
-from selfdistill.generate import Generator
+from selfdistill.generate import JOURNAL, Generator
 from selfdistill.manifest import ManifestMismatch, load_manifest
 from selfdistill.sample import (
     _drop_shortest,
@@ -189,7 +189,7 @@ def test_records_do_not_depend_on_concurrency(tmp_path, hf_generator, short_run,
 
 def test_crash_mid_stream_then_rerun_loses_and_duplicates_nothing(tmp_path, hf_generator, short_run):
     """A crash after 6 of 12 results: the first shard (4 requests) is on disk, whole; the second's 2
-    finished requests are lost with it. The rerun asks only for the 8 requests of the missing shards."""
+    finished requests are in the journal. The rerun asks only for the 6 requests never finished."""
     cfg = config(tmp_path, max_tokens=8)
     crashing = CrashingStream(hf_generator, results=6)
     with pytest.raises(KeyboardInterrupt):
@@ -197,11 +197,11 @@ def test_crash_mid_stream_then_rerun_loses_and_duplicates_nothing(tmp_path, hf_g
     out = Path(cfg.output_dir)
     assert sorted(p.name for p in (out / "shards").iterdir()) == ["shard-00000.jsonl"]  # no torn or temporary file
     assert shard_bytes(out)["shard-00000.jsonl"] == shard_bytes(short_run)["shard-00000.jsonl"]
-    assert not load_manifest(out)["finished_at"]
+    assert not load_manifest(out)["finished_at"] and len((out / JOURNAL).read_text().splitlines()) == 6
     resumed = CrashingStream(hf_generator)
     sample(cfg, generator=resumed)
-    assert crashing.requested == [12] and resumed.requested == [8]
-    assert shard_bytes(out) == shard_bytes(short_run)
+    assert crashing.requested == [12] and resumed.requested == [6]
+    assert shard_bytes(out) == shard_bytes(short_run) and not (out / JOURNAL).exists()
     assert load_samples(out)[0] == load_samples(short_run)[0]
 
 

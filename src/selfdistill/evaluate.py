@@ -57,7 +57,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import benchmarks, metrics
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
-from .generate import GenerationProgress, Request
+from .generate import JOURNAL, GenerationProgress, Request, stream_journaled
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, read_jsonl, sha256_json
 from .results import BLOCK, per_problem_pass_at_k, print_sweep, results_path, samples_per_problem, summarize, summary_path, t_label, without_verdict
 from .sandbox import Pool
@@ -239,13 +239,13 @@ def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Po
 
 def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int) -> None:
     """Every unfinished block in one stream (on a Ray cluster: streams on several replicas); each
-    finished block is graded and saved on a thread."""
+    finished block is graded and saved on a thread, each finished reply journaled until then."""
     blocks = {(T, b): [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for prob, j in block]
               for (T, b), block in _pending_blocks(plan).items()}
     units = {key: [Request(prompt_texts[prob.id], specs[T], seed) for T, prob, _, seed in block] for key, block in blocks.items()}
     with GenerationProgress(console, "eval", total) as progress, ThreadPoolExecutor(1, thread_name_prefix="grading") as grader:
         graded = []
-        for (T, b), completions, where in generator.stream_units(units, cfg.max_num_seqs, progress):
+        for (T, b), completions, where in stream_journaled(generator, units, run.path / JOURNAL, cfg.max_num_seqs, progress):
             graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, [(*r, c) for r, (c,) in zip(blocks[T, b], completions)], progress))
             if where:
                 run.update(placements={**run.manifest.get("placements", {}), f"T{t_label(T)} block {b}": where})
@@ -254,6 +254,7 @@ def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs:
                     future.result()  # a grading error stops the stream now, not after the last reply
         for future in graded:
             future.result()
+    (run.path / JOURNAL).unlink()  # every block is graded and written
     session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
     console.print(f"generated and graded {total} samples in {session['seconds']:.0f} s ({session['tokens_per_second']} tokens/s)")

@@ -8,6 +8,7 @@ and transformers (`hf`, the reference and fallback).
         ...
     for key, completions, where in gen.stream_units({key: [Request(...), ...], ...}):   # as each unit finishes
         ...
+    stream_journaled(gen, units, journal_path)                # the same, resumable request by request
     gen.effective_params(spec)                                # what the backend applies, for manifests
     gen.close()
 
@@ -35,16 +36,19 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from .chat import chat_prompt, keeps_channels, stop_token_ids
 from .config import BACKENDS
+from .manifest import sha256_json
 
 
 Progress = Callable[[int, int], None]  # (completions finished, tokens generated) since the last call
@@ -293,6 +297,63 @@ class Generator:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ---------------------------------------------------------------------------- the journal
+
+JOURNAL = "journal.jsonl"  # in a stage's directory while it generates
+
+
+def stream_journaled(generator: Generator, units: dict[Hashable, list[Request]], journal: Path, max_in_flight: int | None = None,
+                     progress: Progress | None = None) -> Iterator[tuple[Hashable, list[list[Completion]], dict | None]]:
+    """generator.stream_units, with every request appended to `journal` as it finishes (one JSON line,
+    flushed: it survives a kill of the process), so a kill loses only the requests in flight, not the
+    finished ones of an unfinished unit. A rerun takes each request found there (same prompt, spec and
+    seed) instead of decoding it again. The stage writes each unit to its own file as before and
+    deletes the journal once every unit is written. `where`: the replica that finished the unit."""
+    found = _read_journal(journal)
+    flat = {(key, i): r for key, unit in units.items() for i, r in enumerate(unit)}
+    pending: dict[Hashable, dict[int, list[Completion]]] = {key: {} for key in units}
+    for (key, i), r in flat.items():
+        if _request_id(r) in found:
+            pending[key][i] = found[_request_id(r)]
+    if progress and found:
+        progress(sum(len(done) for done in pending.values()), 0)  # done, but not decoded in this session
+
+    def finished(key: Hashable) -> bool:
+        return len(pending[key]) == len(units[key])
+
+    for key in [key for key in units if finished(key)]:
+        yield key, [c for _, c in sorted(pending.pop(key).items())], None
+    todo = {(key, i): [r] for (key, i), r in flat.items() if key in pending and i not in pending[key]}
+    with journal.open("a") as f:
+        for (key, i), (completions,), where in generator.stream_units(todo, max_in_flight, progress):
+            f.write(json.dumps({"request": _request_id(flat[key, i]), "completions": [asdict(c) for c in completions]}) + "\n")
+            f.flush()
+            pending[key][i] = completions
+            if finished(key):
+                yield key, [c for _, c in sorted(pending.pop(key).items())], where
+
+
+def _request_id(r: Request) -> str:
+    return sha256_json([r.prompt, asdict(r.spec), r.seed])
+
+
+def _read_journal(journal: Path) -> dict[str, list[Completion]]:
+    """{request id: completions} of a journal; a line cut short by a kill is dropped, and cut off the
+    file so that the next line appended starts on a line of its own."""
+    if not journal.is_file():
+        return {}
+    data = journal.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) < len(data):
+        with journal.open("r+b") as f:
+            f.truncate(len(complete))
+    found = {}
+    for line in complete.decode().splitlines():
+        entry = json.loads(line)
+        found[entry["request"]] = [Completion(**c) for c in entry["completions"]]
+    return found
 
 
 def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096, tensor_parallel_size: int = 1, seed: int = 0,

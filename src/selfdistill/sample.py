@@ -37,7 +37,7 @@ from rich.table import Table
 from .chat import build_messages, chat_prompt
 from .config import SampleConfig
 from .engine import EngineSettings
-from .generate import GenerationProgress, Generator, Request, SamplingSpec
+from .generate import JOURNAL, GenerationProgress, Generator, Request, SamplingSpec, stream_journaled
 from .manifest import (
     RunDir,
     atomic_write_json,
@@ -189,17 +189,19 @@ def _check_shard(path: Path, prompts: list[Prompt], n: int) -> None:
 def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt]], todo: list[int], messages: dict, prompt_texts: dict,
                      spec: SamplingSpec, cfg: SampleConfig) -> None:
     """Every missing shard's requests in one stream, so the engine stays full across shards; a shard
-    is written as soon as its last request finishes (a kill loses only the requests in flight). On a
+    is written as soon as its last request finishes, and every request to the journal as it finishes (a
+    kill loses only the requests in flight). On a
     Ray cluster the shards stream on several replicas, and the manifest records which made each."""
     samples = {k: [(p, j) for p in shards[k] for j in range(cfg.n)] for k in todo}
     units = {k: [Request(prompt_texts[p.id], spec, sample_seed(cfg.seed, p.id, j)) for p, j in samples[k]] for k in todo}
     with GenerationProgress(console, "sampling", sum(map(len, units.values()))) as progress:
-        for k, completions, where in generator.stream_units(units, cfg.max_num_seqs, progress):
+        for k, completions, where in stream_journaled(generator, units, run.path / JOURNAL, cfg.max_num_seqs, progress):
             records = [_record(p, messages[p.id], prompt_texts[p.id], j, r.seed, c) for (p, j), r, (c,) in zip(samples[k], units[k], completions)]
             atomic_write_jsonl(_shard_path(run.path, k), records)
             if where:
                 run.update(placements={**run.manifest.get("placements", {}), _shard_path(run.path, k).name: where})
             progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
+    (run.path / JOURNAL).unlink()
     session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
     console.print(f"generated {session['generated_tokens']} tokens in {session['seconds']} s: {session['tokens_per_second']} tokens/s")
