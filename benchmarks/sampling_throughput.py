@@ -19,10 +19,12 @@ the job as `ssd sample` ran it before streaming (closed batches of --closed-batc
 waiting for its longest reply) and as it runs now (Generator.stream, up to max_num_seqs in flight).
 ideal = generated / (prompt tokens / prefill rate + generated / decode rate): the job with every
 sequence slot always busy. The prefix cache is emptied before each timed part, so none reuses
-another's prompts. --decode-curve measures only the decode rate at each of several concurrencies
-(every sequence shares the first prompt, so the prefix cache makes their prefill nearly free; each
-still attends over its whole context): the best max_num_seqs for this machine. With --gguf FILE and llama-cpp-python installed, llama.cpp decodes the first
+another's prompts. With --gguf FILE and llama-cpp-python installed, llama.cpp decodes the first
 --anchor-prompts prompts one at a time (its Python API runs one sequence) as an outside anchor.
+
+--decode-curve measures only the decode rate at each of several concurrencies (every sequence
+shares the first prompt, so the prefix cache makes their prefill nearly free; each still attends
+over its whole context): the best max_num_seqs for this machine.
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ def main() -> None:
     parser.add_argument("--closed-batch", type=int, default=32, help="--compare: prompts per closed batch (`ssd sample`'s old shard size)")
     parser.add_argument("--rate-prompts", type=int, default=64, help="--compare: prompts of the prefill-only batch")
     parser.add_argument("--decode-concurrency", type=int, help="--compare: sequences for the decode rate; default min(prompts, max_num_seqs)")
-    parser.add_argument("--decode-tokens", type=int, default=64, help="--compare: tokens each sequence decodes for the decode rate")
+    parser.add_argument("--decode-tokens", type=int, default=64, help="--compare, --decode-curve: tokens each sequence decodes for the decode rate")
     parser.add_argument("--decode-curve", help="comma-separated concurrencies: measure only the decode rate at each")
     parser.add_argument("--max-num-seqs", type=int, help="the engine's max_num_seqs (default: vLLM's for the device)")
     parser.add_argument("--gguf", help="--compare: a GGUF of the model, for the llama.cpp anchor (needs llama-cpp-python)")

@@ -156,7 +156,7 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
     test = [p for p in problems if p not in dev]
     plan = {T: _load_block_plan(out, cfg, T, dev, test) for T in temps}
     for T in temps:  # replies the sandbox failed to grade or never ran (no verdict on the model) get another try
-        _regrade_sandbox_errors(bench, plan[T], problems, pool)
+        _regrade_without_verdict(bench, plan[T], problems, pool)
     owned = generator is None
     specs = {T: SamplingSpec(T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, per_request_seeds=cfg.per_request_seeds) for T in temps}
     try:
@@ -225,7 +225,7 @@ def _save(plan: dict) -> None:
     atomic_write_jsonl(plan["path"], [records[(p.id, j)] for p, j in plan["order"] if (p.id, j) in records])
 
 
-def _regrade_sandbox_errors(bench, plan: dict, problems: list[Problem], pool: Pool) -> None:
+def _regrade_without_verdict(bench, plan: dict, problems: list[Problem], pool: Pool) -> None:
     by_id = {p.id: p for p in problems}
     stale = [r for r in plan["records"].values() if without_verdict(r)]
     if not stale:

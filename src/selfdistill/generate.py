@@ -315,8 +315,8 @@ def stream_journaled(generator: Generator, units: dict[Hashable, list[Request]],
     flat = {(key, i): r for key, unit in units.items() for i, r in enumerate(unit)}
     pending: dict[Hashable, dict[int, list[Completion]]] = {key: {} for key in units}
     for (key, i), r in flat.items():
-        if _request_id(r) in found:
-            pending[key][i] = found[_request_id(r)]
+        if (request_id := _request_id(r)) in found:
+            pending[key][i] = found[request_id]
     if progress and found:
         progress(sum(len(done) for done in pending.values()), 0)  # done, but not decoded in this session
 

@@ -189,9 +189,9 @@ def _check_shard(path: Path, prompts: list[Prompt], n: int) -> None:
 def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt]], todo: list[int], messages: dict, prompt_texts: dict,
                      spec: SamplingSpec, cfg: SampleConfig) -> None:
     """Every missing shard's requests in one stream, so the engine stays full across shards; a shard
-    is written as soon as its last request finishes, and every request to the journal as it finishes (a
-    kill loses only the requests in flight). On a
-    Ray cluster the shards stream on several replicas, and the manifest records which made each."""
+    is written as soon as its last request finishes, and every request to the journal as it finishes
+    (a kill loses only the requests in flight). On a Ray cluster the shards stream on several
+    replicas, and the manifest records which made each."""
     samples = {k: [(p, j) for p in shards[k] for j in range(cfg.n)] for k in todo}
     units = {k: [Request(prompt_texts[p.id], spec, sample_seed(cfg.seed, p.id, j)) for p, j in samples[k]] for k in todo}
     with GenerationProgress(console, "sampling", sum(map(len, units.values()))) as progress:
