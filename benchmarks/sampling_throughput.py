@@ -18,7 +18,8 @@ rate (every sequence in flight, timed between the last prefill and the first fin
 the job as `ssd sample` ran it before streaming (closed batches of --closed-batch prompts, each
 waiting for its longest reply) and as it runs now (Generator.stream, up to max_num_seqs in flight).
 ideal = generated / (prompt tokens / prefill rate + generated / decode rate): the job with every
-sequence slot always busy. The prefix cache is emptied before each timed part, so none reuses
+sequence slot always busy and prefill and decode taking turns. vLLM also runs new prefills inside
+decode steps, a little cheaper than in turn, so a stream can pass it (1.02-1.13 of it here). The prefix cache is emptied before each timed part, so none reuses
 another's prompts. With --gguf FILE and llama-cpp-python installed, llama.cpp decodes the first
 --anchor-prompts prompts one at a time (its Python API runs one sequence) as an outside anchor.
 
