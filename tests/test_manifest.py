@@ -39,6 +39,25 @@ def test_refuses_foreign_nonempty_directory(tmp_path):
         RunDir.open(tmp_path / "s", "sample", SampleConfig())
 
 
+def test_a_stage_directory_has_one_writer_at_a_time(tmp_path):
+    """A second process opening a directory another is writing is refused, and may open it once that
+    process is gone, however it ended; the writer itself may open it again."""
+    stage = tmp_path / "s"
+    code = ("import sys, selfdistill.manifest as m, selfdistill.config as c\n"
+            f"m.RunDir.open({str(stage)!r}, 'sample', c.SampleConfig())\n"
+            "print('open', flush=True); sys.stdin.read()\n")
+    writer = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "open\n"
+    with pytest.raises(ManifestMismatch, match="being written by another process"):
+        RunDir.open(stage, "sample", SampleConfig())
+    writer.kill()
+    writer.wait()
+    RunDir.open(stage, "sample", SampleConfig())
+    run = RunDir.open(stage, "sample", SampleConfig())
+    run.finish()  # and lets the directory go
+    assert subprocess.run([sys.executable, "-c", code], input="", capture_output=True, text=True).stdout == "open\n"
+
+
 def test_hash_inputs_covers_directories(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "a.txt").write_text("1")

@@ -7,6 +7,7 @@ otherwise it refuses, naming what differs, so outputs of two configs never mix.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -165,6 +166,7 @@ class RunDir:
         """index=True: the directory only indexes stage subdirectories that carry their own hashes
         (`ssd run`), so a new config takes over its manifest instead of being refused."""
         path = Path(path)
+        _lock(path)
         fingerprint = {"stage": stage, "config": fingerprint_dict(config), "inputs": inputs or {}}
         existing = path / MANIFEST
         if index and existing.is_file() and json.loads(existing.read_text()).get("fingerprint") != fingerprint:
@@ -210,6 +212,28 @@ class RunDir:
     def finish(self, **items: Any) -> None:
         self.manifest.update(items, finished_at=_now())
         self.save()
+        if (fd := _LOCKED.pop(self.path.resolve(), None)) is not None:
+            os.close(fd)
+
+
+_LOCKED: dict[Path, int] = {}  # stage directories this process writes: their open, locked descriptors
+
+
+def _lock(path: Path) -> None:
+    """Take the directory for this process (an flock on the directory itself, held until the stage
+    finishes or the process ends, however it ends): two processes resuming one stage would decode the
+    same requests and race on its journal and files. A process may open its own directory again."""
+    path.mkdir(parents=True, exist_ok=True)
+    key = path.resolve()
+    if key in _LOCKED:
+        return
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ManifestMismatch(f"{path} is being written by another process: let it finish or stop it, then rerun (the rerun resumes)") from None
+    _LOCKED[key] = fd
 
 
 def load_manifest(path: str | Path) -> dict:
