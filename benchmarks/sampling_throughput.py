@@ -19,9 +19,10 @@ the job as `ssd sample` ran it before streaming (closed batches of --closed-batc
 waiting for its longest reply) and as it runs now (Generator.stream, up to max_num_seqs in flight).
 ideal = generated / (prompt tokens / prefill rate + generated / decode rate): the job with every
 sequence slot always busy and prefill and decode taking turns. vLLM also runs new prefills inside
-decode steps, a little cheaper than in turn, so a stream can pass it (1.02-1.13 of it here). The prefix cache is emptied before each timed part, so none reuses
-another's prompts. With --gguf FILE and llama-cpp-python installed, llama.cpp decodes the first
---anchor-prompts prompts one at a time (its Python API runs one sequence) as an outside anchor.
+decode steps, a little cheaper than in turn, so a stream can pass it (1.02-1.13 of it here). The
+prefix cache is emptied before each timed part, so none reuses another's prompts. With --gguf FILE
+and llama-cpp-python installed, llama.cpp decodes the first --anchor-prompts prompts one at a time
+(its Python API runs one sequence) as an outside anchor.
 
 --decode-curve measures only the decode rate at each of several concurrencies (every sequence
 shares the first prompt, so the prefix cache makes their prefill nearly free; each still attends
