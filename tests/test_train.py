@@ -31,10 +31,12 @@ from selfdistill.train import (
     build_examples,
     build_trainer,
     end_of_turn_ids,
+    export_dtype,
     length_plan,
     optimizer_steps,
     prepare,
     train,
+    update_fidelity,
     warmup_steps,
 )
 
@@ -224,6 +226,24 @@ def test_a_finished_directory_is_returned_for_its_own_config_only(tmp_path):
         train(replace(cfg, samples="other-samples"))
 
 
+def test_export_keeps_the_update_or_writes_float32():
+    """Rounding fp32 master weights to bf16 returns a weight moved by less than half a bf16 step to the
+    base value: such an update is lost (cosine 0), and auto exports float32; a large update survives."""
+    g = torch.Generator().manual_seed(0)
+    base = {"w": (1 + torch.rand(64, 64, generator=g)).to(torch.bfloat16)}  # magnitudes in [1, 2): bf16 step 2^-7
+    for step, kept in ((1e-4, False), (0.05, True)):
+        trained = {"w": base["w"].float() + step * torch.randn(64, 64, generator=g)}
+        fidelity = update_fidelity(trained, base.items(), torch.bfloat16)
+        exported = trained["w"].to(torch.bfloat16).double() - base["w"].double()
+        update = trained["w"].double() - base["w"].double()
+        assert fidelity["cosine"] == pytest.approx(float((update * exported).sum() / (update.norm() * exported.norm())) if exported.any() else 0.0)
+        assert (fidelity["cosine"] > 0.99) == kept and (fidelity["cosine"] < 0.1) == (not kept)
+        assert export_dtype("auto", torch.bfloat16, fidelity) == (torch.bfloat16 if kept else torch.float32)
+        assert export_dtype("base", torch.bfloat16, fidelity) == torch.bfloat16 and export_dtype("float32", torch.bfloat16, fidelity) == torch.float32
+    with pytest.raises(TrainError, match="matches the base model"):
+        update_fidelity({"other": base["w"]}, base.items(), torch.bfloat16)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, samples) -> Path:
     out = tmp_path_factory.mktemp("train") / "out"
@@ -257,6 +277,7 @@ def test_output_is_a_plain_model_directory_with_manifest_and_loss_curve(trained,
     assert AutoTokenizer.from_pretrained(model_dir).chat_template == load_manifest(samples)["chat_template"]
     assert json.loads((model_dir / "config.json").read_text())["dtype"] == "bfloat16"  # the base model's dtype
     manifest = load_manifest(trained)
+    assert manifest["export"]["dtype"] == "bfloat16" and manifest["export"]["update"]["cosine"] > 0.8  # lr 3e-3: the update survives bf16
     assert manifest["finished_at"] and manifest["model_dir"] == str(model_dir)
     assert set(manifest["inputs"]) == {"samples_fingerprint", "samples_data", "chat_template_sha256", "model"}
     assert manifest["lengths"]["dropped_too_long"] == 0 and manifest["plan"]["optimizer_steps"] == 60
@@ -264,6 +285,27 @@ def test_output_is_a_plain_model_directory_with_manifest_and_loss_curve(trained,
     assert len(curve) == 60 and curve[-1] < curve[0] / 5
     assert (trained / "loss.png").stat().st_size > 1000
     assert train(TrainConfig(**manifest["config"])) == model_dir  # rerun: already trained, nothing redone
+
+
+@pytest.mark.integration
+def test_an_update_lost_in_bf16_is_exported_and_served_in_float32(tmp_path, samples):
+    """lr 1e-6 for 2 steps moves the tiny model's weights by far less than a bf16 step: the export is
+    float32, and the engines serve it in float32 (vLLM would downcast an fp32 checkpoint by default)."""
+    from selfdistill.generate import HFGenerator
+
+    out = tmp_path / "small-lr"
+    with pytest.raises(TrainError, match="multiple of save_steps 2"):
+        train(tiny_cfg(samples, out, snapshot_steps=[3]))
+    model_dir = train(tiny_cfg(samples, out, learning_rate=1e-6, min_learning_rate=1e-7, max_steps=2, snapshot_steps=[2]))
+    snapshot = out / "snapshots" / "step-2"  # the fp32 weights of step 2, without optimizer state
+    assert not [p for p in snapshot.iterdir() if p.name.startswith(("optimizer", "scheduler", "rng_state"))]
+    final, kept = AutoModelForCausalLM.from_pretrained(model_dir).state_dict(), AutoModelForCausalLM.from_pretrained(snapshot).state_dict()
+    assert all(torch.equal(t, kept[n]) for n, t in final.items())
+    export = load_manifest(out)["export"]
+    assert export["dtype"] == "float32" and export["update"]["dtype"] == "bfloat16" and export["update"]["cosine"] < 0.8
+    assert json.loads((model_dir / "config.json").read_text())["dtype"] == "float32"
+    generator = HFGenerator(str(model_dir), max_model_len=256, seed=0)
+    assert generator.dtype == torch.float32 and next(generator.model.parameters()).dtype == torch.float32
 
 
 @pytest.mark.integration

@@ -109,11 +109,17 @@ class TrainConfig:
     bf16: bool = option(True, "train in bf16 where the hardware computes it natively (else fp32)")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: long sequences fit at ~30% more compute")
     seed: int = option(0, "data order and initialisation seed")
+    export_dtype: str = option("auto", choices=("auto", "base", "float32"), help=
+        "dtype of the exported full fine-tune: 'base' (the base model's), 'float32', or 'auto': the base model's unless "
+        "rounding the fp32 master weights to it keeps the update at a cosine below 0.8 (manifest: export.update)")
     attn_implementation: str | None = volatile(None, "attention kernel; None = chosen per architecture (train.model_load_kwargs)")
     num_processes: int = volatile(0, "processes `ssd run` and `ssd sweep` launch to train (`ssd train` runs in whatever launched it); 0 = one per visible GPU, 1 on a CPU")
     accelerate_config: str = volatile("ddp", "how `ssd run` and `ssd sweep` launch training: ddp, fsdp, zero3 (selfdistill/accelerate/NAME.yaml) or an accelerate config file")
     logging_steps: int = volatile(1, "log the loss every this many optimizer steps")
     save_steps: int = volatile(10, "checkpoint every this many optimizer steps (the unit of resume)")
+    snapshot_steps: list[int] = option(factory=list, volatile=True, help=
+        "optimizer steps whose weights are kept in snapshots/step-N (checkpoints rotate away), e.g. for the "
+        "distillation fit while a long run trains; each a multiple of save_steps")
     output_dir: str = volatile("runs/train", "where the model, loss curve and checkpoints go")
 
 

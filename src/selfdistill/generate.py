@@ -431,9 +431,9 @@ class VLLMGenerator(Generator):
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        from .models import native_bf16
+        from .models import native_bf16, saved_in_float32
 
-        kwargs = {}
+        kwargs = {"dtype": "float32"} if saved_in_float32(model_path) else {}
         if current_platform.is_cpu():
             # Why each setting: README, "Running on a CPU".
             # - without AVX512-BF16/AMX bf16 matmuls are emulated: fp32 instead (weights upcast exactly);
@@ -553,12 +553,12 @@ class HFGenerator(Generator):
         self.max_num_seqs = max_num_seqs or 16  # rows per generate() call
         from transformers import AutoModelForCausalLM
 
-        from .models import native_bf16
+        from .models import native_bf16, saved_in_float32
 
         # bf16 where it is native; elsewhere float32, since emulated bf16 matmuls run ~100x slower
-        # (about 1 GFLOP/s on the AVX2 development machine). Weights upcast exactly.
+        # (about 1 GFLOP/s on the AVX2 development machine). Weights upcast exactly. An fp32 checkpoint stays fp32.
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.dtype = torch.bfloat16 if native_bf16() else torch.float32
+        self.dtype = torch.bfloat16 if native_bf16() and not saved_in_float32(model_path) else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_token_ids[0]
         torch.manual_seed(seed)

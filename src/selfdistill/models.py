@@ -102,6 +102,15 @@ def native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def saved_in_float32(model_path: str) -> bool:
+    """Whether a model's checkpoint is float32: engines serve it so, since an fp32 export (train.export_dtype)
+    holds an update that rounding to bf16 would lose, and vLLM downcasts fp32 checkpoints by default."""
+    from transformers import AutoConfig
+
+    dtype = getattr(AutoConfig.from_pretrained(model_path), "dtype", None)
+    return str(dtype).removeprefix("torch.") == "float32"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SELFDISTILL_CACHE", Path.home() / ".cache" / "selfdistill"))
 

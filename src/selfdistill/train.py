@@ -32,6 +32,7 @@ Output directory (`output_dir`):
                       samples' chat template, a generation_config.json holding only token ids
   adapter/            LoRA runs: the adapter alone (PEFT format), small enough to share
   loss.csv, loss.png  the loss curve (step, loss, learning rate, grad norm, tokens, ...)
+  snapshots/step-N/   weights of the steps in snapshot_steps, kept after their checkpoints rotate away
   checkpoints/        checkpoint-N/ (Trainer's; sharded under FSDP), each marked complete by
                       `selfdistill-complete.json` once every process has written it, with the batch
                       plan; rerunning the same command resumes from the newest complete one, even after
@@ -326,6 +327,33 @@ class MarkComplete(TrainerCallback):
             atomic_write_json(Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE, marker)
 
 
+class KeepSnapshots(TrainerCallback):
+    """Copies the weights of chosen steps' checkpoints to snapshots/step-N before the rotation deletes
+    them: a long run can be checked (`ssd analyze`'s fit) while it trains. Weights and config only, no
+    optimizer state; FSDP's sharded checkpoints are copied as they are."""
+
+    SKIP = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args", COMPLETE)
+
+    def __init__(self, out: Path, steps: list[int]):
+        self.out, self.steps = out, set(steps)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or state.global_step not in self.steps:
+            return
+        source = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        final = self.out / "snapshots" / f"step-{state.global_step}"
+        tmp = final.with_name(f".{final.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp, ignore=lambda _, names: [n for n in names if n.startswith(self.SKIP)])
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+
+
+def check_snapshot_steps(cfg: TrainConfig) -> None:
+    if any(step % cfg.save_steps for step in cfg.snapshot_steps):
+        raise TrainError(f"snapshot_steps {cfg.snapshot_steps}: each must be a multiple of save_steps {cfg.save_steps} (a snapshot is a checkpoint kept)")
+
+
 def batch_plan(cfg: TrainConfig, processes: int) -> dict:
     return {"processes": processes, "per_device_batch_size": cfg.per_device_batch_size, "gradient_accumulation_steps": accumulation_steps(cfg, processes)}
 
@@ -509,7 +537,7 @@ def plain_generation_config(model_path: str, tokenizer):
     return GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad if pad is not None else tokenizer.pad_token_id)
 
 
-def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> Path:
+def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> tuple[Path, dict]:
     """Write model/: the trained weights in the base model's dtype (a LoRA adapter merged into them),
     the samples' chat template, a generation config with token ids only; atomically, by rename.
 
@@ -523,11 +551,13 @@ def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> Path:
     from transformers import AutoConfig
 
     accelerator, final = trainer.accelerator, out / "model"
+    export: dict = {}
     # FSDP: the full state whatever fsdp_state_dict_type says (that governs the checkpoints), on the main process's CPU
     state = accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
     if not accelerator.is_main_process:
-        return final
+        return final, export
     base_dtype = getattr(AutoConfig.from_pretrained(prep.model_path), "dtype", None) or torch.float32
+    export["dtype"] = str(base_dtype).removeprefix("torch.")
     model = accelerator.unwrap_model(trainer.model)
     prep.tokenizer.chat_template = prep.template
     tmp, adapter = out / ".model.tmp", out / ".adapter.tmp"
@@ -539,10 +569,12 @@ def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> Path:
         load = {**load_kwargs(prep.model_path, cfg), "attn_implementation": "eager"}  # weights only: no forward pass here
         model, state = merge_lora(prep.model_path, adapter, load), None
     else:
-        state = cast_state_dict(state, base_dtype)
+        export["update"] = update_fidelity(state, base_tensors(prep.model_path), base_dtype)
+        export["dtype"] = str(export_dtype(cfg.export_dtype, base_dtype, export["update"])).removeprefix("torch.")
+        state = cast_state_dict(state, getattr(torch, export["dtype"]))
     model.generation_config = plain_generation_config(prep.model_path, prep.tokenizer)
     model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-    model.config.dtype = base_dtype  # save_pretrained recorded the dtype of the fp32 master weights
+    model.config.dtype = getattr(torch, export["dtype"])  # save_pretrained recorded the dtype of the fp32 master weights
     model.config.save_pretrained(tmp)
     prep.tokenizer.save_pretrained(tmp)
     shutil.rmtree(final, ignore_errors=True)
@@ -550,7 +582,63 @@ def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> Path:
     if cfg.use_lora:
         shutil.rmtree(out / "adapter", ignore_errors=True)
         os.replace(adapter, out / "adapter")
-    return final
+    return final, export
+
+
+UPDATE_KEPT_MIN = 0.8  # export_dtype auto: below this cosine the rounded update is not the trained one
+
+
+def base_tensors(model_path: str):
+    """(name, tensor) of the base model's checkpoint, one tensor at a time: a local model directory's
+    safetensors, or a hub model's from the local hub cache (training loaded it from there)."""
+    from safetensors import safe_open
+
+    root = Path(model_path)
+    if not root.is_dir():
+        from huggingface_hub import snapshot_download
+
+        root = Path(snapshot_download(model_path, allow_patterns=["*.safetensors"]))
+    for file in sorted(root.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+def update_fidelity(trained: dict, base, dtype: torch.dtype) -> dict:
+    """How much of the training update survives rounding the fp32 master weights to `dtype`.
+
+    The update is trained - base; the exported update is round(trained) - base. A small learning rate
+    moves a weight by less than half of bf16's step at its magnitude (2^-9 relative), so rounding can
+    put it back exactly where it started: the model evaluated would not be the model trained. Returns
+    the cosine between the two updates, the norm of the exported one relative to the trained one,
+    and the share of moved weights whose exported value still differs from the base."""
+    dot = trained_sq = exported_sq = 0.0
+    moved = kept = tensors = 0
+    for name, base_tensor in base:
+        if name not in trained or not base_tensor.is_floating_point():
+            continue
+        b = base_tensor.double()
+        w = trained[name].to("cpu")
+        update, exported = w.double() - b, w.to(dtype).double() - b
+        dot += float((update * exported).sum())
+        trained_sq += float((update * update).sum())
+        exported_sq += float((exported * exported).sum())
+        moved += int((update != 0).sum())
+        kept += int((exported != 0).sum())
+        tensors += 1
+    if not tensors:
+        raise TrainError("no tensor of the trained model matches the base model's checkpoint by name: cannot measure the exported update")
+    if trained_sq == 0:
+        return {"dtype": str(dtype).removeprefix("torch."), "cosine": 1.0, "norm_ratio": 1.0, "moved_weights_kept": 1.0, "tensors": tensors}
+    return {"dtype": str(dtype).removeprefix("torch."), "cosine": dot / math.sqrt(trained_sq * exported_sq) if exported_sq else 0.0,
+            "norm_ratio": math.sqrt(exported_sq / trained_sq), "moved_weights_kept": kept / moved, "tensors": tensors}  # fmt: skip
+
+
+def export_dtype(choice: str, base_dtype: torch.dtype, fidelity: dict) -> torch.dtype:
+    """The dtype model/ is written in: the base model's, unless (auto) rounding to it loses the update."""
+    if choice == "float32" or (choice == "auto" and fidelity["cosine"] < UPDATE_KEPT_MIN):
+        return torch.float32
+    return base_dtype
 
 
 def cast_state_dict(state: dict, dtype: torch.dtype) -> dict:
@@ -642,6 +730,7 @@ def train(cfg: TrainConfig) -> Path:
         console.print(f"{out} is already trained (model at {trained_model_dir(out)}); delete it to train again")
         return trained_model_dir(out)
 
+    check_snapshot_steps(cfg)
     prep = prepare(cfg)
     samples_dir = Path(cfg.samples)
     inputs = {
@@ -660,7 +749,7 @@ def train(cfg: TrainConfig) -> Path:
     resume = last_complete_checkpoint(out / "checkpoints")
     if resume:
         check_resume_plan(resume, launched)
-    trainer, plan = build_trainer(cfg, prep, out, callbacks=[RichProgress(), LossCurve(out), MarkComplete(launched)])
+    trainer, plan = build_trainer(cfg, prep, out, callbacks=[RichProgress(), LossCurve(out), KeepSnapshots(out, cfg.snapshot_steps), MarkComplete(launched)])
     if resume:  # TRL restarts its token counter at 0 on resume; continue it so num_tokens stays cumulative
         history = json.loads((resume / "trainer_state.json").read_text())["log_history"]
         trainer._total_train_tokens = int(tokens_logged(history))
@@ -675,7 +764,7 @@ def train(cfg: TrainConfig) -> Path:
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
-    model_dir = export_model(trainer, cfg, prep, out)
+    model_dir, export = export_model(trainer, cfg, prep, out)
 
     if state.is_main_process:
         rows = write_loss_csv(out / "loss.csv", trainer.state.log_history)
@@ -688,6 +777,11 @@ def train(cfg: TrainConfig) -> Path:
             steps=trainer.state.global_step,
             train_seconds_this_session=round(seconds, 1),
             tokens_trained=tokens,
+            export=export,
         )
+        if "update" in export:
+            u = export["update"]
+            console.print(f"export: {export['dtype']} (rounding to {u['dtype']} keeps the update at cosine {u['cosine']:.3f}, "
+                          f"norm {u['norm_ratio']:.2f}, {u['moved_weights_kept']:.0%} of moved weights)")
         console.print(f"[bold green]trained[/] {model_dir}  final loss {rows[-1]['loss'] if rows else float('nan'):.4f}  ({seconds:.0f} s this session)")
     return model_dir
