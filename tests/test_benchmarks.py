@@ -7,6 +7,7 @@ import gzip
 import json
 import pickle
 import random
+import re
 import zlib
 from pathlib import Path
 
@@ -246,13 +247,15 @@ def _perturb(out):
 
 
 def perturbed(problem: B.Problem) -> str:
-    """The reference with its return value changed: a known-wrong solution that still runs."""
+    """The reference with its return value changed: a known-wrong solution that still runs. The reference's
+    definition is renamed, not redefined after, since sanitizing keeps the first definition of a name (as EvalPlus)."""
     if problem.entry_point.startswith("Solution()."):
         method = problem.entry_point.split(".", 1)[1]
-        return (f"{problem.reference}\n{PERTURB}\n_Base = Solution\nclass Solution(_Base):\n    def {method}(self, *args, **kwargs):\n"
-                f"        return _perturb(super().{method}(*args, **kwargs))\n")
+        base = re.sub(r"^class Solution\b", "class _Base", problem.reference, count=1, flags=re.M)
+        return (f"{base}\n{PERTURB}\nclass Solution(_Base):\n    def {method}(self, *args, **kwargs):\n        return _perturb(super().{method}(*args, **kwargs))\n")
     name = problem.entry_point
-    return f"{problem.reference}\n{PERTURB}\n_original = {name}\ndef {name}(*args, **kwargs):\n    return _perturb(_original(*args, **kwargs))\n"
+    original = re.sub(rf"^def {name}\b", "def _original", problem.reference, count=1, flags=re.M)
+    return f"{original}\n{PERTURB}\ndef {name}(*args, **kwargs):\n    return _perturb(_original(*args, **kwargs))\n"
 
 
 def wrong_reply(problem):

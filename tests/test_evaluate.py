@@ -84,9 +84,11 @@ def test_summary_from_a_known_results_matrix(tmp_path):
     assert set(s["temperatures"]) == {"0.00", "0.50", "1.00"}
     greedy = s["temperatures"]["0.00"]
     assert greedy["n"] == 1 and greedy["pass@4"]["all"]["mean"] == greedy["pass@1"]["all"]["mean"] == 0.5
+    assert greedy["ks"] == [1, 2, 4]  # one sample: pass@k only for the ks asked (each = pass@1)
     for T, counts in correct.items():
         e = s["temperatures"][R.t_label(T)]
-        for k in (1, 2, 4):
+        assert e["ks"] == [1, 2, 3, 4]  # every k <= n, with k = 3 that cfg.ks does not ask for
+        for k in (1, 2, 3, 4):
             want = [metrics.pass_at_k(4, min(c, 4), k) for c in counts]
             got = e[f"pass@{k}"]["all"]
             assert got["mean"] == pytest.approx(sum(want) / len(want))

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,8 @@ from selfdistill import benchmarks as B
 from selfdistill import evaluate as E
 from selfdistill.cli import app
 from selfdistill.config import EvalConfig
-from selfdistill.manifest import read_jsonl, sha256_file
+from selfdistill.manifest import load_manifest, read_jsonl, sha256_file
+from selfdistill.results import eval_done
 
 # ---------------------------------------------------------------------------- the fixture: LiveCodeBench rows
 
@@ -184,10 +185,50 @@ def test_lcb_profile_gives_lcb_runners_verdicts_on_the_corpus(tmp_path):
 
 
 def test_strict_profile_where_the_profiles_differ(tmp_path):
+    """Without sanitizing, which would drop the __main__ block that tells call_runs_main apart (below)."""
     cases = [c for c in CORPUS if c.strict is not None]
-    cfg = EvalConfig(benchmark="livecodebench", benchmark_path=str(write_fixture(tmp_path / "lcb.jsonl")), grading="strict",
+    cfg = EvalConfig(benchmark="livecodebench", benchmark_path=str(write_fixture(tmp_path / "lcb.jsonl")), grading="strict", sanitize=False,
                      replies=str(write_replies(tmp_path / "replies.jsonl", cases)), output_dir=str(tmp_path / "eval"), workers=4)
     check(cases, verdicts(E.evaluate(cfg)), lambda c: c.strict)
+
+
+EXAMPLE_CALLS = "\nprint(Solution().add(1, 2))\nx = int(input())\n"  # what a model adds after its function: stdin is empty, so input() fails
+
+
+def test_strict_profile_sanitizes_function_style_replies_only(tmp_path):
+    cases = [Case("add", fenced(ADD + EXAMPLE_CALLS), True, "example calls after a correct class: dropped"),
+             Case("add", fenced(ADD + "\nif __name__ == '__main__':\n    import sys\n    sys.exit(1)"), True, "a __main__ block: dropped"),
+             Case("add", fenced(method("add", "return helper(*args)") + "\ndef helper(a, b):\n    return a + b\nprint(helper(1, 2))"), True,
+                  "a helper the class calls is kept, the print is dropped"),
+             Case("sum", fenced(SUM), True, "a stdin program is never sanitized: its top-level code is the program")]
+    replies = write_replies(tmp_path / "replies.jsonl", cases)
+    fixture = write_fixture(tmp_path / "lcb.jsonl")
+    cfg = EvalConfig(benchmark="livecodebench", benchmark_path=str(fixture), grading="strict", replies=str(replies),
+                     output_dir=str(tmp_path / "eval"), workers=4)
+    out = E.evaluate(cfg)
+    check(cases, verdicts(out), lambda c: c.passes)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["grading_rules"]["sanitize"] is True and load_manifest(out)["grading_rules"] == summary["grading_rules"]
+    unsanitized = E.evaluate(replace(cfg, sanitize=False, output_dir=str(tmp_path / "unsanitized")))
+    assert [r["passed"] for r in verdicts(unsanitized).values()] == [False, False, True, True]
+
+
+def test_an_eval_graded_under_other_rules_is_regraded_when_it_reopens(tmp_path):
+    """A directory from before sanitizing (no grading_rules in its manifest) has the same fingerprint as
+    today's default config: the eval must not pass it off as graded under today's rules."""
+    cases = [Case("add", fenced(ADD + EXAMPLE_CALLS), True, "example calls after a correct class")]
+    cfg = EvalConfig(benchmark="livecodebench", benchmark_path=str(write_fixture(tmp_path / "lcb.jsonl")), grading="strict",
+                     replies=str(write_replies(tmp_path / "replies.jsonl", cases)), output_dir=str(tmp_path / "eval"), workers=2)
+    old = E.evaluate(cfg)
+    assert eval_done(cfg)
+    manifest = load_manifest(old)
+    del manifest["grading_rules"]  # as written before rules were recorded, with the verdict of then
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    results = old / "results" / "Tnone.jsonl"
+    results.write_text(json.dumps({**verdicts(old)[1], "passed": False, "status": "runtime_error"}) + "\n")
+    assert not eval_done(cfg)  # the fingerprint is the same: sanitize=None is the default
+    E.evaluate(cfg)
+    assert verdicts(old)[1]["passed"] and eval_done(cfg) and load_manifest(old)["grading_rules"]["sanitize"] is True
 
 
 def test_profiles_and_their_limits():

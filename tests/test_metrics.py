@@ -174,3 +174,26 @@ def test_effective_temperature_fit_noisy_and_convex():
     assert convex["c"] > 0 and convex["peak_T_eff"] is None and convex["peak_score"] is None
     with pytest.raises(ValueError):
         M.effective_temperature_fit([1, 1], [1, 2], [0.1, 0.2])
+
+
+def test_pass_at_k_small_cases_by_hand():
+    # 1 - C(n-c, k) / C(n, k), worked by hand
+    assert M.pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)  # C(2,2)=1 of C(4,2)=6 pairs hold no correct sample
+    assert M.pass_at_k(3, 1, 2) == pytest.approx(2 / 3)  # pairs {12, 13, 23}, the correct one is 1: two of three
+    assert M.pass_at_k(8, 1, 5) == pytest.approx(35 / 56)  # C(7,5)=21 of C(8,5)=56 miss it
+    assert M.pass_at_k(8, 2, 5) == pytest.approx(1 - 6 / 56)  # C(6,5)=6
+
+
+# ---------------------------------------------------------------------------- Holm
+
+
+def test_holm_known_values():
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06, back in input order
+    assert M.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert M.holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])  # two endpoints: the smaller doubled, the larger as is
+    assert M.holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # the step-down keeps adjusted p monotone
+    assert M.holm([0.02, 0.02]) == pytest.approx([0.04, 0.04])
+    assert M.holm([0.9, 0.8, 0.7]) == pytest.approx([1.0, 1.0, 1.0])  # capped at 1
+    assert M.holm([0.05]) == [0.05] and M.holm([]) == []
+    with pytest.raises(ValueError):
+        M.holm([1.5])

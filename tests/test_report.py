@@ -15,11 +15,13 @@ import pytest
 
 from selfdistill import benchmarks, plots
 from selfdistill import results as R
-from selfdistill.config import AnalyzeConfig, EvalConfig, RunConfig, SampleConfig, TrainConfig, to_dict
+from selfdistill import metrics
+from selfdistill.config import AnalyzeConfig, EvalConfig, ReportConfig, RunConfig, SampleConfig, TrainConfig, to_dict
 from selfdistill.manifest import RunDir, atomic_write_json
 from selfdistill.report import report
 
 TEMPS = [0.2, 0.7, 1.1]
+PRIMARY = ["P1: pass@1 ssd@0.7 vs base@0.7", "P2: pass@4 ssd@1.1 vs base@0.2"]
 N_PROBLEMS = 16
 EVAL = {"benchmark": "leetcode", "limit": N_PROBLEMS, "temperatures": TEMPS, "n": 4, "ks": [1, 4], "top_k": 20, "top_p": 0.8, "max_tokens": 256}
 
@@ -60,7 +62,7 @@ def build_run(root, tiny_model, parts=("samples", "train", "eval", "analysis")):
 
     root.mkdir(parents=True)
     cfg = RunConfig(model=tiny_model, output_dir=str(root), sample=SampleConfig(model=tiny_model, limit=32), train=TrainConfig(model=tiny_model),
-                    eval=EvalConfig(model=tiny_model, **EVAL))
+                    eval=EvalConfig(model=tiny_model, **EVAL), report=ReportConfig(primary=PRIMARY))
     stages = {}
     if "samples" in parts:
         hist = [{"from": 0, "to": 0, "samples": 0}, {"from": 1, "to": 31, "samples": 3}, {"from": 32, "to": 255, "samples": 20}, {"from": 256, "to": 256, "samples": 9}]
@@ -102,6 +104,36 @@ def build_run(root, tiny_model, parts=("samples", "train", "eval", "analysis")):
 def full_report(tiny_model, tmp_path_factory):
     root = build_run(tmp_path_factory.mktemp("report") / "run", tiny_model)
     return root, report(root)
+
+
+def test_primary_endpoints_and_pass_at_k_for_every_k(full_report):
+    root, html_path = full_report
+    md = (root / "report" / "report.md").read_text()
+    scores = {}
+    for m in ("base", "ssd"):
+        _, by_T = R.load_results(root / f"eval-{m}")
+        ids = json.loads((root / f"eval-{m}" / "summary.json").read_text())["problem_ids"]
+        scores[m] = {(T, k): [R.per_problem_pass_at_k(by_T[T], ids, k)[i] for i in ids] for T in TEMPS for k in (1, 4)}
+    p1 = metrics.paired_comparison(scores["base"][0.7, 1], scores["ssd"][0.7, 1])
+    p2 = metrics.paired_comparison(scores["base"][0.2, 4], scores["ssd"][1.1, 4])
+    holm = metrics.holm([p1["p_value"], p2["p_value"]])
+    for c, name, adjusted in ((p1, "P1", holm[0]), (p2, "P2", holm[1])):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}]" in row
+        assert row.endswith(f"| {c['p_value']:.3g} | {adjusted:.3g} |")
+    assert "pass@k for every k" in md
+    base = json.loads((root / "eval-base" / "summary.json").read_text())["temperatures"]["0.70"]
+    assert base["ks"] == [1, 2, 3, 4]
+    k3 = base["pass@3"]["all"]
+    row = next(line for line in md.splitlines() if line.startswith("| 3 |"))  # the k = 3 row, which cfg.ks does not ask for
+    assert f"{100 * k3['mean']:.1f} [{100 * k3['ci_lo']:.1f}, {100 * k3['ci_hi']:.1f}]" in row
+
+
+def test_a_malformed_endpoint_names_where_it_is_declared(tmp_path):
+    with pytest.raises(benchmarks.BenchmarkError, match=r"exp.yaml: report.primary\[0\]: 'P1: ssd vs base': expected 'NAME: pass@K"):
+        R.primary_endpoints([("exp.yaml: report.primary[0]", "P1: ssd vs base", {"base": tmp_path, "ssd": tmp_path})])
+    with pytest.raises(benchmarks.BenchmarkError, match="unknown model 'sdd'; models here: base, ssd"):
+        R.primary_endpoints([("exp.yaml: report.primary[0]", "P1: pass@1 sdd@0.7 vs base@0.7", {"base": tmp_path, "ssd": tmp_path})])
 
 
 def test_report_contents(full_report):

@@ -4,7 +4,7 @@
     Benchmark.load(path=None, release_from=, release_to=, platforms=) -> list[Problem]
     Benchmark.messages(problem, prompt_format) -> chat messages ("system" or "lcb", see chat.py)
     Benchmark.grade(problem, reply) -> [sandbox job, ...]   all must pass; ExtractionError when there is no code
-    Benchmark.graded_by(profile) -> Benchmark               the same benchmark under another grading profile
+    Benchmark.graded_by(profile, sanitize=None) -> Benchmark   the same benchmark under another grading profile
     Benchmark.grade_many(problems, replies, pool) -> list[Verdict]   every reply through the sandbox
     benchmark_texts(name, path, from, to) -> [(id, text)]    what a model is shown, for decontamination
 
@@ -25,6 +25,9 @@ for livecodebench. Under `strict`, the rules follow the official harnesses where
     block, LiveCodeBench and LeetCode count the reply as failed (as lcb_runner does);
     the function-completion benchmarks take the reply itself when it parses as Python (HumanEval's
     completion style; the body alone is appended to the prompt).
+  * sanitizing (function-style problems: assert and call tests; never stdio): the code keeps only its
+    imports and the definitions its entry point reaches, as EvalPlus's sanitize (sanitize.py), so example
+    calls, prints and `input()` around a correct function do not fail it.
   * humaneval: the package's `check(candidate)`. The prompt (imports, helpers such as `poly`) runs before
     the model's code, which then redefines the stub.
   * humaneval_plus: base + plus inputs, compared with the canonical solution's outputs (computed once in
@@ -78,6 +81,7 @@ from pathlib import Path
 from . import rows
 from .chat import ExtractionError, answer_text, build_messages
 from .grading import PROFILES, Grading
+from .sanitize import sanitize
 from .sandbox import AssertTests, CallTests, Pool, StdioTests, job_seconds
 
 
@@ -409,20 +413,22 @@ class Benchmark:
     completion_fallback: bool = True  # see extract_code
     continues_prompt: bool = False  # HumanEval: a reply without `def <entry_point>` continues the prompt
     grading: str = "strict"  # the grading profile (grading.PROFILES); eval.grading overrides it
+    sanitize: bool | None = None  # eval.sanitize: overrides the profile's rule; None keeps it
     same_problems_as: str | None = None  # a benchmark with the same problem statements: decontaminating against it covers this one
     task_ids: tuple[int, int] | None = None  # keep rows with task_id in this range (MBPP's test split in the full file)
 
     @property
     def profile(self) -> Grading:
-        return PROFILES[self.grading]
+        profile = PROFILES[self.grading]
+        return profile if self.sanitize is None else replace(profile, sanitize=self.sanitize)
 
-    def graded_by(self, profile: str | None) -> Benchmark:
-        """This benchmark under another grading profile (None: its own)."""
-        if profile is None:
+    def graded_by(self, profile: str | None, sanitize: bool | None = None) -> Benchmark:
+        """This benchmark under another grading profile (None: its own), its sanitizing switched if given."""
+        if profile is None and sanitize is None:
             return self
-        if profile not in PROFILES:
+        if profile is not None and profile not in PROFILES:
             raise BenchmarkError(f"unknown grading profile {profile!r}; profiles: {', '.join(PROFILES)}")
-        return replace(self, grading=profile)
+        return replace(self, grading=profile or self.grading, sanitize=sanitize)
 
     # ---- loading
 
@@ -491,8 +497,14 @@ class Benchmark:
 
     def program(self, problem: Problem, code: str) -> str:
         """The program the sandbox runs: the benchmark's prefix, then the model's code. A HumanEval-style
-        reply that does not define the entry point is a completion: the prompt's body, continued."""
-        if self.continues_prompt and not _defines(code, problem.entry_point):
+        reply that does not define the entry point is a completion: the prompt's body, continued. Under a
+        sanitizing profile a function-style program keeps only what its entry point reaches (sanitize.py);
+        the prefix, trusted setup such as HumanEval's helpers that the tests call, runs whole before it."""
+        completion = self.continues_prompt and not _defines(code, problem.entry_point)
+        if self.profile.sanitize and problem.tests.get("kind") in ("assert", "call"):
+            # EvalPlus sanitizes prompt + completion; the entry point of "Solution().f" is the class
+            code = sanitize(problem.prefix + code if completion else code, problem.entry_point.split("().")[0] or None)
+        elif completion:
             return problem.prefix + code
         return f"{problem.prefix}\n{code}\n" if problem.prefix else code
 

@@ -159,6 +159,9 @@ class EvalConfig:
     per_request_seeds: bool = option(True, "as in sampling")
     replies: str | None = volatile(None, "grade these replies (JSONL: problem_id, reply, temperature) instead of a model's; its sha256 is an input")
     grading: str | None = option(None, "'strict' or 'lcb' (docs/grading.md); None = the benchmark's own (lcb for livecodebench)")
+    sanitize: bool | None = option(None,
+        "function-style replies keep only the imports and definitions their entry point reaches, as EvalPlus's "
+        "sanitize (docs/grading.md); None = the profile's (strict: on, lcb: off). Stdio programs are never sanitized")
     timeout: float | None = option(None, "seconds per execution (strict: 10) or per test (lcb: 6); None = the profile's")
     memory_mb: int | None = option(None, "address-space limit per execution; None = the profile's (strict: 1024, lcb: 8192)")
     backend: str = volatile("vllm", "'vllm' or 'hf'", choices=BACKENDS)
@@ -203,6 +206,17 @@ class SweepConfig:
 
 
 @dataclass
+class ReportConfig:
+    """What `ssd report` states beyond its tables."""
+
+    primary: list[str] = option(factory=list, volatile=True, help=
+        "Pre-registered primary endpoints, each 'NAME: pass@K MODEL@T vs MODEL@T' (MODEL: base, ssd, or ssd-tT_TRAIN in a "
+        "sweep of several T_train; T: a decoded temperature, 0 = greedy), e.g. 'P1: pass@1 ssd@0.7 vs base@0.7'. Each is a "
+        "paired comparison (first minus second) on every problem both evals decoded at those temperatures; the report "
+        "adds Holm-adjusted p-values over all of them. It changes no stage's outputs.")
+
+
+@dataclass
 class RunConfig:
     model: str = option("qwen2.5-coder-0.5b-instruct", "every stage's model unless a section names its own")
     ray_address: str | None = volatile(None, "the Ray cluster of every stage that generates or grades (sample, eval) unless a section names its own")
@@ -213,6 +227,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    report: ReportConfig = option(factory=ReportConfig, volatile=True, help="what `ssd report` states; no stage reads it")
 
 
 SECTIONS = {SampleConfig: "sample", TrainConfig: "train", EvalConfig: "eval", AnalyzeConfig: "analyze"}

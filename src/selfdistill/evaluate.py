@@ -59,7 +59,7 @@ from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
 from .generate import JOURNAL, GenerationProgress, Request, stream_journaled
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, read_jsonl, sha256_json
-from .results import BLOCK, per_problem_pass_at_k, print_sweep, results_path, samples_per_problem, summarize, summary_path, t_label, without_verdict
+from .results import BLOCK, graded_benchmark, graded_otherwise, per_problem_pass_at_k, print_sweep, results_path, samples_per_problem, summarize, summary_path, t_label, without_verdict
 from .sandbox import Pool
 
 console = Console(stderr=True, highlight=False)
@@ -90,7 +90,7 @@ def temperatures(cfg: EvalConfig) -> list[float]:
 def evaluate(cfg: EvalConfig, generator=None) -> Path:
     """Run (or resume) the eval stage; returns the output directory. `generator`: an engine that is
     already loaded (`ssd run` shares one with sampling); it must hold cfg.model."""
-    bench = benchmarks.get(cfg.benchmark).graded_by(cfg.grading)
+    bench = graded_benchmark(cfg)
     if cfg.oracle and cfg.replies:
         raise BenchmarkError("oracle and replies exclude each other: grade either the references or the replies")
     if not cfg.ks or min(cfg.ks) < 1 or (max(cfg.ks) > min(cfg.n, cfg.test_n or cfg.n) and not cfg.replies):  # replies: checked against the file
@@ -155,8 +155,10 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
     dev = [p for p in problems if p.id in set(dev_ids)] if cfg.test_n else problems
     test = [p for p in problems if p not in dev]
     plan = {T: _load_block_plan(out, cfg, T, dev, test) for T in temps}
-    for T in temps:  # replies the sandbox failed to grade or never ran (no verdict on the model) get another try
-        _regrade_without_verdict(bench, plan[T], problems, pool)
+    everything = graded_otherwise(run.manifest, bench)
+    for T in temps:  # replies graded under other rules, or that the sandbox failed to grade or never ran, are graded (again)
+        _regrade(bench, plan[T], problems, pool, everything)
+    run.update(grading_rules=bench.profile.rules())
     owned = generator is None
     specs = {T: SamplingSpec(T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, per_request_seeds=cfg.per_request_seeds) for T in temps}
     try:
@@ -225,12 +227,14 @@ def _save(plan: dict) -> None:
     atomic_write_jsonl(plan["path"], [records[(p.id, j)] for p, j in plan["order"] if (p.id, j) in records])
 
 
-def _regrade_without_verdict(bench, plan: dict, problems: list[Problem], pool: Pool) -> None:
+def _regrade(bench, plan: dict, problems: list[Problem], pool: Pool, everything: bool) -> None:
+    """Grade again the records without a verdict, or `everything` (graded under other rules)."""
     by_id = {p.id: p for p in problems}
-    stale = [r for r in plan["records"].values() if without_verdict(r)]
+    stale = [r for r in plan["records"].values() if everything or without_verdict(r)]
     if not stale:
         return
-    console.print(f"regrading {len(stale)} replies at T={t_label(plan['T'])} that the sandbox failed to grade or never ran")
+    why = "graded under other rules" if everything else "that the sandbox failed to grade or never ran"
+    console.print(f"regrading {len(stale)} replies at T={t_label(plan['T'])} {why}")
     verdicts = bench.grade_many([by_id[r["problem_id"]] for r in stale], [r["reply"] for r in stale], pool)
     for r, v in zip(stale, verdicts):
         r.update(status=v.status, passed=v.passed, detail=v.detail)
@@ -283,7 +287,7 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
     """Grade the references through the full path (extraction included): a harness check."""
     with_ref = [p for p in problems if p.reference is not None]
     path = run.path / "results" / "oracle.jsonl"
-    done = {r["problem_id"]: r for r in read_jsonl(path)} if path.is_file() else {}
+    done = {r["problem_id"]: r for r in read_jsonl(path)} if path.is_file() and not graded_otherwise(run.manifest, bench) else {}
     todo = [p for p in with_ref if p.id not in done]
     with Progress(TextColumn("oracle"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("oracle", total=len(with_ref), completed=len(with_ref) - len(todo))
@@ -295,10 +299,12 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
                               "passed": v.passed, "detail": v.detail, "reply": reply, "reply_tokens": None, "finish_reason": "oracle"}
             atomic_write_jsonl(path, [done[p.id] for p in with_ref if p.id in done])
             bar.update(task, advance=len(block))
+    run.update(grading_rules=bench.profile.rules())  # once every record follows them
     records = [done[p.id] for p in with_ref]
     failures = [{"problem_id": r["problem_id"], "status": r["status"], "detail": r["detail"]} for r in records if not r["passed"]]
     summary = {
-        "benchmark": bench.name, "label": benchmarks.tests_label(problems), "oracle": True, "n_problems": len(records),
+        "benchmark": bench.name, "label": benchmarks.tests_label(problems), "grading": bench.grading, "grading_rules": bench.profile.rules(),
+        "oracle": True, "n_problems": len(records),
         "passed": len(records) - len(failures), "pass_rate": (len(records) - len(failures)) / len(records),
         "status_counts": dict(Counter(r["status"] for r in records)), "failures": failures,
         "no_reference": [p.id for p in problems if p.reference is None],

@@ -5,6 +5,8 @@ limits, and how calls, return values and exits count. docs/grading.md explains e
     PROFILES["strict"]   this project's own rules: the default of every benchmark except livecodebench
     PROFILES["lcb"]      the verdicts of LiveCodeBench's lcb_runner: the default of livecodebench
     Grading.limits(timeout=None, memory_mb=None) -> sandbox.Limits   the profile's, with config overrides
+    Grading.rules() -> dict                                         what an eval records, to find verdicts graded otherwise
+    legacy_rules(profile) -> dict      the rules of an eval that recorded none: graded before sanitizing existed
 
 A benchmark names its default profile in the registry (benchmarks.BENCHMARKS); `eval.grading` picks
 another (benchmarks.Benchmark.graded_by). Extraction and jobs are built in benchmarks.py.
@@ -12,6 +14,7 @@ another (benchmarks.Benchmark.graded_by). Extraction and jobs are built in bench
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .sandbox import Limits
@@ -29,6 +32,12 @@ class Grading:
     nested_tuples_as_lists: bool  # tuples anywhere in a return value equal lists; else only a returned tuple does
     top_level_function: bool  # "Solution().f" is a top-level f when the code does not contain "class Solution"
     system_exit_ok: bool  # a stdio program ended by SystemExit, whatever its code, is graded on its output
+    sanitize: bool  # function-style replies keep only the imports and definitions their entry point reaches (EvalPlus's sanitize)
+
+    def rules(self) -> dict:
+        """The rules as recorded in an eval's manifest and summary ("grading_rules"): verdicts graded under
+        other rules are regraded when the eval reopens (evaluate.py)."""
+        return dataclasses.asdict(self)
 
     def limits(self, timeout: float | None = None, memory_mb: int | None = None) -> Limits:
         return Limits(timeout=self.timeout if timeout is None else timeout,
@@ -39,9 +48,15 @@ PROFILES = {
     g.name: g
     for g in [
         Grading("strict", timeout=10.0, timeout_per_call=False, memory_mb=1024, max_output_bytes=1 << 20, fence_lines=False,
-                call_runs_main=True, nested_tuples_as_lists=True, top_level_function=False, system_exit_ok=False),
+                call_runs_main=True, nested_tuples_as_lists=True, top_level_function=False, system_exit_ok=False, sanitize=True),
         # lcb_runner has no memory or output cap; these only keep a runaway program from taking the machine down
         Grading("lcb", timeout=6.0, timeout_per_call=True, memory_mb=8192, max_output_bytes=64 << 20, fence_lines=True,
-                call_runs_main=False, nested_tuples_as_lists=False, top_level_function=True, system_exit_ok=True),
+                call_runs_main=False, nested_tuples_as_lists=False, top_level_function=True, system_exit_ok=True, sanitize=False),
     ]
 }
+
+
+def legacy_rules(profile: Grading) -> dict:
+    """An eval directory written before rules were recorded was graded without sanitizing; its other rules
+    are its profile's (the fingerprint pins the profile)."""
+    return dataclasses.replace(profile, sanitize=False).rules()

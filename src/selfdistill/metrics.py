@@ -137,6 +137,21 @@ def paired_comparison(scores_a: Sequence[float] | np.ndarray, scores_b: Sequence
     }
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (in their order): the i-th smallest of m becomes
+    max over j <= i of min(1, (m - j + 1) * p_(j)). Rejecting where the adjusted p < alpha keeps the chance
+    of any false rejection in the family below alpha, whatever the dependence between the tests."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or np.any((p < 0) | (p > 1)):
+        raise ValueError(f"need a 1-D sequence of p-values in [0, 1], got {p_values!r}")
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = stepped
+    return adjusted.tolist()
+
+
 # ----------------------------------------------------------------------------------------------
 # dev/test split and fair temperature selection
 

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import rows
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
-from .results import BLOCK, console, print_sweep, results_path, summarize, summary_path, t_label
+from .results import BLOCK, console, graded_otherwise, print_sweep, results_path, summarize, summary_path, t_label
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file
 from .sandbox import Pool
 
@@ -118,11 +118,12 @@ def samples_by_temperature(path: Path, replies: list[Reply], problems: list[Prob
     return {T: [(p, j, r) for p in problems for j, r in enumerate(groups[T][p.id])] for T in sorted(groups)}
 
 
-def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance) -> dict:
+def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance, keep: bool) -> dict:
     """Grade one temperature's replies in blocks, writing the results file after each; records already on
-    disk are kept unless the sandbox failed to grade them (the manifest ties them to the same file)."""
+    disk are kept (`keep`: graded under these rules) unless the sandbox failed to grade them (the manifest
+    ties them to the same file)."""
     path = results_path(out, T)  # as a model eval's; without a temperature: Tnone.jsonl
-    records = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(path)} if path.is_file() else {}
+    records = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(path)} if keep and path.is_file() else {}
     todo = [(p, j, r) for p, j, r in samples if records.get((p.id, j), {}).get("status", "sandbox_error") == "sandbox_error"]
     advance(len(samples) - len(todo))
     for i in range(0, len(todo), BLOCK):
@@ -149,9 +150,11 @@ def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict,
     inputs["replies"] = sha256_file(path)
     run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={**extra, "replies_file": str(path.resolve())})
     total = sum(len(samples) for samples in groups.values())
+    keep = not graded_otherwise(run.manifest, bench)
     with Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("grading", total=total)
-        results = {T: _grade(run.path, bench, T, samples, pool, lambda n: bar.update(task, advance=n)) for T, samples in groups.items()}
+        results = {T: _grade(run.path, bench, T, samples, pool, lambda n: bar.update(task, advance=n), keep) for T, samples in groups.items()}
+    run.update(grading_rules=bench.profile.rules())  # once every record follows them
     summary = summarize(cfg, bench, problems, results)
     for T, records in results.items():  # samples per problem come from the file, not from cfg.n
         summary["temperatures"][t_label(T)]["n"] = max(Counter(problem_id for problem_id, _ in records).values())

@@ -27,7 +27,7 @@ from rich.console import Console
 
 from . import plots
 from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_jsonl
-from .results import load_summary, results_path
+from .results import load_summary, primary_endpoints, results_path
 
 console = Console(stderr=True, highlight=False)
 
@@ -369,6 +369,62 @@ def section_difficulty(run: Run) -> list:
     return blocks
 
 
+def pass_at_k_blocks(summaries: dict[str, dict | None]) -> list:
+    """pass@k for every k the samples allow, each model at each sampled temperature, on all problems and by
+    difficulty (summary.json's numbers: unbiased estimator per problem, bootstrap CI over problems)."""
+    columns = [(f"{label} T={e['temperature']:g}", e) for label, s in summaries.items() if s
+               for e in s["temperatures"].values() if not e["greedy"] and len(e.get("ks", [])) > 1]
+    if not columns:
+        return [Para("No temperature with several samples per problem: pass@k for k > 1 needs them.", "muted")]
+    ks = sorted({k for _, e in columns for k in e["ks"]})
+    cell = lambda e, k, pick: _ci(pick(e[f"pass@{k}"])) if f"pass@{k}" in e else "-"
+    blocks = [Para("pass@k in % [95% bootstrap CI over problems] on all problems (the unbiased estimator from each problem's n samples; "
+                   "no temperature is chosen here). Greedy decoding has pass@k = pass@1."),
+              Table(["k"] + [c for c, _ in columns], [[str(k)] + [cell(e, k, lambda x: x["all"]) for _, e in columns] for k in ks])]
+    order = {"easy": 0, "medium": 1, "hard": 2}
+    groups = sorted({g for _, e in columns for g in e["pass@1"].get("by_difficulty", {})}, key=lambda g: (order.get(g.lower(), 3), g))
+    if groups:
+        blocks.append(Para("By difficulty (problems of each difficulty, pass@k in % [95% CI]):"))
+        blocks.append(Table(["difficulty", "k"] + [c for c, _ in columns],
+                            [[g, str(k)] + [cell(e, k, lambda x, g=g: x["by_difficulty"].get(g)) for _, e in columns] for g in groups for k in ks]))
+    return blocks
+
+
+def endpoint_blocks(endpoints: list[dict]) -> list:
+    """The pre-registered primary endpoints with their paired CIs and Holm-adjusted p-values."""
+    rows = []
+    for e in endpoints:
+        (b, tb), (a, ta), c = e["b"], e["a"], e["comparison"]
+        if c is None:
+            rows.append([e["name"], f"{e['metric']}: {b}@{tb:g} vs {a}@{ta:g}", "-", "-", "not run", "-", "-", f"{e['holm_p']:.3g}"])
+            continue
+        rows.append([e["name"], f"{e['metric']}: {b}@{tb:g} vs {a}@{ta:g}", str(c["n_problems"]), f"{_pct(c['mean_b'])} vs {_pct(c['mean_a'])}",
+                     f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}]", f"{c['wins']} / {c['losses']} / {c['ties']}",
+                     f"{c['p_value']:.3g}", f"{e['holm_p']:.3g}"])
+    return [Para(f"Declared before the evaluation (config report.primary). Each is a paired comparison on the problems both evals decoded at "
+                 f"those temperatures: difference in points, 95% bootstrap CI over problems (resampled jointly), two-sided sign-flip p, and "
+                 f"Holm's adjustment over the {len(endpoints)} endpoints (an endpoint not run counts as p = 1). An endpoint is significant at "
+                 f"5% when its Holm p < 0.05."),
+            Table(["endpoint", "comparison", "problems", "first vs second (%)", "difference [95% CI]", "better / worse / tied", "p", "Holm p"], rows)]
+
+
+def section_pass_at_k(run: Run) -> list:
+    blocks: list = [Heading("pass@k for every k")]
+    summaries = {"base": run.summary("eval-base"), "SSD": run.summary("eval-ssd")}
+    if not any(summaries.values()):
+        return blocks + [_not_run("no evaluation")]
+    return blocks + pass_at_k_blocks(summaries)
+
+
+def section_primary(run: Run) -> list:
+    specs = run.manifest.get("config", {}).get("report", {}).get("primary")
+    if not specs:
+        return []
+    evals = {name: run.dirs.get(f"eval-{name}", run.root / f"eval-{name}") for name in ("base", "ssd")}
+    declared = [(f"{run.root / 'manifest.json'}: report.primary[{i}]", spec, evals) for i, spec in enumerate(specs)]
+    return [Heading("Primary endpoints (pre-registered)")] + endpoint_blocks(primary_endpoints(declared))
+
+
 def plot_lengths(samples: dict | None, replies: dict[str, list[int]], path: Path) -> Path:
     panels = (1 if samples else 0) + (1 if replies else 0)
     fig, axes = plots.plt.subplots(1, panels, figsize=(5.5 * panels, 3.6), squeeze=False)
@@ -540,8 +596,9 @@ def report(run_dir: Path) -> Path:
     out.mkdir(exist_ok=True)
     model = run.manifest.get("config", {}).get("model") or (run.summary("eval-base") or {}).get("model", "")
     title = f"SSD report: {model}" if model else "SSD report"
-    sections = {"Overview": lambda: section_overview(run), "Headline": lambda: section_headline(run), "Sweep": lambda: section_sweep(run, out),
-                "Difficulty": lambda: section_difficulty(run), "Lengths": lambda: section_lengths(run, out), "Training": lambda: section_training(run, out),
+    sections = {"Overview": lambda: section_overview(run), "Primary endpoints": lambda: section_primary(run),
+                "Headline": lambda: section_headline(run), "Sweep": lambda: section_sweep(run, out),
+                "Difficulty": lambda: section_difficulty(run), "pass@k": lambda: section_pass_at_k(run), "Lengths": lambda: section_lengths(run, out), "Training": lambda: section_training(run, out),
                 "Figure 6": lambda: section_fig6(run, out), "Examples": lambda: section_examples(run), "Times": lambda: section_times(run),
                 "Configuration": lambda: section_config(run)}
     blocks = []

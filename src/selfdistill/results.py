@@ -5,11 +5,13 @@ stage reads it through here.
 
     EVAL_DIR/results/T<0.00>.jsonl   one record per (problem, sample), written BLOCK records at a time
     EVAL_DIR/summary.json            summarize(): pass@k with CIs on all/dev/test, by group, the T chosen on dev
+    primary_endpoints(specs, evals)  pre-registered paired comparisons with Holm-adjusted p (`ssd report`)
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,6 +22,7 @@ from rich.table import Table
 from . import benchmarks, metrics
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
+from .grading import legacy_rules
 from .manifest import finished, load_manifest, read_jsonl
 from .sandbox import NOT_RUN
 
@@ -57,10 +60,23 @@ def without_verdict(record: dict) -> bool:
     return record["status"] == "sandbox_error" or record["detail"].endswith(NOT_RUN)
 
 
+def graded_benchmark(cfg: EvalConfig) -> benchmarks.Benchmark:
+    """The benchmark under the config's grading profile and sanitizing switch."""
+    return benchmarks.get(cfg.benchmark).graded_by(cfg.grading, cfg.sanitize)
+
+
+def graded_otherwise(manifest: dict, bench: benchmarks.Benchmark) -> bool:
+    """Whether an eval directory's verdicts were graded under other rules than `bench`'s (a directory
+    from before rules were recorded: grading.legacy_rules). The eval regrades them all when it reopens,
+    so a directory's verdicts always follow the rules its manifest and summary record."""
+    return manifest.get("grading_rules", legacy_rules(bench.profile)) != bench.profile.rules()
+
+
 def eval_done(cfg: EvalConfig) -> bool:
-    """A finished eval stage of this config with a verdict on every reply (one without is redone)."""
-    return finished(cfg.output_dir, cfg) and not any(without_verdict(r) for path in results_path(cfg.output_dir, None).parent.glob("*.jsonl")
-                                                       for r in read_jsonl(path))
+    """A finished eval stage of this config with a verdict on every reply, graded under the config's
+    rules (otherwise the eval reopens and regrades: no model is loaded for that)."""
+    return (finished(cfg.output_dir, cfg) and not graded_otherwise(load_manifest(cfg.output_dir), graded_benchmark(cfg))
+            and not any(without_verdict(r) for path in results_path(cfg.output_dir, None).parent.glob("*.jsonl") for r in read_jsonl(path)))
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -110,8 +126,12 @@ def summarize(cfg: EvalConfig, bench, problems: list[Problem], results: dict[flo
         entry = {"temperature": T, "n": samples_per_problem(cfg, T), "greedy": T == 0}
         if cfg.test_n:
             entry["test_n"] = samples_per_problem(cfg, T, test=True) if any(r["problem_id"] in set(test) for r in records) else 0
-        for k in cfg.ks:
-            s = scores[k][T] = per_problem_pass_at_k(records, ids, k)
+        # pass@k for every k the samples allow (up to the fewest samples of a decoded problem), and cfg.ks (greedy: = pass@1)
+        entry["ks"] = sorted(set(cfg.ks) | set(range(1, min(Counter(r["problem_id"] for r in records).values(), default=1) + 1)))
+        for k in entry["ks"]:
+            s = per_problem_pass_at_k(records, ids, k)
+            if k in scores:
+                scores[k][T] = s
             _require(s, dev if cfg.test_n else ids, f"T={t_label(T)}")
             entry[f"pass@{k}"] = {"all": _score(s, ids, cfg.seed), "dev": _score(s, dev, cfg.seed), "test": _score(s, test, cfg.seed),
                                   **{g: {name: _score(s, members, cfg.seed) for name, members in groups[g].items()} for g in groups}}
@@ -128,7 +148,8 @@ def summarize(cfg: EvalConfig, bench, problems: list[Problem], results: dict[flo
     else:
         selection = {"skipped": f"dev/test split of {len(ids)} problems left dev={len(dev)}, test={len(test)}: nothing to choose on or report"}
     return {
-        "benchmark": bench.name, "label": benchmarks.tests_label(problems), "grading": bench.grading, "model": cfg.model,
+        "benchmark": bench.name, "label": benchmarks.tests_label(problems), "grading": bench.grading, "grading_rules": bench.profile.rules(),
+        "model": cfg.model,
         "prompt_format": cfg.prompt_format,
         "decoding": {"top_k": cfg.top_k, "top_p": cfg.top_p, "min_p": cfg.min_p, "max_tokens": cfg.max_tokens},
         "n_problems": len(ids), "ks": cfg.ks, "t_eval": cfg.t_eval, "dev_fraction": cfg.dev_fraction, "seed": cfg.seed,
@@ -234,6 +255,9 @@ def compare(eval_dir_a: str | Path, eval_dir_b: str | Path, k: int = 1, seed: in
     for key in ("benchmark", "problem_ids", "dev_ids", "test_ids"):
         if sa[key] != sb[key]:
             raise BenchmarkError(f"{eval_dir_a} and {eval_dir_b} differ in {key}: a paired comparison needs the same problems and split")
+    if sa.get("grading_rules") != sb.get("grading_rules"):
+        raise BenchmarkError(f"{eval_dir_a} and {eval_dir_b} were graded under different rules (grading_rules in their summaries): "
+                             "rerun the older eval to regrade it (no model is loaded)")
     ids, test = sa["problem_ids"], sa["test_ids"]
     a = {T: per_problem_pass_at_k(r, ids, k) for T, r in ra.items()}
     b = {T: per_problem_pass_at_k(r, ids, k) for T, r in rb.items()}
@@ -249,4 +273,45 @@ def compare(eval_dir_a: str | Path, eval_dir_b: str | Path, k: int = 1, seed: in
     out["by_temperature"] = {t_label(T): {**metrics.paired_comparison([a[T][i] for i in shared[T]], [b[T][i] for i in shared[T]], seed=seed),
                                          "problems": "all" if len(shared[T]) == len(ids) else "dev" if len(shared[T]) == len(sa["dev_ids"]) else len(shared[T])}
                              for T in sorted(shared) if shared[T]}
+    return out
+
+
+# ---------------------------------------------------------------------------- pre-registered endpoints
+
+_ENDPOINT = re.compile(r"^\s*(?P<name>[^:]+?)\s*:\s*pass@(?P<k>\d+)\s+(?P<b>\S+)@(?P<tb>[\d.]+)\s+vs\s+(?P<a>\S+)@(?P<ta>[\d.]+)\s*$")
+ENDPOINT_FORMAT = "'NAME: pass@K MODEL@T vs MODEL@T' (e.g. 'P1: pass@1 ssd@0.7 vs base@0.7')"
+
+
+def primary_endpoints(declared: list[tuple[str, str, dict[str, Path]]], seed: int = 0) -> list[dict]:
+    """Each pre-registered endpoint (config report.primary) as a paired comparison, first model minus
+    second, on every problem both evals decoded at those temperatures (no temperature is chosen, so no
+    problem is held out), with Holm's adjustment over the whole family. `declared`: (where it is declared,
+    as "FILE: report.primary[i]", the spec, its models' eval dirs by name). An endpoint whose evals have
+    not finished has no comparison and counts as p = 1 in the adjustment (conservative). A spec that does
+    not parse raises BenchmarkError naming where it is declared."""
+    out, cache = [], {}
+    for where, spec, evals in declared:
+        m = _ENDPOINT.match(spec)
+        if not m or int(m["k"]) < 1:
+            raise BenchmarkError(f"{where}: {spec!r}: expected {ENDPOINT_FORMAT}")
+        for model in (m["a"], m["b"]):
+            if model not in evals:
+                raise BenchmarkError(f"{where}: {spec!r}: unknown model {model!r}; models here: {', '.join(evals)}")
+        k, sides = int(m["k"]), [(m["b"], float(m["tb"])), (m["a"], float(m["ta"]))]
+        endpoint = {"name": m["name"], "spec": spec.strip(), "metric": f"pass@{k}", "b": sides[0], "a": sides[1], "comparison": None}
+        scores = []
+        for model, T in sides:
+            if evals[model] not in cache:
+                cache[evals[model]] = load_results(evals[model]) if finished(evals[model]) else None
+            loaded = cache[evals[model]]
+            records = loaded and next((r for t, r in loaded[1].items() if t is not None and abs(t - T) < 1e-9), None)
+            if records is not None and k > 1 and min(Counter(r["problem_id"] for r in records).values()) < k:
+                raise BenchmarkError(f"{where}: {spec!r}: {model} has fewer than {k} samples per problem at T={T:g}")
+            scores.append(per_problem_pass_at_k(records, loaded[0]["problem_ids"], k) if records is not None else None)
+        if all(s is not None for s in scores):
+            shared = [pid for pid in scores[0] if pid in scores[1]]
+            endpoint["comparison"] = metrics.paired_comparison([scores[1][p] for p in shared], [scores[0][p] for p in shared], seed=seed)
+        out.append(endpoint)
+    for endpoint, adjusted in zip(out, metrics.holm([e["comparison"]["p_value"] if e["comparison"] else 1.0 for e in out])):
+        endpoint["holm_p"] = adjusted
     return out

@@ -1,0 +1,110 @@
+"""The sanitizer: EvalPlus's own test cases (tests/data/evalplus_sanitizer_cases.json, copied from
+evalplus's tests at commit 26d6d00), then the cases our replies meet."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfdistill.sanitize import code_extract, sanitize
+
+CASES = json.loads((Path(__file__).parent / "data" / "evalplus_sanitizer_cases.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["source"].split("::")[1] + f"-{i}" for i, c in enumerate(CASES)])
+def test_evalplus_cases(case):
+    if case["function"] == "code_extract":
+        assert code_extract(case["code"]) == case["expected"]
+    else:
+        assert sanitize(case["code"], case["entry_point"]) == case["expected"]
+
+
+def test_example_code_around_the_solution_is_dropped():
+    reply = '''import sys
+from typing import List
+
+LIMIT = 10
+
+def helper(x):
+    return min(x, LIMIT)
+
+def solve(xs: List[int]) -> int:
+    return sum(helper(x) for x in xs)
+
+print(solve([1, 20]))
+n = int(input())
+solve([n])
+
+if __name__ == "__main__":
+    print(solve(list(map(int, sys.argv[1:]))))
+'''
+    assert sanitize(reply, "solve") == '''import sys
+from typing import List
+LIMIT = 10
+def helper(x):
+    return min(x, LIMIT)
+def solve(xs: List[int]) -> int:
+    return sum(helper(x) for x in xs)'''
+
+
+def test_a_solution_class_keeps_its_helpers_and_drops_its_demo():
+    reply = '''from functools import cache
+
+def gcd(a, b):
+    return a if b == 0 else gcd(b, a % b)
+
+class Solution:
+    @cache
+    def f(self, a: int, b: int) -> int:
+        return gcd(a, b)
+
+sol = Solution()
+print(sol.f(4, 6))
+'''
+    assert sanitize(reply, "Solution") == '''from functools import cache
+def gcd(a, b):
+    return a if b == 0 else gcd(b, a % b)
+class Solution:
+    @cache
+    def f(self, a: int, b: int) -> int:
+        return gcd(a, b)'''
+
+
+def test_evalplus_quirks_are_kept():
+    """As EvalPlus: the first definition of a name wins, decorated top-level definitions and functions
+    without `return` are dropped (so a reply that relies on them fails, as under EvalPlus)."""
+    reply = '''import functools
+
+def f(x):
+    return 1
+
+def f(x):
+    return 2
+
+@functools.cache
+def g(x):
+    return f(x)
+
+def log(x):
+    print(x)
+
+def h(x):
+    log(x)
+    return g(x) + f(x)
+'''
+    assert sanitize(reply, "h") == '''import functools
+def f(x):
+    return 1
+def h(x):
+    log(x)
+    return g(x) + f(x)'''
+
+
+def test_code_that_does_not_parse_is_cut_to_its_longest_parsing_run():
+    reply = "def f(x):\n    return x + 1\nThis prints 2:\nprint(f(1))"
+    assert sanitize(reply, "f") == "def f(x):\n    return x + 1"
+
+
+def test_nothing_kept_gives_the_code_back():
+    assert sanitize("print(1)\nprint(2)", "f") == "print(1)\nprint(2)"
+    assert code_extract("x = (") == "x = ("  # nothing parses: the first line, as EvalPlus
