@@ -71,9 +71,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .manifest import ManifestMismatch
     from .models import FetchError
     from .prompts import PromptError
+    from .plan import PlanError
     from .train import TrainError
 
-    return ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, ChatError, TrainError, AnalyzeError, DistributedError, FileNotFoundError
+    return PlanError, ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, ChatError, TrainError, AnalyzeError, DistributedError, FileNotFoundError
 
 
 def _call(stage, *args) -> None:
@@ -85,6 +86,13 @@ def _call(stage, *args) -> None:
         if isinstance(e, _user_errors()):  # looked up only on failure: their modules import torch and transformers
             _fail(str(e), code=1)
         raise
+
+
+def _on_usable_gpus() -> None:
+    """Stages that would use GPUs stop when the driver sees GPUs that torch cannot use (plan.require_usable_cuda)."""
+    from .plan import require_usable_cuda
+
+    _call(require_usable_cuda)
 
 
 def _stage_config(cls, preset, config_file, ctx: typer.Context):
@@ -118,6 +126,7 @@ def _fields(cls) -> str:
 def sample(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """Sample the frozen model once per prompt at T_train with truncation (stage 1)."""
     cfg = _stage_config(SampleConfig, preset, config, ctx)
+    _on_usable_gpus()
     from .sample import sample as stage
 
     _call(stage, cfg)
@@ -127,6 +136,7 @@ def sample(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 def train(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """SFT on the raw samples (stage 2)."""
     cfg = _stage_config(TrainConfig, preset, config, ctx)
+    _on_usable_gpus()
     from .train import train as stage
 
     _call(stage, cfg)
@@ -136,6 +146,7 @@ def train(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 def eval_(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """Evaluate a model on a benchmark: sandboxed pass@k with CIs over a temperature sweep (stage 3)."""
     cfg = _stage_config(EvalConfig, preset, config, ctx)
+    _on_usable_gpus()
     from .evaluate import evaluate
 
     _call(evaluate, cfg)
@@ -154,6 +165,7 @@ def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 def run(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The whole loop: sample, train, evaluate base and SSD, analyze, report (default: the embedded Qwen preset)."""
     cfg = _run_config(preset, config, ctx, default_preset="qwen2.5-coder-0.5b-instruct")
+    _on_usable_gpus()
     from .pipeline import run as stage
 
     _call(stage, cfg)
@@ -163,9 +175,31 @@ def run(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's T_train x T_eval grid, with the effective-temperature fit (sweep.t_trains=..., sweep.t_evals=...)."""
     cfg = _run_config(preset, config, ctx)
+    _on_usable_gpus()
     from .pipeline import sweep as stage
 
     _call(stage, cfg)
+
+
+@app.command(context_settings=STAGE_SETTINGS)
+def plan(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG,
+         gpus: int = typer.Option(8, "--gpus", help="GPUs to train on (train.num_processes wins when set)."),
+         gpu_memory: float = typer.Option(80, "--gpu-memory", help="GiB per GPU (an H100: 80, an H200: 141)."),
+         markdown: bool = typer.Option(False, "--markdown", help="Print docs/training.md's table of the paper presets on --gpus x --gpu-memory.")):
+    """The memory plan per GPU of a preset or config: training (state, activations, LM head, FSDP buffers)
+    and vLLM's KV cache for sample and eval, with the options that would fit."""
+    from . import plan as planmod
+
+    if markdown:
+        print(planmod.markdown_table(gpus, gpu_memory), end="")
+        return
+    cfg = _run_config(preset, config, ctx, default_preset="qwen2.5-coder-0.5b-instruct")
+
+    def show() -> None:
+        result = planmod.run_plan(cfg, gpus, gpu_memory)
+        print("\n".join(planmod.report_lines(result)))
+
+    _call(show)
 
 
 @app.command()

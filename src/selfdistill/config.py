@@ -112,6 +112,15 @@ class TrainConfig:
     export_dtype: str = option("auto", choices=("auto", "base", "float32"), help=
         "dtype of the exported full fine-tune: 'base' (the base model's), 'float32', or 'auto': the base model's unless "
         "rounding the fp32 master weights to it keeps the update at a cosine below 0.8 (manifest: export.update)")
+    gradient_reduce_dtype: str = option("fp32", choices=("fp32", "bf16"), help=
+        "dtype FSDP2 reduces gradients in (MixedPrecisionPolicy reduce_dtype) under bf16: fp32, as Megatron (the paper's "
+        "trainer) does; bf16 is accelerate's default, half the traffic")
+    context_parallel_size: int = volatile(1,
+        "GPUs that split each sequence (accelerate's ParallelismConfig cp_size, FSDP2): activations per GPU / N, and "
+        "the data-parallel size is processes / N. Needs sdpa attention, so not GPT-OSS, and no packing (`ssd plan`)")
+    cpu_offload: bool = volatile(False,
+        "FSDP2 CPU offload: parameters, gradients and AdamW state in CPU memory (16 bytes per parameter on the host), "
+        "the optimizer step on the CPU: fits what does not, much slower (`ssd plan`)")
     attn_implementation: str | None = volatile(None, "attention kernel; None = chosen per architecture (train.model_load_kwargs)")
     num_processes: int = volatile(0, "processes `ssd run` and `ssd sweep` launch to train (`ssd train` runs in whatever launched it); 0 = one per visible GPU, 1 on a CPU")
     accelerate_config: str = volatile("ddp", "how `ssd run` and `ssd sweep` launch training: ddp, fsdp, zero3 (selfdistill/accelerate/NAME.yaml) or an accelerate config file")

@@ -34,6 +34,7 @@ from .config import AnalyzeConfig, EvalConfig, RunConfig, SampleConfig, TrainCon
 from .engine import EngineSettings
 from .launch import train_stage
 from .manifest import RunDir, atomic_write_json, finished, sha256_json
+from .plan import check_training_fits
 from .prompts import DecontaminationTarget
 
 console = Console(stderr=True)
@@ -202,6 +203,7 @@ def run(cfg: RunConfig) -> Path:
     from .sample import sample
     from .train import trained_model_dir
 
+    check_training_fits(cfg)  # in seconds, before hours of sampling and evaluation
     s = Stages.of(cfg)
     root, d = s.plan.root, s.dirs
     manifest = RunDir.open(root, "run", s.cfg, extra={"stages": {}}, index=True)
@@ -262,6 +264,7 @@ def sweep(cfg: RunConfig) -> Path:
     from .sample import sample
     from .train import trained_model_dir
 
+    check_training_fits(cfg)
     runs = {t: Stages.of(variant) for t, variant in t_train_variants(cfg).items()}
     base = next(iter(runs.values()))  # the base model's evals are the same stages for every T_train
     out = sweep_dir(cfg)

@@ -219,11 +219,16 @@ def use_bf16(requested: bool) -> bool:
 
 
 def accumulation_steps(cfg: TrainConfig, processes: int) -> int:
-    per_step = cfg.per_device_batch_size * processes
+    """Processes that split one sequence (context parallelism) share its batch: the batch is counted over
+    processes / context_parallel_size data-parallel ranks."""
+    if processes % cfg.context_parallel_size:
+        raise TrainError(f"context_parallel_size {cfg.context_parallel_size} does not divide the {processes} processes")
+    ranks = processes // cfg.context_parallel_size
+    per_step = cfg.per_device_batch_size * ranks
     if cfg.per_device_batch_size < 1 or cfg.global_batch_size % per_step:
         raise TrainError(
             f"global_batch_size {cfg.global_batch_size} is not a multiple of per_device_batch_size {cfg.per_device_batch_size} "
-            f"x {processes} processes; global batch = per-device batch x gradient accumulation x processes"
+            f"x {ranks} data-parallel ranks; global batch = per-device batch x gradient accumulation x processes / context_parallel_size"
         )
     return cfg.global_batch_size // per_step
 
@@ -355,7 +360,10 @@ def check_snapshot_steps(cfg: TrainConfig) -> None:
 
 
 def batch_plan(cfg: TrainConfig, processes: int) -> dict:
-    return {"processes": processes, "per_device_batch_size": cfg.per_device_batch_size, "gradient_accumulation_steps": accumulation_steps(cfg, processes)}
+    plan = {"processes": processes, "per_device_batch_size": cfg.per_device_batch_size, "gradient_accumulation_steps": accumulation_steps(cfg, processes)}
+    if cfg.context_parallel_size > 1:  # only then: checkpoints marked before the field existed still resume
+        plan["context_parallel_size"] = cfg.context_parallel_size
+    return plan
 
 
 def describe_batch_plan(plan: dict) -> str:
@@ -423,6 +431,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
 def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list = ()):
     """The SFTTrainer for these examples: the one place where our config meets TRL and transformers."""
     from accelerate import PartialState
+    from accelerate.utils import DistributedType
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from transformers.trainer_callback import PrinterCallback
@@ -431,7 +440,11 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     if cfg.min_learning_rate > cfg.learning_rate:
         raise TrainError(f"min_learning_rate {cfg.min_learning_rate} is above learning_rate {cfg.learning_rate}")
     on_cpu = not torch.cuda.is_available()
-    launched = batch_plan(cfg, PartialState(cpu=on_cpu).num_processes)
+    state = PartialState(cpu=on_cpu)
+    launched = batch_plan(cfg, state.num_processes)
+    fsdp = state.distributed_type == DistributedType.FSDP
+    if cfg.cpu_offload and not fsdp:
+        raise TrainError("cpu_offload needs FSDP: launch with accelerate_config fsdp (docs/training.md)")
     steps = optimizer_steps(cfg, len(prep.examples))
     bf16 = use_bf16(cfg.bf16)
     args = SFTConfig(
@@ -461,6 +474,7 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
         completion_only_loss=True,
         max_length=None,  # lengths are enforced in length_plan, by dropping, never by truncating
         padding_free=cfg.packing,
+        **context_parallel_args(cfg, state.num_processes, fsdp),
         report_to="none",
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
@@ -469,9 +483,12 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
         use_cpu=on_cpu,
     )
     # Master weights in fp32 (a 5e-6 update vanishes in bf16); autocast computes in bf16. A frozen LoRA
-    # base needs no master copy.
-    dtype = torch.bfloat16 if (bf16 and cfg.use_lora) else torch.float32
+    # base needs no master copy. Under FSDP with bf16 the checkpoint loads in its own dtype and accelerate
+    # upcasts each shard to fp32 after sharding: the main process never holds the whole model in fp32.
+    dtype = torch.bfloat16 if (bf16 and cfg.use_lora) else checkpoint_dtype(prep.model_path) if (bf16 and fsdp) else torch.float32
     load = load_kwargs(prep.model_path, cfg)
+    if cfg.context_parallel_size > 1 and cfg.attn_implementation is None:
+        load["attn_implementation"] = "sdpa"  # the only attention transformers' context parallelism runs
     model = AutoModelForCausalLM.from_pretrained(prep.model_path, dtype=dtype, **load)
     peft_config = None
     if cfg.use_lora:
@@ -483,9 +500,48 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     if len(trainer.train_dataset) != len(dataset):  # TRL silently drops examples without loss tokens
         raise TrainError(f"TRL dropped {len(dataset) - len(trainer.train_dataset)} examples during preparation")
     trainer.remove_callback(PrinterCallback)  # RichProgress prints the logs
+    if fsdp:  # read when the trainer wraps the model, at train()
+        for name, value in fsdp_policies(cfg, bf16).items():
+            setattr(trainer.accelerator.state.fsdp_plugin, name, value)
     plan = {**launched, "global_batch_size": cfg.global_batch_size, "optimizer_steps": steps, "warmup_steps": args.warmup_steps,
             "precision": "bf16 autocast" if bf16 else "fp32", "weights_dtype": str(dtype).removeprefix("torch."), "attention": load["attn_implementation"]}  # fmt: skip
     return trainer, plan
+
+
+def checkpoint_dtype(model_path: str) -> torch.dtype:
+    from transformers import AutoConfig
+
+    dtype = getattr(AutoConfig.from_pretrained(model_path), "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def context_parallel_args(cfg: TrainConfig, processes: int, fsdp: bool) -> dict:
+    """SFTConfig arguments for context parallelism: accelerate's ParallelismConfig over FSDP2, each
+    sequence split across context_parallel_size processes and padded to a multiple of twice that
+    (torch's load-balanced split cuts it into 2 x cp_size chunks; padding carries no loss)."""
+    cp = cfg.context_parallel_size
+    if cp == 1:
+        return {}
+    if not fsdp:
+        raise TrainError(f"context_parallel_size {cp} needs FSDP2: launch with accelerate_config fsdp (docs/training.md)")
+    if cfg.packing:
+        raise TrainError("context parallelism cannot keep packed examples apart (it drops the attention mask): set packing false")
+    from accelerate.parallelism_config import ParallelismConfig
+
+    return {"parallelism_config": ParallelismConfig(dp_shard_size=processes // cp, cp_size=cp), "pad_to_multiple_of": 2 * cp}
+
+
+def fsdp_policies(cfg: TrainConfig, bf16: bool) -> dict:
+    """FSDP2 plugin settings from the config: gradients reduced in gradient_reduce_dtype under bf16
+    (accelerate's default reduces in bf16; Megatron, the paper's trainer, in fp32), and parameters,
+    gradients and optimizer state in CPU memory with cpu_offload."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
+
+    policies = {"cpu_offload": CPUOffloadPolicy()} if cfg.cpu_offload else {}
+    if bf16:
+        reduce = torch.float32 if cfg.gradient_reduce_dtype == "fp32" else torch.bfloat16
+        policies["mixed_precision_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=reduce)
+    return policies
 
 
 def _installed(module: str) -> bool:
