@@ -6,9 +6,11 @@ per GPU, in bytes:
   the GPUs that shard them (FSDP/ZeRO-3: all of them; DDP: none); on the CPU with `cpu_offload`.
   LoRA: the frozen bf16 weights 2P (the adapter's state is negligible);
 - activations: with gradient checkpointing one bf16 layer input per layer (L x t x H x 2) plus the
-  layer being recomputed with its gradients (2 x t x A x 2), t = T / context_parallel_size tokens on
+  layer being recomputed with its gradients (3 x t x A x 2), t = T / context_parallel_size tokens on
   this GPU and A the activation width of a layer per token (activation_width); without it every
-  layer's activations (L x t x A x 2) plus one layer's gradients. Eager attention adds its heads x t x
+  layer's activations (L x t x 2A x 2) plus one layer's gradients. A layer's forward keeps about 2A
+  values per token (measured on CPU: 1.8 to 2.4 A for Qwen3, Llama and Qwen3-MoE shapes, tests/test_plan.py;
+  q, k and v before and after the norms and rotary embedding, fp32 norm inputs), its gradients about A more. Eager attention adds its heads x t x
   T bf16 scores; context parallelism adds the gathered K and V of a layer;
 - the LM head through TRL's fused kernel (train.py): one bf16 tile of 4,096 tokens x 32,768
   vocabulary entries, and in backward the fp32 gradients of the hidden states (t x H x 4) and of the
@@ -44,6 +46,7 @@ CONTEXT_BYTES = 5 * GIB  # CUDA context, NCCL buffers, allocator slack: assumed,
 LM_HEAD_TILE = 4096 * 32768  # trl.kernels.chunked_logprob: TOKEN_CHUNK_SIZE x _CHUNKED_LOGPROB_CHUNK_SIZE
 VLLM_UTILIZATION = 0.9  # vLLM's gpu_memory_utilization default
 VLLM_ACTIVATION_BYTES = 3 * GIB  # vLLM's activation peak, CUDA graphs and context: assumed
+FORWARD_WIDTHS = 2  # a layer's forward keeps ~2A values per token (measured, tests/test_plan.py)
 MXFP4_BYTES = 4.25 / 8  # 4-bit values and one 8-bit scale per 32
 NODE_GPUS = 8
 NODES = [(gpus, memory) for memory in (80, 141, 192) for gpus in (1, 2, 4, 8, 16, 32)]  # GiB per GPU: H100, H200, B200
@@ -167,12 +170,12 @@ def training_memory(shape: ModelShape, setup: TrainSetup) -> dict[str, int]:
     terms = {"weights": (2 if setup.lora else 4) * p * on_gpu // shard,
              "gradients": 0 if setup.lora else 4 * p * on_gpu // shard,
              "AdamW state": 0 if setup.lora else 8 * p * on_gpu // shard}  # fmt: skip
-    layer = tokens * shape.activation_width * 2
+    width = tokens * shape.activation_width * 2  # A values per token, bf16
     if setup.gradient_checkpointing:
         terms["checkpointed layer inputs"] = shape.layers * tokens * shape.hidden * 2
-        terms["recomputed layer"] = 2 * layer
+        terms["recomputed layer"] = (FORWARD_WIDTHS + 1) * width
     else:
-        terms["activations"] = shape.layers * layer + layer
+        terms["activations"] = shape.layers * FORWARD_WIDTHS * width + width
     if setup.eager_attention:
         terms["attention scores (eager)"] = setup.per_device_batch * shape.heads * tokens * setup.seq_len * 2
     if setup.context_parallel > 1:  # the full sequence's K and V of a layer, and their gradients
@@ -313,7 +316,7 @@ def gib(n: float) -> str:
 
 def describe(plan: Plan) -> str:
     s = plan.setup
-    parts = [f"{s.gpus} GPU{'s' if s.gpus > 1 else ''} of {plan.gpu_gib:g} GiB", f"T = {s.seq_len:,} tokens",
+    parts = [f"{s.gpus} GPU{'s' if s.gpus > 1 else ''} of {plan.gpu_gib:.3g} GiB", f"T = {s.seq_len:,} tokens",
              "FSDP" if s.sharded else "DDP", "LoRA" if s.lora else "full fine-tune"]  # fmt: skip
     parts += [f"context parallel {s.context_parallel}"] * (s.context_parallel > 1) + ["CPU offload"] * s.cpu_offload
     parts += ["gradient checkpointing"] * s.gradient_checkpointing + ["fp32 gradient reduction" if s.fp32_reduce else "bf16 gradient reduction"] * s.sharded
@@ -321,7 +324,7 @@ def describe(plan: Plan) -> str:
 
 
 def verdict(plan: Plan) -> str:
-    need = f"{gib(plan.per_gpu)} GiB per GPU of {plan.gpu_gib:g}"
+    need = f"{gib(plan.per_gpu)} GiB per GPU of {plan.gpu_gib:.3g}"
     host = host_memory(plan.shape, plan.setup)
     return f"{need}: {'fits' if plan.fits else 'does NOT fit'}" + (f" (host RAM for the offloaded state: {gib(host)} GiB per node)" if host else "")
 
