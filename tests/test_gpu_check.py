@@ -6,6 +6,7 @@ and export)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,15 @@ def test_the_wheels_list_names_only_pinned_packages_the_check_installs():
     pins = [p for p in pins if p]
     assert sorted(p.split("==")[0] for p in pins) == ["datasets", "dill", "multiprocess", "trl", "xxhash"]
     assert all(p.count("==") == 1 for p in pins)  # pinned: `pip download` fetches exactly these
+
+
+def test_the_steps_budgets_fit_the_8_minutes_and_name_every_step():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import gpu_check
+
+    assert sum(gpu_check.BUDGET_S.values()) <= gpu_check.TOTAL_BUDGET_S == 480
+    steps = set(re.findall(r'step\("([^"]+)"', (REPO / "benchmarks" / "gpu_check.py").read_text()))
+    assert steps == set(gpu_check.BUDGET_S)
 
 
 @pytest.mark.integration
