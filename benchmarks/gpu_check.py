@@ -147,7 +147,8 @@ def environment(device: str) -> dict:
     check(torch.cuda.device_count() == len(gpus), f"NVML sees {len(gpus)} GPUs, torch {torch.cuda.device_count()}")
     major, minor = torch.cuda.get_device_capability()
     arches = torch.cuda.get_arch_list()
-    runs = f"sm_{major}{minor}" in arches or any(a.startswith("compute_") and int(a[8:]) <= major * 10 + minor for a in arches)
+    # a kernel for this architecture, or PTX of an older one that the driver compiles for it
+    runs = f"sm_{major}{minor}" in arches or any(a.startswith("compute_") and int(re.sub(r"\D", "", a)) <= major * 10 + minor for a in arches)
     check(runs, f"{gpus[0]['name']} is sm_{major}{minor}; this torch build has kernels for {' '.join(arches)} only")
     return {"detail": f"{seen}; {build}; sm_{major}{minor} in its kernels"}
 
@@ -323,13 +324,13 @@ def probe_models(work: Path, size: Size, tokenizer_dir: Path) -> list[dict]:
             return config_class(vocab_size=size.vocab, num_hidden_layers=layers, max_position_embeddings=size.probe_tokens, **fields)
 
         deep, shallow = work / f"{family}-{depths[1]}", work / f"{family}-{depths[0]}"
-        params = save_random_model(deep, config(depths[1]), tokenizer)
+        save_random_model(deep, config(depths[1]), tokenizer)
         shallow.mkdir()
         for f in deep.iterdir():
             if f.name != "config.json":
                 (shallow / f.name).symlink_to(f)
         with_token_ids(config(depths[0]), tokenizer).save_pretrained(shallow)
-        models += [{"family": family, "layers": depths[0], "path": str(shallow)}, {"family": family, "layers": depths[1], "path": str(deep), "params": params}]
+        models += [{"family": family, "layers": depths[0], "path": str(shallow)}, {"family": family, "layers": depths[1], "path": str(deep)}]
     return models
 
 
@@ -349,9 +350,11 @@ def memory_step(work: Path, size: Size, tokenizer_dir: Path, device: str) -> dic
     for family in ("dense", "moe"):
         (l1, p1), (l2, p2) = [(r["layers"], r["peak_bytes"]) for r in results if r["family"] == family]
         per_layer = (p2 - p1) / (l2 - l1)
-        steps = ", ".join(f"{r['layers']} layers {gib(r['peak_bytes'])} ({r['step_seconds']:.1f} s)" for r in results if r["family"] == family)
+        steps = ", ".join(f"{r['layers']} layers {gib(r['peak_bytes'])} ({r['step_seconds']:.1f} s"
+                          + (f", {gib(r['allocated_before_bytes'])} left by the model before" if r["allocated_before_bytes"] else "") + ")"
+                          for r in results if r["family"] == family)  # fmt: skip
         parts.append(f"{family}: {steps}; fit {gib(p1 - l1 * per_layer)} + {gib(per_layer)} per layer")
-    return {"fit": results, "detail": f"{what}, one step of {size.probe_tokens:,} tokens: " + "; ".join(parts)}
+    return {"detail": f"{what}, one step of {size.probe_tokens:,} tokens: " + "; ".join(parts)}
 
 
 def memory_probe_child(spec_file: Path) -> int:
@@ -377,12 +380,13 @@ def memory_probe_child(spec_file: Path) -> int:
         if device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+        left = torch.cuda.memory_allocated() if device == "cuda" else 0  # by the model before: should be 0
         timer = StepTimer(device)
         trainer, _ = build_trainer(cfg, Prepared(model["path"], tokenizer, examples, {}, tokenizer.chat_template, {}), out, callbacks=[timer])
         trainer.train()
         peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         reserved = torch.cuda.max_memory_reserved() if device == "cuda" else 0
-        print("PROBE " + json.dumps({**model, "peak_bytes": peak, "reserved_bytes": reserved, "step_seconds": timer.times[0]}), flush=True)
+        print("PROBE " + json.dumps({**model, "peak_bytes": peak, "reserved_bytes": reserved, "allocated_before_bytes": left, "step_seconds": timer.times[0]}), flush=True)
         del trainer
         gc.collect()
     return 0
