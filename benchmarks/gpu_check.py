@@ -376,7 +376,7 @@ def memory_probe_child(spec_file: Path) -> int:
         examples = make_examples([spec["tokens"]], spec["vocab"], seed=0)
         out = Path(spec["out"]) / f"{model['family']}-{model['layers']}"
         cfg = TrainConfig(model=model["path"], global_batch_size=1, per_device_batch_size=1, max_steps=1, save_steps=10**9, logging_steps=1,
-                          gradient_checkpointing=True, accelerate_config="fsdp", output_dir=str(out))  # fmt: skip
+                          gradient_checkpointing=True, output_dir=str(out))  # fmt: skip
         if device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
