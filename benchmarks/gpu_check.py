@@ -401,7 +401,7 @@ def sinks_step(size: Size, device: str) -> dict:
     the two kernels must agree in fp32. bf16 autocast (training's precision) is reported, not checked."""
     from transformers import AutoModelForCausalLM, GptOssConfig
 
-    config = GptOssConfig(**size.sinks, max_position_embeddings=4 * size.sinks_tokens)
+    config = GptOssConfig(**size.sinks)
     torch.manual_seed(0)
     eager = AutoModelForCausalLM.from_config(config, attn_implementation="eager").to(device).train()
     ids = torch.randint(config.vocab_size, (2, size.sinks_tokens), generator=torch.Generator().manual_seed(1)).to(device)
