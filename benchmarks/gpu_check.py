@@ -428,10 +428,11 @@ def sinks_step(size: Size, device: str) -> dict:
     compared = []
     for bf16 in (False, True):
         (a, ga), (b, gb) = loss_and_grads(eager, bf16), loss_and_grads(flex, bf16)
+        check(set(ga) == set(gb), f"parameters with a gradient under eager only: {sorted(set(ga) - set(gb))}, flex only: {sorted(set(gb) - set(ga))}")
         worst = max(grads_differ(ga[n], gb[n]) for n in ga)
         sink = max(grads_differ(ga[n], gb[n]) for n in ga if n.endswith("sinks"))
         compared.append((bf16, abs(a - b) / abs(a), worst, sink))
-    _, loss_diff, worst, sink = compared[0]
+    _, loss_diff, worst, _ = compared[0]
     check(loss_diff < 1e-4 and worst < 1e-2, f"flex_attention differs from eager in fp32: loss by {loss_diff:.1e}, gradients by up to {worst:.1e} (relative)")
     described = "; ".join(f"{'bf16 autocast' if bf16 else 'fp32'} loss {d:.1e}, gradients {w:.1e} (sinks {s:.1e})" for bf16, d, w, s in compared)
     return {"detail": f"{line}; flex vs eager, relative difference: {described}"}
