@@ -638,4 +638,8 @@ class HFGenerator(Generator):
 
     def close(self):
         self.model = None
+        if torch.cuda.is_initialized():
+            # cuBLAS keeps its matmul workspace in the caching allocator until asked (pytorch#95668):
+            # without this, empty_cache leaves it allocated and the next stage starts with less memory
+            torch._C._cuda_clearCublasWorkspaces()
         super().close()
