@@ -345,16 +345,27 @@ def memory_step(work: Path, size: Size, tokenizer_dir: Path, device: str) -> dic
     output = run_logged(launcher + [str(Path(__file__).resolve()), "--memory-probe", str(spec)], work / "probe.log")
     results = [json.loads(line.removeprefix("PROBE ")) for line in output.splitlines() if line.startswith("PROBE ")]
     check(len(results) == len(models), f"the probe reported {len(results)} of {len(models)} models (log {work / 'probe.log'})")
-    what = "peak CUDA memory allocated" if device == "cuda" else "peak RSS of the process so far (CPU: no FSDP)"
+    what = "peak CUDA memory allocated" if device == "cuda" else "peak RSS of the process so far (CPU: no FSDP, not comparable with the plan)"
     parts = []
     for family in ("dense", "moe"):
         (l1, p1), (l2, p2) = [(r["layers"], r["peak_bytes"]) for r in results if r["family"] == family]
         per_layer = (p2 - p1) / (l2 - l1)
         steps = ", ".join(f"{r['layers']} layers {gib(r['peak_bytes'])} ({r['step_seconds']:.1f} s"
-                          + (f", {gib(r['allocated_before_bytes'])} left by the model before" if r["allocated_before_bytes"] else "") + ")"
-                          for r in results if r["family"] == family)  # fmt: skip
+                          + (f", {gib(r['allocated_before_bytes'])} left by the model before" if r["allocated_before_bytes"] else "")
+                          + f"; ssd plan {gib(planned_peak(r['path'], size.probe_tokens))})" for r in results if r["family"] == family)  # fmt: skip
         parts.append(f"{family}: {steps}; fit {gib(p1 - l1 * per_layer)} + {gib(per_layer)} per layer")
     return {"detail": f"{what}, one step of {size.probe_tokens:,} tokens: " + "; ".join(parts)}
+
+
+def planned_peak(model_path: str, tokens: int) -> int:
+    """`ssd plan`'s prediction of the probe's peak allocation (one process, FSDP, checkpointing): its
+    terms less the allowance for the CUDA context and NCCL, which the allocator does not see."""
+    from transformers import AutoConfig
+
+    from selfdistill.plan import ModelShape, TrainSetup, training_memory
+
+    terms = training_memory(ModelShape.of(AutoConfig.from_pretrained(model_path)), TrainSetup(seq_len=tokens, gpus=1))
+    return sum(v for k, v in terms.items() if k != "CUDA context, NCCL, slack")
 
 
 def memory_probe_child(spec_file: Path) -> int:

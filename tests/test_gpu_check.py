@@ -52,5 +52,5 @@ def test_gpu_check_passes_in_its_dry_mode(tmp_path):
                  "long-sequence memory, FSDP2", "GPT-OSS sinks: eager vs flex", "FSDP, 1 process: resume, export"):  # fmt: skip
         lines[step] = next((line for line in proc.stdout.splitlines() if line.startswith(step + ": ")), "")
         assert "budgeted" in lines[step], f"no line for step {step!r}"
-    assert "MFU" in lines["train full, 1 process"] and "per layer" in lines["long-sequence memory, FSDP2"]
+    assert "MFU" in lines["train full, 1 process"] and "per layer" in lines["long-sequence memory, FSDP2"] and "ssd plan" in lines["long-sequence memory, FSDP2"]
     assert "sinks of all 2 layers get a gradient" in lines["GPT-OSS sinks: eager vs flex"]
