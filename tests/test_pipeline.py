@@ -25,6 +25,22 @@ from selfdistill.pipeline import (
 )
 
 
+def test_run_refuses_before_any_stage_when_the_evaluated_data_cannot_be_read(tmp_path, monkeypatch):
+    """Offline, without a hub cache or a local copy, the paper presets' LiveCodeBench cannot load: refused
+    in seconds, before sampling (decontamination alone would only skip it)."""
+    from huggingface_hub import constants
+
+    from selfdistill.benchmarks import DataUnavailable
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("SELFDISTILL_DATA", str(tmp_path / "no-data"))
+    cfg = C.load_run_config("qwen3-4b-instruct-2507", overrides=[f"output_dir={tmp_path / 'run'}"])
+    for stage in (run, sweep):
+        with pytest.raises(DataUnavailable, match="livecodebench/code_generation_lite: cannot fetch"):
+            stage(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_samples_are_decontaminated_against_the_evaluated_data():
     paper = C.load_run_config("qwen3-4b-instruct-2507")
     derived = decontaminated_against_eval(paper)

@@ -100,8 +100,9 @@ def evaluate(cfg: EvalConfig, generator=None) -> Path:
     temps = temperatures(cfg)
     with _sandbox(cfg, bench) as pool:
         problems = bench.load(cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, cfg.limit, cfg.seed, pool)
-        source = bench.source(cfg.benchmark_path)
-        inputs = hash_inputs([source]) or {"benchmark": source}
+        sources = bench.sources(cfg.benchmark_path)
+        source = ", ".join(sources)
+        inputs = hash_inputs(sources) or {"benchmark": source}
         inputs["problems"] = sha256_json([p.id for p in problems])
         extra = {"benchmark_source": source, **({"sandbox_nodes": pool.nodes} if cfg.ray_address else {})}
         if cfg.oracle:

@@ -7,7 +7,8 @@ Output directory:
                            its arguments (the pinned date, reasoning effort), tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
                            skips, length histogram, counts of truncated (hit max_tokens) / looping / dropped;
                            with ray_address, `placements`: the node and replica that made each shard
-    prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt
+    prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt, and the
+                           decontamination entries whose data could not be loaded here (not checked)
     shards/shard-00000.jsonl ...   one JSON record per sample, `shard_size` prompts per shard
 
 A shard is the unit of resume: all missing shards' requests go through the engine as one continuously
@@ -114,6 +115,8 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     prompts = found.prompts[: cfg.limit] if cfg.limit is not None else found.prompts
     for e in found.errors:
         console.print(f"[yellow]skipped[/] {e['where']}: {e['reason']}")
+    for c in found.unchecked:
+        console.print(f"[bold red]NOT DECONTAMINATED[/] against {c['entry']}: {c['not_checked']}")
     if not prompts:
         raise PromptError(f"{found.source}: no prompts left ({found.summary()})")
     model_path = resolve_model(cfg.model)
@@ -147,7 +150,8 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     shard_size = run.manifest.setdefault("shard_size", cfg.shard_size)
     if shard_size != cfg.shard_size:
         console.print(f"[yellow]note[/] {out} was started with shard_size={shard_size}; keeping it (asked: {cfg.shard_size})")
-    atomic_write_json(out / "prompts_report.json", {"errors": found.errors, "duplicates": found.duplicates, "contaminated": found.contaminated})
+    atomic_write_json(out / "prompts_report.json", {"errors": found.errors, "duplicates": found.duplicates, "contaminated": found.contaminated,
+                                                    "not_decontaminated_against": found.unchecked})
     shards = [prompts[k : k + shard_size] for k in range(0, len(prompts), shard_size)]
     todo = [k for k in range(len(shards)) if not _shard_path(out, k).is_file()]
     for k in range(len(shards)):
