@@ -17,8 +17,9 @@ makes room for the next), and a shard is written atomically as soon as its last 
 rerun of the same command skips finished shards, so after kill -9 only the requests in flight are lost
 and the final data equal an uninterrupted run's: every request has its own seed, so its reply does not
 depend on which others share the engine with it (byte for byte where the backend's numerics do not
-depend on the batch either; see generate.py). With ray_address, the shards stream on replicas of the
-model on a Ray cluster instead (distributed.py), each shard whole on one replica: the same files.
+depend on the batch either; see generate.py). With ray_address, or on a machine with several GPUs
+(local_replicas, engine.py), the shards stream on replicas of the model on Ray instead
+(distributed.py), each shard whole on one replica: the same files.
 
 Record fields: prompt_id, sample_index, seed, messages, prompt_text (the templated prompt exactly as
 fed), reply, reply_token_ids, prompt_tokens, reply_tokens, finish_reason ("stop", "length",
