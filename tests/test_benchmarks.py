@@ -370,3 +370,119 @@ def test_livecodebench_public_tests_accept_independent_references(pool):
     assert len(problems) == 77 and all(p.tests["kind"] == "call" for p in problems)
     verdicts = bench.grade_many(problems, [f"```python\n{train[p.metadata['title']]}\n```" for p in problems], pool)
     assert [(p.id, v.detail) for p, v in zip(problems, verdicts) if not v.passed] == []
+
+
+# ---------------------------------------------------------------------------- LiveCodeBench v6 from the hub's raw files
+
+LCB_REPO = "livecodebench/code_generation_lite"
+SUM_STDIN = "a, b = map(int, input().split())\nprint(a + b)"
+
+
+def upstream_private(cases: list[dict]) -> str:
+    """Private tests as the upstream files store them: base64 of zlib of a pickle of the JSON text."""
+    return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(cases)))).decode()
+
+
+def upstream_row(qid: str, date: str, func_name: str | None = None) -> dict:
+    """A row of code_generation_lite's test*.jsonl: tests as JSON text (public) and compressed (private)."""
+    if func_name:
+        public = [{"input": "1\n2", "output": "3", "testtype": "functional"}]
+        private = [{"input": "40\n2", "output": "42", "testtype": "functional"}, {"input": "-5\n5", "output": "0", "testtype": "functional"}]
+        starter = f"class Solution:\n    def {func_name}(self, a: int, b: int) -> int:\n        "
+    else:
+        public = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
+        private = [{"input": "40 2\n", "output": "42\n", "testtype": "stdin"}]
+        starter = ""
+    return {"question_title": f"Problem {qid}", "question_content": f"Add two integers ({qid}).", "platform": "atcoder",
+            "question_id": qid, "contest_id": "abc400", "contest_date": f"{date}T00:00:00", "starter_code": starter,
+            "difficulty": "easy", "public_test_cases": json.dumps(public), "private_test_cases": upstream_private(private),
+            "metadata": json.dumps({"func_name": func_name} if func_name else {})}
+
+
+# one problem per release file, and the v6 window's problems (and one just before it) in test6.jsonl
+LCB_FIXTURE = {name: [upstream_row(f"old{i}", f"2023-0{i}-15")] for i, name in enumerate(B.LCB_FILES[:-1], 1)}
+LCB_FIXTURE["test6.jsonl"] = [upstream_row("jan", "2025-01-20"), upstream_row("feb", "2025-02-02"), upstream_row("apr", "2025-04-26", "addTwo")]
+
+
+def hub_cache(root: Path, files: dict[str, list[dict]]) -> Path:
+    """A huggingface_hub cache holding the dataset's raw files, in the layout hf_hub_download reads:
+    content-addressed blobs, a snapshot of symlinks to them, and refs/main naming the snapshot."""
+    import hashlib
+
+    repo = root / ("datasets--" + LCB_REPO.replace("/", "--"))
+    commit = hashlib.sha1(json.dumps(files).encode()).hexdigest()
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    for name, rows in files.items():
+        data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        blob = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / blob).write_bytes(data)
+        (repo / "snapshots" / commit / name).symlink_to(Path("..", "..", "blobs", blob))
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+@pytest.fixture
+def lcb_hub(tmp_path, monkeypatch):
+    """The fixture's hub cache as huggingface_hub's cache directory (HF_HUB_OFFLINE=1 holds: conftest)."""
+    from huggingface_hub import constants
+
+    cache = hub_cache(tmp_path / "hub", LCB_FIXTURE)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_livecodebench_v6_loads_from_the_hub_cache_with_private_tests(lcb_hub):
+    bench = B.get("livecodebench")
+    sources = bench.sources()
+    assert [Path(s).name for s in sources] == list(B.LCB_FILES) and all(s.startswith(str(lcb_hub)) for s in sources)  # ahead of the shared copy
+    assert bench.sources(LCB_REPO) == sources  # the hub id as benchmark_path: the same raw files (datasets refuses the repo)
+    problems = bench.load(release_from="2025-02-01", release_to="2025-05-31")
+    assert [p.id for p in problems] == ["feb", "apr"]
+    feb, apr = problems
+    assert feb.tests == {"kind": "stdio", "inputs": ["1 2\n", "40 2\n"], "outputs": ["3\n", "42\n"]}
+    assert apr.entry_point == "Solution().addTwo" and apr.tests["inputs"] == [[1, 2], [40, 2], [-5, 5]] and apr.tests["expected"] == [3, 42, 0]
+    assert (apr.metadata["public_tests"], apr.metadata["private_tests"], apr.metadata["date"]) == (1, 2, "2025-04-26")
+    assert apr.metadata["source"] == f"{sources[-1]}:3" and B.tests_label(problems) == "all tests"
+    assert [p.id for p in bench.problems()] == ["old1", "old2", "old3", "old4", "old5", "jan", "feb", "apr"]  # lcb_runner's release_v6
+
+
+def test_livecodebench_v6_from_the_hub_cache_grades_through_the_lcb_profile(lcb_hub, tmp_path):
+    """`ssd eval` as a user runs it: no benchmark_path, the hub cache in HF_HUB_CACHE, offline."""
+    import os
+    import subprocess
+    import sys
+
+    replies = [("feb", f"```python\n{SUM_STDIN}\n```"), ("feb", "```python\nprint(3)\n```"),  # passes the public test only
+               ("apr", "```python\nclass Solution:\n    def addTwo(self, a, b):\n        return a + b\n```"),
+               ("apr", "```python\ndef addTwo(a, b):\n    return a + b\n```")]  # lcb_runner calls a top-level function too
+    path = tmp_path / "replies.jsonl"
+    path.write_text("".join(json.dumps({"problem_id": pid, "reply": r}) + "\n" for pid, r in replies))
+    out = tmp_path / "eval"
+    env = {**os.environ, "HF_HUB_CACHE": str(lcb_hub), "HF_HUB_OFFLINE": "1", "SELFDISTILL_DATA": str(tmp_path / "no-data"),
+           "PYTHONPATH": str(Path(B.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "selfdistill", "eval", "--benchmark", "livecodebench", "release_from=\"2025-02-01\"",
+                           "release_to=\"2025-05-31\"", "--replies", str(path), "--output-dir", str(out), "--workers", "2"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = {r["replies_line"]: r for line in (out / "results" / "Tnone.jsonl").read_text().splitlines() if (r := json.loads(line))}
+    assert [records[i]["passed"] for i in (1, 2, 3, 4)] == [True, False, True, True]
+    assert records[2]["status"] == "failed"  # the private test: 40 2 -> 42
+    summary = json.loads((out / "summary.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert summary["grading"] == "lcb" and summary["n_problems"] == 2
+    assert manifest["benchmark_source"].endswith("test6.jsonl") and str(lcb_hub) in manifest["benchmark_source"]
+
+
+def test_without_any_copy_of_the_data_offline(tmp_path, monkeypatch):
+    """Offline, no hub cache and no local copy: DataUnavailable at once, naming what is missing."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("SELFDISTILL_DATA", str(tmp_path / "no-data"))
+    with pytest.raises(B.DataUnavailable, match=f"{LCB_REPO}: cannot fetch test.jsonl, .*test6.jsonl from the hub"):
+        B.get("livecodebench").sources()
+    with pytest.raises(B.DataUnavailable, match=r"mbpp: no data here: no local copy \(mbpp.jsonl .*offline, so not google-research-datasets/mbpp"):
+        B.get("mbpp").load()
+    assert len(B.get("humaneval").problems()) == 164  # shipped with its package: always here

@@ -21,6 +21,7 @@ from selfdistill import distributed as D
 from selfdistill import evaluate as E
 from selfdistill import sandbox
 from selfdistill.config import EvalConfig, SampleConfig, fingerprint_dict, load_run_config
+from selfdistill.engine import EngineSettings
 from selfdistill.generate import Request, SamplingSpec
 from selfdistill.manifest import load_manifest, read_jsonl
 from selfdistill.sample import sample
@@ -47,6 +48,20 @@ def test_replicas_take_a_tensor_parallel_group_of_gpus_or_a_whole_node():
     assert D.replica_bundles([head, node("c", 2)], 1) == ([{"CPU": 2}] * 2, "STRICT_SPREAD")
     with pytest.raises(D.DistributedError, match="needs GPUs"):
         D.replica_bundles([head], 2)
+
+
+def test_one_machine_gets_a_replica_per_gpu_or_tensor_parallel_group():
+    settings = EngineSettings.of(SampleConfig())
+    assert [settings.replicas_here(gpus) for gpus in (0, 1, 8)] == [1, 1, 8]  # 1: one engine in this process
+    assert replace(settings, tensor_parallel_size=4).replicas_here(8) == 2 and replace(settings, tensor_parallel_size=2).replicas_here(2) == 1
+    assert replace(settings, local_replicas=1).replicas_here(8) == 1 and replace(settings, local_replicas=2).replicas_here(0) == 2
+    assert D.local_bundles(node("h", 64, 8), 1, 8) == ([{"GPU": 1, "CPU": 1}] * 8, "PACK")
+    assert D.local_bundles(node("h", 64, 8), 4, 2) == ([{"GPU": 4, "CPU": 1}] * 2, "PACK")
+    assert D.local_bundles(node("h", 2), 1, 2) == ([{"CPU": 1}] * 2, "PACK")  # forced on a CPU: the CPUs shared out
+    with pytest.raises(D.DistributedError, match="local_replicas=3 x tensor_parallel_size=4 needs 12 GPUs; this machine has 8"):
+        D.local_bundles(node("h", 64, 8), 4, 3)
+    with pytest.raises(D.DistributedError, match="local_replicas=3 needs a CPU each; this machine has 2"):
+        D.local_bundles(node("h", 2), 1, 3)
 
 
 def test_replicas_that_sample_differently_stop_the_run():
@@ -162,6 +177,27 @@ def single(tmp_path_factory, tiny_model):
 
 def files(out: Path, folder: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / folder).glob("*.jsonl"))}
+
+
+@integration
+def test_two_local_replicas_write_what_one_process_writes(single, tmp_path):
+    """No ray_address, local_replicas=2 (what two GPUs get by default): each stage starts a Ray instance
+    here, streams its units on both replicas, writes a single process's files, and stops the instance."""
+    assert not ray_processes(), "another Ray is running on this machine"
+    samples = sample(sample_config(tmp_path, "samples", local_replicas=2))
+    assert files(samples, "shards") == files(single[0], "shards")
+    placements = load_manifest(samples)["placements"]
+    assert sorted(placements) == sorted(files(samples, "shards")) and {p["replica"] for p in placements.values()} == {0, 1}
+    assert len({p["node_id"] for p in placements.values()}) == 1 and len({p["pid"] for p in placements.values()}) == 2
+    assert wait_for(lambda: not ray_processes(), 60), f"left after the stage: {ray_processes()}"
+    (samples / "shards" / "shard-00003.jsonl").unlink()  # resume: the missing shard is made again, the same
+    assert files(sample(sample_config(tmp_path, "samples", local_replicas=2)), "shards") == files(single[0], "shards")
+
+    evals = evaluate_in_blocks_of_2(eval_config(tmp_path, "eval", local_replicas=2))
+    assert files(evals, "results") == files(single[1], "results")
+    assert json.loads((evals / "summary.json").read_text()) == json.loads((single[1] / "summary.json").read_text())
+    assert {p["replica"] for p in load_manifest(evals)["placements"].values()} == {0, 1}
+    assert wait_for(lambda: not ray_processes(), 60), f"left after the stage: {ray_processes()}"
 
 
 @integration

@@ -138,7 +138,7 @@ def test_paper_presets_checkpoint_activations_and_shard_with_fsdp(name):
     train = C.load_run_config(name).train
     assert (train.gradient_checkpointing, train.accelerate_config, train.use_lora) == (True, "fsdp", False)
     assert train.num_processes == 0  # one per GPU of the node
-    assert train.attn_implementation == ("kernels-community/vllm-flash-attn3" if name == "gpt-oss-20b" else None)
+    assert train.attn_implementation is None  # chosen per architecture: GPT-OSS trains its sinks (model_load_kwargs)
 
 
 @pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct"])
@@ -155,12 +155,78 @@ def test_attention_and_dequantization_are_chosen_per_architecture():
         assert model_load_kwargs(config, cuda=True, flash_attn=False) == {"attn_implementation": "sdpa"}
         assert model_load_kwargs(config, cuda=True, flash_attn=True) == {"attn_implementation": "flash_attention_2"}
     gpt_oss = GptOssConfig(quantization_config={"quant_method": "mxfp4"})
-    for cuda, flash_attn in ((False, False), (True, True)):  # flash-attn 2 would drop the sinks
+    for cuda, flash_attn, attention in ((False, False, "eager"), (True, True, "flex_attention")):  # flash-attn 2 would drop the sinks
         kwargs = model_load_kwargs(gpt_oss, cuda=cuda, flash_attn=flash_attn)
-        assert kwargs["attn_implementation"] == "eager"
+        assert kwargs["attn_implementation"] == attention
         assert isinstance(kwargs["quantization_config"], Mxfp4Config) and kwargs["quantization_config"].dequantize is True
     assert "quantization_config" not in model_load_kwargs(GptOssConfig(), cuda=True, flash_attn=True)  # already dense
-    assert model_load_kwargs(gpt_oss, True, True, "kernels-community/vllm-flash-attn3")["attn_implementation"] == "kernels-community/vllm-flash-attn3"
+    assert model_load_kwargs(gpt_oss, True, True, "eager")["attn_implementation"] == "eager"
+    for dropping in ("kernels-community/vllm-flash-attn3", "flash_attention_2", "sdpa"):
+        with pytest.raises(ValueError, match=f"train.attn_implementation={dropping}: GPT-OSS's attention sinks would get no gradient"):
+            model_load_kwargs(gpt_oss, True, True, dropping)
+
+
+def tiny_gpt_oss(attention: str, dtype: torch.dtype, device: str = "cpu"):
+    """A random two-layer GPT-OSS (one sliding-window layer, one full) with sinks far from zero."""
+    from transformers import AutoModelForCausalLM, GptOssConfig
+
+    config = GptOssConfig(num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, vocab_size=128, hidden_size=64,
+                          intermediate_size=64, head_dim=16, num_attention_heads=4, num_key_value_heads=2, sliding_window=8)
+    torch.manual_seed(0)
+    # the experts as a loop of matmuls: the grouped-GEMM kernel has no float64
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, experts_implementation="eager",
+                                             **model_load_kwargs(config, device == "cuda", False, attention))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.sinks.normal_(0.0, 1.0)
+    return model.to(device).train()
+
+
+def next_token_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy in the model's dtype (transformers' own loss upcasts to float32 only)."""
+    logits = model(input_ids=tokens).logits
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+
+
+def sink_gradients(model, tokens: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad()
+    next_token_loss(model, tokens).backward()
+    return [layer.self_attn.sinks.grad.clone() for layer in model.model.layers]
+
+
+def test_gpt_oss_sinks_get_their_true_gradient_on_cpu():
+    """The attention training picks for GPT-OSS on a CPU (eager: PyTorch's flex attention has no CPU
+    backward) gives every sink the derivative of the loss: against central differences, in float64 (with
+    a wide step: the norms compute in float32, whose rounding a small step would amplify)."""
+    model = tiny_gpt_oss(None, torch.float64)
+    assert model.config._attn_implementation == "eager"
+    tokens = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(1))  # longer than the sliding window
+    grads = sink_gradients(model, tokens)
+    step = 2e-2
+    with torch.no_grad():
+        for layer, grad in zip(model.model.layers, grads):
+            sinks = layer.self_attn.sinks
+            numeric = torch.zeros_like(sinks)
+            for h in range(sinks.numel()):
+                sinks[h] += step
+                up = next_token_loss(model, tokens)
+                sinks[h] -= 2 * step
+                down = next_token_loss(model, tokens)
+                sinks[h] += step
+                numeric[h] = (up - down) / (2 * step)
+            assert grad.abs().min() > 1e-6  # every sink is trained
+            torch.testing.assert_close(grad, numeric, rtol=1e-2, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex attention has a backward on CUDA only: run this file on a GPU machine")
+def test_gpt_oss_sinks_get_the_same_gradient_under_flex_and_eager_attention():
+    """What GPT-OSS trains with on a GPU (flex attention, sinks applied through its log-sum-exp) gives the
+    sinks eager attention's gradient."""
+    tokens = torch.randint(0, 128, (2, 300), generator=torch.Generator().manual_seed(1)).cuda()
+    flex, eager = (sink_gradients(tiny_gpt_oss(attention, torch.float32, "cuda"), tokens) for attention in (None, "eager"))
+    for f, e in zip(flex, eager):
+        assert f.abs().min() > 1e-6
+        torch.testing.assert_close(f, e, rtol=1e-3, atol=1e-6)
 
 
 # ---------------------------------------------------------------- export

@@ -25,6 +25,22 @@ from selfdistill.pipeline import (
 )
 
 
+def test_run_refuses_before_any_stage_when_the_evaluated_data_cannot_be_read(tmp_path, monkeypatch):
+    """Offline, without a hub cache or a local copy, the paper presets' LiveCodeBench cannot load: refused
+    in seconds, before sampling (decontamination alone would only skip it)."""
+    from huggingface_hub import constants
+
+    from selfdistill.benchmarks import DataUnavailable
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("SELFDISTILL_DATA", str(tmp_path / "no-data"))
+    cfg = C.load_run_config("qwen3-4b-instruct-2507", overrides=[f"output_dir={tmp_path / 'run'}"])
+    for stage in (run, sweep):
+        with pytest.raises(DataUnavailable, match="livecodebench/code_generation_lite: cannot fetch"):
+            stage(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_samples_are_decontaminated_against_the_evaluated_data():
     paper = C.load_run_config("qwen3-4b-instruct-2507")
     derived = decontaminated_against_eval(paper)
@@ -86,8 +102,8 @@ def calls(tmp_path, monkeypatch) -> list:
         def __exit__(self, *exc):
             self.close()
 
-    def load_generator(model, **settings):  # an engine in this process: ray_address is None in these configs
-        calls.append(("load", EngineSettings(**settings, ray_address=None), Engine(model)))
+    def load_generator(model, **settings):  # an engine in this process: ray_address and local_replicas are None in these configs
+        calls.append(("load", EngineSettings(**settings, ray_address=None, local_replicas=None), Engine(model)))
         return calls[-1][2]
 
     def stage(kind: str):
@@ -147,7 +163,7 @@ def test_base_model_stages_of_other_engine_settings_get_their_own_engine(tmp_pat
     assert kinds(calls) == ["load", "sample", "close", "load", "evaluate", "evaluate", "close", "train", "evaluate", "analyze"]
     (_, sample_engine, a), (_, _, on_a), _, (_, eval_engine, b), (_, base, on_b), (_, _, also_on_b) = calls[:6]
     assert on_a is a and on_b is also_on_b is b
-    assert sample_engine == EngineSettings("hf", 8192, 1, 3, None, None) and eval_engine == EngineSettings("vllm", 69632, 2, 0, None, None)
+    assert sample_engine == EngineSettings("hf", 8192, 1, 3, None, None, None) and eval_engine == EngineSettings("vllm", 69632, 2, 0, None, None, None)
     *_, (_, ssd, own), _ = calls
     assert "/eval-ssd-" in ssd.output_dir and own is None  # evaluate loads its own engine, from its config:
     assert EngineSettings.of(ssd) == EngineSettings.of(base) == eval_engine

@@ -184,3 +184,24 @@ def test_decontaminating_leetcode_train_counts():
     found = collect_prompts("leetcode-train", decontaminate=["humaneval", "mbpp", "leetcode", "livecodebench"])
     assert len(found.contaminated) == 72 and len(found.prompts) == 1818
     assert sum(c["benchmark"] == "livecodebench" for c in found.contaminated) == 71
+
+
+def test_decontamination_skips_a_benchmark_it_cannot_load_here_and_says_so(tmp_path, monkeypatch):
+    """Offline with no local copy (a user without ../shared): a benchmark's own data is reported as not
+    checked, the rest is checked; data an entry names itself must load."""
+    from huggingface_hub import constants
+
+    from selfdistill.benchmarks import DataUnavailable
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("SELFDISTILL_DATA", str(tmp_path / "no-data"))
+    copied = get("humaneval").problems()[0]
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "copy", "question": "Solve:\n" + copied.text}, {"id": "fresh", "question": "Count primes below n."}])
+    found = collect_prompts(str(path), decontaminate=["humaneval", "mbpp", "livecodebench@2025-02-01..2025-05-31"])
+    assert [p.id for p in found.prompts] == ["fresh"] and [c["problem_id"] for c in found.contaminated] == [copied.id]
+    assert [(c["entry"], c["problems"]) for c in found.decontamination] == [("humaneval", 164), ("mbpp", 0), ("livecodebench@2025-02-01..2025-05-31", 0)]
+    assert [c["entry"] for c in found.unchecked] == ["mbpp", "livecodebench@2025-02-01..2025-05-31"]
+    assert "offline, so not google-research-datasets/mbpp" in found.unchecked[0]["not_checked"]
+    assert "livecodebench/code_generation_lite: cannot fetch" in found.unchecked[1]["not_checked"]
+    with pytest.raises(DataUnavailable, match="livecodebench/code_generation_lite: cannot fetch"):
+        collect_prompts(str(path), decontaminate=["livecodebench:livecodebench/code_generation_lite"])

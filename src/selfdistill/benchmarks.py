@@ -13,10 +13,20 @@ tests; code the solution needs in front of it as `prefix`) and adding one `Bench
 everything else the package knows of a benchmark (its data, extraction and grading rules, which rows
 form its split) is a field of that entry.
 
-Data: `load()` reads the entry's default file (from the data directory: $SELFDISTILL_DATA, else
-../shared/datasets beside the repository or the working directory; or from an installed package), or
-`path`: anything rows.read reads (a local .jsonl, .json or .parquet file, .gz of one, a directory, or a
-Hugging Face hub id, for users who are online).
+Data: `load()` reads `path` when given: anything rows.read reads (a local .jsonl, .json or .parquet file,
+.gz of one, a directory, or a Hugging Face hub id, for users who are online). Else the entry's own data
+(`Benchmark.sources`), the first of: the file of an installed package; the upstream raw hub files
+(`hub_files`) when they are in the hub cache; the local copy (`default_file` in the data directory:
+$SELFDISTILL_DATA, else ../shared/datasets beside the repository or the working directory); the
+upstream hub files downloaded, or the hub id read by `datasets`, unless offline (HF_HUB_OFFLINE=1).
+With none of them, DataUnavailable.
+
+LiveCodeBench: `livecodebench/code_generation_lite` is a loading-script dataset, which `datasets` 5.x
+refuses; its raw release files (LCB_FILES: test.jsonl ... test6.jsonl, lcb_runner's `release_v6`) are
+fetched with huggingface_hub and read as JSONL, private tests included (base64 of zlib of a pickle of
+JSON, decoded without running code: decode_test_cases). The paper's window, v6 = 2025-02-01..2025-05-31,
+holds 131 problems; upstream has none dated 2025-05, so the window's last month is empty. Rows outside
+a release window are skipped before their tests are decoded.
 
 Grading follows a profile (grading.py, docs/grading.md): `strict` by default, `lcb` (lcb_runner's verdicts)
 for livecodebench. Under `strict`, the rules follow the official harnesses where they differ:
@@ -89,6 +99,10 @@ class BenchmarkError(ValueError):
     pass
 
 
+class DataUnavailable(BenchmarkError):
+    """No copy of a benchmark's data can be read here: no local copy, and the hub is offline or unreachable."""
+
+
 @dataclass
 class Problem:
     id: str
@@ -124,6 +138,11 @@ def data_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise BenchmarkError("no data directory: set SELFDISTILL_DATA, or pass benchmark_path (a file or hub id)")
+
+
+def _in_window(date: str, release_from: str | None, release_to: str | None) -> bool:
+    """Whether a YYYY-MM-DD date is in a release window (inclusive; None leaves that side open)."""
+    return (release_from or "") <= date <= (release_to or "9999")
 
 
 def in_task_ids(row: dict, task_ids: tuple[int, int] | None) -> bool:
@@ -399,6 +418,10 @@ def parse_jsonl(row: dict) -> Problem:
 
 # ---------------------------------------------------------------------------- the registry
 
+# LiveCodeBench's release files in its hub repository, as lcb_runner's release_v6 reads them: each file
+# adds a release's new problems (test6.jsonl: v6's, from 2025).
+LCB_FILES = ("test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl", "test6.jsonl")
+
 
 @dataclass(frozen=True)
 class Benchmark:
@@ -410,6 +433,8 @@ class Benchmark:
     hub_id: str | None = None  # what online users would load instead
     hub_config: str | None = None
     hub_split: str = "test"
+    hub_files: tuple[str, ...] = ()  # raw files of hub_id, fetched with huggingface_hub and read as rows (see the docstring)
+    date_field: str | None = None  # a row's release date: rows outside a window are skipped unparsed
     completion_fallback: bool = True  # see extract_code
     continues_prompt: bool = False  # HumanEval: a reply without `def <entry_point>` continues the prompt
     grading: str = "strict"  # the grading profile (grading.PROFILES); eval.grading overrides it
@@ -432,23 +457,53 @@ class Benchmark:
 
     # ---- loading
 
-    def source(self, path: str | None = None) -> str:
-        if path:
-            return path
+    def sources(self, path: str | None = None) -> list[str]:
+        """What the problems are read from: `path`, else the entry's own data in the order of the module's
+        docstring (local copies first, the network last); `path` naming the hub id of an entry with
+        `hub_files` reads those files. DataUnavailable when nothing can be read here."""
+        hub_files = self.hub_files if path in (None, self.hub_id) else ()
+        if path and not hub_files:
+            return [path]
         if self.package_file:
             package, _, file = self.package_file.partition("/")
-            return str(resources.files(package) / file)
-        if self.default_file:
-            return str(data_dir() / self.default_file)
-        raise BenchmarkError(f"benchmark {self.name!r} needs benchmark_path (a file or hub id)")
+            return [str(resources.files(package) / file)]
+        if not (self.default_file or self.hub_id):
+            raise BenchmarkError(f"benchmark {self.name!r} needs benchmark_path (a file or hub id)")
+        if hub_files:
+            try:
+                return [str(f) for f in rows.hub_files(self.hub_id, hub_files, cached_only=True, raises=DataUnavailable)]
+            except DataUnavailable:
+                pass
+        try:
+            local = data_dir() / self.default_file if self.default_file and not path else None
+        except BenchmarkError:
+            local = None
+        if local is not None and local.exists():
+            return [str(local)]
+        from huggingface_hub import constants
 
-    def problems(self, path: str | None = None) -> list[Problem]:
-        """Every problem of the source, parsed, without preparing expected outputs (cheap)."""
-        source = self.source(path)
+        if hub_files:
+            return [str(f) for f in rows.hub_files(self.hub_id, hub_files, raises=DataUnavailable)]
+        if self.hub_id and not (constants.is_offline_mode() or os.environ.get("HF_DATASETS_OFFLINE") == "1"):
+            return [self.hub_id]
+        raise DataUnavailable(f"{self.name}: no data here: no local copy ({self.default_file or 'none'} in the data directory, "
+                              f"$SELFDISTILL_DATA) and offline, so not {self.hub_id}; pass benchmark_path (a file)")
+
+    def source(self, path: str | None = None) -> str:
+        """`sources` in one line, for records and messages."""
+        return ", ".join(self.sources(path))
+
+    def problems(self, path: str | None = None, release_from: str | None = None, release_to: str | None = None) -> list[Problem]:
+        """Every problem of the source, parsed, without preparing expected outputs (cheap). With a release
+        window, rows whose `date_field` falls outside it are skipped before parsing; `released` filters
+        the problems themselves."""
+        sources = self.sources(path)
         problems, seen = [], {}
-        for where, row in rows.read(source, self.hub_split, self.hub_config, raises=BenchmarkError):
+        for where, row in (item for source in sources for item in rows.read(source, self.hub_split, self.hub_config, raises=BenchmarkError)):
             try:
                 if not in_task_ids(row, self.task_ids):
+                    continue
+                if self.date_field and row.get(self.date_field) and not _in_window(str(row[self.date_field])[:10], release_from, release_to):
                     continue
                 problem = self.parse(row)
             except KeyError as e:
@@ -460,8 +515,10 @@ class Benchmark:
             seen[problem.id] = where
             problem.metadata["source"] = where
             problems.append(problem)
+        if not problems and (release_from or release_to):
+            raise BenchmarkError(f"{self.name}: no problems released in {release_from or ''}..{release_to or ''} in {', '.join(sources)}")
         if not problems:
-            raise BenchmarkError(f"{source}: no {self.name} problems found")
+            raise BenchmarkError(f"{', '.join(sources)}: no {self.name} problems found")
         return problems
 
     def load(self, path: str | None = None, release_from: str | None = None, release_to: str | None = None,
@@ -469,7 +526,7 @@ class Benchmark:
         """The problems, filtered by release date window (inclusive, YYYY-MM-DD) and platform, then a
         fixed seeded subset of `limit` (see `subset`), ready to grade: humaneval_plus computes its expected
         outputs in `pool` (or a pool of its own), once per problem set, then reads them from a cache."""
-        problems = self.released(self.problems(path), release_from, release_to)
+        problems = self.released(self.problems(path, release_from, release_to), release_from, release_to)
         if platforms:
             wanted = {p.lower() for p in platforms}
             problems = [p for p in problems if (p.metadata.get("platform") or "").lower() in wanted]
@@ -486,7 +543,7 @@ class Benchmark:
         undated = [p.id for p in problems if not p.metadata.get("date")]
         if undated:
             raise BenchmarkError(f"{self.name}: a date window was given but {len(undated)} problems have no date (e.g. {undated[0]})")
-        return [p for p in problems if (release_from or "") <= p.metadata["date"] <= (release_to or "9999")]
+        return [p for p in problems if _in_window(p.metadata["date"], release_from, release_to)]
 
     # ---- prompting
 
@@ -605,9 +662,9 @@ BENCHMARKS: dict[str, Benchmark] = {
                   hub_id="google-research-datasets/mbpp", hub_config="full", task_ids=(11, 510)),
         Benchmark("leetcode", "LeetCodeDataset v0.3.1 test (228, 2024-08 to 2025-03)", parse_leetcode,
                   "leetcode-v0.3.1-test.jsonl.gz", hub_id="newfacade/LeetCodeDataset", completion_fallback=False),
-        Benchmark("livecodebench", "LiveCodeBench code generation (upstream rows; shared copy: 400, public tests)",
-                  parse_livecodebench, "livecodebench-public.jsonl", hub_id="livecodebench/code_generation_lite",
-                  completion_fallback=False, grading="lcb"),
+        Benchmark("livecodebench", "LiveCodeBench code generation, release v6 (hub raw files, private tests; shared copy: 400, public tests)",
+                  parse_livecodebench, "livecodebench-public.jsonl", hub_id="livecodebench/code_generation_lite", hub_files=LCB_FILES,
+                  date_field="contest_date", completion_fallback=False, grading="lcb"),
         Benchmark("jsonl", "your own problems: a JSONL file (fields in this module's docstring)", parse_jsonl),
     ]
 }
@@ -643,7 +700,7 @@ def benchmark_texts(name: str, path: str | None = None, release_from: str | None
     """(problem id, everything the model is shown) for decontamination of training prompts: the problems
     of `path` (default: the registry's source) released in the window, as an eval of them sees them."""
     bench = get(name)
-    problems = bench.released(bench.problems(path), release_from, release_to)
+    problems = bench.released(bench.problems(path, release_from, release_to), release_from, release_to)
     if not problems:
         raise BenchmarkError(f"{name}: no problems released in {release_from or ''}..{release_to or ''} in {bench.source(path)}")
     return [(p.id, p.text) for p in problems]

@@ -44,6 +44,10 @@ def volatile(default: Any = dataclasses.MISSING, help: str = "", *, choices: tup
 
 
 BACKENDS = ("vllm", "hf")
+LOCAL_REPLICAS_HELP = (
+    "without ray_address: replicas of the model on a Ray instance the stage starts on this machine and stops "
+    "(distributed.py); None = one per tensor_parallel_size visible GPUs when that makes several, else one engine "
+    "in this process; 1 = one engine in this process")
 
 
 @dataclass
@@ -80,6 +84,7 @@ class SampleConfig:
     tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine")
     max_num_seqs: int | None = volatile(None, "sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)")
     ray_address: str | None = volatile(None, "auto or HOST:PORT of a Ray cluster: shards go to replicas of the model on its nodes (distributed.py)")
+    local_replicas: int | None = volatile(None, LOCAL_REPLICAS_HELP)
     shard_size: int = volatile(32, "prompts per shard: the unit of atomic writes and resume")
     output_dir: str = volatile("runs/samples", "where the samples go")
 
@@ -177,6 +182,7 @@ class EvalConfig:
     tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine")
     max_num_seqs: int | None = volatile(None, "sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)")
     ray_address: str | None = volatile(None, "auto or HOST:PORT of a Ray cluster: blocks go to replicas of the model, grading to every node (distributed.py)")
+    local_replicas: int | None = volatile(None, LOCAL_REPLICAS_HELP)
     workers: int | None = volatile(None, "sandbox workers (per node with ray_address); None = CPU count")
     output_dir: str = volatile("runs/eval", "where results, summary.json and the manifest go")
 
@@ -229,6 +235,7 @@ class ReportConfig:
 class RunConfig:
     model: str = option("qwen2.5-coder-0.5b-instruct", "every stage's model unless a section names its own")
     ray_address: str | None = volatile(None, "the Ray cluster of every stage that generates or grades (sample, eval) unless a section names its own")
+    local_replicas: int | None = volatile(None, "sample's and eval's local_replicas unless a section names its own")
     output_dir: str = volatile("runs/default", "the run directory: one hashed directory per stage inside")
     notes: str = volatile("", "where the preset's numbers come from")
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -386,14 +393,13 @@ def load_run_config(preset: str | None = None, config_file: str | None = None, o
 
 
 def _shared_keys_in_sections(data: dict) -> dict:
-    """A top-level `model` is every stage's model, and a top-level `ray_address` the cluster of every
-    stage that has one, unless a section names its own."""
+    """A top-level `model` is every stage's model, and a top-level `ray_address` (`local_replicas`) the
+    cluster (the local replicas) of every stage that has one, unless a section names its own."""
     data = dict(data)
     for cls, section in SECTIONS.items():
         fields = {f.name for f in dataclasses.fields(cls)}
         shared = {"model" if "model" in fields else "base_model": data["model"]} if "model" in data else {}
-        if "ray_address" in data and "ray_address" in fields:
-            shared["ray_address"] = data["ray_address"]
+        shared.update({key: data[key] for key in ("ray_address", "local_replicas") if key in data and key in fields})
         if shared:
             data[section] = {**shared, **(data.get(section) or {})}
     return data

@@ -1,10 +1,13 @@
-"""Beyond one machine, on an existing Ray cluster (`ray_address`: auto, or HOST:PORT of its head).
+"""Beyond one machine, on an existing Ray cluster (`ray_address`: auto, or HOST:PORT of its head), and
+across the GPUs of one machine, on a Ray instance started here (address LOCAL: engine.py decides when).
 
     RayGenerator(model_path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs, address)
         a Generator (engine.EngineSettings with ray_address) whose units of work, sample shards and
         eval blocks, go to replicas of the model: one per GPU or tensor-parallel group of GPUs, or, on
         a cluster without GPUs, one per node with the smallest node's CPUs; a placement group reserves
-        them all at once, so a cluster too small says so instead of waiting
+        them all at once, so a cluster too small says so instead of waiting. With address LOCAL, a Ray
+        instance of this machine alone, started for the generator and stopped when it closes, holding
+        `replicas` replicas (local_bundles: of a GPU or tensor-parallel group each, or a share of the CPUs)
     RayPool(address, workers, limits, uniform)
         a sandbox.Pool spread over the nodes: one warm Pool per node, in an actor placed on that node;
         each job's tests go to the object store once, so a node fetches a problem's tests only once
@@ -59,17 +62,21 @@ class DistributedError(RuntimeError):
 
 
 _connection = {"users": 0, "owned": False}
+LOCAL = "local"  # a Ray instance of this machine alone, started by connect and stopped by the last disconnect
 
 
 def connect(address: str) -> None:
-    """Join the cluster at `address`, once per process; the last `disconnect` leaves it (when we joined)."""
+    """Join the cluster at `address` (LOCAL: start one here), once per process; the last `disconnect`
+    leaves it (when we joined), which stops a local one."""
     if ray is None:
-        raise DistributedError("ray_address is set but Ray is not installed: pip install 'selfdistill[ray]'")
+        what = "several local replicas (more than one GPU, or local_replicas > 1)" if address == LOCAL else "ray_address"
+        raise DistributedError(f"{what} need Ray, which is not installed: pip install 'selfdistill[ray]' (or set local_replicas=1)")
     if not ray.is_initialized():
-        _check_reachable(address)
+        if address != LOCAL:
+            _check_reachable(address)
         try:
             # replicas' logs stay on their nodes (/tmp/ray/session_latest/logs): they would break the progress bar
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **({"include_dashboard": False} if address == LOCAL else {}))
         except ConnectionError as e:
             raise DistributedError(f"ray_address={address}: no Ray cluster there ({e}); start one with `ray start --head`") from None
         _connection["owned"] = True
@@ -157,6 +164,21 @@ def replica_bundles(nodes: list[dict], tensor_parallel_size: int) -> tuple[list[
     return [{"CPU": min(cpus)}] * len(cpus), "STRICT_SPREAD"
 
 
+def local_bundles(node: dict, tensor_parallel_size: int, replicas: int) -> tuple[list[dict], str]:
+    """`replicas` replicas on this machine's one node: a tensor-parallel group of its GPUs each, or
+    without GPUs an equal share of its CPUs each."""
+    tp, gpus, cpus = tensor_parallel_size, int(node["Resources"].get("GPU", 0)), int(node["Resources"].get("CPU", 0))
+    if gpus:
+        if replicas * tp > gpus:
+            raise DistributedError(f"local_replicas={replicas} x tensor_parallel_size={tp} needs {replicas * tp} GPUs; this machine has {gpus}")
+        return [{"GPU": tp, "CPU": 1}] * replicas, "PACK"
+    if tp != 1:
+        raise DistributedError(f"tensor_parallel_size={tp} needs GPUs; this machine has none")
+    if replicas > cpus:
+        raise DistributedError(f"local_replicas={replicas} needs a CPU each; this machine has {cpus}")
+    return [{"CPU": cpus // replicas}] * replicas, "PACK"
+
+
 def same_params(params: list[dict]) -> dict:
     """The replicas' effective parameters when all are the same; replicas that differ (another dtype,
     device or library version on some node) would sample other distributions, so they stop the run.
@@ -171,8 +193,8 @@ def same_params(params: list[dict]) -> dict:
 
 class RayGenerator(Generator):
     """Replicas of one model on a Ray cluster, behind the Generator interface's stream_units (what the
-    stages call): every replica the cluster holds, or the first `replicas`. The tokenizer is loaded
-    here too: the stages render prompts with it."""
+    stages call): every replica the cluster holds, or the first `replicas`; on LOCAL, `replicas` of them.
+    The tokenizer is loaded here too: the stages render prompts with it."""
 
     def __init__(self, model_path: str, backend: str, max_model_len: int, tensor_parallel_size: int, seed: int,
                  max_num_seqs: int | None, address: str, replicas: int | None = None):
@@ -191,15 +213,19 @@ class RayGenerator(Generator):
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        bundles, strategy = replica_bundles(_alive_nodes(), tensor_parallel_size)
-        bundles = bundles[:replicas]
+        if self.address == LOCAL:
+            bundles, strategy = local_bundles(_alive_nodes()[0], tensor_parallel_size, replicas)
+        else:
+            bundles, strategy = replica_bundles(_alive_nodes(), tensor_parallel_size)
+            bundles = bundles[:replicas]
         self._group = placement_group(bundles, strategy=strategy)
         try:
             ray.get(self._group.ready(), timeout=PLACEMENT_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
             raise DistributedError(f"the Ray cluster could not reserve {len(bundles)} replicas of {bundles[0]} in {PLACEMENT_TIMEOUT:.0f} s: "
                                    "other jobs hold its resources") from None
-        console.print(f"starting {len(bundles)} replica{'s' if len(bundles) > 1 else ''} of {self.model_path} ({backend}) on the Ray cluster at {self.address}")
+        where = "a Ray instance on this machine" if self.address == LOCAL else f"the Ray cluster at {self.address}"
+        console.print(f"starting {len(bundles)} replica{'s' if len(bundles) > 1 else ''} of {self.model_path} ({backend}) on {where}")
         actor = ray.remote(Replica)
         self._actors = [actor.options(num_cpus=b.get("CPU", 0), num_gpus=b.get("GPU", 0), max_restarts=0,
                                       scheduling_strategy=PlacementGroupSchedulingStrategy(self._group, placement_group_bundle_index=i))

@@ -1,5 +1,8 @@
 """The engine a stage starts: in this process (generate.py: vLLM or transformers), or replicas of the
-model on a Ray cluster (distributed.py), from the settings its config records."""
+model on a Ray cluster (distributed.py), from the settings its config records. Without a cluster, a
+machine with several GPUs gets one replica per GPU (or per tensor-parallel group) on a Ray instance
+that the engine starts here and stops when it closes: every GPU busy, with the same units, files,
+seeds and resume as a single engine."""
 
 from __future__ import annotations
 
@@ -20,16 +23,27 @@ class EngineSettings:
     seed: int
     max_num_seqs: int | None
     ray_address: str | None
+    local_replicas: int | None
 
     @classmethod
     def of(cls, cfg) -> EngineSettings:
         return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
+    def replicas_here(self, visible_gpus: int) -> int:
+        """Replicas on this machine without ray_address: local_replicas, else one per
+        tensor_parallel_size visible GPUs (1, one engine in this process, on a CPU or one GPU)."""
+        if self.local_replicas is not None:
+            return self.local_replicas
+        return max(1, visible_gpus // self.tensor_parallel_size)
+
     def load(self, model: str) -> generate.Generator:
-        local = {k: v for k, v in asdict(self).items() if k != "ray_address"}
-        if self.ray_address:
-            from .distributed import RayGenerator
+        import torch
+
+        engine = {k: v for k, v in asdict(self).items() if k not in ("ray_address", "local_replicas")}
+        replicas = 1 if self.ray_address else self.replicas_here(torch.cuda.device_count())
+        if self.ray_address or replicas > 1:
+            from .distributed import LOCAL, RayGenerator
             from .models import resolve_model
 
-            return RayGenerator(resolve_model(model), **local, address=self.ray_address)
-        return generate.load_generator(model, **local)
+            return RayGenerator(resolve_model(model), **engine, address=self.ray_address or LOCAL, replicas=None if self.ray_address else replicas)
+        return generate.load_generator(model, **engine)

@@ -32,7 +32,9 @@ Output directory (cfg.output_dir):
                        side), and a block goes to the sandbox as soon as its last reply is in, graded on
                        a thread while the engine keeps decoding: a kill loses the blocks not yet written.
                        With ray_address, blocks stream on replicas of the model on a Ray cluster, each
-                       block whole on one replica, and grading runs on every node (distributed.py)
+                       block whole on one replica, and grading runs on every node (distributed.py); on a
+                       machine with several GPUs (local_replicas, engine.py), on replicas of a Ray
+                       instance started here, grading in this process's sandbox
   results/oracle.jsonl --oracle: the same records for the reference solutions (temperature null)
   summary.json         benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
                        grading (the profile), problem ids and the dev/test split; per temperature ("0.70"):
@@ -100,8 +102,9 @@ def evaluate(cfg: EvalConfig, generator=None) -> Path:
     temps = temperatures(cfg)
     with _sandbox(cfg, bench) as pool:
         problems = bench.load(cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, cfg.limit, cfg.seed, pool)
-        source = bench.source(cfg.benchmark_path)
-        inputs = hash_inputs([source]) or {"benchmark": source}
+        sources = bench.sources(cfg.benchmark_path)
+        source = ", ".join(sources)
+        inputs = hash_inputs(sources) or {"benchmark": source}
         inputs["problems"] = sha256_json([p.id for p in problems])
         extra = {"benchmark_source": source, **({"sandbox_nodes": pool.nodes} if cfg.ray_address else {})}
         if cfg.oracle:

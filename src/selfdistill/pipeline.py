@@ -91,6 +91,14 @@ def decontaminated_against_eval(cfg: RunConfig) -> RunConfig:
     return replace(cfg, sample=replace(cfg.sample, decontaminate=[*cfg.sample.decontaminate, entry]))
 
 
+def refuse_without_eval_data(ev: EvalConfig) -> None:
+    """Stop in seconds when the evaluated benchmark's data cannot be read here (offline without a local
+    copy): decontamination would skip it, and the evals would fail after hours of sampling."""
+    from .benchmarks import get
+
+    get(ev.benchmark).sources(ev.benchmark_path)
+
+
 @dataclass(frozen=True)
 class Stages:
     """Every stage's config, derived from one run config: `ssd run`'s, or one T_train of `ssd sweep`."""
@@ -205,6 +213,7 @@ def run(cfg: RunConfig) -> Path:
 
     check_training_fits(cfg)  # in seconds, before hours of sampling and evaluation
     s = Stages.of(cfg)
+    refuse_without_eval_data(s.cfg.eval)
     root, d = s.plan.root, s.dirs
     manifest = RunDir.open(root, "run", s.cfg, extra={"stages": {}}, index=True)
     clock = StageClock([name for name in STAGE_WEIGHTS if name in d])
@@ -266,6 +275,7 @@ def sweep(cfg: RunConfig) -> Path:
 
     check_training_fits(cfg)
     runs = {t: Stages.of(variant) for t, variant in t_train_variants(cfg).items()}
+    refuse_without_eval_data(cfg.eval)
     base = next(iter(runs.values()))  # the base model's evals are the same stages for every T_train
     out = sweep_dir(cfg)
     manifest = RunDir.open(out, "sweep", cfg)

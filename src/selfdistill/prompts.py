@@ -12,7 +12,10 @@ rest loads. Prompts are deduplicated exactly (whitespace-normalized statement + 
 wins; selection "paper", the paper's rule for rStar-Coder seed_sft, keeps only rows with `is_passed`
 true and deduplicates by the question text alone: ~10.2k prompts where "all" leaves more than 30k), then
 decontaminated against evaluation benchmark data (DecontaminationTarget: a benchmark, its file or hub
-id, a release window) by problem id and by 13-gram overlap.
+id, a release window) by problem id and by 13-gram overlap. An entry at a benchmark's own data that
+cannot be loaded here (offline, no local copy: benchmarks.DataUnavailable) is skipped and reported as
+not checked (`PromptSet.unchecked`, in prompts_report.json and the log); a file or hub id named in an
+entry must load.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import rows
-from .benchmarks import BENCHMARKS, BenchmarkError, benchmark_texts, data_dir, get, in_task_ids, parse_mbpp
+from .benchmarks import BENCHMARKS, BenchmarkError, DataUnavailable, benchmark_texts, data_dir, get, in_task_ids, parse_mbpp
 from .manifest import hash_inputs
 
 PROMPT_SELECTIONS = ("all", "paper")
@@ -131,7 +134,12 @@ class PromptSet:
     errors: list[dict] = field(default_factory=list)  # {"where": "file:line", "reason"}
     duplicates: list[dict] = field(default_factory=list)  # {"id", "duplicate_of"}
     contaminated: list[dict] = field(default_factory=list)  # {"id", "entry", "benchmark", "problem_id", "reason"}
-    decontamination: list[dict] = field(default_factory=list)  # per entry: source, window, problems checked, overlap
+    decontamination: list[dict] = field(default_factory=list)  # per entry: source, window, problems checked, overlap; or why not checked
+
+    @property
+    def unchecked(self) -> list[dict]:
+        """The decontamination entries skipped because their data cannot be loaded here."""
+        return [c for c in self.decontamination if c.get("not_checked")]
 
     def summary(self) -> dict:
         return {"source": self.source, "source_sha256": self.source_sha256, "rows": self.rows, "errors": len(self.errors),
@@ -300,7 +308,8 @@ def decontaminate_prompts(prompts: list[Prompt], entries: list[str]) -> tuple[li
     which are row numbers in one dataset and problem numbers in another), or at least MIN_OVERLAP of the
     statement's word 13-grams (lowercased alphanumeric words) inside one benchmark problem's text.
     `entries` name the benchmark data (DecontaminationTarget); returns the kept prompts, the removed
-    ones, and per entry what was checked (source, window, problems) with the overlap found there.
+    ones, and per entry what was checked (source, window, problems) with the overlap found there, or
+    `not_checked`: why its data could not be loaded (an entry without a file or hub id of its own).
 
     A share rather than any single shared 13-gram, and the statement without its starter code, because
     coding problems share boilerplate: LeetCode's TreeNode stub, "a subsequence is an array that can be
@@ -312,7 +321,13 @@ def decontaminate_prompts(prompts: list[Prompt], entries: list[str]) -> tuple[li
     checked = []
     for entry in entries:
         target = DecontaminationTarget.parse(entry)
-        texts = benchmark_texts(target.benchmark, target.source, target.release_from, target.release_to)
+        try:
+            texts = benchmark_texts(target.benchmark, target.source, target.release_from, target.release_to)
+        except DataUnavailable as e:
+            if target.source:  # data the entry names must load; only a benchmark's own data may be missing here
+                raise
+            checked.append({"entry": entry, "benchmark": target.benchmark, "not_checked": str(e), "problems": 0})
+            continue
         checked.append({"entry": entry, "benchmark": target.benchmark, "source": get(target.benchmark).source(target.source),
                         "release_from": target.release_from, "release_to": target.release_to, "problems": len(texts)})
         for pid, text in texts:
@@ -337,5 +352,7 @@ def decontaminate_prompts(prompts: list[Prompt], entries: list[str]) -> tuple[li
                 continue
         kept.append(p)
     for c in checked:
+        if c.get("not_checked"):
+            continue
         c["overlap"] = [{k: r[k] for k in ("id", "problem_id", "reason")} for r in removed if r["entry"] == c["entry"]]
     return kept, removed, checked

@@ -3,6 +3,7 @@ prompts, replies made elsewhere, its own JSONL outputs), with one error policy.
 
     read(source, split, config=None, errors=None) -> Iterator[(where, row)]
     jsonl(path, errors=None) -> Iterator[(line number, row)]     a JSONL file alone
+    hub_files(repo_id, filenames, cached_only=False) -> [Path]   raw files of a hub dataset, through the hub cache
 
 A source is a .jsonl file, a .json file (a list of objects), a .parquet file (any of them gzipped: .gz),
 a directory of .parquet files (all of them, in name order), another local directory (a dataset as the
@@ -109,6 +110,27 @@ def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
         table = pq.read_table(io.BytesIO(f.read()))
     for i, row in enumerate(table.to_pylist()):
         yield f"{path}[row {i}]", row
+
+
+def hub_files(repo_id: str, filenames: tuple[str, ...] | list[str], cached_only: bool = False,
+              raises: type[Exception] = RowError) -> list[Path]:
+    """Raw files of a hub dataset repository (for datasets that `datasets` cannot load, such as a loading
+    script), through huggingface_hub's cache: downloaded once, then read from the cache, offline too
+    (HF_HUB_OFFLINE=1). `cached_only` never touches the network; a file missing there raises."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import EntryNotFoundError
+
+    if cached_only:
+        found = [huggingface_hub.try_to_load_from_cache(repo_id, f, repo_type="dataset") for f in filenames]
+        missing = [f for f, path in zip(filenames, found) if not isinstance(path, str)]
+        if missing:
+            raise raises(f"{repo_id}: {', '.join(missing)} not in the hub cache ({constants.HF_HUB_CACHE})")
+        return [Path(path) for path in found]
+    try:
+        return [Path(huggingface_hub.hf_hub_download(repo_id, f, repo_type="dataset")) for f in filenames]
+    except (OSError, EntryNotFoundError) as e:  # offline, unreachable, or not in the repository
+        raise raises(f"{repo_id}: cannot fetch {', '.join(filenames)} from the hub: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
 
 def _datasets(source: str, config: str | None, split: str) -> Iterator[tuple[str, dict]]:

@@ -7,7 +7,8 @@ Output directory:
                            its arguments (the pinned date, reasoning effort), tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
                            skips, length histogram, counts of truncated (hit max_tokens) / looping / dropped;
                            with ray_address, `placements`: the node and replica that made each shard
-    prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt
+    prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt, and the
+                           decontamination entries whose data could not be loaded here (not checked)
     shards/shard-00000.jsonl ...   one JSON record per sample, `shard_size` prompts per shard
 
 A shard is the unit of resume: all missing shards' requests go through the engine as one continuously
@@ -16,8 +17,9 @@ makes room for the next), and a shard is written atomically as soon as its last 
 rerun of the same command skips finished shards, so after kill -9 only the requests in flight are lost
 and the final data equal an uninterrupted run's: every request has its own seed, so its reply does not
 depend on which others share the engine with it (byte for byte where the backend's numerics do not
-depend on the batch either; see generate.py). With ray_address, the shards stream on replicas of the
-model on a Ray cluster instead (distributed.py), each shard whole on one replica: the same files.
+depend on the batch either; see generate.py). With ray_address, or on a machine with several GPUs
+(local_replicas, engine.py), the shards stream on replicas of the model on Ray instead
+(distributed.py), each shard whole on one replica: the same files.
 
 Record fields: prompt_id, sample_index, seed, messages, prompt_text (the templated prompt exactly as
 fed), reply, reply_token_ids, prompt_tokens, reply_tokens, finish_reason ("stop", "length",
@@ -114,6 +116,8 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     prompts = found.prompts[: cfg.limit] if cfg.limit is not None else found.prompts
     for e in found.errors:
         console.print(f"[yellow]skipped[/] {e['where']}: {e['reason']}")
+    for c in found.unchecked:
+        console.print(f"[bold red]NOT DECONTAMINATED[/] against {c['entry']}: {c['not_checked']}")
     if not prompts:
         raise PromptError(f"{found.source}: no prompts left ({found.summary()})")
     model_path = resolve_model(cfg.model)
@@ -147,7 +151,8 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     shard_size = run.manifest.setdefault("shard_size", cfg.shard_size)
     if shard_size != cfg.shard_size:
         console.print(f"[yellow]note[/] {out} was started with shard_size={shard_size}; keeping it (asked: {cfg.shard_size})")
-    atomic_write_json(out / "prompts_report.json", {"errors": found.errors, "duplicates": found.duplicates, "contaminated": found.contaminated})
+    atomic_write_json(out / "prompts_report.json", {"errors": found.errors, "duplicates": found.duplicates, "contaminated": found.contaminated,
+                                                    "not_decontaminated_against": found.unchecked})
     shards = [prompts[k : k + shard_size] for k in range(0, len(prompts), shard_size)]
     todo = [k for k in range(len(shards)) if not _shard_path(out, k).is_file()]
     for k in range(len(shards)):

@@ -22,7 +22,7 @@ CPU with AVX512-BF16/AMX); elsewhere fp32, because emulated bf16 is slower.
 `packing` flattens each per-device batch into one padding-free row with position ids restarting
 per example, so padding costs nothing and the batch is still counted in samples. The loss never
 holds a full-vocabulary logits tensor: TRL's SFTTrainer computes it through a fused LM head, in tiles
-of 4,096 tokens x 32,768 vocabulary entries. GPT-OSS trains with attention that keeps its sinks and
+of 4,096 tokens x 32,768 vocabulary entries. GPT-OSS trains with attention that trains its sinks and
 with its MXFP4 experts dequantized (model_load_kwargs).
 
 Output directory (`output_dir`):
@@ -550,18 +550,30 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+# Attention that trains GPT-OSS's sinks: transformers applies them in eager attention and, through the
+# log-sum-exp, after flex attention, both differentiable. Any other kernel is refused: flash-attn 2 drops
+# the sinks, and kernels-community/vllm-flash-attn3 uses them forward but its backward returns no gradient
+# for them (Dao-AILab/flash-attention#1797), so they would silently stay at their initial values.
+SINK_TRAINING_ATTENTION = ("flex_attention", "eager")
+
+
 def model_load_kwargs(config, cuda: bool, flash_attn: bool, attention: str | None = None) -> dict:
     """from_pretrained arguments that make `config`'s architecture trainable.
 
     Attention (unless `attention` names one): varlen flash attention on CUDA where flash_attn is
     installed, else sdpa; both keep packed examples apart. GPT-OSS adds a learned sink to every
-    attention softmax: transformers' GptOss refuses sdpa, and flash-attn 2 would drop the sinks without a
-    word (transformers hands them only to kernels that take them), so it gets eager attention, which
-    keeps them; a sink-aware kernel (kernels-community/vllm-flash-attn3 on Hopper) is the fast choice,
-    set through train.attn_implementation. MXFP4 weights (GPT-OSS's experts) cannot be trained: they
-    are dequantized on load, explicitly rather than by transformers' fallbacks."""
-    if attention is None:
-        attention = "eager" if config.model_type == "gpt_oss" else "flash_attention_2" if cuda and flash_attn else "sdpa"
+    attention softmax, which must get its gradient (SINK_TRAINING_ATTENTION): flex attention on CUDA
+    (blockwise: no L x L scores), eager on CPU, where PyTorch's flex attention has no backward; any
+    other kernel is refused. MXFP4 weights (GPT-OSS's experts) cannot be trained: they are dequantized
+    on load, explicitly rather than by transformers' fallbacks."""
+    if config.model_type == "gpt_oss":
+        attention = attention or ("flex_attention" if cuda else "eager")
+        if attention not in SINK_TRAINING_ATTENTION:
+            raise ValueError(f"train.attn_implementation={attention}: GPT-OSS's attention sinks would get no gradient from it "
+                             f"(flash-attn 2 drops them; vllm-flash-attn3's backward returns none: Dao-AILab/flash-attention#1797); "
+                             f"use one of {', '.join(SINK_TRAINING_ATTENTION)}, or leave it unset")
+    elif attention is None:
+        attention = "flash_attention_2" if cuda and flash_attn else "sdpa"
     kwargs = {"attn_implementation": attention}
     quantization = getattr(config, "quantization_config", None) or {}
     method = quantization.get("quant_method") if isinstance(quantization, dict) else getattr(quantization, "quant_method", None)
