@@ -221,6 +221,17 @@ def report(paths: list[Path] = typer.Argument(..., help="An `ssd run` output dir
         _fail("give one `ssd run` output directory, or sweep config files (.yaml) with --out DIR")
 
 
+@app.command("export-replies")
+def export_replies(eval_dir: Path = typer.Argument(..., help="A finished `ssd eval` directory."),
+                   fmt: str = typer.Option(..., "--format", help="evalplus (samples.jsonl: task_id, solution) or lcb (LiveCodeBench custom evaluator: [{question_id, code_list}])."),
+                   out: Path = typer.Option(None, "--out", help="The file to write; default EVAL_DIR/export/<format>-T<temperature>.json(l)."),
+                   temperature: float = typer.Option(None, "--temperature", help="Which temperature's replies; default the eval's only one, or its pass@1 choice on dev.")):
+    """Write an eval's replies (the code graded) for EvalPlus or LiveCodeBench's custom evaluator."""
+    from .replies import export_replies as stage
+
+    _call(stage, eval_dir, fmt, out, temperature)
+
+
 @app.command()
 def toy(out: Path = typer.Option(None, "--out", help="Write toy.json and toy_curves.png here.")):
     """The paper's toy simulation of locks and forks (appendix C.4), computed exactly."""

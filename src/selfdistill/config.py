@@ -44,6 +44,7 @@ def volatile(default: Any = dataclasses.MISSING, help: str = "", *, choices: tup
 
 
 BACKENDS = ("vllm", "hf")
+REPLY_FORMATS = ("selfdistill", "evalplus", "lcb")  # files of replies made elsewhere (replies.py)
 
 
 @dataclass
@@ -166,7 +167,9 @@ class EvalConfig:
     dev_fraction: float = option(0.3, "problems used to choose T_eval; scores are reported on the rest")
     oracle: bool = option(False, "grade the benchmark's reference solutions instead of the model's")
     per_request_seeds: bool = option(True, "as in sampling")
-    replies: str | None = volatile(None, "grade these replies (JSONL: problem_id, reply, temperature) instead of a model's; its sha256 is an input")
+    replies: str | None = volatile(None, "grade these replies instead of a model's: our JSONL (problem_id, reply, temperature), EvalPlus samples.jsonl "
+                                   "or LiveCodeBench custom-evaluator JSON (replies.py); its sha256 is an input")
+    replies_format: str | None = volatile(None, "the replies file's format; None = detected from its content", choices=REPLY_FORMATS)
     grading: str | None = option(None, "'strict' or 'lcb' (docs/grading.md); None = the benchmark's own (lcb for livecodebench)")
     sanitize: bool | None = option(None,
         "function-style replies keep only the imports and definitions their entry point reaches, as EvalPlus's "
