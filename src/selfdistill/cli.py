@@ -22,9 +22,11 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pret
 models_app = typer.Typer(help="The model registry: list and fetch models.", invoke_without_command=True)
 config_app = typer.Typer(help="Presets and resolved configs.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
+samples_app = typer.Typer(help="Samples for other tools: export to the official SSD formats, push to the Hub.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(samples_app, name="samples")
 console = Console(stderr=True)
 
 STAGE_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -68,13 +70,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .benchmarks import BenchmarkError
     from .chat import ChatError
     from .distributed import DistributedError
+    from .hub import HubError
     from .manifest import ManifestMismatch
     from .models import FetchError
     from .prompts import PromptError
     from .plan import PlanError
     from .train import TrainError
 
-    return PlanError, ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, ChatError, TrainError, AnalyzeError, DistributedError, FileNotFoundError
+    return PlanError, ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, ChatError, TrainError, AnalyzeError, DistributedError, HubError, FileNotFoundError
 
 
 def _call(stage, *args) -> None:
@@ -279,6 +282,43 @@ def models_merge_lora(adapter: Path = typer.Argument(..., help="The adapter/ dir
 
     _call(merge_adapter, adapter, out, base)
     print(out)
+
+
+PRIVATE = typer.Option(False, "--private", help="Create the repository private.")
+
+
+@models_app.command("push")
+def models_push(path: Path = typer.Argument(..., help="A model directory, or an `ssd train` output directory (its model/)."),
+                repo_id: str = typer.Argument(..., help="The Hub model repository, owner/name (created if missing)."), private: bool = PRIVATE):
+    """Upload a trained model with its model card to the Hugging Face Hub (needs a token: `hf auth login` or HF_TOKEN)."""
+    from .hub import push_model
+
+    _call(lambda: print(push_model(path, repo_id, private)))
+
+
+# ---------------------------------------------------------------- samples
+
+
+@samples_app.command("export")
+def samples_export(path: Path = typer.Argument(..., help="A finished `ssd sample` directory."),
+                   fmt: str = typer.Option(..., "--format", help="messages (train.jsonl: {messages: [user, assistant]}) or parquet (train.parquet)."),
+                   out: Path = typer.Option(None, "--out", help="The file to write; default DIR/export/train.jsonl or train.parquet.")):
+    """Write the samples in the official SSD pipeline's formats, for other SFT stacks; `ssd train --samples FILE` reads them back."""
+    from .sample import export_samples
+
+    try:
+        export_samples(path, fmt, out)
+    except ValueError as e:  # not a finished samples directory, or an unknown format
+        _fail(str(e), code=1)
+
+
+@samples_app.command("push")
+def samples_push(path: Path = typer.Argument(..., help="A finished `ssd sample` directory."),
+                 repo_id: str = typer.Argument(..., help="The Hub dataset repository, owner/name (created if missing)."), private: bool = PRIVATE):
+    """Upload a samples directory (shards, manifest, a dataset card) to a Hugging Face dataset repository."""
+    from .hub import push_samples
+
+    _call(lambda: print(push_samples(path, repo_id, private)))
 
 
 # ---------------------------------------------------------------- config

@@ -126,6 +126,9 @@ class TrainConfig:
     num_processes: int = volatile(0, "processes `ssd run` and `ssd sweep` launch to train (`ssd train` runs in whatever launched it); 0 = one per visible GPU, 1 on a CPU")
     accelerate_config: str = volatile("ddp", "how `ssd run` and `ssd sweep` launch training: ddp, fsdp, zero3 (selfdistill/accelerate/NAME.yaml) or an accelerate config file")
     logging_steps: int = volatile(1, "log the loss every this many optimizer steps")
+    report_to: list[str] = option(factory=list, volatile=True, help=
+        "experiment trackers that get the loss, learning rate and grad norm (TRL's report_to): tensorboard, trackio, wandb, mlflow...; "
+        "the run is named after output_dir; empty = none")
     save_steps: int = volatile(10, "checkpoint every this many optimizer steps (the unit of resume)")
     snapshot_steps: list[int] = option(factory=list, volatile=True, help=
         "optimizer steps whose weights are kept in snapshots/step-N (checkpoints rotate away), e.g. for the "
