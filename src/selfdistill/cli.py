@@ -98,16 +98,29 @@ def _on_usable_gpus() -> None:
     _call(require_usable_cuda)
 
 
+VERBOSE = "--verbose"  # a stage command's flag: library logs on the console too, not only in the stage's library.log
+
+
+def _overrides(ctx: typer.Context) -> list[str]:
+    """The config overrides of a stage command; without --verbose, library log noise goes to the stage
+    directory's library.log (logs.py)."""
+    if VERBOSE not in ctx.args:
+        from .logs import quiet_libraries
+
+        quiet_libraries()
+    return flags_to_overrides([a for a in ctx.args if a != VERBOSE])
+
+
 def _stage_config(cls, preset, config_file, ctx: typer.Context):
     try:
-        return cfgmod.load_stage_config(cls, preset, config_file, flags_to_overrides(ctx.args))
+        return cfgmod.load_stage_config(cls, preset, config_file, _overrides(ctx))
     except ConfigError as e:
         _fail(str(e))
 
 
 def _run_config(preset, config_file, ctx: typer.Context, default_preset: str | None = None):
     try:
-        return cfgmod.load_run_config(preset or (default_preset if not config_file else None), config_file, flags_to_overrides(ctx.args))
+        return cfgmod.load_run_config(preset or (default_preset if not config_file else None), config_file, _overrides(ctx))
     except ConfigError as e:
         _fail(str(e))
 
