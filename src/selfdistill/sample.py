@@ -23,6 +23,9 @@ Record fields: prompt_id, sample_index, seed, messages, prompt_text (the templat
 fed), reply, reply_token_ids, prompt_tokens, reply_tokens, finish_reason ("stop", "length",
 "prompt_too_long"), flags (["truncated", "looping", "empty", "stub", "shortest", "prompt_too_long"]),
 keep (false for a dropped sample, its reason in flags). `load_samples` gives training the kept ones.
+The shards load as a dataset: `datasets.load_dataset("json", data_files="DIR/shards/*.jsonl")`.
+`export_samples` writes the official pipeline's train.jsonl (messages) and train.parquet;
+`read_samples_file` reads those back, made here or elsewhere, for training.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ than what was sampled (another chat template, another sequence length; apple/ml-
   that stop token, never the prompt. Labels are built before padding, so the stop token stays in the
   loss even where pad == eos (trl#1623). A reply cut by max_tokens (finish_reason "length") has no
   stop token and gets none: the model never stopped there.
+- Samples made elsewhere (cfg.samples a messages JSONL or parquet file, samples_made_elsewhere) are
+  rendered with the model's template; a row that records its prompt_text must render to it.
 - max_length is the longest example unless configured; a configured max_length that is shorter
   drops the longer examples, counted loudly, and never truncates one (a truncated reply would teach
   the model to stop, or to continue, where the sampler did not).
@@ -29,7 +31,8 @@ Output directory (`output_dir`):
   manifest.json       config, inputs (samples fingerprint and data hash, model hash), length stats,
                       batch plan, precision, final loss, wall time
   model/              the trained model: weights in the base model's dtype, tokenizer with the
-                      samples' chat template, a generation_config.json holding only token ids
+                      samples' chat template, a generation_config.json holding only token ids, and
+                      README.md, its model card (hub.write_model_card; `ssd report` adds the results)
   adapter/            LoRA runs: the adapter alone (PEFT format), small enough to share
   loss.csv, loss.png  the loss curve (step, loss, learning rate, grad norm, tokens, ...)
   snapshots/step-N/   weights of the steps in snapshot_steps, kept after their checkpoints rotate away
