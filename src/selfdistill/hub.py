@@ -111,8 +111,10 @@ def write_model_card(train_dir: str | Path, evaluation: dict | None = None) -> P
     when `evaluation` is given ({"base", "ssd": eval summaries, "compare": compare.json})."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    train = load_manifest(train_dir)
-    model_dir, c = Path(train["model_dir"]), train["config"]
+    train, model_dir = load_manifest(train_dir), Path(train_dir) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{train_dir} holds no trained model (model/config.json)")
+    c = train["config"]
     base = hub_id_of(c["model"])
     name = f"{(base or c['model']).rstrip('/').split('/')[-1]}-ssd"
     data = ModelCardData(base_model=base, library_name="transformers", pipeline_tag="text-generation",

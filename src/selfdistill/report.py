@@ -610,8 +610,11 @@ def report(run_dir: Path) -> Path:
             console.print(f"[yellow]warning:[/] report section {name}: {type(e).__name__}: {e}")
             blocks += [Heading(name), Para(f"Could not be rendered: {type(e).__name__}: {e}", "warn")]
     if "train" in run.dirs and run.summary("eval-base") and run.summary("eval-ssd"):  # the trained model's card gets the results
-        card = write_model_card(run.dirs["train"], {"base": run.summary("eval-base"), "ssd": run.summary("eval-ssd"), "compare": _json(run.root / "compare.json")})
-        console.print(f"model card: {card}")
+        try:
+            card = write_model_card(run.dirs["train"], {"base": run.summary("eval-base"), "ssd": run.summary("eval-ssd"), "compare": _json(run.root / "compare.json")})
+            console.print(f"model card: {card}")
+        except (KeyError, TypeError, ValueError, OSError) as e:  # as a section: a stage file of an unexpected shape spoils the card, not the report
+            console.print(f"[yellow]warning:[/] model card not updated: {type(e).__name__}: {e}")
     atomic_write_text(out / "report.md", render_markdown(blocks, title))
     atomic_write_text(out / "report.html", render_html(blocks, title))
     console.print(f"report: {out / 'report.html'} (and report.md)")
