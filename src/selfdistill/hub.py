@@ -92,9 +92,11 @@ def _results(evaluation: dict) -> str:
             diff = f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
         score = lambda x: f"{_pct({'mean': x['test_score'], 'ci_lo': x['test_ci_lo'], 'ci_hi': x['test_ci_hi']})} at T={x['best_T']:g}"
         rows.append([metric, score(b), score(s), diff])
+    decoding = ssd["decoding"]  # None: replies graded from a file
+    truncation = f"top-k {decoding['top_k']}, top-p {decoding['top_p']}; " if decoding else ""
     return (f"{ssd['benchmark']} ({ssd['label']}), {len(ssd['test_ids'])} held-out test problems; each model's T_eval chosen on "
-            f"{len(ssd['dev_ids'])} dev problems; top-k {ssd['decoding']['top_k']}, top-p {ssd['decoding']['top_p']}; "
-            "pass@k in % with 95% bootstrap CIs over problems.\n\n" + _table(["metric (test)", "base", "SSD", "SSD - base (paired)"], rows))
+            f"{len(ssd['dev_ids'])} dev problems; {truncation}pass@k in % with 95% bootstrap CIs over problems.\n\n"
+            + _table(["metric (test)", "base", "SSD", "SSD - base (paired)"], rows))
 
 
 def _eval_results(evaluation: dict, model_name: str) -> list:
