@@ -2,6 +2,7 @@
 fixed logits; the hf backend inherits nothing from generation_config.json; seeds and context limits."""
 
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -378,11 +379,13 @@ def test_progress_in_a_log_file_prints_lines_between_blocks():
     from rich.console import Console
 
     log = io.StringIO()
-    progress = GenerationProgress(Console(file=log, force_terminal=False, width=200), "eval T=0.4", total=8)
+    progress = GenerationProgress(Console(file=log, force_terminal=False, width=200), "eval T=0.4", total=40)
     progress.log_every = 0.0
     with progress:
         progress(0, 50)
-        progress(2, 50)
-    first, second = log.getvalue().splitlines()[:2]  # then the bar, rendered once when it stops
-    assert first.startswith("eval T=0.4: 0/8 samples") and first.endswith("ETA after the first samples finish")
-    assert second.startswith("eval T=0.4: 2/8 samples") and "tokens/s, ETA " in second
+        progress(3, 50)  # the first replies to finish, the shortest: no ETA from them
+        progress(1, 50)
+    first, second, third = log.getvalue().splitlines()[:3]  # then the bar, rendered once when it stops
+    assert first.startswith("eval T=0.4: 0/40 samples") and first.endswith("ETA after 4 samples")
+    assert second.startswith("eval T=0.4: 3/40 samples") and second.endswith("ETA after 4 samples")
+    assert third.startswith("eval T=0.4: 4/40 samples") and re.search(r"tokens/s, ETA \d+ s$", third)

@@ -22,9 +22,11 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pret
 models_app = typer.Typer(help="The model registry: list and fetch models.", invoke_without_command=True)
 config_app = typer.Typer(help="Presets and resolved configs.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
+samples_app = typer.Typer(help="Samples for other tools: export to the official SSD formats, push to the Hub.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(samples_app, name="samples")
 console = Console(stderr=True)
 
 STAGE_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -68,13 +70,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .benchmarks import BenchmarkError
     from .chat import ChatError
     from .distributed import DistributedError
+    from .hub import HubError
     from .manifest import ManifestMismatch
     from .models import FetchError
     from .prompts import PromptError
     from .plan import PlanError
     from .train import TrainError
 
-    return PlanError, ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, ChatError, TrainError, AnalyzeError, DistributedError, FileNotFoundError
+    return PlanError, ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, ChatError, TrainError, AnalyzeError, DistributedError, HubError, FileNotFoundError
 
 
 def _call(stage, *args) -> None:
@@ -95,16 +98,29 @@ def _on_usable_gpus() -> None:
     _call(require_usable_cuda)
 
 
+VERBOSE = "--verbose"  # a stage command's flag: library logs on the console too, not only in the stage's library.log
+
+
+def _overrides(ctx: typer.Context) -> list[str]:
+    """The config overrides of a stage command; without --verbose, library log noise goes to the stage
+    directory's library.log (logs.py)."""
+    if VERBOSE not in ctx.args:
+        from .logs import quiet_libraries
+
+        quiet_libraries()
+    return flags_to_overrides([a for a in ctx.args if a != VERBOSE])
+
+
 def _stage_config(cls, preset, config_file, ctx: typer.Context):
     try:
-        return cfgmod.load_stage_config(cls, preset, config_file, flags_to_overrides(ctx.args))
+        return cfgmod.load_stage_config(cls, preset, config_file, _overrides(ctx))
     except ConfigError as e:
         _fail(str(e))
 
 
 def _run_config(preset, config_file, ctx: typer.Context, default_preset: str | None = None):
     try:
-        return cfgmod.load_run_config(preset or (default_preset if not config_file else None), config_file, flags_to_overrides(ctx.args))
+        return cfgmod.load_run_config(preset or (default_preset if not config_file else None), config_file, _overrides(ctx))
     except ConfigError as e:
         _fail(str(e))
 
@@ -221,6 +237,17 @@ def report(paths: list[Path] = typer.Argument(..., help="An `ssd run` output dir
         _fail("give one `ssd run` output directory, or sweep config files (.yaml) with --out DIR")
 
 
+@app.command("export-replies")
+def export_replies(eval_dir: Path = typer.Argument(..., help="A finished `ssd eval` directory."),
+                   fmt: str = typer.Option(..., "--format", help="evalplus (samples.jsonl: task_id, solution) or lcb (LiveCodeBench custom evaluator: [{question_id, code_list}])."),
+                   out: Path = typer.Option(None, "--out", help="The file to write; default EVAL_DIR/export/<format>-T<temperature>.json(l)."),
+                   temperature: float = typer.Option(None, "--temperature", help="Which temperature's replies; default the eval's only one, or its pass@1 choice on dev.")):
+    """Write an eval's replies (the code graded) for EvalPlus or LiveCodeBench's custom evaluator."""
+    from .replies import export_replies as stage
+
+    _call(stage, eval_dir, fmt, out, temperature)
+
+
 @app.command()
 def toy(out: Path = typer.Option(None, "--out", help="Write toy.json and toy_curves.png here.")):
     """The paper's toy simulation of locks and forks (appendix C.4), computed exactly."""
@@ -268,6 +295,43 @@ def models_merge_lora(adapter: Path = typer.Argument(..., help="The adapter/ dir
 
     _call(merge_adapter, adapter, out, base)
     print(out)
+
+
+PRIVATE = typer.Option(False, "--private", help="Create the repository private.")
+
+
+@models_app.command("push")
+def models_push(path: Path = typer.Argument(..., help="A model directory, or an `ssd train` output directory (its model/)."),
+                repo_id: str = typer.Argument(..., help="The Hub model repository, owner/name (created if missing)."), private: bool = PRIVATE):
+    """Upload a trained model with its model card to the Hugging Face Hub (needs a token: `hf auth login` or HF_TOKEN)."""
+    from .hub import push_model
+
+    _call(lambda: print(push_model(path, repo_id, private)))
+
+
+# ---------------------------------------------------------------- samples
+
+
+@samples_app.command("export")
+def samples_export(path: Path = typer.Argument(..., help="A finished `ssd sample` directory."),
+                   fmt: str = typer.Option(..., "--format", help="messages (train.jsonl: {messages: [user, assistant]}) or parquet (train.parquet)."),
+                   out: Path = typer.Option(None, "--out", help="The file to write; default DIR/export/train.jsonl or train.parquet.")):
+    """Write the samples in the official SSD pipeline's formats, for other SFT stacks; `ssd train --samples FILE` reads them back."""
+    from .sample import export_samples
+
+    try:
+        export_samples(path, fmt, out)
+    except ValueError as e:  # not a finished samples directory, or an unknown format
+        _fail(str(e), code=1)
+
+
+@samples_app.command("push")
+def samples_push(path: Path = typer.Argument(..., help="A finished `ssd sample` directory."),
+                 repo_id: str = typer.Argument(..., help="The Hub dataset repository, owner/name (created if missing)."), private: bool = PRIVATE):
+    """Upload a samples directory (shards, manifest, a dataset card) to a Hugging Face dataset repository."""
+    from .hub import push_samples
+
+    _call(lambda: print(push_samples(path, repo_id, private)))
 
 
 # ---------------------------------------------------------------- config

@@ -48,6 +48,7 @@ LOCAL_REPLICAS_HELP = (
     "without ray_address: replicas of the model on a Ray instance the stage starts on this machine and stops "
     "(distributed.py); None = one per tensor_parallel_size visible GPUs when that makes several, else one engine "
     "in this process; 1 = one engine in this process")
+REPLY_FORMATS = ("selfdistill", "evalplus", "lcb")  # files of replies made elsewhere (replies.py)
 
 
 @dataclass
@@ -130,6 +131,9 @@ class TrainConfig:
     num_processes: int = volatile(0, "processes `ssd run` and `ssd sweep` launch to train (`ssd train` runs in whatever launched it); 0 = one per visible GPU, 1 on a CPU")
     accelerate_config: str = volatile("ddp", "how `ssd run` and `ssd sweep` launch training: ddp, fsdp, zero3 (selfdistill/accelerate/NAME.yaml) or an accelerate config file")
     logging_steps: int = volatile(1, "log the loss every this many optimizer steps")
+    report_to: list[str] = option(factory=list, volatile=True, help=
+        "experiment trackers that get the loss, learning rate and grad norm (TRL's report_to): tensorboard, trackio, wandb, mlflow...; "
+        "the run is named after output_dir; empty = none")
     save_steps: int = volatile(10, "checkpoint every this many optimizer steps (the unit of resume)")
     snapshot_steps: list[int] = option(factory=list, volatile=True, help=
         "optimizer steps whose weights are kept in snapshots/step-N (checkpoints rotate away), e.g. for the "
@@ -171,7 +175,9 @@ class EvalConfig:
     dev_fraction: float = option(0.3, "problems used to choose T_eval; scores are reported on the rest")
     oracle: bool = option(False, "grade the benchmark's reference solutions instead of the model's")
     per_request_seeds: bool = option(True, "as in sampling")
-    replies: str | None = volatile(None, "grade these replies (JSONL: problem_id, reply, temperature) instead of a model's; its sha256 is an input")
+    replies: str | None = volatile(None, "grade these replies instead of a model's: our JSONL (problem_id, reply, temperature), EvalPlus samples.jsonl "
+                                   "or LiveCodeBench custom-evaluator JSON (replies.py); its sha256 is an input")
+    replies_format: str | None = volatile(None, "the replies file's format; None = detected from its content", choices=REPLY_FORMATS)
     grading: str | None = option(None, "'strict' or 'lcb' (docs/grading.md); None = the benchmark's own (lcb for livecodebench)")
     sanitize: bool | None = option(None,
         "function-style replies keep only the imports and definitions their entry point reaches, as EvalPlus's "

@@ -37,6 +37,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -108,13 +109,16 @@ class GenerationProgress:
     log_every = 60.0
 
     def __init__(self, console, description: str, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console, self.total, self.tokens, self.start = console, total, 0, time.perf_counter()
         self.last_line = self.start
+        # No ETA before a tenth of the samples are done: a stream's first replies to finish are its shortest,
+        # so an early rate promises far too soon an end.
+        self.eta_after = max(1, math.ceil(total / 10))
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-                            TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
-        self.task = self.bar.add_task(description, total=total, tps="-")
+                            TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=console)
+        self.task = self.bar.add_task(description, total=total, tps="-", eta=self.eta())
 
     def __enter__(self):
         self.bar.start()
@@ -130,6 +134,7 @@ class GenerationProgress:
     def __call__(self, done: int, new_tokens: int) -> None:
         self.tokens += new_tokens
         self.bar.update(self.task, advance=done, tps=f"{self.tokens / self.seconds:.1f}" if self.tokens else "-")
+        self.bar.update(self.task, eta=self.eta())
         if time.perf_counter() - self.last_line >= self.log_every:
             self.checkpoint(self.bar.tasks[0].description)
 
@@ -140,8 +145,13 @@ class GenerationProgress:
         self.last_line = time.perf_counter()
         if not self.console.is_terminal:
             done, seconds = self.bar.tasks[0].completed, self.seconds
-            eta = f"ETA {seconds * (self.total - done) / done:.0f} s" if done else "ETA after the first samples finish"
-            self.console.print(f"{what}: {done:.0f}/{self.total} samples, {self.tokens / seconds:.1f} tokens/s, {eta}")
+            self.console.print(f"{what}: {done:.0f}/{self.total} samples, {self.tokens / seconds:.1f} tokens/s, {self.eta()}")
+
+    def eta(self) -> str:
+        done = self.bar.tasks[0].completed if self.bar.tasks else 0
+        if done < self.eta_after:
+            return f"ETA after {self.eta_after} samples"
+        return f"ETA {self.seconds * (self.total - done) / done:.0f} s"
 
     def session(self) -> dict:
         """This session's totals, for the stage manifest."""

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import __version__, rows
+from . import __version__, logs, rows
 from .config import SECTIONS, fingerprint_dict, to_dict
 
 MANIFEST = "manifest.json"
@@ -196,6 +196,7 @@ class RunDir:
         manifest.update(extra or {})
         run = cls(path, manifest)
         run.save()
+        logs.to_stage_dir(path)  # once the directory is the stage's: a library.log alone would make it "not empty"
         return run
 
     @property

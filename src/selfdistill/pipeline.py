@@ -176,17 +176,21 @@ class StageClock:
 
     def __init__(self, stages: list[str]):
         self.stages, self.start, self.done_weight, self.times = stages, time.time(), 0.0, {}
+        self.run_weight, self.run_seconds = 0.0, 0.0  # stages computed, not cached: only they tell the pace
 
     def begin(self, name: str) -> float:
         elapsed = time.time() - self.start
-        total_weight = sum(STAGE_WEIGHTS[s] for s in self.stages)
-        eta = f"ETA ~{_fmt(elapsed / self.done_weight * (total_weight - self.done_weight))}" if self.done_weight and elapsed > 5 else "ETA after the first stage"
+        remaining = sum(STAGE_WEIGHTS[s] for s in self.stages) - self.done_weight
+        eta = f"ETA ~{_fmt(self.run_seconds / self.run_weight * remaining)}" if self.run_weight else "ETA after the first stage computed"
         console.rule(f"[bold]{self.stages.index(name) + 1}/{len(self.stages)} {name}[/]  elapsed {_fmt(elapsed)}, {eta}")
         return time.time()
 
     def end(self, name: str, started: float, skipped: bool = False) -> None:
         self.times[name] = {"seconds": round(time.time() - started, 1), "skipped": skipped}
         self.done_weight += STAGE_WEIGHTS[name]
+        if not skipped:
+            self.run_weight += STAGE_WEIGHTS[name]
+            self.run_seconds += self.times[name]["seconds"]
         console.print(f"[green]{name}[/] {'cached' if skipped else 'done'} in {_fmt(self.times[name]['seconds'])}")
 
 

@@ -1,8 +1,15 @@
-"""`ssd eval --benchmark B --replies FILE.jsonl`: grade replies made elsewhere (an API, another harness,
+"""`ssd eval --benchmark B --replies FILE`: grade replies made elsewhere (an API, another harness,
 an older run) with the same sandbox, grading profile, summary.json and layout as a model eval. No model
-is loaded.
+is loaded. `ssd export-replies EVAL_DIR --format evalplus|lcb` writes an eval's replies for those harnesses.
 
-FILE holds one JSON object per line:
+FILE is in one of three formats, detected from its content (or named: eval.replies_format):
+- evalplus: EvalPlus's samples.jsonl, one {"task_id", "solution"} or {"task_id", "completion"} per line;
+  a solution is the whole program, a completion continues the problem's prompt (as EvalPlus grades it).
+- lcb: LiveCodeBench's custom-evaluator JSON, [{"question_id", "code_list": [code, ...]}, ...]
+  (LiveCodeBench#138); the codes of a question are its samples, in list order.
+  Both hold code, not replies: each code is graded as a reply holding it in one fenced block, so the
+  profile's extraction gives it back unchanged. Neither has temperatures (results/Tnone.jsonl).
+- selfdistill: our own JSONL, one object per line:
     problem_id   str, required: a problem of the benchmark ("HumanEval/0", LiveCodeBench's question_id)
     reply        str, required: the whole reply, as a model gives it; the profile extracts the code
     temperature  number >= 0, optional: on every line or on none. A problem's replies at one temperature
@@ -26,43 +33,84 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import rows
-from .benchmarks import BenchmarkError, Problem
-from .config import EvalConfig
-from .results import BLOCK, console, graded_otherwise, print_sweep, results_path, summarize, summary_path, t_label
-from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file
+from . import benchmarks, rows
+from .benchmarks import BenchmarkError, ExtractionError, Problem
+from .config import REPLY_FORMATS, EvalConfig
+from .results import BLOCK, console, graded_otherwise, load_results, print_sweep, results_path, summarize, summary_path, t_label
+from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, load_manifest, read_jsonl, sha256_file
 from .sandbox import Pool
 
 
 @dataclass
 class Reply:
-    line: int  # in the replies file, for messages and records
+    line: int  # in the replies file (lcb: the question's place in the list, from 1), for records
     problem_id: str
     temperature: float | None
     text: str
+    where: str = ""  # names it in messages: "file:line", or "file[i].code_list[j]"
+    id_field: str = "problem_id"  # the file's name for the problem: task_id (EvalPlus), question_id (LiveCodeBench)
 
 
-def read_replies(path: Path) -> list[Reply]:
-    """Every reply of the file, checked; an error names the file, the line and the field."""
+def read_replies(path: Path, fmt: str | None = None) -> list[Reply]:
+    """Every reply of the file, in format `fmt` (None: detected), checked; an error names the file,
+    the line and the field."""
     if not path.is_file():
         raise BenchmarkError(f"{path}: no such replies file")
-    replies = [_reply(f"{path}:{n}", n, row) for n, row in rows.jsonl(path, raises=BenchmarkError)]
+    fmt = fmt or detect_format(path)
+    if fmt == "lcb":
+        replies = [r for i, (where, row) in enumerate(rows.read(path, "", raises=BenchmarkError), 1) for r in _lcb_replies(where, i, row)]
+    else:
+        parse = _evalplus_reply if fmt == "evalplus" else _reply
+        replies = [parse(f"{path}:{n}", n, row) for n, row in rows.jsonl(path, raises=BenchmarkError)]
     if not replies:
         raise BenchmarkError(f"{path}: no replies")
     _check_temperatures(path, replies)
     return replies
 
 
-def _reply(where: str, n: int, row: dict) -> Reply:
-    for field in ("problem_id", "reply"):
+def detect_format(path: Path) -> str:
+    """lcb for a JSON list of {question_id, code_list}; evalplus for JSONL rows with task_id; else ours."""
+    first = next(rows.read(path, "", raises=BenchmarkError), (None, {}))[1]
+    if path.name.removesuffix(".gz").endswith(".json"):
+        if "question_id" not in first:
+            raise BenchmarkError(f"{path}: a JSON replies file is LiveCodeBench's [{{question_id, code_list}}, ...]; its first object has no 'question_id'")
+        return "lcb"
+    return "evalplus" if "task_id" in first else "selfdistill"
+
+
+def _string_fields(where: str, row: dict, fields: tuple[str, ...]) -> None:
+    for field in fields:
         if field not in row:
             raise BenchmarkError(f"{where}: missing field {field!r}")
         if not isinstance(row[field], str):
             raise BenchmarkError(f"{where}: field {field!r} must be a string, got {type(row[field]).__name__}")
+
+
+def _reply(where: str, n: int, row: dict) -> Reply:
+    _string_fields(where, row, ("problem_id", "reply"))
     T = row.get("temperature")
     if T is not None and (isinstance(T, bool) or not isinstance(T, (int, float)) or T < 0):
         raise BenchmarkError(f"{where}: field 'temperature' must be a number >= 0, got {T!r}")
-    return Reply(n, row["problem_id"], None if T is None else float(T), row["reply"])
+    return Reply(n, row["problem_id"], None if T is None else float(T), row["reply"], where)
+
+
+def as_reply(code: str) -> str:
+    """Code as a reply that holds it in one fenced block: both profiles' extraction gives the code back."""
+    return f"```python\n{code}\n```\n"
+
+
+def _evalplus_reply(where: str, n: int, row: dict) -> Reply:
+    code_field = "solution" if "solution" in row else "completion"  # a completion continues the prompt (Benchmark.program)
+    _string_fields(where, row, ("task_id", code_field))
+    return Reply(n, row["task_id"], None, as_reply(row[code_field]), where, "task_id")
+
+
+def _lcb_replies(where: str, i: int, row: dict) -> list[Reply]:
+    _string_fields(where, row, ("question_id",))
+    codes = row.get("code_list")
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        raise BenchmarkError(f"{where}: field 'code_list' must be a list of strings")
+    return [Reply(i, row["question_id"], None, as_reply(code), f"{where}.code_list[{j}]", "question_id") for j, code in enumerate(codes)]
 
 
 def _check_temperatures(path: Path, replies: list[Reply]) -> None:
@@ -70,12 +118,12 @@ def _check_temperatures(path: Path, replies: list[Reply]) -> None:
     given = [r for r in replies if r.temperature is not None]
     if given and len(given) < len(replies):
         missing = next(r for r in replies if r.temperature is None)
-        raise BenchmarkError(f"{path}:{missing.line}: missing field 'temperature' (line {given[0].line} has one: give it on every line or on none)")
+        raise BenchmarkError(f"{missing.where}: missing field 'temperature' (line {given[0].line} has one: give it on every line or on none)")
     first = {}
     for r in given:
         other = first.setdefault(t_label(r.temperature), r)
         if other.temperature != r.temperature:
-            raise BenchmarkError(f"{path}:{r.line}: field 'temperature' {r.temperature!r} and {other.temperature!r} (line {other.line}) "
+            raise BenchmarkError(f"{r.where}: field 'temperature' {r.temperature!r} and {other.temperature!r} (line {other.line}) "
                                  "are the same at two decimals")
 
 
@@ -88,7 +136,7 @@ def replied_problems(path: Path, replies: list[Reply], problems: list[Problem], 
         known = {p.id for p in bench.problems(benchmark_path)}  # parsed again only when some replies fall outside
         unknown = next((r for r in outside if r.problem_id not in known), None)
         if unknown:
-            raise BenchmarkError(f"{path}:{unknown.line}: field 'problem_id': unknown problem {unknown.problem_id!r} (not in {bench.name})")
+            raise BenchmarkError(f"{unknown.where}: field {unknown.id_field!r}: unknown problem {unknown.problem_id!r} (not in {bench.name})")
         console.print(f"{len(outside)} replies are for problems outside the selection (release window, platforms, limit): not graded")
     replied = {r.problem_id for r in replies}
     kept = [p for p in problems if p.id in replied]
@@ -113,7 +161,7 @@ def samples_by_temperature(path: Path, replies: list[Reply], problems: list[Prob
                 raise BenchmarkError(f"{path}: problem_id {p.id!r} has no reply at temperature {t_label(T)}, others have: "
                                      "give every problem replies at every temperature")
             if len(got) < need and not (T == 0 and len(got) == 1):
-                raise BenchmarkError(f"{path}:{got[0].line}: problem_id {p.id!r} has {len(got)} replies at temperature {t_label(T)}; "
+                raise BenchmarkError(f"{got[0].where}: problem_id {p.id!r} has {len(got)} replies at temperature {t_label(T)}; "
                                      f"pass@{need} needs {need} (ks={ks})")
     return {T: [(p, j, r) for p in problems for j, r in enumerate(groups[T][p.id])] for T in sorted(groups)}
 
@@ -144,7 +192,7 @@ def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict,
     if cfg.test_n:
         raise BenchmarkError(f"test_n={cfg.test_n}: the two-phase decoding protocol does not apply to replies made elsewhere; leave it 0")
     path = Path(cfg.replies)
-    replies = read_replies(path)
+    replies = read_replies(path, cfg.replies_format)
     problems = replied_problems(path, replies, problems, bench, cfg.benchmark_path)
     groups = samples_by_temperature(path, replies, problems, cfg.ks)
     inputs["replies"] = sha256_file(path)
@@ -163,3 +211,53 @@ def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict,
     atomic_write_json(summary_path(run.path), summary)
     run.finish(n_problems=len(problems), n_replies=total)
     print_sweep(summary)
+
+
+# ---------------------------------------------------------------------------- out: `ssd export-replies`
+
+
+def exported_temperature(summary: dict, temperature: float | None) -> float | None:
+    """The temperature whose replies leave: the one asked for, the eval's only one, or its pass@1 choice on dev."""
+    temps = {e["temperature"] for e in summary["temperatures"].values()}
+    if temperature is None and len(temps) == 1:
+        return next(iter(temps))  # None for replies graded without a temperature
+    if temperature is None:
+        temperature = summary["selection"].get("pass@1", {}).get("best_T")
+        if temperature is None:
+            raise BenchmarkError(f"the eval holds temperatures {sorted(temps)} and chose none on dev: give --temperature")
+    if temperature not in temps:
+        raise BenchmarkError(f"temperature {temperature} was not evaluated (temperatures: {sorted(t for t in temps if t is not None)})")
+    return temperature
+
+
+def export_replies(eval_dir: str | Path, fmt: str, out: str | Path | None = None, temperature: float | None = None) -> Path:
+    """An eval's replies at one temperature as EvalPlus samples.jsonl ({task_id, solution}) or LiveCodeBench
+    custom-evaluator JSON ([{question_id, code_list}]): the code the grading profile extracted from each
+    reply, or "" where it found none (so the other harness fails it too). Default `out`:
+    EVAL_DIR/export/<fmt>-T<temperature>.json(l)."""
+    if fmt not in ("evalplus", "lcb"):
+        raise BenchmarkError(f"unknown replies format {fmt!r}: evalplus or lcb")
+    eval_dir = Path(eval_dir)
+    summary, results = load_results(eval_dir)
+    T = exported_temperature(summary, temperature)
+    config = load_manifest(eval_dir)["config"]
+    bench = benchmarks.get(config["benchmark"]).graded_by(config["grading"], config.get("sanitize"))  # the eval's extraction rule
+    problems = {p.id: p for p in bench.problems(config["benchmark_path"])}
+
+    def code(record: dict) -> str:
+        try:
+            return bench.extract(problems[record["problem_id"]], record["reply"])
+        except ExtractionError:
+            return ""
+
+    records = results[T]
+    out = Path(out) if out else eval_dir / "export" / f"{fmt}-T{t_label(T)}.{'jsonl' if fmt == 'evalplus' else 'json'}"
+    if fmt == "evalplus":
+        atomic_write_jsonl(out, [{"task_id": r["problem_id"], "solution": code(r)} for r in records])
+    else:
+        codes: dict[str, list[str]] = {}
+        for r in records:
+            codes.setdefault(r["problem_id"], []).append(code(r))
+        atomic_write_json(out, [{"question_id": pid, "code_list": c} for pid, c in codes.items()])
+    console.print(f"wrote {len(records)} replies of {eval_dir} at T={t_label(T)} to {out} ({fmt})")
+    return out

@@ -26,6 +26,7 @@ import yaml
 from rich.console import Console
 
 from . import plots
+from .hub import write_model_card
 from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_jsonl
 from .results import load_summary, primary_endpoints, results_path
 
@@ -608,6 +609,12 @@ def report(run_dir: Path) -> Path:
         except (KeyError, TypeError, ValueError, OSError, StopIteration) as e:  # a file of an unexpected shape spoils one section, not the report
             console.print(f"[yellow]warning:[/] report section {name}: {type(e).__name__}: {e}")
             blocks += [Heading(name), Para(f"Could not be rendered: {type(e).__name__}: {e}", "warn")]
+    if "train" in run.dirs and run.summary("eval-base") and run.summary("eval-ssd"):  # the trained model's card gets the results
+        try:
+            card = write_model_card(run.dirs["train"], {"base": run.summary("eval-base"), "ssd": run.summary("eval-ssd"), "compare": _json(run.root / "compare.json")})
+            console.print(f"model card: {card}")
+        except (KeyError, TypeError, ValueError, OSError) as e:  # as a section: a stage file of an unexpected shape spoils the card, not the report
+            console.print(f"[yellow]warning:[/] model card not updated: {type(e).__name__}: {e}")
     atomic_write_text(out / "report.md", render_markdown(blocks, title))
     atomic_write_text(out / "report.html", render_html(blocks, title))
     console.print(f"report: {out / 'report.html'} (and report.md)")

@@ -25,6 +25,9 @@ Record fields: prompt_id, sample_index, seed, messages, prompt_text (the templat
 fed), reply, reply_token_ids, prompt_tokens, reply_tokens, finish_reason ("stop", "length",
 "prompt_too_long"), flags (["truncated", "looping", "empty", "stub", "shortest", "prompt_too_long"]),
 keep (false for a dropped sample, its reason in flags). `load_samples` gives training the kept ones.
+The shards load as a dataset: `datasets.load_dataset("json", data_files="DIR/shards/*.jsonl")`.
+`export_samples` writes the official pipeline's train.jsonl (messages) and train.parquet;
+`read_samples_file` reads those back, made here or elsewhere, for training.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from . import rows
 from .chat import build_messages, chat_prompt
 from .config import SampleConfig
 from .engine import EngineSettings
@@ -281,3 +285,62 @@ def load_samples(path: str | Path) -> tuple[list[dict], dict]:
     if len(records) != manifest["counts"]["samples"]:
         raise ValueError(f"{path}: the shards hold {len(records)} samples but the manifest counts {manifest['counts']['samples']}")
     return [r for r in records if r["keep"]], manifest
+
+
+# ---------------------------------------------------------------- other tools' formats
+
+SAMPLE_FORMATS = ("messages", "parquet")
+
+
+def export_samples(path: str | Path, fmt: str, out: str | Path | None = None) -> Path:
+    """A samples directory in the official SSD pipeline's formats (apple/ml-ssd data_generation):
+    `messages`: train.jsonl of the kept samples, {"messages": [..prompt messages, assistant reply]} per
+    line (what TRL and most SFT stacks read), with prompt_text, prompt_id and sample_index beside it;
+    `parquet`: train.parquet of every sample with the official `prompt` (the last user message) and
+    `output` (the reply) columns beside all of ours (keep says which were dropped). Default `out`:
+    DIR/export/train.jsonl or train.parquet. Both load back into `ssd train --samples FILE`."""
+    if fmt not in SAMPLE_FORMATS:
+        raise ValueError(f"unknown samples format {fmt!r}: {' or '.join(SAMPLE_FORMATS)}")
+    path = Path(path)
+    load_samples(path)  # a finished samples directory, or a clear error
+    records = [r for shard in shard_files(path) for r in read_jsonl(shard)]
+    out = Path(out) if out else path / "export" / ("train.jsonl" if fmt == "messages" else "train.parquet")
+    if fmt == "messages":
+        atomic_write_jsonl(out, [{"messages": [*r["messages"], {"role": "assistant", "content": r["reply"]}], "prompt_text": r["prompt_text"],
+                                  "prompt_id": r["prompt_id"], "sample_index": r["sample_index"]} for r in records if r["keep"]])
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [{"prompt": next(m["content"] for m in reversed(r["messages"]) if m["role"] == "user"), "output": r["reply"], **r} for r in records]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), out)
+    console.print(f"wrote {out} ({fmt}: {sum(r['keep'] for r in records) if fmt == 'messages' else len(records)} samples)")
+    return out
+
+
+def read_samples_file(path: str | Path) -> list[dict]:
+    """Samples made elsewhere, as training records: a JSONL, JSON or parquet file whose rows hold
+    `messages` ending in the assistant's reply (the official train.jsonl, `ssd samples export`), or the
+    official train.parquet's `prompt` (one user message) and `output`. Rows with keep false are left
+    out; prompt_text, reply_token_ids and finish_reason are kept where a row has them (our exports),
+    else the reply is taken as finished ("stop"), as an SFT stack training on messages takes it."""
+    records = []
+    for where, row in rows.read(path, "train", raises=ValueError):
+        if row.get("keep") is False:
+            continue
+        messages = row.get("messages")
+        if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+            prompt_messages, reply = messages[:-1], messages[-1].get("content")
+        elif isinstance(row.get("output"), str) and (isinstance(messages, list) or isinstance(row.get("prompt"), str)):
+            prompt_messages, reply = messages if isinstance(messages, list) else [{"role": "user", "content": row["prompt"]}], row["output"]
+        else:
+            raise ValueError(f"{where}: expected field 'messages' ending with the assistant's reply, or fields 'prompt' and 'output'")
+        if not isinstance(reply, str) or not prompt_messages:
+            raise ValueError(f"{where}: field 'messages': no prompt before the assistant's reply, or a reply that is not a string")
+        records.append({"prompt_id": row.get("prompt_id") or where, "sample_index": row.get("sample_index") or 0, "messages": prompt_messages,
+                        "prompt_text": row.get("prompt_text"), "reply": reply, "reply_token_ids": row.get("reply_token_ids"),
+                        "finish_reason": row.get("finish_reason") or "stop"})
+    if not records:
+        raise ValueError(f"{path}: no samples to train on")
+    return records

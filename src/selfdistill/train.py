@@ -10,6 +10,8 @@ than what was sampled (another chat template, another sequence length; apple/ml-
   that stop token, never the prompt. Labels are built before padding, so the stop token stays in the
   loss even where pad == eos (trl#1623). A reply cut by max_tokens (finish_reason "length") has no
   stop token and gets none: the model never stopped there.
+- Samples made elsewhere (cfg.samples a messages JSONL or parquet file, samples_made_elsewhere) are
+  rendered with the model's template; a row that records its prompt_text must render to it.
 - max_length is the longest example unless configured; a configured max_length that is shorter
   drops the longer examples, counted loudly, and never truncates one (a truncated reply would teach
   the model to stop, or to continue, where the sampler did not).
@@ -29,7 +31,8 @@ Output directory (`output_dir`):
   manifest.json       config, inputs (samples fingerprint and data hash, model hash), length stats,
                       batch plan, precision, final loss, wall time
   model/              the trained model: weights in the base model's dtype, tokenizer with the
-                      samples' chat template, a generation_config.json holding only token ids
+                      samples' chat template, a generation_config.json holding only token ids, and
+                      README.md, its model card (hub.write_model_card; `ssd report` adds the results)
   adapter/            LoRA runs: the adapter alone (PEFT format), small enough to share
   loss.csv, loss.png  the loss curve (step, loss, learning rate, grad norm, tokens, ...)
   snapshots/step-N/   weights of the steps in snapshot_steps, kept after their checkpoints rotate away
@@ -69,7 +72,7 @@ from rich.progress import (
 from rich.table import Table
 from transformers import TrainerCallback
 
-from .config import TrainConfig
+from .config import CHAT_DATE, TrainConfig
 from .chat import chat_prompt, stop_token_ids
 from .manifest import (
     RunDir,
@@ -80,8 +83,9 @@ from .manifest import (
     load_manifest,
     sha256_json,
 )
+from .hub import write_model_card
 from .models import native_bf16, resolve_model
-from .sample import load_samples, shard_files
+from .sample import load_samples, read_samples_file, shard_files
 
 console = Console(stderr=True, highlight=False)
 COMPLETE = "selfdistill-complete.json"  # written into a checkpoint once all processes have saved it
@@ -411,12 +415,15 @@ def prepare(cfg: TrainConfig) -> Prepared:
     from transformers import AutoTokenizer
 
     samples_dir = Path(cfg.samples)
-    try:
-        records, manifest = load_samples(samples_dir)
-    except (ValueError, FileNotFoundError) as e:  # not a samples directory, or an unfinished one
-        raise TrainError(str(e)) from None
     model_path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    try:
+        if samples_dir.is_file():
+            records, manifest = samples_made_elsewhere(samples_dir, tokenizer)
+        else:
+            records, manifest = load_samples(samples_dir)
+    except (ValueError, FileNotFoundError) as e:  # not a samples directory, or an unfinished one
+        raise TrainError(str(e)) from None
     template = check_chat_template(tokenizer, manifest, samples_dir, cfg.model)
     if not records:
         raise TrainError(f"{samples_dir} holds no kept samples to train on")
@@ -426,6 +433,21 @@ def prepare(cfg: TrainConfig) -> Prepared:
     examples, _, stats = length_plan(examples, cfg.max_length)
     stats.update(counts, end_of_turn=tokenizer.convert_ids_to_tokens(eot))
     return Prepared(model_path, tokenizer, examples, stats, template, manifest)
+
+
+def samples_made_elsewhere(path: Path, tokenizer) -> tuple[list[dict], dict]:
+    """A messages JSONL or parquet file (the official pipeline's, `ssd samples export`'s) as training
+    records and a stand-in manifest: the prompts are rendered with the model's chat template, and a row
+    that records the prompt it was sampled with (prompt_text) must render to it (build_examples checks),
+    so samples of another template are refused as ours are. Their sampling is unknown."""
+    records = read_samples_file(path)
+    args = {"date": CHAT_DATE}  # as `ssd sample` renders by default
+    for r in records:
+        r["prompt_text"] = r["prompt_text"] or chat_prompt(tokenizer, r["messages"], **args)
+    template = tokenizer.chat_template.get("default") if isinstance(tokenizer.chat_template, dict) else tokenizer.chat_template
+    if not template:
+        raise TrainError(f"{path}: the model's tokenizer has no chat template to render these messages with")
+    return records, {"provenance": "unknown", "source_file": str(path), "chat_template": template, "chat_template_args": args}
 
 
 def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list = ()):
@@ -475,7 +497,8 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
         max_length=None,  # lengths are enforced in length_plan, by dropping, never by truncating
         padding_free=cfg.packing,
         **context_parallel_args(cfg, state.num_processes, fsdp),
-        report_to="none",
+        report_to=cfg.report_to or "none",
+        run_name=out.name,  # the stage directory, as trackers list it
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
         dataloader_pin_memory=not on_cpu,
@@ -780,12 +803,14 @@ def trained_model_dir(train_dir: str | Path) -> Path:
 
 
 def trained_on(model_dir: str | Path) -> Path | None:
-    """The samples directory a model of `ssd train` (TRAIN_DIR/model) was trained on; None for another model."""
+    """The samples directory a model of `ssd train` (TRAIN_DIR/model) was trained on; None for another
+    model, or one trained on a file of samples made elsewhere (their sampling is unknown)."""
     try:
         manifest = load_manifest(Path(model_dir).parent)
     except FileNotFoundError:
         return None
-    return Path(manifest["config"]["samples"]) if manifest.get("stage") == "train" else None
+    samples = Path(manifest["config"]["samples"])
+    return samples if manifest.get("stage") == "train" and not samples.is_file() else None
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -803,7 +828,7 @@ def train(cfg: TrainConfig) -> Path:
     samples_dir = Path(cfg.samples)
     inputs = {
         "samples_fingerprint": prep.samples_manifest.get("fingerprint_sha256") or sha256_json(prep.samples_manifest.get("config")),
-        "samples_data": sha256_json(hash_inputs(shard_files(samples_dir))),
+        "samples_data": sha256_json(hash_inputs(shard_files(samples_dir) or [samples_dir])),  # a file made elsewhere: itself
         "chat_template_sha256": template_sha256(prep.template),
         "model": hash_inputs([prep.model_path]).get(prep.model_path, prep.model_path),  # a hub id hashes to itself
     }
@@ -851,5 +876,6 @@ def train(cfg: TrainConfig) -> Path:
             u = export["update"]
             console.print(f"export: {export['dtype']} (rounding to {u['dtype']} keeps the update at cosine {u['cosine']:.3f}, "
                           f"norm {u['norm_ratio']:.2f}, {u['moved_weights_kept']:.0%} of moved weights)")
+        write_model_card(out)
         console.print(f"[bold green]trained[/] {model_dir}  final loss {rows[-1]['loss'] if rows else float('nan'):.4f}  ({seconds:.0f} s this session)")
     return model_dir
