@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selfdistill.chat import chat_prompt
-from selfdistill.config import SampleConfig, TrainConfig
+from selfdistill.config import SampleConfig, TrainConfig, fingerprint_dict
 from selfdistill.manifest import RunDir, atomic_write_jsonl, load_manifest
 from selfdistill.train import (
     COMPLETE,
@@ -146,6 +146,25 @@ def test_prompt_tokens_must_match_sampling(tmp_path, tiny_model):
         build_examples([{**records[0], "prompt_text": "<|im_start|>" + records[0]["prompt_text"]}], tokenizer, [2], {2}, tmp_path)
     with pytest.raises(TrainError, match="'reply' is missing"):
         build_examples([{k: v for k, v in records[0].items() if k != "reply"}], tokenizer, [2], {2}, tmp_path)
+
+
+def test_holdout_sets_aside_one_sample_of_each_chosen_prompt(tmp_path, tiny_model):
+    samples = write_samples(tmp_path / "s", tiny_model, [f"print({i})" for i in range(6)])
+    prep = prepare(tiny_cfg(samples, tmp_path / "t", holdout=2))
+    assert len(prep.holdout) == 2 and len(prep.examples) == 4
+    assert prep.holdout == prepare(tiny_cfg(samples, tmp_path / "t", holdout=2)).holdout  # seeded
+    assert prep.holdout != prepare(tiny_cfg(samples, tmp_path / "t", holdout=2, seed=1)).holdout
+    held = {int(pid[1:]) for pid, _ in prep.holdout}
+    trained = [tokenizer_text(tiny_model, e) for e in prep.examples]
+    assert all(f"print({i})" not in t for i in held for t in trained) and len(trained) == 4
+    assert len(prepare(tiny_cfg(samples, tmp_path / "t")).examples) == 6
+    with pytest.raises(TrainError, match="holdout 6: .* has 6 prompts with kept samples; hold out 0 to 5"):
+        prepare(tiny_cfg(samples, tmp_path / "t", holdout=6))
+    assert "holdout" not in fingerprint_dict(TrainConfig())  # the default keeps every existing stage hash
+
+
+def tokenizer_text(model_path: str, example: dict) -> str:
+    return AutoTokenizer.from_pretrained(model_path).decode(example["input_ids"])
 
 
 def test_max_length_comes_from_the_data_and_never_truncates():

@@ -127,6 +127,8 @@ class TrainConfig:
     cpu_offload: bool = volatile(False,
         "FSDP2 CPU offload: parameters, gradients and AdamW state in CPU memory (16 bytes per parameter on the host), "
         "the optimizer step on the CPU: fits what does not, much slower (`ssd plan`)")
+    holdout: int = option(0, "samples set aside and never trained on (one per prompt, a seeded choice by seed); the manifest "
+                             "records them, and `ssd analyze fit` scores them as held-out contexts")
     attn_implementation: str | None = volatile(None, "attention kernel; None = chosen per architecture (train.model_load_kwargs)")
     num_processes: int = volatile(0, "processes `ssd run` and `ssd sweep` launch to train (`ssd train` runs in whatever launched it); 0 = one per visible GPU, 1 on a CPU")
     accelerate_config: str = volatile("ddp", "how `ssd run` and `ssd sweep` launch training: ddp, fsdp, zero3 (selfdistill/accelerate/NAME.yaml) or an accelerate config file")

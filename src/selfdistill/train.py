@@ -29,7 +29,8 @@ with its MXFP4 experts dequantized (model_load_kwargs).
 
 Output directory (`output_dir`):
   manifest.json       config, inputs (samples fingerprint and data hash, model hash), length stats,
-                      batch plan, precision, final loss, wall time
+                      batch plan, precision, final loss, wall time; `holdout`: the (prompt_id,
+                      sample_index) of the samples set aside (train.holdout), never trained on
   model/              the trained model: weights in the base model's dtype, tokenizer with the
                       samples' chat template, a generation_config.json holding only token ids, and
                       README.md, its model card (hub.write_model_card; `ssd report` adds the results)
@@ -53,6 +54,7 @@ import io
 import json
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -409,6 +411,7 @@ class Prepared:
     stats: dict
     template: str
     samples_manifest: dict
+    holdout: list[tuple[str, int]]  # (prompt_id, sample_index) of the samples set aside
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -427,12 +430,35 @@ def prepare(cfg: TrainConfig) -> Prepared:
     template = check_chat_template(tokenizer, manifest, samples_dir, cfg.model)
     if not records:
         raise TrainError(f"{samples_dir} holds no kept samples to train on")
+    set_aside = choose_holdout(records, cfg.holdout, cfg.seed, samples_dir)
+    records = [r for r in records if sample_key(r) not in set_aside]
     stop_ids = set(stop_token_ids(model_path, tokenizer))
     eot = end_of_turn_ids(tokenizer, stop_ids)
     examples, counts = build_examples(records, tokenizer, eot, stop_ids, samples_dir, manifest.get("chat_template_args"))
     examples, _, stats = length_plan(examples, cfg.max_length)
     stats.update(counts, end_of_turn=tokenizer.convert_ids_to_tokens(eot))
-    return Prepared(model_path, tokenizer, examples, stats, template, manifest)
+    return Prepared(model_path, tokenizer, examples, stats, template, manifest, sorted(set_aside))
+
+
+def sample_key(record: dict) -> tuple[str, int]:
+    return str(record["prompt_id"]), int(record.get("sample_index", 0))
+
+
+def choose_holdout(records: list[dict], count: int, seed: int, samples_dir: Path) -> set[tuple[str, int]]:
+    """`count` (prompt_id, sample_index) keys, one sample of each of `count` prompts, a seeded choice: they
+    are never trained on, so the distillation fit can compare held-out with training contexts."""
+    by_prompt: dict[str, list[tuple[str, int]]] = {}
+    for r in records:
+        by_prompt.setdefault(str(r["prompt_id"]), []).append(sample_key(r))
+    if count < 0 or count >= len(by_prompt):
+        raise TrainError(f"holdout {count}: {samples_dir} has {len(by_prompt)} prompts with kept samples; hold out 0 to {len(by_prompt) - 1} of them")
+    rng = random.Random(seed)
+    return {rng.choice(by_prompt[p]) for p in rng.sample(sorted(by_prompt), count)}
+
+
+def held_out(train_dir: str | Path) -> list[tuple[str, int]]:
+    """The (prompt_id, sample_index) of the samples a train directory set aside (train.holdout)."""
+    return [tuple(k) for k in load_manifest(train_dir).get("holdout", [])]
 
 
 def samples_made_elsewhere(path: Path, tokenizer) -> tuple[list[dict], dict]:
@@ -853,7 +879,7 @@ def train(cfg: TrainConfig) -> Path:
             f"{plan['precision']}, {'LoRA r=' + str(cfg.lora_r) if cfg.use_lora else 'full fine-tune'}"
             + (f"; resuming from {resume}" if resume else "")
         )
-        run.update(lengths=prep.stats, plan=plan, resumed_from=str(resume) if resume else None)
+        run.update(lengths=prep.stats, plan=plan, resumed_from=str(resume) if resume else None, holdout=prep.holdout)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
