@@ -139,13 +139,30 @@ def test_scoring_resumes_after_the_saved_replies(tiny_model, tmp_path, monkeypat
     replies, _ = load_replies(write_eval_dir(tmp_path / "eval", tiny_model), 8, 0)
     sequences = mod.tokenize(AutoTokenizer.from_pretrained(tiny_model), replies)
     cfg = AnalyzeConfig(t_evals=[0.5, 1.0], eval_top_k=20, eval_top_p=0.8, **TRAIN_TRUNCATION)
-    whole = mod.score(tiny_model, "base", sequences, cfg, tmp_path / "whole.npz")
+    model = mod.load_model(tiny_model)
+    stats = lambda logits: position_stats(logits, cfg)
+    whole = mod.score(model, "base", sequences, stats, tmp_path / "whole.npz")
     first = whole["reply"] == 0
     mod._save_npz(tmp_path / "resumed.partial.npz", {k: v[first] for k, v in whole.items()})  # killed after reply 0
     monkeypatch.setattr(mod, "SAVE_EVERY", 0.0)  # and save after every reply this time
-    resumed = mod.score(tiny_model, "base", sequences, cfg, tmp_path / "resumed.npz")
+    resumed = mod.score(model, "base", sequences, stats, tmp_path / "resumed.npz")
     assert whole.keys() == resumed.keys() and all(np.array_equal(whole[k], resumed[k]) for k in whole)
     assert not (tmp_path / "resumed.partial.npz").exists() and (tmp_path / "resumed.npz").is_file()
+
+
+@torch.inference_mode()
+def test_reply_logits_in_chunks_are_the_models_logits(tiny_model):
+    """The decoder once, the LM head per chunk of positions: the same logits as the model's own forward
+    pass, for every reply position, whatever the chunk size."""
+    from selfdistill.analyze import load_model, reply_logits
+
+    model = load_model(tiny_model)
+    prompt, reply = [5, 17, 3, 99], [12, 7, 7, 40, 2, 31, 8]
+    full = model(input_ids=torch.tensor([prompt + reply])).logits[0, len(prompt) - 1 : -1]
+    for chunk in (1, 3, 512):
+        parts = list(reply_logits(model, prompt, reply, chunk))
+        assert [len(p) for p in parts] == [min(chunk, len(reply) - i) for i in range(0, len(reply), chunk)]
+        assert torch.allclose(torch.cat(parts), full, atol=1e-5)
 
 
 def test_same_model_changes_nothing(tiny_model, tmp_path):

@@ -41,6 +41,7 @@ from __future__ import annotations
 import io
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,7 +63,7 @@ RANKS = 100  # (a) is drawn for ranks 1..RANKS
 TOP_MASS_K = 20  # (d) bins positions by the mass of the top 20 tokens
 TOP_MASS_BINS = 10  # equal-count bins of it
 FORK_MIN_SURVIVORS = 3  # >= 3 survivors at the training truncation: fork-like; 1-2: lock-like
-CHUNK = 512  # positions whose full-vocabulary statistics are computed at once (bounds memory)
+CHUNK = 512  # positions whose full-vocabulary logits are held at once (bounds memory: 512 x 152k fp32 = 311 MB)
 SAVE_EVERY = 30.0  # seconds between saves of the scored replies, for resume
 MODELS = ("base", "ssd")
 
@@ -162,10 +163,8 @@ def truncated_stats(logits: torch.Tensor, temperature: float, top_k: int, top_p:
 
 
 def position_stats(logits: torch.Tensor, cfg: AnalyzeConfig) -> dict[str, np.ndarray]:
-    """Every per-position statistic the figures need, from next-token logits [positions, vocab]."""
-    if len(logits) > CHUNK:
-        parts = [position_stats(chunk, cfg) for chunk in logits.split(CHUNK)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    """Every per-position statistic the figures need, from next-token logits [positions, vocab] (one
+    chunk of them: reply_logits)."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     width = max(RANKS, TOP_MASS_K, cfg.top_k + 1, cfg.eval_top_k + 1)
     top, top_ids = logprobs.topk(min(width, logprobs.shape[-1]), dim=-1)  # sorted, descending
@@ -199,19 +198,46 @@ def tokenize(tokenizer, replies: list[dict]) -> list[tuple[list[int], list[int]]
     ]
 
 
-@torch.inference_mode()
-def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int]]], cfg: AnalyzeConfig, out: Path) -> dict[str, np.ndarray]:
-    """Teacher-force every reply through one model (batch 1: no padding to get wrong) and collect the
-    statistics of the distributions that predict each reply token, computed in fp32. Writes them to
-    `out` (.npz); finished replies are saved to a .partial.npz beside it every SAVE_EVERY seconds and
-    a rerun continues after them."""
+def load_model(model_path: str, adapter: str | Path | None = None, bf16_on_gpu: bool = False):
+    """A model for teacher forcing, in eval mode: fp32 weights, or bf16 on GPUs when asked (`adapter`: a
+    LoRA adapter directory merged onto it). fp32 by default, GPUs included: bf16 logits step by 1/8 at
+    magnitude 16, which ties top tokens (tiny-random on an H200: +0.5 survivors on average, up to +4, two
+    at T -> 0) and moves per-position entropies by up to 0.5 nats (Qwen2.5-Coder-0.5B); on CPUs bf16 was
+    also 2-4x slower. device_map="auto" spreads a model too big for one GPU over all of them (and the CPU)."""
     from transformers import AutoModelForCausalLM
 
-    # fp32 weights everywhere, GPUs included: bf16 logits step by 1/8 at magnitude 16, which ties top
-    # tokens (tiny-random on an H200: +0.5 survivors on average, up to +4, two at T -> 0) and moves
-    # per-position entropies by up to 0.5 nats (Qwen2.5-Coder-0.5B); on CPUs bf16 was also 2-4x slower.
-    # device_map="auto" spreads a model too big for one GPU over all of them (and the CPU).
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, device_map="auto" if torch.cuda.is_available() else None).eval()
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda and bf16_on_gpu else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, device_map="auto" if cuda else None)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    for key in ("final_logit_softcapping", "logit_scale"):  # reply_logits applies the LM head alone
+        if getattr(model.config, key, None):
+            raise AnalyzeError(f"{model_path}: its config sets {key}, which rescales the LM head's logits; teacher forcing here applies the head alone")
+    return model.eval()
+
+
+def reply_logits(model, prompt_ids: list[int], reply_ids: list[int], chunk: int = CHUNK) -> Iterator[torch.Tensor]:
+    """The next-token logits that predict each reply token, fp32 on the CPU, `chunk` positions at a time.
+    The decoder runs once over prompt + reply; the LM head runs per chunk of its hidden states, so a long
+    reply never holds positions x vocabulary floats at once (65k x 152k in fp32 would be 40 GB)."""
+    ids = torch.tensor([prompt_ids + reply_ids], device=model.device)
+    # The hidden state at position j predicts token j+1: positions len(prompt)-1 ... end-1 predict the reply.
+    hidden = model.get_decoder()(input_ids=ids).last_hidden_state[0, len(prompt_ids) - 1 : -1]
+    head = model.get_output_embeddings()
+    for part in hidden.split(chunk):
+        yield head(part).float().cpu()
+
+
+@torch.inference_mode()
+def score(model, label: str, sequences: list[tuple[list[int], list[int]]], stats: Callable[[torch.Tensor], dict[str, np.ndarray]],
+          out: Path) -> dict[str, np.ndarray]:
+    """Teacher-force every reply through `model` (batch 1: no padding to get wrong) and collect
+    `stats` of the logits that predict each reply token, chunk by chunk. Writes them to `out` (.npz);
+    finished replies are saved to a .partial.npz beside it every SAVE_EVERY seconds and a rerun
+    continues after them."""
     partial = out.with_suffix(".partial.npz")
     rows = [_load_npz(partial)] if partial.is_file() else []
     first = int(rows[0]["reply"].max()) + 1 if rows else 0
@@ -225,11 +251,7 @@ def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int
         start = saved = time.time()
         done = 0
         for i, (prompt_ids, reply_ids) in enumerate(sequences[first:], start=first):
-            ids = torch.tensor([prompt_ids + reply_ids], device=model.device)
-            # The logits at position j predict token j+1: the last len(reply)+1 positions hold the
-            # predictions of every reply token (and of the token after the reply, dropped).
-            logits = model(input_ids=ids, logits_to_keep=len(reply_ids) + 1).logits[0, :-1].float().cpu()
-            row = position_stats(logits, cfg)
+            row = _concat([stats(logits) for logits in reply_logits(model, prompt_ids, reply_ids)])
             row["reply"] = np.full(len(reply_ids), i, dtype=np.int32)
             row["token"] = np.asarray(reply_ids, dtype=np.int64)
             rows.append(row)
@@ -239,7 +261,6 @@ def score(model_path: str, label: str, sequences: list[tuple[list[int], list[int
                 rows = [_concat(rows)]
                 _save_npz(partial, rows[0])
                 saved = time.time()
-    del model
     console.print(f"{label}: scored {total} reply positions in {time.time() - start:.1f}s", markup=False)
     positions = _concat(rows)
     _save_npz(out, positions)
@@ -404,7 +425,9 @@ def analyze(cfg: AnalyzeConfig) -> Path:
             positions[name] = _load_npz(npz)
             console.print(f"{name}: reusing {npz}", markup=False)
         else:
-            positions[name] = score(paths[name], name, sequences, cfg, npz)
+            model = load_model(paths[name], bf16_on_gpu=cfg.bf16_on_gpu)
+            positions[name] = score(model, name, sequences, lambda logits: position_stats(logits, cfg), npz)
+            del model
     if not np.array_equal(positions["base"]["token"], positions["ssd"]["token"]):
         raise AnalyzeError(f"{out}: positions_base.npz and positions_ssd.npz score different tokens; delete them and rerun")
 

@@ -213,6 +213,8 @@ class AnalyzeConfig:
     eval_top_k: int | None = option(None, "top-k of the entropy curves; None: the one the replies were decoded with (their eval's or samples')")
     eval_top_p: float | None = option(None, "top-p of the entropy curves; None: the one the replies were decoded with")
     seed: int = option(0, "which replies are scored")
+    bf16_on_gpu: bool = option(False, "teacher-force in bf16 weights on GPUs (fp32 logits per chunk): faster, but bf16 logits tie "
+                                      "top tokens and move survivor counts; CPUs always use fp32")
     output_dir: str = volatile("runs/analysis", "where analysis.json and the Figure 6 plots go")
 
 
