@@ -140,7 +140,7 @@ def test_scoring_resumes_after_the_saved_replies(tiny_model, tmp_path, monkeypat
     sequences = mod.tokenize(AutoTokenizer.from_pretrained(tiny_model), replies)
     cfg = AnalyzeConfig(t_evals=[0.5, 1.0], eval_top_k=20, eval_top_p=0.8, **TRAIN_TRUNCATION)
     model = mod.load_model(tiny_model)
-    stats = lambda logits: position_stats(logits, cfg)
+    stats = lambda logits, _: position_stats(logits, cfg)
     whole = mod.score(model, "base", sequences, stats, tmp_path / "whole.npz")
     first = whole["reply"] == 0
     mod._save_npz(tmp_path / "resumed.partial.npz", {k: v[first] for k, v in whole.items()})  # killed after reply 0

@@ -232,10 +232,11 @@ def reply_logits(model, prompt_ids: list[int], reply_ids: list[int], chunk: int 
 
 
 @torch.inference_mode()
-def score(model, label: str, sequences: list[tuple[list[int], list[int]]], stats: Callable[[torch.Tensor], dict[str, np.ndarray]],
+def score(model, label: str, sequences: list[tuple[list[int], list[int]]], stats: Callable[[torch.Tensor, int], dict[str, np.ndarray]],
           out: Path) -> dict[str, np.ndarray]:
     """Teacher-force every reply through `model` (batch 1: no padding to get wrong) and collect
-    `stats` of the logits that predict each reply token, chunk by chunk. Writes them to `out` (.npz);
+    `stats(logits, first)` of the logits that predict each reply token, chunk by chunk (`first`: the
+    index of the chunk's first position among all replies' positions). Writes them to `out` (.npz);
     finished replies are saved to a .partial.npz beside it every SAVE_EVERY seconds and a rerun
     continues after them."""
     partial = out.with_suffix(".partial.npz")
@@ -250,8 +251,9 @@ def score(model, label: str, sequences: list[tuple[list[int], list[int]]], stats
         task = progress.add_task(label, total=len(sequences), completed=first, rate=0.0)
         start = saved = time.time()
         done = 0
+        starts = np.cumsum([0] + [len(r) for _, r in sequences])
         for i, (prompt_ids, reply_ids) in enumerate(sequences[first:], start=first):
-            row = _concat([stats(logits) for logits in reply_logits(model, prompt_ids, reply_ids)])
+            row = _concat([stats(logits, starts[i] + j * CHUNK) for j, logits in enumerate(reply_logits(model, prompt_ids, reply_ids, CHUNK))])
             row["reply"] = np.full(len(reply_ids), i, dtype=np.int32)
             row["token"] = np.asarray(reply_ids, dtype=np.int64)
             rows.append(row)
@@ -426,7 +428,7 @@ def analyze(cfg: AnalyzeConfig) -> Path:
             console.print(f"{name}: reusing {npz}", markup=False)
         else:
             model = load_model(paths[name], bf16_on_gpu=cfg.bf16_on_gpu)
-            positions[name] = score(model, name, sequences, lambda logits: position_stats(logits, cfg), npz)
+            positions[name] = score(model, name, sequences, lambda logits, _: position_stats(logits, cfg), npz)
             del model
     if not np.array_equal(positions["base"]["token"], positions["ssd"]["token"]):
         raise AnalyzeError(f"{out}: positions_base.npz and positions_ssd.npz score different tokens; delete them and rerun")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import config as cfgmod
-from .config import AnalyzeConfig, ConfigError, EvalConfig, SampleConfig, TrainConfig
+from .config import AnalyzeConfig, ConfigError, EvalConfig, FitConfig, SampleConfig, TrainConfig
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="The model registry: list and fetch models.", invoke_without_command=True)
@@ -168,11 +168,21 @@ def eval_(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     _call(evaluate, cfg)
 
 
-@app.command(context_settings=STAGE_SETTINGS, epilog=_fields(AnalyzeConfig))
+@app.command(context_settings=STAGE_SETTINGS, epilog=_fields(AnalyzeConfig) + "\n\n`ssd analyze fit`: " + _fields(FitConfig))
 def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks."""
-    cfg = _stage_config(AnalyzeConfig, preset, config, ctx)
-    from .analyze import analyze as stage
+    """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks.
+    `ssd analyze fit --train-dir D [--step N]`: the distillation fit of a trained model or checkpoint, one row per step."""
+    if ctx.args[:1] == ["fit"]:
+        if preset:
+            _fail("`ssd analyze fit` reads its settings from the train directory: give --train-dir, not --preset")
+        try:
+            cfg = cfgmod.load_config(FitConfig, config, flags_to_overrides(ctx.args[1:]))
+        except ConfigError as e:
+            _fail(str(e))
+        from .fit import fit as stage
+    else:
+        cfg = _stage_config(AnalyzeConfig, preset, config, ctx)
+        from .analyze import analyze as stage
 
     _call(stage, cfg)
 

@@ -219,6 +219,25 @@ class AnalyzeConfig:
 
 
 @dataclass
+class FitConfig:
+    """`ssd analyze fit`: how closely a trained model (or one of its checkpoints) matches the SSD target, on
+    held-out and training samples. Everything else (base model, samples, truncation, held-out samples)
+    is read from the train directory."""
+
+    train_dir: str = option("runs/train", "an `ssd train` output directory (finished or still training)")
+    heldout: str | None = option(None, "a samples dir whose samples are all held out (prompts the model never trained on); "
+                                       "None: the samples the train directory set aside (train.holdout)")
+    train_samples: int = option(32, "training samples scored beside the held-out ones (a seeded choice)")
+    heldout_samples: int | None = option(None, "held-out samples scored (a seeded choice); None: all of them")
+    seed: int = option(0, "which samples are scored")
+    step: int | None = volatile(None, "the optimizer step to fit: TRAIN_DIR/checkpoints/checkpoint-N or TRAIN_DIR/snapshots/step-N "
+                                      "(0: the base model); None: the finished TRAIN_DIR/model")
+    model: str | None = volatile(None, "a model directory to fit instead of the train directory's (e.g. a merged LoRA adapter); give --step as its label")
+    bf16_on_gpu: bool = volatile(False, "teacher-force in bf16 weights on GPUs (fp32 logits per chunk); CPUs always use fp32")
+    output_dir: str | None = volatile(None, "where the cached target and the rows go; None: TRAIN_DIR/fit")
+
+
+@dataclass
 class SweepConfig:
     """The paper's T_train x T_eval grid (section 3.4): one SSD model per T_train, each evaluated at every T_eval."""
 
@@ -421,6 +440,18 @@ def load_stage_config(cls: type, preset: str | None = None, config_file: str | N
     section = SECTIONS[cls]
     run = load_run_config(preset, config_file, [f"{section}.{o}" for o in overrides])
     return getattr(run, section)
+
+
+def load_config(cls: type, config_file: str | None = None, overrides: list[str] = ()):
+    """A config that is no section of a run (FitConfig): its fields from a YAML file, then `key=value` overrides."""
+    cfg = cls()
+    if config_file:
+        if not Path(config_file).is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+        data, lines = _read_yaml(Path(config_file))
+        _apply(cfg, data, config_file, lines)
+    _apply(cfg, parse_overrides(list(overrides)), "command line", {})
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict:

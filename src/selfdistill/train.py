@@ -432,12 +432,19 @@ def prepare(cfg: TrainConfig) -> Prepared:
         raise TrainError(f"{samples_dir} holds no kept samples to train on")
     set_aside = choose_holdout(records, cfg.holdout, cfg.seed, samples_dir)
     records = [r for r in records if sample_key(r) not in set_aside]
+    examples, counts = training_examples(records, model_path, tokenizer, manifest, samples_dir)
+    examples, _, stats = length_plan(examples, cfg.max_length)
+    stats.update(counts)
+    return Prepared(model_path, tokenizer, examples, stats, template, manifest, sorted(set_aside))
+
+
+def training_examples(records: list[dict], model_path: str, tokenizer, samples_manifest: dict, samples_dir: Path) -> tuple[list[dict], dict]:
+    """The examples `ssd train` makes of sample records (build_examples, with the model's stop tokens and
+    end-of-turn), and their counts."""
     stop_ids = set(stop_token_ids(model_path, tokenizer))
     eot = end_of_turn_ids(tokenizer, stop_ids)
-    examples, counts = build_examples(records, tokenizer, eot, stop_ids, samples_dir, manifest.get("chat_template_args"))
-    examples, _, stats = length_plan(examples, cfg.max_length)
-    stats.update(counts, end_of_turn=tokenizer.convert_ids_to_tokens(eot))
-    return Prepared(model_path, tokenizer, examples, stats, template, manifest, sorted(set_aside))
+    examples, counts = build_examples(records, tokenizer, eot, stop_ids, samples_dir, samples_manifest.get("chat_template_args"))
+    return examples, {**counts, "end_of_turn": tokenizer.convert_ids_to_tokens(eot)}
 
 
 def sample_key(record: dict) -> tuple[str, int]:
