@@ -208,3 +208,24 @@ def test_report_renders_in_chromium(full_report, tmp_path):
     assert pixels.shape[0] >= 2000 and 0.02 < ink < 0.9, f"blank or broken render: {ink:.3f} of the page is ink"
     assert np.unique(pixels.reshape(-1, 3), axis=0).shape[0] > 50  # text, plots and colours, not a flat page
     shutil.copy(shot, root / "report" / "screenshot.png")
+
+
+def test_distillation_fit_section(tiny_model, tmp_path):
+    """`ssd analyze fit` rows in TRAIN_DIR/fit are shown as the report's fit table and curve."""
+    import numpy as np
+
+    from selfdistill.fit import plot, summarize, write_row
+
+    root = build_run(tmp_path / "run", tiny_model, parts=("train",))
+    fit_dir = root / "train-0123456789" / "fit"
+    fit_dir.mkdir()
+    target = {"support_len": np.array([1, 3, 5, 1]), "target_entropy": np.array([0.0, 1.0, 1.5, 0.0]), "reply": np.array([0, 0, 1, 1])}
+    for step, tail in ((0, 0.5), (20, 0.25)):
+        scores = {"tail": np.full(4, tail), "within_kl": np.array([0.0, 0.1, 0.3, 0.0]), "entropy": np.array([0.0, 0.8, 1.2, 0.0]), "tv": np.full(4, 0.1)}
+        rows = write_row(fit_dir, summarize(step, "m", scores, target, heldout_replies=1))
+    plot(rows, fit_dir / "fit.png")
+    report(root)
+    md = (root / "report" / "report.md").read_text()
+    assert "Distillation fit: has the model learned the SSD target?" in md and (root / "report" / "fit.png").is_file()
+    assert "| 20 | heldout | fork | 1 | 0.350 | 0.250 | 0.100 | 0.800 | 1.000 | 0.100 |" in md  # the held-out reply's one fork
+    assert "| 20 | train | fork | 1 | 0.550 | 0.250 | 0.300 | 1.200 | 1.500 | 0.100 |" in md

@@ -205,16 +205,20 @@ def write_row(out: Path, row: dict) -> list[dict]:
     return rows
 
 
-def print_rows(rows: list[dict]) -> None:
-    table = Table(title="distillation fit: per-token means against the SSD target q (nats; TV in probability)")
-    for col in ("step", "set", "class", "positions", "KL(q||p)", "tail -log p(S)", "within-S KL", "H(p|S)", "H(q)", "TV"):
-        table.add_column(col, justify="right")
+FIT_HEADER = ["step", "set", "class", "positions", "KL(q||p)", "tail -log p(S)", "within-S KL", "H(p|S)", "target H(q)", "TV"]
+
+
+def fit_table(rows: list[dict], classes: tuple[str, ...] = CLASSES) -> list[list[str]]:
+    """The rows as table lines (FIT_HEADER): per step, set and class."""
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
-    for r in rows:
-        for name in SETS:
-            for kind in CLASSES:
-                c = r[f"{name}_{kind}"]
-                table.add_row(str(r["step"]), name, kind, str(c["positions"]), *(fmt(c[k]) for k in MEASURES))
+    return [[str(r["step"]), name, kind, str(r[f"{name}_{kind}"]["positions"]), *(fmt(r[f"{name}_{kind}"][k]) for k in MEASURES)]
+            for r in rows for name in SETS for kind in classes]
+
+
+def print_rows(rows: list[dict]) -> None:
+    table = Table(*FIT_HEADER, title="distillation fit: per-token means against the SSD target q (nats; TV in probability)")
+    for line in fit_table(rows):
+        table.add_row(*line)
     console.print(table)
 
 

@@ -499,6 +499,25 @@ def section_training(run: Run, out: Path) -> list:
     return blocks
 
 
+def section_fit(run: Run, out: Path) -> list:
+    """The distillation fit's rows (`ssd analyze fit`, in TRAIN_DIR/fit), when it was run."""
+    fit_dir = run.dirs["train"] / "fit" if "train" in run.dirs else None
+    if fit_dir is None or not (fit_dir / "fit.jsonl").is_file():
+        return []
+    from .fit import FIT_HEADER, fit_table
+
+    rows = read_jsonl(fit_dir / "fit.jsonl")
+    blocks: list = [Heading("Distillation fit: has the model learned the SSD target?"),
+                    Para("Per-token means against the target q (the base model at the training temperature and truncation), on held-out samples "
+                         "(never trained on) and training samples, at forks (>= 3 tokens in q's support S) and locks; step 0 is the base model. "
+                         "KL(q||p) = tail term -log p(S) + within-support KL; SSD's target is reached when both fall and H(p|S) meets H(q). "
+                         "A fit on training samples only is memorisation.")]
+    if (fit_dir / "fit.png").is_file():
+        atomic_write_bytes(out / "fit.png", (fit_dir / "fit.png").read_bytes())
+        blocks.append(Image(out / "fit.png", "tail term, within-support KL and entropy within the support against the target, over training steps"))
+    return blocks + [Table(FIT_HEADER, fit_table(rows, classes=("fork", "lock")))]
+
+
 def section_fig6(run: Run, out: Path) -> list:
     blocks: list = [Heading("How SSD reshapes token distributions (paper Figure 6)")]
     if "analysis" not in run.dirs:
@@ -600,7 +619,7 @@ def report(run_dir: Path) -> Path:
     sections = {"Overview": lambda: section_overview(run), "Primary endpoints": lambda: section_primary(run),
                 "Headline": lambda: section_headline(run), "Sweep": lambda: section_sweep(run, out),
                 "Difficulty": lambda: section_difficulty(run), "pass@k": lambda: section_pass_at_k(run), "Lengths": lambda: section_lengths(run, out), "Training": lambda: section_training(run, out),
-                "Figure 6": lambda: section_fig6(run, out), "Examples": lambda: section_examples(run), "Times": lambda: section_times(run),
+                "Distillation fit": lambda: section_fit(run, out), "Figure 6": lambda: section_fig6(run, out), "Examples": lambda: section_examples(run), "Times": lambda: section_times(run),
                 "Configuration": lambda: section_config(run)}
     blocks = []
     for name, build in sections.items():
