@@ -252,8 +252,9 @@ def fit(cfg: FitConfig) -> Path:
 
     from .models import resolve_model
     from .sample import sampled_with
-    from .train import sample_key, training_examples
+    from .train import quiet_library_progress_bars, sample_key, training_examples
 
+    quiet_library_progress_bars()
     train_dir = Path(cfg.train_dir)
     try:
         manifest = load_manifest(train_dir)
