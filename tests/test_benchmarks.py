@@ -248,7 +248,7 @@ def _perturb(out):
 
 def perturbed(problem: B.Problem) -> str:
     """The reference with its return value changed: a known-wrong solution that still runs. The reference's
-    definition is renamed, not redefined after, since sanitizing keeps the first definition of a name (as EvalPlus)."""
+    definition is renamed, not redefined after (a subclass or wrapper calls it by its new name)."""
     if problem.entry_point.startswith("Solution()."):
         method = problem.entry_point.split(".", 1)[1]
         base = re.sub(r"^class Solution\b", "class _Base", problem.reference, count=1, flags=re.M)

@@ -16,7 +16,8 @@ def test_evalplus_cases(case):
     if case["function"] == "code_extract":
         assert code_extract(case["code"]) == case["expected"]
     else:
-        assert sanitize(case["code"], case["entry_point"]) == case["expected"]
+        # where EvalPlus's rule would fail a correct program we keep Python's semantics (the case's "deviation")
+        assert sanitize(case["code"], case["entry_point"]) == case.get("expected_here", case["expected"])
 
 
 def test_example_code_around_the_solution_is_dropped():
@@ -70,34 +71,78 @@ class Solution:
         return gcd(a, b)'''
 
 
-def test_evalplus_quirks_are_kept():
-    """As EvalPlus: the first definition of a name wins, decorated top-level definitions and functions
-    without `return` are dropped (so a reply that relies on them fails, as under EvalPlus)."""
+def test_code_a_correct_program_needs_is_kept_where_evalplus_would_drop_it():
+    """Decorated definitions, functions without `return`, redefinitions (Python calls the last) and
+    top-level loops that fill a table all stay (EvalPlus drops them, failing correct LeetCode
+    references); demo code and the main guard go."""
     reply = '''import functools
+from dataclasses import dataclass
 
-def f(x):
+mx = 5
+f = [0] * mx
+for i in range(1, mx):
+    f[i] = f[i - 1] + i
+print(f)
+
+def g(x):
     return 1
 
-def f(x):
+def g(x):
     return 2
 
+@dataclass(frozen=True)
+class T:
+    a: int
+
 @functools.cache
-def g(x):
-    return f(x)
+def memo(x):
+    return g(x) + f[x]
 
 def log(x):
-    print(x)
+    seen.append(x)
+
+seen = []
 
 def h(x):
     log(x)
-    return g(x) + f(x)
+    return memo(x) + T(1).a
+
+print(h(3))
+if __name__ == "__main__":
+    seen.clear()
 '''
-    assert sanitize(reply, "h") == '''import functools
-def f(x):
+    kept = sanitize(reply, "h")
+    assert kept == '''import functools
+from dataclasses import dataclass
+mx = 5
+f = [0] * mx
+for i in range(1, mx):
+    f[i] = f[i - 1] + i
+def g(x):
     return 1
+def g(x):
+    return 2
+@dataclass(frozen=True)
+class T:
+    a: int
+@functools.cache
+def memo(x):
+    return g(x) + f[x]
+def log(x):
+    seen.append(x)
+seen = []
 def h(x):
     log(x)
-    return g(x) + f(x)'''
+    return memo(x) + T(1).a'''
+    scope: dict = {}
+    exec(kept, scope)
+    assert scope["h"](3) == 2 + 6 + 1 and scope["seen"] == [3]
+
+
+def test_an_import_called_at_top_level_is_not_a_mutation():
+    """`np.sum(x)` at top level calls an import's method: not a write to anything the solution reaches."""
+    assert sanitize("import numpy as np\ndef f(x):\n    return np.sum(x)\nprint(np.sum([1]))\n", "f") == (
+        "import numpy as np\ndef f(x):\n    return np.sum(x)")
 
 
 def test_code_that_does_not_parse_is_cut_to_its_longest_parsing_run():

@@ -91,7 +91,7 @@ from pathlib import Path
 from . import rows
 from .chat import ExtractionError, answer_text, build_messages
 from .grading import PROFILES, Grading
-from .sanitize import sanitize
+from .sanitize import identifiers, sanitize
 from .sandbox import AssertTests, CallTests, Pool, StdioTests, job_seconds
 
 
@@ -559,8 +559,10 @@ class Benchmark:
         the prefix, trusted setup such as HumanEval's helpers that the tests call, runs whole before it."""
         completion = self.continues_prompt and not _defines(code, problem.entry_point)
         if self.profile.sanitize and problem.tests.get("kind") in ("assert", "call"):
-            # EvalPlus sanitizes prompt + completion; the entry point of "Solution().f" is the class
-            code = sanitize(problem.prefix + code if completion else code, problem.entry_point.split("().")[0] or None)
+            # EvalPlus sanitizes prompt + completion. The roots: the entry point ("Solution().f": the class)
+            # and what the tests' setup uses of the program (MBPP 367 builds its inputs with the reply's Node)
+            roots = {problem.entry_point.split("().")[0]} | identifiers(problem.tests.get("setup_code") or "")
+            code = sanitize(problem.prefix + code if completion else code, roots - {""})
         elif completion:
             return problem.prefix + code
         return f"{problem.prefix}\n{code}\n" if problem.prefix else code
