@@ -174,6 +174,8 @@ def test_same_model_changes_nothing(tiny_model, tmp_path):
     a = json.loads((out / "analysis.json").read_text())
     assert a["cumulative_mass"]["base"] == a["cumulative_mass"]["ssd"] and a["entropy"]["base"] == a["entropy"]["ssd"]
     assert a["transitions"]["base fork -> ssd lock"] == a["transitions"]["base lock -> ssd fork"] == 0
+    for row in a["paired_entropy"]:  # one model: every classification is the same, and so are both entropies
+        assert row["base"] == row["ssd"] == row["both"] and row["both"]["fork"]["ssd_minus_base"]["mean"] == 0
 
 
 def test_position_stats_on_known_logits():
