@@ -369,3 +369,28 @@ def test_a_class_without_positions_has_no_means():
     both = a["paired_entropy"][0]["both"]
     assert both["n_fork"] == 0 and both["fork"] == {"base": None, "ssd": None, "ssd_minus_base": None}
     assert fork_difference_table(a)[2][2:] == ["0", "-", "-", "-"]
+
+
+def test_summarize_rewrites_an_older_analysis_without_models(tmp_path):
+    """`ssd analyze summarize DIR`: the current summary from the scored positions and the manifest's config;
+    what the old analysis.json held is kept as it was."""
+    from selfdistill.analyze import _save_npz, resummarize
+    from selfdistill.cli import app
+    from selfdistill.manifest import RunDir
+    from typer.testing import CliRunner
+
+    pos = synthetic_positions([[(4, 1, 1.0, 0.2), (1, 4, 0.2, 1.0), (4, 4, 0.9, 0.7)]] * 2)
+    run = RunDir.open(tmp_path / "analysis", "analyze", SYNTHETIC_CFG, {})
+    with pytest.raises(AnalyzeError, match="not a finished `ssd analyze` directory"):
+        resummarize(run.path)
+    for name in ("base", "ssd"):
+        _save_npz(run.path / f"positions_{name}.npz", pos[name])
+    current = summarize(pos, SYNTHETIC_CFG)
+    kept = {"replies": [{"id": "a", "reply_tokens": 3}, {"id": "b", "reply_tokens": 3}], "models": {"base": {"model": "m"}}}
+    old = {**{k: v for k, v in current.items() if k not in ("fork_rules", "fair_rule", "bootstrap", "paired_entropy")}, **kept}
+    (run.path / "analysis.json").write_text(json.dumps(old))
+    run.finish()
+    result = CliRunner().invoke(app, ["analyze", "summarize", str(run.path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run.path / "analysis.json").read_text()) == json.loads(json.dumps({**current, **kept}))
+    assert (run.path / "fig6c_entropy.png").is_file()

@@ -42,6 +42,7 @@ Output dir:
 from __future__ import annotations
 
 import io
+import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -541,9 +542,34 @@ def analyze(cfg: AnalyzeConfig) -> Path:
     summary = summarize(positions, cfg)
     summary["replies"] = [{"id": r["id"], "reply_tokens": len(s[1])} for r, s in zip(replies, sequences)]
     summary["models"] = {name: {"model": getattr(cfg, f"{name}_model"), "path": paths[name], "sha256": inputs.get(paths[name])} for name in MODELS}
-    atomic_write_json(out / "analysis.json", summary)
-    figures = plot(summary, out)
-    print_summary(summary)
+    figures = _write(summary, out)
     run.finish(figures=[p.name for p in figures], n_positions=summary["n_positions"])
     console.print(f"[bold]analysis:[/] {out}")
     return out
+
+
+def resummarize(out_dir: str | Path) -> Path:
+    """`ssd analyze summarize DIR`: rewrite a finished analysis's analysis.json and figures from its
+    positions_*.npz and the config its manifest recorded, without the models, so an analysis made by an
+    older version gets the current summary (the replies and the models' hashes are kept from its
+    analysis.json; the manifest is left as it was)."""
+    from .config import from_dict
+
+    out = Path(out_dir)
+    manifest = load_manifest(out)
+    if manifest.get("stage") != "analyze" or not manifest.get("finished_at"):
+        raise AnalyzeError(f"{out}: not a finished `ssd analyze` directory")
+    cfg = from_dict(AnalyzeConfig, manifest["config"], str(out / "manifest.json"))
+    positions = {name: _load_npz(out / f"positions_{name}.npz") for name in MODELS}
+    old = json.loads((out / "analysis.json").read_text())
+    _write({**summarize(positions, cfg), "replies": old["replies"], "models": old["models"]}, out)
+    console.print(f"[bold]analysis:[/] {out}")
+    return out
+
+
+def _write(summary: dict, out: Path) -> list[Path]:
+    """analysis.json and the figures; the tables on the console."""
+    atomic_write_json(out / "analysis.json", summary)
+    figures = plot(summary, out)
+    print_summary(summary)
+    return figures
