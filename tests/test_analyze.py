@@ -15,8 +15,10 @@ from selfdistill.analyze import (
     RANKS,
     AnalyzeError,
     analyze,
+    fork_difference_table,
     load_replies,
     position_stats,
+    summarize,
     truncated_stats,
     with_truncations,
 )
@@ -172,6 +174,8 @@ def test_same_model_changes_nothing(tiny_model, tmp_path):
     a = json.loads((out / "analysis.json").read_text())
     assert a["cumulative_mass"]["base"] == a["cumulative_mass"]["ssd"] and a["entropy"]["base"] == a["entropy"]["ssd"]
     assert a["transitions"]["base fork -> ssd lock"] == a["transitions"]["base lock -> ssd fork"] == 0
+    for row in a["paired_entropy"]:  # one model: every classification is the same, and so are both entropies
+        assert row["base"] == row["ssd"] == row["both"] and row["both"]["fork"]["ssd_minus_base"]["mean"] == 0
 
 
 def test_position_stats_on_known_logits():
@@ -294,3 +298,99 @@ def test_analyze_alone_classifies_at_the_truncation_ssd_run_gives_it(tmp_path, p
     derived = stages.analyze(model_dir)
     assert with_truncations(alone) == replace(derived, output_dir=alone.output_dir)
     assert (derived.t_train, derived.top_k, derived.top_p) == tuple(getattr(stages.cfg.sample, k) for k in ("temperature", "top_k", "top_p"))
+
+
+# ---------------------------------------------------------------- fork classifications, on per-position arrays (no model)
+
+
+def synthetic_positions(replies: list[list[tuple[int, int, float, float]]]) -> dict[str, dict[str, np.ndarray]]:
+    """positions_*.npz contents for (base survivors, SSD survivors, base entropy, SSD entropy) per position
+    of each reply, one T_eval; the statistics summarize does not classify by are filler."""
+    rows = [(i, *p) for i, reply in enumerate(replies) for p in reply]
+    reply = np.array([r[0] for r in rows], dtype=np.int32)
+    n = len(rows)
+
+    def model(survivors: int, entropy: int) -> dict[str, np.ndarray]:
+        return {"reply": reply, "token": np.arange(n), "top20_tail": np.linspace(1e-6, 1e-2, n), "cum_mass": np.full((n, RANKS), 1.0),
+                "train_survivors": np.array([r[survivors] for r in rows]), "train_entropy": np.zeros(n),
+                "eval_survivors": np.array([[r[survivors]] for r in rows]), "eval_entropy": np.array([[r[entropy]] for r in rows])}
+
+    return {"base": model(1, 3), "ssd": model(2, 4)}
+
+
+SYNTHETIC_CFG = AnalyzeConfig(t_train=1.0, top_k=20, top_p=0.8, t_evals=[1.0], eval_top_k=20, eval_top_p=0.8)
+
+
+def test_base_classified_forks_show_a_sharpening_the_symmetric_rule_removes():
+    """Two exchangeable models: at A the base model happened to spread (4 survivors, 1.0 nats) and SSD did
+    not (1, 0.2), at B the reverse, at C1 and C2 both are forks and differ by +-0.2. Nothing changed on
+    average, yet the base model's forks {A, C1, C2} show SSD sharper by 0.8 / 3 and SSD's forks {B, C1, C2}
+    flatter by as much; forks of both models {C1, C2} show no difference."""
+    reply = [(4, 1, 1.0, 0.2), (1, 4, 0.2, 1.0), (4, 4, 0.9, 0.7), (4, 4, 0.7, 0.9)]  # A, B, C1, C2
+    a = summarize(synthetic_positions([reply] * 5), SYNTHETIC_CFG)
+    (row,) = a["paired_entropy"]
+    expected = {"base": (3, 2.6 / 3, 1.8 / 3, -0.8 / 3), "ssd": (3, 1.8 / 3, 2.6 / 3, 0.8 / 3), "both": (2, 0.8, 0.8, 0.0)}
+    for rule, (forks, base, ssd, diff) in expected.items():
+        fork = row[rule]["fork"]
+        assert (row[rule]["n_fork"], row[rule]["n_lock"]) == (5 * forks, 5 * (4 - forks))
+        assert fork["base"]["mean"] == pytest.approx(base) and fork["ssd"]["mean"] == pytest.approx(ssd)
+        # every reply is the same, so every resample of replies has the same mean: a CI of width 0
+        assert fork["ssd_minus_base"] == pytest.approx({"mean": diff, "lo": diff, "hi": diff})
+    assert row["both"]["lock"]["ssd_minus_base"]["mean"] == pytest.approx(0.0)  # A and B: -0.8 and +0.8
+    assert a["lock_fork"][0]["ssd_fork_entropy"] - a["lock_fork"][0]["base_fork_entropy"] == pytest.approx(-0.8 / 3)  # the old key: base forks
+    table = fork_difference_table(a)
+    assert [line[0] for line in table] == ["the base model", "the SSD model", "both models (symmetric)"]
+    assert table[0][2:] == ["15", "0.867", "0.600", "-0.267 [-0.267, -0.267]"] and table[2][5] == "+0.000 [+0.000, +0.000]"
+
+
+def test_bootstrap_resamples_replies_and_covers_the_known_difference():
+    """SSD is 0.3 nats flatter at forks, plus a per-reply offset (sd 0.2) shared by all positions of a reply.
+    The CI must cover 0.3 and be as wide as the spread of reply means implies: resampling positions as
+    if independent would give one about sqrt(positions per reply) ~ 7x narrower."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(20, 80, size=20)
+    offsets = 0.3 + rng.normal(0, 0.2, size=20)
+    replies = [[(5, 5, 1.0, 1.0 + d + e) for e in rng.normal(0, 0.01, size=m)] for m, d in zip(lengths, offsets)]
+    replies[0] += [(1, 1, 0.1, 0.1)]  # one lock, which no fork statistic may see
+    a = summarize(synthetic_positions(replies), SYNTHETIC_CFG)
+    diff = a["paired_entropy"][0]["both"]["fork"]["ssd_minus_base"]
+    per_position = np.concatenate([[ssd - base for *_, base, ssd in r if base > 0.5] for r in replies])
+    assert diff["mean"] == pytest.approx(per_position.mean())  # a mean over positions, not over reply means
+    assert diff["lo"] < 0.3 < diff["hi"]
+    reply_means = np.array([np.mean([ssd - base for *_, base, ssd in r if base > 0.5]) for r in replies])
+    half_width = 1.96 * reply_means.std() / np.sqrt(len(replies))
+    assert (diff["hi"] - diff["lo"]) / 2 == pytest.approx(half_width, rel=0.35)
+    assert a["bootstrap"] == {"unit": "reply", "resamples": 1000, "seed": 0, "ci": 0.95}
+    assert summarize(synthetic_positions(replies), SYNTHETIC_CFG)["paired_entropy"] == a["paired_entropy"]  # seeded
+
+
+def test_a_class_without_positions_has_no_means():
+    a = summarize(synthetic_positions([[(4, 1, 1.0, 0.1), (1, 4, 0.1, 1.0)]]), SYNTHETIC_CFG)
+    both = a["paired_entropy"][0]["both"]
+    assert both["n_fork"] == 0 and both["fork"] == {"base": None, "ssd": None, "ssd_minus_base": None}
+    assert fork_difference_table(a)[2][2:] == ["0", "-", "-", "-"]
+
+
+def test_summarize_rewrites_an_older_analysis_without_models(tmp_path):
+    """`ssd analyze summarize DIR`: the current summary from the scored positions and the manifest's config;
+    what the old analysis.json held is kept as it was."""
+    from selfdistill.analyze import _save_npz, resummarize
+    from selfdistill.cli import app
+    from selfdistill.manifest import RunDir
+    from typer.testing import CliRunner
+
+    pos = synthetic_positions([[(4, 1, 1.0, 0.2), (1, 4, 0.2, 1.0), (4, 4, 0.9, 0.7)]] * 2)
+    run = RunDir.open(tmp_path / "analysis", "analyze", SYNTHETIC_CFG, {})
+    with pytest.raises(AnalyzeError, match="not a finished `ssd analyze` directory"):
+        resummarize(run.path)
+    for name in ("base", "ssd"):
+        _save_npz(run.path / f"positions_{name}.npz", pos[name])
+    current = summarize(pos, SYNTHETIC_CFG)
+    kept = {"replies": [{"id": "a", "reply_tokens": 3}, {"id": "b", "reply_tokens": 3}], "models": {"base": {"model": "m"}}}
+    old = {**{k: v for k, v in current.items() if k not in ("fork_rules", "fair_rule", "bootstrap", "paired_entropy")}, **kept}
+    (run.path / "analysis.json").write_text(json.dumps(old))
+    run.finish()
+    result = CliRunner().invoke(app, ["analyze", "summarize", str(run.path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run.path / "analysis.json").read_text()) == json.loads(json.dumps({**current, **kept}))
+    assert (run.path / "fig6c_entropy.png").is_file()

@@ -229,3 +229,26 @@ def test_distillation_fit_section(tiny_model, tmp_path):
     assert "Distillation fit: has the model learned the SSD target?" in md and (root / "report" / "fit.png").is_file()
     assert "| 20 | heldout | fork | 1 | 0.350 | 0.250 | 0.100 | 0.800 | 1.000 | 0.100 |" in md  # the held-out reply's one fork
     assert "| 20 | train | fork | 1 | 0.550 | 0.250 | 0.300 | 1.200 | 1.500 | 0.100 |" in md
+
+
+def test_figure6_section_shows_the_three_fork_classifications(tmp_path):
+    """The paired fork differences under the three classifications, from analysis.json as written; an
+    analysis.json from before them (experiment 1's) still renders, without that table."""
+    from selfdistill.analyze import summarize
+    from selfdistill.report import Run, render_markdown, section_fig6
+
+    from test_analyze import SYNTHETIC_CFG, synthetic_positions
+
+    root = tmp_path / "run"
+    root.mkdir()
+    analysis = _stage(root, "analysis", "analyze", SYNTHETIC_CFG)
+    a = summarize(synthetic_positions([[(4, 1, 1.0, 0.2), (1, 4, 0.2, 1.0), (4, 4, 0.9, 0.7), (4, 4, 0.7, 0.9)]] * 3), SYNTHETIC_CFG)
+    atomic_write_json(analysis.path / "analysis.json", a)
+    md = render_markdown(section_fig6(Run.load(root), tmp_path), "t")
+    assert "| both models (symmetric) | 1 | 6 | 0.800 | 0.800 | +0.000 [+0.000, +0.000] |" in md
+    assert "| the base model | 1 | 9 | 0.867 | 0.600 | -0.267 [-0.267, -0.267] |" in md
+    assert "1000 resamples of the 3 replies" in md and "regression to the mean" in md
+    old = {k: v for k, v in a.items() if k not in ("fork_rules", "fair_rule", "bootstrap", "paired_entropy")}
+    atomic_write_json(analysis.path / "analysis.json", old)
+    md = render_markdown(section_fig6(Run.load(root), tmp_path), "t")
+    assert "| 1 | 0.200 | 1.000 | 0.867 | 0.600 |" in md and "symmetric" not in md  # B, the base lock: SSD spread there

@@ -14,8 +14,10 @@ positions count), and we compare their next-token distributions position by posi
       outside the top 20 (1 - top-20 mass, computed as a tail sum, not a difference) on a log axis
 
 Fork-like positions have >= 3 survivors at the training truncation (t_train, top_k, top_p), lock-like
-ones 1 or 2 (FORK_MIN_SURVIVORS). Each model's counts use its own distribution; the paired comparison
-("how SSD changes each") classifies positions once, by the base model, which produced the training data.
+ones 1 or 2 (FORK_MIN_SURVIVORS). Each model's counts use its own distribution; the curves split by
+fork/lock (and `lock_fork`) classify positions once, by the base model, which produced the training data.
+That classification favours SSD by regression to the mean, so the paired entropies (`paired_entropy`)
+also classify by the SSD model and by a symmetric rule (fork_classes), with bootstrap CIs over replies.
 Unless the config gives them, the training truncation is the one the SSD model's training samples were
 drawn with (its `ssd train` manifest names the samples), and the eval truncation (eval_top_k,
 eval_top_p) the one the replies were decoded with (with_truncations).
@@ -32,13 +34,15 @@ Output dir:
                                   them, and continues a model's .partial.npz, saved every SAVE_EVERY s):
                                   reply, token, top20_tail (1 - top-20 mass), cum_mass[N, RANKS], train_survivors,
                                   train_entropy, eval_survivors[N, len(t_evals)], eval_entropy[N, len(t_evals)]
-  analysis.json                   every curve plotted, fork/lock counts, and the paired lock/fork summary
+  analysis.json                   every curve plotted, fork/lock counts, the paired lock/fork summary, and the
+                                  paired entropies under three fork classifications with bootstrap CIs
   fig6a_cumulative_mass.png  fig6b_survivors.png  fig6c_entropy.png  fig6d_entropy_by_top20.png
 """
 
 from __future__ import annotations
 
 import io
+import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +70,15 @@ FORK_MIN_SURVIVORS = 3  # >= 3 survivors at the training truncation: fork-like; 
 CHUNK = 512  # positions whose full-vocabulary logits are held at once (bounds memory: 512 x 152k fp32 = 311 MB)
 SAVE_EVERY = 30.0  # seconds between saves of the scored replies, for resume
 MODELS = ("base", "ssd")
+BOOTSTRAP_RESAMPLES = 1000  # resamples of the replies for the paired entropies' CIs
+BOOTSTRAP_SEED = 0
+CI_LEVEL = 0.95
+FORK_RULES = {  # fork_classes: whose survivors (>= FORK_MIN_SURVIVORS at the training truncation) make a fork
+    "base": "the base model",
+    "ssd": "the SSD model",
+    "both": "both models (symmetric)",
+}
+FAIR_RULE = "both"
 
 
 class AnalyzeError(ValueError):
@@ -288,6 +301,69 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- summaries
 
 
+def fork_classes(pos: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Fork masks over positions under each rule of FORK_RULES (the rest are locks).
+
+    Classifying by one model selects positions where that model happened to spread its mass, so any
+    other model looks sharper there on average (regression to the mean): by the base model's forks SSD
+    looks sharper, by SSD's forks flatter, even when the two differ only by noise. A rule that treats both
+    models alike has no such bias: if the models were exchangeable, swapping them would leave the classes
+    unchanged, so the expected paired difference is 0. Of the symmetric rules we take "a fork for both
+    models" (both have >= FORK_MIN_SURVIVORS survivors) rather than "the average of the two truncated
+    distributions has >= FORK_MIN_SURVIVORS survivors": it needs only each model's survivor count, which
+    positions_*.npz stores, so committed analyses can be re-summarized without the models, and it keeps
+    positions that are forks to both models, the ones the paper's mechanism is about."""
+    base, ssd = (pos[name]["train_survivors"] >= FORK_MIN_SURVIVORS for name in MODELS)
+    return {"base": base, "ssd": ssd, "both": base & ssd}
+
+
+def reply_bootstrap(series: dict[str, np.ndarray], reply: np.ndarray, mask: np.ndarray, weights: np.ndarray) -> dict[str, dict | None]:
+    """Mean of each per-position series [positions, T] over the positions in `mask`, per column, with its
+    percentile bootstrap CI (CI_LEVEL) over replies: `weights` [resamples, replies] counts how often each
+    reply is drawn in each resample (replies drawn with replacement), and a resample's mean is over all
+    positions of its drawn replies. Replies, not positions, are resampled: positions of one reply are
+    not independent. None where `mask` holds no position."""
+    n_replies = weights.shape[1]
+    counts = np.bincount(reply[mask], minlength=n_replies).astype(np.float64)
+    if counts.sum() == 0:
+        return {name: None for name in series}
+    tail = (1 - CI_LEVEL) / 2
+    out = {}
+    for name, x in series.items():
+        x = x.astype(np.float64)
+        sums = np.stack([np.bincount(reply[mask], x[mask, j], minlength=n_replies) for j in range(x.shape[1])], -1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a resample may draw no position of the class: left out
+            means = (weights @ sums) / (weights @ counts)[:, None]
+        lo, hi = np.nanquantile(means, [tail, 1 - tail], axis=0)
+        out[name] = {"mean": (sums.sum(0) / counts.sum()).tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+    return out
+
+
+def paired_entropy(pos: dict[str, dict[str, np.ndarray]], t_evals: list[float]) -> list[dict]:
+    """Per T_eval and fork classification (fork_classes): the number of forks and locks and, at each, the
+    mean entropy after truncation of base and SSD and their paired difference (SSD - base, position by
+    position), each with its bootstrap CI over replies (reply_bootstrap; the same seeded resamples for
+    every class and T_eval)."""
+    reply = pos["base"]["reply"]
+    n_replies = int(reply.max()) + 1
+    weights = np.random.default_rng(BOOTSTRAP_SEED).multinomial(n_replies, np.full(n_replies, 1 / n_replies), size=BOOTSTRAP_RESAMPLES)
+    base, ssd = pos["base"]["eval_entropy"], pos["ssd"]["eval_entropy"]
+    series = {"base": base, "ssd": ssd, "ssd_minus_base": ssd.astype(np.float64) - base}
+    by_rule = {}
+    for rule, fork in fork_classes(pos).items():
+        by_rule[rule] = {"n_fork": int(fork.sum()), "n_lock": int((~fork).sum())}
+        for kind, mask in (("fork", fork), ("lock", ~fork)):
+            by_rule[rule][kind] = reply_bootstrap(series, reply, mask, weights)
+
+    def at(stat: dict | None, j: int) -> dict | None:
+        return None if stat is None else {k: v[j] for k, v in stat.items()}
+
+    return [{"t_eval": t, **{rule: {"n_fork": r["n_fork"], "n_lock": r["n_lock"],
+                                    **{kind: {name: at(r[kind][name], j) for name in series} for kind in ("fork", "lock")}}
+                             for rule, r in by_rule.items()}}
+            for j, t in enumerate(t_evals)]
+
+
 def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict:
     """Curves and counts from the per-position statistics of both models (aligned position by position)."""
     base = pos["base"]
@@ -345,6 +421,10 @@ def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict
                 row[f"{name}_{kind}_entropy"] = mean(pos[name]["eval_entropy"][:, j], mask)
                 row[f"{name}_{kind}_survivors"] = mean(pos[name]["eval_survivors"][:, j], mask)
         out["lock_fork"].append(row)
+    out["fork_rules"] = FORK_RULES
+    out["fair_rule"] = FAIR_RULE
+    out["bootstrap"] = {"unit": "reply", "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "ci": CI_LEVEL}
+    out["paired_entropy"] = paired_entropy(pos, cfg.t_evals)
     return out
 
 
@@ -385,6 +465,27 @@ def plot(summary: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
+FORK_DIFFERENCE_HEADER = [f"forks (>= {FORK_MIN_SURVIVORS} survivors) of", "T_eval", "forks", "base", "SSD", "SSD - base [95% CI]"]
+FAIR_RULE_WHY = ("Forks chosen by one model are where that model happened to spread, so any other model looks sharper there "
+                 "(regression to the mean); the symmetric rule (a fork for both models) treats both alike, so it is the fair comparison.")
+
+
+def fork_difference_table(summary: dict) -> list[list[str]]:
+    """Table lines (FORK_DIFFERENCE_HEADER) of the paired fork entropies under every fork classification, at
+    the T_eval nearest 1 and the one nearest T_train: mean [95% CI over replies], nats."""
+    ts = summary["t_evals"]
+    refs = sorted({min(range(len(ts)), key=lambda j: abs(ts[j] - t)) for t in (1.0, summary["train_truncation"]["temperature"])})
+
+    def fmt(stat: dict | None, ci: bool = False) -> str:
+        if stat is None:
+            return "-"
+        return f"{stat['mean']:+.3f} [{stat['lo']:+.3f}, {stat['hi']:+.3f}]" if ci else f"{stat['mean']:.3f}"
+
+    return [[summary["fork_rules"][rule], f"{ts[j]:g}", str(row["n_fork"]), fmt(row["fork"]["base"]), fmt(row["fork"]["ssd"]),
+             fmt(row["fork"]["ssd_minus_base"], ci=True)]
+            for j in refs for rule, row in ((rule, summary["paired_entropy"][j][rule]) for rule in summary["fork_rules"])]
+
+
 def print_summary(summary: dict) -> None:
     from rich.table import Table
 
@@ -399,6 +500,11 @@ def print_summary(summary: dict) -> None:
     for r in summary["lock_fork"]:
         table.add_row(f"{r['t_eval']:g}", fmt(r["base_lock_entropy"]), fmt(r["ssd_lock_entropy"]), fmt(r["base_fork_entropy"]), fmt(r["ssd_fork_entropy"]))
     console.print(table)
+    table = Table(*FORK_DIFFERENCE_HEADER, title="entropy after truncation (nats) at forks, by three classifications; CIs over replies")
+    for line in fork_difference_table(summary):
+        table.add_row(*line)
+    console.print(table)
+    console.print(FAIR_RULE_WHY)
 
 
 # ---------------------------------------------------------------- entry point
@@ -436,9 +542,34 @@ def analyze(cfg: AnalyzeConfig) -> Path:
     summary = summarize(positions, cfg)
     summary["replies"] = [{"id": r["id"], "reply_tokens": len(s[1])} for r, s in zip(replies, sequences)]
     summary["models"] = {name: {"model": getattr(cfg, f"{name}_model"), "path": paths[name], "sha256": inputs.get(paths[name])} for name in MODELS}
-    atomic_write_json(out / "analysis.json", summary)
-    figures = plot(summary, out)
-    print_summary(summary)
+    figures = _write(summary, out)
     run.finish(figures=[p.name for p in figures], n_positions=summary["n_positions"])
     console.print(f"[bold]analysis:[/] {out}")
     return out
+
+
+def resummarize(out_dir: str | Path) -> Path:
+    """`ssd analyze summarize DIR`: rewrite a finished analysis's analysis.json and figures from its
+    positions_*.npz and the config its manifest recorded, without the models, so an analysis made by an
+    older version gets the current summary (the replies and the models' hashes are kept from its
+    analysis.json; the manifest is left as it was)."""
+    from .config import from_dict
+
+    out = Path(out_dir)
+    manifest = load_manifest(out)
+    if manifest.get("stage") != "analyze" or not manifest.get("finished_at"):
+        raise AnalyzeError(f"{out}: not a finished `ssd analyze` directory")
+    cfg = from_dict(AnalyzeConfig, manifest["config"], str(out / "manifest.json"))
+    positions = {name: _load_npz(out / f"positions_{name}.npz") for name in MODELS}
+    old = json.loads((out / "analysis.json").read_text())
+    _write({**summarize(positions, cfg), "replies": old["replies"], "models": old["models"]}, out)
+    console.print(f"[bold]analysis:[/] {out}")
+    return out
+
+
+def _write(summary: dict, out: Path) -> list[Path]:
+    """analysis.json and the figures; the tables on the console."""
+    atomic_write_json(out / "analysis.json", summary)
+    figures = plot(summary, out)
+    print_summary(summary)
+    return figures

@@ -171,7 +171,14 @@ def eval_(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 @app.command(context_settings=STAGE_SETTINGS, epilog=_fields(AnalyzeConfig) + "\n\n`ssd analyze fit`: " + _fields(FitConfig))
 def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks.
-    `ssd analyze fit --train-dir D [--step N]`: the distillation fit of a trained model or checkpoint, one row per step."""
+    `ssd analyze fit --train-dir D [--step N]`: the distillation fit of a trained model or checkpoint, one row per step.
+    `ssd analyze summarize DIR`: rewrite a finished analysis's analysis.json and figures from its scored positions, no model."""
+    if ctx.args[:1] == ["summarize"]:
+        if preset or config or len(ctx.args) != 2:
+            _fail("`ssd analyze summarize DIR` takes one finished analysis directory and nothing else")
+        from .analyze import resummarize
+
+        return _call(resummarize, ctx.args[1])
     if ctx.args[:1] == ["fit"]:
         if preset:
             _fail("`ssd analyze fit` reads its settings from the train directory: give --train-dir, not --preset")

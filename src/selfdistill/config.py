@@ -454,6 +454,13 @@ def load_config(cls: type, config_file: str | None = None, overrides: list[str] 
     return cfg
 
 
+def from_dict(cls: type, data: dict, where: str):
+    """A config from a mapping (the config a stage's manifest recorded), its keys and types checked as a file's are."""
+    cfg = cls()
+    _apply(cfg, data, where, {})
+    return cfg
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 

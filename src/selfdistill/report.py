@@ -545,6 +545,13 @@ def section_fig6(run: Run, out: Path) -> list:
     blocks.append(Table(["T_eval", "base lock", "SSD lock", "base fork", "SSD fork"],
                         [[f"{r['t_eval']:g}", fmt(r["base_lock_entropy"]), fmt(r["ssd_lock_entropy"]), fmt(r["base_fork_entropy"]), fmt(r["ssd_fork_entropy"])]
                          for r in a["lock_fork"]]))
+    if "paired_entropy" in a:  # analyses before the three classifications have only the base model's
+        from .analyze import FAIR_RULE_WHY, FORK_DIFFERENCE_HEADER, fork_difference_table
+
+        b = a["bootstrap"]
+        blocks.append(Para(f"The same at forks classified three ways, with the paired difference (position by position) and its "
+                           f"{b['ci']:.0%} bootstrap CI over replies ({b['resamples']} resamples of the {a['n_replies']} replies). {FAIR_RULE_WHY}"))
+        blocks.append(Table(FORK_DIFFERENCE_HEADER, fork_difference_table(a)))
     return blocks
 
 
