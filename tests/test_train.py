@@ -43,11 +43,13 @@ from selfdistill.train import (
 REPLY = "```python\nprint(42)\n```"  # every training reply ends here
 
 
-def write_samples(path: Path, model_path: str, replies: list[str], finish: list[str] | None = None, template_from: str | None = None) -> Path:
+def write_samples(path: Path, model_path: str, replies: list[str], finish: list[str] | None = None, template_from: str | None = None,
+                  store_targets: bool = False) -> Path:
     """A finished `ssd sample` directory: prompts rendered with `template_from`'s chat template (default:
-    the model's own), replies with their token ids, ending in the stop token when finish is "stop"."""
+    the model's own), replies with their token ids, ending in the stop token when finish is "stop".
+    `store_targets`: the manifest says so; the caller writes the targets files."""
     tokenizer = AutoTokenizer.from_pretrained(template_from or model_path)
-    run = RunDir.open(path, "sample", SampleConfig(model=model_path, output_dir=str(path)))
+    run = RunDir.open(path, "sample", SampleConfig(model=model_path, output_dir=str(path), store_targets=store_targets))
     records = []
     for i, reply in enumerate(replies):
         messages = [{"role": "system", "content": "Write Python."}, {"role": "user", "content": f"Problem {i}: print {i * 7}."}]

@@ -81,6 +81,8 @@ class SampleConfig:
     stop: list[str] = option(factory=list, help="stop strings besides the stop tokens")
     drop_shortest_fraction: float = option(0.0, "the official code drops the shortest 10%: set 0.1 to match it")
     per_request_seeds: bool = option(True, "a seed per request: reproducible replies; false lets vLLM on GPU use FlashInfer's sampler, and replies then depend on batching (docs/training.md)")
+    store_targets: bool = option(False, "also store, per reply token, the truncated distribution it was drawn from (shards/*.targets.safetensors), "
+                                 "for train.objective=soft; needs top_k > 0")
     backend: str = volatile("vllm", "'vllm' or 'hf'; both give the same truncated distribution", choices=BACKENDS)
     tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine")
     max_num_seqs: int | None = volatile(None, "sequences decoding at once; None = the engine's limit (vLLM's scheduler default, hf 16)")
@@ -114,6 +116,9 @@ class TrainConfig:
     packing: bool = option(False, "padding-free packing (position ids reset per sample)")
     bf16: bool = option(True, "train in bf16 where the hardware computes it natively (else fp32)")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: long sequences fit at ~30% more compute")
+    objective: str = option("hard", choices=("hard", "soft"), help=
+        "'hard': cross-entropy on the sampled tokens (the paper); 'soft': cross-entropy against the stored truncated distribution "
+        "each token was drawn from (samples made with sample.store_targets; `ssd run` turns it on), the same fixed point with less variance")
     seed: int = option(0, "data order and initialisation seed")
     export_dtype: str = option("auto", choices=("auto", "base", "float32"), help=
         "dtype of the exported full fine-tune: 'base' (the base model's), 'float32', or 'auto': the base model's unless "

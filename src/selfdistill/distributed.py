@@ -128,10 +128,11 @@ def _reason(error: Exception) -> str:
 class Replica:
     """One generator in one Ray actor."""
 
-    def __init__(self, model_path: str, backend: str, max_model_len: int, tensor_parallel_size: int, seed: int, max_num_seqs: int | None):
+    def __init__(self, model_path: str, backend: str, max_model_len: int, tensor_parallel_size: int, seed: int, max_num_seqs: int | None,
+                 targets: bool = False):
         from .generate import load_generator
 
-        self.generator = load_generator(model_path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs)
+        self.generator = load_generator(model_path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs, targets)
 
     def where(self) -> dict:
         return {**_here(), "gpus": [str(g) for g in ray.get_gpu_ids()], "max_num_seqs": self.generator.max_num_seqs}
@@ -197,9 +198,10 @@ class RayGenerator(Generator):
     The tokenizer is loaded here too: the stages render prompts with it."""
 
     def __init__(self, model_path: str, backend: str, max_model_len: int, tensor_parallel_size: int, seed: int,
-                 max_num_seqs: int | None, address: str, replicas: int | None = None):
+                 max_num_seqs: int | None, address: str, replicas: int | None = None, targets: bool = False):
         super().__init__(model_path, max_model_len, seed)
         self.address = address
+        self.targets = targets
         self._group = None
         self._actors: list = []
         connect(address)
@@ -229,7 +231,7 @@ class RayGenerator(Generator):
         actor = ray.remote(Replica)
         self._actors = [actor.options(num_cpus=b.get("CPU", 0), num_gpus=b.get("GPU", 0), max_restarts=0,
                                       scheduling_strategy=PlacementGroupSchedulingStrategy(self._group, placement_group_bundle_index=i))
-                        .remote(self.model_path, backend, self.max_model_len, tensor_parallel_size, self.seed, max_num_seqs)
+                        .remote(self.model_path, backend, self.max_model_len, tensor_parallel_size, self.seed, max_num_seqs, self.targets)
                         for i, b in enumerate(bundles)]
         self.replicas = self._wait_loaded()
         self.max_num_seqs = min(r["max_num_seqs"] for r in self.replicas)

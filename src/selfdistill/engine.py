@@ -24,10 +24,12 @@ class EngineSettings:
     max_num_seqs: int | None
     ray_address: str | None
     local_replicas: int | None
+    targets: bool = False  # returns the sampling distributions (SampleConfig.store_targets; an eval never asks)
 
     @classmethod
     def of(cls, cfg) -> EngineSettings:
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+        settings = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "targets"}
+        return cls(**settings, targets=getattr(cfg, "store_targets", False))
 
     def replicas_here(self, visible_gpus: int) -> int:
         """Replicas on this machine without ray_address: local_replicas, else one per

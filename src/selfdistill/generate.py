@@ -34,17 +34,19 @@ whole batch from FlashInfer's sampler to the PyTorch/Triton one (docs/training.m
 
 from __future__ import annotations
 
+import base64
 import gc
 import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from .chat import chat_prompt, keeps_channels, stop_token_ids
@@ -66,10 +68,59 @@ class SamplingSpec:
     seed: int = 0  # the default seed of requests given none
     stop: list[str] = field(default_factory=list)
     per_request_seeds: bool = True  # False: vLLM draws from its engine RNG (FlashInfer's sampler on GPU; not reproducible)
+    targets: bool = False  # return each generated token's truncated distribution (Completion.targets); needs top_k > 0
 
     def __post_init__(self):
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1 or self.n < 1 or self.max_tokens < 1:
             raise ValueError(f"invalid sampling spec {self}: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, 0 <= min_p < 1, n >= 1, max_tokens >= 1")
+        if self.targets and (self.temperature == 0 or self.top_k == 0):
+            raise ValueError(f"invalid sampling spec {self}: targets need temperature > 0 (a greedy token's target is the token) and top_k > 0 "
+                             "(top-k bounds the support stored per token)")
+
+
+@dataclass
+class Targets:
+    """The truncated distributions q a reply's tokens were drawn from: for each token, the tokens that
+    survived temperature, min-p, top-k and top-p, with their renormalised probabilities. Ragged and
+    flat, for compact files: token t's survivors are ids[s:s + counts[t]] with probabilities
+    probs[s:s + counts[t]], s = counts[:t].sum()."""
+
+    counts: np.ndarray  # int32, one per token
+    ids: np.ndarray  # int32, sum(counts)
+    probs: np.ndarray  # float32, sum(counts)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[Sequence[int], Sequence[float]]]) -> Targets:
+        rows = list(rows)
+        return cls(np.array([len(ids) for ids, _ in rows], dtype=np.int32),
+                   np.array([i for ids, _ in rows for i in ids], dtype=np.int32),
+                   np.array([p for _, probs in rows for p in probs], dtype=np.float32))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Targets]) -> Targets:
+        return cls(*(np.concatenate([getattr(t, f.name) for t in parts] or [np.zeros(0, dtype)])
+                     for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))))
+
+    def split(self, tokens: Sequence[int]) -> list[Targets]:
+        """Consecutive pieces of `tokens[i]` tokens each (the replies of a shard, from its concatenation)."""
+        token_ends = np.cumsum(tokens)
+        entry_ends = np.concatenate([[0], np.cumsum(self.counts)])[token_ends]
+        return [Targets(self.counts[t0:t1], self.ids[e0:e1], self.probs[e0:e1])
+                for t0, t1, e0, e1 in zip(np.concatenate([[0], token_ends[:-1]]), token_ends, np.concatenate([[0], entry_ends[:-1]]), entry_ends)]
+
+    def rows(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        ends = np.cumsum(self.counts)
+        return [(self.ids[e - n : e], self.probs[e - n : e]) for n, e in zip(self.counts, ends)]
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def to_json(self) -> dict:
+        return {f.name: base64.b64encode(getattr(self, f.name).tobytes()).decode() for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Targets:
+        return cls(*(np.frombuffer(base64.b64decode(data[f.name]), dtype).copy() for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))))
 
 
 @dataclass
@@ -78,6 +129,14 @@ class Completion:
     token_ids: list[int]  # generated tokens, the stop token included when one ended the reply
     prompt_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string), "length" (max_tokens or the context), "prompt_too_long"
+    targets: Targets | None = None  # with SamplingSpec.targets: the distribution each of token_ids was drawn from
+
+    def to_json(self) -> dict:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "targets": self.targets.to_json() if self.targets else None}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Completion:
+        return cls(**{**data, "targets": Targets.from_json(data["targets"]) if data.get("targets") else None})
 
 
 @dataclass
@@ -182,6 +241,15 @@ def truncate_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, to
         drop = (mass_before >= top_p).scatter(-1, order, mass_before >= top_p)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def truncated_support(truncated: torch.Tensor) -> list[tuple[list[int], list[float]]]:
+    """Each row's surviving tokens and their probabilities, most likely first, from `truncate_logits`'s
+    output (-inf outside the kept set): what Targets stores per token."""
+    kept = torch.isfinite(truncated)
+    probs, ids = truncated.float().softmax(-1).topk(int(kept.sum(-1).max()), dim=-1)
+    counts = kept.sum(-1).tolist()
+    return [(row_ids[:n].tolist(), row_probs[:n].tolist()) for row_ids, row_probs, n in zip(ids, probs, counts)]
 
 
 def hf_logits_processors(spec: SamplingSpec):
@@ -338,7 +406,7 @@ def stream_journaled(generator: Generator, units: dict[Hashable, list[Request]],
     todo = {(key, i): [r] for (key, i), r in flat.items() if key in pending and i not in pending[key]}
     with journal.open("a") as f:
         for (key, i), (completions,), where in generator.stream_units(todo, max_in_flight, progress):
-            f.write(json.dumps({"request": _request_id(flat[key, i]), "completions": [asdict(c) for c in completions]}) + "\n")
+            f.write(json.dumps({"request": _request_id(flat[key, i]), "completions": [c.to_json() for c in completions]}) + "\n")
             f.flush()
             pending[key][i] = completions
             if finished(key):
@@ -346,7 +414,8 @@ def stream_journaled(generator: Generator, units: dict[Hashable, list[Request]],
 
 
 def _request_id(r: Request) -> str:
-    return sha256_json([r.prompt, asdict(r.spec), r.seed])
+    spec = {k: v for k, v in asdict(r.spec).items() if k != "targets" or v}  # journals written before targets existed still match
+    return sha256_json([r.prompt, spec, r.seed])
 
 
 def _read_journal(journal: Path) -> dict[str, list[Completion]]:
@@ -362,21 +431,23 @@ def _read_journal(journal: Path) -> dict[str, list[Completion]]:
     found = {}
     for line in complete.decode().splitlines():
         entry = json.loads(line)
-        found[entry["request"]] = [Completion(**c) for c in entry["completions"]]
+        found[entry["request"]] = [Completion.from_json(c) for c in entry["completions"]]
     return found
 
 
 def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096, tensor_parallel_size: int = 1, seed: int = 0,
-                   max_num_seqs: int | None = None) -> Generator:
+                   max_num_seqs: int | None = None, targets: bool = False) -> Generator:
     """An engine in this process. `model`: anything models.resolve_model accepts (registry name, model
     directory, hub id). `max_num_seqs`: sequences decoded at once, the default of `stream`; None = the
     backend's own (vLLM's scheduler default for the device, which also stops at what its KV cache holds;
-    hf: 16). Stages start theirs through engine.EngineSettings, which also reaches Ray clusters."""
+    hf: 16). `targets`: the engine can return the truncated distributions (SamplingSpec.targets); vLLM
+    then computes processed logprobs at every step, so it is off unless asked for. Stages start theirs
+    through engine.EngineSettings, which also reaches Ray clusters."""
     from .models import resolve_model
 
     path = resolve_model(model)
     if backend == "vllm":
-        return VLLMGenerator(path, max_model_len, tensor_parallel_size, seed, max_num_seqs)
+        return VLLMGenerator(path, max_model_len, tensor_parallel_size, seed, max_num_seqs, targets)
     if backend == "hf":
         if tensor_parallel_size != 1:
             raise ValueError("the hf backend runs on one device; use backend=vllm for tensor parallelism")
@@ -430,7 +501,8 @@ CPU_KV_CACHE_GIB = 4  # 175k tokens of the 0.5B Qwen's KV cache in fp32
 class VLLMGenerator(Generator):
     backend = "vllm"
 
-    def __init__(self, model_path: str, max_model_len: int, tensor_parallel_size: int, seed: int, max_num_seqs: int | None = None):
+    def __init__(self, model_path: str, max_model_len: int, tensor_parallel_size: int, seed: int, max_num_seqs: int | None = None,
+                 targets: bool = False):
         super().__init__(model_path, max_model_len, seed)
         # On CPU the engine runs in this process (no EngineCore child): a killed run leaves no orphan
         # holding the model's memory, and it is not slower. On GPU it keeps its own process, whose exit
@@ -467,6 +539,12 @@ class VLLMGenerator(Generator):
             # vLLM's own processes, also inside a Ray replica: there the replica holds its GPUs, and vLLM would
             # otherwise start Ray workers that wait for GPUs of the replica's placement group (vllm#30016)
             kwargs["distributed_executor_backend"] = "mp"
+        if targets:
+            # The logprobs vLLM returns are then those of the distribution it samples from: after temperature,
+            # min-p, top-k and top-p, renormalised (-inf outside the kept set), and uncapped in number (the
+            # stream asks for top_k of them). Raw logprobs (the default) are the model's before temperature.
+            kwargs.update(logprobs_mode="processed_logprobs", max_logprobs=-1)
+        self.targets = targets
         self.tensor_parallel_size = tensor_parallel_size
         self.llm = LLM(model=model_path, tokenizer=model_path, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
                        seed=seed, generation_config="vllm", **kwargs)
@@ -477,7 +555,10 @@ class VLLMGenerator(Generator):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        if spec.targets and not self.targets:
+            raise ValueError("this vLLM engine was started without targets=True: its logprobs would be the raw model's, not the sampling distribution")
         return SamplingParams(n=spec.n, temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, min_p=spec.min_p,
+                              logprobs=spec.top_k if spec.targets else None, flat_logprobs=spec.targets,
                               seed=seed if spec.per_request_seeds else None, max_tokens=spec.max_tokens, stop=list(spec.stop),
                               stop_token_ids=self.stop_token_ids, repetition_penalty=1.0, presence_penalty=0.0,
                               frequency_penalty=0.0, skip_special_tokens=not self.keeps_channels,
@@ -508,7 +589,8 @@ class VLLMGenerator(Generator):
                     if output.finished:
                         k = in_flight.pop(output.request_id)
                         sequences -= jobs[k].spec.n
-                        yield k, [Completion(c.text, list(c.token_ids), len(jobs[k].token_ids), "stop" if c.finish_reason == "stop" else "length")
+                        yield k, [Completion(c.text, list(c.token_ids), len(jobs[k].token_ids), "stop" if c.finish_reason == "stop" else "length",
+                                             _vllm_targets(c.logprobs) if jobs[k].spec.targets else None)
                                   for c in sorted(output.outputs, key=lambda c: c.index)]
         finally:
             if in_flight:  # the caller stopped early: leave the engine empty for the next stream
@@ -522,7 +604,8 @@ class VLLMGenerator(Generator):
                 "presence_penalty", "frequency_penalty", "skip_special_tokens", "spaces_between_special_tokens", "ignore_eos", "min_tokens", "logit_bias")
         config = self.llm.llm_engine.model_config
         effective = {"vllm_version": vllm.__version__, "generation_config": config.generation_config, "dtype": str(config.dtype).removeprefix("torch."),
-                     "tensor_parallel_size": self.tensor_parallel_size, "sampling_params": {k: getattr(params, k) for k in keys}}
+                     "tensor_parallel_size": self.tensor_parallel_size, "sampling_params": {k: getattr(params, k) for k in keys + ("logprobs",)},
+                     "logprobs_mode": config.logprobs_mode}
         if not spec.per_request_seeds:
             effective["seeds"] = f"none per request (per_request_seeds false): the engine's RNG, seeded {self.seed}; replies depend on batching and are not reproducible"
         return effective
@@ -532,6 +615,16 @@ class VLLMGenerator(Generator):
             self.llm.llm_engine.engine_core.shutdown()  # in-process or EngineCore child alike
             self.llm = None
         super().close()
+
+
+def _vllm_targets(logprobs) -> Targets:
+    """Targets from vLLM's processed logprobs: per token the top_k candidates (ranked, after the sampled
+    token, which vLLM puts first), of which those with a finite logprob survived the truncation."""
+    rows = []
+    for position in logprobs:
+        ranked = sorted(((lp.rank, token, lp.logprob) for token, lp in position.items() if np.isfinite(lp.logprob)))
+        rows.append(([token for _, token, _ in ranked], [float(np.exp(logprob)) for *_, logprob in ranked]))
+    return Targets.from_rows(rows)
 
 
 # ---------------------------------------------------------------------------- transformers
@@ -553,6 +646,21 @@ class _SeededSampler:
         # (1 - u) is in (0, 1]: the first index whose cdf reaches it has positive probability
         choice = torch.searchsorted(cdf, ((1 - u) * cdf[:, -1]).unsqueeze(-1)).clamp(max=scores.shape[-1] - 1)
         return torch.full_like(scores, float("-inf")).scatter(-1, choice, 0.0)
+
+
+class _TargetRecorder:
+    """A logits processor after the truncation warpers: records every row's truncated distribution at
+    every step (the one its next token is drawn from) and passes the scores on unchanged."""
+
+    def __init__(self):
+        self.steps: list[list[tuple[list[int], list[float]]]] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.steps.append(truncated_support(scores))
+        return scores
+
+    def targets(self, row: int, tokens: int) -> Targets:
+        return Targets.from_rows(step[row] for step in self.steps[:tokens])
 
 
 class HFGenerator(Generator):
@@ -616,12 +724,17 @@ class HFGenerator(Generator):
         prompt, spec = jobs[rows[0][0]].token_ids, jobs[rows[0][0]].spec
         input_ids = torch.tensor([jobs[k].token_ids for k, _, _ in rows], device=self.device)
         budget = min(spec.max_tokens, self.max_model_len - len(prompt))  # vLLM stops at the context end
-        kwargs = {}
+        kwargs, recorder = {}, _TargetRecorder()
         if spec.temperature > 0:
-            kwargs["logits_processor"] = hf_logits_processors(spec) + [_SeededSampler([torch.Generator().manual_seed(s) for *_, s in rows])]
+            kwargs["logits_processor"] = (hf_logits_processors(spec) + ([recorder] if spec.targets else [])
+                                          + [_SeededSampler([torch.Generator().manual_seed(s) for *_, s in rows])])
         generated = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=self.generation_config(spec, budget),
                                         tokenizer=self.tokenizer if spec.stop else None, **kwargs)[:, len(prompt) :]
-        return [self._completion(row, len(prompt), spec) for row in generated.tolist()]
+        completions = [self._completion(row, len(prompt), spec) for row in generated.tolist()]
+        if spec.targets:
+            for i, c in enumerate(completions):
+                c.targets = recorder.targets(i, len(c.token_ids))
+        return completions
 
     def _completion(self, row: list[int], prompt_tokens: int, spec: SamplingSpec) -> Completion:
         """A generated row as vLLM reports it: tokens through the first stop token (generate() pads a

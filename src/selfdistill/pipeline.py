@@ -99,6 +99,13 @@ def refuse_without_eval_data(ev: EvalConfig) -> None:
     get(ev.benchmark).sources(ev.benchmark_path)
 
 
+def with_targets_for_soft_training(cfg: RunConfig) -> RunConfig:
+    """`train.objective: soft` is the one switch of the variant: the samples then store the distributions it trains on."""
+    if cfg.train.objective != "soft" or cfg.sample.store_targets:
+        return cfg
+    return replace(cfg, sample=replace(cfg.sample, store_targets=True))
+
+
 @dataclass(frozen=True)
 class Stages:
     """Every stage's config, derived from one run config: `ssd run`'s, or one T_train of `ssd sweep`."""
@@ -108,7 +115,7 @@ class Stages:
 
     @classmethod
     def of(cls, cfg: RunConfig) -> "Stages":
-        cfg = decontaminated_against_eval(cfg)
+        cfg = with_targets_for_soft_training(decontaminated_against_eval(cfg))
         return cls(cfg, StagePlan.of(cfg))
 
     @property

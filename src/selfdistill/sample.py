@@ -10,6 +10,11 @@ Output directory:
     prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt, and the
                            decontamination entries whose data could not be loaded here (not checked)
     shards/shard-00000.jsonl ...   one JSON record per sample, `shard_size` prompts per shard
+    shards/shard-00000.targets.safetensors ...   with store_targets: for every reply token of the shard's
+                           records (in record order), the truncated distribution q it was drawn from:
+                           `reply_tokens` (int32, per record), `counts` (int32, survivors per token), then
+                           the survivors' token `ids` (int32) and `probs` (float32), most likely first.
+                           ~4 + 8 x survivors bytes per reply token; written before its shard, atomically
 
 A shard is the unit of resume: all missing shards' requests go through the engine as one continuously
 batched stream (Generator.stream: up to max_num_seqs sequences decode at once, and each finished one
@@ -36,6 +41,7 @@ import hashlib
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -43,9 +49,10 @@ from . import rows
 from .chat import build_messages, chat_prompt
 from .config import SampleConfig
 from .engine import EngineSettings
-from .generate import JOURNAL, GenerationProgress, Generator, Request, SamplingSpec, stream_journaled
+from .generate import JOURNAL, GenerationProgress, Generator, Request, SamplingSpec, Targets, stream_journaled
 from .manifest import (
     RunDir,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_jsonl,
     finished,
@@ -108,6 +115,32 @@ def _shard_path(out: Path, k: int) -> Path:
     return out / "shards" / f"shard-{k:05d}.jsonl"
 
 
+def targets_path(shard: Path) -> Path:
+    """The side file of a shard's sampling distributions (store_targets)."""
+    return shard.with_suffix(".targets.safetensors")
+
+
+def _write_targets(shard: Path, records: list[dict], completions: list) -> None:
+    from safetensors.numpy import save
+
+    targets = Targets.concat([c.targets for c in completions])
+    arrays = {"reply_tokens": np.array([len(c.targets) for c in completions], dtype=np.int32), "counts": targets.counts, "ids": targets.ids, "probs": targets.probs}
+    if any(len(c.targets) != r["reply_tokens"] for r, c in zip(records, completions)):
+        raise RuntimeError(f"{shard}: the engine returned a distribution count that differs from the reply's token count")
+    atomic_write_bytes(targets_path(shard), save(arrays, metadata={"format": "selfdistill-targets", "version": "1"}))
+
+
+def shard_targets(shard: Path) -> list[Targets]:
+    """The sampling distributions of a shard's records, one Targets per record, in record order."""
+    from safetensors.numpy import load_file
+
+    path = targets_path(shard)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; the shard {shard.name} was written without its sampling distributions")
+    arrays = load_file(path)
+    return Targets(arrays["counts"], arrays["ids"], arrays["probs"]).split(arrays["reply_tokens"].tolist())
+
+
 def shard_files(path: str | Path) -> list[Path]:
     """A samples directory's shard files, in shard order."""
     return sorted((Path(path) / "shards").glob("shard-*.jsonl"))
@@ -118,6 +151,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     is already loaded (`ssd run` shares one between sampling and base evaluation); it must hold cfg.model."""
     found = collect_prompts(cfg.prompts, cfg.prompt_field, cfg.decontaminate, cfg.prompt_selection)  # before the model: bad prompts fail in seconds
     prompts = found.prompts[: cfg.limit] if cfg.limit is not None else found.prompts
+    spec = SamplingSpec(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, list(cfg.stop), cfg.per_request_seeds, cfg.store_targets)
     for e in found.errors:
         console.print(f"[yellow]skipped[/] {e['where']}: {e['reason']}")
     for c in found.unchecked:
@@ -161,9 +195,8 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     todo = [k for k in range(len(shards)) if not _shard_path(out, k).is_file()]
     for k in range(len(shards)):
         if k not in todo:
-            _check_shard(_shard_path(out, k), shards[k], cfg.n)
+            _check_shard(_shard_path(out, k), shards[k], cfg.n, cfg.store_targets)
 
-    spec = SamplingSpec(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, list(cfg.stop), cfg.per_request_seeds)
     if todo:
         owned = generator is None
         if owned:
@@ -181,18 +214,32 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
             begin = k * shard_size * cfg.n
             atomic_write_jsonl(_shard_path(out, k), records[begin : begin + len(shards[k]) * cfg.n])
     stats = _stats(records, cfg.max_tokens)
+    if cfg.store_targets:
+        stats["counts"]["targets"] = _targets_stats(shard_files(out))
     run.finish(counts=stats["counts"], length_histogram=stats["histogram"], skipped=stats["skipped"])
     _print_summary(stats, out, cfg.max_tokens)
     return out
 
 
-def _check_shard(path: Path, prompts: list[Prompt], n: int) -> None:
-    """A finished shard must hold exactly this block's samples (it does unless files were edited)."""
+def _check_shard(path: Path, prompts: list[Prompt], n: int, store_targets: bool) -> None:
+    """A finished shard must hold exactly this block's samples (it does unless files were edited), and
+    with store_targets its side file (written before it) must be there."""
     expected = [(p.id, j) for p in prompts for j in range(n)]
     found = [(r["prompt_id"], r["sample_index"]) for r in read_jsonl(path)]
     if found != expected:
         raise RuntimeError(f"{path} does not hold the samples this run plans for it ({len(found)} records, {len(expected)} expected): "
                            "the directory was modified; delete the shard to regenerate it")
+    if store_targets and not targets_path(path).is_file():
+        raise RuntimeError(f"{targets_path(path)} is missing beside its finished shard: the directory was modified; delete the shard to regenerate it")
+
+
+def _targets_stats(shards: list[Path]) -> dict:
+    """What the stored distributions cost on disk, per reply token."""
+    counts = np.concatenate([np.zeros(0, np.int32)] + [Targets.concat(shard_targets(s)).counts for s in shards])
+    size = sum(targets_path(s).stat().st_size for s in shards)
+    return {"file_bytes": size, "reply_tokens": int(len(counts)), "bytes_per_reply_token": round(size / max(len(counts), 1), 1),
+            "mean_survivors": round(float(counts.mean()), 2) if len(counts) else None,
+            "single_survivor_share": round(float((counts == 1).mean()), 3) if len(counts) else None}
 
 
 def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt]], todo: list[int], messages: dict, prompt_texts: dict,
@@ -206,6 +253,8 @@ def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt
     with GenerationProgress(console, "sampling", sum(map(len, units.values()))) as progress:
         for k, completions, where in stream_journaled(generator, units, run.path / JOURNAL, cfg.max_num_seqs, progress):
             records = [_record(p, messages[p.id], prompt_texts[p.id], j, r.seed, c) for (p, j), r, (c,) in zip(samples[k], units[k], completions)]
+            if spec.targets:  # first: a shard on disk has its distributions beside it
+                _write_targets(_shard_path(run.path, k), records, [c for (c,) in completions])
             atomic_write_jsonl(_shard_path(run.path, k), records)
             if where:
                 run.update(placements={**run.manifest.get("placements", {}), _shard_path(run.path, k).name: where})
@@ -274,14 +323,24 @@ def sampled_with(path: str | Path) -> dict:
     return {key: config[key] for key in ("temperature", "top_k", "top_p")}
 
 
-def load_samples(path: str | Path) -> tuple[list[dict], dict]:
+def load_samples(path: str | Path, with_targets: bool = False) -> tuple[list[dict], dict]:
     """The kept samples of a finished `ssd sample` directory, in shard order (prompt order, then sample
-    index), and its manifest."""
+    index), and its manifest. `with_targets`: each record gets "targets", the Targets its reply tokens
+    were drawn from (samples made with store_targets only)."""
     path = Path(path)
     manifest = _samples_manifest(path)
     if not finished(path):
         raise ValueError(f"{path}: sampling did not finish; rerun the same `ssd sample` command to complete it")
-    records = [r for shard in shard_files(path) for r in read_jsonl(shard)]
+    if with_targets and not manifest["config"].get("store_targets"):
+        raise ValueError(f"{path} holds no sampling distributions (sampled without sample.store_targets); "
+                         "resample with store_targets=true to train with objective soft")
+    records = []
+    for shard in shard_files(path):
+        rows = read_jsonl(shard)
+        if with_targets:
+            for r, targets in zip(rows, shard_targets(shard), strict=True):
+                r["targets"] = targets
+        records += rows
     if len(records) != manifest["counts"]["samples"]:
         raise ValueError(f"{path}: the shards hold {len(records)} samples but the manifest counts {manifest['counts']['samples']}")
     return [r for r in records if r["keep"]], manifest

@@ -27,6 +27,13 @@ holds a full-vocabulary logits tensor: TRL's SFTTrainer computes it through a fu
 of 4,096 tokens x 32,768 vocabulary entries. GPT-OSS trains with attention that trains its sinks and
 with its MXFP4 experts dequantized (model_load_kwargs).
 
+`objective: soft` (beyond the paper) trains on the truncated distribution q each reply token was drawn
+from, stored at sampling (`sample.store_targets`): CE(q, p) = -sum_{v in S} q(v) log p(v) per reply
+position, p the model's distribution at T=1, with the hard loss's masking (prompt out; an end-of-turn
+token appended after a stop string, which was never drawn, gets a one-hot q). Its expectation over
+the sampled token is the hard loss's, so the fixed point is SSD's, with less variance. The head runs in
+chunks of SOFT_CHUNK_TOKENS positions, each recomputed in the backward pass (SoftTargetTrainer).
+
 Output directory (`output_dir`):
   manifest.json       config, inputs (samples fingerprint and data hash, model hash), length stats,
                       batch plan, precision, final loss, wall time; `holdout`: the (prompt_id,
@@ -57,6 +64,7 @@ import os
 import random
 import shutil
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,7 +309,7 @@ class LossCurve(TrainerCallback):
     """Rewrites loss.csv (atomically) from the trainer's log history at every log; after a resume the
     history comes back from the checkpoint, so the curve has no gaps or repeats."""
 
-    FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "num_tokens", "mean_token_accuracy", "entropy")
+    FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "num_tokens", "mean_token_accuracy", "entropy", "target_entropy")
 
     def __init__(self, out: Path):
         self.out = out
@@ -422,9 +430,11 @@ def prepare(cfg: TrainConfig) -> Prepared:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     try:
         if samples_dir.is_file():
+            if cfg.objective == "soft":
+                raise TrainError(f"{samples_dir}: objective soft trains on the distributions `ssd sample` stores (store_targets=true), not on a file of replies")
             records, manifest = samples_made_elsewhere(samples_dir, tokenizer)
         else:
-            records, manifest = load_samples(samples_dir)
+            records, manifest = load_samples(samples_dir, with_targets=cfg.objective == "soft")
     except (ValueError, FileNotFoundError) as e:  # not a samples directory, or an unfinished one
         raise TrainError(str(e)) from None
     template = check_chat_template(tokenizer, manifest, samples_dir, cfg.model)
@@ -433,6 +443,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
     set_aside = choose_holdout(records, cfg.holdout, cfg.seed, samples_dir)
     records = [r for r in records if sample_key(r) not in set_aside]
     examples, counts = training_examples(records, model_path, tokenizer, manifest, samples_dir)
+    if cfg.objective == "soft":
+        examples = with_soft_targets(examples, records, samples_dir)
     examples, _, stats = length_plan(examples, cfg.max_length)
     stats.update(counts)
     return Prepared(model_path, tokenizer, examples, stats, template, manifest, sorted(set_aside))
@@ -551,8 +563,10 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-    dataset = Dataset.from_list([{k: e[k] for k in ("input_ids", "completion_mask")} for e in prep.examples])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=prep.tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    columns = ("input_ids", "completion_mask") + (SOFT_TARGET_COLUMNS if cfg.objective == "soft" else ())
+    dataset = Dataset.from_list([{k: e[k] for k in columns} for e in prep.examples])
+    trainer_class = soft_target_trainer() if cfg.objective == "soft" else SFTTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=prep.tokenizer, peft_config=peft_config, callbacks=list(callbacks))
     if len(trainer.train_dataset) != len(dataset):  # TRL silently drops examples without loss tokens
         raise TrainError(f"TRL dropped {len(dataset) - len(trainer.train_dataset)} examples during preparation")
     trainer.remove_callback(PrinterCallback)  # RichProgress prints the logs
@@ -598,6 +612,147 @@ def fsdp_policies(cfg: TrainConfig, bf16: bool) -> dict:
         reduce = torch.float32 if cfg.gradient_reduce_dtype == "fp32" else torch.bfloat16
         policies["mixed_precision_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=reduce)
     return policies
+
+
+# ---------------------------------------------------------------- soft targets (objective: soft)
+
+SOFT_TARGET_COLUMNS = ("target_counts", "target_ids", "target_probs")
+SOFT_CHUNK_TOKENS = 256  # positions per head chunk: 256 x V fp32 logits, about 156 MB for Qwen's 152k vocabulary
+
+
+def with_soft_targets(examples: list[dict], records: list[dict], samples_dir: Path) -> list[dict]:
+    """Each example with the distributions its completion tokens are trained towards, flat per token of
+    input_ids (SOFT_TARGET_COLUMNS): none on the prompt, the stored q on each sampled reply token, and a
+    one-hot q on an end-of-turn token that build_examples appended (it was never drawn)."""
+    out = []
+    for e, r in zip(examples, records, strict=True):
+        where = f"{samples_dir}: sample {r['prompt_id']!r}#{r['sample_index']}"
+        reply, targets = r.get("reply_token_ids"), r["targets"]
+        if reply is None or len(targets) != len(reply):
+            raise TrainError(f"{where}: {len(targets)} stored distributions for {len(reply or [])} reply tokens")
+        rows = targets.rows()
+        for t, (token, (ids, _)) in enumerate(zip(reply, rows)):
+            if token not in ids:
+                raise TrainError(f"{where}: reply token {t} ({token}) is not among the survivors of its stored distribution")
+        appended = e["input_ids"][e["prompt_len"] + len(reply) :]
+        rows += [([token], [1.0]) for token in appended]
+        out.append({**e, "target_counts": [0] * e["prompt_len"] + [len(ids) for ids, _ in rows],
+                    "target_ids": [int(i) for ids, _ in rows for i in ids], "target_probs": [float(p) for _, probs in rows for p in probs]})
+    return out
+
+
+def soft_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor, probs: torch.Tensor,
+                       chunk: int = SOFT_CHUNK_TOKENS) -> torch.Tensor:
+    """sum_n -sum_k probs[n, k] log softmax(hidden[n] @ weight.T + bias)[ids[n, k]], in chunks of `chunk`
+    positions whose logits are recomputed in the backward pass: the head never holds more than chunk x V
+    logits (and their gradient). Padding entries have probability 0."""
+    from torch.utils.checkpoint import checkpoint
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk):
+        part = slice(start, start + chunk)
+        total = total + checkpoint(_soft_cross_entropy_chunk, hidden[part], weight, bias, ids[part], probs[part], use_reentrant=False)
+    return total
+
+
+def _soft_cross_entropy_chunk(hidden, weight, bias, ids, probs):
+    logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    return -(probs * (logits.gather(-1, ids) - logits.logsumexp(-1, keepdim=True))).sum()
+
+
+def add_soft_target_head(model) -> None:
+    """model(..., soft_targets=(ids, probs)) returns the summed soft cross-entropy of the positions with a
+    target (ids, probs: batch x tokens x K, aligned with input_ids like labels, shifted here), computed
+    from the backbone's hidden states by soft_cross_entropy; without soft_targets, the forward is the one
+    before. Patched on the instance, like TRL's fused head, so DDP and PEFT wrappers call it."""
+    from transformers.modeling_outputs import CausalLMOutput
+
+    text_config = model.config.get_text_config()
+    for scaling in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier", "lm_head_multiplier"):
+        if getattr(text_config, scaling, None) not in (None, 1, 1.0):
+            raise TrainError(f"objective soft: {text_config.model_type}'s head applies {scaling}, which the soft loss does not reproduce; use objective hard")
+    forward = model.forward
+
+    def soft_forward(self, *args, soft_targets=None, **kwargs):
+        if soft_targets is None:
+            return forward(*args, **kwargs)
+        from torch.distributed.tensor import DTensor
+        from trl.trainer.utils import maybe_gather_lm_head_ctx
+
+        ids, probs = (t[:, 1:] for t in soft_targets)
+        hidden = self.base_model(*args, **{**kwargs, "use_cache": False}).last_hidden_state[:, :-1]
+        head = self.get_output_embeddings()
+        weight, bias = head.weight, head.bias
+        if isinstance(weight, DTensor):  # FSDP2 shards the head: gather it once, as TRL's fused head does
+            weight, bias = weight.full_tensor(), bias.full_tensor() if bias is not None else None
+        mask = probs.sum(-1) > 0
+        with maybe_gather_lm_head_ctx(weight, bias):  # ZeRO-3
+            loss = soft_cross_entropy(hidden[mask].to(weight.device), weight, bias, ids[mask], probs[mask])
+        return CausalLMOutput(loss=loss)
+
+    model.forward = types.MethodType(soft_forward, model)
+
+
+def soft_target_trainer():
+    """SFTTrainer with objective soft: the target columns pass through TRL's data preparation and
+    collator, and compute_loss is CE(q, p) averaged over the reply tokens (of the whole accumulated batch,
+    as the hard loss). Logs the target's own entropy beside it: loss - target_entropy is KL(q || p)."""
+    from accelerate.utils import is_peft_model
+    from trl import SFTTrainer
+
+    class SoftTargetTrainer(SFTTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            add_soft_target_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
+            self.data_collator = SoftTargetCollator(self.data_collator)
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            self._signature_columns = [*self._signature_columns, *SOFT_TARGET_COLUMNS]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            ids, probs = inputs.pop("target_ids"), inputs.pop("target_probs")
+            labels = inputs.pop("labels")
+            positions = (labels[:, 1:] != -100).sum()
+            total = model(**inputs, soft_targets=(ids, probs)).loss
+            loss = total / (positions.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages the gradients across ranks
+            mode = "train" if self.model.training else "eval"
+            with torch.no_grad():
+                entropy = -(probs * probs.clamp(min=1e-30).log()).sum(-1)[:, 1:][labels[:, 1:] != -100].sum()
+            gathered = self.accelerator.gather_for_metrics(torch.stack([entropy.float(), positions.float()]).unsqueeze(0)).sum(0)
+            self._metrics[mode]["target_entropy"].append((gathered[0] / gathered[1].clamp(min=1)).item())
+            if mode == "train":
+                tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else torch.tensor(inputs["input_ids"].numel())
+                self._total_train_tokens += int(self.accelerator.gather_for_metrics(tokens.reshape(1)).sum())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return SoftTargetTrainer
+
+
+class SoftTargetCollator:
+    """TRL's collator, then the targets laid out like its input_ids (padded, or concatenated when padding
+    free): target_ids and target_probs of batch x tokens x K, K the most survivors in the batch, padded
+    with probability 0."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.collator([{k: v for k, v in e.items() if k not in SOFT_TARGET_COLUMNS} for e in examples])
+        rows = [tuple(np.asarray(e[k]) for k in SOFT_TARGET_COLUMNS) for e in examples]
+        if getattr(self.collator, "padding_free", False):  # one row of every example, in order
+            rows = [tuple(np.concatenate(column) for column in zip(*rows))]
+        width = max(int(counts.max(initial=0)) for counts, _, _ in rows) or 1
+        ids = np.zeros((*batch["input_ids"].shape, width), dtype=np.int64)
+        probs = np.zeros((*batch["input_ids"].shape, width), dtype=np.float32)
+        for b, (counts, flat_ids, flat_probs) in enumerate(rows):
+            position = np.repeat(np.arange(len(counts)), counts)
+            slot = np.arange(len(flat_ids)) - np.repeat(np.cumsum(counts) - counts, counts)
+            ids[b, position, slot], probs[b, position, slot] = flat_ids, flat_probs
+        return {**batch, "target_ids": torch.from_numpy(ids), "target_probs": torch.from_numpy(probs)}
 
 
 def _installed(module: str) -> bool:
