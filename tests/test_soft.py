@@ -159,8 +159,12 @@ def test_vllm_stores_its_processed_distributions(tmp_path, tiny_model):
             positions += 1
             same += sorted(got) == sorted(want_ids)
             assert probs.sum() == pytest.approx(1.0, abs=1e-4)
-            assert [got[i] for i in want_ids if i in got] == pytest.approx([p for i, p in zip(want_ids, want_probs) if i in got], abs=2e-3)
-    # the random model's distributions are nearly flat: another kernel can swap the 20th and 21st token
+            # on the tokens both keep, renormalised there: one survivor more or less rescales all the others
+            common = [i for i in want_ids if i in got]
+            ours, theirs = np.array([got[i] for i in common]), np.array([p for i, p in zip(want_ids, want_probs) if i in got])
+            assert ours / ours.sum() == pytest.approx(theirs / theirs.sum(), abs=2e-3)
+    # the random model's distributions are nearly flat: another kernel's rounding can move a token across
+    # the top-k or top-p boundary
     assert same >= 0.9 * positions
 
 
