@@ -146,26 +146,25 @@ def test_a_shard_without_its_targets_file_is_refused_on_rerun(tmp_path, soft_sam
 
 @pytest.mark.integration
 def test_vllm_stores_its_processed_distributions(tmp_path, tiny_model):
-    """vLLM's processed logprobs (after temperature, top-k and top-p, renormalised) are the stored q: the
-    same as truncate_logits on teacher-forced logits, up to the engine's numerics."""
+    """vLLM's processed logprobs (after temperature, top-k and top-p, renormalised) are the stored q: on
+    the tokens both keep, the same probabilities as truncate_logits on transformers' teacher-forced
+    logits. The survivor sets themselves agree at 52 of 128 positions only: the random model's
+    distributions are nearly flat, and logit noise of 1e-2 alone leaves 31/128 supports unchanged (1e-3:
+    111/128), so the engines' few-1e-3 logit differences move tokens across the top-p boundary."""
     out = sample(sample_config(tmp_path, backend="vllm"))
     records, manifest = every_record(out), load_manifest(out)
     assert manifest["effective_params"]["logprobs_mode"] == "processed_logprobs"
-    same, positions = 0, 0
     for r in records:
         expected = truncated_support(truncate_logits(teacher_forced_logits(tiny_model, r), T_TRAIN, TOP_K, TOP_P))
         for (ids, probs), (want_ids, want_probs) in zip(r["targets"].rows(), expected, strict=True):
             got = dict(zip(ids.tolist(), probs.tolist()))
-            positions += 1
-            same += sorted(got) == sorted(want_ids)
-            assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+            assert probs.sum() == pytest.approx(1.0, abs=1e-4) and len(got) <= TOP_K
             # on the tokens both keep, renormalised there: one survivor more or less rescales all the others
             common = [i for i in want_ids if i in got]
             ours, theirs = np.array([got[i] for i in common]), np.array([p for i, p in zip(want_ids, want_probs) if i in got])
             assert ours / ours.sum() == pytest.approx(theirs / theirs.sum(), abs=2e-3)
-    # the random model's distributions are nearly flat: another kernel's rounding can move a token across
-    # the top-k or top-p boundary
-    assert same >= 0.9 * positions
+        for token, (ids, _) in zip(r["reply_token_ids"], r["targets"].rows()):
+            assert token in ids.tolist()
 
 
 # ---------------------------------------------------------------- the loss
