@@ -148,9 +148,8 @@ def test_a_shard_without_its_targets_file_is_refused_on_rerun(tmp_path, soft_sam
 def test_vllm_stores_its_processed_distributions(tmp_path, tiny_model):
     """vLLM's processed logprobs (after temperature, top-k and top-p, renormalised) are the stored q: on
     the tokens both keep, the same probabilities as truncate_logits on transformers' teacher-forced
-    logits. The survivor sets themselves agree at 52 of 128 positions only: the random model's
-    distributions are nearly flat, and logit noise of 1e-2 alone leaves 31/128 supports unchanged (1e-3:
-    111/128), so the engines' few-1e-3 logit differences move tokens across the top-p boundary."""
+    logits. The survivor sets themselves often differ by a token: the random model's distributions are
+    nearly flat, so the two engines' small logit differences move tokens across the top-p boundary."""
     out = sample(sample_config(tmp_path, backend="vllm"))
     records, manifest = every_record(out), load_manifest(out)
     assert manifest["effective_params"]["logprobs_mode"] == "processed_logprobs"
