@@ -139,6 +139,13 @@ def h(x):
     assert scope["h"](3) == 2 + 6 + 1 and scope["seen"] == [3]
 
 
+def test_classes_the_tests_use_are_kept_but_not_their_variable_names():
+    """MBPP 367's setup builds its inputs with the reply's own Node class, which the entry point never names."""
+    reply = "class Node:\n    pass\ndef height(tree):\n    return 0\nroot = Node()\nprint(height(root))\n"
+    assert sanitize(reply, "height", {"Node", "root", "height"}) == "class Node:\n    pass\ndef height(tree):\n    return 0"
+    assert sanitize(reply, "height") == "def height(tree):\n    return 0"
+
+
 def test_an_import_called_at_top_level_is_not_a_mutation():
     """`np.sum(x)` at top level calls an import's method: not a write to anything the solution reaches."""
     assert sanitize("import numpy as np\ndef f(x):\n    return np.sum(x)\nprint(np.sum([1]))\n", "f") == (

@@ -559,10 +559,10 @@ class Benchmark:
         the prefix, trusted setup such as HumanEval's helpers that the tests call, runs whole before it."""
         completion = self.continues_prompt and not _defines(code, problem.entry_point)
         if self.profile.sanitize and problem.tests.get("kind") in ("assert", "call"):
-            # EvalPlus sanitizes prompt + completion. The roots: the entry point ("Solution().f": the class)
-            # and what the tests' setup uses of the program (MBPP 367 builds its inputs with the reply's Node)
-            roots = {problem.entry_point.split("().")[0]} | identifiers(problem.tests.get("setup_code") or "")
-            code = sanitize(problem.prefix + code if completion else code, roots - {""})
+            # EvalPlus sanitizes prompt + completion. The roots: the entry point ("Solution().f": the class),
+            # and the program's classes and functions that the tests name (MBPP 367's setup builds its inputs with Node)
+            tests = identifiers(problem.tests.get("test_code") or "") | identifiers(problem.tests.get("setup_code") or "")
+            code = sanitize(problem.prefix + code if completion else code, problem.entry_point.split("().")[0] or None, tests)
         elif completion:
             return problem.prefix + code
         return f"{problem.prefix}\n{code}\n" if problem.prefix else code

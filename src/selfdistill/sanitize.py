@@ -2,15 +2,15 @@
 it is graded, so that example code around the solution (prints, calls, `input()`, `if __name__ ==
 "__main__":` blocks) cannot fail a correct function.
 
-    sanitize(code, roots=()) -> str    the imports, then the top-level code the roots reach
+    sanitize(code, roots, used_by_tests) -> str    the imports, then the top-level code the roots reach
     code_extract(text) -> str          the longest run of lines that parses as Python
 
 It follows `evalplus/sanitize.py` (tree-sitter; evalplus commit 26d6d00) where EvalPlus's rules keep a
 correct program whole, and departs from it where they would fail one (docs/grading.md):
   * as EvalPlus: the code is first cut to its longest run of lines that parses (by non-blank lines; the
-    earliest wins); every top-level import is kept, wherever it stands; with roots (the entry point and
-    the names the tests use), only the top-level code they reach through the identifiers it mentions is
-    kept, in its order; if nothing is kept, the code cut to parse;
+    earliest wins); every top-level import is kept, wherever it stands; with roots (the entry point, and
+    the classes and functions the tests name), only the top-level code they reach through the identifiers
+    it mentions is kept, in its order; if nothing is kept, the code cut to parse;
   * unlike EvalPlus, which keeps only a name's first class, function-with-`return` or `NAME = ...`:
     every top-level statement that binds or mutates a reachable name is kept, so decorated definitions
     (`@dataclass class T`, `@cache def f`), functions without `return`, redefinitions (Python calls the
@@ -117,12 +117,15 @@ def _source(code: str, node: ast.stmt) -> str:
     return "\n".join(code.split("\n")[first - 1 : node.end_lineno])
 
 
-def sanitize(code: str, roots: str | set[str] | None = None) -> str:
-    """The imports and the top-level statements that bind or mutate what `roots` (the entry point, and
-    the names the tests use) reach; every binding statement without roots."""
+def sanitize(code: str, roots: str | set[str] | None = None, used_by_tests: set[str] = frozenset()) -> str:
+    """The imports and the top-level statements that bind or mutate what `roots` (the entry point) and the
+    classes and functions the tests use (`used_by_tests`: MBPP 367's setup builds its inputs with the
+    reply's `Node`; a test's variable names are not roots) reach; every binding statement without roots."""
     roots = {roots} if isinstance(roots, str) else set(roots or ())
     cut = code_extract(code)
     tree = _parse(cut)
+    if roots:
+        roots |= {n.name for n in (tree.body if tree else []) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))} & set(used_by_tests)
     imports, statements = [], []
     for node in tree.body if tree else []:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
