@@ -327,11 +327,6 @@ def test_a_bad_replies_file_through_the_cli_is_one_error_line(tmp_path):
     assert " ".join(result.output.split()) == f"error: {tmp_path / 'replies.jsonl'}:1: missing field 'reply'"  # (rich wraps at 80 columns)
 
 
-def test_replies_and_oracle_exclude_each_other(tmp_path):
-    with pytest.raises(B.BenchmarkError, match="oracle and replies exclude each other"):
-        E.evaluate(EvalConfig(benchmark="jsonl", oracle=True, replies=str(tmp_path / "r.jsonl")))
-
-
 # ---------------------------------------------------------------------------- lcb_runner itself (opt-in)
 
 LCB_RUNNER_CASE = """

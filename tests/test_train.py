@@ -193,7 +193,7 @@ def test_training_length_in_steps_or_epochs():
     epoch = TrainConfig(num_train_epochs=1, warmup_ratio=0.05)
     assert optimizer_steps(epoch, examples=100) == 4 and warmup_steps(epoch, 4) == 0
     with pytest.raises(TrainError, match="warmup_steps 250 leaves none of the 200"):
-        warmup_steps(TrainConfig(max_steps=200, warmup_steps=250), 200)
+        warmup_steps(TrainConfig(warmup_steps=250), 200)  # 200 steps from the epochs (a warmup over max_steps fails at load)
 
 
 # ---------------------------------------------------------------- the stop token is in the loss
@@ -315,8 +315,6 @@ def test_an_update_lost_in_bf16_is_exported_and_served_in_float32(tmp_path, samp
     from selfdistill.generate import HFGenerator
 
     out = tmp_path / "small-lr"
-    with pytest.raises(TrainError, match="multiple of save_steps 2"):
-        train(tiny_cfg(samples, out, snapshot_steps=[3]))
     model_dir = train(tiny_cfg(samples, out, learning_rate=1e-6, min_learning_rate=1e-7, max_steps=2, snapshot_steps=[2]))
     snapshot = out / "snapshots" / "step-2"  # the fp32 weights of step 2, without optimizer state
     assert not [p for p in snapshot.iterdir() if p.name.startswith(("optimizer", "scheduler", "rng_state"))]

@@ -162,8 +162,6 @@ def model_of(cfg: FitConfig, manifest: dict) -> tuple[str | None, int]:
     """The model directory to fit and its step: None for the base model (step 0)."""
     train_dir = Path(cfg.train_dir)
     if cfg.model:
-        if cfg.step is None:
-            raise FitError(f"model {cfg.model}: give --step, the training step it holds (the row's label)")
         return cfg.model, cfg.step
     if cfg.step == 0:
         return None, 0

@@ -189,8 +189,6 @@ def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance
 def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict, extra: dict, pool: Pool) -> None:
     """The eval stage for cfg.replies: grade, summarize, print; `problems` is the benchmark's selection,
     `extra` what every eval manifest records (the benchmark's source, the sandbox nodes)."""
-    if cfg.test_n:
-        raise BenchmarkError(f"test_n={cfg.test_n}: the two-phase decoding protocol does not apply to replies made elsewhere; leave it 0")
     path = Path(cfg.replies)
     replies = read_replies(path, cfg.replies_format)
     problems = replied_problems(path, replies, problems, bench, cfg.benchmark_path)

@@ -239,7 +239,7 @@ def accumulation_steps(cfg: TrainConfig, processes: int) -> int:
         raise TrainError(f"context_parallel_size {cfg.context_parallel_size} does not divide the {processes} processes")
     ranks = processes // cfg.context_parallel_size
     per_step = cfg.per_device_batch_size * ranks
-    if cfg.per_device_batch_size < 1 or cfg.global_batch_size % per_step:
+    if cfg.global_batch_size % per_step:
         raise TrainError(
             f"global_batch_size {cfg.global_batch_size} is not a multiple of per_device_batch_size {cfg.per_device_batch_size} "
             f"x {ranks} data-parallel ranks; global batch = per-device batch x gradient accumulation x processes / context_parallel_size"
@@ -366,11 +366,6 @@ class KeepSnapshots(TrainerCallback):
         shutil.copytree(source, tmp, ignore=lambda _, names: [n for n in names if n.startswith(self.SKIP)])
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-
-
-def check_snapshot_steps(cfg: TrainConfig) -> None:
-    if any(step % cfg.save_steps for step in cfg.snapshot_steps):
-        raise TrainError(f"snapshot_steps {cfg.snapshot_steps}: each must be a multiple of save_steps {cfg.save_steps} (a snapshot is a checkpoint kept)")
 
 
 def batch_plan(cfg: TrainConfig, processes: int) -> dict:
@@ -504,8 +499,6 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    if cfg.min_learning_rate > cfg.learning_rate:
-        raise TrainError(f"min_learning_rate {cfg.min_learning_rate} is above learning_rate {cfg.learning_rate}")
     on_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=on_cpu)
     launched = batch_plan(cfg, state.num_processes)
@@ -594,8 +587,6 @@ def context_parallel_args(cfg: TrainConfig, processes: int, fsdp: bool) -> dict:
         return {}
     if not fsdp:
         raise TrainError(f"context_parallel_size {cp} needs FSDP2: launch with accelerate_config fsdp (docs/training.md)")
-    if cfg.packing:
-        raise TrainError("context parallelism cannot keep packed examples apart (it drops the attention mask): set packing false")
     from accelerate.parallelism_config import ParallelismConfig
 
     return {"parallelism_config": ParallelismConfig(dp_shard_size=processes // cp, cp_size=cp), "pad_to_multiple_of": 2 * cp}
@@ -1011,7 +1002,6 @@ def train(cfg: TrainConfig) -> Path:
         console.print(f"{out} is already trained (model at {trained_model_dir(out)}); delete it to train again")
         return trained_model_dir(out)
 
-    check_snapshot_steps(cfg)
     prep = prepare(cfg)
     samples_dir = Path(cfg.samples)
     inputs = {
