@@ -41,7 +41,7 @@ def written(tmp_path) -> list[str]:
     (["train", "--min-learning-rate", "1e-3", "--output-dir", "out"], "command line: train.min_learning_rate: 0.001 is above learning_rate 5e-06"),
     (["analyze", "--t-evals", "[]", "--output-dir", "out"], "command line: analyze.t_evals: needs at least one value"),
     (["run", "--output-dir", "out", "--eval.top-k", "-5"], "command line: eval.top_k: -5 is not in [0, inf)"),
-    (["sweep", "--config", "range.yaml"], "range.yaml:3: sample.max_tokens: 4096 leaves no room for the prompt in max_model_len 2048"),
+    (["sweep", "--config", "range.yaml"], "range.yaml:4: sample.max_tokens: 4096 leaves no room for the prompt in max_model_len 2048"),
     (["config", "show", "sweep.t_evals=[]"], "command line: sweep.t_evals: needs at least one value"),
 ])
 def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, args, message):

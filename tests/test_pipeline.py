@@ -153,7 +153,7 @@ def test_run_wires_the_derived_stages(tmp_path, calls):
     assert calls == []  # a rerun: every stage finished, no engine started
 
 
-ENGINE_APART = ["sample.backend=hf", "sample.seed=3", "sample.max_model_len=8192", "eval.tensor_parallel_size=2"]
+ENGINE_APART = ["sample.backend=hf", "sample.seed=3", "sample.max_tokens=4096", "sample.max_model_len=8192", "eval.tensor_parallel_size=2"]
 
 
 def test_base_model_stages_of_other_engine_settings_get_their_own_engine(tmp_path, calls):

@@ -182,7 +182,7 @@ def test_max_length_comes_from_the_data_and_never_truncates():
 def test_global_batch_is_per_device_times_accumulation_times_processes():
     assert accumulation_steps(TrainConfig(global_batch_size=32, per_device_batch_size=4), processes=2) == 4
     with pytest.raises(TrainError, match="not a multiple"):
-        accumulation_steps(TrainConfig(global_batch_size=32, per_device_batch_size=3), processes=2)
+        accumulation_steps(TrainConfig(global_batch_size=32, per_device_batch_size=4), processes=3)
 
 
 def test_training_length_in_steps_or_epochs():

@@ -499,17 +499,21 @@ def _apply(cfg: Any, data: dict, where: str, lines: dict[str, int], origins: dic
             _apply(current, value, where, lines, origins, dotted + ".")
         else:
             setattr(cfg, key, _check_type(value, hints[key], f"{loc}: {dotted}"))
+            origins.pop(dotted, None)  # kept in the order the values were last set
             origins[dotted] = loc
 
 
 def validate(cfg: Any, origins: dict[str, str] | None = None, prefix: str = "") -> None:
     """Check every field of cfg, its sections' included, against its choices and check, then the
     config's relations: the first value that breaks one is a ConfigError naming the field and, from
-    `origins` (dotted key -> "FILE:LINE"), where the value came from."""
+    `origins` (dotted key -> "FILE:LINE", in the order they were set), where the value came from; for a
+    relation, where the last of its values was set."""
     origins = origins or {}
+    order = {key: i for i, key in enumerate(origins)}
 
     def fail(names: tuple[str, ...], problem: str) -> None:
-        loc = next((origins[prefix + n] for n in names if prefix + n in origins), None)
+        given = [prefix + n for n in names if prefix + n in origins]
+        loc = origins[max(given, key=order.get)] if given else None
         raise ConfigError(f"{loc + ': ' if loc else ''}{prefix}{names[0]}: {problem}")
 
     for f in dataclasses.fields(cfg):
