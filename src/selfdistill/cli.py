@@ -131,7 +131,7 @@ def _fields(cls) -> str:
     default = cls()
     type_name = lambda tp: tp.__name__ if isinstance(tp, type) and not cfgmod.typing.get_origin(tp) else str(tp)  # list[str], not list
     in_range = lambda check: f"; range {check.interval}" if isinstance(check, cfgmod.Within) else ""
-    rows = [f"{f.name} ({type_name(hints[f.name])} = {getattr(default, f.name)!r}): {f.metadata.get('help', '')}{in_range(f.metadata['check'])}"
+    rows = [f"{f.name} ({type_name(hints[f.name])} = {getattr(default, f.name)!r}): {f.metadata.get('help', '')}{in_range(f.metadata.get('check'))}"
             for f in cfgmod.dataclasses.fields(cls)]
     # \b keeps click from rewrapping the block into one paragraph
     from rich.markup import escape  # typer renders help as rich markup, where "[float]" would be a style tag
