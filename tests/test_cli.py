@@ -43,6 +43,7 @@ def written(tmp_path) -> list[str]:
     (["run", "--output-dir", "out", "--eval.top-k", "-5"], "command line: eval.top_k: -5 is not in [0, inf)"),
     (["sweep", "--config", "range.yaml"], "range.yaml:4: sample.max_tokens: 4096 leaves no room for the prompt in max_model_len 2048"),
     (["config", "show", "sweep.t_evals=[]"], "command line: sweep.t_evals: needs at least one value"),
+    (["analyze", "fit", "--train-dir", "nowhere", "--model", "m"], "command line: step: give the training step that model m holds"),
 ])
 def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, args, message):
     (tmp_path / "bad.yaml").write_text("eval:\n  temperatures: [0.2]\n  top_kk: 3\n")
