@@ -175,6 +175,7 @@ def test_a_value_out_of_its_range_names_the_field(override, error):
     (["eval.n=4", "eval.test_n=2", "eval.ks=1,4"], "eval.ks: pass@4 needs as many samples per problem, n is 4 and test_n 2"),
     (["eval.oracle=true", "eval.replies=r.jsonl"], "eval.oracle: oracle and replies exclude each other"),
     (["eval.test_n=4", "eval.replies=r.jsonl"], "eval.test_n: the two-phase decoding protocol does not apply to replies"),
+    (["sample.store_targets=true", "sample.top_k=0"], "sample.store_targets: needs temperature > 0 (a greedy token's target is the token) and top_k > 0"),
     (["eval.release_to=2025-05-31", "eval.release_from=2025-06-01"], "eval.release_from: 2025-06-01 is after release_to 2025-05-31"),
     (["train.save_steps=2", "train.snapshot_steps=2,3"], "train.snapshot_steps: [2, 3]: each must be a multiple of save_steps 2"),
     (["train.context_parallel_size=2", "train.packing=true"], "train.packing: context parallelism cannot keep packed examples apart"),

@@ -156,6 +156,9 @@ class SampleConfig(Checked):
 
     def relations(self) -> Iterator[Broken]:
         yield from _reply_fits(self)
+        if self.store_targets and (self.temperature == 0 or self.top_k == 0):
+            yield ("store_targets", "temperature", "top_k"), (
+                f"needs temperature > 0 (a greedy token's target is the token) and top_k > 0, got {self.temperature} and {self.top_k}")
 
 
 @dataclass
