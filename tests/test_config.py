@@ -212,6 +212,12 @@ def test_the_final_value_is_checked_so_a_later_source_may_mend_an_earlier(tmp_pa
     assert cfg.eval.top_p == 0.95 and cfg.eval.release_from == "2025-02-01"
 
 
+def test_a_recorded_config_is_checked_as_a_file_is():
+    assert C.from_dict(C.AnalyzeConfig, {"limit": 4}, "m.json").limit == 4
+    with pytest.raises(C.ConfigError, match=r"^m.json: limit: 0 is not in \[1, inf\)$"):
+        C.from_dict(C.AnalyzeConfig, {"limit": 0}, "m.json")
+
+
 def test_a_config_built_in_code_is_checked_too():
     with pytest.raises(C.ConfigError, match=r"^EvalConfig.ks: pass@10 needs as many samples per problem, n is 4$"):
         C.EvalConfig(n=4, ks=[1, 10])

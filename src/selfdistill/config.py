@@ -604,9 +604,10 @@ def load_config(cls: type, config_file: str | None = None, overrides: list[str] 
 
 
 def from_dict(cls: type, data: dict, where: str):
-    """A config from a mapping (the config a stage's manifest recorded), its keys and types checked as a file's are."""
-    cfg = cls()
-    _apply(cfg, data, where, {})
+    """A config from a mapping (the config a stage's manifest recorded), its keys, types and values checked as a file's are."""
+    cfg, origins = cls(), {}
+    _apply(cfg, data, where, {}, origins)
+    validate(cfg, origins)
     return cfg
 
 
