@@ -65,7 +65,7 @@ import random
 import shutil
 import time
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -414,7 +414,7 @@ class Prepared:
     stats: dict
     template: str
     samples_manifest: dict
-    holdout: list[tuple[str, int]]  # (prompt_id, sample_index) of the samples set aside
+    holdout: list[tuple[str, int]] = field(default_factory=list)  # (prompt_id, sample_index) of the samples set aside
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
