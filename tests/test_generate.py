@@ -3,6 +3,7 @@ fixed logits; the hf backend inherits nothing from generation_config.json; seeds
 
 import json
 import re
+import time
 import shutil
 from types import SimpleNamespace
 
@@ -389,3 +390,25 @@ def test_progress_in_a_log_file_prints_lines_between_blocks():
     assert first.startswith("eval T=0.4: 0/40 samples") and first.endswith("ETA after 4 samples")
     assert second.startswith("eval T=0.4: 3/40 samples") and second.endswith("ETA after 4 samples")
     assert third.startswith("eval T=0.4: 4/40 samples") and re.search(r"tokens/s, ETA \d+ s$", third)
+
+
+def test_a_resumed_stage_estimates_from_what_it_decodes():
+    """Restored samples (reported with no new tokens) took no time in this session: they count as done but
+    neither give an ETA early nor speed up its rate."""
+    import io
+
+    from rich.console import Console
+
+    log = io.StringIO()
+    progress = GenerationProgress(Console(file=log, force_terminal=False, width=200), "sampling", total=40)
+    progress.log_every = 0.0
+    with progress:
+        progress(30, 0)  # restored from the journal
+        progress(3, 60)
+        time.sleep(1.0)
+        progress(1, 20)  # 4 decoded in this session: the first ETA, from 4 samples, not 34
+    restored, early, first = log.getvalue().splitlines()[:3]
+    assert restored.endswith("ETA after 4 samples") and early.startswith("sampling: 33/40") and early.endswith("ETA after 4 samples")
+    seconds = float(re.search(r"ETA (\d+) s$", first).group(1))
+    # over 1 s for 4 samples, 6 to go: >= 1.5 s (from all 34 done it would be ~0.2 s, printed as 0)
+    assert first.startswith("sampling: 34/40") and seconds >= 1 and progress.restored == 30

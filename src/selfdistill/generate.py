@@ -171,9 +171,11 @@ class GenerationProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console, self.total, self.tokens, self.start = console, total, 0, time.perf_counter()
+        self.restored = 0  # done before this session (reported with no new tokens): no part of its rate
         self.last_line = self.start
-        # No ETA before a tenth of the samples are done: a stream's first replies to finish are its shortest,
-        # so an early rate promises far too soon an end.
+        # No ETA before a tenth of the samples are decoded in this session: a stream's first replies to
+        # finish are its shortest, so an early rate promises far too soon an end; a resumed stage's
+        # restored samples took no time here.
         self.eta_after = max(1, math.ceil(total / 10))
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
                             TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=console)
@@ -192,6 +194,7 @@ class GenerationProgress:
 
     def __call__(self, done: int, new_tokens: int) -> None:
         self.tokens += new_tokens
+        self.restored += done if not new_tokens else 0  # a decoded reply has at least its stop token
         self.bar.update(self.task, advance=done, tps=f"{self.tokens / self.seconds:.1f}" if self.tokens else "-")
         self.bar.update(self.task, eta=self.eta())
         if time.perf_counter() - self.last_line >= self.log_every:
@@ -208,9 +211,10 @@ class GenerationProgress:
 
     def eta(self) -> str:
         done = self.bar.tasks[0].completed if self.bar.tasks else 0
-        if done < self.eta_after:
+        decoded = done - self.restored
+        if decoded < self.eta_after:
             return f"ETA after {self.eta_after} samples"
-        return f"ETA {self.seconds * (self.total - done) / done:.0f} s"
+        return f"ETA {self.seconds * (self.total - done) / decoded:.0f} s"
 
     def session(self) -> dict:
         """This session's totals, for the stage manifest."""
