@@ -66,7 +66,14 @@ CHATML = (
 )
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
 # dense bf16 tensor-core peaks from NVIDIA's datasheets (SXM parts unless named), printed beside the measured one
-DATASHEET_BF16 = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("B200", 2250e12)]
+DATASHEET_BF16 = [
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("B200", 2250e12),
+]
 TOTAL_BUDGET_S = 8 * 60
 
 
@@ -92,7 +99,14 @@ class Size:
     sinks_tokens: int
 
 
-QWEN3_4B = dict(hidden_size=2560, intermediate_size=9728, num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)
+QWEN3_4B = dict(
+    hidden_size=2560,
+    intermediate_size=9728,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    tie_word_embeddings=True,
+)
 QWEN3_30B_A3B = dict(hidden_size=2048, moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8, num_attention_heads=32, num_key_value_heads=4,
                      head_dim=128, norm_topk_prob=True, tie_word_embeddings=False)  # fmt: skip
 GPU = Size(896, 4864, 24, 14, 2, 151936, 64, 128, 256, 32, 16, 40, 6, 69632, QWEN3_4B, QWEN3_30B_A3B,
@@ -131,24 +145,40 @@ def nvml_gpus() -> list[dict]:
     """The GPUs NVML sees (through nvidia-smi, which every driver installs), whatever torch makes of them."""
     if not shutil.which("nvidia-smi"):
         return []
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+    )
     check(out.returncode == 0, f"nvidia-smi failed: {out.stderr.strip() or out.stdout.strip()}")
-    return [dict(zip(("name", "driver", "memory"), (f.strip() for f in line.split(",")))) for line in out.stdout.strip().splitlines()]
+    return [
+        dict(zip(("name", "driver", "memory"), (f.strip() for f in line.split(","))))
+        for line in out.stdout.strip().splitlines()
+    ]
 
 
 def environment(device: str) -> dict:
     gpus = nvml_gpus()
-    build = f"torch {torch.__version__}, built for CUDA {torch.version.cuda}" if torch.version.cuda else f"torch {torch.__version__} (no CUDA build)"
+    build = (
+        f"torch {torch.__version__}, built for CUDA {torch.version.cuda}"
+        if torch.version.cuda
+        else f"torch {torch.__version__} (no CUDA build)"
+    )
     if device == "cpu":
         return {"detail": f"CPU dry run; {build}; nvidia-smi sees {len(gpus)} GPU(s)"}
     check(bool(gpus), f"nvidia-smi sees no GPU; {build}")
     seen = f"{len(gpus)} x {gpus[0]['name']} ({gpus[0]['memory']}), driver {gpus[0]['driver']}"
-    check(torch.cuda.is_available(), f"NVML sees {seen} but torch cannot use it: {build} (a CUDA 13 build needs driver R580 or newer)")
+    check(
+        torch.cuda.is_available(),
+        f"NVML sees {seen} but torch cannot use it: {build} (a CUDA 13 build needs driver R580 or newer)",
+    )
     check(torch.cuda.device_count() == len(gpus), f"NVML sees {len(gpus)} GPUs, torch {torch.cuda.device_count()}")
     major, minor = torch.cuda.get_device_capability()
     arches = torch.cuda.get_arch_list()
     # a kernel for this architecture, or PTX of an older one that the driver compiles for it
-    runs = f"sm_{major}{minor}" in arches or any(a.startswith("compute_") and int(re.sub(r"\D", "", a)) <= major * 10 + minor for a in arches)
+    runs = f"sm_{major}{minor}" in arches or any(
+        a.startswith("compute_") and int(re.sub(r"\D", "", a)) <= major * 10 + minor for a in arches
+    )
     check(runs, f"{gpus[0]['name']} is sm_{major}{minor}; this torch build has kernels for {' '.join(arches)} only")
     return {"detail": f"{seen}; {build}; sm_{major}{minor} in its kernels"}
 
@@ -157,9 +187,14 @@ def machine_peak(device: str, bf16: bool) -> dict:
     precision = torch.bfloat16 if bf16 else torch.float32
     measured = matmul_peak(precision, device)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    datasheet = next((peak for key, peak in DATASHEET_BF16 if key in name), None) if device == "cuda" and bf16 else None
+    datasheet = (
+        next((peak for key, peak in DATASHEET_BF16 if key in name), None) if device == "cuda" and bf16 else None
+    )
     note = f" (datasheet {datasheet / 1e12:.0f} TFLOP/s: {measured / datasheet:.0%} of it)" if datasheet else ""
-    return {"peak": measured, "detail": f"{str(precision).removeprefix('torch.')} on {name}: measured {measured / 1e12:.2f} TFLOP/s{note}"}
+    return {
+        "peak": measured,
+        "detail": f"{str(precision).removeprefix('torch.')} on {name}: measured {measured / 1e12:.2f} TFLOP/s{note}",
+    }
 
 
 # ---------------------------------------------------------------- 3. the model
@@ -177,7 +212,9 @@ def build_tokenizer(vocab_size: int):
     vocab = {token: i for i, token in enumerate(SPECIAL + words(vocab_size))}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>"
+    )
     tokenizer.chat_template = CHATML
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     return tokenizer
@@ -192,7 +229,9 @@ def save_random_model(out: Path, config, tokenizer) -> int:
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
@@ -203,7 +242,11 @@ def save_random_model(out: Path, config, tokenizer) -> int:
 
 
 def with_token_ids(config, tokenizer):
-    config.eos_token_id, config.pad_token_id, config.bos_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id, None
+    config.eos_token_id, config.pad_token_id, config.bos_token_id = (
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        None,
+    )
     return config
 
 
@@ -213,7 +256,11 @@ def build_model(out: Path, size: Size) -> dict:
     config = Qwen2Config(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.intermediate, num_hidden_layers=size.layers,
                          num_attention_heads=size.heads, num_key_value_heads=size.kv_heads, max_position_embeddings=4096, tie_word_embeddings=True)  # fmt: skip
     params = save_random_model(out, config, build_tokenizer(size.vocab))
-    return {"path": out, "params": params, "detail": f"{params / 1e6:.1f}M parameters (Qwen2, {size.layers} x {size.hidden}, random, bf16) in {out}"}
+    return {
+        "path": out,
+        "params": params,
+        "detail": f"{params / 1e6:.1f}M parameters (Qwen2, {size.layers} x {size.hidden}, random, bf16) in {out}",
+    }
 
 
 def write_prompts(path: Path, size: Size) -> Path:
@@ -239,9 +286,15 @@ def sample_step(model: Path, prompts: Path, out: Path, size: Size, device: str) 
     sample(cfg)
     manifest = load_manifest(out)
     session = manifest["sessions"][-1]
-    check(manifest["counts"]["kept"] >= size.global_batch, f"sampling kept {manifest['counts']['kept']} samples, fewer than one batch")
+    check(
+        manifest["counts"]["kept"] >= size.global_batch,
+        f"sampling kept {manifest['counts']['kept']} samples, fewer than one batch",
+    )
     held = torch.cuda.memory_allocated() if device == "cuda" else 0
-    check(held <= before, f"the closed generator left {(held - before) / 2**20:.1f} MiB more allocated on the GPU than before it")
+    check(
+        held <= before,
+        f"the closed generator left {(held - before) / 2**20:.1f} MiB more allocated on the GPU than before it",
+    )
     return {"tokens_per_second": session["tokens_per_second"],
             "detail": f"{session['tokens_per_second']:.0f} tokens/s, {session['generated_tokens']} tokens, {manifest['counts']['kept']} samples kept; "
                       f"CUDA memory allocated after close {held / 2**20:.0f} MiB (before {before / 2**20:.0f} MiB)"}  # fmt: skip
@@ -259,7 +312,10 @@ def run_logged(command: list[str], log: Path) -> str:
     proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     output = proc.stdout + proc.stderr
     log.write_text(output)
-    check(proc.returncode == 0, f"{' '.join(command[:12])} ... exited {proc.returncode} (log {log}); the end of its output:\n{output[-3000:]}")
+    check(
+        proc.returncode == 0,
+        f"{' '.join(command[:12])} ... exited {proc.returncode} (log {log}); the end of its output:\n{output[-3000:]}",
+    )
     return output
 
 
@@ -276,9 +332,16 @@ def final_loss(out: Path) -> float:
 def train_step(cfg: TrainConfig, flops_per_token: float, peak: float) -> dict:
     output = launch(cfg, Path(cfg.output_dir).with_suffix(".log"))
     speed = steady_speed(output)
-    check(json.loads((Path(cfg.output_dir) / "model" / "config.json").read_text())["dtype"] == "bfloat16", "the exported model is not in bf16")
+    check(
+        json.loads((Path(cfg.output_dir) / "model" / "config.json").read_text())["dtype"] == "bfloat16",
+        "the exported model is not in bf16",
+    )
     mfu = flops_per_token * speed / peak
-    return {"tokens_per_second": speed, "mfu": mfu, "detail": f"{speed:.0f} tokens/s, MFU {mfu:.1%}; final loss {final_loss(Path(cfg.output_dir)):.4f}"}
+    return {
+        "tokens_per_second": speed,
+        "mfu": mfu,
+        "detail": f"{speed:.0f} tokens/s, MFU {mfu:.1%}; final loss {final_loss(Path(cfg.output_dir)):.4f}",
+    }
 
 
 def fsdp_step(cfg: TrainConfig, device: str) -> dict:
@@ -291,7 +354,10 @@ def fsdp_step(cfg: TrainConfig, device: str) -> dict:
     check(len(checkpoints) == 2, f"expected 2 checkpoints, found {[p.name for p in checkpoints]}")
     first = {p.name for p in checkpoints[0].iterdir()}
     if device == "cuda":  # sharded: every process's part of model and optimizer, no gathered weights
-        check("pytorch_model_fsdp_0" in first and "model.safetensors" not in first, f"checkpoint not sharded: {sorted(first)}")
+        check(
+            "pytorch_model_fsdp_0" in first and "model.safetensors" not in first,
+            f"checkpoint not sharded: {sorted(first)}",
+        )
     # as a crash after the first checkpoint leaves the run
     shutil.rmtree(checkpoints[1])
     shutil.rmtree(out / "model")
@@ -301,11 +367,16 @@ def fsdp_step(cfg: TrainConfig, device: str) -> dict:
     check(f"resuming from {checkpoints[0]}" in output, "the rerun did not resume from the first checkpoint")
     resumed = final_loss(out)
     tolerance = 2e-2 if device == "cuda" else 1e-4  # bf16 kernels on GPU need not be bitwise deterministic
-    check(abs(resumed - whole) <= tolerance * abs(whole), f"resumed run ends at loss {resumed:.5f}, the uninterrupted one at {whole:.5f}")
+    check(
+        abs(resumed - whole) <= tolerance * abs(whole),
+        f"resumed run ends at loss {resumed:.5f}, the uninterrupted one at {whole:.5f}",
+    )
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     check(next(model.parameters()).dtype == torch.bfloat16, "the exported model does not load in bf16")
     layout = "sharded checkpoints" if device == "cuda" else "unsharded (no FSDP on CPU)"
-    return {"detail": f"{layout}; resumed from {checkpoints[0].name}: final loss {resumed:.4f} (uninterrupted {whole:.4f}); model/ reloads in bf16"}
+    return {
+        "detail": f"{layout}; resumed from {checkpoints[0].name}: final loss {resumed:.4f} (uninterrupted {whole:.4f}); model/ reloads in bf16"
+    }
 
 
 # ---------------------------------------------------------------- 7. long-sequence memory
@@ -319,9 +390,15 @@ def probe_models(work: Path, size: Size, tokenizer_dir: Path) -> list[dict]:
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     models = []
-    for family, config_class, fields, depths in (("dense", Qwen3Config, size.dense, (2, 4)), ("moe", Qwen3MoeConfig, size.moe, (1, 2))):
+    for family, config_class, fields, depths in (
+        ("dense", Qwen3Config, size.dense, (2, 4)),
+        ("moe", Qwen3MoeConfig, size.moe, (1, 2)),
+    ):
+
         def config(layers: int):
-            return config_class(vocab_size=size.vocab, num_hidden_layers=layers, max_position_embeddings=size.probe_tokens, **fields)
+            return config_class(
+                vocab_size=size.vocab, num_hidden_layers=layers, max_position_embeddings=size.probe_tokens, **fields
+            )
 
         deep, shallow = work / f"{family}-{depths[1]}", work / f"{family}-{depths[0]}"
         save_random_model(deep, config(depths[1]), tokenizer)
@@ -330,7 +407,10 @@ def probe_models(work: Path, size: Size, tokenizer_dir: Path) -> list[dict]:
             if f.name != "config.json":
                 (shallow / f.name).symlink_to(f)
         with_token_ids(config(depths[0]), tokenizer).save_pretrained(shallow)
-        models += [{"family": family, "layers": depths[0], "path": str(shallow)}, {"family": family, "layers": depths[1], "path": str(deep)}]
+        models += [
+            {"family": family, "layers": depths[0], "path": str(shallow)},
+            {"family": family, "layers": depths[1], "path": str(deep)},
+        ]
     return models
 
 
@@ -338,14 +418,27 @@ def memory_step(work: Path, size: Size, tokenizer_dir: Path, device: str) -> dic
     """One launched process (FSDP2 recipe, 1 process) trains one step on each probe model in turn."""
     models = probe_models(work, size, tokenizer_dir)
     spec = work / "probe.json"
-    spec.write_text(json.dumps({"models": models, "tokens": size.probe_tokens, "vocab": size.vocab, "out": str(work / "probe-runs")}))
+    spec.write_text(
+        json.dumps(
+            {"models": models, "tokens": size.probe_tokens, "vocab": size.vocab, "out": str(work / "probe-runs")}
+        )
+    )
     cfg = TrainConfig(accelerate_config="fsdp")
     command = train_command(cfg, gpus=1)
-    launcher = command[: command.index("-m", 3)]  # accelerate launch with the FSDP2 recipe, running the probe instead of `ssd train`
+    launcher = command[
+        : command.index("-m", 3)
+    ]  # accelerate launch with the FSDP2 recipe, running the probe instead of `ssd train`
     output = run_logged(launcher + [str(Path(__file__).resolve()), "--memory-probe", str(spec)], work / "probe.log")
     results = [json.loads(line.removeprefix("PROBE ")) for line in output.splitlines() if line.startswith("PROBE ")]
-    check(len(results) == len(models), f"the probe reported {len(results)} of {len(models)} models (log {work / 'probe.log'})")
-    what = "peak CUDA memory allocated" if device == "cuda" else "peak RSS of the process so far (CPU: no FSDP, not comparable with the plan)"
+    check(
+        len(results) == len(models),
+        f"the probe reported {len(results)} of {len(models)} models (log {work / 'probe.log'})",
+    )
+    what = (
+        "peak CUDA memory allocated"
+        if device == "cuda"
+        else "peak RSS of the process so far (CPU: no FSDP, not comparable with the plan)"
+    )
     parts = []
     for family in ("dense", "moe"):
         (l1, p1), (l2, p2) = [(r["layers"], r["peak_bytes"]) for r in results if r["family"] == family]
@@ -393,11 +486,29 @@ def memory_probe_child(spec_file: Path) -> int:
             torch.cuda.reset_peak_memory_stats()
         left = torch.cuda.memory_allocated() if device == "cuda" else 0  # by the model before: should be 0
         timer = StepTimer(device)
-        trainer, _ = build_trainer(cfg, Prepared(model["path"], tokenizer, examples, {}, tokenizer.chat_template, {}), out, callbacks=[timer])
+        trainer, _ = build_trainer(
+            cfg, Prepared(model["path"], tokenizer, examples, {}, tokenizer.chat_template, {}), out, callbacks=[timer]
+        )
         trainer.train()
-        peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = (
+            torch.cuda.max_memory_allocated()
+            if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        )
         reserved = torch.cuda.max_memory_reserved() if device == "cuda" else 0
-        print("PROBE " + json.dumps({**model, "peak_bytes": peak, "reserved_bytes": reserved, "allocated_before_bytes": left, "step_seconds": timer.times[0]}), flush=True)
+        print(
+            "PROBE "
+            + json.dumps(
+                {
+                    **model,
+                    "peak_bytes": peak,
+                    "reserved_bytes": reserved,
+                    "allocated_before_bytes": left,
+                    "step_seconds": timer.times[0],
+                }
+            ),
+            flush=True,
+        )
         del trainer
         gc.collect()
     return 0
@@ -415,22 +526,31 @@ def sinks_step(size: Size, device: str) -> dict:
     config = GptOssConfig(**size.sinks)
     torch.manual_seed(0)
     eager = AutoModelForCausalLM.from_config(config, attn_implementation="eager").to(device).train()
-    ids = torch.randint(config.vocab_size, (2, size.sinks_tokens), generator=torch.Generator().manual_seed(1)).to(device)
+    ids = torch.randint(config.vocab_size, (2, size.sinks_tokens), generator=torch.Generator().manual_seed(1)).to(
+        device
+    )
 
     def loss_and_grads(model, bf16: bool):
         model.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
-        return loss.item(), {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
+        return loss.item(), {
+            n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None
+        }
 
     loss, grads = loss_and_grads(eager, False)
     sinks = {n: g for n, g in grads.items() if n.endswith("sinks")}
-    check(len(sinks) == config.num_hidden_layers, f"{len(sinks)} of {config.num_hidden_layers} layers' sinks got a gradient")
+    check(
+        len(sinks) == config.num_hidden_layers,
+        f"{len(sinks)} of {config.num_hidden_layers} layers' sinks got a gradient",
+    )
     for name, g in sinks.items():
         check(bool(torch.isfinite(g).all()) and float(g.abs().max()) > 0, f"{name}: gradient {g.tolist()}")
     smallest = min(float(g.abs().max()) for g in sinks.values())
-    line = f"eager: sinks of all {len(sinks)} layers get a gradient (smallest max |grad| {smallest:.2e}), loss {loss:.4f}"
+    line = (
+        f"eager: sinks of all {len(sinks)} layers get a gradient (smallest max |grad| {smallest:.2e}), loss {loss:.4f}"
+    )
     if device == "cpu":
         return {"detail": line + "; flex_attention not run (transformers refuses sinks in it on CPU)"}
 
@@ -439,13 +559,22 @@ def sinks_step(size: Size, device: str) -> dict:
     compared = []
     for bf16 in (False, True):
         (a, ga), (b, gb) = loss_and_grads(eager, bf16), loss_and_grads(flex, bf16)
-        check(set(ga) == set(gb), f"parameters with a gradient under eager only: {sorted(set(ga) - set(gb))}, flex only: {sorted(set(gb) - set(ga))}")
+        check(
+            set(ga) == set(gb),
+            f"parameters with a gradient under eager only: {sorted(set(ga) - set(gb))}, flex only: {sorted(set(gb) - set(ga))}",
+        )
         worst = max(grads_differ(ga[n], gb[n]) for n in ga)
         sink = max(grads_differ(ga[n], gb[n]) for n in ga if n.endswith("sinks"))
         compared.append((bf16, abs(a - b) / abs(a), worst, sink))
     _, loss_diff, worst, _ = compared[0]
-    check(loss_diff < 1e-4 and worst < 1e-2, f"flex_attention differs from eager in fp32: loss by {loss_diff:.1e}, gradients by up to {worst:.1e} (relative)")
-    described = "; ".join(f"{'bf16 autocast' if bf16 else 'fp32'} loss {d:.1e}, gradients {w:.1e} (sinks {s:.1e})" for bf16, d, w, s in compared)
+    check(
+        loss_diff < 1e-4 and worst < 1e-2,
+        f"flex_attention differs from eager in fp32: loss by {loss_diff:.1e}, gradients by up to {worst:.1e} (relative)",
+    )
+    described = "; ".join(
+        f"{'bf16 autocast' if bf16 else 'fp32'} loss {d:.1e}, gradients {w:.1e} (sinks {s:.1e})"
+        for bf16, d, w, s in compared
+    )
     return {"detail": f"{line}; flex vs eager, relative difference: {described}"}
 
 
@@ -458,7 +587,12 @@ def grads_differ(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", default=os.environ.get("GPU_CHECK_DRY") == "1", help="CPU, tiny models, few steps")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=os.environ.get("GPU_CHECK_DRY") == "1",
+        help="CPU, tiny models, few steps",
+    )
     parser.add_argument("--workdir", type=Path, help="where models and runs go (default: a new temporary directory)")
     parser.add_argument("--memory-probe", type=Path, help=argparse.SUPPRESS)  # step 7's launched process
     args = parser.parse_args()
@@ -485,7 +619,10 @@ def main() -> int:
             failed.append(name)
             (work / "failures.log").open("a").write(f"--- {name}\n{traceback.format_exc()}\n")
             reason = str(e) if isinstance(e, CheckFailed) else f"{type(e).__name__}: {e}"
-            print(f"{name}: FAILED after {time.perf_counter() - t:.0f} s: {reason}  (traceback in {work / 'failures.log'})", flush=True)
+            print(
+                f"{name}: FAILED after {time.perf_counter() - t:.0f} s: {reason}  (traceback in {work / 'failures.log'})",
+                flush=True,
+            )
             return None
         seconds = time.perf_counter() - t
         results[name] = {**result, "seconds": seconds}
@@ -499,22 +636,54 @@ def main() -> int:
     peak = step("bf16 matmul peak", machine_peak, device, bf16)
     model = step("model", build_model, work / "model", size)
     if model:
-        step("sample (hf, seeded)", sample_step, model["path"], write_prompts(work / "prompts.jsonl", size), work / "samples", size, device)
+        step(
+            "sample (hf, seeded)",
+            sample_step,
+            model["path"],
+            write_prompts(work / "prompts.jsonl", size),
+            work / "samples",
+            size,
+            device,
+        )
     base = TrainConfig(model=str(work / "model"), samples=str(work / "samples"), global_batch_size=size.global_batch, per_device_batch_size=size.per_device_batch,
                        max_steps=size.steps, learning_rate=1e-4, min_learning_rate=1e-5, warmup_ratio=0.0, save_steps=10**6, num_processes=1)  # fmt: skip
     params, measured = (model or {}).get("params", 0), (peak or {}).get("peak", 1.0)
     needs = ("model", "sample (hf, seeded)", "bf16 matmul peak")
-    step("train full, 1 process", train_step, replace(base, output_dir=str(work / "full")), 6 * params, measured, needs=needs)
-    step("train LoRA, 1 process", train_step, replace(base, output_dir=str(work / "lora"), use_lora=True, learning_rate=1e-3), 4 * params, measured, needs=needs)
+    step(
+        "train full, 1 process",
+        train_step,
+        replace(base, output_dir=str(work / "full")),
+        6 * params,
+        measured,
+        needs=needs,
+    )
+    step(
+        "train LoRA, 1 process",
+        train_step,
+        replace(base, output_dir=str(work / "lora"), use_lora=True, learning_rate=1e-3),
+        4 * params,
+        measured,
+        needs=needs,
+    )
     step("long-sequence memory, FSDP2", memory_step, work / "probe", size, work / "model", device, needs=("model",))
     step("GPT-OSS sinks: eager vs flex", sinks_step, size, device)
-    fsdp = replace(base, output_dir=str(work / "fsdp"), accelerate_config="fsdp", max_steps=size.fsdp_steps, save_steps=size.fsdp_steps // 2)
+    fsdp = replace(
+        base,
+        output_dir=str(work / "fsdp"),
+        accelerate_config="fsdp",
+        max_steps=size.fsdp_steps,
+        save_steps=size.fsdp_steps // 2,
+    )
     step("FSDP, 1 process: resume, export", fsdp_step, fsdp, device, needs=needs[:2])
 
     total = time.perf_counter() - start
     late = device == "cuda" and total > TOTAL_BUDGET_S
     verdict = f"{len(failed)} step(s) failed: {', '.join(failed)}" if failed else "all checks passed"
-    print(f"\n{verdict} in {total:.0f} s" + (f", over the {TOTAL_BUDGET_S} s budget" if late else "") + f" (work directory: {work})")
+    print(
+        f"\n{verdict} in {total:.0f} s"
+        + (f", over the {TOTAL_BUDGET_S} s budget" if late else "")
+        + f" (work directory: {work})"
+    )
     return 1 if failed or late else 0
 
 

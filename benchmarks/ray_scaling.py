@@ -32,7 +32,10 @@ from selfdistill.sample import sample_seed
 def shards(generator, args) -> dict[int, list[Request]]:
     spec = SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=args.max_tokens)
     prompts = load_prompts(args.prompt_source, limit=args.shards * args.shard_size)
-    requests = [Request(generator.chat_prompt(build_messages(p.text, p.starter_code, "system")), spec, sample_seed(0, p.id, 0)) for p in prompts]
+    requests = [
+        Request(generator.chat_prompt(build_messages(p.text, p.starter_code, "system")), spec, sample_seed(0, p.id, 0))
+        for p in prompts
+    ]
     return {k: requests[k * args.shard_size : (k + 1) * args.shard_size] for k in range(args.shards)}
 
 
@@ -41,9 +44,14 @@ def timed(generator, units: dict, max_num_seqs: int | None, load_seconds: float)
     out = {key: (completions, where) for key, completions, where in generator.stream_units(units, max_num_seqs)}
     seconds = time.perf_counter() - start
     tokens = sum(len(c.token_ids) for completions, _ in out.values() for cs in completions for c in cs)
-    return {"load_seconds": round(load_seconds, 1), "seconds": round(seconds, 2), "tokens": tokens, "tokens_per_second": round(tokens / seconds, 1),
-            "completions": {k: [[c.token_ids for c in cs] for cs in completions] for k, (completions, _) in out.items()},
-            "shards_per_node": _count([where["node_id"] for _, where in out.values() if where])}
+    return {
+        "load_seconds": round(load_seconds, 1),
+        "seconds": round(seconds, 2),
+        "tokens": tokens,
+        "tokens_per_second": round(tokens / seconds, 1),
+        "completions": {k: [[c.token_ids for c in cs] for cs in completions] for k, (completions, _) in out.items()},
+        "shards_per_node": _count([where["node_id"] for _, where in out.values() if where]),
+    }
 
 
 def _count(items: list) -> dict:
@@ -52,7 +60,9 @@ def _count(items: list) -> dict:
 
 def on_ray(model: str, args, units: dict, address: str, replicas: int) -> dict:
     start = time.perf_counter()
-    with RayGenerator(model, args.backend, args.max_model_len, 1, 0, args.max_num_seqs, address, replicas=replicas) as generator:
+    with RayGenerator(
+        model, args.backend, args.max_model_len, 1, 0, args.max_num_seqs, address, replicas=replicas
+    ) as generator:
         return timed(generator, units, args.max_num_seqs, time.perf_counter() - start)
 
 
@@ -74,7 +84,9 @@ def main():
     ap.add_argument("--shard-size", type=int, default=4, help="prompts per shard")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-model-len", type=int, default=2048)
-    ap.add_argument("--max-num-seqs", type=int, default=None, help="sequences a replica streams at once (default: its engine's)")
+    ap.add_argument(
+        "--max-num-seqs", type=int, default=None, help="sequences a replica streams at once (default: its engine's)"
+    )
     ap.add_argument("--cpus-per-node", type=int, default=1, help="the local cluster's nodes")
     ap.add_argument("--ray-address", default=None, help="a running cluster instead of a local one")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -82,7 +94,9 @@ def main():
 
     model = resolve_model(args.model)
     start = time.perf_counter()
-    with load_generator(model, args.backend, args.max_model_len, max_num_seqs=args.max_num_seqs) as generator:  # before the cluster: alone on the CPUs
+    with load_generator(
+        model, args.backend, args.max_model_len, max_num_seqs=args.max_num_seqs
+    ) as generator:  # before the cluster: alone on the CPUs
         units = shards(generator, args)
         runs = {"this process": timed(generator, units, args.max_num_seqs, time.perf_counter() - start)}
     cluster = None if args.ray_address else local_cluster(args.cpus_per_node)
@@ -95,16 +109,35 @@ def main():
 
     one, two, here = runs["1 replica"], runs["2 replicas"], runs["this process"]
     same = all(r["completions"] == here["completions"] for r in runs.values())
-    summary = {"model": args.model, "backend": args.backend, "shards": args.shards, "shard_size": args.shard_size, "max_tokens": args.max_tokens,
-               "cpus": os.cpu_count(), "speedup_2_over_1": round(one["seconds"] / two["seconds"], 2),
-               "overhead_per_shard_seconds": round((one["seconds"] - here["seconds"]) / args.shards, 3), "identical_completions": same}
+    summary = {
+        "model": args.model,
+        "backend": args.backend,
+        "shards": args.shards,
+        "shard_size": args.shard_size,
+        "max_tokens": args.max_tokens,
+        "cpus": os.cpu_count(),
+        "speedup_2_over_1": round(one["seconds"] / two["seconds"], 2),
+        "overhead_per_shard_seconds": round((one["seconds"] - here["seconds"]) / args.shards, 3),
+        "identical_completions": same,
+    }
     for name, r in runs.items():
-        print(f"{name:13s} {r['seconds']:8.2f} s  {r['tokens_per_second']:8.1f} tokens/s  (load {r['load_seconds']} s; shards per node {list(r['shards_per_node'].values()) or '-'})")
-    print(f"2 replicas over 1: {summary['speedup_2_over_1']:.2f}x; Ray's overhead per shard (1 replica against this process): "
-          f"{summary['overhead_per_shard_seconds']:+.3f} s; identical completions in all three runs: {same}")
+        print(
+            f"{name:13s} {r['seconds']:8.2f} s  {r['tokens_per_second']:8.1f} tokens/s  (load {r['load_seconds']} s; shards per node {list(r['shards_per_node'].values()) or '-'})"
+        )
+    print(
+        f"2 replicas over 1: {summary['speedup_2_over_1']:.2f}x; Ray's overhead per shard (1 replica against this process): "
+        f"{summary['overhead_per_shard_seconds']:+.3f} s; identical completions in all three runs: {same}"
+    )
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({**summary, "runs": {name: {k: v for k, v in r.items() if k != "completions"} for name, r in runs.items()}}, f, indent=2)
+            json.dump(
+                {
+                    **summary,
+                    "runs": {name: {k: v for k, v in r.items() if k != "completions"} for name, r in runs.items()},
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

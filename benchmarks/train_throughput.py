@@ -36,7 +36,14 @@ from selfdistill.train import (
 def make_examples(lengths: list[int], vocab: int, seed: int) -> list[dict]:
     """Random tokens; the first half of each example is its prompt (no loss), the rest its reply."""
     g = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(100, vocab, (n,), generator=g).tolist(), "completion_mask": [0] * (n // 2) + [1] * (n - n // 2), "prompt_len": n // 2} for n in lengths]
+    return [
+        {
+            "input_ids": torch.randint(100, vocab, (n,), generator=g).tolist(),
+            "completion_mask": [0] * (n // 2) + [1] * (n - n // 2),
+            "prompt_len": n // 2,
+        }
+        for n in lengths
+    ]
 
 
 def plain_loop(model_path: str, examples: list[dict], batch: int, steps: int, bf16: bool, device: str) -> float:
@@ -47,7 +54,9 @@ def plain_loop(model_path: str, examples: list[dict], batch: int, steps: int, bf
     for step in range(steps + 1):  # the first step warms up
         rows = examples[step * batch % len(examples) :][:batch]
         ids = torch.tensor([r["input_ids"] for r in rows], device=device)
-        labels = torch.tensor([[t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])] for r in rows], device=device)
+        labels = torch.tensor(
+            [[t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])] for r in rows], device=device
+        )
         sync(device)
         start = time.perf_counter()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
@@ -76,7 +85,9 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def our_loop(model_path: str, tokenizer, examples: list[dict], batch: int, steps: int, packing: bool, device: str) -> float:
+def our_loop(
+    model_path: str, tokenizer, examples: list[dict], batch: int, steps: int, packing: bool, device: str
+) -> float:
     """train.py's trainer: one optimizer step per batch of `batch` examples, checkpoints off."""
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(model=model_path, global_batch_size=batch, per_device_batch_size=batch, max_steps=steps + 1, save_steps=10**9,
@@ -108,13 +119,19 @@ def main() -> None:
 
     peaks = {name: matmul_peak(dtype, device) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     precision = "bf16" if bf16 else "fp32"
-    print(f"device {device} ({torch.get_num_threads()} threads), matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
-    print(f"model {args.model} ({params / 1e6:.0f}M parameters), training precision {precision}, batch {args.batch} x {args.length} tokens, {args.steps} timed steps")
+    print(
+        f"device {device} ({torch.get_num_threads()} threads), matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        f"model {args.model} ({params / 1e6:.0f}M parameters), training precision {precision}, batch {args.batch} x {args.length} tokens, {args.steps} timed steps"
+    )
 
     n = args.batch * (args.steps + 1)
     fixed = make_examples([args.length] * n, len(tokenizer), seed=0)
     g = torch.Generator().manual_seed(1)
-    varied = make_examples(torch.randint(args.length // 4, args.length * 7 // 4 + 1, (n,), generator=g).tolist(), len(tokenizer), seed=2)
+    varied = make_examples(
+        torch.randint(args.length // 4, args.length * 7 // 4 + 1, (n,), generator=g).tolist(), len(tokenizer), seed=2
+    )
     padded_fraction = 1 - sum(len(e["input_ids"]) for e in varied) / sum(
         args.batch * max(len(e["input_ids"]) for e in varied[i : i + args.batch]) for i in range(0, n, args.batch)
     )
@@ -122,8 +139,12 @@ def main() -> None:
     results = {
         "plain PyTorch loop, equal lengths": plain_loop(model_path, fixed, args.batch, args.steps, bf16, device),
         "ssd train, equal lengths": our_loop(model_path, tokenizer, fixed, args.batch, args.steps, False, device),
-        f"ssd train, varied lengths, padded (~{padded_fraction:.0%} padding)": our_loop(model_path, tokenizer, varied, args.batch, args.steps, False, device),
-        "ssd train, varied lengths, packing (padding-free)": our_loop(model_path, tokenizer, varied, args.batch, args.steps, True, device),
+        f"ssd train, varied lengths, padded (~{padded_fraction:.0%} padding)": our_loop(
+            model_path, tokenizer, varied, args.batch, args.steps, False, device
+        ),
+        "ssd train, varied lengths, packing (padding-free)": our_loop(
+            model_path, tokenizer, varied, args.batch, args.steps, True, device
+        ),
     }
     base = results["plain PyTorch loop, equal lengths"]
     peak = peaks[precision]

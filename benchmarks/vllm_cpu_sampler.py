@@ -40,7 +40,9 @@ def main() -> None:
         ours = topk_topp_sampler.apply_top_k_top_p
         if not hasattr(ours, "full_sort"):
             raise SystemExit("not a CPU engine: vLLM's GPU samplers are not replaced, nothing to compare")
-        prompts = [generator.chat_prompt([{"role": "user", "content": STATEMENT.format(i + 2)}]) for i in range(args.requests)]
+        prompts = [
+            generator.chat_prompt([{"role": "user", "content": STATEMENT.format(i + 2)}]) for i in range(args.requests)
+        ]
         paper = SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=args.max_tokens)
         untruncated, _ = timed(generator, prompts, SamplingSpec(temperature=1.0, max_tokens=args.max_tokens))
         fast, fast_tokens = timed(generator, prompts, paper)
@@ -50,11 +52,15 @@ def main() -> None:
         finally:
             topk_topp_sampler.apply_top_k_top_p = ours
     same = sum(a == b for a, b in zip(fast_tokens, full_tokens))
-    print(f"{args.requests} requests x up to {args.max_tokens} tokens, T=1.6 top-k 20 top-p 0.8 (decode tokens/s, prefill included)")
+    print(
+        f"{args.requests} requests x up to {args.max_tokens} tokens, T=1.6 top-k 20 top-p 0.8 (decode tokens/s, prefill included)"
+    )
     print(f"  temperature only (no truncation): {untruncated:6.1f}")
     print(f"  vLLM full-vocabulary sort:        {full:6.1f}")
     print(f"  top-k first (selfdistill):        {fast:6.1f}  ({fast / full:.2f}x)")
-    print(f"  identical replies: {same}/{args.requests} (the same seeds; a difference can only come from float rounding at the top-p boundary)")
+    print(
+        f"  identical replies: {same}/{args.requests} (the same seeds; a difference can only come from float rounding at the top-p boundary)"
+    )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,18 @@ from selfdistill.config import AnalyzeConfig
 
 REPLIES = [
     ("HumanEval/0", "```python\ndef add(a, b):\n    return a + b\n```"),
-    ("HumanEval/1", "Here is a solution.\n\n```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n```"),
+    (
+        "HumanEval/1",
+        "Here is a solution.\n\n```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n```",
+    ),
     ("HumanEval/2", "```python\ndef is_even(x):\n    return x % 2 == 0\n```\nThis checks the remainder."),
 ]
 T_EVALS = [1e-4, 0.5, 1.0, 1.6]
-TRAIN_TRUNCATION = {"t_train": 1.6, "top_k": 20, "top_p": 0.8}  # the perturbed model has no `ssd train` dir to read it from
+TRAIN_TRUNCATION = {
+    "t_train": 1.6,
+    "top_k": 20,
+    "top_p": 0.8,
+}  # the perturbed model has no `ssd train` dir to read it from
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +63,35 @@ def write_eval_dir(path, tiny_model, rows=REPLIES, prompt_text=True):
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     (path / "results").mkdir(parents=True)
-    (path / "manifest.json").write_text(json.dumps({"stage": "eval", "config": {"model": tiny_model, "benchmark": "humaneval"}}))
-    (path / "summary.json").write_text(json.dumps({"temperatures": {"0.70": {"temperature": 0.7}},
-                                                   "decoding": {"top_k": 20, "top_p": 0.8, "min_p": 0.0, "max_tokens": 64}}))
+    (path / "manifest.json").write_text(
+        json.dumps({"stage": "eval", "config": {"model": tiny_model, "benchmark": "humaneval"}})
+    )
+    (path / "summary.json").write_text(
+        json.dumps(
+            {
+                "temperatures": {"0.70": {"temperature": 0.7}},
+                "decoding": {"top_k": 20, "top_p": 0.8, "min_p": 0.0, "max_tokens": 64},
+            }
+        )
+    )
     with open(path / "results" / "T0.70.jsonl", "w") as f:
         for i, (pid, reply) in enumerate(rows):
-            rec = {"problem_id": pid, "temperature": 0.7, "sample_index": 0, "seed": i, "status": "passed", "passed": True,
-                   "detail": "", "reply": reply, "reply_tokens": len(tok(reply).input_ids), "finish_reason": "stop"}
+            rec = {
+                "problem_id": pid,
+                "temperature": 0.7,
+                "sample_index": 0,
+                "seed": i,
+                "status": "passed",
+                "passed": True,
+                "detail": "",
+                "reply": reply,
+                "reply_tokens": len(tok(reply).input_ids),
+                "finish_reason": "stop",
+            }
             if prompt_text:
-                rec["prompt_text"] = tok.apply_chat_template([{"role": "user", "content": f"Solve {pid}."}], add_generation_prompt=True, tokenize=False)
+                rec["prompt_text"] = tok.apply_chat_template(
+                    [{"role": "user", "content": f"Solve {pid}."}], add_generation_prompt=True, tokenize=False
+                )
             f.write(json.dumps(rec) + "\n")
     return path
 
@@ -73,18 +100,34 @@ def write_eval_dir(path, tiny_model, rows=REPLIES, prompt_text=True):
 def analysis(tiny_model, perturbed_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("analyze")
     replies = write_eval_dir(root / "eval", tiny_model)
-    cfg = AnalyzeConfig(base_model=tiny_model, ssd_model=perturbed_model, replies=str(replies), limit=8, t_evals=T_EVALS,
-                        output_dir=str(root / "out"), **TRAIN_TRUNCATION)
+    cfg = AnalyzeConfig(
+        base_model=tiny_model,
+        ssd_model=perturbed_model,
+        replies=str(replies),
+        limit=8,
+        t_evals=T_EVALS,
+        output_dir=str(root / "out"),
+        **TRAIN_TRUNCATION,
+    )
     out = analyze(cfg)
     return cfg, out, json.loads((out / "analysis.json").read_text())
 
 
 def test_outputs_and_shapes(analysis):
     _cfg, out, a = analysis
-    for name in ("fig6a_cumulative_mass.png", "fig6b_survivors.png", "fig6c_entropy.png", "fig6d_entropy_by_top20.png"):
+    for name in (
+        "fig6a_cumulative_mass.png",
+        "fig6b_survivors.png",
+        "fig6c_entropy.png",
+        "fig6d_entropy_by_top20.png",
+    ):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["finished_at"] and manifest["models"]["base"] in manifest["inputs"] and manifest["models"]["ssd"] in manifest["inputs"]
+    assert (
+        manifest["finished_at"]
+        and manifest["models"]["base"] in manifest["inputs"]
+        and manifest["models"]["ssd"] in manifest["inputs"]
+    )
     assert a["n_replies"] == len(REPLIES) and a["units"]["entropy"] == "nats"
     n = a["n_positions"]
     assert n == sum(r["reply_tokens"] for r in a["replies"]) > 0
@@ -92,14 +135,18 @@ def test_outputs_and_shapes(analysis):
         pos = np.load(out / f"positions_{name}.npz")
         assert pos["cum_mass"].shape == (n, RANKS) and pos["eval_entropy"].shape == (n, len(T_EVALS))
         assert len(a["cumulative_mass"][name]) == RANKS and len(a["entropy"][name]["all"]) == len(T_EVALS)
-        assert len(a["top20_bins"]["entropy"][name]) == len(a["top20_bins"]["tail_edges"]) - 1 == len(a["top20_bins"]["count"])
+        assert (
+            len(a["top20_bins"]["entropy"][name])
+            == len(a["top20_bins"]["tail_edges"]) - 1
+            == len(a["top20_bins"]["count"])
+        )
 
 
 def test_curves_make_sense(analysis):
     cfg, out, a = analysis
     for name in ("base", "ssd"):
         cum = np.array(a["cumulative_mass"][name])
-        assert np.all(np.diff(cum) >= -1e-6) and 0 < cum[0] and cum[-1] <= 1 + 1e-5  # (a) is monotone
+        assert np.all(np.diff(cum) >= -1e-6) and cum[0] > 0 and cum[-1] <= 1 + 1e-5  # (a) is monotone
         pos = np.load(out / f"positions_{name}.npz")
         assert np.all(np.diff(pos["cum_mass"], axis=1) >= -1e-6)
         surv, ent = pos["eval_survivors"], pos["eval_entropy"]
@@ -169,8 +216,16 @@ def test_reply_logits_in_chunks_are_the_models_logits(tiny_model):
 
 def test_same_model_changes_nothing(tiny_model, tmp_path):
     replies = write_eval_dir(tmp_path / "eval", tiny_model, REPLIES[:1])
-    out = analyze(AnalyzeConfig(base_model=tiny_model, ssd_model=tiny_model, replies=str(replies), t_evals=[0.5, 1.0], output_dir=str(tmp_path / "out"),
-                                **TRAIN_TRUNCATION))
+    out = analyze(
+        AnalyzeConfig(
+            base_model=tiny_model,
+            ssd_model=tiny_model,
+            replies=str(replies),
+            t_evals=[0.5, 1.0],
+            output_dir=str(tmp_path / "out"),
+            **TRAIN_TRUNCATION,
+        )
+    )
     a = json.loads((out / "analysis.json").read_text())
     assert a["cumulative_mass"]["base"] == a["cumulative_mass"]["ssd"] and a["entropy"]["base"] == a["entropy"]["ssd"]
     assert a["transitions"]["base fork -> ssd lock"] == a["transitions"]["base lock -> ssd fork"] == 0
@@ -188,8 +243,12 @@ def test_position_stats_on_known_logits():
     assert s["train_survivors"].tolist() == [1, 3]
     assert s["eval_survivors"][:, 0].tolist() == [1, 3]  # T -> 0: only the top token survives, or exact ties
     assert s["eval_survivors"][:, 1].tolist() == [20, 20]  # top-k 20, no top-p: all 20 survive, if barely
-    assert s["train_entropy"][0] == pytest.approx(0.0, abs=1e-6) and s["train_entropy"][1] == pytest.approx(math.log(3), abs=1e-4)
-    assert s["cum_mass"][1, 2] == pytest.approx(1.0, abs=1e-6) and s["top20_tail"][0] == pytest.approx(torch.softmax(logits[0].double(), -1).sort().values[:-20].sum().item(), rel=1e-4)
+    assert s["train_entropy"][0] == pytest.approx(0.0, abs=1e-6) and s["train_entropy"][1] == pytest.approx(
+        math.log(3), abs=1e-4
+    )
+    assert s["cum_mass"][1, 2] == pytest.approx(1.0, abs=1e-6) and s["top20_tail"][0] == pytest.approx(
+        torch.softmax(logits[0].double(), -1).sort().values[:-20].sum().item(), rel=1e-4
+    )
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -230,9 +289,27 @@ def test_samples_dir_replies(tiny_model, tmp_path):
 
     run = RunDir.open(tmp_path / "samples", "sample", SampleConfig(model=tiny_model), {})
     (run.path / "shards").mkdir()
-    records = [{"prompt_id": pid, "sample_index": 0, "seed": 0, "messages": [], "prompt_text": f"<prompt {pid}>", "reply": reply,
-                "reply_token_ids": [], "prompt_tokens": 3, "reply_tokens": 9, "finish_reason": "stop", "flags": flags, "keep": not flags}
-               for pid, reply, flags in (("p1", "def f():\n    return 1", []), ("p2", "x", ["stub"]), ("p3", "def g():\n    return 2", []))]
+    records = [
+        {
+            "prompt_id": pid,
+            "sample_index": 0,
+            "seed": 0,
+            "messages": [],
+            "prompt_text": f"<prompt {pid}>",
+            "reply": reply,
+            "reply_token_ids": [],
+            "prompt_tokens": 3,
+            "reply_tokens": 9,
+            "finish_reason": "stop",
+            "flags": flags,
+            "keep": not flags,
+        }
+        for pid, reply, flags in (
+            ("p1", "def f():\n    return 1", []),
+            ("p2", "x", ["stub"]),
+            ("p3", "def g():\n    return 2", []),
+        )
+    ]
     (run.path / "shards" / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     run.finish(counts={"samples": 3})
     replies, files = load_replies(run.path, 8, 0)
@@ -263,13 +340,25 @@ def test_truncations_are_those_the_samples_and_the_replies_were_drawn_with(tmp_p
     from selfdistill.results import summary_path
 
     samples = finished_stage(tmp_path / "samples", SampleConfig(temperature=1.2, top_k=0, top_p=1.0))
-    train = finished_stage(tmp_path / "train", TrainConfig(samples=str(samples)), model_dir=str(tmp_path / "train" / "model"))
+    train = finished_stage(
+        tmp_path / "train", TrainConfig(samples=str(samples)), model_dir=str(tmp_path / "train" / "model")
+    )
     replies = finished_stage(tmp_path / "eval", EvalConfig(top_k=20, top_p=0.95))
-    summary_path(replies).write_text(json.dumps({"decoding": {"top_k": 20, "top_p": 0.95, "min_p": 0.0, "max_tokens": 1024}}))
+    summary_path(replies).write_text(
+        json.dumps({"decoding": {"top_k": 20, "top_p": 0.95, "min_p": 0.0, "max_tokens": 1024}})
+    )
     cfg = AnalyzeConfig(ssd_model=str(train / "model"), replies=str(replies))
     resolved = with_truncations(cfg)
-    assert (resolved.t_train, resolved.top_k, resolved.top_p, resolved.eval_top_k, resolved.eval_top_p) == (1.2, 0, 1.0, 20, 0.95)
-    assert with_truncations(replace(cfg, top_p=0.9, eval_top_k=5)) == replace(resolved, top_p=0.9, eval_top_k=5)  # given ones win
+    assert (resolved.t_train, resolved.top_k, resolved.top_p, resolved.eval_top_k, resolved.eval_top_p) == (
+        1.2,
+        0,
+        1.0,
+        20,
+        0.95,
+    )
+    assert with_truncations(replace(cfg, top_p=0.9, eval_top_k=5)) == replace(
+        resolved, top_p=0.9, eval_top_k=5
+    )  # given ones win
     on_samples = with_truncations(replace(cfg, replies=str(samples)))  # replies drawn at the training truncation
     assert (on_samples.eval_top_k, on_samples.eval_top_p) == (0, 1.0)
     with pytest.raises(AnalyzeError, match="not the model of an `ssd train` directory: give t_train, top_k and top_p"):
@@ -284,20 +373,26 @@ def test_analyze_alone_classifies_at_the_truncation_ssd_run_gives_it(tmp_path, p
     """`ssd analyze --preset P` on a run's stage directories reads the truncations `ssd run` derives (GPT-OSS
     samples untruncated and is evaluated at top-p 0.95: no default of the analysis may stand in)."""
     from selfdistill import config as C
-    from selfdistill.results import summary_path
     from selfdistill.pipeline import Stages
+    from selfdistill.results import summary_path
 
     stages = Stages.of(C.load_run_config(preset, overrides=[f"output_dir={tmp_path}"]))
     model_dir = stages.dirs["train"] / "model"
     finished_stage(stages.dirs["samples"], stages.sample())
     finished_stage(stages.dirs["train"], stages.train(), model_dir=str(model_dir))
     base = stages.eval_base()
-    summary_path(finished_stage(stages.dirs["eval-base"], base)).write_text(json.dumps({"decoding": {"top_k": base.top_k, "top_p": base.top_p}}))
-    alone = C.load_stage_config(AnalyzeConfig, preset, overrides=[f"ssd_model={model_dir}", f"replies={stages.dirs['eval-base']}"])
+    summary_path(finished_stage(stages.dirs["eval-base"], base)).write_text(
+        json.dumps({"decoding": {"top_k": base.top_k, "top_p": base.top_p}})
+    )
+    alone = C.load_stage_config(
+        AnalyzeConfig, preset, overrides=[f"ssd_model={model_dir}", f"replies={stages.dirs['eval-base']}"]
+    )
     assert alone.t_train is alone.top_k is alone.top_p is alone.eval_top_k is alone.eval_top_p is None
     derived = stages.analyze(model_dir)
     assert with_truncations(alone) == replace(derived, output_dir=alone.output_dir)
-    assert (derived.t_train, derived.top_k, derived.top_p) == tuple(getattr(stages.cfg.sample, k) for k in ("temperature", "top_k", "top_p"))
+    assert (derived.t_train, derived.top_k, derived.top_p) == tuple(
+        getattr(stages.cfg.sample, k) for k in ("temperature", "top_k", "top_p")
+    )
 
 
 # ---------------------------------------------------------------- fork classifications, on per-position arrays (no model)
@@ -311,9 +406,16 @@ def synthetic_positions(replies: list[list[tuple[int, int, float, float]]]) -> d
     n = len(rows)
 
     def model(survivors: int, entropy: int) -> dict[str, np.ndarray]:
-        return {"reply": reply, "token": np.arange(n), "top20_tail": np.linspace(1e-6, 1e-2, n), "cum_mass": np.full((n, RANKS), 1.0),
-                "train_survivors": np.array([r[survivors] for r in rows]), "train_entropy": np.zeros(n),
-                "eval_survivors": np.array([[r[survivors]] for r in rows]), "eval_entropy": np.array([[r[entropy]] for r in rows])}
+        return {
+            "reply": reply,
+            "token": np.arange(n),
+            "top20_tail": np.linspace(1e-6, 1e-2, n),
+            "cum_mass": np.full((n, RANKS), 1.0),
+            "train_survivors": np.array([r[survivors] for r in rows]),
+            "train_entropy": np.zeros(n),
+            "eval_survivors": np.array([[r[survivors]] for r in rows]),
+            "eval_entropy": np.array([[r[entropy]] for r in rows]),
+        }
 
     return {"base": model(1, 3), "ssd": model(2, 4)}
 
@@ -329,7 +431,11 @@ def test_base_classified_forks_show_a_sharpening_the_symmetric_rule_removes():
     reply = [(4, 1, 1.0, 0.2), (1, 4, 0.2, 1.0), (4, 4, 0.9, 0.7), (4, 4, 0.7, 0.9)]  # A, B, C1, C2
     a = summarize(synthetic_positions([reply] * 5), SYNTHETIC_CFG)
     (row,) = a["paired_entropy"]
-    expected = {"base": (3, 2.6 / 3, 1.8 / 3, -0.8 / 3), "ssd": (3, 1.8 / 3, 2.6 / 3, 0.8 / 3), "both": (2, 0.8, 0.8, 0.0)}
+    expected = {
+        "base": (3, 2.6 / 3, 1.8 / 3, -0.8 / 3),
+        "ssd": (3, 1.8 / 3, 2.6 / 3, 0.8 / 3),
+        "both": (2, 0.8, 0.8, 0.0),
+    }
     for rule, (forks, base, ssd, diff) in expected.items():
         fork = row[rule]["fork"]
         assert (row[rule]["n_fork"], row[rule]["n_lock"]) == (5 * forks, 5 * (4 - forks))
@@ -337,10 +443,15 @@ def test_base_classified_forks_show_a_sharpening_the_symmetric_rule_removes():
         # every reply is the same, so every resample of replies has the same mean: a CI of width 0
         assert fork["ssd_minus_base"] == pytest.approx({"mean": diff, "lo": diff, "hi": diff})
     assert row["both"]["lock"]["ssd_minus_base"]["mean"] == pytest.approx(0.0)  # A and B: -0.8 and +0.8
-    assert a["lock_fork"][0]["ssd_fork_entropy"] - a["lock_fork"][0]["base_fork_entropy"] == pytest.approx(-0.8 / 3)  # the old key: base forks
+    assert a["lock_fork"][0]["ssd_fork_entropy"] - a["lock_fork"][0]["base_fork_entropy"] == pytest.approx(
+        -0.8 / 3
+    )  # the old key: base forks
     table = fork_difference_table(a)
     assert [line[0] for line in table] == ["the base model", "the SSD model", "both models (symmetric)"]
-    assert table[0][2:] == ["15", "0.867", "0.600", "-0.267 [-0.267, -0.267]"] and table[2][5] == "+0.000 [+0.000, +0.000]"
+    assert (
+        table[0][2:] == ["15", "0.867", "0.600", "-0.267 [-0.267, -0.267]"]
+        and table[2][5] == "+0.000 [+0.000, +0.000]"
+    )
 
 
 def test_bootstrap_resamples_replies_and_covers_the_known_difference():
@@ -374,10 +485,11 @@ def test_a_class_without_positions_has_no_means():
 def test_summarize_rewrites_an_older_analysis_without_models(tmp_path):
     """`ssd analyze summarize DIR`: the current summary from the scored positions and the manifest's config;
     what the old analysis.json held is kept as it was."""
+    from typer.testing import CliRunner
+
     from selfdistill.analyze import _save_npz, resummarize
     from selfdistill.cli import app
     from selfdistill.manifest import RunDir
-    from typer.testing import CliRunner
 
     pos = synthetic_positions([[(4, 1, 1.0, 0.2), (1, 4, 0.2, 1.0), (4, 4, 0.9, 0.7)]] * 2)
     run = RunDir.open(tmp_path / "analysis", "analyze", SYNTHETIC_CFG, {})
@@ -386,8 +498,14 @@ def test_summarize_rewrites_an_older_analysis_without_models(tmp_path):
     for name in ("base", "ssd"):
         _save_npz(run.path / f"positions_{name}.npz", pos[name])
     current = summarize(pos, SYNTHETIC_CFG)
-    kept = {"replies": [{"id": "a", "reply_tokens": 3}, {"id": "b", "reply_tokens": 3}], "models": {"base": {"model": "m"}}}
-    old = {**{k: v for k, v in current.items() if k not in ("fork_rules", "fair_rule", "bootstrap", "paired_entropy")}, **kept}
+    kept = {
+        "replies": [{"id": "a", "reply_tokens": 3}, {"id": "b", "reply_tokens": 3}],
+        "models": {"base": {"model": "m"}},
+    }
+    old = {
+        **{k: v for k, v in current.items() if k not in ("fork_rules", "fair_rule", "bootstrap", "paired_entropy")},
+        **kept,
+    }
     (run.path / "analysis.json").write_text(json.dumps(old))
     run.finish()
     result = CliRunner().invoke(app, ["analyze", "summarize", str(run.path)])

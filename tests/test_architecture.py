@@ -13,7 +13,6 @@ PACKAGE = Path(selfdistill.__file__).parent
 LEAVES = ("chat", "rows")  # shared by sampling and evaluation alike: they import nothing of the package
 
 
-
 def import_graph() -> dict[str, set[str]]:
     """module -> the package modules it imports, at the top or inside a function (a lazy import is
     a dependency all the same)."""
@@ -30,6 +29,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     """The groups of modules that import each other, directly or through others."""
+
     def reach(start):
         seen, todo = set(), [start]
         while todo:

@@ -32,8 +32,10 @@ def sample(problems, n, seed=0):
 
 
 def test_extracts_the_last_python_block_after_thinking():
-    reply = ("<think>maybe ```python\nprint('thought')\n```</think>First:\n```python\nx = 1\n```\n"
-             "Output:\n```text\n1\n```\nFinal:\n```python\nx = 2\n```\nDone.")
+    reply = (
+        "<think>maybe ```python\nprint('thought')\n```</think>First:\n```python\nx = 1\n```\n"
+        "Output:\n```text\n1\n```\nFinal:\n```python\nx = 2\n```\nDone."
+    )
     assert B.extract_code(reply, completion_fallback=False) == "x = 2"
 
 
@@ -57,8 +59,13 @@ def test_gpt_oss_is_graded_on_its_final_channel_only():
     assert B.extract_code(analysis + final + "<|return|>", completion_fallback=True) == "print('answer')"
     constrained = "<|start|>assistant<|channel|>final <|constrain|>python<|message|>```python\nprint(2)\n```<|end|>"
     assert final_channel(analysis + constrained) == "```python\nprint(2)\n```"
-    assert B.extract_between_last_fences(analysis + final) == "print('answer')"  # the lcb profile's rule reads the final channel too
-    for cut in (analysis, analysis + "<|start|>assistant<|channel|>final"):  # cut while reasoning, or in the final header
+    assert (
+        B.extract_between_last_fences(analysis + final) == "print('answer')"
+    )  # the lcb profile's rule reads the final channel too
+    for cut in (
+        analysis,
+        analysis + "<|start|>assistant<|channel|>final",
+    ):  # cut while reasoning, or in the final header
         for fallback in (False, True):
             with pytest.raises(B.ExtractionError, match="no final channel"):
                 B.extract_code(cut, completion_fallback=fallback)
@@ -79,7 +86,9 @@ def test_lcb_style_fails_without_a_fence_completion_style_falls_back():
         B.extract_code("Sure:\n```python\ndef f():\n    return 1", False)
 
 
-@pytest.mark.parametrize("reply", ["", "   \n", "I cannot solve this problem, sorry.", "```python\n\n```", "```bash\nls\n```"])
+@pytest.mark.parametrize(
+    "reply", ["", "   \n", "I cannot solve this problem, sorry.", "```python\n\n```", "```bash\nls\n```"]
+)
 def test_replies_without_code_are_extraction_failures(reply):
     with pytest.raises(B.ExtractionError):
         B.extract_code(reply, completion_fallback=True)
@@ -145,7 +154,10 @@ def test_refuses_pickles_that_reference_any_global(tmp_path):
 
 
 def test_shipped_benchmarks_load_with_metadata():
-    counts = {name: len(B.get(name).problems()) for name in ("humaneval", "humaneval_plus", "mbpp", "leetcode", "livecodebench")}
+    counts = {
+        name: len(B.get(name).problems())
+        for name in ("humaneval", "humaneval_plus", "mbpp", "leetcode", "livecodebench")
+    }
     assert counts == {"humaneval": 164, "humaneval_plus": 164, "mbpp": 500, "leetcode": 228, "livecodebench": 400}
     mbpp = B.get("mbpp").problems()
     assert mbpp[0].id == "Mbpp/11" and mbpp[-1].id == "Mbpp/510"
@@ -167,7 +179,9 @@ def test_mbpp_prompt_names_the_function_the_tests_call():
 def test_date_window_and_platform_filters():
     lcb = B.get("livecodebench")
     window = lcb.load(release_from="2023-09-01", release_to="2023-12-31", platforms=["LeetCode"])
-    assert window and all("2023-09-01" <= p.metadata["date"] <= "2023-12-31" and p.metadata["platform"] == "leetcode" for p in window)
+    assert window and all(
+        "2023-09-01" <= p.metadata["date"] <= "2023-12-31" and p.metadata["platform"] == "leetcode" for p in window
+    )
     with pytest.raises(B.BenchmarkError, match="no date"):
         B.get("humaneval").load(release_from="2024-01-01")
     with pytest.raises(B.BenchmarkError, match="no problems left"):
@@ -252,7 +266,7 @@ def perturbed(problem: B.Problem) -> str:
     if problem.entry_point.startswith("Solution()."):
         method = problem.entry_point.split(".", 1)[1]
         base = re.sub(r"^class Solution\b", "class _Base", problem.reference, count=1, flags=re.M)
-        return (f"{base}\n{PERTURB}\nclass Solution(_Base):\n    def {method}(self, *args, **kwargs):\n        return _perturb(super().{method}(*args, **kwargs))\n")
+        return f"{base}\n{PERTURB}\nclass Solution(_Base):\n    def {method}(self, *args, **kwargs):\n        return _perturb(super().{method}(*args, **kwargs))\n"
     name = problem.entry_point
     original = re.sub(rf"^def {name}\b", "def _original", problem.reference, count=1, flags=re.M)
     return f"{original}\n{PERTURB}\ndef {name}(*args, **kwargs):\n    return _perturb(_original(*args, **kwargs))\n"
@@ -292,7 +306,9 @@ def test_humaneval_plus_find_zero_accepts_any_root(pool):
     bench = B.get("humaneval_plus")
     p = next(p for p in bench.problems() if p.entry_point == "find_zero")
     assert p.tests["kind"] == "assert" and "_poly" in p.tests["test_code"]
-    cubic = replace(p, tests={**p.tests, "test_code": B._FIND_ZERO_CHECK.format(inputs=[[[-6, 11, -6, 1]]], atol=1e-4)})  # roots 1, 2, 3
+    cubic = replace(
+        p, tests={**p.tests, "test_code": B._FIND_ZERO_CHECK.format(inputs=[[[-6, 11, -6, 1]]], atol=1e-4)}
+    )  # roots 1, 2, 3
     replies = [f"```python\ndef find_zero(xs):\n    return {x}\n```" for x in (1.0, 2.0, 3.0, 2.5)]
     assert [v.passed for v in bench.grade_many([cubic] * 4, replies, pool)] == [True, True, True, False]
 
@@ -303,18 +319,38 @@ def test_humaneval_plus_find_zero_accepts_any_root(pool):
 def lcb_row(qid, kind, **extra):
     if kind == "functional":
         cases = [{"input": "[1, 2, 3]\n2", "output": "[3, 4, 5]", "testtype": "functional"}]
-        meta, starter = {"func_name": "addAll"}, "class Solution:\n    def addAll(self, nums: List[int], k: int) -> List[int]:\n        "
+        meta, starter = (
+            {"func_name": "addAll"},
+            "class Solution:\n    def addAll(self, nums: List[int], k: int) -> List[int]:\n        ",
+        )
     else:
         cases, meta, starter = CASES, {}, ""
-    return {"question_title": f"q{qid}", "question_content": "Add.", "platform": "atcoder" if kind == "stdin" else "leetcode",
-            "question_id": qid, "contest_id": "c", "contest_date": "2024-01-02T00:00:00", "starter_code": starter,
-            "difficulty": "easy", "public_test_cases": json.dumps(cases), "metadata": json.dumps(meta), **extra}
+    return {
+        "question_title": f"q{qid}",
+        "question_content": "Add.",
+        "platform": "atcoder" if kind == "stdin" else "leetcode",
+        "question_id": qid,
+        "contest_id": "c",
+        "contest_date": "2024-01-02T00:00:00",
+        "starter_code": starter,
+        "difficulty": "easy",
+        "public_test_cases": json.dumps(cases),
+        "metadata": json.dumps(meta),
+        **extra,
+    }
 
 
 def test_livecodebench_functional_and_stdin_rows(tmp_path, pool):
-    private = base64.b64encode(zlib.compress(pickle.dumps(json.dumps([{"input": "5 5\n", "output": "10\n", "testtype": "stdin"}])))).decode()
+    private = base64.b64encode(
+        zlib.compress(pickle.dumps(json.dumps([{"input": "5 5\n", "output": "10\n", "testtype": "stdin"}])))
+    ).decode()
     path = tmp_path / "lcb.jsonl"
-    path.write_text(json.dumps(lcb_row("f1", "functional")) + "\n" + json.dumps(lcb_row("s1", "stdin", private_test_cases=private)) + "\n")
+    path.write_text(
+        json.dumps(lcb_row("f1", "functional"))
+        + "\n"
+        + json.dumps(lcb_row("s1", "stdin", private_test_cases=private))
+        + "\n"
+    )
     bench = B.get("livecodebench")
     functional, stdin = bench.load(str(path))
     assert stdin.metadata["private_tests"] == 1 and len(stdin.tests["inputs"]) == 2
@@ -324,15 +360,28 @@ def test_livecodebench_functional_and_stdin_rows(tmp_path, pool):
     tuple_answer = solution.replace("return list(", "return tuple(")  # LiveCodeBench compares tuples as lists
     wrong = solution.replace("x + k", "x + k + 1")
     program = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
-    verdicts = bench.grade_many([functional] * 3 + [stdin] * 2, [solution, tuple_answer, wrong, program, program.replace("a + b", "a * b")], pool)
+    verdicts = bench.grade_many(
+        [functional] * 3 + [stdin] * 2,
+        [solution, tuple_answer, wrong, program, program.replace("a + b", "a * b")],
+        pool,
+    )
     assert [v.passed for v in verdicts] == [True, True, False, True, False], verdicts
     # LiveCodeBench extraction: no fenced block, no answer
-    assert bench.grade_many([stdin], ["a, b = map(int, input().split())\nprint(a + b)"], pool)[0].status == "extraction_failed"
+    assert (
+        bench.grade_many([stdin], ["a, b = map(int, input().split())\nprint(a + b)"], pool)[0].status
+        == "extraction_failed"
+    )
 
 
 def jsonl_row(pid, **fields):
-    return {"id": pid, "statement": "Return the sum of a and b.", "entry_point": "add", "reference": "def add(a, b):\n    return a + b\n",
-            "call_tests": [{"input": [1, 2], "output": 3}, {"input": [-1, 1], "output": 0}], **fields}
+    return {
+        "id": pid,
+        "statement": "Return the sum of a and b.",
+        "entry_point": "add",
+        "reference": "def add(a, b):\n    return a + b\n",
+        "call_tests": [{"input": [1, 2], "output": 3}, {"input": [-1, 1], "output": 0}],
+        **fields,
+    }
 
 
 def test_generic_jsonl_benchmark_all_test_kinds(tmp_path, pool):
@@ -340,15 +389,24 @@ def test_generic_jsonl_benchmark_all_test_kinds(tmp_path, pool):
         jsonl_row("call", difficulty="Easy", date="2025-01-01", platform="mine"),
         jsonl_row("asserts", call_tests=None, test="assert add(2, 2) == 4\nassert add(0, 0) == 0\n"),
         jsonl_row("check", call_tests=None, test="def check(candidate):\n    assert candidate(1, 1) == 2\n"),
-        {"id": "stdio", "statement": "Print a+b.", "reference": "print(sum(map(int, input().split())))",
-         "stdio_tests": [{"input": "1 2\n", "output": "3\n"}]},
+        {
+            "id": "stdio",
+            "statement": "Print a+b.",
+            "reference": "print(sum(map(int, input().split())))",
+            "stdio_tests": [{"input": "1 2\n", "output": "3\n"}],
+        },
     ]
     path = tmp_path / "mine.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     bench = B.get("jsonl")
     problems = bench.load(str(path))
     assert [p.tests["kind"] for p in problems] == ["call", "assert", "assert", "stdio"]
-    assert problems[0].metadata | {"source": ""} == {"difficulty": "easy", "date": "2025-01-01", "platform": "mine", "source": ""}
+    assert problems[0].metadata | {"source": ""} == {
+        "difficulty": "easy",
+        "date": "2025-01-01",
+        "platform": "mine",
+        "source": "",
+    }
     good = bench.grade_many(problems, [bench.oracle_reply(p) for p in problems], pool)
     assert all(v.passed for v in good), good
     wrong = ["```python\ndef add(a, b):\n    return a - b\n```"] * 3 + ["```python\nprint(0)\n```"]
@@ -387,21 +445,37 @@ def upstream_row(qid: str, date: str, func_name: str | None = None) -> dict:
     """A row of code_generation_lite's test*.jsonl: tests as JSON text (public) and compressed (private)."""
     if func_name:
         public = [{"input": "1\n2", "output": "3", "testtype": "functional"}]
-        private = [{"input": "40\n2", "output": "42", "testtype": "functional"}, {"input": "-5\n5", "output": "0", "testtype": "functional"}]
+        private = [
+            {"input": "40\n2", "output": "42", "testtype": "functional"},
+            {"input": "-5\n5", "output": "0", "testtype": "functional"},
+        ]
         starter = f"class Solution:\n    def {func_name}(self, a: int, b: int) -> int:\n        "
     else:
         public = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
         private = [{"input": "40 2\n", "output": "42\n", "testtype": "stdin"}]
         starter = ""
-    return {"question_title": f"Problem {qid}", "question_content": f"Add two integers ({qid}).", "platform": "atcoder",
-            "question_id": qid, "contest_id": "abc400", "contest_date": f"{date}T00:00:00", "starter_code": starter,
-            "difficulty": "easy", "public_test_cases": json.dumps(public), "private_test_cases": upstream_private(private),
-            "metadata": json.dumps({"func_name": func_name} if func_name else {})}
+    return {
+        "question_title": f"Problem {qid}",
+        "question_content": f"Add two integers ({qid}).",
+        "platform": "atcoder",
+        "question_id": qid,
+        "contest_id": "abc400",
+        "contest_date": f"{date}T00:00:00",
+        "starter_code": starter,
+        "difficulty": "easy",
+        "public_test_cases": json.dumps(public),
+        "private_test_cases": upstream_private(private),
+        "metadata": json.dumps({"func_name": func_name} if func_name else {}),
+    }
 
 
 # one problem per release file, and the v6 window's problems (and one just before it) in test6.jsonl
 LCB_FIXTURE = {name: [upstream_row(f"old{i}", f"2023-0{i}-15")] for i, name in enumerate(B.LCB_FILES[:-1], 1)}
-LCB_FIXTURE["test6.jsonl"] = [upstream_row("jan", "2025-01-20"), upstream_row("feb", "2025-02-02"), upstream_row("apr", "2025-04-26", "addTwo")]
+LCB_FIXTURE["test6.jsonl"] = [
+    upstream_row("jan", "2025-01-20"),
+    upstream_row("feb", "2025-02-02"),
+    upstream_row("apr", "2025-04-26", "addTwo"),
+]
 
 
 def hub_cache(root: Path, files: dict[str, list[dict]]) -> Path:
@@ -436,16 +510,33 @@ def lcb_hub(tmp_path, monkeypatch):
 def test_livecodebench_v6_loads_from_the_hub_cache_with_private_tests(lcb_hub):
     bench = B.get("livecodebench")
     sources = bench.sources()
-    assert [Path(s).name for s in sources] == list(B.LCB_FILES) and all(s.startswith(str(lcb_hub)) for s in sources)  # ahead of the shared copy
-    assert bench.sources(LCB_REPO) == sources  # the hub id as benchmark_path: the same raw files (datasets refuses the repo)
+    assert [Path(s).name for s in sources] == list(B.LCB_FILES) and all(
+        s.startswith(str(lcb_hub)) for s in sources
+    )  # ahead of the shared copy
+    assert (
+        bench.sources(LCB_REPO) == sources
+    )  # the hub id as benchmark_path: the same raw files (datasets refuses the repo)
     problems = bench.load(release_from="2025-02-01", release_to="2025-05-31")
     assert [p.id for p in problems] == ["feb", "apr"]
     feb, apr = problems
     assert feb.tests == {"kind": "stdio", "inputs": ["1 2\n", "40 2\n"], "outputs": ["3\n", "42\n"]}
-    assert apr.entry_point == "Solution().addTwo" and apr.tests["inputs"] == [[1, 2], [40, 2], [-5, 5]] and apr.tests["expected"] == [3, 42, 0]
+    assert (
+        apr.entry_point == "Solution().addTwo"
+        and apr.tests["inputs"] == [[1, 2], [40, 2], [-5, 5]]
+        and apr.tests["expected"] == [3, 42, 0]
+    )
     assert (apr.metadata["public_tests"], apr.metadata["private_tests"], apr.metadata["date"]) == (1, 2, "2025-04-26")
     assert apr.metadata["source"] == f"{sources[-1]}:3" and B.tests_label(problems) == "all tests"
-    assert [p.id for p in bench.problems()] == ["old1", "old2", "old3", "old4", "old5", "jan", "feb", "apr"]  # lcb_runner's release_v6
+    assert [p.id for p in bench.problems()] == [
+        "old1",
+        "old2",
+        "old3",
+        "old4",
+        "old5",
+        "jan",
+        "feb",
+        "apr",
+    ]  # lcb_runner's release_v6
 
 
 def test_livecodebench_v6_from_the_hub_cache_grades_through_the_lcb_profile(lcb_hub, tmp_path):
@@ -454,19 +545,50 @@ def test_livecodebench_v6_from_the_hub_cache_grades_through_the_lcb_profile(lcb_
     import subprocess
     import sys
 
-    replies = [("feb", f"```python\n{SUM_STDIN}\n```"), ("feb", "```python\nprint(3)\n```"),  # passes the public test only
-               ("apr", "```python\nclass Solution:\n    def addTwo(self, a, b):\n        return a + b\n```"),
-               ("apr", "```python\ndef addTwo(a, b):\n    return a + b\n```")]  # lcb_runner calls a top-level function too
+    replies = [
+        ("feb", f"```python\n{SUM_STDIN}\n```"),
+        ("feb", "```python\nprint(3)\n```"),  # passes the public test only
+        ("apr", "```python\nclass Solution:\n    def addTwo(self, a, b):\n        return a + b\n```"),
+        ("apr", "```python\ndef addTwo(a, b):\n    return a + b\n```"),
+    ]  # lcb_runner calls a top-level function too
     path = tmp_path / "replies.jsonl"
     path.write_text("".join(json.dumps({"problem_id": pid, "reply": r}) + "\n" for pid, r in replies))
     out = tmp_path / "eval"
-    env = {**os.environ, "HF_HUB_CACHE": str(lcb_hub), "HF_HUB_OFFLINE": "1", "SELFDISTILL_DATA": str(tmp_path / "no-data"),
-           "PYTHONPATH": str(Path(B.__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-m", "selfdistill", "eval", "--benchmark", "livecodebench", "release_from=\"2025-02-01\"",
-                           "release_to=\"2025-05-31\"", "--replies", str(path), "--output-dir", str(out), "--workers", "2"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(lcb_hub),
+        "HF_HUB_OFFLINE": "1",
+        "SELFDISTILL_DATA": str(tmp_path / "no-data"),
+        "PYTHONPATH": str(Path(B.__file__).parents[1]),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfdistill",
+            "eval",
+            "--benchmark",
+            "livecodebench",
+            'release_from="2025-02-01"',
+            'release_to="2025-05-31"',
+            "--replies",
+            str(path),
+            "--output-dir",
+            str(out),
+            "--workers",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    records = {r["replies_line"]: r for line in (out / "results" / "Tnone.jsonl").read_text().splitlines() if (r := json.loads(line))}
+    records = {
+        r["replies_line"]: r
+        for line in (out / "results" / "Tnone.jsonl").read_text().splitlines()
+        if (r := json.loads(line))
+    }
     assert [records[i]["passed"] for i in (1, 2, 3, 4)] == [True, False, True, True]
     assert records[2]["status"] == "failed"  # the private test: 40 2 -> 42
     summary = json.loads((out / "summary.json").read_text())
@@ -483,6 +605,9 @@ def test_without_any_copy_of_the_data_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("SELFDISTILL_DATA", str(tmp_path / "no-data"))
     with pytest.raises(B.DataUnavailable, match=f"{LCB_REPO}: cannot fetch test.jsonl, .*test6.jsonl from the hub"):
         B.get("livecodebench").sources()
-    with pytest.raises(B.DataUnavailable, match=r"mbpp: no data here: no local copy \(mbpp.jsonl .*offline, so not google-research-datasets/mbpp"):
+    with pytest.raises(
+        B.DataUnavailable,
+        match=r"mbpp: no data here: no local copy \(mbpp.jsonl .*offline, so not google-research-datasets/mbpp",
+    ):
         B.get("mbpp").load()
     assert len(B.get("humaneval").problems()) == 164  # shipped with its package: always here

@@ -26,8 +26,14 @@ from selfdistill.generate import Request, SamplingSpec
 from selfdistill.manifest import load_manifest, read_jsonl
 from selfdistill.sample import sample
 
-STATEMENTS = ["Return the sum of two integers a and b.", "Reverse a string s.", "Count the vowels in a string.",
-              "Return the n-th Fibonacci number.", "Check whether n is prime.", "Return the maximum of a list."]
+STATEMENTS = [
+    "Return the sum of two integers a and b.",
+    "Reverse a string s.",
+    "Count the vowels in a string.",
+    "Return the n-th Fibonacci number.",
+    "Check whether n is prime.",
+    "Return the maximum of a list.",
+]
 # Ray's own processes, and the actors' (their titles start with ray::)
 RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "dashboard/agent.py", "runtime_env/agent/main.py", "log_monitor.py")
 
@@ -53,12 +59,20 @@ def test_replicas_take_a_tensor_parallel_group_of_gpus_or_a_whole_node():
 def test_one_machine_gets_a_replica_per_gpu_or_tensor_parallel_group():
     settings = EngineSettings.of(SampleConfig())
     assert [settings.replicas_here(gpus) for gpus in (0, 1, 8)] == [1, 1, 8]  # 1: one engine in this process
-    assert replace(settings, tensor_parallel_size=4).replicas_here(8) == 2 and replace(settings, tensor_parallel_size=2).replicas_here(2) == 1
-    assert replace(settings, local_replicas=1).replicas_here(8) == 1 and replace(settings, local_replicas=2).replicas_here(0) == 2
+    assert (
+        replace(settings, tensor_parallel_size=4).replicas_here(8) == 2
+        and replace(settings, tensor_parallel_size=2).replicas_here(2) == 1
+    )
+    assert (
+        replace(settings, local_replicas=1).replicas_here(8) == 1
+        and replace(settings, local_replicas=2).replicas_here(0) == 2
+    )
     assert D.local_bundles(node("h", 64, 8), 1, 8) == ([{"GPU": 1, "CPU": 1}] * 8, "PACK")
     assert D.local_bundles(node("h", 64, 8), 4, 2) == ([{"GPU": 4, "CPU": 1}] * 2, "PACK")
     assert D.local_bundles(node("h", 2), 1, 2) == ([{"CPU": 1}] * 2, "PACK")  # forced on a CPU: the CPUs shared out
-    with pytest.raises(D.DistributedError, match="local_replicas=3 x tensor_parallel_size=4 needs 12 GPUs; this machine has 8"):
+    with pytest.raises(
+        D.DistributedError, match="local_replicas=3 x tensor_parallel_size=4 needs 12 GPUs; this machine has 8"
+    ):
         D.local_bundles(node("h", 64, 8), 4, 3)
     with pytest.raises(D.DistributedError, match="local_replicas=3 needs a CPU each; this machine has 2"):
         D.local_bundles(node("h", 2), 1, 3)
@@ -67,7 +81,9 @@ def test_one_machine_gets_a_replica_per_gpu_or_tensor_parallel_group():
 def test_replicas_that_sample_differently_stop_the_run():
     same = {"backend": "hf", "dtype": "float32", "spec": {"temperature": 1.0}}
     assert D.same_params([same, {**same, "max_num_seqs": 512}]) == same  # engines of other sizes sample alike
-    with pytest.raises(D.DistributedError, match=r"replicas 0 and 2 sample differently \(dtype: 'float32' vs 'bfloat16'\)"):
+    with pytest.raises(
+        D.DistributedError, match=r"replicas 0 and 2 sample differently \(dtype: 'float32' vs 'bfloat16'\)"
+    ):
         D.same_params([same, same, {**same, "dtype": "bfloat16"}])
 
 
@@ -149,14 +165,36 @@ def prompts_file(path: Path) -> Path:
 
 def sample_config(tmp: Path, out: str, **kw) -> SampleConfig:
     """Six shards of one prompt, two samples each; max_num_seqs=2 gives a replica one shard at a time."""
-    base = SampleConfig(model="tiny-random", prompts=str(prompts_file(tmp / "prompts.jsonl")), decontaminate=[], n=2, max_tokens=16,
-                        max_model_len=256, backend="hf", shard_size=1, max_num_seqs=2, output_dir=str(tmp / out))
+    base = SampleConfig(
+        model="tiny-random",
+        prompts=str(prompts_file(tmp / "prompts.jsonl")),
+        decontaminate=[],
+        n=2,
+        max_tokens=16,
+        max_model_len=256,
+        backend="hf",
+        shard_size=1,
+        max_num_seqs=2,
+        output_dir=str(tmp / out),
+    )
     return replace(base, **kw)
 
 
 def eval_config(tmp: Path, out: str, **kw) -> EvalConfig:
-    return EvalConfig(model="tiny-random", backend="hf", benchmark="humaneval", limit=4, temperatures=[0.0, 1.0], n=2, ks=[1, 2],
-                      max_tokens=16, max_num_seqs=2, workers=1, output_dir=str(tmp / out), **kw)
+    return EvalConfig(
+        model="tiny-random",
+        backend="hf",
+        benchmark="humaneval",
+        limit=4,
+        temperatures=[0.0, 1.0],
+        n=2,
+        ks=[1, 2],
+        max_tokens=16,
+        max_num_seqs=2,
+        workers=1,
+        output_dir=str(tmp / out),
+        **kw,
+    )
 
 
 def evaluate_in_blocks_of_2(cfg: EvalConfig) -> Path:
@@ -187,7 +225,10 @@ def test_two_local_replicas_write_what_one_process_writes(single, tmp_path):
     samples = sample(sample_config(tmp_path, "samples", local_replicas=2))
     assert files(samples, "shards") == files(single[0], "shards")
     placements = load_manifest(samples)["placements"]
-    assert sorted(placements) == sorted(files(samples, "shards")) and {p["replica"] for p in placements.values()} == {0, 1}
+    assert sorted(placements) == sorted(files(samples, "shards")) and {p["replica"] for p in placements.values()} == {
+        0,
+        1,
+    }
     assert len({p["node_id"] for p in placements.values()}) == 1 and len({p["pid"] for p in placements.values()}) == 2
     assert wait_for(lambda: not ray_processes(), 60), f"left after the stage: {ray_processes()}"
     (samples / "shards" / "shard-00003.jsonl").unlink()  # resume: the missing shard is made again, the same
@@ -206,20 +247,32 @@ def test_two_replicas_write_what_one_process_writes(cluster, single, tmp_path):
     assert files(samples, "shards") == files(single[0], "shards")
     manifest = load_manifest(samples)
     assert sorted(manifest["placements"]) == sorted(files(samples, "shards"))
-    assert {p["node_id"] for p in manifest["placements"].values()} == {cluster.head_node.node_id, cluster.worker.node_id}
+    assert {p["node_id"] for p in manifest["placements"].values()} == {
+        cluster.head_node.node_id,
+        cluster.worker.node_id,
+    }
     replies = [r for shard in sorted((samples / "shards").iterdir()) for r in read_jsonl(shard)]
-    assert manifest["sessions"][-1]["generated_tokens"] == sum(r["reply_tokens"] for r in replies)  # each shard came back once
+    assert manifest["sessions"][-1]["generated_tokens"] == sum(
+        r["reply_tokens"] for r in replies
+    )  # each shard came back once
     assert manifest["effective_params"] == load_manifest(single[0])["effective_params"]
 
     evals = evaluate_in_blocks_of_2(eval_config(tmp_path, "eval", ray_address=cluster.address))
     assert files(evals, "results") == files(single[1], "results")
     assert json.loads((evals / "summary.json").read_text()) == json.loads((single[1] / "summary.json").read_text())
     manifest = load_manifest(evals)
-    assert len(manifest["placements"]) == 6 and {p["node_id"] for p in manifest["placements"].values()} == {cluster.head_node.node_id, cluster.worker.node_id}
+    assert len(manifest["placements"]) == 6 and {p["node_id"] for p in manifest["placements"].values()} == {
+        cluster.head_node.node_id,
+        cluster.worker.node_id,
+    }
     replies = [r for results in sorted((evals / "results").iterdir()) for r in read_jsonl(results)]
-    assert manifest["sessions"][-1]["generated_tokens"] == sum(r["reply_tokens"] for r in replies)  # each block came back once
+    assert manifest["sessions"][-1]["generated_tokens"] == sum(
+        r["reply_tokens"] for r in replies
+    )  # each block came back once
     assert manifest["effective_params"] == load_manifest(single[1])["effective_params"]
-    assert sorted(n["node_id"] for n in manifest["sandbox_nodes"]) == sorted([cluster.head_node.node_id, cluster.worker.node_id])
+    assert sorted(n["node_id"] for n in manifest["sandbox_nodes"]) == sorted(
+        [cluster.head_node.node_id, cluster.worker.node_id]
+    )
     with sandbox.Pool(1) as here:
         assert [n["isolation"] for n in manifest["sandbox_nodes"]] == [here.isolation] * 2
     assert wait_for(lambda: not [p for p in ray_processes() if "ray::Replica" in p or "ray::SandboxNode" in p], 60)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_train import REPLY, tiny_cfg, write_samples
 from typer.testing import CliRunner
 
 from selfdistill.cli import app
@@ -19,13 +20,15 @@ from selfdistill.config import TrainConfig
 from selfdistill.manifest import load_manifest
 from selfdistill.train import TrainError, prepare, train
 
-from test_train import REPLY, tiny_cfg, write_samples
-
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory, tiny_model) -> Path:
-    return write_samples(tmp_path_factory.mktemp("samples") / "s", tiny_model, [REPLY, "```python\nprint(1)\n```", REPLY, "x\ny"],
-                         finish=["stop", "stop", "length", "stop"])
+    return write_samples(
+        tmp_path_factory.mktemp("samples") / "s",
+        tiny_model,
+        [REPLY, "```python\nprint(1)\n```", REPLY, "x\ny"],
+        finish=["stop", "stop", "length", "stop"],
+    )
 
 
 def ssd(*args) -> str:
@@ -54,26 +57,45 @@ def test_exports_are_the_official_formats_and_train_to_the_same_examples(samples
     ssd("samples", "export", samples, "--format", "messages", "--out", tmp_path / "train.jsonl")
     ssd("samples", "export", samples, "--format", "parquet")
     messages = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
-    assert [m["role"] for m in messages[0]["messages"]] == ["system", "user", "assistant"] and messages[0]["messages"][-1]["content"] == REPLY
+    assert [m["role"] for m in messages[0]["messages"]] == ["system", "user", "assistant"] and messages[0]["messages"][
+        -1
+    ]["content"] == REPLY
     parquet = load_dataset("parquet", data_files=str(samples / "export" / "train.parquet"), split="train")
-    assert parquet.num_rows == 4 and parquet[1]["output"] == "```python\nprint(1)\n```" and parquet[1]["prompt"].startswith("Problem 1")
+    assert (
+        parquet.num_rows == 4
+        and parquet[1]["output"] == "```python\nprint(1)\n```"
+        and parquet[1]["prompt"].startswith("Problem 1")
+    )
     ours = examples(tiny_cfg(samples, tmp_path / "t"))
-    assert examples(tiny_cfg(samples / "export" / "train.parquet", tmp_path / "t")) == ours  # token ids and finish reasons kept
+    assert (
+        examples(tiny_cfg(samples / "export" / "train.parquet", tmp_path / "t")) == ours
+    )  # token ids and finish reasons kept
     # messages carry text only: every reply is taken as finished, so the one cut by max_tokens gains an end of turn
     from_messages = examples(tiny_cfg(tmp_path / "train.jsonl", tmp_path / "t"))
     assert [e for i, e in enumerate(from_messages) if i != 2] == [e for i, e in enumerate(ours) if i != 2]
     assert from_messages[2][0][: len(ours[2][0])] == ours[2][0] and len(from_messages[2][0]) > len(ours[2][0])
 
 
-def test_samples_made_elsewhere_train_with_unknown_provenance_and_a_checked_template(tmp_path, tiny_model, harmony_tokenizer):
+def test_samples_made_elsewhere_train_with_unknown_provenance_and_a_checked_template(
+    tmp_path, tiny_model, harmony_tokenizer
+):
     official = tmp_path / "official.jsonl"
-    official.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Problem {i}"}, {"role": "assistant", "content": REPLY}]}) + "\n"
-                                for i in range(3)))
+    official.write_text(
+        "".join(
+            json.dumps(
+                {"messages": [{"role": "user", "content": f"Problem {i}"}, {"role": "assistant", "content": REPLY}]}
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
     prep = prepare(tiny_cfg(official, tmp_path / "t"))
     assert len(prep.examples) == 3 and prep.samples_manifest["provenance"] == "unknown"
     assert sum(prep.examples[0]["completion_mask"]) > 0
     # a row that records the prompt it was sampled with must render to it with the model's template
-    other = write_samples(tmp_path / "harmony-samples", tiny_model, [REPLY], template_from=str(tmp_path / "harmony-tokenizer"))
+    other = write_samples(
+        tmp_path / "harmony-samples", tiny_model, [REPLY], template_from=str(tmp_path / "harmony-tokenizer")
+    )
     ssd("samples", "export", other, "--format", "messages")
     with pytest.raises(TrainError, match="prompt_text differs from its messages rendered with the chat template"):
         prepare(tiny_cfg(other / "export" / "train.jsonl", tmp_path / "t"))
@@ -93,19 +115,32 @@ def closed_port() -> int:
 
 def ssd_process(tmp_path, env: dict, *args) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    return subprocess.run([sys.executable, "-m", "selfdistill", *map(str, args)], capture_output=True, text=True, timeout=300,
-                          env={**base, "HF_HOME": str(tmp_path / "hf-home"), **env})
+    return subprocess.run(
+        [sys.executable, "-m", "selfdistill", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**base, "HF_HOME": str(tmp_path / "hf-home"), **env},
+    )
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"HF_TOKEN": "hf_not_a_real_token", "HF_ENDPOINT": "ENDPOINT"}, "at ENDPOINT failed: ConnectError"),
-    ({"HF_ENDPOINT": "ENDPOINT"}, "no Hugging Face token: run `hf auth login` or set HF_TOKEN"),
-    ({"HF_TOKEN": "hf_not_a_real_token", "HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
-])
-def test_push_fails_with_one_line_offline_without_a_token_or_a_reachable_hub(tmp_path, samples, tiny_model, env, message):
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HF_TOKEN": "hf_not_a_real_token", "HF_ENDPOINT": "ENDPOINT"}, "at ENDPOINT failed: ConnectError"),
+        ({"HF_ENDPOINT": "ENDPOINT"}, "no Hugging Face token: run `hf auth login` or set HF_TOKEN"),
+        ({"HF_TOKEN": "hf_not_a_real_token", "HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+    ],
+)
+def test_push_fails_with_one_line_offline_without_a_token_or_a_reachable_hub(
+    tmp_path, samples, tiny_model, env, message
+):
     endpoint = f"http://127.0.0.1:{closed_port()}"
     env = {k: v.replace("ENDPOINT", endpoint) for k, v in env.items()}
-    for args in (["models", "push", tiny_model, "me/tiny-ssd", "--private"], ["samples", "push", samples, "me/tiny-samples"]):
+    for args in (
+        ["models", "push", tiny_model, "me/tiny-ssd", "--private"],
+        ["samples", "push", samples, "me/tiny-samples"],
+    ):
         result = ssd_process(tmp_path, env, *args)
         output = " ".join(result.stderr.split())
         assert result.returncode == 1 and "Traceback" not in output, result.stderr
@@ -145,8 +180,17 @@ def test_model_card_states_base_method_sampling_recipe_and_data_then_results(tra
     card = ModelCard.load(trained / "model" / "README.md")
     manifest = load_manifest(trained)
     assert card.data.library_name == "transformers" and "selfdistill" in card.data.tags
-    for fact in ("arXiv 2604.01193", "| T_train | 1.6 |", "| top-k | 20 |", "| top-p | 0.8 |", "| N (samples per prompt) | 1 |",
-                 manifest["inputs"]["samples_data"], manifest["inputs"]["chat_template_sha256"], "| optimizer steps | 4 |", "Not evaluated yet"):
+    for fact in (
+        "arXiv 2604.01193",
+        "| T_train | 1.6 |",
+        "| top-k | 20 |",
+        "| top-p | 0.8 |",
+        "| N (samples per prompt) | 1 |",
+        manifest["inputs"]["samples_data"],
+        manifest["inputs"]["chat_template_sha256"],
+        "| optimizer steps | 4 |",
+        "Not evaluated yet",
+    ):
         assert fact in card.text, fact
     # results: two real evals of replies (a "base" that fails one problem, an "SSD" that passes both), as `ssd report` passes them
     import gzip
@@ -158,12 +202,27 @@ def test_model_card_states_base_method_sampling_recipe_and_data_then_results(tra
     evals = {}
     for name, good in (("base", 60), ("ssd", 100)):
         replies = tmp_path / f"{name}.jsonl"
-        replies.write_text("".join(json.dumps({"problem_id": r["task_id"], "temperature": 0, "reply": f"```python\n{r['prompt'] + r['canonical_solution'] if i < good else 'x = 1'}\n```"}) + "\n"
-                                   for i, r in enumerate(rows)))
-        ssd("eval", "--benchmark", "humaneval", "--replies", replies, "--output-dir", tmp_path / name, "--workers", "4")
+        replies.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "problem_id": r["task_id"],
+                        "temperature": 0,
+                        "reply": f"```python\n{r['prompt'] + r['canonical_solution'] if i < good else 'x = 1'}\n```",
+                    }
+                )
+                + "\n"
+                for i, r in enumerate(rows)
+            )
+        )
+        ssd(
+            "eval", "--benchmark", "humaneval", "--replies", replies, "--output-dir", tmp_path / name, "--workers", "4"
+        )
         evals[name] = load_summary(tmp_path / name)
     write_model_card(trained, {**evals, "compare": compare(tmp_path / "base", tmp_path / "ssd")})
     card = ModelCard.load(trained / "model" / "README.md")
     assert "Not evaluated yet" not in card.text and "| pass@1 |" in card.text and "humaneval" in card.text
     (result,) = card.data.eval_results
-    assert result.metric_type == "pass@1" and result.metric_value == round(100 * evals["ssd"]["selection"]["pass@1"]["test_score"], 2)
+    assert result.metric_type == "pass@1" and result.metric_value == round(
+        100 * evals["ssd"]["selection"]["pass@1"]["test_score"], 2
+    )

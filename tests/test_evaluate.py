@@ -15,8 +15,8 @@ import pytest
 
 from selfdistill import benchmarks as B
 from selfdistill import evaluate as E
-from selfdistill import results as R
 from selfdistill import metrics
+from selfdistill import results as R
 from selfdistill.config import EvalConfig
 from selfdistill.generate import JOURNAL, Generator
 from selfdistill.manifest import read_jsonl
@@ -25,9 +25,18 @@ from selfdistill.sandbox import STATUSES
 
 def jsonl_benchmark(path: Path, n: int = 12) -> Path:
     """n tiny problems with references; difficulty and platform alternate, for the breakdowns."""
-    rows = [{"id": f"p{i}", "statement": f"Return {i} plus x.", "entry_point": "f", "reference": f"def f(x):\n    return x + {i}\n",
-             "call_tests": [{"input": [1], "output": 1 + i}, {"input": [5], "output": 5 + i}],
-             "difficulty": ["easy", "hard"][i % 2], "platform": ["a", "b", "c"][i % 3]} for i in range(n)]
+    rows = [
+        {
+            "id": f"p{i}",
+            "statement": f"Return {i} plus x.",
+            "entry_point": "f",
+            "reference": f"def f(x):\n    return x + {i}\n",
+            "call_tests": [{"input": [1], "output": 1 + i}, {"input": [5], "output": 5 + i}],
+            "difficulty": ["easy", "hard"][i % 2],
+            "platform": ["a", "b", "c"][i % 3],
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -52,8 +61,12 @@ def test_subset_is_fixed_seeded_and_keeps_the_dev_share():
 
 def test_sample_seeds_depend_on_every_component():
     base = E.sample_seed(0, "HumanEval/1", 0.7, 0)
-    others = {E.sample_seed(1, "HumanEval/1", 0.7, 0), E.sample_seed(0, "HumanEval/2", 0.7, 0),
-              E.sample_seed(0, "HumanEval/1", 0.8, 0), E.sample_seed(0, "HumanEval/1", 0.7, 1)}
+    others = {
+        E.sample_seed(1, "HumanEval/1", 0.7, 0),
+        E.sample_seed(0, "HumanEval/2", 0.7, 0),
+        E.sample_seed(0, "HumanEval/1", 0.8, 0),
+        E.sample_seed(0, "HumanEval/1", 0.7, 1),
+    }
     assert base not in others and len(others) == 4 and base == E.sample_seed(0, "HumanEval/1", 0.7, 0)
     assert 0 <= base < 2**63
 
@@ -72,12 +85,30 @@ def test_summary_from_a_known_results_matrix(tmp_path):
     problems = bench.problems(str(jsonl_benchmark(tmp_path / "b.jsonl")))
     cfg = EvalConfig(benchmark="jsonl", n=4, ks=[1, 2, 4], temperatures=[0.0, 0.5, 1.0], dev_fraction=0.5, seed=3)
     correct = {0.5: [i % 5 for i in range(12)], 1.0: [4 - i % 5 for i in range(12)]}  # correct samples out of 4
-    results = {0.0: {(p.id, 0): {"problem_id": p.id, "passed": i % 2 == 0, "status": "passed" if i % 2 == 0 else "failed",
-                                 "reply_tokens": 10, "finish_reason": "stop"} for i, p in enumerate(problems)}}
+    results = {
+        0.0: {
+            (p.id, 0): {
+                "problem_id": p.id,
+                "passed": i % 2 == 0,
+                "status": "passed" if i % 2 == 0 else "failed",
+                "reply_tokens": 10,
+                "finish_reason": "stop",
+            }
+            for i, p in enumerate(problems)
+        }
+    }
     for T, counts in correct.items():
-        results[T] = {(p.id, j): {"problem_id": p.id, "passed": j < min(c, 4), "status": "passed" if j < min(c, 4) else "failed",
-                                  "reply_tokens": 20 + j, "finish_reason": "length" if j == 3 else "stop"}
-                      for p, c in zip(problems, counts) for j in range(4)}
+        results[T] = {
+            (p.id, j): {
+                "problem_id": p.id,
+                "passed": j < min(c, 4),
+                "status": "passed" if j < min(c, 4) else "failed",
+                "reply_tokens": 20 + j,
+                "finish_reason": "length" if j == 3 else "stop",
+            }
+            for p, c in zip(problems, counts)
+            for j in range(4)
+        }
     s = R.summarize(cfg, bench, problems, results)
     assert set(s["temperatures"]) == {"0.00", "0.50", "1.00"}
     greedy = s["temperatures"]["0.00"]
@@ -92,7 +123,11 @@ def test_summary_from_a_known_results_matrix(tmp_path):
             assert got["mean"] == pytest.approx(sum(want) / len(want))
             assert got["ci_lo"] <= got["mean"] <= got["ci_hi"]
         assert e["truncated"] == 0.25
-        assert set(e["pass@1"]["by_difficulty"]) == {"easy", "hard"} and set(e["pass@1"]["by_platform"]) == {"a", "b", "c"}
+        assert set(e["pass@1"]["by_difficulty"]) == {"easy", "hard"} and set(e["pass@1"]["by_platform"]) == {
+            "a",
+            "b",
+            "c",
+        }
         assert e["pass@1"]["by_difficulty"]["easy"]["n_problems"] == 6
     assert sorted(s["dev_ids"] + s["test_ids"]) == sorted(p.id for p in problems)
     sel = s["selection"]["pass@1"]
@@ -109,13 +144,17 @@ def test_oracle_mode_end_to_end_and_resume(tmp_path, capsys):
     rows[2]["reference"] = "def f(x):\n    return x\n"  # a broken reference is listed, with the reason
     del rows[4]["reference"]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = EvalConfig(benchmark="jsonl", benchmark_path=str(path), oracle=True, output_dir=str(tmp_path / "out"), workers=1)
+    cfg = EvalConfig(
+        benchmark="jsonl", benchmark_path=str(path), oracle=True, output_dir=str(tmp_path / "out"), workers=1
+    )
     out = E.evaluate(cfg)
     s = json.loads((out / "summary.json").read_text())
     assert (s["n_problems"], s["passed"], s["no_reference"]) == (5, 4, ["p4"])
     assert s["failures"] == [{"problem_id": "p2", "status": "failed", "detail": "test 0: expected 3, got 1"}]
     records = read_jsonl(out / "results" / "oracle.jsonl")
-    assert [r["problem_id"] for r in records] == ["p0", "p1", "p2", "p3", "p5"] and records[0]["reply"].count("```") == 2
+    assert [r["problem_id"] for r in records] == ["p0", "p1", "p2", "p3", "p5"] and records[0]["reply"].count(
+        "```"
+    ) == 2
     before = (out / "results" / "oracle.jsonl").stat().st_mtime_ns
     E.evaluate(cfg)  # finished: nothing is regraded
     assert (out / "results" / "oracle.jsonl").stat().st_mtime_ns == before
@@ -128,16 +167,30 @@ def test_two_phase_summary_scores_the_grid_on_dev_and_the_chosen_t_on_test(tmp_p
     dev, test = metrics.dev_test_split([p.id for p in problems], 0.5, 3)
 
     def rec(pid, passed):
-        return {"problem_id": pid, "passed": passed, "status": "passed" if passed else "failed", "reply_tokens": 5, "finish_reason": "stop"}
+        return {
+            "problem_id": pid,
+            "passed": passed,
+            "status": "passed" if passed else "failed",
+            "reply_tokens": 5,
+            "finish_reason": "stop",
+        }
 
     # T=0.5 is best on dev, so it alone was decoded on test, with test_n samples
-    results = {0.0: {(pid, 0): rec(pid, False) for pid in dev}, 1.0: {(pid, j): rec(pid, j == 0) for pid in dev for j in range(2)}}
-    results[0.5] = {(pid, j): rec(pid, True) for pid in dev for j in range(2)} | {(pid, j): rec(pid, j < 3) for pid in test for j in range(4)}
+    results = {
+        0.0: {(pid, 0): rec(pid, False) for pid in dev},
+        1.0: {(pid, j): rec(pid, j == 0) for pid in dev for j in range(2)},
+    }
+    results[0.5] = {(pid, j): rec(pid, True) for pid in dev for j in range(2)} | {
+        (pid, j): rec(pid, j < 3) for pid in test for j in range(4)
+    }
     s = R.summarize(cfg, bench, problems, results)
     assert s["protocol"].startswith("two-phase")
     sel = s["selection"]["pass@1"]
     assert sel["best_T"] == 0.5 and sel["test_score"] == pytest.approx(0.75) and sel["oracle_T"] is None
-    assert s["temperatures"]["1.00"]["pass@1"]["dev"]["mean"] == 0.5 and s["temperatures"]["1.00"]["pass@1"]["test"] is None
+    assert (
+        s["temperatures"]["1.00"]["pass@1"]["dev"]["mean"] == 0.5
+        and s["temperatures"]["1.00"]["pass@1"]["test"] is None
+    )
     assert s["temperatures"]["0.50"]["pass@1"]["all"] is not None and s["temperatures"]["0.50"]["test_n"] == 4
     with pytest.raises(B.BenchmarkError, match="did not finish"):  # a grid temperature missing a dev problem
         R.summarize(cfg, bench, problems, {**results, 1.0: {k: v for k, v in results[1.0].items() if k[0] != dev[0]}})
@@ -151,8 +204,18 @@ def test_oracle_is_not_available_for_livecodebench(tmp_path):
 
 # ---------------------------------------------------------------------------- the sweep with a real model, kill -9, resume
 
-SWEEP = {"model": "tiny-random", "backend": "hf", "benchmark": "humaneval", "limit": 8, "temperatures": [0.0, 1.0], "n": 2,
-         "ks": [1, 2], "max_tokens": 16, "workers": 1, "max_num_seqs": 4}  # 4 in flight: the hf backend finishes one block at a time
+SWEEP = {
+    "model": "tiny-random",
+    "backend": "hf",
+    "benchmark": "humaneval",
+    "limit": 8,
+    "temperatures": [0.0, 1.0],
+    "n": 2,
+    "ks": [1, 2],
+    "max_tokens": 16,
+    "workers": 1,
+    "max_num_seqs": 4,
+}  # 4 in flight: the hf backend finishes one block at a time
 RUN_IN_CHILD = """
 import sys
 from selfdistill import evaluate as E
@@ -181,8 +244,12 @@ def test_sweep_writes_the_matrix_summary_and_manifest(uninterrupted):
     for name, n in (("0.00", 1), ("1.00", 2)):
         records = read_jsonl(uninterrupted / "results" / f"T{name}.jsonl")
         assert len(records) == 8 * n and all(set(E.RECORD_FIELDS) <= set(r) for r in records)
-        assert [(r["problem_id"], r["sample_index"]) for r in records] == [(pid, j) for pid in s["problem_ids"] for j in range(n)]
-        assert all(r["seed"] == E.sample_seed(0, r["problem_id"], r["temperature"], r["sample_index"]) for r in records)
+        assert [(r["problem_id"], r["sample_index"]) for r in records] == [
+            (pid, j) for pid in s["problem_ids"] for j in range(n)
+        ]
+        assert all(
+            r["seed"] == E.sample_seed(0, r["problem_id"], r["temperature"], r["sample_index"]) for r in records
+        )
         assert all(r["status"] in (*STATUSES, "extraction_failed") for r in records)
     for k in (1, 2):
         assert {"all", "dev", "test", "by_difficulty", "by_platform"} <= set(s["temperatures"]["1.00"][f"pass@{k}"])
@@ -195,8 +262,12 @@ def test_sweep_writes_the_matrix_summary_and_manifest(uninterrupted):
 def test_kill_9_midway_then_rerun_completes_the_same_results(tmp_path, uninterrupted):
     out = tmp_path / "killed"
     cfg = dict(SWEEP, output_dir=str(out))
-    child = subprocess.Popen([sys.executable, "-c", RUN_IN_CHILD.format(cfg=cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", RUN_IN_CHILD.format(cfg=cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     first_block = out / "results" / "T0.00.jsonl"
     deadline = time.time() + 300
     while not first_block.is_file() and child.poll() is None and time.time() < deadline:
@@ -204,7 +275,9 @@ def test_kill_9_midway_then_rerun_completes_the_same_results(tmp_path, uninterru
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     assert first_block.is_file(), "the child never finished a block"
-    on_disk = {name: read_jsonl(path) for name in ("0.00", "1.00") if (path := out / "results" / f"T{name}.jsonl").is_file()}
+    on_disk = {
+        name: read_jsonl(path) for name in ("0.00", "1.00") if (path := out / "results" / f"T{name}.jsonl").is_file()
+    }
     done_before = sum(map(len, on_disk.values()))
     assert done_before < 8 + 16, "killed too late to test a resume"
 
@@ -214,8 +287,13 @@ def test_kill_9_midway_then_rerun_completes_the_same_results(tmp_path, uninterru
     finally:
         E.BLOCK = old
     for name in ("0.00", "1.00"):
-        assert read_jsonl(out / "results" / f"T{name}.jsonl") == read_jsonl(uninterrupted / "results" / f"T{name}.jsonl")
-    assert json.loads((out / "summary.json").read_text())["temperatures"] == json.loads((uninterrupted / "summary.json").read_text())["temperatures"]
+        assert read_jsonl(out / "results" / f"T{name}.jsonl") == read_jsonl(
+            uninterrupted / "results" / f"T{name}.jsonl"
+        )
+    assert (
+        json.loads((out / "summary.json").read_text())["temperatures"]
+        == json.loads((uninterrupted / "summary.json").read_text())["temperatures"]
+    )
     # finished work was kept, not redone: the rerun generated only what was missing
     sessions = json.loads((out / "manifest.json").read_text())["sessions"]
     assert sessions[-1]["samples"] == 8 + 16 - done_before
@@ -227,7 +305,9 @@ def test_kill_9_midway_then_rerun_completes_the_same_results(tmp_path, uninterru
 def test_records_do_not_depend_on_concurrency(tmp_path, uninterrupted):
     E.evaluate(EvalConfig(**{**SWEEP, "max_num_seqs": 64}, output_dir=str(tmp_path / "wide")))
     for name in ("0.00", "1.00"):
-        assert read_jsonl(tmp_path / "wide" / "results" / f"T{name}.jsonl") == read_jsonl(uninterrupted / "results" / f"T{name}.jsonl")
+        assert read_jsonl(tmp_path / "wide" / "results" / f"T{name}.jsonl") == read_jsonl(
+            uninterrupted / "results" / f"T{name}.jsonl"
+        )
 
 
 class GradedMidStream:
@@ -266,14 +346,20 @@ def test_blocks_are_graded_while_the_engine_decodes_and_a_crash_keeps_them(tmp_p
         with load_generator(tiny_model, "hf", cfg.max_model_len) as generator:
             with pytest.raises(KeyboardInterrupt):
                 E.evaluate(cfg, generator=GradedMidStream(generator, first_block))
-            assert len(read_jsonl(first_block)) == 4 and not (tmp_path / "crashed" / "results" / "T1.00.jsonl").exists()
-            assert len((tmp_path / "crashed" / JOURNAL).read_text().splitlines()) == 6  # the 2 replies past the block too
+            assert (
+                len(read_jsonl(first_block)) == 4 and not (tmp_path / "crashed" / "results" / "T1.00.jsonl").exists()
+            )
+            assert (
+                len((tmp_path / "crashed" / JOURNAL).read_text().splitlines()) == 6
+            )  # the 2 replies past the block too
             resumed = GradedMidStream(generator, None)
             E.evaluate(cfg, generator=resumed)
     finally:
         E.BLOCK = old
     for name in ("0.00", "1.00"):
-        assert read_jsonl(tmp_path / "crashed" / "results" / f"T{name}.jsonl") == read_jsonl(uninterrupted / "results" / f"T{name}.jsonl")
+        assert read_jsonl(tmp_path / "crashed" / "results" / f"T{name}.jsonl") == read_jsonl(
+            uninterrupted / "results" / f"T{name}.jsonl"
+        )
     assert resumed.requested == 8 + 16 - 6 and not (tmp_path / "crashed" / JOURNAL).exists()
     assert json.loads((tmp_path / "crashed" / "manifest.json").read_text())["sessions"][-1]["samples"] == 8 + 16 - 4
 
@@ -312,7 +398,9 @@ def test_two_phase_eval_decodes_the_test_split_at_the_dev_choice_only(tmp_path, 
     best = s["selection"]["pass@1"]["best_T"]  # the random model solves nothing: ties pick the lowest T, greedy
     assert best == 0.0
     by_T = {name: read_jsonl(out / "results" / f"T{name}.jsonl") for name in ("0.00", "1.00")}
-    assert [(r["problem_id"], r["sample_index"]) for r in by_T["1.00"]] == [(pid, j) for pid in s["dev_ids"] for j in range(2)]
+    assert [(r["problem_id"], r["sample_index"]) for r in by_T["1.00"]] == [
+        (pid, j) for pid in s["dev_ids"] for j in range(2)
+    ]
     assert [r["problem_id"] for r in by_T["0.00"]] == s["dev_ids"] + s["test_ids"]  # greedy: one sample, dev first
     sessions = json.loads((out / "manifest.json").read_text())["sessions"]
     # each reply decoded once: the test phase does not decode the dev grid again
@@ -338,6 +426,9 @@ def test_compare_two_eval_dirs(tmp_path, uninterrupted):
     base = R.load_results(uninterrupted)[1]
     assert not any(r["passed"] for records in base.values() for r in records)  # a random model solves nothing
     assert c["best_T"] == {"a": 0.0, "b": 0.0}  # ties go to the lower temperature
-    assert c["test"]["mean_diff"] == pytest.approx(1 / len(s["test_ids"])) and (c["test"]["wins"], c["test"]["losses"]) == (1, 0)
+    assert c["test"]["mean_diff"] == pytest.approx(1 / len(s["test_ids"])) and (
+        c["test"]["wins"],
+        c["test"]["losses"],
+    ) == (1, 0)
     same = R.compare(uninterrupted, uninterrupted)
     assert same["test"]["mean_diff"] == 0 and same["test"]["p_value"] == 1.0

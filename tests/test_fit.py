@@ -28,8 +28,18 @@ def designed_model(path, next_token: dict[int, list[float]]) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     hidden = 8
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=5, hidden_size=hidden, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                         num_key_value_heads=2, tie_word_embeddings=False, rms_norm_eps=1e-12))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=5,
+            hidden_size=hidden,
+            intermediate_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+            rms_norm_eps=1e-12,
+        )
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -47,17 +57,25 @@ def test_measures_by_hand():
     base, trained = torch.tensor([BASE[0]]).log(), torch.tensor([TRAINED[0]]).log()
     t = target_positions(base, 1.0, 3, 1.0)
     q = np.array([5 / 9, 5 / 18, 1 / 6])
-    assert t["support_len"].tolist() == [3] and t["support_ids"].tolist() == [0, 1, 2] and np.allclose(t["support_q"], q)
+    assert (
+        t["support_len"].tolist() == [3] and t["support_ids"].tolist() == [0, 1, 2] and np.allclose(t["support_q"], q)
+    )
     assert t["target_entropy"][0] == pytest.approx(-(q * np.log(q)).sum(), abs=1e-6)
     assert t["tail"][0] == pytest.approx(-math.log(0.9), abs=1e-6)  # the base model itself at T=1
     m = measures(trained, torch.tensor([[0, 1, 2]]), torch.from_numpy(q[None]))
     within = np.array([0.5, 0.375, 0.125])  # .4, .3, .1 renormalised on S
     assert m["tail"][0] == pytest.approx(-math.log(0.8), abs=1e-6)  # 0.2231
-    assert m["within_kl"][0] == pytest.approx(5 / 9 * math.log(10 / 9) + 5 / 18 * math.log(20 / 27) + 1 / 6 * math.log(4 / 3), abs=1e-6)  # 0.0231
+    assert m["within_kl"][0] == pytest.approx(
+        5 / 9 * math.log(10 / 9) + 5 / 18 * math.log(20 / 27) + 1 / 6 * math.log(4 / 3), abs=1e-6
+    )  # 0.0231
     assert m["entropy"][0] == pytest.approx(-(within * np.log(within)).sum(), abs=1e-6)  # 0.9743
-    assert m["tv"][0] == pytest.approx(0.5 * (abs(5 / 9 - 0.4) + abs(5 / 18 - 0.3) + abs(1 / 6 - 0.1) + 0.2), abs=1e-6)  # 0.2222
+    assert m["tv"][0] == pytest.approx(
+        0.5 * (abs(5 / 9 - 0.4) + abs(5 / 18 - 0.3) + abs(1 / 6 - 0.1) + 0.2), abs=1e-6
+    )  # 0.2222
     # KL(q || p) over the whole vocabulary is the sum of the two terms
-    assert m["tail"][0] + m["within_kl"][0] == pytest.approx((q * np.log(q / np.array(TRAINED[0][:3]))).sum(), abs=1e-6)
+    assert m["tail"][0] + m["within_kl"][0] == pytest.approx(
+        (q * np.log(q / np.array(TRAINED[0][:3]))).sum(), abs=1e-6
+    )
 
 
 def test_temperature_then_top_p_by_hand():
@@ -74,10 +92,21 @@ def test_designed_model_through_chunked_scoring(tmp_path, monkeypatch):
     monkeypatch.setattr(analyze, "CHUNK", 2)
     base = load_model(designed_model(tmp_path / "base", BASE))
     trained = load_model(designed_model(tmp_path / "trained", TRAINED))
-    sequences = [([1, 0], [0, 1, 0]), ([0], [1, 1, 0, 2])]  # (prompt, reply): the token before each reply token decides it
-    target = score(base, "base", sequences, lambda logits, _: target_positions(logits, 1.0, 3, 1.0), tmp_path / "target.npz")
+    sequences = [
+        ([1, 0], [0, 1, 0]),
+        ([0], [1, 1, 0, 2]),
+    ]  # (prompt, reply): the token before each reply token decides it
+    target = score(
+        base, "base", sequences, lambda logits, _: target_positions(logits, 1.0, 3, 1.0), tmp_path / "target.npz"
+    )
     cache = Target(target)
-    scores = score(trained, "trained", sequences, lambda logits, first: measures(logits, *cache.chunk(first, len(logits))), tmp_path / "s.npz")
+    scores = score(
+        trained,
+        "trained",
+        sequences,
+        lambda logits, first: measures(logits, *cache.chunk(first, len(logits))),
+        tmp_path / "s.npz",
+    )
     current = [0, 0, 1, 0, 1, 1, 0]  # the token before each of the 7 reply positions
     expected_tail = {0: -math.log(0.8), 1: -math.log(0.85 + 0.1 + 0.02)}
     assert np.allclose(scores["tail"], [expected_tail[c] for c in current], atol=1e-5)
@@ -126,7 +155,9 @@ def test_rows_for_the_base_and_the_trained_model(fitted):
         for cell in (r["heldout_all"], r["train_all"]):
             assert cell["kl"] == pytest.approx(cell["tail"] + cell["within_kl"])
             assert 0 <= cell["tv"] <= 1 and cell["tail"] >= 0 and cell["within_kl"] >= 0
-    assert base["heldout_all"]["target_entropy"] == trained["heldout_all"]["target_entropy"]  # the target never changes
+    assert (
+        base["heldout_all"]["target_entropy"] == trained["heldout_all"]["target_entropy"]
+    )  # the target never changes
     assert trained["heldout_all"]["kl"] != base["heldout_all"]["kl"] and trained["model"].endswith("trained")
     assert (out / "fit.png").is_file() and (out / "target.npz").is_file() and (out / "step-4.npz").is_file()
 

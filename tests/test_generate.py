@@ -3,8 +3,8 @@ fixed logits; the hf backend inherits nothing from generation_config.json; seeds
 
 import json
 import re
-import time
 import shutil
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -47,6 +47,7 @@ def fixed_logits(rows: int = 8, vocab: int = 500) -> torch.Tensor:
 
 def test_reference_by_hand():
     logits = torch.log(torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+
     def probs(**kw):
         return truncate_logits(logits, **kw).softmax(-1)[0]
 
@@ -89,15 +90,29 @@ def _vllm_truncated_probs(logits: torch.Tensor, spec: SamplingSpec) -> torch.Ten
 
     rows = len(logits)
     params = SamplingParams(temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, min_p=spec.min_p)
-    min_p = MinPLogitsProcessor(SimpleNamespace(scheduler_config=SimpleNamespace(max_num_seqs=rows)), torch.device("cpu"), False)
-    min_p.update_state(BatchUpdate(batch_size=rows, removed=[], added=[(i, params, None, []) for i in range(rows)], moved=[]))
+    min_p = MinPLogitsProcessor(
+        SimpleNamespace(scheduler_config=SimpleNamespace(max_num_seqs=rows)), torch.device("cpu"), False
+    )
+    min_p.update_state(
+        BatchUpdate(batch_size=rows, removed=[], added=[(i, params, None, []) for i in range(rows)], moved=[])
+    )
     metadata = SamplingMetadata(
-        temperature=torch.full((rows,), spec.temperature), all_greedy=False, all_random=True,
+        temperature=torch.full((rows,), spec.temperature),
+        all_greedy=False,
+        all_random=True,
         top_p=torch.full((rows,), spec.top_p) if spec.top_p < 1 else None,
         top_k=torch.full((rows,), spec.top_k, dtype=torch.int32) if spec.top_k > 0 else None,
-        generators={}, max_num_logprobs=-1, no_penalties=True, prompt_token_ids=None, frequency_penalties=torch.zeros(rows),
-        presence_penalties=torch.zeros(rows), repetition_penalties=torch.ones(rows), output_token_ids=[[] for _ in range(rows)],
-        allowed_token_ids_mask=None, bad_words_token_ids={}, logitsprocs=LogitsProcessors([min_p]),
+        generators={},
+        max_num_logprobs=-1,
+        no_penalties=True,
+        prompt_token_ids=None,
+        frequency_penalties=torch.zeros(rows),
+        presence_penalties=torch.zeros(rows),
+        repetition_penalties=torch.ones(rows),
+        output_token_ids=[[] for _ in range(rows)],
+        allowed_token_ids_mask=None,
+        bad_words_token_ids={},
+        logitsprocs=LogitsProcessors([min_p]),
     )
     _, logprobs = Sampler(logprobs_mode="processed_logprobs").sample(logits.clone(), metadata)
     return logprobs.exp()
@@ -166,7 +181,9 @@ def test_seeded_sampler_draws_from_the_distribution():
     freq = torch.bincount(choices, minlength=5).float() / rows
     assert freq[4] == 0  # a zero-probability token is never drawn
     assert torch.allclose(freq, probs, atol=0.03)  # 4 sigma at n=4000
-    again = _SeededSampler([torch.Generator().manual_seed(i) for i in range(rows)])(None, probs.log().expand(rows, -1).clone())
+    again = _SeededSampler([torch.Generator().manual_seed(i) for i in range(rows)])(
+        None, probs.log().expand(rows, -1).clone()
+    )
     assert torch.equal(again, one_hot)  # same seeds, same draws
 
 
@@ -176,7 +193,9 @@ def hostile_model(tiny_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("hostile") / "model"
     shutil.copytree(tiny_model, path)
     config = json.loads((path / "generation_config.json").read_text())
-    config.update(do_sample=True, temperature=0.1, top_k=3, top_p=0.3, min_p=0.5, repetition_penalty=2.0, no_repeat_ngram_size=2)
+    config.update(
+        do_sample=True, temperature=0.1, top_k=3, top_p=0.3, min_p=0.5, repetition_penalty=2.0, no_repeat_ngram_size=2
+    )
     (path / "generation_config.json").write_text(json.dumps(config))
     return str(path)
 
@@ -194,8 +213,14 @@ def test_hf_inherits_no_sampling_defaults(hf):
     input_ids = torch.zeros(4, 4, dtype=torch.long)
     for spec in (SamplingSpec(temperature=1.6, top_k=20, top_p=0.8), SamplingSpec(temperature=0)):
         config, _ = hf.model._prepare_generation_config(hf.generation_config(spec, 16))
-        built = hf.model._get_logits_processor(config, input_ids_seq_length=4, encoder_input_ids=input_ids,
-                                               logits_processor=None, device="cpu", model_kwargs={})
+        built = hf.model._get_logits_processor(
+            config,
+            input_ids_seq_length=4,
+            encoder_input_ids=input_ids,
+            logits_processor=None,
+            device="cpu",
+            model_kwargs={},
+        )
         assert torch.equal(built(input_ids, logits.clone()), logits), [type(p).__name__ for p in built]
         assert config.do_sample == (spec.temperature > 0)
 
@@ -221,7 +246,10 @@ def test_one_call_mixes_specs_per_prompt(hf):
     """Prompts of several temperatures share a call (the eval joins short blocks): each gets what a call
     with its spec alone would give."""
     prompt = hf.chat_prompt([{"role": "user", "content": "Write a function that adds two numbers."}])
-    greedy, sampled = SamplingSpec(temperature=0, max_tokens=12), SamplingSpec(temperature=1.0, top_k=20, n=2, max_tokens=12)
+    greedy, sampled = (
+        SamplingSpec(temperature=0, max_tokens=12),
+        SamplingSpec(temperature=1.0, top_k=20, n=2, max_tokens=12),
+    )
     mixed = hf.generate([prompt, prompt], [greedy, sampled], seeds=[7, 7])
     assert [len(c) for c in mixed] == [1, 2]
     assert mixed[0][0].token_ids == hf.generate([prompt], greedy, seeds=[7])[0][0].token_ids
@@ -232,12 +260,18 @@ def test_one_call_mixes_specs_per_prompt(hf):
 
 def stream_requests(generator) -> list[Request]:
     """Prompts of several lengths and specs (greedy, sampled, n=2), one too long for the context."""
-    prompts = [generator.chat_prompt([{"role": "user", "content": f"Write a function that adds {i} numbers." + " Explain." * (i % 4)}])
-               for i in range(7)]
+    prompts = [
+        generator.chat_prompt(
+            [{"role": "user", "content": f"Write a function that adds {i} numbers." + " Explain." * (i % 4)}]
+        )
+        for i in range(7)
+    ]
     too_long = generator.chat_prompt([{"role": "user", "content": "word " * 200}])
     specs = [SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=2 + 2 * i) for i in range(7)]
     specs[3], specs[5] = SamplingSpec(temperature=0, max_tokens=6), SamplingSpec(temperature=1.0, n=2, max_tokens=5)
-    return [Request(p, spec, seed=100 + i) for i, (p, spec) in enumerate(zip(prompts, specs))] + [Request(too_long, specs[0])]
+    return [Request(p, spec, seed=100 + i) for i, (p, spec) in enumerate(zip(prompts, specs))] + [
+        Request(too_long, specs[0])
+    ]
 
 
 def assert_stream_ignores_concurrency(generator):
@@ -247,8 +281,12 @@ def assert_stream_ignores_concurrency(generator):
     for max_in_flight in (1, 4, 64):
         got = list(generator.stream(requests, max_in_flight))
         assert sorted(i for i, _ in got) == list(range(len(requests)))
-        assert got[0][0] == len(requests) - 1 and got[0][1][0].finish_reason == "prompt_too_long"  # no engine time needed
-        runs[max_in_flight] = {i: [(c.token_ids, c.text, c.finish_reason) for c in completions] for i, completions in got}
+        assert (
+            got[0][0] == len(requests) - 1 and got[0][1][0].finish_reason == "prompt_too_long"
+        )  # no engine time needed
+        runs[max_in_flight] = {
+            i: [(c.token_ids, c.text, c.finish_reason) for c in completions] for i, completions in got
+        }
     assert runs[1] == runs[4] == runs[64]
     assert [len(runs[1][i]) for i in range(len(requests))] == [1] * 5 + [2] + [1] * 2
     return runs[64]
@@ -258,7 +296,9 @@ def test_hf_stream_is_the_same_at_any_concurrency(hf):
     streamed = assert_stream_ignores_concurrency(hf)
     requests = stream_requests(hf)
     batched = hf.generate([r.prompt for r in requests], [r.spec for r in requests], [r.seed for r in requests])
-    assert [[(c.token_ids, c.text, c.finish_reason) for c in completions] for completions in batched] == [streamed[i] for i in range(len(requests))]
+    assert [[(c.token_ids, c.text, c.finish_reason) for c in completions] for completions in batched] == [
+        streamed[i] for i in range(len(requests))
+    ]
 
 
 def test_hf_stream_yields_batches_in_request_order(hf):
@@ -279,8 +319,13 @@ def test_journal_keeps_finished_requests_across_a_kill(hf, tmp_path):
     whole = {key: completions for key, completions, _ in hf.stream_units(units)}
     journal = tmp_path / "journal.jsonl"
     first = dict(list(hf.stream(requests[4:6]))).items()  # unit b's first two requests, finished before the kill
-    journal.write_text("".join(json.dumps({"request": _request_id(requests[4 + i]), "completions": [c.__dict__ for c in cs]}) + "\n"
-                               for i, cs in first) + '{"request": "cut sh')
+    journal.write_text(
+        "".join(
+            json.dumps({"request": _request_id(requests[4 + i]), "completions": [c.__dict__ for c in cs]}) + "\n"
+            for i, cs in first
+        )
+        + '{"request": "cut sh'
+    )
     asked = []
 
     class Counting:
@@ -296,13 +341,19 @@ def test_journal_keeps_finished_requests_across_a_kill(hf, tmp_path):
     resumed = {key: completions for key, completions, _ in stream_journaled(Counting(), units, journal)}
     assert resumed == whole and sorted(asked) == sorted(map(_request_id, requests[:4] + requests[6:]))
     lines = journal.read_text().splitlines()  # the cut line is gone; every request is there once
-    assert len(lines) == len(requests) and sorted(json.loads(line)["request"] for line in lines) == sorted(map(_request_id, requests))
+    assert len(lines) == len(requests) and sorted(json.loads(line)["request"] for line in lines) == sorted(
+        map(_request_id, requests)
+    )
 
 
 def test_effective_params_are_explicit(hf):
     params = hf.effective_params(SamplingSpec(temperature=1.6, top_k=20, top_p=0.8))
     assert params["backend"] == "hf" and params["stop_token_ids"] == hf.stop_token_ids
-    assert params["logits_processors"][:3] == ["TemperatureLogitsWarper(temperature=1.6)", "TopKLogitsWarper(top_k=20)", "TopPLogitsWarper(top_p=0.8)"]
+    assert params["logits_processors"][:3] == [
+        "TemperatureLogitsWarper(temperature=1.6)",
+        "TopKLogitsWarper(top_k=20)",
+        "TopPLogitsWarper(top_p=0.8)",
+    ]
     assert params["generation_config"]["top_k"] == 0 and params["generation_config"]["temperature"] == 1.0
 
 
@@ -324,8 +375,12 @@ def test_chat_date_is_pinned_and_reasoning_effort_passed(harmony_tokenizer, cloc
     messages = [{"role": "user", "content": "Add two numbers."}]
     clock("2026-01-01")
     monday = chat_prompt(harmony_tokenizer, messages, date="2026-04-01", reasoning_effort="high")
-    assert "Current date: 2026-04-01" in monday and "Reasoning: high" in monday and monday.endswith("<|start|>assistant")
-    assert "Current date: 2026-01-01" in chat_prompt(harmony_tokenizer, messages) and "Reasoning: medium" in chat_prompt(harmony_tokenizer, messages)
+    assert (
+        "Current date: 2026-04-01" in monday and "Reasoning: high" in monday and monday.endswith("<|start|>assistant")
+    )
+    assert "Current date: 2026-01-01" in chat_prompt(
+        harmony_tokenizer, messages
+    ) and "Reasoning: medium" in chat_prompt(harmony_tokenizer, messages)
     clock("2026-01-02")
     assert chat_prompt(harmony_tokenizer, messages, date="2026-04-01", reasoning_effort="high") == monday
     with pytest.raises(ValueError, match="chat_date '04/01/2026': expected a date YYYY-MM-DD"):
@@ -345,7 +400,9 @@ def test_harmony_replies_keep_their_channels(harmony_tokenizer, tiny_model):
     generator = SimpleNamespace(stop_token_ids=[stop], tokenizer=harmony_tokenizer, keeps_channels=True, pad_id=0)
     completion = HFGenerator._completion(generator, ids, 10, SamplingSpec())
     assert completion.text == reply and completion.finish_reason == "stop" and completion.token_ids == ids
-    stripped = HFGenerator._completion(SimpleNamespace(**{**vars(generator), "keeps_channels": False}), ids, 10, SamplingSpec())
+    stripped = HFGenerator._completion(
+        SimpleNamespace(**{**vars(generator), "keeps_channels": False}), ids, 10, SamplingSpec()
+    )
     assert stripped.text == "analysisThink.assistantfinal```python\nprint(1)\n```"  # what grading could not parse
 
 
@@ -360,8 +417,12 @@ def vllm_generator(tiny_model):
 def test_vllm_stream_is_the_same_at_any_concurrency_and_aborts_when_closed(vllm_generator):
     streamed = assert_stream_ignores_concurrency(vllm_generator)
     requests = stream_requests(vllm_generator)
-    batched = vllm_generator.generate([r.prompt for r in requests], [r.spec for r in requests], [r.seed for r in requests])
-    assert [[(c.token_ids, c.text, c.finish_reason) for c in completions] for completions in batched] == [streamed[i] for i in range(len(requests))]
+    batched = vllm_generator.generate(
+        [r.prompt for r in requests], [r.spec for r in requests], [r.seed for r in requests]
+    )
+    assert [[(c.token_ids, c.text, c.finish_reason) for c in completions] for completions in batched] == [
+        streamed[i] for i in range(len(requests))
+    ]
     engine = vllm_generator.llm.llm_engine
     assert vllm_generator.max_num_seqs == engine.vllm_config.scheduler_config.max_num_seqs >= 64
     stream = vllm_generator.stream(requests, max_in_flight=4)
@@ -408,7 +469,11 @@ def test_a_resumed_stage_estimates_from_what_it_decodes():
         time.sleep(1.0)
         progress(1, 20)  # 4 decoded in this session: the first ETA, from 4 samples, not 34
     restored, early, first = log.getvalue().splitlines()[:3]
-    assert restored.endswith("ETA after 4 samples") and early.startswith("sampling: 33/40") and early.endswith("ETA after 4 samples")
+    assert (
+        restored.endswith("ETA after 4 samples")
+        and early.startswith("sampling: 33/40")
+        and early.endswith("ETA after 4 samples")
+    )
     seconds = float(re.search(r"ETA (\d+) s$", first).group(1))
     # over 1 s for 4 samples, 6 to go: >= 1.5 s (from all 34 done it would be ~0.2 s, printed as 0)
     assert first.startswith("sampling: 34/40") and seconds >= 1 and progress.restored == 30

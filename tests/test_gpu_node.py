@@ -18,9 +18,24 @@ import torch
 from selfdistill import config as C
 from selfdistill.config import TrainConfig
 from selfdistill.launch import accelerate_config_path, train_command, train_stage
-from selfdistill.train import COMPLETE, MarkComplete, TrainError, batch_plan, cast_state_dict, check_resume_plan, model_load_kwargs
+from selfdistill.train import (
+    COMPLETE,
+    MarkComplete,
+    TrainError,
+    batch_plan,
+    cast_state_dict,
+    check_resume_plan,
+    model_load_kwargs,
+)
 
-PAPER_PRESETS = ["gpt-oss-20b", "llama-3.1-8b-instruct", "qwen3-30b-a3b-instruct", "qwen3-30b-a3b-thinking", "qwen3-4b-instruct-2507", "qwen3-4b-thinking-2507"]
+PAPER_PRESETS = [
+    "gpt-oss-20b",
+    "llama-3.1-8b-instruct",
+    "qwen3-30b-a3b-instruct",
+    "qwen3-30b-a3b-thinking",
+    "qwen3-4b-instruct-2507",
+    "qwen3-4b-thinking-2507",
+]
 LAUNCHER = [sys.executable, "-m", "accelerate.commands.launch"]
 
 # ---------------------------------------------------------------- the launch command of `ssd run`
@@ -39,7 +54,11 @@ def test_run_launches_one_training_process_per_gpu_with_the_configured_recipe(tm
     cfg = TrainConfig(model="Qwen/Qwen3-4B-Instruct-2507", samples=str(tmp_path / "samples dir"), output_dir=str(tmp_path / "train"),
                       accelerate_config="fsdp", gradient_checkpointing=True, learning_rate=5e-6, max_length=None)  # fmt: skip
     options, arguments = split(train_command(cfg, gpus=8))
-    assert options == {"--config_file": str(accelerate_config_path("fsdp")), "--num_processes": "8", "--num_machines": "1"}
+    assert options == {
+        "--config_file": str(accelerate_config_path("fsdp")),
+        "--num_processes": "8",
+        "--num_machines": "1",
+    }
     assert Path(options["--config_file"]).name == "fsdp.yaml" and Path(options["--config_file"]).is_file()
     # every field travels, and the child parses it back to the same typed value (5e-06, null, a path with a space)
     assert C.load_stage_config(TrainConfig, overrides=arguments) == cfg
@@ -100,7 +119,10 @@ def test_resume_on_another_world_size_is_refused_naming_both_batch_plans(tmp_pat
         check_resume_plan(checkpoint, four)
     message = str(refused.value)
     assert "\n" not in message and str(checkpoint) in message
-    assert "8 processes x 1 per device x 4 accumulation" in message and "4 processes x 1 per device x 8 accumulation" in message
+    assert (
+        "8 processes x 1 per device x 4 accumulation" in message
+        and "4 processes x 1 per device x 8 accumulation" in message
+    )
     check_resume_plan(checkpoint, eight)  # the same plan resumes
     check_resume_plan(marked_checkpoint(tmp_path / "old", None), four)  # a checkpoint from before plans were recorded
 
@@ -108,25 +130,38 @@ def test_resume_on_another_world_size_is_refused_naming_both_batch_plans(tmp_pat
 def test_complete_marker_records_the_batch_plan(tmp_path):
     plan = batch_plan(TrainConfig(global_batch_size=8, per_device_batch_size=2), 2)
     (tmp_path / "checkpoint-3").mkdir()
-    MarkComplete(plan).on_save(SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=3, is_world_process_zero=True), None)
+    MarkComplete(plan).on_save(
+        SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=3, is_world_process_zero=True), None
+    )
     assert json.loads((tmp_path / "checkpoint-3" / COMPLETE).read_text())["batch_plan"] == plan
 
 
 def test_ssd_train_refuses_to_resume_a_run_of_another_world_size(tmp_path, tiny_model):
+    from test_train import REPLY, tiny_cfg, write_samples
+
     from selfdistill.manifest import load_manifest
     from selfdistill.train import train
-
-    from test_train import REPLY, tiny_cfg, write_samples
 
     cfg = tiny_cfg(write_samples(tmp_path / "s", tiny_model, [REPLY] * 4), tmp_path / "out", max_steps=1, save_steps=1)
     train(cfg)
     marker = tmp_path / "out" / "checkpoints" / "checkpoint-1" / COMPLETE
-    assert json.loads(marker.read_text())["batch_plan"] == {"processes": 1, "per_device_batch_size": 2, "gradient_accumulation_steps": 2}
+    assert json.loads(marker.read_text())["batch_plan"] == {
+        "processes": 1,
+        "per_device_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+    }
     # as if the run had been interrupted after its checkpoint, on 2 processes
-    marker.write_text(json.dumps({"step": 1, "batch_plan": {"processes": 2, "per_device_batch_size": 2, "gradient_accumulation_steps": 1}}))
+    marker.write_text(
+        json.dumps(
+            {"step": 1, "batch_plan": {"processes": 2, "per_device_batch_size": 2, "gradient_accumulation_steps": 1}}
+        )
+    )
     manifest = load_manifest(tmp_path / "out") | {"finished_at": None}
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(TrainError, match="2 processes x 2 per device x 1 accumulation, this launch has 1 processes x 2 per device x 2 accumulation"):
+    with pytest.raises(
+        TrainError,
+        match="2 processes x 2 per device x 1 accumulation, this launch has 1 processes x 2 per device x 2 accumulation",
+    ):
         train(cfg)
 
 
@@ -155,14 +190,21 @@ def test_attention_and_dequantization_are_chosen_per_architecture():
         assert model_load_kwargs(config, cuda=True, flash_attn=False) == {"attn_implementation": "sdpa"}
         assert model_load_kwargs(config, cuda=True, flash_attn=True) == {"attn_implementation": "flash_attention_2"}
     gpt_oss = GptOssConfig(quantization_config={"quant_method": "mxfp4"})
-    for cuda, flash_attn, attention in ((False, False, "eager"), (True, True, "flex_attention")):  # flash-attn 2 would drop the sinks
+    for cuda, flash_attn, attention in (
+        (False, False, "eager"),
+        (True, True, "flex_attention"),
+    ):  # flash-attn 2 would drop the sinks
         kwargs = model_load_kwargs(gpt_oss, cuda=cuda, flash_attn=flash_attn)
         assert kwargs["attn_implementation"] == attention
-        assert isinstance(kwargs["quantization_config"], Mxfp4Config) and kwargs["quantization_config"].dequantize is True
+        assert (
+            isinstance(kwargs["quantization_config"], Mxfp4Config) and kwargs["quantization_config"].dequantize is True
+        )
     assert "quantization_config" not in model_load_kwargs(GptOssConfig(), cuda=True, flash_attn=True)  # already dense
     assert model_load_kwargs(gpt_oss, True, True, "eager")["attn_implementation"] == "eager"
     for dropping in ("kernels-community/vllm-flash-attn3", "flash_attention_2", "sdpa"):
-        with pytest.raises(ValueError, match=f"train.attn_implementation={dropping}: GPT-OSS's attention sinks would get no gradient"):
+        with pytest.raises(
+            ValueError, match=f"train.attn_implementation={dropping}: GPT-OSS's attention sinks would get no gradient"
+        ):
             model_load_kwargs(gpt_oss, True, True, dropping)
 
 
@@ -170,12 +212,26 @@ def tiny_gpt_oss(attention: str, dtype: torch.dtype, device: str = "cpu"):
     """A random two-layer GPT-OSS (one sliding-window layer, one full) with sinks far from zero."""
     from transformers import AutoModelForCausalLM, GptOssConfig
 
-    config = GptOssConfig(num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, vocab_size=128, hidden_size=64,
-                          intermediate_size=64, head_dim=16, num_attention_heads=4, num_key_value_heads=2, sliding_window=8)
+    config = GptOssConfig(
+        num_hidden_layers=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=64,
+        head_dim=16,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=8,
+    )
     torch.manual_seed(0)
     # the experts as a loop of matmuls: the grouped-GEMM kernel has no float64
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, experts_implementation="eager",
-                                             **model_load_kwargs(config, device == "cuda", False, attention))
+    model = AutoModelForCausalLM.from_config(
+        config,
+        dtype=dtype,
+        experts_implementation="eager",
+        **model_load_kwargs(config, device == "cuda", False, attention),
+    )
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.sinks.normal_(0.0, 1.0)
@@ -200,7 +256,9 @@ def test_gpt_oss_sinks_get_their_true_gradient_on_cpu():
     a wide step: the norms compute in float32, whose rounding a small step would amplify)."""
     model = tiny_gpt_oss(None, torch.float64)
     assert model.config._attn_implementation == "eager"
-    tokens = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(1))  # longer than the sliding window
+    tokens = torch.randint(
+        0, 128, (2, 20), generator=torch.Generator().manual_seed(1)
+    )  # longer than the sliding window
     grads = sink_gradients(model, tokens)
     step = 2e-2
     with torch.no_grad():
@@ -218,12 +276,16 @@ def test_gpt_oss_sinks_get_their_true_gradient_on_cpu():
             torch.testing.assert_close(grad, numeric, rtol=1e-2, atol=1e-6)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex attention has a backward on CUDA only: run this file on a GPU machine")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="flex attention has a backward on CUDA only: run this file on a GPU machine"
+)
 def test_gpt_oss_sinks_get_the_same_gradient_under_flex_and_eager_attention():
     """What GPT-OSS trains with on a GPU (flex attention, sinks applied through its log-sum-exp) gives the
     sinks eager attention's gradient."""
     tokens = torch.randint(0, 128, (2, 300), generator=torch.Generator().manual_seed(1)).cuda()
-    flex, eager = (sink_gradients(tiny_gpt_oss(attention, torch.float32, "cuda"), tokens) for attention in (None, "eager"))
+    flex, eager = (
+        sink_gradients(tiny_gpt_oss(attention, torch.float32, "cuda"), tokens) for attention in (None, "eager")
+    )
     for f, e in zip(flex, eager):
         assert f.abs().min() > 1e-6
         torch.testing.assert_close(f, e, rtol=1e-3, atol=1e-6)
@@ -234,7 +296,12 @@ def test_gpt_oss_sinks_get_the_same_gradient_under_flex_and_eager_attention():
 
 def test_export_casts_master_weights_and_keeps_tied_tensors_shared():
     embedding = torch.randn(8, 4)
-    state = {"embed.weight": embedding, "lm_head.weight": embedding, "proj.weight": torch.randn(4, 4), "steps": torch.tensor([3])}
+    state = {
+        "embed.weight": embedding,
+        "lm_head.weight": embedding,
+        "proj.weight": torch.randn(4, 4),
+        "steps": torch.tensor([3]),
+    }
     cast = cast_state_dict(state, torch.bfloat16)
     assert cast["embed.weight"] is cast["lm_head.weight"] and cast["embed.weight"].dtype == torch.bfloat16
     assert torch.equal(cast["proj.weight"], state["proj.weight"].to(torch.bfloat16))
@@ -248,9 +315,19 @@ def test_lora_merge_in_the_base_dtype_equals_a_merge_in_fp32(tmp_path):
     from selfdistill.train import merge_lora
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "base")
-    trained = get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float32), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    trained = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float32),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
+    )
     for name, p in trained.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.05)  # as if trained
@@ -278,20 +355,34 @@ def test_vllm_requests_carry_their_seed_unless_turned_off():
 @pytest.mark.parametrize("cls", [C.SampleConfig, C.EvalConfig])
 def test_per_request_seeds_are_on_by_default_and_part_of_the_fingerprint(cls):
     assert cls().per_request_seeds is True
-    assert C.fingerprint_dict(cls()) != C.fingerprint_dict(cls(per_request_seeds=False))  # other replies: another stage dir
+    assert C.fingerprint_dict(cls()) != C.fingerprint_dict(
+        cls(per_request_seeds=False)
+    )  # other replies: another stage dir
 
 
 def test_two_launched_cpu_processes_train_and_a_one_process_resume_is_refused(tmp_path, tiny_model):
     """train_stage launches `num_processes: 2` over gloo (ddp.yaml); cut back to its first checkpoint
     as a crash leaves it, the run then refuses to resume in one process. 26 s on 2 cores."""
-    from selfdistill.manifest import load_manifest
     from test_train import REPLY, losses, tiny_cfg, write_samples
 
-    cfg = tiny_cfg(write_samples(tmp_path / "s", tiny_model, [REPLY] * 8), tmp_path / "two", max_steps=2, save_steps=1, num_processes=2)
+    from selfdistill.manifest import load_manifest
+
+    cfg = tiny_cfg(
+        write_samples(tmp_path / "s", tiny_model, [REPLY] * 8),
+        tmp_path / "two",
+        max_steps=2,
+        save_steps=1,
+        num_processes=2,
+    )
     assert train_stage(cfg) == tmp_path / "two" / "model"
     assert load_manifest(tmp_path / "two")["plan"]["processes"] == 2 and len(losses(tmp_path / "two")) == 2
     shutil.rmtree(tmp_path / "two" / "checkpoints" / "checkpoint-2")
     shutil.rmtree(tmp_path / "two" / "model")
-    (tmp_path / "two" / "manifest.json").write_text(json.dumps(load_manifest(tmp_path / "two") | {"finished_at": None}))
-    with pytest.raises(TrainError, match="2 processes x 2 per device x 1 accumulation, this launch has 1 processes x 2 per device x 2 accumulation"):
+    (tmp_path / "two" / "manifest.json").write_text(
+        json.dumps(load_manifest(tmp_path / "two") | {"finished_at": None})
+    )
+    with pytest.raises(
+        TrainError,
+        match="2 processes x 2 per device x 1 accumulation, this launch has 1 processes x 2 per device x 2 accumulation",
+    ):
         train_stage(replace(cfg, num_processes=1))

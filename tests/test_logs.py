@@ -26,12 +26,21 @@ LOGGING = textwrap.dedent("""
 
 
 def test_library_logs_go_to_the_stage_directory_not_the_console(tmp_path):
-    result = subprocess.run([sys.executable, "-W", "always", "-c", LOGGING, str(tmp_path / "stage")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", LOGGING, str(tmp_path / "stage")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "our own output\n" and result.stderr == ""
     log = (tmp_path / "stage" / "library.log").read_text()
-    for line in ("INFO vllm.engine: vllm info before the stage directory", "WARNING transformers.modeling_utils: transformers warning",
-                 "WARNING py.warnings: /site-packages/lib.py:1: DeprecationWarning: a library deprecation", "WARNING accelerate: accelerate warning after it"):
+    for line in (
+        "INFO vllm.engine: vllm info before the stage directory",
+        "WARNING transformers.modeling_utils: transformers warning",
+        "WARNING py.warnings: /site-packages/lib.py:1: DeprecationWarning: a library deprecation",
+        "WARNING accelerate: accelerate warning after it",
+    ):
         assert line in log, log
 
 
@@ -43,8 +52,24 @@ def test_held_warnings_are_printed_when_no_stage_directory_opens():
 
 def test_verbose_is_a_flag_of_the_stage_commands_not_a_config_key(tmp_path):
     (tmp_path / "replies.jsonl").write_text("{bad json\n")
-    result = subprocess.run([sys.executable, "-m", "selfdistill", "eval", "--benchmark", "humaneval", "--replies", str(tmp_path / "replies.jsonl"),
-                             "--output-dir", str(tmp_path / "out"), "--verbose"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfdistill",
+            "eval",
+            "--benchmark",
+            "humaneval",
+            "--replies",
+            str(tmp_path / "replies.jsonl"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--verbose",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = " ".join(result.stderr.split())  # rich wraps long lines
     assert result.returncode == 1 and "replies.jsonl:1: invalid JSON" in output and "unknown key" not in output, output
 
@@ -57,4 +82,6 @@ def test_the_run_eta_waits_for_a_computed_stage(capsys, monkeypatch):
     clock.end("eval-base", started - 100)  # computed in 100 s
     clock.begin("train")
     lines = [line for line in capsys.readouterr().err.splitlines() if "elapsed" in line]
-    assert "ETA after the first stage computed" in lines[1] and "ETA ~1m20s" in lines[2]  # train weighs 0.2 to eval-base's 0.25
+    assert (
+        "ETA after the first stage computed" in lines[1] and "ETA ~1m20s" in lines[2]
+    )  # train weighs 0.2 to eval-base's 0.25

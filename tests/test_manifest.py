@@ -43,9 +43,11 @@ def test_a_stage_directory_has_one_writer_at_a_time(tmp_path):
     """A second process opening a directory another is writing is refused, and may open it once that
     process is gone, however it ended; the writer itself may open it again."""
     stage = tmp_path / "s"
-    code = ("import sys, selfdistill.manifest as m, selfdistill.config as c\n"
-            f"m.RunDir.open({str(stage)!r}, 'sample', c.SampleConfig())\n"
-            "print('open', flush=True); sys.stdin.read()\n")
+    code = (
+        "import sys, selfdistill.manifest as m, selfdistill.config as c\n"
+        f"m.RunDir.open({str(stage)!r}, 'sample', c.SampleConfig())\n"
+        "print('open', flush=True); sys.stdin.read()\n"
+    )
     writer = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert writer.stdout.readline() == "open\n"
     with pytest.raises(ManifestMismatch, match="being written by another process"):
@@ -89,7 +91,9 @@ def test_finished_is_the_manifests_word_and_checks_the_config(tmp_path):
     run = RunDir.open(tmp_path / "s", "sample", SampleConfig(temperature=1.2), inputs={"model": "h1"})
     assert not finished(run.path, SampleConfig(temperature=0.7))  # unfinished: the stage itself reopens it and refuses
     run.finish()
-    assert finished(run.path) and finished(run.path, SampleConfig(temperature=1.2, backend="hf"))  # volatile fields do not count
+    assert finished(run.path) and finished(
+        run.path, SampleConfig(temperature=1.2, backend="hf")
+    )  # volatile fields do not count
     with pytest.raises(ManifestMismatch, match=r"config.temperature: 1.2 -> 0.7"):
         finished(run.path, SampleConfig(temperature=0.7))
     with pytest.raises(ManifestMismatch, match=r"stage: 'sample' -> 'eval'"):

@@ -17,7 +17,9 @@ def test_registry_lists_both_embedded_models():
 
 
 def test_cli_lists_models():
-    out = subprocess.run([sys.executable, "-m", "selfdistill", "models"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "selfdistill", "models"], capture_output=True, text=True, check=True
+    ).stdout
     assert "qwen2.5-coder-0.5b-instruct" in out and "smollm2-135m-instruct" in out
 
 
@@ -94,5 +96,5 @@ def test_qwen_fetch_is_a_24_layer_qwen2_that_codes(qwen_model, monkeypatch):
     messages = [{"role": "user", "content": "Write a Python function is_even(n) that returns True if n is even."}]
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=120, do_sample=False, top_k=None, top_p=None, temperature=None)
-    reply = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    reply = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "def is_even" in reply and "% 2" in reply

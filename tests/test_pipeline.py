@@ -46,13 +46,22 @@ def test_samples_are_decontaminated_against_the_evaluated_data():
     derived = decontaminated_against_eval(paper)
     assert derived.sample.decontaminate == [*paper.sample.decontaminate, "livecodebench@2025-02-01..2025-05-31"]
     assert StagePlan.of(derived).dirs["samples"] != StagePlan.of(paper).dirs["samples"]  # a new entry, new samples
-    online = decontaminated_against_eval(C.load_run_config("qwen3-4b-instruct-2507", overrides=["eval.benchmark_path=/data/lcb-v6.jsonl"]))
+    online = decontaminated_against_eval(
+        C.load_run_config("qwen3-4b-instruct-2507", overrides=["eval.benchmark_path=/data/lcb-v6.jsonl"])
+    )
     assert online.sample.decontaminate[-1] == "livecodebench:/data/lcb-v6.jsonl@2025-02-01..2025-05-31"
-    default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # evaluates humaneval, already an entry: nothing changes
+    default = C.load_run_config(
+        "qwen2.5-coder-0.5b-instruct"
+    )  # evaluates humaneval, already an entry: nothing changes
     assert decontaminated_against_eval(default) == default
-    plus = C.load_run_config("qwen2.5-coder-0.5b-instruct", overrides=["eval.benchmark=humaneval_plus"])  # HumanEval's statements: covered
+    plus = C.load_run_config(
+        "qwen2.5-coder-0.5b-instruct", overrides=["eval.benchmark=humaneval_plus"]
+    )  # HumanEval's statements: covered
     assert decontaminated_against_eval(plus) == plus
-    own_file = C.load_run_config("qwen2.5-coder-0.5b-instruct", overrides=["eval.benchmark=humaneval_plus", "eval.benchmark_path=/data/he+.jsonl"])
+    own_file = C.load_run_config(
+        "qwen2.5-coder-0.5b-instruct",
+        overrides=["eval.benchmark=humaneval_plus", "eval.benchmark_path=/data/he+.jsonl"],
+    )
     assert decontaminated_against_eval(own_file).sample.decontaminate[-1] == "humaneval_plus:/data/he+.jsonl"
     # a sweep's T_train variants (and `ssd report` over sweeps) find the samples `ssd run` makes
     swept = t_train_variants(C.load_run_config("qwen3-4b-instruct-2507", overrides=["sweep.t_trains=1.6"]))[1.6]
@@ -62,11 +71,25 @@ def test_samples_are_decontaminated_against_the_evaluated_data():
 def test_base_model_is_also_evaluated_at_its_recommended_decoding():
     cfg = C.load_run_config("llama-3.1-8b-instruct")  # paper Table 4: T 0.9, no top-k, top-p 0.8
     recommended = recommended_base_eval(cfg.eval)
-    assert (recommended.temperatures, recommended.t_eval, recommended.top_k, recommended.top_p) == ([0.9], None, 0, 0.8)
-    assert (recommended.n, recommended.benchmark, recommended.release_from) == (cfg.eval.n, cfg.eval.benchmark, cfg.eval.release_from)
+    assert (recommended.temperatures, recommended.t_eval, recommended.top_k, recommended.top_p) == (
+        [0.9],
+        None,
+        0,
+        0.8,
+    )
+    assert (recommended.n, recommended.benchmark, recommended.release_from) == (
+        cfg.eval.n,
+        cfg.eval.benchmark,
+        cfg.eval.release_from,
+    )
     dirs = StagePlan.of(cfg).dirs
-    assert dirs["eval-base-recommended"].name.startswith("eval-base-recommended-") and list(dirs)[:2] == ["samples", "train"]
-    swept = StagePlan.of(C.load_run_config("llama-3.1-8b-instruct", overrides=["eval.temperatures=0.5,1.0", "eval.t_eval=null"]))
+    assert dirs["eval-base-recommended"].name.startswith("eval-base-recommended-") and list(dirs)[:2] == [
+        "samples",
+        "train",
+    ]
+    swept = StagePlan.of(
+        C.load_run_config("llama-3.1-8b-instruct", overrides=["eval.temperatures=0.5,1.0", "eval.t_eval=null"])
+    )
     assert swept.dirs["eval-base-recommended"] == dirs["eval-base-recommended"]  # the sweep's grid does not change it
     default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # no recommended setting: no such stage
     assert recommended_base_eval(default.eval) is None and "eval-base-recommended" not in StagePlan.of(default).dirs
@@ -102,24 +125,42 @@ def calls(tmp_path, monkeypatch) -> list:
         def __exit__(self, *exc):
             self.close()
 
-    def load_generator(model, **settings):  # an engine in this process: ray_address and local_replicas are None in these configs
+    def load_generator(
+        model, **settings
+    ):  # an engine in this process: ray_address and local_replicas are None in these configs
         calls.append(("load", EngineSettings(**settings, ray_address=None, local_replicas=None), Engine(model)))
         return calls[-1][2]
 
     def stage(kind: str):
         def fake(cfg, generator=None):
             calls.append((kind, cfg, generator))
-            RunDir.open(cfg.output_dir, C.SECTIONS[type(cfg)], cfg).finish(model_dir=str(Path(cfg.output_dir) / "model"))
+            RunDir.open(cfg.output_dir, C.SECTIONS[type(cfg)], cfg).finish(
+                model_dir=str(Path(cfg.output_dir) / "model")
+            )
+
         return fake
 
     def grid(cfg, base_dir, recommended_dir, ssd_dirs):  # SSD's best cell: the highest T_train at the lowest T_eval
-        return {"cells": [{"t_train": t, "t_eval": te, "t_eff": t * te, "score": t - te} for t in cfg.sweep.t_trains for te in cfg.sweep.t_evals]}
+        return {
+            "cells": [
+                {"t_train": t, "t_eval": te, "t_eff": t * te, "score": t - te}
+                for t in cfg.sweep.t_trains
+                for te in cfg.sweep.t_evals
+            ]
+        }
 
     monkeypatch.setattr(selfdistill.generate, "load_generator", load_generator)
-    for module, name in ((selfdistill.sample, "sample"), (selfdistill.evaluate, "evaluate"), (selfdistill.train, "train"), (selfdistill.analyze, "analyze")):
+    for module, name in (
+        (selfdistill.sample, "sample"),
+        (selfdistill.evaluate, "evaluate"),
+        (selfdistill.train, "train"),
+        (selfdistill.analyze, "analyze"),
+    ):
         monkeypatch.setattr(module, name, stage(name))
     monkeypatch.setattr(selfdistill.results, "compare", lambda a, b: {"a": str(a), "b": str(b)})
-    monkeypatch.setattr(selfdistill.results, "base_settings", lambda sweep, recommended: {"recommended_dir": str(recommended)})
+    monkeypatch.setattr(
+        selfdistill.results, "base_settings", lambda sweep, recommended: {"recommended_dir": str(recommended)}
+    )
     monkeypatch.setattr(selfdistill.report, "report", lambda root: root / "report" / "report.html")
     monkeypatch.setattr(selfdistill.grid, "grid", grid)
     monkeypatch.setattr(selfdistill.grid, "plot", lambda grid, out: None)
@@ -139,11 +180,31 @@ def test_run_wires_the_derived_stages(tmp_path, calls):
     cfg = C.load_run_config("llama-3.1-8b-instruct", overrides=[f"output_dir={tmp_path / 'run'}"])
     root = run(cfg)
     assert kinds(calls) == ["load", "sample", "evaluate", "evaluate", "close", "train", "evaluate", "analyze"]
-    (_, _, engine), (_, sampled, shared), (_, base, _), (_, recommended, also_shared), *_, (_, ssd, own), (_, analyzed, _) = calls
-    assert sampled.decontaminate[-1] == "livecodebench@2025-02-01..2025-05-31" and shared is also_shared is engine and own is None
-    assert (base.temperatures, recommended.temperatures, recommended.top_k, recommended.top_p) == ([0.3, 0.5, 0.7, 0.9, 1.1, 1.3], [0.9], 0, 0.8)
+    (
+        (_, _, engine),
+        (_, sampled, shared),
+        (_, base, _),
+        (_, recommended, also_shared),
+        *_,
+        (_, ssd, own),
+        (_, analyzed, _),
+    ) = calls
+    assert (
+        sampled.decontaminate[-1] == "livecodebench@2025-02-01..2025-05-31"
+        and shared is also_shared is engine
+        and own is None
+    )
+    assert (base.temperatures, recommended.temperatures, recommended.top_k, recommended.top_p) == (
+        [0.3, 0.5, 0.7, 0.9, 1.1, 1.3],
+        [0.9],
+        0,
+        0.8,
+    )
     d = Stages.of(cfg).dirs
-    assert recommended.model == base.model == engine.model == "meta-llama/Llama-3.1-8B-Instruct" and ssd.model == analyzed.ssd_model == str(d["train"] / "model")
+    assert (
+        recommended.model == base.model == engine.model == "meta-llama/Llama-3.1-8B-Instruct"
+        and ssd.model == analyzed.ssd_model == str(d["train"] / "model")
+    )
     stages = load_manifest(root)["stages"]
     compare = json.loads((root / "compare.json").read_text())
     assert compare["base_settings"] == {"recommended_dir": stages["eval-base-recommended"]["dir"]}
@@ -153,17 +214,36 @@ def test_run_wires_the_derived_stages(tmp_path, calls):
     assert calls == []  # a rerun: every stage finished, no engine started
 
 
-ENGINE_APART = ["sample.backend=hf", "sample.seed=3", "sample.max_tokens=4096", "sample.max_model_len=8192", "eval.tensor_parallel_size=2"]
+ENGINE_APART = [
+    "sample.backend=hf",
+    "sample.seed=3",
+    "sample.max_tokens=4096",
+    "sample.max_model_len=8192",
+    "eval.tensor_parallel_size=2",
+]
 
 
 def test_base_model_stages_of_other_engine_settings_get_their_own_engine(tmp_path, calls):
     """The base model's evals run on an engine of the eval section's settings, the SSD model's eval loads
     the same settings, and the samples get the sample section's."""
     run(C.load_run_config("llama-3.1-8b-instruct", overrides=[*ENGINE_APART, f"output_dir={tmp_path}"]))
-    assert kinds(calls) == ["load", "sample", "close", "load", "evaluate", "evaluate", "close", "train", "evaluate", "analyze"]
+    assert kinds(calls) == [
+        "load",
+        "sample",
+        "close",
+        "load",
+        "evaluate",
+        "evaluate",
+        "close",
+        "train",
+        "evaluate",
+        "analyze",
+    ]
     (_, sample_engine, a), (_, _, on_a), _, (_, eval_engine, b), (_, base, on_b), (_, _, also_on_b) = calls[:6]
     assert on_a is a and on_b is also_on_b is b
-    assert sample_engine == EngineSettings("hf", 8192, 1, 3, None, None, None) and eval_engine == EngineSettings("vllm", 69632, 2, 0, None, None, None)
+    assert sample_engine == EngineSettings("hf", 8192, 1, 3, None, None, None) and eval_engine == EngineSettings(
+        "vllm", 69632, 2, 0, None, None, None
+    )
     *_, (_, ssd, own), _ = calls
     assert "/eval-ssd-" in ssd.output_dir and own is None  # evaluate loads its own engine, from its config:
     assert EngineSettings.of(ssd) == EngineSettings.of(base) == eval_engine
@@ -172,23 +252,54 @@ def test_base_model_stages_of_other_engine_settings_get_their_own_engine(tmp_pat
 def test_sweep_shares_one_engine_for_the_samples_and_the_base_row_then_trains_each_t_train(tmp_path, calls):
     """Every T_train's samples and the base model's evals on one engine; one model and one SSD eval per
     T_train, as `ssd run` derives them; the base model at T_eff of the best cell; a rerun redoes nothing."""
-    cfg = C.load_run_config("llama-3.1-8b-instruct", overrides=[f"output_dir={tmp_path}", "sweep.t_trains=[0.8,1.6]", "sweep.t_evals=[0.5,1.0]"])
+    cfg = C.load_run_config(
+        "llama-3.1-8b-instruct",
+        overrides=[f"output_dir={tmp_path}", "sweep.t_trains=[0.8,1.6]", "sweep.t_evals=[0.5,1.0]"],
+    )
     out = sweep(cfg)
-    assert kinds(calls) == ["load", "sample", "sample", "evaluate", "evaluate", "close", "train", "evaluate", "train", "evaluate", "evaluate"]
+    assert kinds(calls) == [
+        "load",
+        "sample",
+        "sample",
+        "evaluate",
+        "evaluate",
+        "close",
+        "train",
+        "evaluate",
+        "train",
+        "evaluate",
+        "evaluate",
+    ]
     variants = {t: Stages.of(v) for t, v in t_train_variants(cfg).items()}
     assert [c.temperature for _, c, _ in calls[1:3]] == [0.8, 1.6] and calls[3][1] == variants[0.8].eval_base()
-    assert calls[4][1] == replace(recommended_base_eval(variants[0.8].cfg.eval), model=cfg.model, output_dir=str(variants[0.8].dirs["eval-base-recommended"]))
+    assert calls[4][1] == replace(
+        recommended_base_eval(variants[0.8].cfg.eval),
+        model=cfg.model,
+        output_dir=str(variants[0.8].dirs["eval-base-recommended"]),
+    )
     for (_, trained, _), (_, ssd, own), t in ((calls[6], calls[7], 0.8), (calls[8], calls[9], 1.6)):
-        assert trained == variants[t].train() and ssd == variants[t].eval_ssd(variants[t].dirs["train"] / "model") and own is None
+        assert (
+            trained == variants[t].train()
+            and ssd == variants[t].eval_ssd(variants[t].dirs["train"] / "model")
+            and own is None
+        )
     grid = json.loads((out / "grid.json").read_text())
-    assert grid["teff_baseline"]["t_eff"] == 0.8 and calls[10][1] == teff_base_eval(cfg, 0.8) and calls[10][1].temperatures == [0.8]
+    assert (
+        grid["teff_baseline"]["t_eff"] == 0.8
+        and calls[10][1] == teff_base_eval(cfg, 0.8)
+        and calls[10][1].temperatures == [0.8]
+    )
     assert grid["teff_baseline"]["ssd_eval_dir"] == str(variants[1.6].dirs["eval-ssd"])
     calls.clear()
     sweep(cfg)
     assert calls == []
 
 
-CONFIGS = [(p, []) for p in C.preset_names()] + [("llama-3.1-8b-instruct", ENGINE_APART), ("humaneval_plus", []), ("mbpp", [])]
+CONFIGS = [(p, []) for p in C.preset_names()] + [
+    ("llama-3.1-8b-instruct", ENGINE_APART),
+    ("humaneval_plus", []),
+    ("mbpp", []),
+]
 
 
 @pytest.mark.parametrize(("name", "overrides"), CONFIGS)
@@ -222,21 +333,31 @@ EXPERIMENT_DIRS = {
               "analysis": "analysis-d614c10d01"},
     },
 }  # fmt: skip
-EXPERIMENT_SWEEPS = {("humaneval_plus", ()): "sweep-9fbc3c907f", ("mbpp", ()): "sweep-a956ddb393",
-                     ("humaneval_plus", ("sweep.t_trains=[1.6]", "sweep.teff_baseline=false")): "sweep-d59fe9f900"}
+EXPERIMENT_SWEEPS = {
+    ("humaneval_plus", ()): "sweep-9fbc3c907f",
+    ("mbpp", ()): "sweep-a956ddb393",
+    ("humaneval_plus", ("sweep.t_trains=[1.6]", "sweep.teff_baseline=false")): "sweep-d59fe9f900",
+}
 EXPERIMENT_TEFF = {("humaneval_plus", 1.6, 0.8): "eval-base-4c815b93b2", ("mbpp", 1.0, 1.2): "eval-base-ab589f7f56"}
 
 
 def experiment(benchmark: str, overrides=()) -> C.RunConfig:
-    return C.load_run_config(config_file=str(Path(__file__).parents[1] / "experiments" / "ssd-qwen0.5b" / f"{benchmark}.yaml"), overrides=list(overrides))
+    return C.load_run_config(
+        config_file=str(Path(__file__).parents[1] / "experiments" / "ssd-qwen0.5b" / f"{benchmark}.yaml"),
+        overrides=list(overrides),
+    )
 
 
 def test_the_experiments_stage_directories_keep_their_names():
     for benchmark, by_t_train in EXPERIMENT_DIRS.items():
         cfg = experiment(benchmark)
-        assert {name: d.name for name, d in StagePlan.of(decontaminated_against_eval(cfg)).dirs.items() if name != "report"} == by_t_train[1.6]  # ssd run
+        assert {
+            name: d.name for name, d in StagePlan.of(decontaminated_against_eval(cfg)).dirs.items() if name != "report"
+        } == by_t_train[1.6]  # ssd run
         for t, variant in t_train_variants(cfg).items():  # ssd sweep
-            assert {name: d.name for name, d in StagePlan.of(variant).dirs.items() if name != "report"} == by_t_train[t]
+            assert {name: d.name for name, d in StagePlan.of(variant).dirs.items() if name != "report"} == by_t_train[
+                t
+            ]
             assert StagePlan.of(variant).root == Path("experiments/ssd-qwen0.5b/runs")
     for (benchmark, overrides), name in EXPERIMENT_SWEEPS.items():
         assert sweep_dir(experiment(benchmark, overrides)).name == name

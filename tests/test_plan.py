@@ -21,7 +21,9 @@ T = 69_632
 
 
 def qwen3_4b() -> P.ModelShape:
-    return P.ModelShape.of(P.model_config("Qwen/Qwen3-4B-Instruct-2507"))  # the packaged config.json: tests are offline
+    return P.ModelShape.of(
+        P.model_config("Qwen/Qwen3-4B-Instruct-2507")
+    )  # the packaged config.json: tests are offline
 
 
 def test_shapes_of_the_paper_models_by_hand():
@@ -126,7 +128,9 @@ def per_layer(config_of, tokens: int, checkpointing: bool) -> float:
 def test_checkpointing_keeps_one_layer_input_per_layer():
     tokens = 128
     measured = per_layer(tiny_config, tokens, checkpointing=True)
-    term = P.training_memory(P.ModelShape.of(tiny_config(1)), P.TrainSetup(seq_len=tokens, gpus=1))["checkpointed layer inputs"]
+    term = P.training_memory(P.ModelShape.of(tiny_config(1)), P.TrainSetup(seq_len=tokens, gpus=1))[
+        "checkpointed layer inputs"
+    ]
     assert measured == term * 2  # fp32 here, bf16 in the plan
 
 
@@ -204,9 +208,15 @@ def test_fsdp_reduces_gradients_in_fp32_and_offloads_on_request():
     from torch.distributed.fsdp import CPUOffloadPolicy
 
     policies = fsdp_policies(TrainConfig(cpu_offload=True), bf16=True)
-    assert (policies["mixed_precision_policy"].param_dtype, policies["mixed_precision_policy"].reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert (policies["mixed_precision_policy"].param_dtype, policies["mixed_precision_policy"].reduce_dtype) == (
+        torch.bfloat16,
+        torch.float32,
+    )
     assert isinstance(policies["cpu_offload"], CPUOffloadPolicy)
-    assert fsdp_policies(TrainConfig(gradient_reduce_dtype="bf16"), bf16=True)["mixed_precision_policy"].reduce_dtype == torch.bfloat16
+    assert (
+        fsdp_policies(TrainConfig(gradient_reduce_dtype="bf16"), bf16=True)["mixed_precision_policy"].reduce_dtype
+        == torch.bfloat16
+    )
     assert fsdp_policies(TrainConfig(), bf16=False) == {}
 
 
@@ -255,8 +265,12 @@ def test_run_refuses_a_training_that_does_not_fit_before_any_stage(fake_nvidia_s
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
-    cfg = load_run_config("qwen3-30b-a3b-instruct", overrides=[f"output_dir={tmp_path / 'run'}", "train.context_parallel_size=1"])
-    with pytest.raises(P.PlanError, match=r"(?s)training would not fit .*104\.\d GiB per GPU of 79\.6: does NOT fit") as refused:
+    cfg = load_run_config(
+        "qwen3-30b-a3b-instruct", overrides=[f"output_dir={tmp_path / 'run'}", "train.context_parallel_size=1"]
+    )
+    with pytest.raises(
+        P.PlanError, match=r"(?s)training would not fit .*104\.\d GiB per GPU of 79\.6: does NOT fit"
+    ) as refused:
         run(cfg)
     assert "train.context_parallel_size=8: " in str(refused.value)
     assert not (tmp_path / "run").exists()

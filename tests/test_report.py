@@ -13,9 +13,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from selfdistill import benchmarks, plots
+from selfdistill import benchmarks, metrics, plots
 from selfdistill import results as R
-from selfdistill import metrics
 from selfdistill.config import AnalyzeConfig, EvalConfig, ReportConfig, RunConfig, SampleConfig, TrainConfig, to_dict
 from selfdistill.manifest import RunDir, atomic_write_json
 from selfdistill.report import report
@@ -23,7 +22,16 @@ from selfdistill.report import report
 TEMPS = [0.2, 0.7, 1.1]
 PRIMARY = ["P1: pass@1 ssd@0.7 vs base@0.7", "P2: pass@4 ssd@1.1 vs base@0.2"]
 N_PROBLEMS = 16
-EVAL = {"benchmark": "leetcode", "limit": N_PROBLEMS, "temperatures": TEMPS, "n": 4, "ks": [1, 4], "top_k": 20, "top_p": 0.8, "max_tokens": 256}
+EVAL = {
+    "benchmark": "leetcode",
+    "limit": N_PROBLEMS,
+    "temperatures": TEMPS,
+    "n": 4,
+    "ks": [1, 4],
+    "top_k": 20,
+    "top_p": 0.8,
+    "max_tokens": 256,
+}
 
 
 def _stage(root, name: str, stage: str, cfg, **finish) -> RunDir:
@@ -46,10 +54,19 @@ def _eval(root, name: str, skill: float, problems, bench, prompt_text: str, seed
             for i in range(cfg.n):
                 passed = rng.random() < skill * (1.2 - abs(T - 0.7))
                 code = f"class Solution:\n    def solve(self, x):\n        return x + {i}  # {name} at T={T}\n"
-                records[(p.id, i)] = {"problem_id": p.id, "temperature": T, "sample_index": i, "seed": rng.getrandbits(32),
-                                      "status": "passed" if passed else "failed", "passed": passed, "detail": "", "reply": f"```python\n{code}```",
-                                      "reply_tokens": rng.randint(20, 256), "finish_reason": "length" if rng.random() < 0.1 else "stop",
-                                      "prompt_text": prompt_text}
+                records[(p.id, i)] = {
+                    "problem_id": p.id,
+                    "temperature": T,
+                    "sample_index": i,
+                    "seed": rng.getrandbits(32),
+                    "status": "passed" if passed else "failed",
+                    "passed": passed,
+                    "detail": "",
+                    "reply": f"```python\n{code}```",
+                    "reply_tokens": rng.randint(20, 256),
+                    "finish_reason": "length" if rng.random() < 0.1 else "stop",
+                    "prompt_text": prompt_text,
+                }
         (run.path / "results" / f"T{T:.2f}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
         results[T] = records
     atomic_write_json(run.path / "summary.json", R.summarize(cfg, bench, problems, results))
@@ -61,12 +78,33 @@ def build_run(root, tiny_model, parts=("samples", "train", "eval", "analysis")):
     from transformers import AutoTokenizer
 
     root.mkdir(parents=True)
-    cfg = RunConfig(model=tiny_model, output_dir=str(root), sample=SampleConfig(model=tiny_model, limit=32), train=TrainConfig(model=tiny_model),
-                    eval=EvalConfig(model=tiny_model, **EVAL), report=ReportConfig(primary=PRIMARY))
+    cfg = RunConfig(
+        model=tiny_model,
+        output_dir=str(root),
+        sample=SampleConfig(model=tiny_model, limit=32),
+        train=TrainConfig(model=tiny_model),
+        eval=EvalConfig(model=tiny_model, **EVAL),
+        report=ReportConfig(primary=PRIMARY),
+    )
     stages = {}
     if "samples" in parts:
-        hist = [{"from": 0, "to": 0, "samples": 0}, {"from": 1, "to": 31, "samples": 3}, {"from": 32, "to": 255, "samples": 20}, {"from": 256, "to": 256, "samples": 9}]
-        counts = {"samples": 32, "kept": 30, "dropped": 2, "truncated": 9, "looping": 1, "empty": 1, "stub": 1, "shortest": 0, "prompt_too_long": 0}
+        hist = [
+            {"from": 0, "to": 0, "samples": 0},
+            {"from": 1, "to": 31, "samples": 3},
+            {"from": 32, "to": 255, "samples": 20},
+            {"from": 256, "to": 256, "samples": 9},
+        ]
+        counts = {
+            "samples": 32,
+            "kept": 30,
+            "dropped": 2,
+            "truncated": 9,
+            "looping": 1,
+            "empty": 1,
+            "stub": 1,
+            "shortest": 0,
+            "prompt_too_long": 0,
+        }
         _stage(root, "samples", "sample", cfg.sample, counts=counts, length_histogram=hist)
         stages["samples"] = 61.5
     if "train" in parts:
@@ -79,23 +117,59 @@ def build_run(root, tiny_model, parts=("samples", "train", "eval", "analysis")):
         bench = benchmarks.get("leetcode")
         problems = bench.problems()[:N_PROBLEMS]
         tok = AutoTokenizer.from_pretrained(tiny_model)
-        prompt_text = tok.apply_chat_template([{"role": "user", "content": "Solve it."}], add_generation_prompt=True, tokenize=False)
+        prompt_text = tok.apply_chat_template(
+            [{"role": "user", "content": "Solve it."}], add_generation_prompt=True, tokenize=False
+        )
         _eval(root, "base", 0.35, problems, bench, prompt_text, seed=1)
         _eval(root, "ssd", 0.5, problems, bench, prompt_text, seed=2)
-        _eval(root, "base-recommended", 0.35, problems, bench, prompt_text, seed=3, temperatures=[0.6], top_k=0, top_p=0.95)
-        atomic_write_json(root / "compare.json", {**R.compare(root / "eval-base", root / "eval-ssd"),
-                                                  "base_settings": R.base_settings(root / "eval-base", root / "eval-base-recommended")})
+        _eval(
+            root,
+            "base-recommended",
+            0.35,
+            problems,
+            bench,
+            prompt_text,
+            seed=3,
+            temperatures=[0.6],
+            top_k=0,
+            top_p=0.95,
+        )
+        atomic_write_json(
+            root / "compare.json",
+            {
+                **R.compare(root / "eval-base", root / "eval-ssd"),
+                "base_settings": R.base_settings(root / "eval-base", root / "eval-base-recommended"),
+            },
+        )
         stages["eval-base"], stages["eval-ssd"] = 300.0, 290.0
     if "analysis" in parts:
         from selfdistill.analyze import analyze
 
-        analyze(replace(AnalyzeConfig(), base_model=tiny_model, ssd_model=tiny_model, replies=str(root / "eval-base"), limit=2,
-                        t_evals=[0.5, 1.0], output_dir=str(root / "analysis-0123456789"),  # a model of no train dir: its truncation given
-                        t_train=cfg.sample.temperature, top_k=cfg.sample.top_k, top_p=cfg.sample.top_p))
+        analyze(
+            replace(
+                AnalyzeConfig(),
+                base_model=tiny_model,
+                ssd_model=tiny_model,
+                replies=str(root / "eval-base"),
+                limit=2,
+                t_evals=[0.5, 1.0],
+                output_dir=str(root / "analysis-0123456789"),  # a model of no train dir: its truncation given
+                t_train=cfg.sample.temperature,
+                top_k=cfg.sample.top_k,
+                top_p=cfg.sample.top_p,
+            )
+        )
         (root / "analysis").symlink_to("analysis-0123456789")
         stages["analysis"] = 30.0
-    manifest = {"stage": "run", "config": to_dict(cfg), "finished_at": "now",
-                "stages": {name: {"seconds": s, "skipped": False, "dir": str(root / f"{name}-0123456789")} for name, s in stages.items()}}
+    manifest = {
+        "stage": "run",
+        "config": to_dict(cfg),
+        "finished_at": "now",
+        "stages": {
+            name: {"seconds": s, "skipped": False, "dir": str(root / f"{name}-0123456789")}
+            for name, s in stages.items()
+        },
+    }
     atomic_write_json(root / "manifest.json", manifest)
     return root
 
@@ -125,15 +199,21 @@ def test_primary_endpoints_and_pass_at_k_for_every_k(full_report):
     base = json.loads((root / "eval-base" / "summary.json").read_text())["temperatures"]["0.70"]
     assert base["ks"] == [1, 2, 3, 4]
     k3 = base["pass@3"]["all"]
-    row = next(line for line in md.splitlines() if line.startswith("| 3 |"))  # the k = 3 row, which cfg.ks does not ask for
+    row = next(
+        line for line in md.splitlines() if line.startswith("| 3 |")
+    )  # the k = 3 row, which cfg.ks does not ask for
     assert f"{100 * k3['mean']:.1f} [{100 * k3['ci_lo']:.1f}, {100 * k3['ci_hi']:.1f}]" in row
 
 
 def test_a_malformed_endpoint_names_where_it_is_declared(tmp_path):
-    with pytest.raises(benchmarks.BenchmarkError, match=r"exp.yaml: report.primary\[0\]: 'P1: ssd vs base': expected 'NAME: pass@K"):
+    with pytest.raises(
+        benchmarks.BenchmarkError, match=r"exp.yaml: report.primary\[0\]: 'P1: ssd vs base': expected 'NAME: pass@K"
+    ):
         R.primary_endpoints([("exp.yaml: report.primary[0]", "P1: ssd vs base", {"base": tmp_path, "ssd": tmp_path})])
     with pytest.raises(benchmarks.BenchmarkError, match="unknown model 'sdd'; models here: base, ssd"):
-        R.primary_endpoints([("exp.yaml: report.primary[0]", "P1: pass@1 sdd@0.7 vs base@0.7", {"base": tmp_path, "ssd": tmp_path})])
+        R.primary_endpoints(
+            [("exp.yaml: report.primary[0]", "P1: pass@1 sdd@0.7 vs base@0.7", {"base": tmp_path, "ssd": tmp_path})]
+        )
 
 
 def test_report_contents(full_report):
@@ -144,21 +224,35 @@ def test_report_contents(full_report):
     for doc in (html, md):
         for s in (base, ssd):  # headline numbers are the summaries' dev-chosen test scores, as written
             sel = s["selection"]["pass@1"]
-            assert f"{100 * sel['test_score']:.1f} [{100 * sel['test_ci_lo']:.1f}, {100 * sel['test_ci_hi']:.1f}] at T={sel['best_T']:g}" in doc
+            assert (
+                f"{100 * sel['test_score']:.1f} [{100 * sel['test_ci_lo']:.1f}, {100 * sel['test_ci_hi']:.1f}] at T={sel['best_T']:g}"
+                in doc
+            )
         assert f"{100 * compare['test']['mean_diff']:+.1f}" in doc
-        for setting in compare["base_settings"].values():  # the base model three ways: recommended, dev-chosen, optimistic
+        for setting in compare[
+            "base_settings"
+        ].values():  # the base model three ways: recommended, dev-chosen, optimistic
             if isinstance(setting, dict):
                 test, every = setting["test"], setting["all"]
                 assert f"{100 * test['mean']:.1f} [{100 * test['ci_lo']:.1f}, {100 * test['ci_hi']:.1f}]" in doc
                 assert f"{100 * every['mean']:.1f} [{100 * every['ci_lo']:.1f}, {100 * every['ci_hi']:.1f}]" in doc
         assert "its recommended decoding (paper Table 4) | 0.6 | none / 0.95" in md
         assert "smoke-level signal" in doc
-        for heading in ("pass@k against T_eval", "By difficulty", "Sample lengths", "paper Figure 6", "Example replies", "Stage wall times"):
+        for heading in (
+            "pass@k against T_eval",
+            "By difficulty",
+            "Sample lengths",
+            "paper Figure 6",
+            "Example replies",
+            "Stage wall times",
+        ):
             assert heading in doc
         assert "Not run" not in doc and "Could not be rendered" not in doc
         assert "easy" in doc or "medium" in doc or "hard" in doc
     # self-contained: every image inline, no external references
-    assert len(re.findall(r'src="data:image/png;base64,', html)) == 7  # pass@k sweep, lengths, loss and the four Figure 6 panels
+    assert (
+        len(re.findall(r'src="data:image/png;base64,', html)) == 7
+    )  # pass@k sweep, lengths, loss and the four Figure 6 panels
     assert not re.search(r'(src|href)="(?!data:)', html)
     for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):  # the Markdown twin links files beside it
         assert (root / "report" / name).is_file()
@@ -172,7 +266,11 @@ def test_base_settings_side_by_side(full_report):
     settings = json.loads((root / "compare.json").read_text())["base_settings"]
     all_scores = {e["temperature"]: e["pass@1"]["all"]["mean"] for e in base["temperatures"].values()}
     assert settings["metric"] == "pass@1" and set(settings) == {"metric", "recommended", "dev_chosen", "optimistic"}
-    assert (settings["recommended"]["T"], settings["recommended"]["top_k"], settings["recommended"]["top_p"]) == (0.6, 0, 0.95)
+    assert (settings["recommended"]["T"], settings["recommended"]["top_k"], settings["recommended"]["top_p"]) == (
+        0.6,
+        0,
+        0.95,
+    )
     assert settings["dev_chosen"]["T"] == base["selection"]["pass@1"]["best_T"]
     assert settings["optimistic"]["all"]["mean"] == max(all_scores.values())
     assert settings["optimistic"]["T"] == min(T for T, m in all_scores.items() if m == max(all_scores.values()))
@@ -196,11 +294,26 @@ def test_partial_run_says_not_run(tiny_model, tmp_path):
 def test_report_renders_in_chromium(full_report, tmp_path):
     chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     if chromium is None:
-        pytest.skip("no headless browser: install chromium (Debian: apt-get install -y chromium) to check that the report renders")
+        pytest.skip(
+            "no headless browser: install chromium (Debian: apt-get install -y chromium) to check that the report renders"
+        )
     root, html_path = full_report
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
-                    "--window-size=1280,2400", html_path.resolve().as_uri()], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1280,2400",
+            html_path.resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     import matplotlib.image
 
     pixels = matplotlib.image.imread(shot)[..., :3]
@@ -219,30 +332,44 @@ def test_distillation_fit_section(tiny_model, tmp_path):
     root = build_run(tmp_path / "run", tiny_model, parts=("train",))
     fit_dir = root / "train-0123456789" / "fit"
     fit_dir.mkdir()
-    target = {"support_len": np.array([1, 3, 5, 1]), "target_entropy": np.array([0.0, 1.0, 1.5, 0.0]), "reply": np.array([0, 0, 1, 1])}
+    target = {
+        "support_len": np.array([1, 3, 5, 1]),
+        "target_entropy": np.array([0.0, 1.0, 1.5, 0.0]),
+        "reply": np.array([0, 0, 1, 1]),
+    }
     for step, tail in ((0, 0.5), (20, 0.25)):
-        scores = {"tail": np.full(4, tail), "within_kl": np.array([0.0, 0.1, 0.3, 0.0]), "entropy": np.array([0.0, 0.8, 1.2, 0.0]), "tv": np.full(4, 0.1)}
+        scores = {
+            "tail": np.full(4, tail),
+            "within_kl": np.array([0.0, 0.1, 0.3, 0.0]),
+            "entropy": np.array([0.0, 0.8, 1.2, 0.0]),
+            "tv": np.full(4, 0.1),
+        }
         rows = write_row(fit_dir, summarize(step, "m", scores, target, heldout_replies=1))
     plot(rows, fit_dir / "fit.png")
     report(root)
     md = (root / "report" / "report.md").read_text()
     assert "Distillation fit: has the model learned the SSD target?" in md and (root / "report" / "fit.png").is_file()
-    assert "| 20 | heldout | fork | 1 | 0.350 | 0.250 | 0.100 | 0.800 | 1.000 | 0.100 |" in md  # the held-out reply's one fork
+    assert (
+        "| 20 | heldout | fork | 1 | 0.350 | 0.250 | 0.100 | 0.800 | 1.000 | 0.100 |" in md
+    )  # the held-out reply's one fork
     assert "| 20 | train | fork | 1 | 0.550 | 0.250 | 0.300 | 1.200 | 1.500 | 0.100 |" in md
 
 
 def test_figure6_section_shows_the_three_fork_classifications(tmp_path):
     """The paired fork differences under the three classifications, from analysis.json as written; an
     analysis.json from before them (experiment 1's) still renders, without that table."""
+    from test_analyze import SYNTHETIC_CFG, synthetic_positions
+
     from selfdistill.analyze import summarize
     from selfdistill.report import Run, render_markdown, section_fig6
-
-    from test_analyze import SYNTHETIC_CFG, synthetic_positions
 
     root = tmp_path / "run"
     root.mkdir()
     analysis = _stage(root, "analysis", "analyze", SYNTHETIC_CFG)
-    a = summarize(synthetic_positions([[(4, 1, 1.0, 0.2), (1, 4, 0.2, 1.0), (4, 4, 0.9, 0.7), (4, 4, 0.7, 0.9)]] * 3), SYNTHETIC_CFG)
+    a = summarize(
+        synthetic_positions([[(4, 1, 1.0, 0.2), (1, 4, 0.2, 1.0), (4, 4, 0.9, 0.7), (4, 4, 0.7, 0.9)]] * 3),
+        SYNTHETIC_CFG,
+    )
     atomic_write_json(analysis.path / "analysis.json", a)
     md = render_markdown(section_fig6(Run.load(root), tmp_path), "t")
     assert "| both models (symmetric) | 1 | 6 | 0.800 | 0.800 | +0.000 [+0.000, +0.000] |" in md
@@ -251,4 +378,6 @@ def test_figure6_section_shows_the_three_fork_classifications(tmp_path):
     old = {k: v for k, v in a.items() if k not in ("fork_rules", "fair_rule", "bootstrap", "paired_entropy")}
     atomic_write_json(analysis.path / "analysis.json", old)
     md = render_markdown(section_fig6(Run.load(root), tmp_path), "t")
-    assert "| 1 | 0.200 | 1.000 | 0.867 | 0.600 |" in md and "symmetric" not in md  # B, the base lock: SSD spread there
+    assert (
+        "| 1 | 0.200 | 1.000 | 0.867 | 0.600 |" in md and "symmetric" not in md
+    )  # B, the base lock: SSD spread there

@@ -23,12 +23,17 @@ def test_every_format_gives_the_same_rows_and_says_where_each_came_from(tmp_path
     pq.write_table(pa.Table.from_pylist(ROWS[:1]), tmp_path / "parts" / "0.parquet")
     pq.write_table(pa.Table.from_pylist(ROWS[1:]), tmp_path / "parts" / "1.parquet")
     pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "r.parquet")
-    where = {name: [w for w, _ in rows.read(tmp_path / name, "train")] for name in ("r.jsonl", "r.jsonl.gz", "r.json", "r.parquet", "parts")}
-    assert where == {"r.jsonl": [f"{tmp_path}/r.jsonl:1", f"{tmp_path}/r.jsonl:3"],
-                     "r.jsonl.gz": [f"{tmp_path}/r.jsonl.gz:1", f"{tmp_path}/r.jsonl.gz:2"],
-                     "r.json": [f"{tmp_path}/r.json[0]", f"{tmp_path}/r.json[1]"],
-                     "r.parquet": [f"{tmp_path}/r.parquet[row 0]", f"{tmp_path}/r.parquet[row 1]"],
-                     "parts": [f"{tmp_path}/parts/0.parquet[row 0]", f"{tmp_path}/parts/1.parquet[row 0]"]}
+    where = {
+        name: [w for w, _ in rows.read(tmp_path / name, "train")]
+        for name in ("r.jsonl", "r.jsonl.gz", "r.json", "r.parquet", "parts")
+    }
+    assert where == {
+        "r.jsonl": [f"{tmp_path}/r.jsonl:1", f"{tmp_path}/r.jsonl:3"],
+        "r.jsonl.gz": [f"{tmp_path}/r.jsonl.gz:1", f"{tmp_path}/r.jsonl.gz:2"],
+        "r.json": [f"{tmp_path}/r.json[0]", f"{tmp_path}/r.json[1]"],
+        "r.parquet": [f"{tmp_path}/r.parquet[row 0]", f"{tmp_path}/r.parquet[row 1]"],
+        "parts": [f"{tmp_path}/parts/0.parquet[row 0]", f"{tmp_path}/parts/1.parquet[row 0]"],
+    }
     for name in ("r.jsonl", "r.jsonl.gz", "r.json", "r.json.gz", "r.parquet", "parts"):
         assert [row for _, row in rows.read(str(tmp_path / name), "train")] == ROWS, name
     assert list(rows.jsonl(tmp_path / "r.jsonl")) == [(1, ROWS[0]), (3, ROWS[1])]
@@ -65,8 +70,13 @@ def test_bad_rows_can_be_collected_instead_and_the_rest_read(tmp_path):
     path.write_text('{"id": "a"}\n{oops\n7\n{"id": "b"}\n')
     errors = []
     assert [row["id"] for _, row in rows.read(path, "train", errors=errors)] == ["a", "b"]
-    assert errors == [{"where": f"{path}:2", "reason": "invalid JSON at column 2: Expecting property name enclosed in double quotes"},
-                      {"where": f"{path}:3", "reason": "expected a JSON object, got int"}]
+    assert errors == [
+        {
+            "where": f"{path}:2",
+            "reason": "invalid JSON at column 2: Expecting property name enclosed in double quotes",
+        },
+        {"where": f"{path}:3", "reason": "expected a JSON object, got int"},
+    ]
     (tmp_path / "r.json").write_text('[{"id": "a"}, "b"]')
     errors = []
     assert [row for _, row in rows.read(tmp_path / "r.json", "train", errors=errors)] == [{"id": "a"}]
@@ -81,7 +91,9 @@ def test_unreadable_sources_raise_the_callers_own_error(tmp_path):
     with pytest.raises(Mine, match=r"r\.csv: unsupported file type"):
         list(rows.read(tmp_path / "r.csv", "train", raises=Mine))
     with pytest.raises(Mine, match="nope.jsonl: no such file, and not a hub id"):
-        list(rows.read(tmp_path / "nope.jsonl", "train", errors=[], raises=Mine))  # collecting is for rows, not sources
+        list(
+            rows.read(tmp_path / "nope.jsonl", "train", errors=[], raises=Mine)
+        )  # collecting is for rows, not sources
     (tmp_path / "r.jsonl").write_text("{oops\n")
     with pytest.raises(Mine, match=r"r\.jsonl:1: invalid JSON"):
         list(rows.jsonl(tmp_path / "r.jsonl", raises=Mine))

@@ -23,8 +23,14 @@ from selfdistill.sample import (
     sample_seed,
 )
 
-STATEMENTS = ["Return the sum of two integers a and b.", "Reverse a string s.", "Count the vowels in a string.",
-              "Return the n-th Fibonacci number.", "Check whether n is prime.", "Return the maximum of a list."]
+STATEMENTS = [
+    "Return the sum of two integers a and b.",
+    "Reverse a string s.",
+    "Count the vowels in a string.",
+    "Return the n-th Fibonacci number.",
+    "Check whether n is prime.",
+    "Return the maximum of a list.",
+]
 
 
 def prompts_file(tmp_path: Path, extra: list[str] = ()) -> Path:
@@ -37,8 +43,20 @@ def prompts_file(tmp_path: Path, extra: list[str] = ()) -> Path:
 def config(tmp_path: Path, **kw) -> SampleConfig:
     if "prompts" not in kw:
         kw["prompts"] = str(prompts_file(tmp_path))
-    base = SampleConfig(model="tiny-random", decontaminate=[], temperature=1.6, top_k=20, top_p=0.8, n=2, max_tokens=24,
-                        max_model_len=256, backend="hf", max_num_seqs=4, shard_size=2, output_dir=str(tmp_path / "out"))
+    base = SampleConfig(
+        model="tiny-random",
+        decontaminate=[],
+        temperature=1.6,
+        top_k=20,
+        top_p=0.8,
+        n=2,
+        max_tokens=24,
+        max_model_len=256,
+        backend="hf",
+        max_num_seqs=4,
+        shard_size=2,
+        output_dir=str(tmp_path / "out"),
+    )
     return replace(base, **kw)
 
 
@@ -64,7 +82,10 @@ def test_flags():
 
 
 def test_drop_shortest_is_recomputed_from_scratch():
-    records = [{"prompt_id": f"p{i}", "sample_index": 0, "reply_tokens": n, "flags": [], "keep": True} for i, n in enumerate([50, 10, 30, 10, 90])]
+    records = [
+        {"prompt_id": f"p{i}", "sample_index": 0, "reply_tokens": n, "flags": [], "keep": True}
+        for i, n in enumerate([50, 10, 30, 10, 90])
+    ]
     records.append({"prompt_id": "p9", "sample_index": 0, "reply_tokens": 0, "flags": ["empty"], "keep": False})
     assert _drop_shortest(records, 0.4)  # 40% of the 5 kept: the two 10-token replies
     assert [r["prompt_id"] for r in records if "shortest" in r["flags"]] == ["p1", "p3"]
@@ -78,19 +99,46 @@ def test_drop_shortest_is_recomputed_from_scratch():
 
 
 def test_sample_records_manifest_and_bad_input(tmp_path):
-    extra = ["{broken", json.dumps({"id": "long", "question": "word " * 400}), json.dumps({"id": "p0", "question": "A new statement under a taken id."})]
+    extra = [
+        "{broken",
+        json.dumps({"id": "long", "question": "word " * 400}),
+        json.dumps({"id": "p0", "question": "A new statement under a taken id."}),
+    ]
     prompts = prompts_file(tmp_path, extra)
     out = sample(config(tmp_path, prompts=str(prompts)))
     manifest = load_manifest(out)
-    records = [json.loads(line) for shard in sorted((out / "shards").glob("*.jsonl")) for line in shard.read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for shard in sorted((out / "shards").glob("*.jsonl"))
+        for line in shard.read_text().splitlines()
+    ]
     assert len(records) == 7 * 2 and len(list((out / "shards").glob("*.jsonl"))) == 4
-    assert [(r["prompt_id"], r["sample_index"]) for r in records] == [(f"p{i}", j) for i in range(6) for j in range(2)] + [("long", 0), ("long", 1)]
+    assert [(r["prompt_id"], r["sample_index"]) for r in records] == [
+        (f"p{i}", j) for i in range(6) for j in range(2)
+    ] + [("long", 0), ("long", 1)]
     first = records[0]
-    assert set(first) >= {"prompt_id", "sample_index", "seed", "messages", "prompt_text", "reply", "prompt_tokens", "reply_tokens", "finish_reason", "flags", "keep"}
+    assert set(first) >= {
+        "prompt_id",
+        "sample_index",
+        "seed",
+        "messages",
+        "prompt_text",
+        "reply",
+        "prompt_tokens",
+        "reply_tokens",
+        "finish_reason",
+        "flags",
+        "keep",
+    }
     assert first["seed"] == sample_seed(0, "p0", 0) and first["prompt_text"].endswith("<|im_start|>assistant\n")
-    assert first["messages"][1]["content"] == STATEMENTS[0] and first["reply_tokens"] == len(first["reply_token_ids"]) <= 24
+    assert (
+        first["messages"][1]["content"] == STATEMENTS[0]
+        and first["reply_tokens"] == len(first["reply_token_ids"]) <= 24
+    )
     long = [r for r in records if r["prompt_id"] == "long"]
-    assert all(r["finish_reason"] == "prompt_too_long" and not r["keep"] and r["flags"] == ["prompt_too_long"] for r in long)
+    assert all(
+        r["finish_reason"] == "prompt_too_long" and not r["keep"] and r["flags"] == ["prompt_too_long"] for r in long
+    )
     # the manifest: effective params, template, tokenizer, sources, skips, errors with file:line, counts
     params = manifest["effective_params"]
     assert params["backend"] == "hf" and params["spec"]["temperature"] == 1.6 and params["spec"]["top_k"] == 20
@@ -98,7 +146,13 @@ def test_sample_records_manifest_and_bad_input(tmp_path):
     assert manifest["tokenizer"]["eos_token"] == "<|im_end|>"
     errors = manifest["prompt_source"]["errors_first"]
     assert [e["where"] for e in errors] == [f"{prompts}:7", f"{prompts}:9"]
-    assert manifest["skipped"] == [{"prompt_id": "long", "prompt_tokens": long[0]["prompt_tokens"], "reason": "prompt_too_long: no room in max_model_len"}]
+    assert manifest["skipped"] == [
+        {
+            "prompt_id": "long",
+            "prompt_tokens": long[0]["prompt_tokens"],
+            "reason": "prompt_too_long: no room in max_model_len",
+        }
+    ]
     counts = manifest["counts"]
     assert counts["samples"] == 14 and counts["prompt_too_long"] == 2 and counts["kept"] + counts["dropped"] == 14
     assert sum(b["samples"] for b in manifest["length_histogram"]) == 12
@@ -110,16 +164,33 @@ def test_sample_records_manifest_and_bad_input(tmp_path):
 
 
 def _ssd_sample(cfg: SampleConfig) -> subprocess.Popen:
-    args = [f"{k}={v}" for k, v in [("model", cfg.model), ("prompts", cfg.prompts), ("decontaminate", "[]"), ("n", cfg.n),
-                                    ("max_tokens", cfg.max_tokens), ("max_model_len", cfg.max_model_len), ("backend", cfg.backend),
-                                    ("max_num_seqs", cfg.max_num_seqs), ("shard_size", cfg.shard_size), ("output_dir", cfg.output_dir)]]
-    return subprocess.Popen([sys.executable, "-m", "selfdistill", "sample", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [
+        f"{k}={v}"
+        for k, v in [
+            ("model", cfg.model),
+            ("prompts", cfg.prompts),
+            ("decontaminate", "[]"),
+            ("n", cfg.n),
+            ("max_tokens", cfg.max_tokens),
+            ("max_model_len", cfg.max_model_len),
+            ("backend", cfg.backend),
+            ("max_num_seqs", cfg.max_num_seqs),
+            ("shard_size", cfg.shard_size),
+            ("output_dir", cfg.output_dir),
+        ]
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-m", "selfdistill", "sample", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def test_resume_after_kill_is_byte_identical(tmp_path):
     """kill -9 after the first shard, rerun the same command: the shards equal an uninterrupted run's.
     (max_num_seqs=4 is one shard's requests: the hf backend's stream finishes shards one by one.)"""
-    whole, killed = config(tmp_path, output_dir=str(tmp_path / "whole")), config(tmp_path, output_dir=str(tmp_path / "killed"))
+    whole, killed = (
+        config(tmp_path, output_dir=str(tmp_path / "whole")),
+        config(tmp_path, output_dir=str(tmp_path / "killed")),
+    )
     assert _ssd_sample(whole).wait(timeout=600) == 0
     proc = _ssd_sample(killed)
     first = Path(killed.output_dir) / "shards" / "shard-00000.jsonl"
@@ -135,7 +206,9 @@ def test_resume_after_kill_is_byte_identical(tmp_path):
     names = sorted(p.name for p in (Path(whole.output_dir) / "shards").glob("*.jsonl"))
     assert names == ["shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"]
     for name in names:
-        assert (Path(killed.output_dir) / "shards" / name).read_bytes() == (Path(whole.output_dir) / "shards" / name).read_bytes()
+        assert (Path(killed.output_dir) / "shards" / name).read_bytes() == (
+            Path(whole.output_dir) / "shards" / name
+        ).read_bytes()
     assert load_samples(killed.output_dir)[0] == load_samples(whole.output_dir)[0]
     assert len(load_manifest(killed.output_dir)["resumed_at"]) == 1
 
@@ -225,7 +298,11 @@ def test_vllm_stage_with_a_shared_engine(tmp_path, vllm_generator):
     cfg = config(tmp_path, prompts=str(prompts), backend="vllm", max_tokens=32)
     out = sample(cfg, generator=vllm_generator)
     params = load_manifest(out)["effective_params"]
-    assert params["generation_config"] == "vllm" and params["sampling_params"]["top_k"] == 20 and params["sampling_params"]["top_p"] == 0.8
+    assert (
+        params["generation_config"] == "vllm"
+        and params["sampling_params"]["top_k"] == 20
+        and params["sampling_params"]["top_p"] == 0.8
+    )
     assert params["sampling_params"]["stop_token_ids"] == vllm_generator.stop_token_ids
     manifest = load_samples(out)[1]
     assert manifest["counts"]["samples"] == 14 and manifest["counts"]["prompt_too_long"] == 2

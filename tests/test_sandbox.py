@@ -36,8 +36,19 @@ def test_execute_passed_with_stdin():
     assert r.isolation in ("namespaces", "basic")
     d = r.to_dict()
     assert json.loads(json.dumps(d)) == d  # what `ssd sandbox exec` prints
-    assert set(d) == {"status", "exit_code", "stdout", "stderr", "wall_time", "cpu_time", "detail",
-                      "tests_passed", "tests_total", "outputs", "isolation"}
+    assert set(d) == {
+        "status",
+        "exit_code",
+        "stdout",
+        "stderr",
+        "wall_time",
+        "cpu_time",
+        "detail",
+        "tests_passed",
+        "tests_total",
+        "outputs",
+        "isolation",
+    }
 
 
 def test_plain_statuses(pool):
@@ -93,8 +104,9 @@ def test_basic_mode_and_no_leftover_tempdirs():
     before = set(glob.glob("/tmp/selfdistill-sandbox-*"))
     with sb.Pool(workers=1, limits=sb.Limits(timeout=2.0, isolation="basic")) as p:
         assert p.isolation == "basic"
-        r, t = p.map([("import os\nopen('f', 'w').write('x')\nprint(os.listdir('.'))", None),
-                      ("while True:\n    pass", None)])
+        r, t = p.map(
+            [("import os\nopen('f', 'w').write('x')\nprint(os.listdir('.'))", None), ("while True:\n    pass", None)]
+        )
     assert r.status == "passed" and r.stdout == "['f']\n" and r.isolation == "basic"
     assert t.status == "timeout"
     assert set(glob.glob("/tmp/selfdistill-sandbox-*")) == before
@@ -104,7 +116,8 @@ def _child_without_namespaces(tmp_path):
     with open(sb.CHILD) as f:
         source = f.read()
     source = source.replace(
-        "def enter_namespaces():\n", "def enter_namespaces():\n    raise OSError('disabled for this test')\n")
+        "def enter_namespaces():\n", "def enter_namespaces():\n    raise OSError('disabled for this test')\n"
+    )
     path = tmp_path / "_sandbox_child.py"
     path.write_text(source)
     return str(path)
@@ -130,7 +143,7 @@ def test_strict_refuses_to_degrade(tmp_path, monkeypatch):
 
 # --- AssertTests -----------------------------------------------------------------------------------
 
-HUMANEVAL_TEST = '''
+HUMANEVAL_TEST = """
 METADATA = {"author": "jt", "dataset": "test"}
 
 
@@ -139,19 +152,19 @@ def check(candidate):
     assert candidate([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3) == True
     for n in range(3):
         assert candidate([float(n), float(n) + 0.1], 0.2)
-'''
+"""
 HUMANEVAL_PROMPT = '''from typing import List
 
 
 def has_close_elements(numbers: List[float], threshold: float) -> bool:
     """ Check if in given list of numbers, are any two numbers closer to each other than threshold. """
 '''
-HUMANEVAL_SOLUTION = '''    for i, a in enumerate(numbers):
+HUMANEVAL_SOLUTION = """    for i, a in enumerate(numbers):
         for j, b in enumerate(numbers):
             if i != j and abs(a - b) < threshold:
                 return True
     return False
-'''
+"""
 
 
 def test_humaneval_style(pool):
@@ -209,15 +222,21 @@ def test_leetcode_style_solution_method_and_classes(pool):
     """)
     tests = "def check(candidate):\n    assert candidate(nums=[2, 7, 11, 15], target=9) == [0, 1]\n"
     tests2 = "def check(candidate):\n    assert to_list(candidate(build([1, 2, 3]))) == [3, 2, 1]\n"
-    r1, r2 = pool.map([sb.AssertTests(program, tests, "Solution().twoSum", setup),
-                       sb.AssertTests(program, tests2, "Solution().reverseList", setup)])
+    r1, r2 = pool.map(
+        [
+            sb.AssertTests(program, tests, "Solution().twoSum", setup),
+            sb.AssertTests(program, tests2, "Solution().reverseList", setup),
+        ]
+    )
     assert r1.status == "passed", r1
     assert r2.status == "passed", r2
 
 
 def test_assert_failures_and_errors(pool):
     jobs = [
-        sb.AssertTests("def f(x):\n    return 1 / x\n", "def check(c):\n    assert c(1) == 1\n    assert c(0) == 0\n", "f"),
+        sb.AssertTests(
+            "def f(x):\n    return 1 / x\n", "def check(c):\n    assert c(1) == 1\n    assert c(0) == 0\n", "f"
+        ),
         sb.AssertTests("def f(x):\n    return x\n", "def check(c):\n    pass\n", "f"),
         sb.AssertTests("def f(x):\n    return x\n", "x = 1\n", "f"),
         sb.AssertTests("def f(x):\n    return (i for i in x)\n", "assert list(f([1])) == [1]\n"),
@@ -293,7 +312,7 @@ def test_call_tests_collect_outputs(pool):
     assert r.status == "passed" and r.tests_total == 2, r
     out0 = r.outputs[0]
     assert out0[:4] == [0, (0, "s"), {0}, {"k": 0, (1, 2): None}]
-    assert out0[4] == float("-inf") and out0[5] == 10 ** 5000 and out0[6:] == [b"\x00", 2j, True, None]
+    assert out0[4] == float("-inf") and out0[5] == 10**5000 and out0[6:] == [b"\x00", 2j, True, None]
     assert r.outputs[1][4] != r.outputs[1][4]  # nan
 
 
@@ -301,7 +320,7 @@ def test_a_mismatch_too_large_to_print_is_a_verdict_and_later_jobs_run(pool):
     """A wrong answer to an expected int past Python's 4300-digit str limit (HumanEval+ has such
     outputs) used to raise in the grading thread: that thread died and every job it had not reached
     was reported as timed out, unrun."""
-    wrong = sb.CallTests("def f(n):\n    return 0\n", "f", [[1]], [10 ** 5000])
+    wrong = sb.CallTests("def f(n):\n    return 0\n", "f", [[1]], [10**5000])
     right = sb.CallTests("def f(n):\n    return n\n", "f", [[1]], [1])
     r = pool.map([wrong] * 3 + [right] * 3)
     assert [x.status for x in r] == ["failed"] * 3 + ["passed"] * 3, r
@@ -338,7 +357,9 @@ def test_call_tests_with_a_time_limit_per_call():
     sleepy = "import time\ntime.sleep({top})\ndef f(s):\n    time.sleep(s)\n    return s\n"
     ignores_alarm = "import signal, time\ndef f(s):\n    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])\n    time.sleep(s)\n    return s\n"
     jobs = [
-        sb.CallTests(sleepy.format(top=0.6), "f", [[0.6], [0.6], [0.6]], [0.6] * 3, timeout_per_call=True),  # 2.4 s in all
+        sb.CallTests(
+            sleepy.format(top=0.6), "f", [[0.6], [0.6], [0.6]], [0.6] * 3, timeout_per_call=True
+        ),  # 2.4 s in all
         sb.CallTests(sleepy.format(top=0), "f", [[0.1], [1.5]], [0.1, 1.5], timeout_per_call=True),
         sb.CallTests(sleepy.format(top=1.5), "f", [[0.1]], [0.1], timeout_per_call=True),
         sb.CallTests(ignores_alarm, "f", [[1.3]], [1.3], timeout_per_call=True),

@@ -84,14 +84,17 @@ def run(pool, program, stdin=None):
 
 
 def test_fork_bomb(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         import os
         while True:
             try:
                 os.fork()
             except OSError:
                 pass
-    """)
+    """,
+    )
     assert r.status == "timeout", r
 
 
@@ -101,11 +104,14 @@ def test_memory_bomb_single_allocation(pool):
 
 
 def test_memory_bomb_gradual(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         chunks = []
         while True:
             chunks.append(bytearray(10 << 20))
-    """)
+    """,
+    )
     assert r.status == "memory", r
 
 
@@ -116,7 +122,9 @@ def test_infinite_loop(pool):
 
 
 def test_busy_threads(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         import threading
         def spin():
             while True:
@@ -124,7 +132,8 @@ def test_busy_threads(pool):
         for _ in range(4):
             threading.Thread(target=spin, daemon=True).start()
         spin()
-    """)
+    """,
+    )
     assert r.status == "timeout", r
 
 
@@ -134,11 +143,14 @@ def test_sleep_forever(pool):
 
 
 def test_disk_fill(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         with open("big", "wb") as f:
             while True:
                 f.write(b"x" * (1 << 20))
-    """)
+    """,
+    )
     assert r.status == "runtime_error", r
     assert "OSError" in r.detail or "File too large" in r.detail or "No space" in r.detail, r.detail
 
@@ -147,25 +159,31 @@ def test_disk_fill(pool):
 
 
 def test_sigterm_ignored(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         import signal
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
             signal.signal(s, signal.SIG_IGN)
         while True:
             pass
-    """)
+    """,
+    )
     assert r.status == "timeout", r
 
 
 def test_kill_parent(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         import os, signal
         try:
             os.kill(os.getppid(), signal.SIGKILL)
         except OSError:
             pass
         print("still here")
-    """)
+    """,
+    )
     assert r.status == "passed", r
     assert r.stdout == "still here\n"
 
@@ -183,7 +201,9 @@ def test_kill_everything(pool):
 
 
 def test_detached_grandchild_is_killed(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         import os, time
         if os.fork() == 0:
             os.setsid()
@@ -193,17 +213,21 @@ def test_detached_grandchild_is_killed(pool):
                 time.sleep(1000)
             os._exit(0)
         print("parent done")
-    """)
+    """,
+    )
     assert r.status == "passed", r
 
 
 def test_subprocess_spawn(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         import subprocess
         subprocess.Popen(["sleep", "1000"], start_new_session=True)
         out = subprocess.run(["sh", "-c", "echo from-shell"], capture_output=True, text=True).stdout
         print(out.strip())
-    """)
+    """,
+    )
     assert r.status == "passed", r
     assert r.stdout == "from-shell\n"
 
@@ -224,11 +248,14 @@ def test_loopback_listener_unreachable(pool):
     server.setblocking(False)
     port = server.getsockname()[1]
     try:
-        r = run(pool, f"""
+        r = run(
+            pool,
+            f"""
             import socket
             s = socket.create_connection(("127.0.0.1", {port}), timeout=1)
             s.sendall(b"escaped")
-        """)
+        """,
+        )
         assert r.status == "runtime_error", r
         assert "unreachable" in r.detail.lower(), r.detail
         with pytest.raises(BlockingIOError):
@@ -238,10 +265,13 @@ def test_loopback_listener_unreachable(pool):
 
 
 def test_outside_network_unreachable(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         import socket
         socket.create_connection(("1.1.1.1", 53), timeout=1)
-    """)
+    """,
+    )
     assert r.status == "runtime_error", r
 
 
@@ -250,9 +280,19 @@ def test_outside_network_unreachable(pool):
 
 def test_writes_outside_workdir(pool, tmp_path):
     name = f"sandbox-escape-{uuid.uuid4().hex}"
-    targets = [str(tmp_path / name), f"/tmp/{name}", f"/var/tmp/{name}", f"/dev/shm/{name}",
-               f"{os.getcwd()}/{name}", f"/root/{name}", f"/etc/{name}", f"/{name}"]
-    r = run(pool, f"""
+    targets = [
+        str(tmp_path / name),
+        f"/tmp/{name}",
+        f"/var/tmp/{name}",
+        f"/dev/shm/{name}",
+        f"{os.getcwd()}/{name}",
+        f"/root/{name}",
+        f"/etc/{name}",
+        f"/{name}",
+    ]
+    r = run(
+        pool,
+        f"""
         import os, subprocess
         written = []
         for path in {targets!r} + ["../{name}", "../../{name}"]:
@@ -266,7 +306,8 @@ def test_writes_outside_workdir(pool, tmp_path):
         os.makedirs("inside/ok", exist_ok=True)          # the work directory itself is writable
         open("inside/ok/file", "w").write("fine")
         print(os.getcwd(), written)
-    """)
+    """,
+    )
     assert r.status == "passed", r
     assert r.stdout.startswith("/tmp ")  # the sandbox's own /tmp: a fresh tmpfs, not the host's
     for target in targets:
@@ -279,7 +320,10 @@ def test_cannot_read_parent_environment(pool, monkeypatch):
     monkeypatch.setenv("SELFDISTILL_TEST_SECRET", secret)
     p = sb.Pool(workers=1, limits=LIMITS)  # started after the secret is in our environment
     try:
-        r = p.map([(textwrap.dedent(f"""
+        r = p.map(
+            [
+                (
+                    textwrap.dedent(f"""
             import os
             print(dict(os.environ))
             for pid in ("1", "self", str(os.getppid()), "{os.getpid()}"):
@@ -287,7 +331,11 @@ def test_cannot_read_parent_environment(pool, monkeypatch):
                     print(open(f"/proc/{{pid}}/environ", "rb").read())
                 except OSError as e:
                     print("blocked", pid, type(e).__name__)
-        """), None)])[0]
+        """),
+                    None,
+                )
+            ]
+        )[0]
     finally:
         p.close()
     assert r.status == "passed", r
@@ -297,7 +345,9 @@ def test_cannot_read_parent_environment(pool, monkeypatch):
 
 
 def test_no_host_devices(pool):
-    r = run(pool, """
+    r = run(
+        pool,
+        """
         import os
         opened = []
         for dev in ("/dev/tty", "/dev/console", "/dev/pts/0", "/dev/sda", "/dev/vda", "/dev/mem", "/dev/kmsg"):
@@ -307,7 +357,8 @@ def test_no_host_devices(pool):
             except OSError:
                 pass
         print(opened, sorted(os.listdir("/dev")))
-    """)
+    """,
+    )
     assert r.status == "passed", r
     assert r.stdout.startswith("[] ")
 
@@ -381,7 +432,10 @@ def test_os_exit_zero_inside_candidate(pool):
 
 
 def test_fake_success_marker(pool):
-    r = grade(pool, WRONG + textwrap.dedent("""
+    r = grade(
+        pool,
+        WRONG
+        + textwrap.dedent("""
         import os, sys
         print("passed"); print("All tests passed!"); sys.stdout.flush()
         for fd in range(3, 64):
@@ -390,12 +444,15 @@ def test_fake_success_marker(pool):
             except OSError:
                 pass
         os._exit(0)
-    """))
+    """),
+    )
     assert r.status == "failed", r
 
 
 def test_eq_always_true(pool):
-    r = grade(pool, """
+    r = grade(
+        pool,
+        """
         class Anything:
             def __eq__(self, other): return True
             def __ne__(self, other): return False
@@ -405,19 +462,23 @@ def test_eq_always_true(pool):
             def __bool__(self): return True
         def square(x):
             return Anything()
-    """)
+    """,
+    )
     assert r.status == "failed", r
     assert "Anything" in r.detail
 
 
 def test_int_subclass_eq(pool):
-    r = grade(pool, """
+    r = grade(
+        pool,
+        """
         class Sneaky(int):
             def __eq__(self, other): return True
             __hash__ = int.__hash__
         def square(x):
             return Sneaky(0)
-    """)
+    """,
+    )
     assert r.status == "failed", r
 
 
@@ -428,12 +489,16 @@ def test_eq_always_true_in_call_tests(pool):
 
 
 def test_monkeypatch_builtins(pool):
-    r = grade(pool, WRONG + textwrap.dedent("""
+    r = grade(
+        pool,
+        WRONG
+        + textwrap.dedent("""
         import builtins
         builtins.abs = lambda x: 0
         builtins.isinstance = lambda *a: True
         builtins.AssertionError = type("Nope", (Exception,), {})
-    """))
+    """),
+    )
     assert r.status == "failed", r
 
 
@@ -444,21 +509,28 @@ def test_shadow_builtins_in_globals(pool):
 
 def test_monkeypatch_assert_helpers(pool):
     tests = "import math\ndef check(candidate):\n    assert math.isclose(candidate(3), 9)\n"
-    program = WRONG + "import math, unittest\nmath.isclose = lambda *a, **k: True\n" \
-                      "unittest.TestCase.assertEqual = lambda *a, **k: None\n"
+    program = (
+        WRONG + "import math, unittest\nmath.isclose = lambda *a, **k: True\n"
+        "unittest.TestCase.assertEqual = lambda *a, **k: None\n"
+    )
     r = grade(pool, program, tests)
     assert r.status == "failed", r
 
 
 def test_patch_counter_eq(pool):
-    program = "import collections\ncollections.Counter.__eq__ = lambda a, b: True\n" \
-              "def square(x):\n    return collections.Counter('wrong')\n"
+    program = (
+        "import collections\ncollections.Counter.__eq__ = lambda a, b: True\n"
+        "def square(x):\n    return collections.Counter('wrong')\n"
+    )
     r = grade(pool, program)
     assert r.status == "failed", r
 
 
 def test_tamper_with_harness_module(pool):
-    r = grade(pool, WRONG + textwrap.dedent("""
+    r = grade(
+        pool,
+        WRONG
+        + textwrap.dedent("""
         import sys
         for module in list(sys.modules.values()):
             for name in ("check_plain", "encode", "_OPS", "run_assert"):
@@ -466,31 +538,38 @@ def test_tamper_with_harness_module(pool):
                     setattr(module, name, lambda *a, **k: None)
         import __main__
         __main__.check = lambda candidate: None
-    """))
+    """),
+    )
     assert r.status == "failed", r
 
 
 def test_frame_walking_is_blocked(pool):
-    r = grade(pool, """
+    r = grade(
+        pool,
+        """
         import sys
         def square(x):
             f = sys._getframe(1)
             f.f_globals["check"] = lambda c: None
             return x * x + 1
-    """)
+    """,
+    )
     assert r.status == "runtime_error", r
     assert "ValueError" in r.detail
 
 
 def test_traceback_frame_is_blocked(pool):
-    r = grade(pool, """
+    r = grade(
+        pool,
+        """
         def square(x):
             try:
                 1 / 0
             except ZeroDivisionError as e:
                 frame = e.__traceback__.tb_frame.f_back
             return 0
-    """)
+    """,
+    )
     assert r.status == "runtime_error", r
 
 
@@ -508,7 +587,9 @@ def test_ctypes_is_blocked(pool):
 def test_fork_oracle(pool):
     # A fork of the program would run the tests as a copy of the harness and reveal (by its exit
     # status) whether a guess passes. Forks must never run tests nor report.
-    r = grade(pool, """
+    r = grade(
+        pool,
+        """
         import os
         pid = os.fork()
         if pid:
@@ -518,7 +599,8 @@ def test_fork_oracle(pool):
                 return x * x   # the right answer, but only in a forked copy
             os.wait()
             return x + 1
-    """)
+    """,
+    )
     assert r.status == "failed", r
 
 

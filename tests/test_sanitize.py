@@ -21,7 +21,7 @@ def test_evalplus_cases(case):
 
 
 def test_example_code_around_the_solution_is_dropped():
-    reply = '''import sys
+    reply = """import sys
 from typing import List
 
 LIMIT = 10
@@ -38,18 +38,21 @@ solve([n])
 
 if __name__ == "__main__":
     print(solve(list(map(int, sys.argv[1:]))))
-'''
-    assert sanitize(reply, "solve") == '''import sys
+"""
+    assert (
+        sanitize(reply, "solve")
+        == """import sys
 from typing import List
 LIMIT = 10
 def helper(x):
     return min(x, LIMIT)
 def solve(xs: List[int]) -> int:
-    return sum(helper(x) for x in xs)'''
+    return sum(helper(x) for x in xs)"""
+    )
 
 
 def test_a_solution_class_keeps_its_helpers_and_drops_its_demo():
-    reply = '''from functools import cache
+    reply = """from functools import cache
 
 def gcd(a, b):
     return a if b == 0 else gcd(b, a % b)
@@ -61,21 +64,24 @@ class Solution:
 
 sol = Solution()
 print(sol.f(4, 6))
-'''
-    assert sanitize(reply, "Solution") == '''from functools import cache
+"""
+    assert (
+        sanitize(reply, "Solution")
+        == """from functools import cache
 def gcd(a, b):
     return a if b == 0 else gcd(b, a % b)
 class Solution:
     @cache
     def f(self, a: int, b: int) -> int:
-        return gcd(a, b)'''
+        return gcd(a, b)"""
+    )
 
 
 def test_code_a_correct_program_needs_is_kept_where_evalplus_would_drop_it():
     """Decorated definitions, functions without `return`, redefinitions (Python calls the last) and
     top-level loops that fill a table all stay (EvalPlus drops them, failing correct LeetCode
     references); demo code and the main guard go."""
-    reply = '''import functools
+    reply = """import functools
 from dataclasses import dataclass
 
 mx = 5
@@ -110,9 +116,11 @@ def h(x):
 print(h(3))
 if __name__ == "__main__":
     seen.clear()
-'''
+"""
     kept = sanitize(reply, "h")
-    assert kept == '''import functools
+    assert (
+        kept
+        == """import functools
 from dataclasses import dataclass
 mx = 5
 f = [0] * mx
@@ -133,7 +141,8 @@ def log(x):
 seen = []
 def h(x):
     log(x)
-    return memo(x) + T(1).a'''
+    return memo(x) + T(1).a"""
+    )
     scope: dict = {}
     exec(kept, scope)
     assert scope["h"](3) == 2 + 6 + 1 and scope["seen"] == [3]
@@ -142,14 +151,18 @@ def h(x):
 def test_classes_the_tests_use_are_kept_but_not_their_variable_names():
     """MBPP 367's setup builds its inputs with the reply's own Node class, which the entry point never names."""
     reply = "class Node:\n    pass\ndef height(tree):\n    return 0\nroot = Node()\nprint(height(root))\n"
-    assert sanitize(reply, "height", {"Node", "root", "height"}) == "class Node:\n    pass\ndef height(tree):\n    return 0"
+    assert (
+        sanitize(reply, "height", {"Node", "root", "height"})
+        == "class Node:\n    pass\ndef height(tree):\n    return 0"
+    )
     assert sanitize(reply, "height") == "def height(tree):\n    return 0"
 
 
 def test_an_import_called_at_top_level_is_not_a_mutation():
     """`np.sum(x)` at top level calls an import's method: not a write to anything the solution reaches."""
     assert sanitize("import numpy as np\ndef f(x):\n    return np.sum(x)\nprint(np.sum([1]))\n", "f") == (
-        "import numpy as np\ndef f(x):\n    return np.sum(x)")
+        "import numpy as np\ndef f(x):\n    return np.sum(x)"
+    )
 
 
 def test_code_that_does_not_parse_is_cut_to_its_longest_parsing_run():

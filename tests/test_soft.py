@@ -24,22 +24,39 @@ from transformers import AutoModelForCausalLM
 
 from selfdistill.config import SampleConfig, TrainConfig, load_run_config
 from selfdistill.generate import Completion, Targets, truncate_logits, truncated_support
-from selfdistill.manifest import load_manifest
+from selfdistill.manifest import load_manifest, read_jsonl
 from selfdistill.pipeline import Stages
-from selfdistill.manifest import read_jsonl
 from selfdistill.sample import _write_targets, load_samples, sample, shard_files, shard_targets, targets_path
 from selfdistill.train import TrainError, prepare, soft_cross_entropy, train
 from tests.test_train import REPLY, write_samples
 
 T_TRAIN, TOP_K, TOP_P = 1.6, 20, 0.8
-STATEMENTS = ["Return the sum of two integers a and b.", "Reverse a string s.", "Count the vowels in a string.", "Check whether n is prime."]
+STATEMENTS = [
+    "Return the sum of two integers a and b.",
+    "Reverse a string s.",
+    "Count the vowels in a string.",
+    "Check whether n is prime.",
+]
 
 
 def sample_config(tmp_path: Path, **kw) -> SampleConfig:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "question": s}) + "\n" for i, s in enumerate(STATEMENTS)))
-    base = SampleConfig(model="tiny-random", prompts=str(prompts), decontaminate=[], temperature=T_TRAIN, top_k=TOP_K, top_p=TOP_P, n=2,
-                        max_tokens=16, max_model_len=256, backend="hf", shard_size=2, store_targets=True, output_dir=str(tmp_path / "samples"))
+    base = SampleConfig(
+        model="tiny-random",
+        prompts=str(prompts),
+        decontaminate=[],
+        temperature=T_TRAIN,
+        top_k=TOP_K,
+        top_p=TOP_P,
+        n=2,
+        max_tokens=16,
+        max_model_len=256,
+        backend="hf",
+        shard_size=2,
+        store_targets=True,
+        output_dir=str(tmp_path / "samples"),
+    )
     return replace(base, **kw)
 
 
@@ -51,7 +68,11 @@ def soft_samples(tmp_path_factory) -> Path:
 
 def every_record(samples: Path) -> list[dict]:
     """All records, dropped ones included, each with its stored distributions."""
-    return [{**r, "targets": t} for shard in shard_files(samples) for r, t in zip(read_jsonl(shard), shard_targets(shard), strict=True)]
+    return [
+        {**r, "targets": t}
+        for shard in shard_files(samples)
+        for r, t in zip(read_jsonl(shard), shard_targets(shard), strict=True)
+    ]
 
 
 def teacher_forced_logits(model_path: str, record: dict) -> torch.Tensor:
@@ -75,8 +96,13 @@ def assert_targets_match(stored: Targets, expected: list[tuple[list[int], list[f
     for t, ((ids, probs), (want_ids, want_probs)) in enumerate(zip(stored.rows(), expected)):
         got, want = dict(zip(ids.tolist(), probs.tolist())), dict(zip(want_ids, want_probs))
         assert sorted(got.values()) == pytest.approx(sorted(want.values()), abs=atol), f"token {t}"
-        assert [got[i] for i in want if i in got] == pytest.approx([want[i] for i in want if i in got], abs=atol), f"token {t}"
-        swapped_in, swapped_out = sorted(got[i] for i in set(got) - set(want)), sorted(want[i] for i in set(want) - set(got))
+        assert [got[i] for i in want if i in got] == pytest.approx([want[i] for i in want if i in got], abs=atol), (
+            f"token {t}"
+        )
+        swapped_in, swapped_out = (
+            sorted(got[i] for i in set(got) - set(want)),
+            sorted(want[i] for i in set(want) - set(got)),
+        )
         assert swapped_in == pytest.approx(swapped_out, abs=atol), f"token {t}: survivors differ beyond a tie"
         assert probs.sum() == pytest.approx(1.0, abs=1e-5)
 
@@ -112,7 +138,9 @@ def test_hf_targets_are_truncate_logits_of_the_logits_each_token_was_drawn_from(
 
         generator.model.forward = observed
         prompt = generator.chat_prompt([{"role": "user", "content": STATEMENTS[0]}])
-        ((completion,),) = generator.generate([prompt], SamplingSpec(T_TRAIN, TOP_K, TOP_P, max_tokens=12, targets=True), seeds=[3])
+        ((completion,),) = generator.generate(
+            [prompt], SamplingSpec(T_TRAIN, TOP_K, TOP_P, max_tokens=12, targets=True), seeds=[3]
+        )
     assert len(completion.targets) == len(completion.token_ids) == 12
     expected = [truncated_support(truncate_logits(logits, T_TRAIN, TOP_K, TOP_P))[0] for logits in seen[:12]]
     assert_targets_match(completion.targets, expected, atol=1e-6)
@@ -160,7 +188,10 @@ def test_vllm_stores_its_processed_distributions(tmp_path, tiny_model):
             assert probs.sum() == pytest.approx(1.0, abs=1e-4) and len(got) <= TOP_K
             # on the tokens both keep, renormalised there: one survivor more or less rescales all the others
             common = [i for i in want_ids if i in got]
-            ours, theirs = np.array([got[i] for i in common]), np.array([p for i, p in zip(want_ids, want_probs) if i in got])
+            ours, theirs = (
+                np.array([got[i] for i in common]),
+                np.array([p for i, p in zip(want_ids, want_probs) if i in got]),
+            )
             assert ours / ours.sum() == pytest.approx(theirs / theirs.sum(), abs=2e-3)
         for token, (ids, _) in zip(r["reply_token_ids"], r["targets"].rows()):
             assert token in ids.tolist()
@@ -181,7 +212,9 @@ def test_soft_cross_entropy_by_hand():
     ids = torch.tensor([[0, 1], [2, 0]])  # the second row's second entry is padding (probability 0)
     probs = torch.tensor([[0.75, 0.25], [1.0, 0.0]])
     for chunk in (1, 2, 256):
-        assert soft_cross_entropy(hidden, weight, None, ids, probs, chunk=chunk).item() == pytest.approx(1.870618, abs=1e-6)
+        assert soft_cross_entropy(hidden, weight, None, ids, probs, chunk=chunk).item() == pytest.approx(
+            1.870618, abs=1e-6
+        )
     loss = soft_cross_entropy(hidden, weight, None, ids, probs, chunk=1)
     loss.backward()
     chunked = (hidden.grad.clone(), weight.grad.clone())
@@ -191,7 +224,9 @@ def test_soft_cross_entropy_by_hand():
     assert torch.allclose(chunked[0], hidden.grad) and torch.allclose(chunked[1], weight.grad)
     # d CE / d logits = softmax - q: at position 1, softmax = (e, 1, e) / (2e + 1)
     e = math.e
-    assert chunked[0][0].tolist() == pytest.approx([e / (2 * e + 1) - 0.75 + e / (2 * e + 1), 1 / (2 * e + 1) - 0.25 + e / (2 * e + 1)], abs=1e-6)
+    assert chunked[0][0].tolist() == pytest.approx(
+        [e / (2 * e + 1) - 0.75 + e / (2 * e + 1), 1 / (2 * e + 1) - 0.25 + e / (2 * e + 1)], abs=1e-6
+    )
 
 
 def test_soft_training_without_stored_targets_is_refused(tmp_path, tiny_model):
@@ -215,9 +250,19 @@ def write_soft_samples(path: Path, model_path: str, replies: int = 8) -> Path:
     write_samples(path, model_path, [REPLY] * replies, store_targets=True)
     (shard,) = shard_files(path)
     records = read_jsonl(shard)
-    completions = [Completion("", r["reply_token_ids"], 0, "stop", Targets.from_rows(
-        ([token], [1.0]) if t % 3 == 2 else ([token, 100 + t + i, 7 * t + 1], [0.6, 0.3, 0.1]) for t, token in enumerate(r["reply_token_ids"])))
-        for i, r in enumerate(records)]
+    completions = [
+        Completion(
+            "",
+            r["reply_token_ids"],
+            0,
+            "stop",
+            Targets.from_rows(
+                ([token], [1.0]) if t % 3 == 2 else ([token, 100 + t + i, 7 * t + 1], [0.6, 0.3, 0.1])
+                for t, token in enumerate(r["reply_token_ids"])
+            ),
+        )
+        for i, r in enumerate(records)
+    ]
     _write_targets(shard, records, completions)
     return path
 
@@ -241,8 +286,20 @@ def test_soft_training_starts_at_the_teacher_forced_cross_entropy(tmp_path, tiny
     samples = write_soft_samples(tmp_path / "samples", tiny_model)
     records, _ = load_samples(samples, with_targets=True)
     expected = soft_ce_by_teacher_forcing(tiny_model, records)
-    cfg = TrainConfig(model="tiny-random", samples=str(samples), output_dir=str(tmp_path / "train"), objective="soft", global_batch_size=len(records),
-                      per_device_batch_size=4, learning_rate=3e-3, min_learning_rate=3e-4, warmup_ratio=0.0, max_steps=4, save_steps=10, packing=packing)
+    cfg = TrainConfig(
+        model="tiny-random",
+        samples=str(samples),
+        output_dir=str(tmp_path / "train"),
+        objective="soft",
+        global_batch_size=len(records),
+        per_device_batch_size=4,
+        learning_rate=3e-3,
+        min_learning_rate=3e-4,
+        warmup_ratio=0.0,
+        max_steps=4,
+        save_steps=10,
+        packing=packing,
+    )
     train(cfg)
     with open(tmp_path / "train" / "loss.csv") as f:
         rows = list(csv.DictReader(f))

@@ -10,15 +10,19 @@ import numpy as np
 import pytest
 import yaml
 
-from selfdistill import benchmarks, metrics, results as R
+from selfdistill import benchmarks, metrics
+from selfdistill import results as R
 from selfdistill.config import RunConfig
 from selfdistill.manifest import RunDir, atomic_write_json
 from selfdistill.sweep_report import Benchmark, sweep_report
 
 T_EVALS = [0.0, 0.8]
-CONFIG = {"model": "qwen2.5-coder-0.5b-instruct", "sample": {"limit": 8},
-          "eval": {"limit": 12, "temperatures": T_EVALS, "n": 2, "test_n": 4, "dev_fraction": 0.5},
-          "sweep": {"t_trains": [1.6], "t_evals": T_EVALS}}
+CONFIG = {
+    "model": "qwen2.5-coder-0.5b-instruct",
+    "sample": {"limit": 8},
+    "eval": {"limit": 12, "temperatures": T_EVALS, "n": 2, "test_n": 4, "dev_fraction": 0.5},
+    "sweep": {"t_trains": [1.6], "t_evals": T_EVALS},
+}
 
 
 def _eval_dir(path: Path, cfg: RunConfig, model: str, skill: float, seed: int, temps=T_EVALS) -> dict[float, dict]:
@@ -31,12 +35,23 @@ def _eval_dir(path: Path, cfg: RunConfig, model: str, skill: float, seed: int, t
 
     def rec(pid, T, j):
         passed = rng.random() < skill + 0.2 * T
-        return {"problem_id": pid, "temperature": T, "sample_index": j, "passed": passed, "status": "passed" if passed else "failed",
-                "reply_tokens": 50, "finish_reason": "stop"}
+        return {
+            "problem_id": pid,
+            "temperature": T,
+            "sample_index": j,
+            "passed": passed,
+            "status": "passed" if passed else "failed",
+            "reply_tokens": 50,
+            "finish_reason": "stop",
+        }
 
-    results = {T: {(pid, j): rec(pid, T, j) for pid in dev for j in range(R.samples_per_problem(ecfg, T))} for T in temps}
+    results = {
+        T: {(pid, j): rec(pid, T, j) for pid in dev for j in range(R.samples_per_problem(ecfg, T))} for T in temps
+    }
     best = metrics.best_on_dev({T: R.per_problem_pass_at_k(r.values(), dev, 1) for T, r in results.items()}, dev)
-    results[best] |= {(pid, j): rec(pid, best, j) for pid in test for j in range(R.samples_per_problem(ecfg, best, test=True))}
+    results[best] |= {
+        (pid, j): rec(pid, best, j) for pid in test for j in range(R.samples_per_problem(ecfg, best, test=True))
+    }
     run = RunDir.open(path, "eval", ecfg, {})
     (path / "results").mkdir()
     for T, records in results.items():
@@ -51,7 +66,11 @@ def experiment(tmp_path):
     configs = []
     for name in ("humaneval", "mbpp"):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({**CONFIG, "output_dir": str(tmp_path / "runs"), "eval": {**CONFIG["eval"], "benchmark": name}}))
+        path.write_text(
+            yaml.safe_dump(
+                {**CONFIG, "output_dir": str(tmp_path / "runs"), "eval": {**CONFIG["eval"], "benchmark": name}}
+            )
+        )
         b = Benchmark.load(path)
         _eval_dir(b.base_dir, b.cfg, b.cfg.model, 0.3, seed=1)
         _eval_dir(b.plans[1.6].dirs["eval-ssd"], b.cfg, "ssd", 0.5, seed=2)
@@ -60,9 +79,23 @@ def experiment(tmp_path):
         from selfdistill.pipeline import sweep_dir
 
         sweep_dir(b.cfg).mkdir(parents=True)
-        grid = {"metric": "pass@1", "split": "dev", "t_trains": [1.6], "t_evals": T_EVALS, "base": {"0.0": 0.1, "0.8": 0.2},
-                "ssd": {"1.6": {"0.0": 0.3, "0.8": 0.4}}, "cells": [], "t_eff_fit": None,
-                "teff_baseline": {"t_train": 1.6, "t_eval": 0.8, "t_eff": 1.28, "eval_dir": str(teff_dir), "ssd_eval_dir": str(b.plans[1.6].dirs["eval-ssd"])}}
+        grid = {
+            "metric": "pass@1",
+            "split": "dev",
+            "t_trains": [1.6],
+            "t_evals": T_EVALS,
+            "base": {"0.0": 0.1, "0.8": 0.2},
+            "ssd": {"1.6": {"0.0": 0.3, "0.8": 0.4}},
+            "cells": [],
+            "t_eff_fit": None,
+            "teff_baseline": {
+                "t_train": 1.6,
+                "t_eval": 0.8,
+                "t_eff": 1.28,
+                "eval_dir": str(teff_dir),
+                "ssd_eval_dir": str(b.plans[1.6].dirs["eval-ssd"]),
+            },
+        }
         (sweep_dir(b.cfg) / "grid.json").write_text(json.dumps(grid))
         configs.append(path)
     return configs

@@ -43,25 +43,42 @@ from selfdistill.train import (
 REPLY = "```python\nprint(42)\n```"  # every training reply ends here
 
 
-def write_samples(path: Path, model_path: str, replies: list[str], finish: list[str] | None = None, template_from: str | None = None,
-                  store_targets: bool = False) -> Path:
+def write_samples(
+    path: Path,
+    model_path: str,
+    replies: list[str],
+    finish: list[str] | None = None,
+    template_from: str | None = None,
+    store_targets: bool = False,
+) -> Path:
     """A finished `ssd sample` directory: prompts rendered with `template_from`'s chat template (default:
     the model's own), replies with their token ids, ending in the stop token when finish is "stop".
     `store_targets`: the manifest says so; the caller writes the targets files."""
     tokenizer = AutoTokenizer.from_pretrained(template_from or model_path)
-    run = RunDir.open(path, "sample", SampleConfig(model=model_path, output_dir=str(path), store_targets=store_targets))
+    run = RunDir.open(
+        path, "sample", SampleConfig(model=model_path, output_dir=str(path), store_targets=store_targets)
+    )
     records = []
     for i, reply in enumerate(replies):
-        messages = [{"role": "system", "content": "Write Python."}, {"role": "user", "content": f"Problem {i}: print {i * 7}."}]
+        messages = [
+            {"role": "system", "content": "Write Python."},
+            {"role": "user", "content": f"Problem {i}: print {i * 7}."},
+        ]
         prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         reason = finish[i] if finish else "stop"
-        ids = tokenizer(reply, add_special_tokens=False).input_ids + ([tokenizer.eos_token_id] if reason == "stop" else [])
+        ids = tokenizer(reply, add_special_tokens=False).input_ids + (
+            [tokenizer.eos_token_id] if reason == "stop" else []
+        )
         records.append({"prompt_id": f"p{i}", "sample_index": 0, "seed": i, "messages": messages, "prompt_text": prompt_text, "reply": reply,
                         "reply_token_ids": ids, "prompt_tokens": len(tokenizer(prompt_text, add_special_tokens=False).input_ids),
                         "reply_tokens": len(ids), "finish_reason": reason, "flags": [], "keep": True})  # fmt: skip
     atomic_write_jsonl(path / "shards" / "shard-00000.jsonl", records)
     template = tokenizer.chat_template
-    run.finish(chat_template=template, chat_template_sha256=hashlib.sha256(template.encode()).hexdigest(), counts={"samples": len(records)})
+    run.finish(
+        chat_template=template,
+        chat_template_sha256=hashlib.sha256(template.encode()).hexdigest(),
+        counts={"samples": len(records)},
+    )
     return path
 
 
@@ -128,11 +145,19 @@ def test_prompts_with_a_pinned_date_train_on_another_day(harmony_tokenizer, cloc
     clock("2026-01-01")
     prompt_text = chat_prompt(harmony_tokenizer, messages, **args)
     ids = harmony_tokenizer(REPLY, add_special_tokens=False).input_ids
-    record = {"prompt_id": "p0", "sample_index": 0, "messages": messages, "prompt_text": prompt_text, "reply": REPLY, "reply_token_ids": ids,
-              "prompt_tokens": len(harmony_tokenizer(prompt_text, add_special_tokens=False).input_ids), "finish_reason": "length"}
+    record = {
+        "prompt_id": "p0",
+        "sample_index": 0,
+        "messages": messages,
+        "prompt_text": prompt_text,
+        "reply": REPLY,
+        "reply_token_ids": ids,
+        "prompt_tokens": len(harmony_tokenizer(prompt_text, add_special_tokens=False).input_ids),
+        "finish_reason": "length",
+    }
     clock("2026-01-02")
     (example,), _ = build_examples([record], harmony_tokenizer, [0], {0}, tmp_path, args)
-    assert example["input_ids"][-len(ids):] == ids
+    assert example["input_ids"][-len(ids) :] == ids
     with pytest.raises(TrainError, match="differs from its messages"):
         build_examples([record], harmony_tokenizer, [0], {0}, tmp_path)
 
@@ -143,9 +168,13 @@ def test_prompt_tokens_must_match_sampling(tmp_path, tiny_model):
     records, _ = load_samples(write_samples(tmp_path / "s", tiny_model, [REPLY]))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     with pytest.raises(TrainError, match="tokenize to a different length"):
-        build_examples([{**records[0], "prompt_tokens": records[0]["prompt_tokens"] + 1}], tokenizer, [2], {2}, tmp_path)
+        build_examples(
+            [{**records[0], "prompt_tokens": records[0]["prompt_tokens"] + 1}], tokenizer, [2], {2}, tmp_path
+        )
     with pytest.raises(TrainError, match="differs from its messages"):
-        build_examples([{**records[0], "prompt_text": "<|im_start|>" + records[0]["prompt_text"]}], tokenizer, [2], {2}, tmp_path)
+        build_examples(
+            [{**records[0], "prompt_text": "<|im_start|>" + records[0]["prompt_text"]}], tokenizer, [2], {2}, tmp_path
+        )
     with pytest.raises(TrainError, match="'reply' is missing"):
         build_examples([{k: v for k, v in records[0].items() if k != "reply"}], tokenizer, [2], {2}, tmp_path)
 
@@ -193,7 +222,9 @@ def test_training_length_in_steps_or_epochs():
     epoch = TrainConfig(num_train_epochs=1, warmup_ratio=0.05)
     assert optimizer_steps(epoch, examples=100) == 4 and warmup_steps(epoch, 4) == 0
     with pytest.raises(TrainError, match="warmup_steps 250 leaves none of the 200"):
-        warmup_steps(TrainConfig(warmup_steps=250), 200)  # 200 steps from the epochs (a warmup over max_steps fails at load)
+        warmup_steps(
+            TrainConfig(warmup_steps=250), 200
+        )  # 200 steps from the epochs (a warmup over max_steps fails at load)
 
 
 # ---------------------------------------------------------------- the stop token is in the loss
@@ -209,11 +240,15 @@ def test_stop_token_is_in_the_loss_even_when_pad_is_eos(tmp_path, samples, tiny_
     eos = tokenizer.eos_token_id
     labels, ids = batch["labels"].flatten(), batch["input_ids"].flatten()
     stops = (ids == eos).nonzero().flatten().tolist()
-    reply_ends = [i for i in stops if i > 0 and ids[i - 1] != eos and labels[i - 1] != -100]  # eos right after a reply token
+    reply_ends = [
+        i for i in stops if i > 0 and ids[i - 1] != eos and labels[i - 1] != -100
+    ]  # eos right after a reply token
     assert len(reply_ends) == 4  # one stop token per example in the batch, each with its label
     assert all(labels[i] == eos for i in reply_ends)
     if not packing:
-        assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()  # padding is masked by its label, not by its id
+        assert (
+            batch["labels"][batch["attention_mask"] == 0] == -100
+        ).all()  # padding is masked by its label, not by its id
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -239,7 +274,9 @@ def test_a_finished_directory_is_returned_for_its_own_config_only(tmp_path):
     from selfdistill.manifest import ManifestMismatch
 
     cfg = TrainConfig(samples=str(tmp_path / "samples"), output_dir=str(tmp_path / "train"))
-    RunDir.open(cfg.output_dir, "train", cfg, {"samples_fingerprint": "f"}).finish(model_dir=str(tmp_path / "train" / "model"))
+    RunDir.open(cfg.output_dir, "train", cfg, {"samples_fingerprint": "f"}).finish(
+        model_dir=str(tmp_path / "train" / "model")
+    )
     assert train(replace(cfg, save_steps=1)) == tmp_path / "train" / "model"
     with pytest.raises(ManifestMismatch, match=r"config.learning_rate: 5e-06 -> 0.0001"):
         train(replace(cfg, learning_rate=1e-4))
@@ -257,10 +294,15 @@ def test_export_keeps_the_update_or_writes_float32():
         fidelity = update_fidelity(trained, base.items(), torch.bfloat16)
         exported = trained["w"].to(torch.bfloat16).double() - base["w"].double()
         update = trained["w"].double() - base["w"].double()
-        assert fidelity["cosine"] == pytest.approx(float((update * exported).sum() / (update.norm() * exported.norm())) if exported.any() else 0.0)
+        assert fidelity["cosine"] == pytest.approx(
+            float((update * exported).sum() / (update.norm() * exported.norm())) if exported.any() else 0.0
+        )
         assert (fidelity["cosine"] > 0.99) == kept and (fidelity["cosine"] < 0.1) == (not kept)
         assert export_dtype("auto", torch.bfloat16, fidelity) == (torch.bfloat16 if kept else torch.float32)
-        assert export_dtype("base", torch.bfloat16, fidelity) == torch.bfloat16 and export_dtype("float32", torch.bfloat16, fidelity) == torch.float32
+        assert (
+            export_dtype("base", torch.bfloat16, fidelity) == torch.bfloat16
+            and export_dtype("float32", torch.bfloat16, fidelity) == torch.float32
+        )
     with pytest.raises(TrainError, match="matches the base model"):
         update_fidelity({"other": base["w"]}, base.items(), torch.bfloat16)
 
@@ -280,14 +322,34 @@ def test_trained_model_stops_where_its_training_replies_stop(trained, tiny_model
     model_dir = trained / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    messages = [{"role": "system", "content": "Write Python."}, {"role": "user", "content": "Problem 99: print 693."}]  # unseen
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-    out = model.generate(prompt, max_new_tokens=40, do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    messages = [
+        {"role": "system", "content": "Write Python."},
+        {"role": "user", "content": "Problem 99: print 693."},
+    ]  # unseen
+    prompt = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
+    out = model.generate(
+        prompt,
+        max_new_tokens=40,
+        do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     generated = out[0, prompt.shape[1] :].tolist()
     assert generated == tokenizer(REPLY, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     # the base model, same prompt: random weights never stop there
     base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
-    assert base.generate(prompt, max_new_tokens=40, do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)[0, prompt.shape[1] :].tolist() != generated
+    assert (
+        base.generate(
+            prompt,
+            max_new_tokens=40,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )[0, prompt.shape[1] :].tolist()
+        != generated
+    )
 
 
 @pytest.mark.integration
@@ -298,7 +360,9 @@ def test_output_is_a_plain_model_directory_with_manifest_and_loss_curve(trained,
     assert AutoTokenizer.from_pretrained(model_dir).chat_template == load_manifest(samples)["chat_template"]
     assert json.loads((model_dir / "config.json").read_text())["dtype"] == "bfloat16"  # the base model's dtype
     manifest = load_manifest(trained)
-    assert manifest["export"]["dtype"] == "bfloat16" and manifest["export"]["update"]["cosine"] > 0.8  # lr 3e-3: the update survives bf16
+    assert (
+        manifest["export"]["dtype"] == "bfloat16" and manifest["export"]["update"]["cosine"] > 0.8
+    )  # lr 3e-3: the update survives bf16
     assert manifest["finished_at"] and manifest["model_dir"] == str(model_dir)
     assert set(manifest["inputs"]) == {"samples_fingerprint", "samples_data", "chat_template_sha256", "model"}
     assert manifest["lengths"]["dropped_too_long"] == 0 and manifest["plan"]["optimizer_steps"] == 60
@@ -315,13 +379,20 @@ def test_an_update_lost_in_bf16_is_exported_and_served_in_float32(tmp_path, samp
     from selfdistill.generate import HFGenerator
 
     out = tmp_path / "small-lr"
-    model_dir = train(tiny_cfg(samples, out, learning_rate=1e-6, min_learning_rate=1e-7, max_steps=2, snapshot_steps=[2]))
+    model_dir = train(
+        tiny_cfg(samples, out, learning_rate=1e-6, min_learning_rate=1e-7, max_steps=2, snapshot_steps=[2])
+    )
     snapshot = out / "snapshots" / "step-2"  # the fp32 weights of step 2, without optimizer state
     assert not [p for p in snapshot.iterdir() if p.name.startswith(("optimizer", "scheduler", "rng_state"))]
-    final, kept = AutoModelForCausalLM.from_pretrained(model_dir).state_dict(), AutoModelForCausalLM.from_pretrained(snapshot).state_dict()
+    final, kept = (
+        AutoModelForCausalLM.from_pretrained(model_dir).state_dict(),
+        AutoModelForCausalLM.from_pretrained(snapshot).state_dict(),
+    )
     assert all(torch.equal(t, kept[n]) for n, t in final.items())
     export = load_manifest(out)["export"]
-    assert export["dtype"] == "float32" and export["update"]["dtype"] == "bfloat16" and export["update"]["cosine"] < 0.8
+    assert (
+        export["dtype"] == "float32" and export["update"]["dtype"] == "bfloat16" and export["update"]["cosine"] < 0.8
+    )
     assert json.loads((model_dir / "config.json").read_text())["dtype"] == "float32"
     generator = HFGenerator(str(model_dir), max_model_len=256, seed=0)
     assert generator.dtype == torch.float32 and next(generator.model.parameters()).dtype == torch.float32
@@ -331,7 +402,10 @@ def test_an_update_lost_in_bf16_is_exported_and_served_in_float32(tmp_path, samp
 def test_packing_gives_the_same_losses_as_padding(tmp_path, tiny_model):
     replies = [REPLY + "\n" * i + "# done" for i in range(8)]  # different lengths: padding happens
     path = write_samples(tmp_path / "s", tiny_model, replies)
-    runs = {p: tiny_cfg(path, tmp_path / f"packing-{p}", per_device_batch_size=4, max_steps=3, save_steps=100, packing=p) for p in (False, True)}
+    runs = {
+        p: tiny_cfg(path, tmp_path / f"packing-{p}", per_device_batch_size=4, max_steps=3, save_steps=100, packing=p)
+        for p in (False, True)
+    }
     for cfg in runs.values():
         train(cfg)
     assert losses(tmp_path / "packing-True") == pytest.approx(losses(tmp_path / "packing-False"), rel=1e-4)
@@ -340,7 +414,9 @@ def test_packing_gives_the_same_losses_as_padding(tmp_path, tiny_model):
 def ssd_train(cfg: TrainConfig, launcher: list[str] | None = None) -> subprocess.Popen:
     args = [f"{k}={v}" for k, v in cfg.__dict__.items() if v is not None]
     cmd = (launcher or [sys.executable]) + ["-m", "selfdistill", "train", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 @pytest.mark.integration
@@ -391,7 +467,20 @@ def test_lora_is_merged_into_a_full_model(tmp_path, samples, tiny_model):
     assert changed and all("proj" in n for n in changed)  # only the adapted linear layers moved
     # the adapter is kept beside the model, and `ssd models merge-lora` rebuilds the same model from it
     merged = tmp_path / "merged"
-    subprocess.run([sys.executable, "-m", "selfdistill", "models", "merge-lora", str(out / "adapter"), str(merged), "--base", tiny_model], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfdistill",
+            "models",
+            "merge-lora",
+            str(out / "adapter"),
+            str(merged),
+            "--base",
+            tiny_model,
+        ],
+        check=True,
+    )
     rebuilt = AutoModelForCausalLM.from_pretrained(merged).state_dict()
     assert all(torch.equal(p, rebuilt[n]) for n, p in trained.state_dict().items())
 
@@ -400,7 +489,17 @@ def test_lora_is_merged_into_a_full_model(tmp_path, samples, tiny_model):
 def test_real_samples_with_another_chat_template_are_refused(tmp_path, tiny_model):
     """`ssd sample` on tiny-random, then training Qwen on those samples: refused, naming both hashes."""
     samples_dir = tmp_path / "samples"
-    cmd = [sys.executable, "-m", "selfdistill", "sample", "model=tiny-random", "backend=hf", "limit=2", "max_tokens=8", f"output_dir={samples_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "selfdistill",
+        "sample",
+        "model=tiny-random",
+        "backend=hf",
+        "limit=2",
+        "max_tokens=8",
+        f"output_dir={samples_dir}",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     proc = subprocess.run([sys.executable, "-m", "selfdistill", "train", "model=qwen2.5-coder-0.5b-instruct", f"samples={samples_dir}",
                            f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, check=False)  # fmt: skip

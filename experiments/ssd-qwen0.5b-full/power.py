@@ -66,21 +66,27 @@ def main() -> None:
         for name, base_t in (("P1 (same T)", "0.80"), ("P2 (vs greedy)", "0.00")):
             between, pq_b, pq_s, k = components(outcomes(base_dir, base_t), outcomes(ssd_dir, "0.80"))
             pooled[name].append((between, pq_b, pq_s, k))
-            print(f"{bench:15s} {name:15s} problems {k:3d}  between-problem var {between:.4f}  mean p(1-p): base {pq_b:.3f}, SSD {pq_s:.3f}")
+            print(
+                f"{bench:15s} {name:15s} problems {k:3d}  between-problem var {between:.4f}  mean p(1-p): base {pq_b:.3f}, SSD {pq_s:.3f}"
+            )
     print()
     for rate in (0.45, 0.15, 0.10):
         for name, parts in pooled.items():
             k = sum(p[3] for p in parts)
             between = sum(p[0] * p[3] for p in parts) / k
             pq_s = sum(p[2] * p[3] for p in parts) / k
-            scale = rate * (1 - rate) / pq_s  # experiment 1's mean p(1-p) is about 0.2: rescale every component to the rate
+            scale = (
+                rate * (1 - rate) / pq_s
+            )  # experiment 1's mean p(1-p) is about 0.2: rescale every component to the rate
             n_base = N_SAMPLED if name.startswith("P1") else 1
             # the greedy arm's per-problem outcome is deterministic: its variance is all between problems, already in `between`
             within = pq_s / N_SAMPLED + (pq_s / n_base if n_base > 1 else 0.0)
             se = math.sqrt(max(between, 0.0) * scale + within * scale) / math.sqrt(PROBLEMS) * 100
             mde = (Z(1 - 0.025 / 2) + Z(0.8)) * se
-            print(f"base rate {rate:.2f}  {name:15s} SE {se:.2f} pts, 95% CI half-width {1.96 * se:.2f}; power for +3.3 pts at alpha 0.025: "
-                  f"{power(3.3, se, 0.025):.2f}; 80%-power effect {mde:.1f} pts")
+            print(
+                f"base rate {rate:.2f}  {name:15s} SE {se:.2f} pts, 95% CI half-width {1.96 * se:.2f}; power for +3.3 pts at alpha 0.025: "
+                f"{power(3.3, se, 0.025):.2f}; 80%-power effect {mde:.1f} pts"
+            )
 
 
 if __name__ == "__main__":

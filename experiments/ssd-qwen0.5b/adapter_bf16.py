@@ -53,8 +53,10 @@ def main() -> None:
         one_step += int((steps == 1).sum())
         tensors_differing += bool((steps > 0).any())
         farthest = max(farthest, int(steps.max()))
-    print(f"merged weights: {differing:,} of {values:,} bf16 values differ ({differing / values:.3%}), in {tensors_differing} of {len(reference)} tensors; "
-          f"{one_step:,} of them by one bf16 step (the next representable value), none by more than {farthest}")
+    print(
+        f"merged weights: {differing:,} of {values:,} bf16 values differ ({differing / values:.3%}), in {tensors_differing} of {len(reference)} tensors; "
+        f"{one_step:,} of them by one bf16 step (the next representable value), none by more than {farthest}"
+    )
 
 
 def bf16_order(t: torch.Tensor) -> torch.Tensor:
@@ -62,6 +64,7 @@ def bf16_order(t: torch.Tensor) -> torch.Tensor:
     (sign and magnitude bits to two's complement), so a difference counts representable steps."""
     bits = t.contiguous().view(torch.int16).int()
     return torch.where(bits < 0, -(bits & 0x7FFF), bits)
+
 
 if __name__ == "__main__":
     main()

@@ -94,7 +94,12 @@ def make_root_readonly():
     """Every mount, recursively, read-only. mount_setattr (Linux 5.12+) does it in one call."""
 
     class MountAttr(ctypes.Structure):
-        _fields_ = [("set", ctypes.c_uint64), ("clr", ctypes.c_uint64), ("prop", ctypes.c_uint64), ("userns", ctypes.c_uint64)]
+        _fields_ = [
+            ("set", ctypes.c_uint64),
+            ("clr", ctypes.c_uint64),
+            ("prop", ctypes.c_uint64),
+            ("userns", ctypes.c_uint64),
+        ]
 
     attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
     if libc.syscall(SYS_MOUNT_SETATTR, -100, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)) == 0:
@@ -131,6 +136,7 @@ def drop_capabilities():
 
 # --- zygote: namespaces, then one warm server per slot ----------------------------------------------
 
+
 def _is_real_root():
     """uid 0 of the host (may switch to any uid), as opposed to root of some user namespace."""
     if os.getuid() != 0:
@@ -150,8 +156,11 @@ def expose_interpreter():
     """Root mode: jobs run as an unprivileged uid, which cannot traverse a private directory such as
     /root - where pyenv and friends install Python. Shadow each such directory with a tmpfs that holds
     only bind mounts of the interpreter's own directories (which also hides everything else in it)."""
-    needed = {os.path.realpath(p) for p in sys.path + [sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                                       os.path.dirname(sys.executable)] if p and os.path.isdir(p)}
+    needed = {
+        os.path.realpath(p)
+        for p in sys.path + [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
+        if p and os.path.isdir(p)
+    }
     shadows = {}  # private ancestor -> the needed paths below it
     for path in sorted(needed):
         parts = path.split("/")
@@ -275,7 +284,7 @@ def send(fd, obj):
     data = marshal.dumps(obj)
     data = struct.pack(">I", len(data)) + data
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def recv(fd):
@@ -474,7 +483,13 @@ def job_init(job, mode, uid, cwd, fs_mb, stdin_fd, out_w, err_w, chan_w, status_
 
 # --- the job: confinement, then the program ---------------------------------------------------------
 
-CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+CLEAN_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PYTHONIOENCODING": "utf-8",
+}
 NPROC = 64  # processes + threads of one job
 NOFILE = 256
 
@@ -509,7 +524,7 @@ def run_job(job, mode, uid, cwd, fs_mb, stdin_fd, out_w, err_w, chan_w):
     os.environ.clear()
     os.environ.update(CLEAN_ENV, HOME=cwd, TMPDIR=cwd)
     random.seed()  # a forked job would otherwise repeat the zygote's random sequence
-    sys.stdin = sys.__stdin__ = open(0, "r", encoding="utf-8", closefd=False)
+    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)
     sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)
     sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
     sys.argv = ["main.py"]
@@ -590,14 +605,32 @@ _monotonic, _setitimer, _set_handler = time.monotonic, signal.setitimer, signal.
 _SIGALRM, _SIG_DFL, _ITIMER_REAL = signal.SIGALRM, signal.SIG_DFL, signal.ITIMER_REAL
 _ESC = json.encoder.encode_basestring_ascii  # a C function
 _OPS = {
-    "Eq": operator.eq, "NotEq": operator.ne, "Lt": operator.lt, "LtE": operator.le, "Gt": operator.gt,
-    "GtE": operator.ge, "In": lambda a, b: a in b, "NotIn": lambda a, b: a not in b,
-    "Is": operator.is_, "IsNot": operator.is_not,
+    "Eq": operator.eq,
+    "NotEq": operator.ne,
+    "Lt": operator.lt,
+    "LtE": operator.le,
+    "Gt": operator.gt,
+    "GtE": operator.ge,
+    "In": lambda a, b: a in b,
+    "NotIn": lambda a, b: a not in b,
+    "Is": operator.is_,
+    "IsNot": operator.is_not,
 }
 # Builtin C types cannot be patched, so their ==, <, bool() are the interpreter's own.
 _SCALARS = {type(None), bool, int, float, complex, str, bytes, range, decimal.Decimal, type(...), type}
-_CONTAINERS = {list, tuple, set, frozenset, dict, collections.deque, collections.OrderedDict, collections.defaultdict,
-               type({}.keys()), type({}.values()), type({}.items())}
+_CONTAINERS = {
+    list,
+    tuple,
+    set,
+    frozenset,
+    dict,
+    collections.deque,
+    collections.OrderedDict,
+    collections.defaultdict,
+    type({}.keys()),
+    type({}.values()),
+    type({}.items()),
+}
 # Pure-Python classes we accept, with their class dict as it is now: a patched method shows as a change.
 # The test job's setup code adds its own classes (ListNode, TreeNode...) here.
 _CHECKED_CLASSES = {cls: dict(cls.__dict__) for cls in (collections.Counter, fractions.Fraction)}
@@ -690,7 +723,7 @@ def make_emitter(secret):
             body += ',"value":' + value_json
         data = prefix + ("{" + body + "}\n").encode()
         while data:
-            data = data[_write(CHANNEL_FD, data):]
+            data = data[_write(CHANNEL_FD, data) :]
 
     return emit
 
@@ -699,7 +732,8 @@ def error_kind(e):
     """The verdict-relevant class of an exception, by exact builtin type (a program's own class that
     happens to be called MemoryError is just an exception)."""
     return {MemoryError: "memory", SystemExit: "exit", AssertionError: "assert", UntrustedValue: "untrusted"}.get(
-        type(e), "exception")
+        type(e), "exception"
+    )
 
 
 def report_and_exit(emit, e, where):
@@ -711,8 +745,16 @@ def report_and_exit(emit, e, where):
 # state) or raw memory. sys._getframe raises ValueError, which its stdlib callers (warnings, logging,
 # typing, namedtuple) already handle as "no frames on this interpreter".
 _BLOCKED_ATTRS = {"tb_frame", "gi_frame", "cr_frame", "ag_frame"}
-_BLOCKED_EVENTS = {"sys._current_frames", "sys.settrace", "sys.setprofile", "gc.get_objects", "gc.get_referrers",
-                   "gc.get_referents", "code.__new__", "sys.addaudithook"}
+_BLOCKED_EVENTS = {
+    "sys._current_frames",
+    "sys.settrace",
+    "sys.setprofile",
+    "gc.get_objects",
+    "gc.get_referrers",
+    "gc.get_referents",
+    "code.__new__",
+    "sys.addaudithook",
+}
 
 
 def install_audit_hook():
@@ -876,8 +918,24 @@ def run_assert(job):
 # Private copies of common modules for the test code: `import math` in the tests gets a module object
 # the program never saw, so `math.isclose = lambda *a, **k: True` in the program changes nothing there.
 PRIVATE_MODULES = {}
-for _name in ("math", "cmath", "re", "string", "itertools", "collections", "functools", "operator", "heapq",
-              "bisect", "random", "copy", "decimal", "fractions", "statistics", "typing"):
+for _name in (
+    "math",
+    "cmath",
+    "re",
+    "string",
+    "itertools",
+    "collections",
+    "functools",
+    "operator",
+    "heapq",
+    "bisect",
+    "random",
+    "copy",
+    "decimal",
+    "fractions",
+    "statistics",
+    "typing",
+):
     PRIVATE_MODULES[_name] = types.ModuleType(_name)
     PRIVATE_MODULES[_name].__dict__.update(sys.modules[_name].__dict__)
 _real_import = builtins.__import__

@@ -146,8 +146,10 @@ def with_truncations(cfg: AnalyzeConfig) -> AnalyzeConfig:
     if None in (cfg.t_train, cfg.top_k, cfg.top_p):
         samples = trained_on(cfg.ssd_model)
         if samples is None:
-            raise AnalyzeError(f"{cfg.ssd_model} is not the model of an `ssd train` directory: give t_train, top_k and top_p, "
-                               "the truncation its training samples were drawn with")
+            raise AnalyzeError(
+                f"{cfg.ssd_model} is not the model of an `ssd train` directory: give t_train, top_k and top_p, "
+                "the truncation its training samples were drawn with"
+            )
         train = sampled_with(samples)
     if None in (cfg.eval_top_k, cfg.eval_top_p):
         stage = _stage(Path(cfg.replies))
@@ -156,19 +158,29 @@ def with_truncations(cfg: AnalyzeConfig) -> AnalyzeConfig:
         elif stage == "sample":
             ev = sampled_with(cfg.replies)
         if not ev:
-            raise AnalyzeError(f"{cfg.replies}: no record of the truncation its replies were decoded with: give eval_top_k and eval_top_p")
+            raise AnalyzeError(
+                f"{cfg.replies}: no record of the truncation its replies were decoded with: give eval_top_k and eval_top_p"
+            )
 
     def given(value, source: dict, key: str):
         return source[key] if value is None else value
 
-    return replace(cfg, t_train=given(cfg.t_train, train, "temperature"), top_k=given(cfg.top_k, train, "top_k"), top_p=given(cfg.top_p, train, "top_p"),
-                   eval_top_k=given(cfg.eval_top_k, ev, "top_k"), eval_top_p=given(cfg.eval_top_p, ev, "top_p"))
+    return replace(
+        cfg,
+        t_train=given(cfg.t_train, train, "temperature"),
+        top_k=given(cfg.top_k, train, "top_k"),
+        top_p=given(cfg.top_p, train, "top_p"),
+        eval_top_k=given(cfg.eval_top_k, ev, "top_k"),
+        eval_top_p=given(cfg.eval_top_p, ev, "top_p"),
+    )
 
 
 # ---------------------------------------------------------------- scoring
 
 
-def truncated_stats(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def truncated_stats(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Survivors (tokens with nonzero probability) and entropy in nats of the truncated, renormalized
     distribution, per row of `logits`."""
     probs = torch.softmax(truncate_logits(logits, temperature, top_k, top_p, 0.0).float(), dim=-1)
@@ -181,7 +193,9 @@ def position_stats(logits: torch.Tensor, cfg: AnalyzeConfig) -> dict[str, np.nda
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     width = max(RANKS, TOP_MASS_K, cfg.top_k + 1, cfg.eval_top_k + 1)
     top, top_ids = logprobs.topk(min(width, logprobs.shape[-1]), dim=-1)  # sorted, descending
-    tail = logprobs.scatter(-1, top_ids[:, :TOP_MASS_K], float("-inf")).logsumexp(-1).exp()  # exact where 1 - mass would round to 0
+    tail = (
+        logprobs.scatter(-1, top_ids[:, :TOP_MASS_K], float("-inf")).logsumexp(-1).exp()
+    )  # exact where 1 - mass would round to 0
 
     def stats(temperature: float, top_k: int, top_p: float):
         # Top-k after temperature keeps the k largest logits and their ties, so truncating just the
@@ -206,7 +220,10 @@ def tokenize(tokenizer, replies: list[dict]) -> list[tuple[list[int], list[int]]
     """(prompt ids, reply ids) per reply. Tokenized apart, so reply positions are exactly the reply's
     tokens whatever the tokenizer would merge across the boundary."""
     return [
-        (tokenizer(r["prompt_text"], add_special_tokens=False).input_ids, tokenizer(r["reply"], add_special_tokens=False).input_ids)
+        (
+            tokenizer(r["prompt_text"], add_special_tokens=False).input_ids,
+            tokenizer(r["reply"], add_special_tokens=False).input_ids,
+        )
         for r in replies
     ]
 
@@ -228,7 +245,9 @@ def load_model(model_path: str, adapter: str | Path | None = None, bf16_on_gpu: 
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     for key in ("final_logit_softcapping", "logit_scale"):  # reply_logits applies the LM head alone
         if getattr(model.config, key, None):
-            raise AnalyzeError(f"{model_path}: its config sets {key}, which rescales the LM head's logits; teacher forcing here applies the head alone")
+            raise AnalyzeError(
+                f"{model_path}: its config sets {key}, which rescales the LM head's logits; teacher forcing here applies the head alone"
+            )
     return model.eval()
 
 
@@ -245,8 +264,13 @@ def reply_logits(model, prompt_ids: list[int], reply_ids: list[int], chunk: int 
 
 
 @torch.inference_mode()
-def score(model, label: str, sequences: list[tuple[list[int], list[int]]], stats: Callable[[torch.Tensor, int], dict[str, np.ndarray]],
-          out: Path) -> dict[str, np.ndarray]:
+def score(
+    model,
+    label: str,
+    sequences: list[tuple[list[int], list[int]]],
+    stats: Callable[[torch.Tensor, int], dict[str, np.ndarray]],
+    out: Path,
+) -> dict[str, np.ndarray]:
     """Teacher-force every reply through `model` (batch 1: no padding to get wrong) and collect
     `stats(logits, first)` of the logits that predict each reply token, chunk by chunk (`first`: the
     index of the chunk's first position among all replies' positions). Writes them to `out` (.npz);
@@ -258,15 +282,27 @@ def score(model, label: str, sequences: list[tuple[list[int], list[int]]], stats
     if first:
         console.print(f"{label}: resuming after {first} scored replies ({partial})", markup=False)
     total = sum(len(r) for _, r in sequences)
-    columns = [TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("replies"),
-               TextColumn("{task.fields[rate]:.0f} tok/s"), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("replies"),
+        TextColumn("{task.fields[rate]:.0f} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(label, total=len(sequences), completed=first, rate=0.0)
         start = saved = time.time()
         done = 0
         starts = np.cumsum([0] + [len(r) for _, r in sequences])
         for i, (prompt_ids, reply_ids) in enumerate(sequences[first:], start=first):
-            row = _concat([stats(logits, starts[i] + j * CHUNK) for j, logits in enumerate(reply_logits(model, prompt_ids, reply_ids, CHUNK))])
+            row = _concat(
+                [
+                    stats(logits, starts[i] + j * CHUNK)
+                    for j, logits in enumerate(reply_logits(model, prompt_ids, reply_ids, CHUNK))
+                ]
+            )
             row["reply"] = np.full(len(reply_ids), i, dtype=np.int32)
             row["token"] = np.asarray(reply_ids, dtype=np.int64)
             rows.append(row)
@@ -317,7 +353,9 @@ def fork_classes(pos: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     return {"base": base, "ssd": ssd, "both": base & ssd}
 
 
-def reply_bootstrap(series: dict[str, np.ndarray], reply: np.ndarray, mask: np.ndarray, weights: np.ndarray) -> dict[str, dict | None]:
+def reply_bootstrap(
+    series: dict[str, np.ndarray], reply: np.ndarray, mask: np.ndarray, weights: np.ndarray
+) -> dict[str, dict | None]:
     """Mean of each per-position series [positions, T] over the positions in `mask`, per column, with its
     percentile bootstrap CI (CI_LEVEL) over replies: `weights` [resamples, replies] counts how often each
     reply is drawn in each resample (replies drawn with replacement), and a resample's mean is over all
@@ -326,7 +364,7 @@ def reply_bootstrap(series: dict[str, np.ndarray], reply: np.ndarray, mask: np.n
     n_replies = weights.shape[1]
     counts = np.bincount(reply[mask], minlength=n_replies).astype(np.float64)
     if counts.sum() == 0:
-        return {name: None for name in series}
+        return dict.fromkeys(series)
     tail = (1 - CI_LEVEL) / 2
     out = {}
     for name, x in series.items():
@@ -346,7 +384,9 @@ def paired_entropy(pos: dict[str, dict[str, np.ndarray]], t_evals: list[float]) 
     every class and T_eval)."""
     reply = pos["base"]["reply"]
     n_replies = int(reply.max()) + 1
-    weights = np.random.default_rng(BOOTSTRAP_SEED).multinomial(n_replies, np.full(n_replies, 1 / n_replies), size=BOOTSTRAP_RESAMPLES)
+    weights = np.random.default_rng(BOOTSTRAP_SEED).multinomial(
+        n_replies, np.full(n_replies, 1 / n_replies), size=BOOTSTRAP_RESAMPLES
+    )
     base, ssd = pos["base"]["eval_entropy"], pos["ssd"]["eval_entropy"]
     series = {"base": base, "ssd": ssd, "ssd_minus_base": ssd.astype(np.float64) - base}
     by_rule = {}
@@ -358,10 +398,20 @@ def paired_entropy(pos: dict[str, dict[str, np.ndarray]], t_evals: list[float]) 
     def at(stat: dict | None, j: int) -> dict | None:
         return None if stat is None else {k: v[j] for k, v in stat.items()}
 
-    return [{"t_eval": t, **{rule: {"n_fork": r["n_fork"], "n_lock": r["n_lock"],
-                                    **{kind: {name: at(r[kind][name], j) for name in series} for kind in ("fork", "lock")}}
-                             for rule, r in by_rule.items()}}
-            for j, t in enumerate(t_evals)]
+    return [
+        {
+            "t_eval": t,
+            **{
+                rule: {
+                    "n_fork": r["n_fork"],
+                    "n_lock": r["n_lock"],
+                    **{kind: {name: at(r[kind][name], j) for name in series} for kind in ("fork", "lock")},
+                }
+                for rule, r in by_rule.items()
+            },
+        }
+        for j, t in enumerate(t_evals)
+    ]
 
 
 def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict:
@@ -372,7 +422,9 @@ def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict
     ref = int(np.argmin([abs(t - 1.0) for t in cfg.t_evals]))
     tail = base["top20_tail"].astype(np.float64)
     edges = np.unique(np.quantile(tail, np.linspace(0, 1, min(TOP_MASS_BINS, len(tail)) + 1)))
-    bins = np.searchsorted(edges[1:-1], tail, side="right")  # bin b holds edges[b] <= tail < edges[b + 1]; the last is closed
+    bins = np.searchsorted(
+        edges[1:-1], tail, side="right"
+    )  # bin b holds edges[b] <= tail < edges[b + 1]; the last is closed
     n_bins = max(len(edges) - 1, 1)
 
     def mean(x: np.ndarray, mask: np.ndarray | None = None) -> list[float] | float | None:
@@ -390,13 +442,21 @@ def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict
         "t_evals": list(cfg.t_evals),
         "eval_truncation": {"top_k": cfg.eval_top_k, "top_p": cfg.eval_top_p},
         "train_truncation": {"temperature": cfg.t_train, "top_k": cfg.top_k, "top_p": cfg.top_p},
-        "thresholds": {"fork": f">= {FORK_MIN_SURVIVORS} survivors at the training truncation", "lock": f"1 to {FORK_MIN_SURVIVORS - 1} survivors"},
+        "thresholds": {
+            "fork": f">= {FORK_MIN_SURVIVORS} survivors at the training truncation",
+            "lock": f"1 to {FORK_MIN_SURVIVORS - 1} survivors",
+        },
         "cumulative_mass": {},
         "survivors": {},
         "entropy": {},
-        "top20_bins": {"binned_by": "mass outside the base model's top 20 tokens (1 - top-20 mass; T=1, untruncated), equal-count bins",
-                       "tail_edges": edges.tolist(), "tail_median": [float(np.median(tail[bins == b])) for b in range(n_bins)],
-                       "count": np.bincount(bins, minlength=n_bins).tolist(), "t_eval": cfg.t_evals[ref], "entropy": {}},
+        "top20_bins": {
+            "binned_by": "mass outside the base model's top 20 tokens (1 - top-20 mass; T=1, untruncated), equal-count bins",
+            "tail_edges": edges.tolist(),
+            "tail_median": [float(np.median(tail[bins == b])) for b in range(n_bins)],
+            "count": np.bincount(bins, minlength=n_bins).tolist(),
+            "t_eval": cfg.t_evals[ref],
+            "entropy": {},
+        },
         "counts": {},
         "transitions": {},
         "lock_fork": [],
@@ -404,12 +464,25 @@ def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict
     for name in MODELS:
         p = pos[name]
         out["cumulative_mass"][name] = mean(p["cum_mass"])
-        out["survivors"][name] = {"all": mean(p["eval_survivors"]), "fork": mean(p["eval_survivors"], fork), "lock": mean(p["eval_survivors"], lock)}
-        out["entropy"][name] = {"all": mean(p["eval_entropy"]), "fork": mean(p["eval_entropy"], fork), "lock": mean(p["eval_entropy"], lock)}
+        out["survivors"][name] = {
+            "all": mean(p["eval_survivors"]),
+            "fork": mean(p["eval_survivors"], fork),
+            "lock": mean(p["eval_survivors"], lock),
+        }
+        out["entropy"][name] = {
+            "all": mean(p["eval_entropy"]),
+            "fork": mean(p["eval_entropy"], fork),
+            "lock": mean(p["eval_entropy"], lock),
+        }
         out["top20_bins"]["entropy"][name] = [mean(p["eval_entropy"][:, ref], bins == b) for b in range(n_bins)]
         own_fork = p["train_survivors"] >= FORK_MIN_SURVIVORS
-        out["counts"][name] = {"fork": int(own_fork.sum()), "lock": int((~own_fork).sum()), "mean_train_survivors": mean(p["train_survivors"]),
-                               "mean_train_entropy": mean(p["train_entropy"]), "mean_top20_mass": 1 - mean(p["top20_tail"])}
+        out["counts"][name] = {
+            "fork": int(own_fork.sum()),
+            "lock": int((~own_fork).sum()),
+            "mean_train_survivors": mean(p["train_survivors"]),
+            "mean_train_entropy": mean(p["train_entropy"]),
+            "mean_top20_mass": 1 - mean(p["top20_tail"]),
+        }
     ssd_fork = pos["ssd"]["train_survivors"] >= FORK_MIN_SURVIVORS
     for a, ma in (("fork", fork), ("lock", lock)):
         for b, mb in (("fork", ssd_fork), ("lock", ~ssd_fork)):
@@ -439,17 +512,32 @@ def plot(summary: dict, out_dir: Path) -> list[Path]:
     fig, ax = plots.figure()
     for name in MODELS:
         ax.plot(ranks, summary["cumulative_mass"][name], color=plots.COLORS[name], label=plots.LABELS[name])
-    ax.set(xscale="log", xlabel="token rank", ylabel="mean cumulative probability mass", title="(a) cumulative mass vs rank (T=1, untruncated)")
+    ax.set(
+        xscale="log",
+        xlabel="token rank",
+        ylabel="mean cumulative probability mass",
+        title="(a) cumulative mass vs rank (T=1, untruncated)",
+    )
     ax.legend()
     paths.append(plots.save(fig, out_dir / "fig6a_cumulative_mass.png"))
 
-    for key, ylabel, title, fname in (("survivors", "mean surviving tokens", "(b) tokens surviving truncation", "fig6b_survivors.png"),
-                                       ("entropy", "mean entropy after truncation (nats)", "(c) entropy after truncation", "fig6c_entropy.png")):
+    for key, ylabel, title, fname in (
+        ("survivors", "mean surviving tokens", "(b) tokens surviving truncation", "fig6b_survivors.png"),
+        ("entropy", "mean entropy after truncation (nats)", "(c) entropy after truncation", "fig6c_entropy.png"),
+    ):
         fig, ax = plots.figure()
         for name in MODELS:
             for subset, style in (("all", "-"), ("fork", "--"), ("lock", ":")):
                 if summary[key][name][subset] is not None:
-                    ax.plot(ts, summary[key][name][subset], style, marker="o", ms=3, color=plots.COLORS[name], label=f"{plots.LABELS[name]}, {subset} positions")
+                    ax.plot(
+                        ts,
+                        summary[key][name][subset],
+                        style,
+                        marker="o",
+                        ms=3,
+                        color=plots.COLORS[name],
+                        label=f"{plots.LABELS[name]}, {subset} positions",
+                    )
         ax.set(xlabel="T_eval", ylabel=ylabel, title=f"{title} ({trunc})")
         ax.legend(fontsize=7, ncol=2)
         paths.append(plots.save(fig, out_dir / fname))
@@ -457,50 +545,91 @@ def plot(summary: dict, out_dir: Path) -> list[Path]:
     bins = summary["top20_bins"]
     fig, ax = plots.figure()
     for name in MODELS:
-        ax.plot(bins["tail_median"], [np.nan if v is None else v for v in bins["entropy"][name]], marker="o", color=plots.COLORS[name], label=plots.LABELS[name])
-    ax.set(xscale="log", xlabel="1 - top-20 mass of the base model (bin median; equal-count bins)", ylabel="mean entropy after truncation (nats)",
-           title=f"(d) entropy by top-20 mass (T_eval={bins['t_eval']:g}, {trunc})")
+        ax.plot(
+            bins["tail_median"],
+            [np.nan if v is None else v for v in bins["entropy"][name]],
+            marker="o",
+            color=plots.COLORS[name],
+            label=plots.LABELS[name],
+        )
+    ax.set(
+        xscale="log",
+        xlabel="1 - top-20 mass of the base model (bin median; equal-count bins)",
+        ylabel="mean entropy after truncation (nats)",
+        title=f"(d) entropy by top-20 mass (T_eval={bins['t_eval']:g}, {trunc})",
+    )
     ax.legend()
     paths.append(plots.save(fig, out_dir / "fig6d_entropy_by_top20.png"))
     return paths
 
 
-FORK_DIFFERENCE_HEADER = [f"forks (>= {FORK_MIN_SURVIVORS} survivors) of", "T_eval", "forks", "base", "SSD", "SSD - base [95% CI]"]
-FAIR_RULE_WHY = ("Forks chosen by one model are where that model happened to spread, so any other model looks sharper there "
-                 "(regression to the mean); the symmetric rule (a fork for both models) treats both alike, so it is the fair comparison.")
+FORK_DIFFERENCE_HEADER = [
+    f"forks (>= {FORK_MIN_SURVIVORS} survivors) of",
+    "T_eval",
+    "forks",
+    "base",
+    "SSD",
+    "SSD - base [95% CI]",
+]
+FAIR_RULE_WHY = (
+    "Forks chosen by one model are where that model happened to spread, so any other model looks sharper there "
+    "(regression to the mean); the symmetric rule (a fork for both models) treats both alike, so it is the fair comparison."
+)
 
 
 def fork_difference_table(summary: dict) -> list[list[str]]:
     """Table lines (FORK_DIFFERENCE_HEADER) of the paired fork entropies under every fork classification, at
     the T_eval nearest 1 and the one nearest T_train: mean [95% CI over replies], nats."""
     ts = summary["t_evals"]
-    refs = sorted({min(range(len(ts)), key=lambda j: abs(ts[j] - t)) for t in (1.0, summary["train_truncation"]["temperature"])})
+    refs = sorted(
+        {min(range(len(ts)), key=lambda j: abs(ts[j] - t)) for t in (1.0, summary["train_truncation"]["temperature"])}
+    )
 
     def fmt(stat: dict | None, ci: bool = False) -> str:
         if stat is None:
             return "-"
         return f"{stat['mean']:+.3f} [{stat['lo']:+.3f}, {stat['hi']:+.3f}]" if ci else f"{stat['mean']:.3f}"
 
-    return [[summary["fork_rules"][rule], f"{ts[j]:g}", str(row["n_fork"]), fmt(row["fork"]["base"]), fmt(row["fork"]["ssd"]),
-             fmt(row["fork"]["ssd_minus_base"], ci=True)]
-            for j in refs for rule, row in ((rule, summary["paired_entropy"][j][rule]) for rule in summary["fork_rules"])]
+    return [
+        [
+            summary["fork_rules"][rule],
+            f"{ts[j]:g}",
+            str(row["n_fork"]),
+            fmt(row["fork"]["base"]),
+            fmt(row["fork"]["ssd"]),
+            fmt(row["fork"]["ssd_minus_base"], ci=True),
+        ]
+        for j in refs
+        for rule, row in ((rule, summary["paired_entropy"][j][rule]) for rule in summary["fork_rules"])
+    ]
 
 
 def print_summary(summary: dict) -> None:
     from rich.table import Table
 
     c = summary["counts"]
-    console.print(f"{summary['n_positions']} positions from {summary['n_replies']} replies; "
-                  f"fork-like (>= {FORK_MIN_SURVIVORS} survivors at T_train={summary['train_truncation']['temperature']:g}): "
-                  f"base {c['base']['fork']}, SSD {c['ssd']['fork']}; lock-like: base {c['base']['lock']}, SSD {c['ssd']['lock']}")
+    console.print(
+        f"{summary['n_positions']} positions from {summary['n_replies']} replies; "
+        f"fork-like (>= {FORK_MIN_SURVIVORS} survivors at T_train={summary['train_truncation']['temperature']:g}): "
+        f"base {c['base']['fork']}, SSD {c['ssd']['fork']}; lock-like: base {c['base']['lock']}, SSD {c['ssd']['lock']}"
+    )
     table = Table(title="entropy after truncation (nats) at base-classified lock and fork positions")
     for col in ("T_eval", "base lock", "SSD lock", "base fork", "SSD fork"):
         table.add_column(col, justify="right")
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for r in summary["lock_fork"]:
-        table.add_row(f"{r['t_eval']:g}", fmt(r["base_lock_entropy"]), fmt(r["ssd_lock_entropy"]), fmt(r["base_fork_entropy"]), fmt(r["ssd_fork_entropy"]))
+        table.add_row(
+            f"{r['t_eval']:g}",
+            fmt(r["base_lock_entropy"]),
+            fmt(r["ssd_lock_entropy"]),
+            fmt(r["base_fork_entropy"]),
+            fmt(r["ssd_fork_entropy"]),
+        )
     console.print(table)
-    table = Table(*FORK_DIFFERENCE_HEADER, title="entropy after truncation (nats) at forks, by three classifications; CIs over replies")
+    table = Table(
+        *FORK_DIFFERENCE_HEADER,
+        title="entropy after truncation (nats) at forks, by three classifications; CIs over replies",
+    )
     for line in fork_difference_table(summary):
         table.add_row(*line)
     console.print(table)
@@ -522,7 +651,9 @@ def analyze(cfg: AnalyzeConfig) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(paths["base"])
     if AutoTokenizer.from_pretrained(paths["ssd"]).get_vocab() != tokenizer.get_vocab():
-        raise AnalyzeError(f"{paths['ssd']} and {paths['base']} have different vocabularies: positions cannot be compared")
+        raise AnalyzeError(
+            f"{paths['ssd']} and {paths['base']} have different vocabularies: positions cannot be compared"
+        )
     sequences = tokenize(tokenizer, replies)
     positions = {}
     for name in MODELS:
@@ -535,11 +666,16 @@ def analyze(cfg: AnalyzeConfig) -> Path:
             positions[name] = score(model, name, sequences, lambda logits, _: position_stats(logits, cfg), npz)
             del model
     if not np.array_equal(positions["base"]["token"], positions["ssd"]["token"]):
-        raise AnalyzeError(f"{out}: positions_base.npz and positions_ssd.npz score different tokens; delete them and rerun")
+        raise AnalyzeError(
+            f"{out}: positions_base.npz and positions_ssd.npz score different tokens; delete them and rerun"
+        )
 
     summary = summarize(positions, cfg)
     summary["replies"] = [{"id": r["id"], "reply_tokens": len(s[1])} for r, s in zip(replies, sequences)]
-    summary["models"] = {name: {"model": getattr(cfg, f"{name}_model"), "path": paths[name], "sha256": inputs.get(paths[name])} for name in MODELS}
+    summary["models"] = {
+        name: {"model": getattr(cfg, f"{name}_model"), "path": paths[name], "sha256": inputs.get(paths[name])}
+        for name in MODELS
+    }
     figures = _write(summary, out)
     run.finish(figures=[p.name for p in figures], n_positions=summary["n_positions"])
     console.print(f"[bold]analysis:[/] {out}")

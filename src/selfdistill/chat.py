@@ -122,7 +122,9 @@ def strip_thinking(reply: str) -> str:
 
 # A final-channel message of GPT-OSS's harmony format: its header (an optional <|constrain|> type
 # included), then the message up to <|end|>, <|return|> or <|call|>, or to the end of a cut reply.
-_FINAL = re.compile(r"<\|channel\|>final(?:[^<]|<\|constrain\|>)*<\|message\|>(.*?)(?:<\|(?:end|return|call)\|>|$)", re.DOTALL)
+_FINAL = re.compile(
+    r"<\|channel\|>final(?:[^<]|<\|constrain\|>)*<\|message\|>(.*?)(?:<\|(?:end|return|call)\|>|$)", re.DOTALL
+)
 
 
 def final_channel(reply: str) -> str:

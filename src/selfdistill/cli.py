@@ -22,7 +22,9 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pret
 models_app = typer.Typer(help="The model registry: list and fetch models.", invoke_without_command=True)
 config_app = typer.Typer(help="Presets and resolved configs.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
-samples_app = typer.Typer(help="Samples for other tools: export to the official SSD formats, push to the Hub.", no_args_is_help=True)
+samples_app = typer.Typer(
+    help="Samples for other tools: export to the official SSD formats, push to the Hub.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
@@ -73,11 +75,24 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .hub import HubError
     from .manifest import ManifestMismatch
     from .models import FetchError
-    from .prompts import PromptError
     from .plan import PlanError
+    from .prompts import PromptError
     from .train import TrainError
 
-    return PlanError, ConfigError, ManifestMismatch, FetchError, BenchmarkError, PromptError, ChatError, TrainError, AnalyzeError, DistributedError, HubError, FileNotFoundError
+    return (
+        PlanError,
+        ConfigError,
+        ManifestMismatch,
+        FetchError,
+        BenchmarkError,
+        PromptError,
+        ChatError,
+        TrainError,
+        AnalyzeError,
+        DistributedError,
+        HubError,
+        FileNotFoundError,
+    )
 
 
 def _call(stage, *args) -> None:
@@ -120,7 +135,9 @@ def _stage_config(cls, preset, config_file, ctx: typer.Context):
 
 def _run_config(preset, config_file, ctx: typer.Context, default_preset: str | None = None):
     try:
-        return cfgmod.load_run_config(preset or (default_preset if not config_file else None), config_file, _overrides(ctx))
+        return cfgmod.load_run_config(
+            preset or (default_preset if not config_file else None), config_file, _overrides(ctx)
+        )
     except ConfigError as e:
         _fail(str(e))
 
@@ -129,10 +146,14 @@ def _fields(cls) -> str:
     """Every config field of a stage with its type, default and help, for the command's --help."""
     hints = cfgmod.typing.get_type_hints(cls)
     default = cls()
-    type_name = lambda tp: tp.__name__ if isinstance(tp, type) and not cfgmod.typing.get_origin(tp) else str(tp)  # list[str], not list
+    type_name = lambda tp: (
+        tp.__name__ if isinstance(tp, type) and not cfgmod.typing.get_origin(tp) else str(tp)
+    )  # list[str], not list
     in_range = lambda check: f"; range {check.interval}" if isinstance(check, cfgmod.Within) else ""
-    rows = [f"{f.name} ({type_name(hints[f.name])} = {getattr(default, f.name)!r}): {f.metadata.get('help', '')}{in_range(f.metadata.get('check'))}"
-            for f in cfgmod.dataclasses.fields(cls)]
+    rows = [
+        f"{f.name} ({type_name(hints[f.name])} = {getattr(default, f.name)!r}): {f.metadata.get('help', '')}{in_range(f.metadata.get('check'))}"
+        for f in cfgmod.dataclasses.fields(cls)
+    ]
     # \b keeps click from rewrapping the block into one paragraph
     from rich.markup import escape  # typer renders help as rich markup, where "[float]" would be a style tag
 
@@ -169,7 +190,9 @@ def eval_(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     _call(evaluate, cfg)
 
 
-@app.command(context_settings=STAGE_SETTINGS, epilog=_fields(AnalyzeConfig) + "\n\n`ssd analyze fit`: " + _fields(FitConfig))
+@app.command(
+    context_settings=STAGE_SETTINGS, epilog=_fields(AnalyzeConfig) + "\n\n`ssd analyze fit`: " + _fields(FitConfig)
+)
 def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks.
     `ssd analyze fit --train-dir D [--step N]`: the distillation fit of a trained model or checkpoint, one row per step.
@@ -216,10 +239,16 @@ def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 
 
 @app.command(context_settings=STAGE_SETTINGS)
-def plan(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG,
-         gpus: int = typer.Option(8, "--gpus", help="GPUs to train on (train.num_processes wins when set)."),
-         gpu_memory: float = typer.Option(80, "--gpu-memory", help="GiB per GPU (an H100: 80, an H200: 141)."),
-         markdown: bool = typer.Option(False, "--markdown", help="Print docs/training.md's table of the paper presets on --gpus x --gpu-memory.")):
+def plan(
+    ctx: typer.Context,
+    preset: str = PRESET,
+    config: str = CONFIG,
+    gpus: int = typer.Option(8, "--gpus", help="GPUs to train on (train.num_processes wins when set)."),
+    gpu_memory: float = typer.Option(80, "--gpu-memory", help="GiB per GPU (an H100: 80, an H200: 141)."),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="Print docs/training.md's table of the paper presets on --gpus x --gpu-memory."
+    ),
+):
     """The memory plan per GPU of a preset or config: training (state, activations, LM head, FSDP buffers)
     and vLLM's KV cache for sample and eval, with the options that would fit."""
     from . import plan as planmod
@@ -237,8 +266,12 @@ def plan(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG,
 
 
 @app.command()
-def report(paths: list[Path] = typer.Argument(..., help="An `ssd run` output directory, or the sweep configs of one experiment (one YAML per benchmark)."),
-           out: Path = typer.Option(None, "--out", help="With sweep configs: the directory for REPORT.md and its figures.")):
+def report(
+    paths: list[Path] = typer.Argument(
+        ..., help="An `ssd run` output directory, or the sweep configs of one experiment (one YAML per benchmark)."
+    ),
+    out: Path = typer.Option(None, "--out", help="With sweep configs: the directory for REPORT.md and its figures."),
+):
     """Write the report of a run directory (self-contained HTML and a Markdown twin), or of an
     experiment's sweeps (REPORT.md: per-benchmark and pooled headline, T_eff baseline, grid, training, times)."""
     if all(p.suffix in (".yaml", ".yml") for p in paths):
@@ -256,10 +289,22 @@ def report(paths: list[Path] = typer.Argument(..., help="An `ssd run` output dir
 
 
 @app.command("export-replies")
-def export_replies(eval_dir: Path = typer.Argument(..., help="A finished `ssd eval` directory."),
-                   fmt: str = typer.Option(..., "--format", help="evalplus (samples.jsonl: task_id, solution) or lcb (LiveCodeBench custom evaluator: [{question_id, code_list}])."),
-                   out: Path = typer.Option(None, "--out", help="The file to write; default EVAL_DIR/export/<format>-T<temperature>.json(l)."),
-                   temperature: float = typer.Option(None, "--temperature", help="Which temperature's replies; default the eval's only one, or its pass@1 choice on dev.")):
+def export_replies(
+    eval_dir: Path = typer.Argument(..., help="A finished `ssd eval` directory."),
+    fmt: str = typer.Option(
+        ...,
+        "--format",
+        help="evalplus (samples.jsonl: task_id, solution) or lcb (LiveCodeBench custom evaluator: [{question_id, code_list}]).",
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="The file to write; default EVAL_DIR/export/<format>-T<temperature>.json(l)."
+    ),
+    temperature: float = typer.Option(
+        None,
+        "--temperature",
+        help="Which temperature's replies; default the eval's only one, or its pass@1 choice on dev.",
+    ),
+):
     """Write an eval's replies (the code graded) for EvalPlus or LiveCodeBench's custom evaluator."""
     from .replies import export_replies as stage
 
@@ -289,7 +334,11 @@ def models_list(ctx: typer.Context):
     table.add_column("fetched")
     table.add_column("description")
     for m in describe():
-        table.add_row(m["name"], "yes" if m["fetched"] else "no", f"{m['description']} [{m['license']}; upstream {m['upstream']}]")
+        table.add_row(
+            m["name"],
+            "yes" if m["fetched"] else "no",
+            f"{m['description']} [{m['license']}; upstream {m['upstream']}]",
+        )
     Console().print(table)
 
 
@@ -305,9 +354,11 @@ def models_fetch(name: str):
 
 
 @models_app.command("merge-lora")
-def models_merge_lora(adapter: Path = typer.Argument(..., help="The adapter/ directory of a LoRA `ssd train` run."),
-                      out: Path = typer.Argument(..., help="Where to write the merged model directory."),
-                      base: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="The base model the adapter was trained on.")):
+def models_merge_lora(
+    adapter: Path = typer.Argument(..., help="The adapter/ directory of a LoRA `ssd train` run."),
+    out: Path = typer.Argument(..., help="Where to write the merged model directory."),
+    base: str = typer.Option("qwen2.5-coder-0.5b-instruct", help="The base model the adapter was trained on."),
+):
     """Merge a LoRA adapter onto its base model: a plain model directory for `ssd eval --model OUT`."""
     from .train import merge_adapter
 
@@ -319,8 +370,11 @@ PRIVATE = typer.Option(False, "--private", help="Create the repository private."
 
 
 @models_app.command("push")
-def models_push(path: Path = typer.Argument(..., help="A model directory, or an `ssd train` output directory (its model/)."),
-                repo_id: str = typer.Argument(..., help="The Hub model repository, owner/name (created if missing)."), private: bool = PRIVATE):
+def models_push(
+    path: Path = typer.Argument(..., help="A model directory, or an `ssd train` output directory (its model/)."),
+    repo_id: str = typer.Argument(..., help="The Hub model repository, owner/name (created if missing)."),
+    private: bool = PRIVATE,
+):
     """Upload a trained model with its model card to the Hugging Face Hub (needs a token: `hf auth login` or HF_TOKEN)."""
     from .hub import push_model
 
@@ -331,9 +385,15 @@ def models_push(path: Path = typer.Argument(..., help="A model directory, or an 
 
 
 @samples_app.command("export")
-def samples_export(path: Path = typer.Argument(..., help="A finished `ssd sample` directory."),
-                   fmt: str = typer.Option(..., "--format", help="messages (train.jsonl: {messages: [user, assistant]}) or parquet (train.parquet)."),
-                   out: Path = typer.Option(None, "--out", help="The file to write; default DIR/export/train.jsonl or train.parquet.")):
+def samples_export(
+    path: Path = typer.Argument(..., help="A finished `ssd sample` directory."),
+    fmt: str = typer.Option(
+        ..., "--format", help="messages (train.jsonl: {messages: [user, assistant]}) or parquet (train.parquet)."
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="The file to write; default DIR/export/train.jsonl or train.parquet."
+    ),
+):
     """Write the samples in the official SSD pipeline's formats, for other SFT stacks; `ssd train --samples FILE` reads them back."""
     from .sample import export_samples
 
@@ -344,8 +404,11 @@ def samples_export(path: Path = typer.Argument(..., help="A finished `ssd sample
 
 
 @samples_app.command("push")
-def samples_push(path: Path = typer.Argument(..., help="A finished `ssd sample` directory."),
-                 repo_id: str = typer.Argument(..., help="The Hub dataset repository, owner/name (created if missing)."), private: bool = PRIVATE):
+def samples_push(
+    path: Path = typer.Argument(..., help="A finished `ssd sample` directory."),
+    repo_id: str = typer.Argument(..., help="The Hub dataset repository, owner/name (created if missing)."),
+    private: bool = PRIVATE,
+):
     """Upload a samples directory (shards, manifest, a dataset card) to a Hugging Face dataset repository."""
     from .hub import push_samples
 
@@ -366,7 +429,9 @@ def config_presets():
 def config_show(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """Print the resolved run config of a preset and/or file, with overrides applied (`ssd config show [PRESET] [--config FILE] [key=value ...]`)."""
     args = list(ctx.args)
-    if preset is None and args and not args[0].startswith("-") and "=" not in args[0]:  # the preset may also come first, bare
+    if (
+        preset is None and args and not args[0].startswith("-") and "=" not in args[0]
+    ):  # the preset may also come first, bare
         preset = args.pop(0)
     try:
         print(cfgmod.to_yaml(cfgmod.load_run_config(preset, config, flags_to_overrides(args))), end="")
@@ -388,7 +453,11 @@ def sandbox_exec(
     """Run FILE in the sandbox and print the result as one JSON object."""
     from .sandbox import Limits, execute
 
-    result = execute(file.read_text(), stdin.read_text() if stdin else None, Limits(timeout=timeout, memory_mb=memory_mb, isolation=isolation))
+    result = execute(
+        file.read_text(),
+        stdin.read_text() if stdin else None,
+        Limits(timeout=timeout, memory_mb=memory_mb, isolation=isolation),
+    )
     print(json.dumps(result.to_dict()))
 
 

@@ -69,16 +69,27 @@ def connect(address: str) -> None:
     """Join the cluster at `address` (LOCAL: start one here), once per process; the last `disconnect`
     leaves it (when we joined), which stops a local one."""
     if ray is None:
-        what = "several local replicas (more than one GPU, or local_replicas > 1)" if address == LOCAL else "ray_address"
-        raise DistributedError(f"{what} need Ray, which is not installed: pip install 'selfdistill[ray]' (or set local_replicas=1)")
+        what = (
+            "several local replicas (more than one GPU, or local_replicas > 1)" if address == LOCAL else "ray_address"
+        )
+        raise DistributedError(
+            f"{what} need Ray, which is not installed: pip install 'selfdistill[ray]' (or set local_replicas=1)"
+        )
     if not ray.is_initialized():
         if address != LOCAL:
             _check_reachable(address)
         try:
             # replicas' logs stay on their nodes (/tmp/ray/session_latest/logs): they would break the progress bar
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **({"include_dashboard": False} if address == LOCAL else {}))
+            ray.init(
+                address=address,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                **({"include_dashboard": False} if address == LOCAL else {}),
+            )
         except ConnectionError as e:
-            raise DistributedError(f"ray_address={address}: no Ray cluster there ({e}); start one with `ray start --head`") from None
+            raise DistributedError(
+                f"ray_address={address}: no Ray cluster there ({e}); start one with `ray start --head`"
+            ) from None
         _connection["owned"] = True
     _connection["users"] += 1
 
@@ -91,7 +102,9 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as e:
-        raise DistributedError(f"ray_address={address}: no Ray head answers there ({e.strerror or e}); start one with `ray start --head`") from None
+        raise DistributedError(
+            f"ray_address={address}: no Ray head answers there ({e.strerror or e}); start one with `ray start --head`"
+        ) from None
 
 
 def disconnect() -> None:
@@ -112,8 +125,12 @@ def _node_name(node_id: str) -> str:
 
 def _here() -> dict:
     """Where the calling actor runs."""
-    return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-            "hostname": socket.gethostname(), "pid": os.getpid()}
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+    }
 
 
 def _reason(error: Exception) -> str:
@@ -128,11 +145,21 @@ def _reason(error: Exception) -> str:
 class Replica:
     """One generator in one Ray actor."""
 
-    def __init__(self, model_path: str, backend: str, max_model_len: int, tensor_parallel_size: int, seed: int, max_num_seqs: int | None,
-                 targets: bool = False):
+    def __init__(
+        self,
+        model_path: str,
+        backend: str,
+        max_model_len: int,
+        tensor_parallel_size: int,
+        seed: int,
+        max_num_seqs: int | None,
+        targets: bool = False,
+    ):
         from .generate import load_generator
 
-        self.generator = load_generator(model_path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs, targets)
+        self.generator = load_generator(
+            model_path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs, targets
+        )
 
     def where(self) -> dict:
         return {**_here(), "gpus": [str(g) for g in ray.get_gpu_ids()], "max_num_seqs": self.generator.max_num_seqs}
@@ -140,7 +167,9 @@ class Replica:
     def effective_params(self, spec: SamplingSpec) -> dict:
         return self.generator.effective_params(spec)
 
-    def stream_units(self, units: dict[Hashable, list[Request]], max_in_flight: int | None) -> Iterator[tuple[Hashable, list[list[Completion]]]]:
+    def stream_units(
+        self, units: dict[Hashable, list[Request]], max_in_flight: int | None
+    ) -> Iterator[tuple[Hashable, list[list[Completion]]]]:
         """The units in one stream on this replica, each sent back as it finishes (a Ray streaming generator)."""
         for key, completions, _ in self.generator.stream_units(units, max_in_flight):
             yield key, completions
@@ -155,7 +184,9 @@ def replica_bundles(nodes: list[dict], tensor_parallel_size: int) -> tuple[list[
     if any(gpus):
         replicas = sum(g // tp for g in gpus)
         if not replicas:
-            raise DistributedError(f"tensor_parallel_size={tp} needs {tp} GPUs on one node; the largest node has {max(gpus)}")
+            raise DistributedError(
+                f"tensor_parallel_size={tp} needs {tp} GPUs on one node; the largest node has {max(gpus)}"
+            )
         return [{"GPU": tp, "CPU": 1}] * replicas, "PACK"
     if tp != 1:
         raise DistributedError(f"tensor_parallel_size={tp} needs GPUs; the Ray cluster has none")
@@ -171,7 +202,9 @@ def local_bundles(node: dict, tensor_parallel_size: int, replicas: int) -> tuple
     tp, gpus, cpus = tensor_parallel_size, int(node["Resources"].get("GPU", 0)), int(node["Resources"].get("CPU", 0))
     if gpus:
         if replicas * tp > gpus:
-            raise DistributedError(f"local_replicas={replicas} x tensor_parallel_size={tp} needs {replicas * tp} GPUs; this machine has {gpus}")
+            raise DistributedError(
+                f"local_replicas={replicas} x tensor_parallel_size={tp} needs {replicas * tp} GPUs; this machine has {gpus}"
+            )
         return [{"GPU": tp, "CPU": 1}] * replicas, "PACK"
     if tp != 1:
         raise DistributedError(f"tensor_parallel_size={tp} needs GPUs; this machine has none")
@@ -187,8 +220,10 @@ def same_params(params: list[dict]) -> dict:
     for i, p in enumerate(params[1:], 1):
         differ = sorted(k for k in (p.keys() | params[0].keys()) - {"max_num_seqs"} if p.get(k) != params[0].get(k))
         if differ:
-            raise DistributedError(f"replicas 0 and {i} sample differently ({'; '.join(f'{k}: {params[0].get(k)!r} vs {p.get(k)!r}' for k in differ)}): "
-                                   "every node needs the same hardware class and library versions")
+            raise DistributedError(
+                f"replicas 0 and {i} sample differently ({'; '.join(f'{k}: {params[0].get(k)!r} vs {p.get(k)!r}' for k in differ)}): "
+                "every node needs the same hardware class and library versions"
+            )
     return params[0]
 
 
@@ -197,8 +232,18 @@ class RayGenerator(Generator):
     stages call): every replica the cluster holds, or the first `replicas`; on LOCAL, `replicas` of them.
     The tokenizer is loaded here too: the stages render prompts with it."""
 
-    def __init__(self, model_path: str, backend: str, max_model_len: int, tensor_parallel_size: int, seed: int,
-                 max_num_seqs: int | None, address: str, replicas: int | None = None, targets: bool = False):
+    def __init__(
+        self,
+        model_path: str,
+        backend: str,
+        max_model_len: int,
+        tensor_parallel_size: int,
+        seed: int,
+        max_num_seqs: int | None,
+        address: str,
+        replicas: int | None = None,
+        targets: bool = False,
+    ):
         super().__init__(model_path, max_model_len, seed)
         self.address = address
         self.targets = targets
@@ -224,15 +269,32 @@ class RayGenerator(Generator):
         try:
             ray.get(self._group.ready(), timeout=PLACEMENT_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
-            raise DistributedError(f"the Ray cluster could not reserve {len(bundles)} replicas of {bundles[0]} in {PLACEMENT_TIMEOUT:.0f} s: "
-                                   "other jobs hold its resources") from None
+            raise DistributedError(
+                f"the Ray cluster could not reserve {len(bundles)} replicas of {bundles[0]} in {PLACEMENT_TIMEOUT:.0f} s: "
+                "other jobs hold its resources"
+            ) from None
         where = "a Ray instance on this machine" if self.address == LOCAL else f"the Ray cluster at {self.address}"
-        console.print(f"starting {len(bundles)} replica{'s' if len(bundles) > 1 else ''} of {self.model_path} ({backend}) on {where}")
+        console.print(
+            f"starting {len(bundles)} replica{'s' if len(bundles) > 1 else ''} of {self.model_path} ({backend}) on {where}"
+        )
         actor = ray.remote(Replica)
-        self._actors = [actor.options(num_cpus=b.get("CPU", 0), num_gpus=b.get("GPU", 0), max_restarts=0,
-                                      scheduling_strategy=PlacementGroupSchedulingStrategy(self._group, placement_group_bundle_index=i))
-                        .remote(self.model_path, backend, self.max_model_len, tensor_parallel_size, self.seed, max_num_seqs, self.targets)
-                        for i, b in enumerate(bundles)]
+        self._actors = [
+            actor.options(
+                num_cpus=b.get("CPU", 0),
+                num_gpus=b.get("GPU", 0),
+                max_restarts=0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self._group, placement_group_bundle_index=i),
+            ).remote(
+                self.model_path,
+                backend,
+                self.max_model_len,
+                tensor_parallel_size,
+                self.seed,
+                max_num_seqs,
+                self.targets,
+            )
+            for i, b in enumerate(bundles)
+        ]
         self.replicas = self._wait_loaded()
         self.max_num_seqs = min(r["max_num_seqs"] for r in self.replicas)
 
@@ -247,7 +309,9 @@ class RayGenerator(Generator):
                 replicas[i] = {"replica": i, **ray.get(ready)}
             except ray.exceptions.RayActorError as e:
                 node = ray.util.placement_group_table(self._group)["bundles_to_node_id"].get(i, "")
-                raise DistributedError(f"replica {i} on {_node_name(node)} could not load {self.model_path}: {_reason(e)}") from None
+                raise DistributedError(
+                    f"replica {i} on {_node_name(node)} could not load {self.model_path}: {_reason(e)}"
+                ) from None
         return replicas
 
     def effective_params(self, spec: SamplingSpec) -> dict:
@@ -256,8 +320,9 @@ class RayGenerator(Generator):
     def _live(self) -> list:
         return [actor for actor in self._actors if actor is not None]
 
-    def stream_units(self, units: dict[Hashable, list[Request]], max_in_flight: int | None = None,
-                     progress: Progress | None = None) -> Iterator[tuple[Hashable, list[list[Completion]], dict]]:
+    def stream_units(
+        self, units: dict[Hashable, list[Request]], max_in_flight: int | None = None, progress: Progress | None = None
+    ) -> Iterator[tuple[Hashable, list[list[Completion]], dict]]:
         """Whole units to free replicas, each replica as many as fill max_in_flight sequences (default:
         its engine's max_num_seqs) but no more than its share of what is left, streamed there as one;
         (key, completions, the replica's whereabouts) as each unit finishes, in no fixed order. A lost
@@ -266,11 +331,16 @@ class RayGenerator(Generator):
         free = list(range(len(self._actors)))
         calls: dict = {}  # ObjectRefGenerator -> (replica, its units not yet back)
         while queue or calls:
-            share = -(-len(queue) // len(self._live()))  # the last units spread over the replicas, not all to the first one free
+            share = -(
+                -len(queue) // len(self._live())
+            )  # the last units spread over the replicas, not all to the first one free
             while free and queue:  # refilled before each yield, so replicas keep working while the stage writes
                 i = free.pop(0)
                 group = _take(queue, max_in_flight or self.replicas[i]["max_num_seqs"], share)
-                calls[self._actors[i].stream_units.options(num_returns="streaming").remote(group, max_in_flight)] = (i, group)
+                calls[self._actors[i].stream_units.options(num_returns="streaming").remote(group, max_in_flight)] = (
+                    i,
+                    group,
+                )
             (call,), _ = ray.wait(list(calls), num_returns=1)
             i, group = calls[call]
             try:
@@ -291,10 +361,14 @@ class RayGenerator(Generator):
 
     def _lose(self, i: int, error: Exception) -> None:
         where = self.replicas[i]
-        console.print(f"[yellow]lost replica {i}[/] on {_node_name(where['node_id'])}: {_reason(error)}; the other replicas take its units")
+        console.print(
+            f"[yellow]lost replica {i}[/] on {_node_name(where['node_id'])}: {_reason(error)}; the other replicas take its units"
+        )
         self._actors[i] = None
         if not self._live():
-            raise DistributedError(f"every replica was lost (the last on {_node_name(where['node_id'])}); rerun the same command to resume")
+            raise DistributedError(
+                f"every replica was lost (the last on {_node_name(where['node_id'])}); rerun the same command to resume"
+            )
 
     def close(self) -> None:
         for actor in self._live():
@@ -342,7 +416,9 @@ class SandboxNode:
     def map(self, shipped: list, deadline: float | None) -> list[Result]:
         refs = list({s.tests for s in shipped if isinstance(s, _Shipped)})
         tests = dict(zip(refs, ray.get(refs)))
-        jobs = [dataclasses.replace(tests[s.tests], program=s.program) if isinstance(s, _Shipped) else s for s in shipped]
+        jobs = [
+            dataclasses.replace(tests[s.tests], program=s.program) if isinstance(s, _Shipped) else s for s in shipped
+        ]
         return self.pool.map(jobs, deadline)
 
 
@@ -351,7 +427,9 @@ def check_isolation(nodes: list[dict], uniform: bool) -> None:
     verdict could depend on the node that gave it."""
     if uniform and len({n["isolation"] for n in nodes}) > 1:
         modes = ", ".join(f"{n['node_ip']} {n['isolation']}" for n in nodes)
-        raise DistributedError(f"the nodes sandbox differently ({modes}); strict grading needs one isolation mode on every node")
+        raise DistributedError(
+            f"the nodes sandbox differently ({modes}); strict grading needs one isolation mode on every node"
+        )
 
 
 class RayPool:
@@ -377,9 +455,15 @@ class RayPool:
         actors = {}
         for node in nodes:
             workers = self.workers_per_node or max(1, int(node["Resources"].get("CPU", 1)))
-            actors[node["NodeID"]] = ray.remote(SandboxNode).options(
-                num_cpus=0, max_restarts=0,  # sandboxed programs are not Ray work: they reserve no CPU
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(workers, self.limits)
+            actors[node["NodeID"]] = (
+                ray.remote(SandboxNode)
+                .options(
+                    num_cpus=0,
+                    max_restarts=0,  # sandboxed programs are not Ray work: they reserve no CPU
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+                )
+                .remote(workers, self.limits)
+            )
         for node_id, actor in actors.items():
             try:
                 self._nodes[node_id] = (actor, ray.get(actor.where.remote(), timeout=START_TIMEOUT))
@@ -412,24 +496,48 @@ class RayPool:
                 break
             todo = self._map_once(jobs, todo, end, results)
         for i in todo:
-            results[i] = Result("sandbox_error", None, "", "", 0.0, 0.0, detail="the sandbox actor grading it was lost", isolation=self.isolation)
+            results[i] = Result(
+                "sandbox_error",
+                None,
+                "",
+                "",
+                0.0,
+                0.0,
+                detail="the sandbox actor grading it was lost",
+                isolation=self.isolation,
+            )
         return results
 
     def _map_once(self, jobs: list, todo: list[int], end: float | None, results: list) -> list[int]:
         """One try of jobs `todo`, filling `results`; returns the jobs whose actor was lost."""
         slots = [node for node, (_, where) in self._nodes.items() for _ in range(where["workers"])]
         shares: dict[str, list[int]] = {}
-        for k, i in enumerate(todo):  # interleaved: a reply's blocks and a slow problem's replies spread over the nodes
+        for k, i in enumerate(
+            todo
+        ):  # interleaved: a reply's blocks and a slow problem's replies spread over the nodes
             shares.setdefault(slots[k % len(slots)], []).append(i)
         left = None if end is None else max(0.0, end - time.monotonic())
-        calls = {self._nodes[node][0].map.remote([self._ship(jobs[i]) for i in share], left): node for node, share in shares.items()}
-        done, late = ray.wait(list(calls), num_returns=len(calls), timeout=None if left is None else left + ANSWER_GRACE)
+        calls = {
+            self._nodes[node][0].map.remote([self._ship(jobs[i]) for i in share], left): node
+            for node, share in shares.items()
+        }
+        done, late = ray.wait(
+            list(calls), num_returns=len(calls), timeout=None if left is None else left + ANSWER_GRACE
+        )
         retry = []
         for ref in late:  # the actor neither answered nor died: as Pool.map, what the deadline cut is a timeout
             node = calls[ref]
             for i in shares[node]:
-                results[i] = Result("timeout", None, "", "", 0.0, 0.0, detail=f"the sandbox on {_node_name(node)} did not answer before the deadline",
-                                    isolation=self.isolation)
+                results[i] = Result(
+                    "timeout",
+                    None,
+                    "",
+                    "",
+                    0.0,
+                    0.0,
+                    detail=f"the sandbox on {_node_name(node)} did not answer before the deadline",
+                    isolation=self.isolation,
+                )
             self._replace(node)
         for ref in done:
             node = calls[ref]
@@ -437,7 +545,9 @@ class RayPool:
                 for i, r in zip(shares[node], ray.get(ref)):
                     results[i] = r
             except ray.exceptions.RayActorError as e:
-                console.print(f"[yellow]lost the sandbox[/] on {_node_name(node)}: {_reason(e)}; grading its {len(shares[node])} jobs again")
+                console.print(
+                    f"[yellow]lost the sandbox[/] on {_node_name(node)}: {_reason(e)}; grading its {len(shares[node])} jobs again"
+                )
                 retry += shares[node]
                 self._replace(node)
         return sorted(retry)

@@ -47,5 +47,10 @@ class EngineSettings:
             from .distributed import LOCAL, RayGenerator
             from .models import resolve_model
 
-            return RayGenerator(resolve_model(model), **engine, address=self.ray_address or LOCAL, replicas=None if self.ray_address else replicas)
+            return RayGenerator(
+                resolve_model(model),
+                **engine,
+                address=self.ray_address or LOCAL,
+                replicas=None if self.ray_address else replicas,
+            )
         return generate.load_generator(model, **engine)

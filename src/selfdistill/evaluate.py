@@ -61,12 +61,35 @@ from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
 from .generate import JOURNAL, GenerationProgress, Request, stream_journaled
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, read_jsonl, sha256_json
-from .results import BLOCK, graded_benchmark, graded_otherwise, per_problem_pass_at_k, print_sweep, results_path, samples_per_problem, summarize, summary_path, t_label, without_verdict
+from .results import (
+    BLOCK,
+    graded_benchmark,
+    graded_otherwise,
+    per_problem_pass_at_k,
+    print_sweep,
+    results_path,
+    samples_per_problem,
+    summarize,
+    summary_path,
+    t_label,
+    without_verdict,
+)
 from .sandbox import Pool
 
 console = Console(stderr=True, highlight=False)
-RECORD_FIELDS = ("problem_id", "temperature", "sample_index", "seed", "status", "passed", "detail", "reply", "reply_tokens",
-                 "finish_reason", "prompt_text")
+RECORD_FIELDS = (
+    "problem_id",
+    "temperature",
+    "sample_index",
+    "seed",
+    "status",
+    "passed",
+    "detail",
+    "reply",
+    "reply_tokens",
+    "finish_reason",
+    "prompt_text",
+)
 
 
 def sample_seed(seed: int, problem_id: str, temperature: float, sample_index: int) -> int:
@@ -93,7 +116,9 @@ def evaluate(cfg: EvalConfig, generator=None) -> Path:
     bench = graded_benchmark(cfg)
     temps = temperatures(cfg)
     with _sandbox(cfg, bench) as pool:
-        problems = bench.load(cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, cfg.limit, cfg.seed, pool)
+        problems = bench.load(
+            cfg.benchmark_path, cfg.release_from, cfg.release_to, cfg.platforms, cfg.limit, cfg.seed, pool
+        )
         sources = bench.sources(cfg.benchmark_path)
         source = ", ".join(sources)
         inputs = hash_inputs(sources) or {"benchmark": source}
@@ -124,7 +149,16 @@ def _sandbox(cfg: EvalConfig, bench) -> Pool:
     return Pool(cfg.workers, limits)
 
 
-def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], inputs: dict, extra: dict, pool: Pool, generator) -> None:
+def _sweep(
+    cfg: EvalConfig,
+    bench,
+    problems: list[Problem],
+    temps: list[float],
+    inputs: dict,
+    extra: dict,
+    pool: Pool,
+    generator,
+) -> None:
     from .chat import chat_prompt
     from .engine import EngineSettings
     from .generate import SamplingSpec
@@ -140,10 +174,18 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     template_args = {"date": cfg.chat_date, "reasoning_effort": cfg.reasoning_effort}
-    prompt_texts = {p.id: chat_prompt(tokenizer, bench.messages(p, cfg.prompt_format), **template_args) for p in problems}
+    prompt_texts = {
+        p.id: chat_prompt(tokenizer, bench.messages(p, cfg.prompt_format), **template_args) for p in problems
+    }
     inputs.update(hash_inputs([model_path]) or {"model": model_path})
     inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in problems])  # exactly what the model is fed
-    run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={**extra, "model_path": model_path, "chat_template_args": template_args})
+    run = RunDir.open(
+        cfg.output_dir,
+        "eval",
+        cfg,
+        inputs,
+        extra={**extra, "model_path": model_path, "chat_template_args": template_args},
+    )
     out = run.path
 
     dev_ids, _ = metrics.dev_test_split([p.id for p in problems], cfg.dev_fraction, cfg.seed)
@@ -151,17 +193,28 @@ def _sweep(cfg: EvalConfig, bench, problems: list[Problem], temps: list[float], 
     test = [p for p in problems if p not in dev]
     plan = {T: _load_block_plan(out, cfg, T, dev, test) for T in temps}
     everything = graded_otherwise(run.manifest, bench)
-    for T in temps:  # replies graded under other rules, or that the sandbox failed to grade or never ran, are graded (again)
+    for T in (
+        temps
+    ):  # replies graded under other rules, or that the sandbox failed to grade or never ran, are graded (again)
         _regrade(bench, plan[T], problems, pool, everything)
     run.update(grading_rules=bench.profile.rules())
     owned = generator is None
-    specs = {T: SamplingSpec(T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, per_request_seeds=cfg.per_request_seeds) for T in temps}
+    specs = {
+        T: SamplingSpec(
+            T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, per_request_seeds=cfg.per_request_seeds
+        )
+        for T in temps
+    }
     try:
         for phase in ("grid", "test") if cfg.test_n else ("grid",):
             if phase == "test":
-                best = metrics.best_on_dev({T: per_problem_pass_at_k(plan[T]["records"].values(), dev_ids, 1) for T in temps}, dev_ids)
+                best = metrics.best_on_dev(
+                    {T: per_problem_pass_at_k(plan[T]["records"].values(), dev_ids, 1) for T in temps}, dev_ids
+                )
                 _plan_test_phase(plan[best], cfg, test)
-                console.print(f"T={best:g} chosen on the {len(dev)} dev problems (pass@1); decoding the {len(test)} test problems with {samples_per_problem(cfg, best, test=True)} samples each")
+                console.print(
+                    f"T={best:g} chosen on the {len(dev)} dev problems (pass@1); decoding the {len(test)} test problems with {samples_per_problem(cfg, best, test=True)} samples each"
+                )
             missing = sum(len(block) for block in _pending_blocks(plan).values())
             if not missing:
                 continue
@@ -193,8 +246,10 @@ def _load_block_plan(out: Path, cfg: EvalConfig, T: float, grid: list[Problem], 
         for line_no, r in enumerate(read_jsonl(path), 1):
             key = (r["problem_id"], r["sample_index"])
             if expected.get(key) != r["seed"]:
-                raise BenchmarkError(f"{path}:{line_no}: a record this run does not plan (problem {key[0]}, sample {key[1]}): "
-                                     "the directory was modified; delete the file to redo this temperature")
+                raise BenchmarkError(
+                    f"{path}:{line_no}: a record this run does not plan (problem {key[0]}, sample {key[1]}): "
+                    "the directory was modified; delete the file to redo this temperature"
+                )
             records[key] = r
     plan = {"T": T, "path": path, "order": order, "records": records, "blocks": []}
     _add_requests(plan, requests)
@@ -209,8 +264,12 @@ def _add_requests(plan: dict, requests: list) -> None:
 def _pending_blocks(plan: dict) -> dict:
     """{(T, block index): its (problem, sample index)} for every block with a reply not yet recorded.
     Read from the records each time: a block finished earlier in this process is not pending."""
-    return {(T, b): block for T, p in plan.items() for b, block in enumerate(p["blocks"])
-            if not all((prob.id, j) in p["records"] for prob, j in block)}
+    return {
+        (T, b): block
+        for T, p in plan.items()
+        for b, block in enumerate(p["blocks"])
+        if not all((prob.id, j) in p["records"] for prob, j in block)
+    }
 
 
 def _plan_test_phase(plan: dict, cfg: EvalConfig, test: list[Problem]) -> None:
@@ -236,16 +295,39 @@ def _regrade(bench, plan: dict, problems: list[Problem], pool: Pool, everything:
     _save(plan)
 
 
-def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int) -> None:
+def _generate(
+    run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int
+) -> None:
     """Every unfinished block in one stream (on a Ray cluster: streams on several replicas); each
     finished block is graded and saved on a thread, each finished reply journaled until then."""
-    blocks = {(T, b): [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for prob, j in block]
-              for (T, b), block in _pending_blocks(plan).items()}
-    units = {key: [Request(prompt_texts[prob.id], specs[T], seed) for T, prob, _, seed in block] for key, block in blocks.items()}
-    with GenerationProgress(console, "eval", total) as progress, ThreadPoolExecutor(1, thread_name_prefix="grading") as grader:
+    blocks = {
+        (T, b): [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for prob, j in block]
+        for (T, b), block in _pending_blocks(plan).items()
+    }
+    units = {
+        key: [Request(prompt_texts[prob.id], specs[T], seed) for T, prob, _, seed in block]
+        for key, block in blocks.items()
+    }
+    with (
+        GenerationProgress(console, "eval", total) as progress,
+        ThreadPoolExecutor(1, thread_name_prefix="grading") as grader,
+    ):
         graded = []
-        for (T, b), completions, where in stream_journaled(generator, units, run.path / JOURNAL, cfg.max_num_seqs, progress):
-            graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, [(*r, c) for r, (c,) in zip(blocks[T, b], completions)], progress))
+        for (T, b), completions, where in stream_journaled(
+            generator, units, run.path / JOURNAL, cfg.max_num_seqs, progress
+        ):
+            graded.append(
+                grader.submit(
+                    _grade_block,
+                    cfg,
+                    bench,
+                    plan,
+                    prompt_texts,
+                    pool,
+                    [(*r, c) for r, (c,) in zip(blocks[T, b], completions)],
+                    progress,
+                )
+            )
             if where:
                 run.update(placements={**run.manifest.get("placements", {}), f"T{t_label(T)} block {b}": where})
             for future in graded:
@@ -256,20 +338,40 @@ def _generate(run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs:
     (run.path / JOURNAL).unlink()  # every block is graded and written
     session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
-    console.print(f"generated and graded {total} samples in {session['seconds']:.0f} s ({session['tokens_per_second']} tokens/s)")
+    console.print(
+        f"generated and graded {total} samples in {session['seconds']:.0f} s ({session['tokens_per_second']} tokens/s)"
+    )
 
 
-def _grade_block(cfg: EvalConfig, bench, plan: dict, prompt_texts: dict, pool: Pool, block: list[tuple], progress: GenerationProgress) -> None:
+def _grade_block(
+    cfg: EvalConfig,
+    bench,
+    plan: dict,
+    prompt_texts: dict,
+    pool: Pool,
+    block: list[tuple],
+    progress: GenerationProgress,
+) -> None:
     """Grade one block's (T, problem, sample index, seed, completion) and rewrite its temperature's file."""
     T = block[0][0]
     verdicts = bench.grade_many([prob for _, prob, *_ in block], [c.text for *_, c in block], pool)
     for (_, prob, j, seed, c), v in zip(block, verdicts):
         if c.finish_reason == "prompt_too_long":
-            v = benchmarks.Verdict("extraction_failed", False, f"the prompt does not fit max_model_len={cfg.max_model_len}")
+            v = benchmarks.Verdict(
+                "extraction_failed", False, f"the prompt does not fit max_model_len={cfg.max_model_len}"
+            )
         plan[T]["records"][(prob.id, j)] = {
-            "problem_id": prob.id, "temperature": T, "sample_index": j, "seed": seed, "status": v.status,
-            "passed": v.passed, "detail": v.detail, "reply": c.text, "reply_tokens": len(c.token_ids),
-            "finish_reason": c.finish_reason, "prompt_text": prompt_texts[prob.id],
+            "problem_id": prob.id,
+            "temperature": T,
+            "sample_index": j,
+            "seed": seed,
+            "status": v.status,
+            "passed": v.passed,
+            "detail": v.detail,
+            "reply": c.text,
+            "reply_tokens": len(c.token_ids),
+            "finish_reason": c.finish_reason,
+            "prompt_text": prompt_texts[prob.id],
         }
     _save(plan[T])
     progress.checkpoint(f"T={t_label(T)}: a block of {len(block)} samples graded")
@@ -282,32 +384,58 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
     """Grade the references through the full path (extraction included): a harness check."""
     with_ref = [p for p in problems if p.reference is not None]
     path = run.path / "results" / "oracle.jsonl"
-    done = {r["problem_id"]: r for r in read_jsonl(path)} if path.is_file() and not graded_otherwise(run.manifest, bench) else {}
+    done = (
+        {r["problem_id"]: r for r in read_jsonl(path)}
+        if path.is_file() and not graded_otherwise(run.manifest, bench)
+        else {}
+    )
     todo = [p for p in with_ref if p.id not in done]
-    with Progress(TextColumn("oracle"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("oracle"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
         task = bar.add_task("oracle", total=len(with_ref), completed=len(with_ref) - len(todo))
         for i in range(0, len(todo), BLOCK):
             block = todo[i : i + BLOCK]
             replies = [bench.oracle_reply(p) for p in block]
             for p, reply, v in zip(block, replies, bench.grade_many(block, replies, pool)):
-                done[p.id] = {"problem_id": p.id, "temperature": None, "sample_index": 0, "seed": None, "status": v.status,
-                              "passed": v.passed, "detail": v.detail, "reply": reply, "reply_tokens": None, "finish_reason": "oracle"}
+                done[p.id] = {
+                    "problem_id": p.id,
+                    "temperature": None,
+                    "sample_index": 0,
+                    "seed": None,
+                    "status": v.status,
+                    "passed": v.passed,
+                    "detail": v.detail,
+                    "reply": reply,
+                    "reply_tokens": None,
+                    "finish_reason": "oracle",
+                }
             atomic_write_jsonl(path, [done[p.id] for p in with_ref if p.id in done])
             bar.update(task, advance=len(block))
     run.update(grading_rules=bench.profile.rules())  # once every record follows them
     records = [done[p.id] for p in with_ref]
-    failures = [{"problem_id": r["problem_id"], "status": r["status"], "detail": r["detail"]} for r in records if not r["passed"]]
+    failures = [
+        {"problem_id": r["problem_id"], "status": r["status"], "detail": r["detail"]}
+        for r in records
+        if not r["passed"]
+    ]
     summary = {
-        "benchmark": bench.name, "label": benchmarks.tests_label(problems), "grading": bench.grading, "grading_rules": bench.profile.rules(),
-        "oracle": True, "n_problems": len(records),
-        "passed": len(records) - len(failures), "pass_rate": (len(records) - len(failures)) / len(records),
-        "status_counts": dict(Counter(r["status"] for r in records)), "failures": failures,
+        "benchmark": bench.name,
+        "label": benchmarks.tests_label(problems),
+        "grading": bench.grading,
+        "grading_rules": bench.profile.rules(),
+        "oracle": True,
+        "n_problems": len(records),
+        "passed": len(records) - len(failures),
+        "pass_rate": (len(records) - len(failures)) / len(records),
+        "status_counts": dict(Counter(r["status"] for r in records)),
+        "failures": failures,
         "no_reference": [p.id for p in problems if p.reference is None],
     }
     atomic_write_json(summary_path(run.path), summary)
     run.finish(n_problems=len(records))
-    console.print(f"oracle {bench.name}: {summary['passed']}/{summary['n_problems']} references pass ({100 * summary['pass_rate']:.1f}%)")
+    console.print(
+        f"oracle {bench.name}: {summary['passed']}/{summary['n_problems']} references pass ({100 * summary['pass_rate']:.1f}%)"
+    )
     for f in failures:
         console.print(f"  [red]{f['problem_id']}[/] {f['status']}: {f['detail'][:300]}")
-
-

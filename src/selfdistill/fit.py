@@ -148,11 +148,15 @@ def scored_samples(cfg: FitConfig, manifest: dict) -> tuple[list[dict], list[dic
         files += shard_files(cfg.heldout)
         overlap = {str(r["prompt_id"]) for r in held} & {str(r["prompt_id"]) for r in trained}
         if overlap:
-            raise FitError(f"{cfg.heldout}: {len(overlap)} of its prompts were trained on (e.g. {sorted(overlap)[0]!r}); held-out samples must be of other prompts")
+            raise FitError(
+                f"{cfg.heldout}: {len(overlap)} of its prompts were trained on (e.g. {sorted(overlap)[0]!r}); held-out samples must be of other prompts"
+            )
     else:
         held = [r for r in records if sample_key(r) in held_keys]
     if not held:
-        raise FitError(f"{cfg.train_dir} set no samples aside (train.holdout = 0): give heldout, a samples dir of prompts it never trained on")
+        raise FitError(
+            f"{cfg.train_dir} set no samples aside (train.holdout = 0): give heldout, a samples dir of prompts it never trained on"
+        )
     rng = random.Random(cfg.seed)
     pick = lambda rs, n: rs if n is None or n >= len(rs) else rng.sample(rs, n)
     return pick(held, cfg.heldout_samples), pick(trained, cfg.train_samples), files
@@ -169,16 +173,23 @@ def model_of(cfg: FitConfig, manifest: dict) -> tuple[str | None, int]:
         if not manifest.get("finished_at"):
             raise FitError(f"{train_dir} has not finished training: give --step N of a checkpoint")
         return manifest["model_dir"], int(manifest["steps"])
-    for candidate in (train_dir / "checkpoints" / f"checkpoint-{cfg.step}", train_dir / "snapshots" / f"step-{cfg.step}"):
+    for candidate in (
+        train_dir / "checkpoints" / f"checkpoint-{cfg.step}",
+        train_dir / "snapshots" / f"step-{cfg.step}",
+    ):
         if candidate.is_dir():
             return str(candidate), cfg.step
-    raise FitError(f"{train_dir}: no checkpoints/checkpoint-{cfg.step} or snapshots/step-{cfg.step} (checkpoints are kept every train.save_steps, the last two)")
+    raise FitError(
+        f"{train_dir}: no checkpoints/checkpoint-{cfg.step} or snapshots/step-{cfg.step} (checkpoints are kept every train.save_steps, the last two)"
+    )
 
 
 # ---------------------------------------------------------------- rows
 
 
-def summarize(step: int, model: str, scores: dict[str, np.ndarray], target: dict[str, np.ndarray], heldout_replies: int) -> dict:
+def summarize(
+    step: int, model: str, scores: dict[str, np.ndarray], target: dict[str, np.ndarray], heldout_replies: int
+) -> dict:
     """One row: the mean of every measure per token, per set (held-out, train) and class (fork, lock, all)."""
     fork = target["support_len"] >= FORK_MIN_SURVIVORS
     heldout = target["reply"] < heldout_replies
@@ -203,18 +214,41 @@ def write_row(out: Path, row: dict) -> list[dict]:
     return rows
 
 
-FIT_HEADER = ["step", "set", "class", "positions", "KL(q||p)", "tail -log p(S)", "within-S KL", "H(p|S)", "target H(q)", "TV"]
+FIT_HEADER = [
+    "step",
+    "set",
+    "class",
+    "positions",
+    "KL(q||p)",
+    "tail -log p(S)",
+    "within-S KL",
+    "H(p|S)",
+    "target H(q)",
+    "TV",
+]
 
 
 def fit_table(rows: list[dict], classes: tuple[str, ...] = CLASSES) -> list[list[str]]:
     """The rows as table lines (FIT_HEADER): per step, set and class."""
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
-    return [[str(r["step"]), name, kind, str(r[f"{name}_{kind}"]["positions"]), *(fmt(r[f"{name}_{kind}"][k]) for k in MEASURES)]
-            for r in rows for name in SETS for kind in classes]
+    return [
+        [
+            str(r["step"]),
+            name,
+            kind,
+            str(r[f"{name}_{kind}"]["positions"]),
+            *(fmt(r[f"{name}_{kind}"][k]) for k in MEASURES),
+        ]
+        for r in rows
+        for name in SETS
+        for kind in classes
+    ]
 
 
 def print_rows(rows: list[dict]) -> None:
-    table = Table(*FIT_HEADER, title="distillation fit: per-token means against the SSD target q (nats; TV in probability)")
+    table = Table(
+        *FIT_HEADER, title="distillation fit: per-token means against the SSD target q (nats; TV in probability)"
+    )
     for line in fit_table(rows):
         table.add_row(*line)
     console.print(table)
@@ -228,13 +262,22 @@ def plot(rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     steps = [r["step"] for r in rows]
     colors = {"fork": "tab:orange", "lock": "tab:blue"}
-    for ax, key, title in zip(axes, ("tail", "within_kl", "entropy"), ("tail term -log p(S)", "within-support KL(q || p|S)", "entropy within the support H(p|S)")):
+    for ax, key, title in zip(
+        axes,
+        ("tail", "within_kl", "entropy"),
+        ("tail term -log p(S)", "within-support KL(q || p|S)", "entropy within the support H(p|S)"),
+    ):
         for name, style in (("heldout", "-"), ("train", "--")):
             for kind in ("fork", "lock"):
                 values = [np.nan if r[f"{name}_{kind}"][key] is None else r[f"{name}_{kind}"][key] for r in rows]
                 ax.plot(steps, values, style, marker="o", ms=3, color=colors[kind], label=f"{name}, {kind}s")
                 if key == "entropy" and name == "heldout":
-                    target = [np.nan if r[f"heldout_{kind}"]["target_entropy"] is None else r[f"heldout_{kind}"]["target_entropy"] for r in rows]
+                    target = [
+                        np.nan
+                        if r[f"heldout_{kind}"]["target_entropy"] is None
+                        else r[f"heldout_{kind}"]["target_entropy"]
+                        for r in rows
+                    ]
                     ax.plot(steps, target, ":", color=colors[kind], label=f"target H(q), {kind}s")
         ax.set(xlabel="optimizer step (0 = base model)", ylabel="nats per token", title=title)
         ax.grid(True, alpha=0.3)
@@ -265,16 +308,27 @@ def fit(cfg: FitConfig) -> Path:
     model_dir, step = model_of(cfg, manifest)
     truncation = sampled_with(manifest["config"]["samples"])
     if truncation.get("top_k", 0) <= 0 and truncation.get("top_p", 1.0) >= 1.0:
-        raise FitError(f"{manifest['config']['samples']}: sampled untruncated, so the target's support is the whole vocabulary and cannot be cached; "
-                       "the fit needs a top-k or top-p truncation")
+        raise FitError(
+            f"{manifest['config']['samples']}: sampled untruncated, so the target's support is the whole vocabulary and cannot be cached; "
+            "the fit needs a top-k or top-p truncation"
+        )
     held, trained, files = scored_samples(cfg, manifest)
-    run = RunDir.open(out, "fit", cfg, hash_inputs([base_path, *files]), extra={"base_model": base_path, "truncation": truncation})
+    run = RunDir.open(
+        out, "fit", cfg, hash_inputs([base_path, *files]), extra={"base_model": base_path, "truncation": truncation}
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     samples_manifest = load_manifest(manifest["config"]["samples"])
-    examples, _ = training_examples(held + trained, base_path, tokenizer, samples_manifest, Path(manifest["config"]["samples"]))
+    examples, _ = training_examples(
+        held + trained, base_path, tokenizer, samples_manifest, Path(manifest["config"]["samples"])
+    )
     sequences = [(e["input_ids"][: e["prompt_len"]], e["input_ids"][e["prompt_len"] :]) for e in examples]
-    run.update(scored={name: [list(key) for key in map(sample_key, records)] for name, records in (("heldout", held), ("train", trained))})
+    run.update(
+        scored={
+            name: [list(key) for key in map(sample_key, records)]
+            for name, records in (("heldout", held), ("train", trained))
+        }
+    )
 
     cached = out / "target.npz"
     if cached.is_file():
@@ -293,7 +347,13 @@ def fit(cfg: FitConfig) -> Path:
             adapter = model_dir if (Path(model_dir) / "adapter_config.json").is_file() else None
             model = load_model(base_path if adapter else model_dir, adapter=adapter, bf16_on_gpu=cfg.bf16_on_gpu)
             cache = Target(arrays)
-            scores = score(model, f"step {step}", sequences, lambda logits, first: measures(logits, *cache.chunk(first, len(logits))), scores_path)
+            scores = score(
+                model,
+                f"step {step}",
+                sequences,
+                lambda logits, first: measures(logits, *cache.chunk(first, len(logits))),
+                scores_path,
+            )
             del model
         if not np.array_equal(scores["token"], arrays["token"]):
             raise FitError(f"{scores_path} scores other tokens than {cached}; delete it and rerun")
@@ -303,4 +363,3 @@ def fit(cfg: FitConfig) -> Path:
     run.update(steps=[r["step"] for r in rows])
     console.print(f"[bold]fit:[/] {out / 'fit.jsonl'}")
     return out
-

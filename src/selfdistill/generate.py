@@ -53,7 +53,6 @@ from .chat import chat_prompt, keeps_channels, stop_token_ids
 from .config import BACKENDS
 from .manifest import sha256_json
 
-
 Progress = Callable[[int, int], None]  # (completions finished, tokens generated) since the last call
 
 
@@ -67,15 +66,28 @@ class SamplingSpec:
     max_tokens: int = 1024
     seed: int = 0  # the default seed of requests given none
     stop: list[str] = field(default_factory=list)
-    per_request_seeds: bool = True  # False: vLLM draws from its engine RNG (FlashInfer's sampler on GPU; not reproducible)
+    per_request_seeds: bool = (
+        True  # False: vLLM draws from its engine RNG (FlashInfer's sampler on GPU; not reproducible)
+    )
     targets: bool = False  # return each generated token's truncated distribution (Completion.targets); needs top_k > 0
 
     def __post_init__(self):
-        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p < 1 or self.n < 1 or self.max_tokens < 1:
-            raise ValueError(f"invalid sampling spec {self}: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, 0 <= min_p < 1, n >= 1, max_tokens >= 1")
+        if (
+            self.temperature < 0
+            or self.top_k < 0
+            or not 0 < self.top_p <= 1
+            or not 0 <= self.min_p < 1
+            or self.n < 1
+            or self.max_tokens < 1
+        ):
+            raise ValueError(
+                f"invalid sampling spec {self}: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, 0 <= min_p < 1, n >= 1, max_tokens >= 1"
+            )
         if self.targets and (self.temperature == 0 or self.top_k == 0):
-            raise ValueError(f"invalid sampling spec {self}: targets need temperature > 0 (a greedy token's target is the token) and top_k > 0 "
-                             "(top-k bounds the support stored per token)")
+            raise ValueError(
+                f"invalid sampling spec {self}: targets need temperature > 0 (a greedy token's target is the token) and top_k > 0 "
+                "(top-k bounds the support stored per token)"
+            )
 
 
 @dataclass
@@ -92,21 +104,31 @@ class Targets:
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[Sequence[int], Sequence[float]]]) -> Targets:
         rows = list(rows)
-        return cls(np.array([len(ids) for ids, _ in rows], dtype=np.int32),
-                   np.array([i for ids, _ in rows for i in ids], dtype=np.int32),
-                   np.array([p for _, probs in rows for p in probs], dtype=np.float32))
+        return cls(
+            np.array([len(ids) for ids, _ in rows], dtype=np.int32),
+            np.array([i for ids, _ in rows for i in ids], dtype=np.int32),
+            np.array([p for _, probs in rows for p in probs], dtype=np.float32),
+        )
 
     @classmethod
     def concat(cls, parts: Sequence[Targets]) -> Targets:
-        return cls(*(np.concatenate([getattr(t, f.name) for t in parts] or [np.zeros(0, dtype)])
-                     for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))))
+        return cls(
+            *(
+                np.concatenate([getattr(t, f.name) for t in parts] or [np.zeros(0, dtype)])
+                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))
+            )
+        )
 
     def split(self, tokens: Sequence[int]) -> list[Targets]:
         """Consecutive pieces of `tokens[i]` tokens each (the replies of a shard, from its concatenation)."""
         token_ends = np.cumsum(tokens)
         entry_ends = np.concatenate([[0], np.cumsum(self.counts)])[token_ends]
-        return [Targets(self.counts[t0:t1], self.ids[e0:e1], self.probs[e0:e1])
-                for t0, t1, e0, e1 in zip(np.concatenate([[0], token_ends[:-1]]), token_ends, np.concatenate([[0], entry_ends[:-1]]), entry_ends)]
+        return [
+            Targets(self.counts[t0:t1], self.ids[e0:e1], self.probs[e0:e1])
+            for t0, t1, e0, e1 in zip(
+                np.concatenate([[0], token_ends[:-1]]), token_ends, np.concatenate([[0], entry_ends[:-1]]), entry_ends
+            )
+        ]
 
     def rows(self) -> list[tuple[np.ndarray, np.ndarray]]:
         ends = np.cumsum(self.counts)
@@ -120,7 +142,12 @@ class Targets:
 
     @classmethod
     def from_json(cls, data: dict) -> Targets:
-        return cls(*(np.frombuffer(base64.b64decode(data[f.name]), dtype).copy() for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))))
+        return cls(
+            *(
+                np.frombuffer(base64.b64decode(data[f.name]), dtype).copy()
+                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))
+            )
+        )
 
 
 @dataclass
@@ -132,7 +159,10 @@ class Completion:
     targets: Targets | None = None  # with SamplingSpec.targets: the distribution each of token_ids was drawn from
 
     def to_json(self) -> dict:
-        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "targets": self.targets.to_json() if self.targets else None}
+        return {
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+            "targets": self.targets.to_json() if self.targets else None,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Completion:
@@ -177,8 +207,16 @@ class GenerationProgress:
         # finish are its shortest, so an early rate promises far too soon an end; a resumed stage's
         # restored samples took no time here.
         self.eta_after = max(1, math.ceil(total / 10))
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-                            TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=console)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("samples"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
+            console=console,
+        )
         self.task = self.bar.add_task(description, total=total, tps="-", eta=self.eta())
 
     def __enter__(self):
@@ -207,7 +245,9 @@ class GenerationProgress:
         self.last_line = time.perf_counter()
         if not self.console.is_terminal:
             done, seconds = self.bar.tasks[0].completed, self.seconds
-            self.console.print(f"{what}: {done:.0f}/{self.total} samples, {self.tokens / seconds:.1f} tokens/s, {self.eta()}")
+            self.console.print(
+                f"{what}: {done:.0f}/{self.total} samples, {self.tokens / seconds:.1f} tokens/s, {self.eta()}"
+            )
 
     def eta(self) -> str:
         done = self.bar.tasks[0].completed if self.bar.tasks else 0
@@ -219,13 +259,20 @@ class GenerationProgress:
     def session(self) -> dict:
         """This session's totals, for the stage manifest."""
         seconds = self.seconds
-        return {"samples": self.total, "generated_tokens": self.tokens, "seconds": round(seconds, 1), "tokens_per_second": round(self.tokens / seconds, 1)}
+        return {
+            "samples": self.total,
+            "generated_tokens": self.tokens,
+            "seconds": round(seconds, 1),
+            "tokens_per_second": round(self.tokens / seconds, 1),
+        }
 
 
 # ---------------------------------------------------------------------------- the reference
 
 
-def truncate_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> torch.Tensor:
+def truncate_logits(
+    logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0
+) -> torch.Tensor:
     """The truncated, tempered distribution as logits (float32; -inf outside the kept set; softmax
     gives the sampling probabilities). Last dim = vocabulary. temperature 0 keeps only the argmax."""
     logits = logits.float()
@@ -299,8 +346,13 @@ class Generator:
     def chat_prompt(self, messages: list[dict], date: str | None = None, reasoning_effort: str | None = None) -> str:
         return chat_prompt(self.tokenizer, messages, date, reasoning_effort)
 
-    def generate(self, prompts: list[str], spec: SamplingSpec | list[SamplingSpec], seeds: list[int] | None = None,
-                 progress: Progress | None = None) -> list[list[Completion]]:
+    def generate(
+        self,
+        prompts: list[str],
+        spec: SamplingSpec | list[SamplingSpec],
+        seeds: list[int] | None = None,
+        progress: Progress | None = None,
+    ) -> list[list[Completion]]:
         """spec.n completions per prompt, all prompts in one `stream`, returned in prompt order. `spec`
         is one for all prompts or one per prompt; prompt i's j-th completion uses seed seeds[i] + j
         (its spec's seed when no seeds are given)."""
@@ -315,7 +367,9 @@ class Generator:
                 progress(len(completions), sum(len(c.token_ids) for c in completions))
         return out
 
-    def stream(self, requests: Sequence[Request], max_in_flight: int | None = None) -> Iterator[tuple[int, list[Completion]]]:
+    def stream(
+        self, requests: Sequence[Request], max_in_flight: int | None = None
+    ) -> Iterator[tuple[int, list[Completion]]]:
         """(index into `requests`, its spec.n completions) for every request, as each finishes. Requests
         enter the engine in order while fewer than `max_in_flight` sequences are decoding (a request
         counts spec.n; default: max_num_seqs) and each one finished makes room for the next, so the
@@ -339,8 +393,9 @@ class Generator:
         for k, completions in self._stream(jobs, max_in_flight):
             yield fits[k], completions
 
-    def stream_units(self, units: dict[Hashable, list[Request]], max_in_flight: int | None = None,
-                     progress: Progress | None = None) -> Iterator[tuple[Hashable, list[list[Completion]], dict | None]]:
+    def stream_units(
+        self, units: dict[Hashable, list[Request]], max_in_flight: int | None = None, progress: Progress | None = None
+    ) -> Iterator[tuple[Hashable, list[list[Completion]], dict | None]]:
         """(key, its requests' completions in order, where) for each unit of work (a sample shard, an eval
         block) as its last request finishes: here all units in one `stream`. `where` is the replica that
         generated the unit (distributed.RayGenerator), None in this process."""
@@ -357,10 +412,17 @@ class Generator:
 
     def effective_params(self, spec: SamplingSpec) -> dict:
         """Exactly what the backend applies for `spec`, for manifests."""
-        return {"backend": self.backend, "model": self.model_path, "max_model_len": self.max_model_len,
-                "order": "temperature, min_p, top_k, top_p (vLLM's sampler order; greedy when temperature is 0)",
-                "stop_token_ids": self.stop_token_ids, "seeds": "per request; completion j of a request uses seed + j",
-                "max_num_seqs": self.max_num_seqs, "spec": asdict(spec), **self._effective(spec)}
+        return {
+            "backend": self.backend,
+            "model": self.model_path,
+            "max_model_len": self.max_model_len,
+            "order": "temperature, min_p, top_k, top_p (vLLM's sampler order; greedy when temperature is 0)",
+            "stop_token_ids": self.stop_token_ids,
+            "seeds": "per request; completion j of a request uses seed + j",
+            "max_num_seqs": self.max_num_seqs,
+            "spec": asdict(spec),
+            **self._effective(spec),
+        }
 
     def _stream(self, jobs: list[_Job], max_in_flight: int) -> Iterator[tuple[int, list[Completion]]]:
         """(index into jobs, completions) as each job finishes; `stream` without the prompt checks."""
@@ -386,8 +448,13 @@ class Generator:
 JOURNAL = "journal.jsonl"  # in a stage's directory while it generates
 
 
-def stream_journaled(generator: Generator, units: dict[Hashable, list[Request]], journal: Path, max_in_flight: int | None = None,
-                     progress: Progress | None = None) -> Iterator[tuple[Hashable, list[list[Completion]], dict | None]]:
+def stream_journaled(
+    generator: Generator,
+    units: dict[Hashable, list[Request]],
+    journal: Path,
+    max_in_flight: int | None = None,
+    progress: Progress | None = None,
+) -> Iterator[tuple[Hashable, list[list[Completion]], dict | None]]:
     """generator.stream_units, with every request appended to `journal` as it finishes (one JSON line,
     flushed: it survives a kill of the process), so a kill loses only the requests in flight, not the
     finished ones of an unfinished unit. A rerun takes each request found there (same prompt, spec and
@@ -410,7 +477,10 @@ def stream_journaled(generator: Generator, units: dict[Hashable, list[Request]],
     todo = {(key, i): [r] for (key, i), r in flat.items() if key in pending and i not in pending[key]}
     with journal.open("a") as f:
         for (key, i), (completions,), where in generator.stream_units(todo, max_in_flight, progress):
-            f.write(json.dumps({"request": _request_id(flat[key, i]), "completions": [c.to_json() for c in completions]}) + "\n")
+            f.write(
+                json.dumps({"request": _request_id(flat[key, i]), "completions": [c.to_json() for c in completions]})
+                + "\n"
+            )
             f.flush()
             pending[key][i] = completions
             if finished(key):
@@ -418,7 +488,9 @@ def stream_journaled(generator: Generator, units: dict[Hashable, list[Request]],
 
 
 def _request_id(r: Request) -> str:
-    spec = {k: v for k, v in asdict(r.spec).items() if k != "targets" or v}  # journals written before targets existed still match
+    spec = {
+        k: v for k, v in asdict(r.spec).items() if k != "targets" or v
+    }  # journals written before targets existed still match
     return sha256_json([r.prompt, spec, r.seed])
 
 
@@ -439,8 +511,15 @@ def _read_journal(journal: Path) -> dict[str, list[Completion]]:
     return found
 
 
-def load_generator(model: str, backend: str = "vllm", max_model_len: int = 4096, tensor_parallel_size: int = 1, seed: int = 0,
-                   max_num_seqs: int | None = None, targets: bool = False) -> Generator:
+def load_generator(
+    model: str,
+    backend: str = "vllm",
+    max_model_len: int = 4096,
+    tensor_parallel_size: int = 1,
+    seed: int = 0,
+    max_num_seqs: int | None = None,
+    targets: bool = False,
+) -> Generator:
     """An engine in this process. `model`: anything models.resolve_model accepts (registry name, model
     directory, hub id). `max_num_seqs`: sequences decoded at once, the default of `stream`; None = the
     backend's own (vLLM's scheduler default for the device, which also stops at what its KV cache holds;
@@ -505,8 +584,15 @@ CPU_KV_CACHE_GIB = 4  # 175k tokens of the 0.5B Qwen's KV cache in fp32
 class VLLMGenerator(Generator):
     backend = "vllm"
 
-    def __init__(self, model_path: str, max_model_len: int, tensor_parallel_size: int, seed: int, max_num_seqs: int | None = None,
-                 targets: bool = False):
+    def __init__(
+        self,
+        model_path: str,
+        max_model_len: int,
+        tensor_parallel_size: int,
+        seed: int,
+        max_num_seqs: int | None = None,
+        targets: bool = False,
+    ):
         super().__init__(model_path, max_model_len, seed)
         # On CPU the engine runs in this process (no EngineCore child): a killed run leaves no orphan
         # holding the model's memory, and it is not slower. On GPU it keeps its own process, whose exit
@@ -530,7 +616,9 @@ class VLLMGenerator(Generator):
             #   to start when other processes hold more than 8% of it (VLLM_CPU_KVCACHE_SPACE overrides).
             if not native_bf16():
                 kwargs["dtype"] = "float32"
-            kwargs.update(enforce_eager=True, enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 4096))
+            kwargs.update(
+                enforce_eager=True, enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 4096)
+            )
             if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
                 kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
             from vllm.v1.sample.ops import topk_topp_sampler
@@ -550,8 +638,15 @@ class VLLMGenerator(Generator):
             kwargs.update(logprobs_mode="processed_logprobs", max_logprobs=-1)
         self.targets = targets
         self.tensor_parallel_size = tensor_parallel_size
-        self.llm = LLM(model=model_path, tokenizer=model_path, max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-                       seed=seed, generation_config="vllm", **kwargs)
+        self.llm = LLM(
+            model=model_path,
+            tokenizer=model_path,
+            max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            seed=seed,
+            generation_config="vllm",
+            **kwargs,
+        )
         self.max_num_seqs = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         self._request_ids = itertools.count()
 
@@ -560,14 +655,28 @@ class VLLMGenerator(Generator):
         from vllm.sampling_params import RequestOutputKind
 
         if spec.targets and not self.targets:
-            raise ValueError("this vLLM engine was started without targets=True: its logprobs would be the raw model's, not the sampling distribution")
-        return SamplingParams(n=spec.n, temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p, min_p=spec.min_p,
-                              logprobs=spec.top_k if spec.targets else None, flat_logprobs=spec.targets,
-                              seed=seed if spec.per_request_seeds else None, max_tokens=spec.max_tokens, stop=list(spec.stop),
-                              stop_token_ids=self.stop_token_ids, repetition_penalty=1.0, presence_penalty=0.0,
-                              frequency_penalty=0.0, skip_special_tokens=not self.keeps_channels,
-                              spaces_between_special_tokens=not self.keeps_channels,  # harmony markers verbatim
-                              output_kind=RequestOutputKind.FINAL_ONLY)
+            raise ValueError(
+                "this vLLM engine was started without targets=True: its logprobs would be the raw model's, not the sampling distribution"
+            )
+        return SamplingParams(
+            n=spec.n,
+            temperature=spec.temperature,
+            top_k=spec.top_k,
+            top_p=spec.top_p,
+            min_p=spec.min_p,
+            logprobs=spec.top_k if spec.targets else None,
+            flat_logprobs=spec.targets,
+            seed=seed if spec.per_request_seeds else None,
+            max_tokens=spec.max_tokens,
+            stop=list(spec.stop),
+            stop_token_ids=self.stop_token_ids,
+            repetition_penalty=1.0,
+            presence_penalty=0.0,
+            frequency_penalty=0.0,
+            skip_special_tokens=not self.keeps_channels,
+            spaces_between_special_tokens=not self.keeps_channels,  # harmony markers verbatim
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
 
     def _stream(self, jobs, max_in_flight):
         """Continuous batching through the engine's step API: a request is added as soon as one in
@@ -584,7 +693,9 @@ class VLLMGenerator(Generator):
                 while (not in_flight or sequences < max_in_flight) and (item := next(waiting, None)) is not None:
                     k, job = item
                     request_id = f"ssd-{next(self._request_ids)}"
-                    engine.add_request(request_id, TokensPrompt(prompt_token_ids=job.token_ids), self._params(job.spec, job.seed))
+                    engine.add_request(
+                        request_id, TokensPrompt(prompt_token_ids=job.token_ids), self._params(job.spec, job.seed)
+                    )
                     in_flight[request_id] = k
                     sequences += job.spec.n
                 if not in_flight:
@@ -593,9 +704,19 @@ class VLLMGenerator(Generator):
                     if output.finished:
                         k = in_flight.pop(output.request_id)
                         sequences -= jobs[k].spec.n
-                        yield k, [Completion(c.text, list(c.token_ids), len(jobs[k].token_ids), "stop" if c.finish_reason == "stop" else "length",
-                                             _vllm_targets(c.logprobs) if jobs[k].spec.targets else None)
-                                  for c in sorted(output.outputs, key=lambda c: c.index)]
+                        yield (
+                            k,
+                            [
+                                Completion(
+                                    c.text,
+                                    list(c.token_ids),
+                                    len(jobs[k].token_ids),
+                                    "stop" if c.finish_reason == "stop" else "length",
+                                    _vllm_targets(c.logprobs) if jobs[k].spec.targets else None,
+                                )
+                                for c in sorted(output.outputs, key=lambda c: c.index)
+                            ],
+                        )
         finally:
             if in_flight:  # the caller stopped early: leave the engine empty for the next stream
                 engine.abort_request(list(in_flight))
@@ -604,14 +725,37 @@ class VLLMGenerator(Generator):
         import vllm
 
         params = self._params(spec, spec.seed)
-        keys = ("n", "temperature", "top_k", "top_p", "min_p", "max_tokens", "stop", "stop_token_ids", "repetition_penalty",
-                "presence_penalty", "frequency_penalty", "skip_special_tokens", "spaces_between_special_tokens", "ignore_eos", "min_tokens", "logit_bias")
+        keys = (
+            "n",
+            "temperature",
+            "top_k",
+            "top_p",
+            "min_p",
+            "max_tokens",
+            "stop",
+            "stop_token_ids",
+            "repetition_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+            "skip_special_tokens",
+            "spaces_between_special_tokens",
+            "ignore_eos",
+            "min_tokens",
+            "logit_bias",
+        )
         config = self.llm.llm_engine.model_config
-        effective = {"vllm_version": vllm.__version__, "generation_config": config.generation_config, "dtype": str(config.dtype).removeprefix("torch."),
-                     "tensor_parallel_size": self.tensor_parallel_size, "sampling_params": {k: getattr(params, k) for k in keys + ("logprobs",)},
-                     "logprobs_mode": config.logprobs_mode}
+        effective = {
+            "vllm_version": vllm.__version__,
+            "generation_config": config.generation_config,
+            "dtype": str(config.dtype).removeprefix("torch."),
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "sampling_params": {k: getattr(params, k) for k in keys + ("logprobs",)},
+            "logprobs_mode": config.logprobs_mode,
+        }
         if not spec.per_request_seeds:
-            effective["seeds"] = f"none per request (per_request_seeds false): the engine's RNG, seeded {self.seed}; replies depend on batching and are not reproducible"
+            effective["seeds"] = (
+                f"none per request (per_request_seeds false): the engine's RNG, seeded {self.seed}; replies depend on batching and are not reproducible"
+            )
         return effective
 
     def close(self):
@@ -682,7 +826,9 @@ class HFGenerator(Generator):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.dtype = torch.bfloat16 if native_bf16() and not saved_in_float32(model_path) else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_token_ids[0]
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_token_ids[0]
+        )
         torch.manual_seed(seed)
 
     def generation_config(self, spec: SamplingSpec, max_new_tokens: int):
@@ -692,12 +838,33 @@ class HFGenerator(Generator):
         from transformers import GenerationConfig
 
         # top_k: 0 (off) when sampling; greedy ignores it, and 50 is the value transformers does not warn about
-        return GenerationConfig(do_sample=spec.temperature > 0, temperature=1.0, top_k=0 if spec.temperature > 0 else 50, top_p=1.0, min_p=0.0, typical_p=1.0,
-                                epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, no_repeat_ngram_size=0, num_beams=1,
-                                num_return_sequences=1, max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=self.stop_token_ids,
-                                pad_token_id=self.pad_id, bos_token_id=self.tokenizer.bos_token_id, stop_strings=list(spec.stop) or None,
-                                use_cache=True, renormalize_logits=False, suppress_tokens=None, begin_suppress_tokens=None,
-                                bad_words_ids=None, forced_bos_token_id=None, forced_eos_token_id=None)
+        return GenerationConfig(
+            do_sample=spec.temperature > 0,
+            temperature=1.0,
+            top_k=0 if spec.temperature > 0 else 50,
+            top_p=1.0,
+            min_p=0.0,
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            num_beams=1,
+            num_return_sequences=1,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=0,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.pad_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+            stop_strings=list(spec.stop) or None,
+            use_cache=True,
+            renormalize_logits=False,
+            suppress_tokens=None,
+            begin_suppress_tokens=None,
+            bad_words_ids=None,
+            forced_bos_token_id=None,
+            forced_eos_token_id=None,
+        )
 
     def _stream(self, jobs, max_in_flight):
         """Closed batches, each yielded as it completes: rows (a request's completions) are taken in
@@ -730,10 +897,18 @@ class HFGenerator(Generator):
         budget = min(spec.max_tokens, self.max_model_len - len(prompt))  # vLLM stops at the context end
         kwargs, recorder = {}, _TargetRecorder()
         if spec.temperature > 0:
-            kwargs["logits_processor"] = (hf_logits_processors(spec) + ([recorder] if spec.targets else [])
-                                          + [_SeededSampler([torch.Generator().manual_seed(s) for *_, s in rows])])
-        generated = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=self.generation_config(spec, budget),
-                                        tokenizer=self.tokenizer if spec.stop else None, **kwargs)[:, len(prompt) :]
+            kwargs["logits_processor"] = (
+                hf_logits_processors(spec)
+                + ([recorder] if spec.targets else [])
+                + [_SeededSampler([torch.Generator().manual_seed(s) for *_, s in rows])]
+            )
+        generated = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=self.generation_config(spec, budget),
+            tokenizer=self.tokenizer if spec.stop else None,
+            **kwargs,
+        )[:, len(prompt) :]
         completions = [self._completion(row, len(prompt), spec) for row in generated.tolist()]
         if spec.targets:
             for i, c in enumerate(completions):
@@ -746,7 +921,9 @@ class HFGenerator(Generator):
         keeps_channels) and ending before a stop string."""
         stops = set(self.stop_token_ids)
         ids = row[: next((k + 1 for k, t in enumerate(row) if t in stops), len(row))]
-        text = self.tokenizer.decode(ids[:-1] if ids and ids[-1] in stops else ids, skip_special_tokens=not self.keeps_channels)
+        text = self.tokenizer.decode(
+            ids[:-1] if ids and ids[-1] in stops else ids, skip_special_tokens=not self.keeps_channels
+        )
         hits = [text.find(s) for s in spec.stop if s in text]
         if hits:  # generate() stopped the row at the stop string and padded the rest
             while ids and ids[-1] == self.pad_id:
@@ -758,10 +935,24 @@ class HFGenerator(Generator):
         import transformers
 
         config = self.generation_config(spec, spec.max_tokens)
-        warpers = [type(p).__name__ + "(" + ", ".join(f"{k}={v}" for k, v in vars(p).items() if k in ("temperature", "top_k", "top_p", "min_p")) + ")"
-                   for p in hf_logits_processors(spec)] if spec.temperature > 0 else ["greedy"]
-        return {"transformers_version": transformers.__version__, "dtype": str(self.dtype).removeprefix("torch."), "device": self.device, "logits_processors": warpers + ["per-row seeded sampler"],
-                "generation_config": config.to_diff_dict()}
+        warpers = (
+            [
+                type(p).__name__
+                + "("
+                + ", ".join(f"{k}={v}" for k, v in vars(p).items() if k in ("temperature", "top_k", "top_p", "min_p"))
+                + ")"
+                for p in hf_logits_processors(spec)
+            ]
+            if spec.temperature > 0
+            else ["greedy"]
+        )
+        return {
+            "transformers_version": transformers.__version__,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": self.device,
+            "logits_processors": warpers + ["per-row seeded sampler"],
+            "generation_config": config.to_diff_dict(),
+        }
 
     def close(self):
         self.model = None

@@ -25,9 +25,15 @@ console = Console(stderr=True, highlight=False)
 def grid(cfg: RunConfig, base_dir: Path, recommended_dir: Path | None, ssd_dirs: dict[float, Path]) -> dict:
     """grid.json but its T_eff baseline: the base row, the SSD rows (one per T_train) and their cells, the fit."""
     sweep_cfg = cfg.sweep
-    rows = {"base": _row(load_summary(base_dir), sweep_cfg.metric)} | {t: _row(load_summary(ssd_dirs[t]), sweep_cfg.metric) for t in sweep_cfg.t_trains}
+    rows = {"base": _row(load_summary(base_dir), sweep_cfg.metric)} | {
+        t: _row(load_summary(ssd_dirs[t]), sweep_cfg.metric) for t in sweep_cfg.t_trains
+    }
     cells = [(t, te, rows[t][te]) for t in sweep_cfg.t_trains for te in sweep_cfg.t_evals]
-    fit = effective_temperature_fit([c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells]) if len({a * b for a, b, _ in cells}) >= 3 else None
+    fit = (
+        effective_temperature_fit([c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells])
+        if len({a * b for a, b, _ in cells}) >= 3
+        else None
+    )
     return {
         "metric": sweep_cfg.metric,
         "split": "dev" if cfg.eval.test_n else "all",
@@ -47,7 +53,7 @@ def _recommended(eval_dir: Path | None, metric: str) -> dict | None:
     if eval_dir is None:
         return None
     summary = load_summary(eval_dir)
-    (T, score), = _row(summary, metric).items()
+    ((T, score),) = _row(summary, metric).items()
     return {"T": T, "top_k": summary["decoding"]["top_k"], "top_p": summary["decoding"]["top_p"], "score": score}
 
 
@@ -75,7 +81,14 @@ def plot(grid: dict, out: Path) -> None:
     ax.set_ylabel("T_train")
     for i in range(len(t_trains)):
         for j in range(len(t_evals)):
-            ax.text(j, i, f"{scores[i, j]:.1f}", ha="center", va="center", color="w" if scores[i, j] < scores.mean() else "k")
+            ax.text(
+                j,
+                i,
+                f"{scores[i, j]:.1f}",
+                ha="center",
+                va="center",
+                color="w" if scores[i, j] < scores.mean() else "k",
+            )
     fig.colorbar(im, label=f"{grid['metric']} on {grid['split']} problems (%)")
     ax.set_title(f"SSD {grid['metric']} ({grid['split']}) over T_train x T_eval")
     fig.tight_layout()
@@ -85,10 +98,17 @@ def plot(grid: dict, out: Path) -> None:
     fit = grid["t_eff_fit"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for t in t_trains:
-        ax.scatter([t * te for te in t_evals], [100 * grid["ssd"][str(t)][te] for te in t_evals], label=f"T_train {t:g}")
+        ax.scatter(
+            [t * te for te in t_evals], [100 * grid["ssd"][str(t)][te] for te in t_evals], label=f"T_train {t:g}"
+        )
     if fit:
         xs = np.linspace(min(c["t_eff"] for c in grid["cells"]), max(c["t_eff"] for c in grid["cells"]), 100)
-        ax.plot(xs, 100 * (fit["a"] + fit["b"] * xs + fit["c"] * xs**2), "k--", label=f"quadratic fit, R² = {fit['r2']:.2f}")
+        ax.plot(
+            xs,
+            100 * (fit["a"] + fit["b"] * xs + fit["c"] * xs**2),
+            "k--",
+            label=f"quadratic fit, R² = {fit['r2']:.2f}",
+        )
     ax.set_xlabel("T_eff = T_train x T_eval")
     ax.set_ylabel(f"{grid['metric']} on {grid['split']} problems (%)")
     ax.legend(fontsize=8)
@@ -109,13 +129,21 @@ def print_grid(grid: dict) -> None:
     teff = grid["teff_baseline"]
     if teff and "test" in teff["compare"]:
         c = teff["compare"]["test"]
-        console.print(f"SSD (T_train {teff['t_train']:g}, T_eval {teff['t_eval']:g}) vs the base model at T_eff {teff['t_eff']:g} on test: "
-                      f"{100 * c['mean_diff']:+.1f} points [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}")
+        console.print(
+            f"SSD (T_train {teff['t_train']:g}, T_eval {teff['t_eval']:g}) vs the base model at T_eff {teff['t_eff']:g} on test: "
+            f"{100 * c['mean_diff']:+.1f} points [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
+        )
     rec = grid["base_recommended"]
     if rec:
-        console.print(f"base at its recommended decoding (T {rec['T']:g}, top-k {rec['top_k'] or 'none'}, top-p {rec['top_p']:g}): "
-                      f"{grid['metric']} {100 * rec['score']:.1f}")
+        console.print(
+            f"base at its recommended decoding (T {rec['T']:g}, top-k {rec['top_k'] or 'none'}, top-p {rec['top_p']:g}): "
+            f"{grid['metric']} {100 * rec['score']:.1f}"
+        )
     fit = grid["t_eff_fit"]
     if fit:
-        peak = f"peak T_eff {fit['peak_T_eff']:.2f}" if fit["peak_T_eff"] is not None else "no interior peak (the fit opens upward)"
+        peak = (
+            f"peak T_eff {fit['peak_T_eff']:.2f}"
+            if fit["peak_T_eff"] is not None
+            else "no interior peak (the fit opens upward)"
+        )
         console.print(f"effective-temperature fit: R^2 = {fit['r2']:.3f}, {peak} (paper: R^2 0.75, peak near 1.2)")

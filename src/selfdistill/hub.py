@@ -41,7 +41,10 @@ def hub_id_of(model: str) -> str | None:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    )
 
 
 def _pct(score: dict | None) -> str:
@@ -53,28 +56,49 @@ def _sampling(train: dict) -> str:
     try:
         samples = load_manifest(samples_dir)
     except FileNotFoundError:
-        return (f"The samples were made elsewhere (`{samples_dir.name}`, sha256 `{train['inputs']['samples_data'][:16]}`): "
-                "their sampling settings are unknown.")
+        return (
+            f"The samples were made elsewhere (`{samples_dir.name}`, sha256 `{train['inputs']['samples_data'][:16]}`): "
+            "their sampling settings are unknown."
+        )
     c, counts = samples["config"], samples.get("counts", {})
-    rows = [["model that sampled", f"`{c['model']}`"], ["prompts", f"`{c['prompts']}` ({c['prompt_selection']}; limit {c['limit']})"],
-            ["T_train", c["temperature"]], ["top-k", c["top_k"] or "off"], ["top-p", c["top_p"]], ["min-p", c["min_p"]],
-            ["N (samples per prompt)", c["n"]], ["max tokens", c["max_tokens"]], ["prompt format", c["prompt_format"]],
-            ["samples kept / drawn", f"{counts.get('kept', '-')} / {counts.get('samples', '-')}"],
-            ["truncated at max tokens", counts.get("truncated", "-")], ["reply tokens kept", counts.get("reply_tokens_kept", "-")]]
+    rows = [
+        ["model that sampled", f"`{c['model']}`"],
+        ["prompts", f"`{c['prompts']}` ({c['prompt_selection']}; limit {c['limit']})"],
+        ["T_train", c["temperature"]],
+        ["top-k", c["top_k"] or "off"],
+        ["top-p", c["top_p"]],
+        ["min-p", c["min_p"]],
+        ["N (samples per prompt)", c["n"]],
+        ["max tokens", c["max_tokens"]],
+        ["prompt format", c["prompt_format"]],
+        ["samples kept / drawn", f"{counts.get('kept', '-')} / {counts.get('samples', '-')}"],
+        ["truncated at max tokens", counts.get("truncated", "-")],
+        ["reply tokens kept", counts.get("reply_tokens_kept", "-")],
+    ]
     return _table(["sampling", "value"], rows)
 
 
 def _recipe(train: dict) -> str:
     c, plan, lengths = train["config"], train.get("plan", {}), train.get("lengths", {})
-    rows = [["method", f"LoRA r={c['lora_r']}, alpha={c['lora_alpha']} (merged)" if c["use_lora"] else "full fine-tune"],
-            ["objective", "cross-entropy on the reply tokens and the stop token"],
-            ["learning rate", f"{c['learning_rate']:g}, cosine to {c['min_learning_rate']:g}, {plan.get('warmup_steps', '-')} warmup steps"],
-            ["optimizer", f"AdamW ({c['adam_beta1']}, {c['adam_beta2']}), weight decay {c['weight_decay']}"],
-            ["global batch", c["global_batch_size"]], ["optimizer steps", train.get("steps", plan.get("optimizer_steps", "-"))],
-            ["precision", plan.get("precision", "-")], ["examples", lengths.get("examples", "-")],
-            ["dropped as too long", lengths.get("dropped_too_long", "-")], ["tokens trained", train.get("tokens_trained", "-")],
-            ["final loss", train.get("final_loss", "-")], ["samples data sha256", f"`{train['inputs']['samples_data']}`"],
-            ["chat template sha256", f"`{train['inputs']['chat_template_sha256']}`"], ["training fingerprint", f"`{train['fingerprint_sha256']}`"]]
+    rows = [
+        ["method", f"LoRA r={c['lora_r']}, alpha={c['lora_alpha']} (merged)" if c["use_lora"] else "full fine-tune"],
+        ["objective", "cross-entropy on the reply tokens and the stop token"],
+        [
+            "learning rate",
+            f"{c['learning_rate']:g}, cosine to {c['min_learning_rate']:g}, {plan.get('warmup_steps', '-')} warmup steps",
+        ],
+        ["optimizer", f"AdamW ({c['adam_beta1']}, {c['adam_beta2']}), weight decay {c['weight_decay']}"],
+        ["global batch", c["global_batch_size"]],
+        ["optimizer steps", train.get("steps", plan.get("optimizer_steps", "-"))],
+        ["precision", plan.get("precision", "-")],
+        ["examples", lengths.get("examples", "-")],
+        ["dropped as too long", lengths.get("dropped_too_long", "-")],
+        ["tokens trained", train.get("tokens_trained", "-")],
+        ["final loss", train.get("final_loss", "-")],
+        ["samples data sha256", f"`{train['inputs']['samples_data']}`"],
+        ["chat template sha256", f"`{train['inputs']['chat_template_sha256']}`"],
+        ["training fingerprint", f"`{train['fingerprint_sha256']}`"],
+    ]
     return _table(["training", "value"], rows)
 
 
@@ -89,23 +113,38 @@ def _results(evaluation: dict) -> str:
         diff = "-"
         if compare.get("metric") == metric and "test" in compare:
             c = compare["test"]
-            diff = f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
-        score = lambda x: f"{_pct({'mean': x['test_score'], 'ci_lo': x['test_ci_lo'], 'ci_hi': x['test_ci_hi']})} at T={x['best_T']:g}"
+            diff = (
+                f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
+            )
+        score = lambda x: (
+            f"{_pct({'mean': x['test_score'], 'ci_lo': x['test_ci_lo'], 'ci_hi': x['test_ci_hi']})} at T={x['best_T']:g}"
+        )
         rows.append([metric, score(b), score(s), diff])
     decoding = ssd["decoding"]  # None: replies graded from a file
     truncation = f"top-k {decoding['top_k']}, top-p {decoding['top_p']}; " if decoding else ""
-    return (f"{ssd['benchmark']} ({ssd['label']}), {len(ssd['test_ids'])} held-out test problems; each model's T_eval chosen on "
-            f"{len(ssd['dev_ids'])} dev problems; {truncation}pass@k in % with 95% bootstrap CIs over problems.\n\n"
-            + _table(["metric (test)", "base", "SSD", "SSD - base (paired)"], rows))
+    return (
+        f"{ssd['benchmark']} ({ssd['label']}), {len(ssd['test_ids'])} held-out test problems; each model's T_eval chosen on "
+        f"{len(ssd['dev_ids'])} dev problems; {truncation}pass@k in % with 95% bootstrap CIs over problems.\n\n"
+        + _table(["metric (test)", "base", "SSD", "SSD - base (paired)"], rows)
+    )
 
 
 def _eval_results(evaluation: dict, model_name: str) -> list:
     from huggingface_hub import EvalResult
 
     ssd = evaluation["ssd"]
-    return [EvalResult(task_type="text-generation", dataset_type=ssd["benchmark"], dataset_name=ssd["benchmark"], metric_type=metric,
-                       metric_value=round(100 * s["test_score"], 2), metric_config=f"T_eval={s['best_T']:g} chosen on dev; test split")
-            for metric, s in ssd["selection"].items() if "best_T" in s]
+    return [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=ssd["benchmark"],
+            dataset_name=ssd["benchmark"],
+            metric_type=metric,
+            metric_value=round(100 * s["test_score"], 2),
+            metric_config=f"T_eval={s['best_T']:g} chosen on dev; test split",
+        )
+        for metric, s in ssd["selection"].items()
+        if "best_T" in s
+    ]
 
 
 def write_model_card(train_dir: str | Path, evaluation: dict | None = None) -> Path:
@@ -119,19 +158,29 @@ def write_model_card(train_dir: str | Path, evaluation: dict | None = None) -> P
     c = train["config"]
     base = hub_id_of(c["model"])
     name = f"{(base or c['model']).rstrip('/').split('/')[-1]}-ssd"
-    data = ModelCardData(base_model=base, library_name="transformers", pipeline_tag="text-generation",
-                         tags=["selfdistill", "self-distillation", "ssd", "code", "trl", "sft"], model_name=name,
-                         eval_results=_eval_results(evaluation, name) if evaluation else None)
+    data = ModelCardData(
+        base_model=base,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["selfdistill", "self-distillation", "ssd", "code", "trl", "sft"],
+        model_name=name,
+        eval_results=_eval_results(evaluation, name) if evaluation else None,
+    )
     sections = [
         f"# {name}\n",
         f"`{c['model']}` fine-tuned by **simple self-distillation** (SSD; Zhang et al., [arXiv 2604.01193]({PAPER})): the frozen base "
         "model answered unlabeled coding prompts once at T_train with truncation, and was fine-tuned with plain SFT on those raw, "
         f"unverified samples. Made with selfdistill {__version__} (git {train.get('git_commit') or 'unknown'}); the training directory's "
         "manifest.json holds every setting.\n",
-        "## Sampling\n", _sampling(train) + "\n",
-        "## Training\n", _recipe(train) + "\n",
-        "## Results\n", (_results(evaluation) if evaluation else "Not evaluated yet: `ssd report RUN_DIR` adds the results table.") + "\n",
-        "## Citation\n", f"```bibtex\n{CITATION}\n```\n",
+        "## Sampling\n",
+        _sampling(train) + "\n",
+        "## Training\n",
+        _recipe(train) + "\n",
+        "## Results\n",
+        (_results(evaluation) if evaluation else "Not evaluated yet: `ssd report RUN_DIR` adds the results table.")
+        + "\n",
+        "## Citation\n",
+        f"```bibtex\n{CITATION}\n```\n",
     ]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections))
     card.save(model_dir / CARD)
@@ -158,11 +207,19 @@ def _upload(folder: Path, repo_id: str, repo_type: str, private: bool, allow: li
     api = _api()
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        commit = api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type=repo_type, allow_patterns=allow,
-                                   ignore_patterns=[".*", "**/.*"], commit_message=f"selfdistill {__version__}: {folder.name}")
+        commit = api.upload_folder(
+            folder_path=folder,
+            repo_id=repo_id,
+            repo_type=repo_type,
+            allow_patterns=allow,
+            ignore_patterns=[".*", "**/.*"],
+            commit_message=f"selfdistill {__version__}: {folder.name}",
+        )
     except Exception as e:  # network, auth and hub errors alike end the command with one line
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise HubError(f"uploading {folder} to {repo_type} repo {repo_id} at {constants.ENDPOINT} failed: {type(e).__name__}: {reason}") from None
+        raise HubError(
+            f"uploading {folder} to {repo_type} repo {repo_id} at {constants.ENDPOINT} failed: {type(e).__name__}: {reason}"
+        ) from None
     return commit.commit_url if hasattr(commit, "commit_url") else str(commit)
 
 
@@ -188,11 +245,17 @@ def push_samples(path: str | Path, repo_id: str, private: bool = False) -> str:
     except (ValueError, FileNotFoundError) as e:
         raise HubError(str(e)) from None
     c = manifest["config"]
-    data = DatasetCardData(tags=["selfdistill", "self-distillation", "code"],
-                           configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "shards/*.jsonl"}]}])
-    card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n# Self-distillation samples of {c['model']}\n\n"
-                       f"{manifest['counts']['samples']} samples ({len(records)} kept: `keep` is true) of `{c['model']}` on `{c['prompts']}` at "
-                       f"T_train {c['temperature']}, top-k {c['top_k']}, top-p {c['top_p']}, N {c['n']}, drawn by selfdistill for simple "
-                       f"self-distillation ([arXiv 2604.01193]({PAPER})). manifest.json holds the full config, chat template and hashes.\n")
+    data = DatasetCardData(
+        tags=["selfdistill", "self-distillation", "code"],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "shards/*.jsonl"}]}],
+    )
+    card = DatasetCard(
+        f"---\n{data.to_yaml()}\n---\n\n# Self-distillation samples of {c['model']}\n\n"
+        f"{manifest['counts']['samples']} samples ({len(records)} kept: `keep` is true) of `{c['model']}` on `{c['prompts']}` at "
+        f"T_train {c['temperature']}, top-k {c['top_k']}, top-p {c['top_p']}, N {c['n']}, drawn by selfdistill for simple "
+        f"self-distillation ([arXiv 2604.01193]({PAPER})). manifest.json holds the full config, chat template and hashes.\n"
+    )
     card.save(path / CARD)
-    return _upload(path, repo_id, "dataset", private, allow=["shards/*.jsonl", "manifest.json", "prompts_report.json", CARD])
+    return _upload(
+        path, repo_id, "dataset", private, allow=["shards/*.jsonl", "manifest.json", "prompts_report.json", CARD]
+    )

@@ -29,7 +29,9 @@ def accelerate_config_path(name: str) -> Path:
     if name in ACCELERATE_CONFIGS:
         return Path(str(resources.files("selfdistill") / "accelerate" / f"{name}.yaml"))
     if not Path(name).is_file():
-        raise ConfigError(f"train.accelerate_config {name!r} is neither one of {', '.join(ACCELERATE_CONFIGS)} nor a file")
+        raise ConfigError(
+            f"train.accelerate_config {name!r} is neither one of {', '.join(ACCELERATE_CONFIGS)} nor a file"
+        )
     return Path(name)
 
 
@@ -41,7 +43,11 @@ def train_command(cfg: TrainConfig, gpus: int) -> list[str] | None:
         return None
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(cfg.accelerate_config)),
                 "--num_processes", str(processes), "--num_machines", "1"]  # fmt: skip
-    return launcher + ["-m", "selfdistill", "train"] + [f"{f.name}={_yaml_value(getattr(cfg, f.name))}" for f in dataclasses.fields(cfg)]
+    return (
+        launcher
+        + ["-m", "selfdistill", "train"]
+        + [f"{f.name}={_yaml_value(getattr(cfg, f.name))}" for f in dataclasses.fields(cfg)]
+    )
 
 
 def _yaml_value(value) -> str:
@@ -54,7 +60,11 @@ def train_stage(cfg: TrainConfig) -> Path:
     """Train `cfg` here or in launched processes (train_command); the trained model's directory."""
     import torch
 
-    from .train import TrainError, train, trained_model_dir  # trl and the Trainer take seconds to import: only when training
+    from .train import (
+        TrainError,
+        train,
+        trained_model_dir,
+    )  # trl and the Trainer take seconds to import: only when training
 
     command = train_command(cfg, torch.cuda.device_count())
     if command is None:
@@ -62,5 +72,7 @@ def train_stage(cfg: TrainConfig) -> Path:
     console.print(f"launching: {shlex.join(command)}", highlight=False, soft_wrap=True)
     returncode = subprocess.run(command).returncode
     if returncode:
-        raise TrainError(f"training exited with status {returncode}; rerun to resume from its last complete checkpoint: {shlex.join(command)}")
+        raise TrainError(
+            f"training exited with status {returncode}; rerun to resume from its last complete checkpoint: {shlex.join(command)}"
+        )
     return trained_model_dir(cfg.output_dir)

@@ -63,7 +63,9 @@ def quiet_libraries() -> None:
     if _handler is not None:
         return
     _handler = StageLog()
-    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM's loggers then propagate here instead of printing (read at its import)
+    os.environ.setdefault(
+        "VLLM_CONFIGURE_LOGGING", "0"
+    )  # vLLM's loggers then propagate here instead of printing (read at its import)
     import datasets.utils.logging
     import transformers.utils.logging
 
@@ -79,7 +81,9 @@ def quiet_libraries() -> None:
     def show_warning(message, category, filename, lineno, file=None, line=None):
         if str(filename).startswith(_PACKAGE_DIR):  # ours are meant for the user
             return shown(message, category, filename, lineno, file, line)
-        logging.getLogger("py.warnings").warning(warnings.formatwarning(message, category, filename, lineno, line).rstrip())
+        logging.getLogger("py.warnings").warning(
+            warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+        )
 
     warnings.showwarning = show_warning
     atexit.register(_handler.print_held)

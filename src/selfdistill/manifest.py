@@ -14,10 +14,11 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from . import __version__, logs, rows
 from .config import SECTIONS, fingerprint_dict, to_dict
@@ -125,7 +126,12 @@ def git_commit() -> str | None:
     try:
         repo = Path(__file__).resolve().parent
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -136,7 +142,9 @@ def git_commit() -> str | None:
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new), key=str) for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [
+            d for k in sorted(set(old) | set(new), key=str) for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        ]
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
@@ -150,8 +158,11 @@ def _mismatch(path: Path, old: dict, fingerprint: dict, config: Any) -> Manifest
     differences = [d for d in _diff(full_old, full_new) if d.split(":")[0] in changed]
     if not differences:
         return None
-    return ManifestMismatch(f"{path} holds {old.get('stage')} outputs of a different config or input; refusing to mix them.\n  "
-                            + "\n  ".join(differences[:20]) + "\nUse another output_dir, or delete the directory to start over.")
+    return ManifestMismatch(
+        f"{path} holds {old.get('stage')} outputs of a different config or input; refusing to mix them.\n  "
+        + "\n  ".join(differences[:20])
+        + "\nUse another output_dir, or delete the directory to start over."
+    )
 
 
 @dataclass
@@ -162,7 +173,15 @@ class RunDir:
     manifest: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: str | Path, stage: str, config: Any, inputs: dict[str, str] | None = None, extra: dict | None = None, index: bool = False) -> "RunDir":
+    def open(
+        cls,
+        path: str | Path,
+        stage: str,
+        config: Any,
+        inputs: dict[str, str] | None = None,
+        extra: dict | None = None,
+        index: bool = False,
+    ) -> RunDir:
         """index=True: the directory only indexes stage subdirectories that carry their own hashes
         (`ssd run`), so a new config takes over its manifest instead of being refused."""
         path = Path(path)
@@ -179,7 +198,9 @@ class RunDir:
             manifest["resumed_at"] = manifest.get("resumed_at", []) + [_now()]
             manifest["finished_at"] = None
         elif path.exists() and any(path.iterdir()) and not index:
-            raise ManifestMismatch(f"{path} exists, is not empty and has no {MANIFEST}: refusing to write stage outputs into it")
+            raise ManifestMismatch(
+                f"{path} exists, is not empty and has no {MANIFEST}: refusing to write stage outputs into it"
+            )
         else:
             manifest = {
                 "stage": stage,
@@ -233,7 +254,9 @@ def _lock(path: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ManifestMismatch(f"{path} is being written by another process: let it finish or stop it, then rerun (the rerun resumes)") from None
+        raise ManifestMismatch(
+            f"{path} is being written by another process: let it finish or stop it, then rerun (the rerun resumes)"
+        ) from None
     _LOCKED[key] = fd
 
 
@@ -254,7 +277,11 @@ def finished(path: str | Path, config: Any = None) -> bool:
         return False
     if not manifest.get("finished_at"):
         return False
-    if config is not None and (refusal := _mismatch(Path(path), manifest, {"stage": SECTIONS[type(config)], "config": fingerprint_dict(config)}, config)):
+    if config is not None and (
+        refusal := _mismatch(
+            Path(path), manifest, {"stage": SECTIONS[type(config)], "config": fingerprint_dict(config)}, config
+        )
+    ):
         raise refusal
     return True
 

@@ -56,8 +56,9 @@ def _bootstrap_means(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np
     return out
 
 
-def bootstrap_ci(per_problem_scores: Sequence[float] | np.ndarray, n_boot: int = 10_000, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    per_problem_scores: Sequence[float] | np.ndarray, n_boot: int = 10_000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean over problems and its percentile-bootstrap 1-alpha interval."""
     x = np.asarray(per_problem_scores, dtype=np.float64)
     if x.ndim != 1 or len(x) == 0:
@@ -108,8 +109,13 @@ def _wilcoxon_p(d: np.ndarray) -> float | None:
     return float(wilcoxon(d).pvalue)
 
 
-def paired_comparison(scores_a: Sequence[float] | np.ndarray, scores_b: Sequence[float] | np.ndarray,
-                      n_boot: int = 10_000, seed: int = 0, alpha: float = 0.05) -> dict:
+def paired_comparison(
+    scores_a: Sequence[float] | np.ndarray,
+    scores_b: Sequence[float] | np.ndarray,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
     """Compare two systems on the same problems (arrays aligned by problem). Reports b - a: the
     mean difference, its bootstrap CI (problems resampled jointly, which keeps the pairing and so
     the much smaller paired variance), a sign-flip permutation p-value and, with scipy, the
@@ -193,8 +199,13 @@ def _argmax_lowest(mean_by_T: Mapping[float, float]) -> float:
     return min(T for T, v in mean_by_T.items() if v >= top - 1e-12)
 
 
-def select_temperature(scores_by_T: Mapping[float, Mapping[Hashable, float]], dev_ids: Sequence[Hashable],
-                       test_ids: Sequence[Hashable], n_boot: int = 10_000, seed: int = 0) -> dict:
+def select_temperature(
+    scores_by_T: Mapping[float, Mapping[Hashable, float]],
+    dev_ids: Sequence[Hashable],
+    test_ids: Sequence[Hashable],
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> dict:
     """The fair best-temperature baseline: pick T by its mean on dev (ties -> lower T), then report
     that T's test score with a bootstrap CI. Picking T on the test set itself is also reported
     (oracle_*), only to show how much that would inflate the baseline. Temperatures decoded on dev
@@ -203,7 +214,11 @@ def select_temperature(scores_by_T: Mapping[float, Mapping[Hashable, float]], de
         raise ValueError("need at least one temperature and non-empty dev and test sets")
     Ts = sorted(scores_by_T)
     dev = {T: float(_mean_over(scores_by_T[T], dev_ids, T).mean()) for T in Ts}
-    test = {T: float(_mean_over(scores_by_T[T], test_ids, T).mean()) for T in Ts if all(i in scores_by_T[T] for i in test_ids)}
+    test = {
+        T: float(_mean_over(scores_by_T[T], test_ids, T).mean())
+        for T in Ts
+        if all(i in scores_by_T[T] for i in test_ids)
+    }
     best = _argmax_lowest(dev)
     mean, lo, hi = bootstrap_ci(_mean_over(scores_by_T[best], test_ids, best), n_boot=n_boot, seed=seed)
     oracle = _argmax_lowest(test) if len(test) == len(Ts) else None
@@ -226,8 +241,9 @@ def select_temperature(scores_by_T: Mapping[float, Mapping[Hashable, float]], de
 # effective temperature (paper section 3.4)
 
 
-def effective_temperature_fit(t_train: Sequence[float] | np.ndarray, t_eval: Sequence[float] | np.ndarray,
-                              score: Sequence[float] | np.ndarray) -> dict:
+def effective_temperature_fit(
+    t_train: Sequence[float] | np.ndarray, t_eval: Sequence[float] | np.ndarray, score: Sequence[float] | np.ndarray
+) -> dict:
     """Least-squares fit score = a + b*T_eff + c*T_eff^2 with T_eff = T_train * T_eval: if SSD's
     effect were just a temperature shift, scores across (T_train, T_eval) would collapse onto one
     curve of their product. Returns the coefficients, R^2 and, when the parabola opens downward,

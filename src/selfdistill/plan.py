@@ -30,7 +30,6 @@ terms a CPU can measure (the training state's bytes, checkpointed inputs) agains
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import shutil
@@ -39,7 +38,7 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from .config import ConfigError, RunConfig
+from .config import RunConfig
 
 GIB = 2**30
 CONTEXT_BYTES = 5 * GIB  # CUDA context, NCCL buffers, allocator slack: assumed, not measured
@@ -50,8 +49,10 @@ FORWARD_WIDTHS = 2  # a layer's forward keeps ~2A values per token (measured, te
 MXFP4_BYTES = 4.25 / 8  # 4-bit values and one 8-bit scale per 32
 NODE_GPUS = 8
 NODES = [(gpus, memory) for memory in (80, 141, 192) for gpus in (1, 2, 4, 8, 16, 32)]  # GiB per GPU: H100, H200, B200
-INSTALL_FIX = ("run ./install.sh --gpu (vLLM 0.33's torch 2.14.0 is a CUDA 13.0 build and needs driver R580 or newer); on an older "
-               "driver upgrade it, or take the CUDA 12 route of docs/training.md, 'Installing on a GPU node'")
+INSTALL_FIX = (
+    "run ./install.sh --gpu (vLLM 0.33's torch 2.14.0 is a CUDA 13.0 build and needs driver R580 or newer); on an older "
+    "driver upgrade it, or take the CUDA 12 route of docs/training.md, 'Installing on a GPU node'"
+)
 
 
 class PlanError(RuntimeError):
@@ -78,7 +79,9 @@ def model_config(model: str):
     try:
         return AutoConfig.from_pretrained(path)
     except OSError as e:
-        raise PlanError(f"cannot read the config of model {model!r} ({e}); `ssd plan` needs it to size the model") from None
+        raise PlanError(
+            f"cannot read the config of model {model!r} ({e}); `ssd plan` needs it to size the model"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class ModelShape:
     model_type: str
 
     @classmethod
-    def of(cls, config, layers: int | None = None) -> "ModelShape":
+    def of(cls, config, layers: int | None = None) -> ModelShape:
         """Sizes from the config; parameters counted on a meta-device instance (no memory, any
         architecture). `layers` overrides the config's layer count."""
         import torch
@@ -117,7 +120,11 @@ class ModelShape:
         window = getattr(config, "sliding_window", None)
         types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
         quantization = getattr(config, "quantization_config", None) or {}
-        method = quantization.get("quant_method") if isinstance(quantization, dict) else getattr(quantization, "quant_method", None)
+        method = (
+            quantization.get("quant_method")
+            if isinstance(quantization, dict)
+            else getattr(quantization, "quant_method", None)
+        )
         return cls(params=params, layers=config.num_hidden_layers, hidden=config.hidden_size, vocab=config.vocab_size,
                    layer_params=layer_params, edge_params=params - sum(sum(p.numel() for p in layer.parameters()) for layer in decoder),
                    expert_params=experts, activation_width=activation_width(config), heads=config.num_attention_heads,
@@ -180,7 +187,9 @@ def training_memory(shape: ModelShape, setup: TrainSetup) -> dict[str, int]:
         terms["attention scores (eager)"] = setup.per_device_batch * shape.heads * tokens * setup.seq_len * 2
     if setup.context_parallel > 1:  # the full sequence's K and V of a layer, and their gradients
         terms["gathered K/V (context parallel)"] = 2 * setup.per_device_batch * setup.seq_len * shape.kv_token_bytes
-    terms["LM head (fused, tiled)"] = LM_HEAD_TILE * 2 + tokens * shape.hidden * 4 + (0 if setup.lora else shape.vocab * shape.hidden * 4)
+    terms["LM head (fused, tiled)"] = (
+        LM_HEAD_TILE * 2 + tokens * shape.hidden * 4 + (0 if setup.lora else shape.vocab * shape.hidden * 4)
+    )
     if setup.sharded:
         terms["FSDP buffers"] = (2 * 2 + (4 if setup.fp32_reduce else 2)) * shape.layer_params + 2 * shape.edge_params
     terms["CUDA context, NCCL, slack"] = CONTEXT_BYTES
@@ -201,10 +210,19 @@ def host_memory(shape: ModelShape, setup: TrainSetup) -> int:
 def vllm_memory(shape: ModelShape, max_model_len: int, tensor_parallel: int, gpu_gib: float) -> dict:
     """Per GPU of one engine: its weights, the KV cache of one max_model_len sequence, the KV space left,
     and how many such sequences fit at once (vLLM refuses to start below one)."""
-    weights = (2 * (shape.params - shape.expert_params) + (MXFP4_BYTES if shape.mxfp4 else 2) * shape.expert_params) / tensor_parallel
-    kv_sequence = sum(shape.kv_token_bytes * min(max_model_len, w or max_model_len) for w in shape.kv_windows) / tensor_parallel
+    weights = (
+        2 * (shape.params - shape.expert_params) + (MXFP4_BYTES if shape.mxfp4 else 2) * shape.expert_params
+    ) / tensor_parallel
+    kv_sequence = (
+        sum(shape.kv_token_bytes * min(max_model_len, w or max_model_len) for w in shape.kv_windows) / tensor_parallel
+    )
     space = VLLM_UTILIZATION * gpu_gib * GIB - weights - VLLM_ACTIVATION_BYTES
-    return {"weights": weights, "kv_per_sequence": kv_sequence, "kv_space": space, "sequences": max(0, int(space // kv_sequence))}
+    return {
+        "weights": weights,
+        "kv_per_sequence": kv_sequence,
+        "kv_space": space,
+        "sequences": max(0, int(space // kv_sequence)),
+    }
 
 
 # ---------------------------------------------------------------- a run's plan
@@ -231,7 +249,7 @@ class Plan:
     def fits(self) -> bool:
         return self.per_gpu <= self.gpu_gib * GIB
 
-    def with_setup(self, **changes) -> "Plan":
+    def with_setup(self, **changes) -> Plan:
         return replace(self, setup=replace(self.setup, **changes))
 
     def batch_divides(self, setup: TrainSetup) -> bool:
@@ -246,7 +264,7 @@ class Plan:
             return "needs FSDP2 (accelerate_config fsdp)"
         return None
 
-    def options(self) -> list[tuple[str, "Plan"]]:
+    def options(self) -> list[tuple[str, Plan]]:
         """Changes that would make training fit (or fit better), each as the overrides that make it."""
         out = []
         if self.context_parallel_allowed() is None:
@@ -255,7 +273,12 @@ class Plan:
                 if cp != self.setup.context_parallel and self.setup.gpus % cp == 0 and self.batch_divides(setup):
                     out.append((f"train.context_parallel_size={cp}", replace(self, setup=setup)))
         if self.setup.sharded:
-            out.append((f"train.cpu_offload={str(not self.setup.cpu_offload).lower()}", self.with_setup(cpu_offload=not self.setup.cpu_offload)))
+            out.append(
+                (
+                    f"train.cpu_offload={str(not self.setup.cpu_offload).lower()}",
+                    self.with_setup(cpu_offload=not self.setup.cpu_offload),
+                )
+            )
         for gpus in (self.setup.gpus * 2, self.setup.gpus * 4):
             nodes = f" ({math.ceil(gpus / NODE_GPUS)} nodes)" if gpus > NODE_GPUS else ""
             out.append((f"{gpus} GPUs{nodes}", self.with_setup(gpus=gpus)))
@@ -275,7 +298,9 @@ class Plan:
     def smallest_node(self) -> tuple[int, int] | None:
         """The smallest (GPUs, GiB per GPU), by total memory, on which the configured setup fits."""
         for gpus, memory in sorted(NODES, key=lambda n: (n[0] * n[1], n[0])):
-            if replace(self, gpu_gib=memory).with_setup(gpus=gpus).fits and self.batch_divides(replace(self.setup, gpus=gpus)):
+            if replace(self, gpu_gib=memory).with_setup(gpus=gpus).fits and self.batch_divides(
+                replace(self.setup, gpus=gpus)
+            ):
                 return gpus, memory
         return None
 
@@ -287,12 +312,17 @@ def run_plan(cfg: RunConfig, gpus: int, gpu_gib: float, config=None) -> Plan:
 
     config = config if config is not None else model_config(cfg.train.model)
     train = cfg.train
-    attention = model_load_kwargs(config, cuda=True, flash_attn=True, attention=train.attn_implementation)["attn_implementation"]
+    attention = model_load_kwargs(config, cuda=True, flash_attn=True, attention=train.attn_implementation)[
+        "attn_implementation"
+    ]
     setup = TrainSetup(seq_len=train.max_length or cfg.sample.max_model_len, gpus=train.num_processes or gpus,
                        context_parallel=train.context_parallel_size, cpu_offload=train.cpu_offload, sharded=sharded(train.accelerate_config),
                        gradient_checkpointing=train.gradient_checkpointing, per_device_batch=train.per_device_batch_size,
                        lora=train.use_lora, eager_attention=attention == "eager", fp32_reduce=train.gradient_reduce_dtype == "fp32")  # fmt: skip
-    engines = {"sample": (cfg.sample.max_model_len, cfg.sample.tensor_parallel_size), "eval": (cfg.eval.max_model_len, cfg.eval.tensor_parallel_size)}
+    engines = {
+        "sample": (cfg.sample.max_model_len, cfg.sample.tensor_parallel_size),
+        "eval": (cfg.eval.max_model_len, cfg.eval.tensor_parallel_size),
+    }
     return Plan(cfg.train.model, ModelShape.of(config), setup, gpu_gib, train.global_batch_size, engines)
 
 
@@ -319,14 +349,18 @@ def describe(plan: Plan) -> str:
     parts = [f"{s.gpus} GPU{'s' if s.gpus > 1 else ''} of {plan.gpu_gib:.3g} GiB", f"T = {s.seq_len:,} tokens",
              "FSDP" if s.sharded else "DDP", "LoRA" if s.lora else "full fine-tune"]  # fmt: skip
     parts += [f"context parallel {s.context_parallel}"] * (s.context_parallel > 1) + ["CPU offload"] * s.cpu_offload
-    parts += ["gradient checkpointing"] * s.gradient_checkpointing + ["fp32 gradient reduction" if s.fp32_reduce else "bf16 gradient reduction"] * s.sharded
+    parts += ["gradient checkpointing"] * s.gradient_checkpointing + [
+        "fp32 gradient reduction" if s.fp32_reduce else "bf16 gradient reduction"
+    ] * s.sharded
     return ", ".join(parts)
 
 
 def verdict(plan: Plan) -> str:
     need = f"{gib(plan.per_gpu)} GiB per GPU of {plan.gpu_gib:.3g}"
     host = host_memory(plan.shape, plan.setup)
-    return f"{need}: {'fits' if plan.fits else 'does NOT fit'}" + (f" (host RAM for the offloaded state: {gib(host)} GiB per node)" if host else "")
+    return f"{need}: {'fits' if plan.fits else 'does NOT fit'}" + (
+        f" (host RAM for the offloaded state: {gib(host)} GiB per node)" if host else ""
+    )
 
 
 def report_lines(plan: Plan) -> list[str]:
@@ -358,14 +392,19 @@ def check_training_fits(cfg: RunConfig) -> None:
         return
     plan = run_plan(cfg, gpus.count, gpus.memory_gib)
     if plan.setup.gpus % plan.setup.context_parallel:
-        raise PlanError(f"train.context_parallel_size {plan.setup.context_parallel} does not divide the {plan.setup.gpus} training processes; "
-                        "set it to a divisor (`ssd plan` shows what fits)")
+        raise PlanError(
+            f"train.context_parallel_size {plan.setup.context_parallel} does not divide the {plan.setup.gpus} training processes; "
+            "set it to a divisor (`ssd plan` shows what fits)"
+        )
     if not plan.fits:
-        raise PlanError("training would not fit this machine's GPUs (`ssd plan` with the same arguments prints this):\n" + "\n".join(report_lines(plan)))
+        raise PlanError(
+            "training would not fit this machine's GPUs (`ssd plan` with the same arguments prints this):\n"
+            + "\n".join(report_lines(plan))
+        )
 
 
 def paper_presets() -> list[str]:
-    from .config import preset_names, load_run_config
+    from .config import load_run_config, preset_names
 
     return [name for name in preset_names() if load_run_config(name).train.accelerate_config == "fsdp"]
 
@@ -383,7 +422,12 @@ def markdown_table(gpus: int = 8, gpu_gib: float = 80) -> str:
     rows = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, plan in plans.items():
         s = plan.setup
-        recipe = ", ".join([f"context parallel {s.context_parallel}"] * (s.context_parallel > 1) + ["CPU offload"] * s.cpu_offload) or "plain FSDP"
+        recipe = (
+            ", ".join(
+                [f"context parallel {s.context_parallel}"] * (s.context_parallel > 1) + ["CPU offload"] * s.cpu_offload
+            )
+            or "plain FSDP"
+        )
         plain = plan.with_setup(context_parallel=1, cpu_offload=False)
         cells = [name, f"{plan.shape.params / 1e9:.2f}B", recipe, *(gib(plan.terms[n]) if n in plan.terms else "-" for n in names),
                  gib(plan.per_gpu), "yes" if plan.fits else "no", f"{gib(plain.per_gpu)}"]  # fmt: skip
@@ -416,7 +460,11 @@ def nvml_gpus() -> Gpus | None:
         handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         memory = [pynvml.nvmlDeviceGetMemoryInfo(h).total / GIB for h in handles]
         driver = pynvml.nvmlSystemGetDriverVersion()
-        return Gpus(len(handles), min(memory), driver if isinstance(driver, str) else driver.decode()) if handles else None
+        return (
+            Gpus(len(handles), min(memory), driver if isinstance(driver, str) else driver.decode())
+            if handles
+            else None
+        )
     finally:
         pynvml.nvmlShutdown()
 
@@ -469,5 +517,7 @@ def local_gpus() -> Gpus | None:
     if not count:
         return None
     if gpus is None:  # no NVML here: ask torch
-        return Gpus(count, min(torch.cuda.get_device_properties(i).total_memory for i in range(count)) / GIB, "unknown")
+        return Gpus(
+            count, min(torch.cuda.get_device_properties(i).total_memory for i in range(count)) / GIB, "unknown"
+        )
     return replace(gpus, count=count)

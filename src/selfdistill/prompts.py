@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import rows
-from .benchmarks import BENCHMARKS, BenchmarkError, DataUnavailable, benchmark_texts, data_dir, get, in_task_ids, parse_mbpp
+from .benchmarks import (
+    BENCHMARKS,
+    BenchmarkError,
+    DataUnavailable,
+    benchmark_texts,
+    data_dir,
+    get,
+    in_task_ids,
+    parse_mbpp,
+)
 from .manifest import hash_inputs
 
 PROMPT_SELECTIONS = ("all", "paper")
@@ -54,8 +63,11 @@ def _leetcode(row: dict) -> dict:
     # v0.2.0 (the shared copy) keeps the full statement, examples included, in meta.question_title and
     # the stub in meta.lang_code; later hub versions have problem_description and starter_code.
     meta = row.get("meta") or {}
-    return {"id": row["task_id"], "text": row.get("problem_description") or meta["question_title"],
-            "starter_code": row.get("starter_code") or meta.get("lang_code")}
+    return {
+        "id": row["task_id"],
+        "text": row.get("problem_description") or meta["question_title"],
+        "starter_code": row.get("starter_code") or meta.get("lang_code"),
+    }
 
 
 def _mbpp(row: dict) -> dict:
@@ -80,16 +92,44 @@ class NamedDataset:
 DATASETS: dict[str, NamedDataset] = {
     d.name: d
     for d in [
-        NamedDataset("leetcode-train", "LeetCodeDataset v0.2.0 train (1890 problems with starter code)", _leetcode,
-                     "leetcode-v0.2.0-train.jsonl.gz", ("newfacade/LeetCodeDataset", None, "train")),
-        NamedDataset("mbpp-train", "MBPP train split (task ids 601-974)", _mbpp, "mbpp.jsonl",
-                     ("google-research-datasets/mbpp", "full", "train"), (601, 974)),
-        NamedDataset("mbpp-validation", "MBPP validation split (task ids 511-600)", _mbpp, "mbpp.jsonl",
-                     ("google-research-datasets/mbpp", "full", "validation"), (511, 600)),
-        NamedDataset("mbpp-prompt", "MBPP prompt split (task ids 1-10)", _mbpp, "mbpp.jsonl",
-                     ("google-research-datasets/mbpp", "full", "prompt"), (1, 10)),
-        NamedDataset("rstar-coder-seed-sft", "rStar-Coder seed_sft, the paper's prompts (~10.2k with prompt_selection=paper; online)", _rstar,
-                     "rstar-coder-seed-sft", ("microsoft/rStar-Coder", "seed_sft", "train")),
+        NamedDataset(
+            "leetcode-train",
+            "LeetCodeDataset v0.2.0 train (1890 problems with starter code)",
+            _leetcode,
+            "leetcode-v0.2.0-train.jsonl.gz",
+            ("newfacade/LeetCodeDataset", None, "train"),
+        ),
+        NamedDataset(
+            "mbpp-train",
+            "MBPP train split (task ids 601-974)",
+            _mbpp,
+            "mbpp.jsonl",
+            ("google-research-datasets/mbpp", "full", "train"),
+            (601, 974),
+        ),
+        NamedDataset(
+            "mbpp-validation",
+            "MBPP validation split (task ids 511-600)",
+            _mbpp,
+            "mbpp.jsonl",
+            ("google-research-datasets/mbpp", "full", "validation"),
+            (511, 600),
+        ),
+        NamedDataset(
+            "mbpp-prompt",
+            "MBPP prompt split (task ids 1-10)",
+            _mbpp,
+            "mbpp.jsonl",
+            ("google-research-datasets/mbpp", "full", "prompt"),
+            (1, 10),
+        ),
+        NamedDataset(
+            "rstar-coder-seed-sft",
+            "rStar-Coder seed_sft, the paper's prompts (~10.2k with prompt_selection=paper; online)",
+            _rstar,
+            "rstar-coder-seed-sft",
+            ("microsoft/rStar-Coder", "seed_sft", "train"),
+        ),
     ]
 }
 
@@ -117,8 +157,11 @@ def _generic(row: dict, text_field: str | None, where: str) -> dict:
         if text_field is None:
             raise KeyError(f"one of {', '.join(TEXT_FIELDS)} (or set prompt_field)")
     id_field = next((f for f in ID_FIELDS if row.get(f) is not None), None)
-    return {"id": str(row[id_field]) if id_field else where.rsplit("/", 1)[-1], "text": _get(row, text_field),
-            "starter_code": row.get("starter_code")}
+    return {
+        "id": str(row[id_field]) if id_field else where.rsplit("/", 1)[-1],
+        "text": _get(row, text_field),
+        "starter_code": row.get("starter_code"),
+    }
 
 
 @dataclass
@@ -134,7 +177,9 @@ class PromptSet:
     errors: list[dict] = field(default_factory=list)  # {"where": "file:line", "reason"}
     duplicates: list[dict] = field(default_factory=list)  # {"id", "duplicate_of"}
     contaminated: list[dict] = field(default_factory=list)  # {"id", "entry", "benchmark", "problem_id", "reason"}
-    decontamination: list[dict] = field(default_factory=list)  # per entry: source, window, problems checked, overlap; or why not checked
+    decontamination: list[dict] = field(
+        default_factory=list
+    )  # per entry: source, window, problems checked, overlap; or why not checked
 
     @property
     def unchecked(self) -> list[dict]:
@@ -142,10 +187,20 @@ class PromptSet:
         return [c for c in self.decontamination if c.get("not_checked")]
 
     def summary(self) -> dict:
-        return {"source": self.source, "source_sha256": self.source_sha256, "rows": self.rows, "errors": len(self.errors),
-                "selection": self.selection, "not_passed_removed": self.not_passed, "duplicates_removed": len(self.duplicates), "contaminated_removed": len(self.contaminated),
-                "contaminated_by_benchmark": dict(Counter(c["benchmark"] for c in self.contaminated)), "decontamination": self.decontamination,
-                "prompts": len(self.prompts), "prompts_sha256": prompts_sha256(self.prompts)}
+        return {
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+            "rows": self.rows,
+            "errors": len(self.errors),
+            "selection": self.selection,
+            "not_passed_removed": self.not_passed,
+            "duplicates_removed": len(self.duplicates),
+            "contaminated_removed": len(self.contaminated),
+            "contaminated_by_benchmark": dict(Counter(c["benchmark"] for c in self.contaminated)),
+            "decontamination": self.decontamination,
+            "prompts": len(self.prompts),
+            "prompts_sha256": prompts_sha256(self.prompts),
+        }
 
 
 def prompts_sha256(prompts: list[Prompt]) -> str:
@@ -155,7 +210,9 @@ def prompts_sha256(prompts: list[Prompt]) -> str:
     return h.hexdigest()
 
 
-def _source_rows(source: str, errors: list[dict]) -> tuple[str, str | None, Iterator[tuple[str, dict]], NamedDataset | None]:
+def _source_rows(
+    source: str, errors: list[dict]
+) -> tuple[str, str | None, Iterator[tuple[str, dict]], NamedDataset | None]:
     """(what is read, its sha256 if local, its rows, the named dataset if any); a malformed row goes to `errors`."""
     named = DATASETS.get(source)
     if named:
@@ -165,8 +222,18 @@ def _source_rows(source: str, errors: list[dict]) -> tuple[str, str | None, Iter
         except BenchmarkError:
             local = None
         if local is not None and local.exists():
-            return str(local), hash_inputs([local])[str(local)], rows.read(local, split, None, errors, PromptError), named
-        return f"{hub_id}:{config or 'default'}:{split}", None, rows.read(hub_id, split, config, errors, PromptError), named
+            return (
+                str(local),
+                hash_inputs([local])[str(local)],
+                rows.read(local, split, None, errors, PromptError),
+                named,
+            )
+        return (
+            f"{hub_id}:{config or 'default'}:{split}",
+            None,
+            rows.read(hub_id, split, config, errors, PromptError),
+            named,
+        )
     path = Path(source)
     if path.exists():
         return str(path), hash_inputs([path])[str(path)], rows.read(path, "train", None, errors, PromptError), None
@@ -175,11 +242,16 @@ def _source_rows(source: str, errors: list[dict]) -> tuple[str, str | None, Iter
     import difflib
 
     hint = difflib.get_close_matches(source, list(DATASETS), n=1)
-    raise PromptError(f"prompts {source!r}: no such file, not a named dataset"
-                      + (f" (did you mean {hint[0]!r}?)" if hint else f" ({', '.join(DATASETS)})") + ", and not a hub id (owner/name)")
+    raise PromptError(
+        f"prompts {source!r}: no such file, not a named dataset"
+        + (f" (did you mean {hint[0]!r}?)" if hint else f" ({', '.join(DATASETS)})")
+        + ", and not a hub id (owner/name)"
+    )
 
 
-def collect_prompts(source: str, field: str | None = None, decontaminate: list[str] | tuple = (), selection: str = "all") -> PromptSet:
+def collect_prompts(
+    source: str, field: str | None = None, decontaminate: list[str] | tuple = (), selection: str = "all"
+) -> PromptSet:
     """Read, select, parse, deduplicate and decontaminate; every skipped row and removed prompt is recorded."""
     if selection not in PROMPT_SELECTIONS:
         raise PromptError(f"prompt_selection {selection!r}: choose one of {', '.join(PROMPT_SELECTIONS)}")
@@ -208,12 +280,19 @@ def collect_prompts(source: str, field: str | None = None, decontaminate: list[s
             continue
         prompts.append(Prompt(str(fields["id"]), text, starter or None, {"where": where}))
     if not prompts:
-        raise PromptError(f"{what}: no usable prompts ({n_rows} rows, {len(errors)} malformed"
-                          + (f"; first: {errors[0]['where']}: {errors[0]['reason']}" if errors else "") + ")")
+        raise PromptError(
+            f"{what}: no usable prompts ({n_rows} rows, {len(errors)} malformed"
+            + (f"; first: {errors[0]['where']}: {errors[0]['reason']}" if errors else "")
+            + ")"
+        )
     result = PromptSet(prompts, what, sha, n_rows, selection, not_passed, errors)
-    result.prompts, result.duplicates = dedup(prompts, errors, _question if selection == "paper" else _statement_and_starter)
+    result.prompts, result.duplicates = dedup(
+        prompts, errors, _question if selection == "paper" else _statement_and_starter
+    )
     if decontaminate:
-        result.prompts, result.contaminated, result.decontamination = decontaminate_prompts(result.prompts, list(decontaminate))
+        result.prompts, result.contaminated, result.decontamination = decontaminate_prompts(
+            result.prompts, list(decontaminate)
+        )
     return result
 
 
@@ -242,7 +321,9 @@ def _question(p: Prompt) -> str:
     return p.text  # the paper's rule: the question text as it is, starter code aside
 
 
-def dedup(prompts: list[Prompt], errors: list[dict], key_of: Callable[[Prompt], str] = _statement_and_starter) -> tuple[list[Prompt], list[dict]]:
+def dedup(
+    prompts: list[Prompt], errors: list[dict], key_of: Callable[[Prompt], str] = _statement_and_starter
+) -> tuple[list[Prompt], list[dict]]:
     """Duplicates (equal `key_of`: by default the whitespace-normalized statement and starter code) go; the
     first stays. A different statement under an id already taken is an error (ids key seeds and records)."""
     first: dict[str, str] = {}
@@ -253,7 +334,12 @@ def dedup(prompts: list[Prompt], errors: list[dict], key_of: Callable[[Prompt], 
         if key in first:
             removed.append({"id": p.id, "duplicate_of": first[key], "where": p.metadata.get("where")})
         elif p.id in taken:
-            errors.append({"where": p.metadata.get("where"), "reason": f"id {p.id!r} already names another statement (at {taken[p.id]})"})
+            errors.append(
+                {
+                    "where": p.metadata.get("where"),
+                    "reason": f"id {p.id!r} already names another statement (at {taken[p.id]})",
+                }
+            )
         else:
             first[key], taken[p.id] = p.id, p.metadata.get("where")
             kept.append(p)
@@ -293,8 +379,10 @@ class DecontaminationTarget:
         if name not in BENCHMARKS:
             by_hub_id = {b.hub_id: b.name for b in BENCHMARKS.values() if b.hub_id}
             if head not in by_hub_id:
-                raise BenchmarkError(f"sample.decontaminate: entry {entry!r} is not NAME, NAME:FILE_OR_HUB_ID or a benchmark's hub id "
-                                     f"(optionally @FROM..TO); benchmarks: {', '.join(BENCHMARKS)}")
+                raise BenchmarkError(
+                    f"sample.decontaminate: entry {entry!r} is not NAME, NAME:FILE_OR_HUB_ID or a benchmark's hub id "
+                    f"(optionally @FROM..TO); benchmarks: {', '.join(BENCHMARKS)}"
+                )
             name, source = by_hub_id[head], head
         return cls(name, source or None, *window)
 
@@ -328,8 +416,16 @@ def decontaminate_prompts(prompts: list[Prompt], entries: list[str]) -> tuple[li
                 raise
             checked.append({"entry": entry, "benchmark": target.benchmark, "not_checked": str(e), "problems": 0})
             continue
-        checked.append({"entry": entry, "benchmark": target.benchmark, "source": get(target.benchmark).source(target.source),
-                        "release_from": target.release_from, "release_to": target.release_to, "problems": len(texts)})
+        checked.append(
+            {
+                "entry": entry,
+                "benchmark": target.benchmark,
+                "source": get(target.benchmark).source(target.source),
+                "release_from": target.release_from,
+                "release_to": target.release_to,
+                "problems": len(texts),
+            }
+        )
         for pid, text in texts:
             owner = (entry, target.benchmark, pid)
             if not pid.isdigit():
@@ -340,15 +436,24 @@ def decontaminate_prompts(prompts: list[Prompt], entries: list[str]) -> tuple[li
     for p in prompts:
         hit = ids.get(p.id.lower())
         if hit:
-            removed.append({"id": p.id, "entry": hit[0], "benchmark": hit[1], "problem_id": hit[2], "reason": "same id"})
+            removed.append(
+                {"id": p.id, "entry": hit[0], "benchmark": hit[1], "problem_id": hit[2], "reason": "same id"}
+            )
             continue
         grams = _ngrams(p.text)
         shared = Counter(owner for g in grams for owner in index.get(g, ()))
         if shared:
-            (owner, count), = shared.most_common(1)
+            ((owner, count),) = shared.most_common(1)
             if count / len(grams) >= MIN_OVERLAP:
-                removed.append({"id": p.id, "entry": owner[0], "benchmark": owner[1], "problem_id": owner[2],
-                                "reason": f"{count}/{len(grams)} {NGRAM}-grams shared"})
+                removed.append(
+                    {
+                        "id": p.id,
+                        "entry": owner[0],
+                        "benchmark": owner[1],
+                        "problem_id": owner[2],
+                        "reason": f"{count}/{len(grams)} {NGRAM}-grams shared",
+                    }
+                )
                 continue
         kept.append(p)
     for c in checked:

@@ -35,9 +35,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import benchmarks, rows
 from .benchmarks import BenchmarkError, ExtractionError, Problem
-from .config import REPLY_FORMATS, EvalConfig
-from .results import BLOCK, console, graded_otherwise, load_results, print_sweep, results_path, summarize, summary_path, t_label
+from .config import EvalConfig
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, load_manifest, read_jsonl, sha256_file
+from .results import (
+    BLOCK,
+    console,
+    graded_otherwise,
+    load_results,
+    print_sweep,
+    results_path,
+    summarize,
+    summary_path,
+    t_label,
+)
 from .sandbox import Pool
 
 
@@ -58,7 +68,11 @@ def read_replies(path: Path, fmt: str | None = None) -> list[Reply]:
         raise BenchmarkError(f"{path}: no such replies file")
     fmt = fmt or detect_format(path)
     if fmt == "lcb":
-        replies = [r for i, (where, row) in enumerate(rows.read(path, "", raises=BenchmarkError), 1) for r in _lcb_replies(where, i, row)]
+        replies = [
+            r
+            for i, (where, row) in enumerate(rows.read(path, "", raises=BenchmarkError), 1)
+            for r in _lcb_replies(where, i, row)
+        ]
     else:
         parse = _evalplus_reply if fmt == "evalplus" else _reply
         replies = [parse(f"{path}:{n}", n, row) for n, row in rows.jsonl(path, raises=BenchmarkError)]
@@ -73,7 +87,9 @@ def detect_format(path: Path) -> str:
     first = next(rows.read(path, "", raises=BenchmarkError), (None, {}))[1]
     if path.name.removesuffix(".gz").endswith(".json"):
         if "question_id" not in first:
-            raise BenchmarkError(f"{path}: a JSON replies file is LiveCodeBench's [{{question_id, code_list}}, ...]; its first object has no 'question_id'")
+            raise BenchmarkError(
+                f"{path}: a JSON replies file is LiveCodeBench's [{{question_id, code_list}}, ...]; its first object has no 'question_id'"
+            )
         return "lcb"
     return "evalplus" if "task_id" in first else "selfdistill"
 
@@ -100,7 +116,9 @@ def as_reply(code: str) -> str:
 
 
 def _evalplus_reply(where: str, n: int, row: dict) -> Reply:
-    code_field = "solution" if "solution" in row else "completion"  # a completion continues the prompt (Benchmark.program)
+    code_field = (
+        "solution" if "solution" in row else "completion"
+    )  # a completion continues the prompt (Benchmark.program)
     _string_fields(where, row, ("task_id", code_field))
     return Reply(n, row["task_id"], None, as_reply(row[code_field]), where, "task_id")
 
@@ -110,7 +128,10 @@ def _lcb_replies(where: str, i: int, row: dict) -> list[Reply]:
     codes = row.get("code_list")
     if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
         raise BenchmarkError(f"{where}: field 'code_list' must be a list of strings")
-    return [Reply(i, row["question_id"], None, as_reply(code), f"{where}.code_list[{j}]", "question_id") for j, code in enumerate(codes)]
+    return [
+        Reply(i, row["question_id"], None, as_reply(code), f"{where}.code_list[{j}]", "question_id")
+        for j, code in enumerate(codes)
+    ]
 
 
 def _check_temperatures(path: Path, replies: list[Reply]) -> None:
@@ -118,16 +139,22 @@ def _check_temperatures(path: Path, replies: list[Reply]) -> None:
     given = [r for r in replies if r.temperature is not None]
     if given and len(given) < len(replies):
         missing = next(r for r in replies if r.temperature is None)
-        raise BenchmarkError(f"{missing.where}: missing field 'temperature' (line {given[0].line} has one: give it on every line or on none)")
+        raise BenchmarkError(
+            f"{missing.where}: missing field 'temperature' (line {given[0].line} has one: give it on every line or on none)"
+        )
     first = {}
     for r in given:
         other = first.setdefault(t_label(r.temperature), r)
         if other.temperature != r.temperature:
-            raise BenchmarkError(f"{r.where}: field 'temperature' {r.temperature!r} and {other.temperature!r} (line {other.line}) "
-                                 "are the same at two decimals")
+            raise BenchmarkError(
+                f"{r.where}: field 'temperature' {r.temperature!r} and {other.temperature!r} (line {other.line}) "
+                "are the same at two decimals"
+            )
 
 
-def replied_problems(path: Path, replies: list[Reply], problems: list[Problem], bench, benchmark_path: str | None) -> list[Problem]:
+def replied_problems(
+    path: Path, replies: list[Reply], problems: list[Problem], bench, benchmark_path: str | None
+) -> list[Problem]:
     """The selected problems that have replies, in benchmark order. A problem_id the benchmark does not
     have at all is an error; one the selection left out is counted and skipped."""
     selected = {p.id for p in problems}
@@ -136,8 +163,12 @@ def replied_problems(path: Path, replies: list[Reply], problems: list[Problem], 
         known = {p.id for p in bench.problems(benchmark_path)}  # parsed again only when some replies fall outside
         unknown = next((r for r in outside if r.problem_id not in known), None)
         if unknown:
-            raise BenchmarkError(f"{unknown.where}: field {unknown.id_field!r}: unknown problem {unknown.problem_id!r} (not in {bench.name})")
-        console.print(f"{len(outside)} replies are for problems outside the selection (release window, platforms, limit): not graded")
+            raise BenchmarkError(
+                f"{unknown.where}: field {unknown.id_field!r}: unknown problem {unknown.problem_id!r} (not in {bench.name})"
+            )
+        console.print(
+            f"{len(outside)} replies are for problems outside the selection (release window, platforms, limit): not graded"
+        )
     replied = {r.problem_id for r in replies}
     kept = [p for p in problems if p.id in replied]
     if not kept:
@@ -158,11 +189,15 @@ def samples_by_temperature(path: Path, replies: list[Reply], problems: list[Prob
         for p in problems:
             got = per_problem.get(p.id, [])
             if not got:
-                raise BenchmarkError(f"{path}: problem_id {p.id!r} has no reply at temperature {t_label(T)}, others have: "
-                                     "give every problem replies at every temperature")
+                raise BenchmarkError(
+                    f"{path}: problem_id {p.id!r} has no reply at temperature {t_label(T)}, others have: "
+                    "give every problem replies at every temperature"
+                )
             if len(got) < need and not (T == 0 and len(got) == 1):
-                raise BenchmarkError(f"{got[0].where}: problem_id {p.id!r} has {len(got)} replies at temperature {t_label(T)}; "
-                                     f"pass@{need} needs {need} (ks={ks})")
+                raise BenchmarkError(
+                    f"{got[0].where}: problem_id {p.id!r} has {len(got)} replies at temperature {t_label(T)}; "
+                    f"pass@{need} needs {need} (ks={ks})"
+                )
     return {T: [(p, j, r) for p in problems for j, r in enumerate(groups[T][p.id])] for T in sorted(groups)}
 
 
@@ -172,15 +207,30 @@ def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance
     ties them to the same file)."""
     path = results_path(out, T)  # as a model eval's; without a temperature: Tnone.jsonl
     records = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(path)} if keep and path.is_file() else {}
-    todo = [(p, j, r) for p, j, r in samples if records.get((p.id, j), {}).get("status", "sandbox_error") == "sandbox_error"]
+    todo = [
+        (p, j, r)
+        for p, j, r in samples
+        if records.get((p.id, j), {}).get("status", "sandbox_error") == "sandbox_error"
+    ]
     advance(len(samples) - len(todo))
     for i in range(0, len(todo), BLOCK):
         block = todo[i : i + BLOCK]
         verdicts = bench.grade_many([p for p, _, _ in block], [r.text for _, _, r in block], pool)
         for (p, j, r), v in zip(block, verdicts):
-            records[p.id, j] = {"problem_id": p.id, "temperature": T, "sample_index": j, "seed": None, "status": v.status,
-                                "passed": v.passed, "detail": v.detail, "reply": r.text, "reply_tokens": None, "finish_reason": None,
-                                "prompt_text": None, "replies_line": r.line}
+            records[p.id, j] = {
+                "problem_id": p.id,
+                "temperature": T,
+                "sample_index": j,
+                "seed": None,
+                "status": v.status,
+                "passed": v.passed,
+                "detail": v.detail,
+                "reply": r.text,
+                "reply_tokens": None,
+                "finish_reason": None,
+                "prompt_text": None,
+                "replies_line": r.line,
+            }
         atomic_write_jsonl(path, [records[p.id, j] for p, j, _ in samples if (p.id, j) in records])
         advance(len(block))
     return records
@@ -197,15 +247,24 @@ def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict,
     run = RunDir.open(cfg.output_dir, "eval", cfg, inputs, extra={**extra, "replies_file": str(path.resolve())})
     total = sum(len(samples) for samples in groups.values())
     keep = not graded_otherwise(run.manifest, bench)
-    with Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
         task = bar.add_task("grading", total=total)
-        results = {T: _grade(run.path, bench, T, samples, pool, lambda n: bar.update(task, advance=n), keep) for T, samples in groups.items()}
+        results = {
+            T: _grade(run.path, bench, T, samples, pool, lambda n: bar.update(task, advance=n), keep)
+            for T, samples in groups.items()
+        }
     run.update(grading_rules=bench.profile.rules())  # once every record follows them
     summary = summarize(cfg, bench, problems, results)
     for T, records in results.items():  # samples per problem come from the file, not from cfg.n
         summary["temperatures"][t_label(T)]["n"] = max(Counter(problem_id for problem_id, _ in records).values())
-    summary.update(model=f"replies {path.name}", decoding=None, protocol=f"replies made elsewhere: {path.name}",
-                   replies={"path": str(path), "sha256": inputs["replies"], "count": total})
+    summary.update(
+        model=f"replies {path.name}",
+        decoding=None,
+        protocol=f"replies made elsewhere: {path.name}",
+        replies={"path": str(path), "sha256": inputs["replies"], "count": total},
+    )
     atomic_write_json(summary_path(run.path), summary)
     run.finish(n_problems=len(problems), n_replies=total)
     print_sweep(summary)
@@ -222,13 +281,19 @@ def exported_temperature(summary: dict, temperature: float | None) -> float | No
     if temperature is None:
         temperature = summary["selection"].get("pass@1", {}).get("best_T")
         if temperature is None:
-            raise BenchmarkError(f"the eval holds temperatures {sorted(temps)} and chose none on dev: give --temperature")
+            raise BenchmarkError(
+                f"the eval holds temperatures {sorted(temps)} and chose none on dev: give --temperature"
+            )
     if temperature not in temps:
-        raise BenchmarkError(f"temperature {temperature} was not evaluated (temperatures: {sorted(t for t in temps if t is not None)})")
+        raise BenchmarkError(
+            f"temperature {temperature} was not evaluated (temperatures: {sorted(t for t in temps if t is not None)})"
+        )
     return temperature
 
 
-def export_replies(eval_dir: str | Path, fmt: str, out: str | Path | None = None, temperature: float | None = None) -> Path:
+def export_replies(
+    eval_dir: str | Path, fmt: str, out: str | Path | None = None, temperature: float | None = None
+) -> Path:
     """An eval's replies at one temperature as EvalPlus samples.jsonl ({task_id, solution}) or LiveCodeBench
     custom-evaluator JSON ([{question_id, code_list}]): the code the grading profile extracted from each
     reply, or "" where it found none (so the other harness fails it too). Default `out`:
@@ -239,7 +304,9 @@ def export_replies(eval_dir: str | Path, fmt: str, out: str | Path | None = None
     summary, results = load_results(eval_dir)
     T = exported_temperature(summary, temperature)
     config = load_manifest(eval_dir)["config"]
-    bench = benchmarks.get(config["benchmark"]).graded_by(config["grading"], config.get("sanitize"))  # the eval's extraction rule
+    bench = benchmarks.get(config["benchmark"]).graded_by(
+        config["grading"], config.get("sanitize")
+    )  # the eval's extraction rule
     problems = {p.id: p for p in bench.problems(config["benchmark_path"])}
 
     def code(record: dict) -> str:

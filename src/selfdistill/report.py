@@ -35,10 +35,12 @@ console = Console(stderr=True, highlight=False)
 SMOKE_TEST_PROBLEMS = 100  # below either size the report calls its numbers a smoke-level signal
 SMOKE_TRAIN_SAMPLES = 200
 STAGES = ("samples", "train", "eval-base", "eval-ssd", "analysis", "report")
-FIG6 = (("fig6a_cumulative_mass.png", "(a) cumulative probability mass against token rank"),
-        ("fig6b_survivors.png", "(b) tokens surviving truncation against T_eval"),
-        ("fig6c_entropy.png", "(c) entropy after truncation against T_eval"),
-        ("fig6d_entropy_by_top20.png", "(d) entropy after truncation, binned by top-20 mass"))
+FIG6 = (
+    ("fig6a_cumulative_mass.png", "(a) cumulative probability mass against token rank"),
+    ("fig6b_survivors.png", "(b) tokens surviving truncation against T_eval"),
+    ("fig6c_entropy.png", "(c) entropy after truncation against T_eval"),
+    ("fig6d_entropy_by_top20.png", "(d) entropy after truncation, binned by top-20 mass"),
+)
 EXAMPLE_MAX_LINES = 80
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # manifest.py's timestamps
 
@@ -103,12 +105,23 @@ def _markdown(blocks: list, root: Path | None = None) -> list[str]:
             out += ["| " + " | ".join(map(cell, b.header)) + " |", "|" + "---|" * len(b.header)]
             out += ["| " + " | ".join(map(cell, r)) + " |" for r in b.rows] + [""]
         elif isinstance(b, Image):
-            out += [f"![{b.caption}]({b.path.relative_to(root).as_posix() if root else b.path.name})", "", f"*{b.caption}*", ""]
+            out += [
+                f"![{b.caption}]({b.path.relative_to(root).as_posix() if root else b.path.name})",
+                "",
+                f"*{b.caption}*",
+                "",
+            ]
         elif isinstance(b, Code):
             fence = "````" if "```" in b.text else "```"
             out += ([f"**{b.title}**", ""] if b.title else []) + [fence, b.text.rstrip("\n"), fence, ""]
         elif isinstance(b, Details):
-            out += [f"<details><summary>{html.escape(b.summary)}</summary>", "", *_markdown(b.blocks, root), "</details>", ""]
+            out += [
+                f"<details><summary>{html.escape(b.summary)}</summary>",
+                "",
+                *_markdown(b.blocks, root),
+                "</details>",
+                "",
+            ]
         elif isinstance(b, Row):
             out += _markdown(b.blocks, root)
     return out
@@ -145,7 +158,9 @@ def _html(b) -> str:
         data = base64.b64encode(b.path.read_bytes()).decode()
         return f'<figure><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(b.caption)}</figcaption></figure>'
     if isinstance(b, Code):
-        return (f'<div class="title">{html.escape(b.title)}</div>' if b.title else "") + f"<pre>{html.escape(b.text)}</pre>"
+        return (
+            f'<div class="title">{html.escape(b.title)}</div>' if b.title else ""
+        ) + f"<pre>{html.escape(b.text)}</pre>"
     if isinstance(b, Details):
         return f"<details><summary>{html.escape(b.summary)}</summary>{''.join(map(_html, b.blocks))}</details>"
     if isinstance(b, Row):
@@ -154,9 +169,12 @@ def _html(b) -> str:
 
 
 def render_html(blocks: list, title: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><h1>{html.escape(title)}</h1>\n"
-            + "\n".join(map(_html, blocks)) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><h1>{html.escape(title)}</h1>\n"
+        + "\n".join(map(_html, blocks))
+        + "\n</body></html>\n"
+    )
 
 
 # ---------------------------------------------------------------- reading the run directory
@@ -185,8 +203,10 @@ class Run:
             if found:
                 dirs[name] = found
         if not manifest and not dirs:
-            raise FileNotFoundError(f"{root} holds no `ssd run` output (no manifest.json, no finished stage directory): "
-                                    "pass the run's output_dir")
+            raise FileNotFoundError(
+                f"{root} holds no `ssd run` output (no manifest.json, no finished stage directory): "
+                "pass the run's output_dir"
+            )
         return cls(root, manifest, dirs)
 
     def stage_manifest(self, name: str) -> dict | None:
@@ -219,12 +239,21 @@ def _temperature_entry(summary: dict, T: float) -> dict:
 
 def section_overview(run: Run) -> list:
     cfg = run.manifest.get("config", {})
-    blocks = [Para(f"Run directory: {run.root.resolve()}. Report generated {time.strftime('%Y-%m-%d %H:%M:%S %z')} from the files in it.", "muted")]
+    blocks = [
+        Para(
+            f"Run directory: {run.root.resolve()}. Report generated {time.strftime('%Y-%m-%d %H:%M:%S %z')} from the files in it.",
+            "muted",
+        )
+    ]
     if cfg.get("sample") and cfg.get("train") and cfg.get("eval"):
         sc, tc, ec = cfg["sample"], cfg["train"], cfg["eval"]
-        blocks.append(Para(f"Setup: {cfg['model']} answered {sc['limit'] or 'all'} prompts of {sc['prompts']} {sc['n']}x at T_train={sc['temperature']:g} "
-                           f"(top-k {sc['top_k']}, top-p {sc['top_p']}); {'LoRA' if tc['use_lora'] else 'full'} SFT on those raw samples; both models "
-                           f"evaluated on {ec['benchmark']} ({ec['limit'] or 'all'} problems, n={ec['n']} samples each, top-k {ec['top_k']}, top-p {ec['top_p']})."))
+        blocks.append(
+            Para(
+                f"Setup: {cfg['model']} answered {sc['limit'] or 'all'} prompts of {sc['prompts']} {sc['n']}x at T_train={sc['temperature']:g} "
+                f"(top-k {sc['top_k']}, top-p {sc['top_p']}); {'LoRA' if tc['use_lora'] else 'full'} SFT on those raw samples; both models "
+                f"evaluated on {ec['benchmark']} ({ec['limit'] or 'all'} problems, n={ec['n']} samples each, top-k {ec['top_k']}, top-p {ec['top_p']})."
+            )
+        )
     if cfg.get("notes"):
         blocks.append(Para(f"Preset notes: {cfg['notes']}"))
     base = run.summary("eval-base")
@@ -237,11 +266,18 @@ def section_overview(run: Run) -> list:
     if n_train is not None and n_train < SMOKE_TRAIN_SAMPLES:
         small.append(f"{n_train} training samples (< {SMOKE_TRAIN_SAMPLES})")
     if small:
-        blocks.append(Para("This is a small run: " + " and ".join(small) + ". Its numbers are a smoke-level signal that the "
-                           "pipeline works, not evidence for or against SSD; differences within the confidence intervals mean nothing.", "warn"))
+        blocks.append(
+            Para(
+                "This is a small run: " + " and ".join(small) + ". Its numbers are a smoke-level signal that the "
+                "pipeline works, not evidence for or against SSD; differences within the confidence intervals mean nothing.",
+                "warn",
+            )
+        )
     missing = [s for s in STAGES[:-1] if s not in run.dirs]
     if missing:
-        blocks.append(Para("Stages not run or unfinished: " + ", ".join(missing) + ". Their sections say \"not run\".", "warn"))
+        blocks.append(
+            Para("Stages not run or unfinished: " + ", ".join(missing) + '. Their sections say "not run".', "warn")
+        )
     return blocks
 
 
@@ -252,11 +288,17 @@ def section_headline(run: Run) -> list:
         return blocks + [_not_run("both evaluations are needed (eval-base, eval-ssd)")]
     sel_b, sel_s = base["selection"], ssd["selection"]
     if "skipped" in sel_b or "skipped" in sel_s:
-        return blocks + [Para(f"No best-temperature selection: {sel_b.get('skipped') or sel_s.get('skipped')}", "warn")]
+        return blocks + [
+            Para(f"No best-temperature selection: {sel_b.get('skipped') or sel_s.get('skipped')}", "warn")
+        ]
     label = "" if base.get("label") in (None, "all tests") else f" ({base['label']})"
-    blocks.append(Para(f"{base['benchmark']}{label}: each model's T_eval is chosen on the dev split ({len(base['dev_ids'])} problems) and "
-                       f"scored on the held-out test split ({len(base['test_ids'])} problems). pass@k in %, 95% bootstrap CI over problems. "
-                       f"Decoding: top-k {base['decoding']['top_k']}, top-p {base['decoding']['top_p']}, max {base['decoding']['max_tokens']} tokens."))
+    blocks.append(
+        Para(
+            f"{base['benchmark']}{label}: each model's T_eval is chosen on the dev split ({len(base['dev_ids'])} problems) and "
+            f"scored on the held-out test split ({len(base['test_ids'])} problems). pass@k in %, 95% bootstrap CI over problems. "
+            f"Decoding: top-k {base['decoding']['top_k']}, top-p {base['decoding']['top_p']}, max {base['decoding']['max_tokens']} tokens."
+        )
+    )
     rows = []
     for metric in sel_b:
         b, s = sel_b[metric], sel_s.get(metric)
@@ -265,22 +307,37 @@ def section_headline(run: Run) -> list:
         diff = "-"
         if compare and compare.get("metric") == metric and "test" in compare:
             c = compare["test"]
-            diff = f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
-        rows.append([f"{metric} (test)", f"{_pct(b['test_score'])} [{_pct(b['test_ci_lo'])}, {_pct(b['test_ci_hi'])}] at T={b['best_T']:g}",
-                     f"{_pct(s['test_score'])} [{_pct(s['test_ci_lo'])}, {_pct(s['test_ci_hi'])}] at T={s['best_T']:g}", diff])
+            diff = (
+                f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
+            )
+        rows.append(
+            [
+                f"{metric} (test)",
+                f"{_pct(b['test_score'])} [{_pct(b['test_ci_lo'])}, {_pct(b['test_ci_hi'])}] at T={b['best_T']:g}",
+                f"{_pct(s['test_score'])} [{_pct(s['test_ci_lo'])}, {_pct(s['test_ci_hi'])}] at T={s['best_T']:g}",
+                diff,
+            ]
+        )
     blocks.append(Table(["metric", "base", "SSD", "SSD - base (paired, test)"], rows))
     if compare and "test" in compare:
         c = compare["test"]
-        blocks.append(Para(f"Paired comparison on the {c['n_problems']} test problems ({compare['metric']} only, from compare.json): SSD better on {c['wins']}, "
-                           f"worse on {c['losses']}, tied on {c['ties']}; sign-flip p = {c['p_value']:.3g}"
-                           + (f", Wilcoxon p = {c['wilcoxon_p']:.3g}." if c.get("wilcoxon_p") is not None else ".")))
+        blocks.append(
+            Para(
+                f"Paired comparison on the {c['n_problems']} test problems ({compare['metric']} only, from compare.json): SSD better on {c['wins']}, "
+                f"worse on {c['losses']}, tied on {c['ties']}; sign-flip p = {c['p_value']:.3g}"
+                + (f", Wilcoxon p = {c['wilcoxon_p']:.3g}." if c.get("wilcoxon_p") is not None else ".")
+            )
+        )
     else:
         blocks.append(_not_run("the paired comparison (compare.json)"))
     return blocks + _base_settings(compare)
 
 
-BASE_SETTINGS = (("recommended", "its recommended decoding (paper Table 4)"), ("dev_chosen", "the T_eval chosen on dev (the fair baseline above)"),
-                 ("optimistic", "the T_eval best on all problems (optimistic)"))
+BASE_SETTINGS = (
+    ("recommended", "its recommended decoding (paper Table 4)"),
+    ("dev_chosen", "the T_eval chosen on dev (the fair baseline above)"),
+    ("optimistic", "the T_eval best on all problems (optimistic)"),
+)
 
 
 def _base_settings(compare: dict | None) -> list:
@@ -288,12 +345,19 @@ def _base_settings(compare: dict | None) -> list:
     settings = (compare or {}).get("base_settings")
     if not settings:
         return []
-    rows = [[label, f"{s['T']:g}", f"{s['top_k'] or 'none'} / {s['top_p']:g}", _ci(s["test"]), _ci(s["all"])]
-            for key, label in BASE_SETTINGS if (s := settings.get(key))]
-    return [Para(f"The base model three ways ({settings['metric']} in %, 95% CI): the paper compares SSD with the base model at its "
-                 "recommended decoding; the dev-chosen T_eval is this report's fair baseline; the best T_eval on all problems is "
-                 "chosen on the problems it is scored on, so it flatters the base model."),
-            Table(["base model at", "T", "top-k / top-p", "test", "all problems"], rows)]
+    rows = [
+        [label, f"{s['T']:g}", f"{s['top_k'] or 'none'} / {s['top_p']:g}", _ci(s["test"]), _ci(s["all"])]
+        for key, label in BASE_SETTINGS
+        if (s := settings.get(key))
+    ]
+    return [
+        Para(
+            f"The base model three ways ({settings['metric']} in %, 95% CI): the paper compares SSD with the base model at its "
+            "recommended decoding; the dev-chosen T_eval is this report's fair baseline; the best T_eval on all problems is "
+            "chosen on the problems it is scored on, so it flatters the base model."
+        ),
+        Table(["base model at", "T", "top-k / top-p", "test", "all problems"], rows),
+    ]
 
 
 def curve_split(summary: dict) -> str:
@@ -310,12 +374,16 @@ def plot_sweep(base: dict | None, ssd: dict | None, path: Path) -> Path:
         for name, summary in (("base", base), ("ssd", ssd)):
             if not summary:
                 continue
-            entries = sorted((e for e in summary["temperatures"].values() if e[f"pass@{k}"][split]), key=lambda e: e["temperature"])
+            entries = sorted(
+                (e for e in summary["temperatures"].values() if e[f"pass@{k}"][split]), key=lambda e: e["temperature"]
+            )
             T = np.array([e["temperature"] for e in entries])
             s = [e[f"pass@{k}"][split] for e in entries]
             y = np.array([100 * x["mean"] for x in s])
             err = np.array([[100 * (x["mean"] - x["ci_lo"]) for x in s], [100 * (x["ci_hi"] - x["mean"]) for x in s]])
-            ax.errorbar(T, y, yerr=err, marker="o", ms=4, capsize=3, color=plots.COLORS[name], label=plots.LABELS[name])
+            ax.errorbar(
+                T, y, yerr=err, marker="o", ms=4, capsize=3, color=plots.COLORS[name], label=plots.LABELS[name]
+            )
             best = summary["selection"].get(f"pass@{k}")
             if best and "best_T" in best and best["best_T"] in T:
                 chosen = 100 * _temperature_entry(summary, best["best_T"])[f"pass@{k}"][split]["mean"]
@@ -332,13 +400,25 @@ def section_sweep(run: Run, out: Path) -> list:
     if not base and not ssd:
         return blocks + [_not_run("no evaluation")]
     split = curve_split(base or ssd)
-    blocks.append(Image(plot_sweep(base, ssd, out / "pass_at_k_vs_T.png"), f"pass@k on the {split} split against T_eval, 95% CI bars"))
+    blocks.append(
+        Image(
+            plot_sweep(base, ssd, out / "pass_at_k_vs_T.png"),
+            f"pass@k on the {split} split against T_eval, 95% CI bars",
+        )
+    )
     ks = (base or ssd)["ks"]
     temps = sorted({e["temperature"] for s in (base, ssd) if s for e in s["temperatures"].values()})
-    header = ["T_eval"] + [f"{m} pass@{k} ({split})" for k in ks for m in ("base", "SSD")] + ["base truncated", "SSD truncated"]
+    header = (
+        ["T_eval"]
+        + [f"{m} pass@{k} ({split})" for k in ks for m in ("base", "SSD")]
+        + ["base truncated", "SSD truncated"]
+    )
     rows = []
     for T in temps:
-        cells = {m: next((e for e in s["temperatures"].values() if e["temperature"] == T), None) if s else None for m, s in (("base", base), ("SSD", ssd))}
+        cells = {
+            m: next((e for e in s["temperatures"].values() if e["temperature"] == T), None) if s else None
+            for m, s in (("base", base), ("SSD", ssd))
+        }
         row = [f"{T:g}" + (" (greedy)" if T == 0 else "")]
         row += [_ci(cells[m][f"pass@{k}"][split]) if cells[m] else "-" for k in ks for m in ("base", "SSD")]
         row += [f"{100 * cells[m]['truncated']:.1f}%" if cells[m] else "-" for m in ("base", "SSD")]
@@ -353,19 +433,30 @@ def section_difficulty(run: Run) -> list:
     if not base or not ssd or "skipped" in base["selection"] or "skipped" in ssd["selection"]:
         return blocks + [_not_run("both evaluations with a best-temperature selection are needed")]
     ks = base["ks"]
-    entries = {m: _temperature_entry(s, s["selection"][f"pass@{ks[0]}"]["best_T"]) for m, s in (("base", base), ("SSD", ssd))}
+    entries = {
+        m: _temperature_entry(s, s["selection"][f"pass@{ks[0]}"]["best_T"]) for m, s in (("base", base), ("SSD", ssd))
+    }
     order = {"easy": 0, "medium": 1, "hard": 2}
-    groups = sorted(set(entries["base"][f"pass@{ks[0]}"].get("by_difficulty", {})) | set(entries["SSD"][f"pass@{ks[0]}"].get("by_difficulty", {})),
-                    key=lambda g: (order.get(g.lower(), 3), g))
+    groups = sorted(
+        set(entries["base"][f"pass@{ks[0]}"].get("by_difficulty", {}))
+        | set(entries["SSD"][f"pass@{ks[0]}"].get("by_difficulty", {})),
+        key=lambda g: (order.get(g.lower(), 3), g),
+    )
     if not groups:
         return blocks + [Para(f"{base['benchmark']} has no difficulty labels.", "muted")]
-    blocks.append(Para(f"pass@k in % [95% CI] over all problems of each difficulty (dev and test), each model at its dev-chosen T for pass@{ks[0]} "
-                       f"(base T={entries['base']['temperature']:g}, SSD T={entries['SSD']['temperature']:g})."))
+    blocks.append(
+        Para(
+            f"pass@k in % [95% CI] over all problems of each difficulty (dev and test), each model at its dev-chosen T for pass@{ks[0]} "
+            f"(base T={entries['base']['temperature']:g}, SSD T={entries['SSD']['temperature']:g})."
+        )
+    )
     rows = []
     for g in groups:
         first = entries["base"][f"pass@{ks[0]}"]["by_difficulty"].get(g)
-        rows.append([g, str(first["n_problems"] if first else "-")]
-                    + [_ci(entries[m][f"pass@{k}"]["by_difficulty"].get(g)) for k in ks for m in ("base", "SSD")])
+        rows.append(
+            [g, str(first["n_problems"] if first else "-")]
+            + [_ci(entries[m][f"pass@{k}"]["by_difficulty"].get(g)) for k in ks for m in ("base", "SSD")]
+        )
     blocks.append(Table(["difficulty", "problems"] + [f"{m} pass@{k}" for k in ks for m in ("base", "SSD")], rows))
     return blocks
 
@@ -373,21 +464,44 @@ def section_difficulty(run: Run) -> list:
 def pass_at_k_blocks(summaries: dict[str, dict | None]) -> list:
     """pass@k for every k the samples allow, each model at each sampled temperature, on all problems and by
     difficulty (summary.json's numbers: unbiased estimator per problem, bootstrap CI over problems)."""
-    columns = [(f"{label} T={e['temperature']:g}", e) for label, s in summaries.items() if s
-               for e in s["temperatures"].values() if not e["greedy"] and len(e.get("ks", [])) > 1]
+    columns = [
+        (f"{label} T={e['temperature']:g}", e)
+        for label, s in summaries.items()
+        if s
+        for e in s["temperatures"].values()
+        if not e["greedy"] and len(e.get("ks", [])) > 1
+    ]
     if not columns:
         return [Para("No temperature with several samples per problem: pass@k for k > 1 needs them.", "muted")]
     ks = sorted({k for _, e in columns for k in e["ks"]})
     cell = lambda e, k, pick: _ci(pick(e[f"pass@{k}"])) if f"pass@{k}" in e else "-"
-    blocks = [Para("pass@k in % [95% bootstrap CI over problems] on all problems (the unbiased estimator from each problem's n samples; "
-                   "no temperature is chosen here). Greedy decoding has pass@k = pass@1."),
-              Table(["k"] + [c for c, _ in columns], [[str(k)] + [cell(e, k, lambda x: x["all"]) for _, e in columns] for k in ks])]
+    blocks = [
+        Para(
+            "pass@k in % [95% bootstrap CI over problems] on all problems (the unbiased estimator from each problem's n samples; "
+            "no temperature is chosen here). Greedy decoding has pass@k = pass@1."
+        ),
+        Table(
+            ["k"] + [c for c, _ in columns],
+            [[str(k)] + [cell(e, k, lambda x: x["all"]) for _, e in columns] for k in ks],
+        ),
+    ]
     order = {"easy": 0, "medium": 1, "hard": 2}
-    groups = sorted({g for _, e in columns for g in e["pass@1"].get("by_difficulty", {})}, key=lambda g: (order.get(g.lower(), 3), g))
+    groups = sorted(
+        {g for _, e in columns for g in e["pass@1"].get("by_difficulty", {})},
+        key=lambda g: (order.get(g.lower(), 3), g),
+    )
     if groups:
         blocks.append(Para("By difficulty (problems of each difficulty, pass@k in % [95% CI]):"))
-        blocks.append(Table(["difficulty", "k"] + [c for c, _ in columns],
-                            [[g, str(k)] + [cell(e, k, lambda x, g=g: x["by_difficulty"].get(g)) for _, e in columns] for g in groups for k in ks]))
+        blocks.append(
+            Table(
+                ["difficulty", "k"] + [c for c, _ in columns],
+                [
+                    [g, str(k)] + [cell(e, k, lambda x, g=g: x["by_difficulty"].get(g)) for _, e in columns]
+                    for g in groups
+                    for k in ks
+                ],
+            )
+        )
     return blocks
 
 
@@ -397,16 +511,52 @@ def endpoint_blocks(endpoints: list[dict]) -> list:
     for e in endpoints:
         (b, tb), (a, ta), c = e["b"], e["a"], e["comparison"]
         if c is None:
-            rows.append([e["name"], f"{e['metric']}: {b}@{tb:g} vs {a}@{ta:g}", "-", "-", "not run", "-", "-", f"{e['holm_p']:.3g}"])
+            rows.append(
+                [
+                    e["name"],
+                    f"{e['metric']}: {b}@{tb:g} vs {a}@{ta:g}",
+                    "-",
+                    "-",
+                    "not run",
+                    "-",
+                    "-",
+                    f"{e['holm_p']:.3g}",
+                ]
+            )
             continue
-        rows.append([e["name"], f"{e['metric']}: {b}@{tb:g} vs {a}@{ta:g}", str(c["n_problems"]), f"{_pct(c['mean_b'])} vs {_pct(c['mean_a'])}",
-                     f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}]", f"{c['wins']} / {c['losses']} / {c['ties']}",
-                     f"{c['p_value']:.3g}", f"{e['holm_p']:.3g}"])
-    return [Para(f"Declared before the evaluation (config report.primary). Each is a paired comparison on the problems both evals decoded at "
-                 f"those temperatures: difference in points, 95% bootstrap CI over problems (resampled jointly), two-sided sign-flip p, and "
-                 f"Holm's adjustment over the {len(endpoints)} endpoints (an endpoint not run counts as p = 1). An endpoint is significant at "
-                 f"5% when its Holm p < 0.05."),
-            Table(["endpoint", "comparison", "problems", "first vs second (%)", "difference [95% CI]", "better / worse / tied", "p", "Holm p"], rows)]
+        rows.append(
+            [
+                e["name"],
+                f"{e['metric']}: {b}@{tb:g} vs {a}@{ta:g}",
+                str(c["n_problems"]),
+                f"{_pct(c['mean_b'])} vs {_pct(c['mean_a'])}",
+                f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}]",
+                f"{c['wins']} / {c['losses']} / {c['ties']}",
+                f"{c['p_value']:.3g}",
+                f"{e['holm_p']:.3g}",
+            ]
+        )
+    return [
+        Para(
+            f"Declared before the evaluation (config report.primary). Each is a paired comparison on the problems both evals decoded at "
+            f"those temperatures: difference in points, 95% bootstrap CI over problems (resampled jointly), two-sided sign-flip p, and "
+            f"Holm's adjustment over the {len(endpoints)} endpoints (an endpoint not run counts as p = 1). An endpoint is significant at "
+            f"5% when its Holm p < 0.05."
+        ),
+        Table(
+            [
+                "endpoint",
+                "comparison",
+                "problems",
+                "first vs second (%)",
+                "difference [95% CI]",
+                "better / worse / tied",
+                "p",
+                "Holm p",
+            ],
+            rows,
+        ),
+    ]
 
 
 def section_pass_at_k(run: Run) -> list:
@@ -434,7 +584,13 @@ def plot_lengths(samples: dict | None, replies: dict[str, list[int]], path: Path
         ax = axes.pop(0)
         hist = samples["length_histogram"]
         ax.bar(range(len(hist)), [b["samples"] for b in hist], color=plots.COLORS["base"])
-        ax.set_xticks(range(len(hist)), [f"{b['from']}-{b['to']}" if b["to"] > b["from"] else str(b["from"]) for b in hist], rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(
+            range(len(hist)),
+            [f"{b['from']}-{b['to']}" if b["to"] > b["from"] else str(b["from"]) for b in hist],
+            rotation=45,
+            ha="right",
+            fontsize=7,
+        )
         ax.set(xlabel="reply tokens", ylabel="samples", title="training samples (base model at T_train)")
     if replies:
         ax = axes.pop(0)
@@ -466,9 +622,27 @@ def section_lengths(run: Run, out: Path) -> list:
     blocks.append(Image(plot_lengths(samples, replies, out / "lengths.png"), "reply-length histograms"))
     if samples:
         c = samples["counts"]
-        keys = [k for k in ("samples", "kept", "dropped", "truncated", "looping", "empty", "stub", "shortest", "prompt_too_long") if k in c]
-        blocks.append(Para("Training samples: dropped = empty, one-line stub, shortest or prompt too long; truncated (hit max_tokens) "
-                           "and looping samples are flagged but kept, as in the paper."))
+        keys = [
+            k
+            for k in (
+                "samples",
+                "kept",
+                "dropped",
+                "truncated",
+                "looping",
+                "empty",
+                "stub",
+                "shortest",
+                "prompt_too_long",
+            )
+            if k in c
+        ]
+        blocks.append(
+            Para(
+                "Training samples: dropped = empty, one-line stub, shortest or prompt too long; truncated (hit max_tokens) "
+                "and looping samples are flagged but kept, as in the paper."
+            )
+        )
         blocks.append(Table([k.replace("_", " ") for k in keys], [[str(c[k]) for k in keys]]))
     else:
         blocks.append(_not_run("sampling"))
@@ -476,9 +650,31 @@ def section_lengths(run: Run, out: Path) -> list:
         rows = []
         for name, (T, records) in ((n, c) for n, c in chosen.items() if c):
             lengths = sorted(replies[name])
-            rows.append([plots.LABELS[name], f"{T:g}", str(len(records)), str(int(np.median(lengths))), str(lengths[-1]),
-                         str(sum(r["finish_reason"] == "length" for r in records)), str(sum(r["status"] == "extraction_failed" for r in records))])
-        blocks.append(Table(["eval replies", "T", "replies", "median tokens", "max tokens", "truncated (max_tokens)", "no code extracted"], rows))
+            rows.append(
+                [
+                    plots.LABELS[name],
+                    f"{T:g}",
+                    str(len(records)),
+                    str(int(np.median(lengths))),
+                    str(lengths[-1]),
+                    str(sum(r["finish_reason"] == "length" for r in records)),
+                    str(sum(r["status"] == "extraction_failed" for r in records)),
+                ]
+            )
+        blocks.append(
+            Table(
+                [
+                    "eval replies",
+                    "T",
+                    "replies",
+                    "median tokens",
+                    "max tokens",
+                    "truncated (max_tokens)",
+                    "no code extracted",
+                ],
+                rows,
+            )
+        )
     return blocks
 
 
@@ -489,9 +685,13 @@ def section_training(run: Run, out: Path) -> list:
         return blocks + [_not_run("training")]
     cfg = m.get("config", {})
     loss = f"{m['final_loss']:.4f}" if isinstance(m.get("final_loss"), float) else "-"
-    blocks.append(Para(f"{'LoRA' if cfg.get('use_lora') else 'Full fine-tune'} of {cfg.get('model')}: lr {cfg.get('learning_rate')} -> "
-                       f"{cfg.get('min_learning_rate')} (cosine), global batch {cfg.get('global_batch_size')}, "
-                       f"epochs {cfg.get('num_train_epochs')}, max_steps {cfg.get('max_steps')}. Final loss: {loss}."))
+    blocks.append(
+        Para(
+            f"{'LoRA' if cfg.get('use_lora') else 'Full fine-tune'} of {cfg.get('model')}: lr {cfg.get('learning_rate')} -> "
+            f"{cfg.get('min_learning_rate')} (cosine), global batch {cfg.get('global_batch_size')}, "
+            f"epochs {cfg.get('num_train_epochs')}, max_steps {cfg.get('max_steps')}. Final loss: {loss}."
+        )
+    )
     png = run.dirs["train"] / "loss.png"
     if png.is_file():
         atomic_write_bytes(out / "loss.png", png.read_bytes())
@@ -507,14 +707,23 @@ def section_fit(run: Run, out: Path) -> list:
     from .fit import FIT_HEADER, fit_table
 
     rows = read_jsonl(fit_dir / "fit.jsonl")
-    blocks: list = [Heading("Distillation fit: has the model learned the SSD target?"),
-                    Para("Per-token means against the target q (the base model at the training temperature and truncation), on held-out samples "
-                         "(never trained on) and training samples, at forks (>= 3 tokens in q's support S) and locks; step 0 is the base model. "
-                         "KL(q||p) = tail term -log p(S) + within-support KL; SSD's target is reached when both fall and H(p|S) meets H(q). "
-                         "A fit on training samples only is memorisation.")]
+    blocks: list = [
+        Heading("Distillation fit: has the model learned the SSD target?"),
+        Para(
+            "Per-token means against the target q (the base model at the training temperature and truncation), on held-out samples "
+            "(never trained on) and training samples, at forks (>= 3 tokens in q's support S) and locks; step 0 is the base model. "
+            "KL(q||p) = tail term -log p(S) + within-support KL; SSD's target is reached when both fall and H(p|S) meets H(q). "
+            "A fit on training samples only is memorisation."
+        ),
+    ]
     if (fit_dir / "fit.png").is_file():
         atomic_write_bytes(out / "fit.png", (fit_dir / "fit.png").read_bytes())
-        blocks.append(Image(out / "fit.png", "tail term, within-support KL and entropy within the support against the target, over training steps"))
+        blocks.append(
+            Image(
+                out / "fit.png",
+                "tail term, within-support KL and entropy within the support against the target, over training steps",
+            )
+        )
     return blocks + [Table(FIT_HEADER, fit_table(rows, classes=("fork", "lock")))]
 
 
@@ -525,9 +734,13 @@ def section_fig6(run: Run, out: Path) -> list:
     d = run.dirs["analysis"]
     a = _json(d / "analysis.json")
     tr = a["train_truncation"]
-    blocks.append(Para(f"Both models score the same {a['n_replies']} held-out replies ({a['n_positions']} reply tokens) by teacher forcing. "
-                       f"Entropy in nats. Fork-like: {a['thresholds']['fork']} (T={tr['temperature']:g}, top-k {tr['top_k']}, top-p {tr['top_p']}); "
-                       f"lock-like: {a['thresholds']['lock']}. Curves split by fork/lock classify positions by the base model."))
+    blocks.append(
+        Para(
+            f"Both models score the same {a['n_replies']} held-out replies ({a['n_positions']} reply tokens) by teacher forcing. "
+            f"Entropy in nats. Fork-like: {a['thresholds']['fork']} (T={tr['temperature']:g}, top-k {tr['top_k']}, top-p {tr['top_p']}); "
+            f"lock-like: {a['thresholds']['lock']}. Curves split by fork/lock classify positions by the base model."
+        )
+    )
     figures = []
     for fname, caption in FIG6:
         if (d / fname).is_file():
@@ -535,29 +748,64 @@ def section_fig6(run: Run, out: Path) -> list:
             figures.append(Image(out / fname, caption))
     blocks += [Row(figures[i : i + 2]) for i in range(0, len(figures), 2)]
     c, t = a["counts"], a["transitions"]
-    blocks.append(Para("Fork-like and lock-like positions under each model's own distribution; rows: the base model, columns: SSD, at the same positions."))
-    blocks.append(Table(["", "SSD fork-like", "SSD lock-like", "base total"],
-                        [[f"base {x}-like", str(t[f"base {x} -> ssd fork"]), str(t[f"base {x} -> ssd lock"]), str(c["base"][x])] for x in ("fork", "lock")]
-                        + [["SSD total", str(c["ssd"]["fork"]), str(c["ssd"]["lock"]), str(a["n_positions"])]]))
-    blocks.append(Para(f"Mean entropy after truncation (nats; top-k {a['eval_truncation']['top_k']}, top-p {a['eval_truncation']['top_p']}) "
-                       f"at the {a['lock_fork'][0]['n_lock']} lock-like and {a['lock_fork'][0]['n_fork']} fork-like positions of the base model:"))
+    blocks.append(
+        Para(
+            "Fork-like and lock-like positions under each model's own distribution; rows: the base model, columns: SSD, at the same positions."
+        )
+    )
+    blocks.append(
+        Table(
+            ["", "SSD fork-like", "SSD lock-like", "base total"],
+            [
+                [f"base {x}-like", str(t[f"base {x} -> ssd fork"]), str(t[f"base {x} -> ssd lock"]), str(c["base"][x])]
+                for x in ("fork", "lock")
+            ]
+            + [["SSD total", str(c["ssd"]["fork"]), str(c["ssd"]["lock"]), str(a["n_positions"])]],
+        )
+    )
+    blocks.append(
+        Para(
+            f"Mean entropy after truncation (nats; top-k {a['eval_truncation']['top_k']}, top-p {a['eval_truncation']['top_p']}) "
+            f"at the {a['lock_fork'][0]['n_lock']} lock-like and {a['lock_fork'][0]['n_fork']} fork-like positions of the base model:"
+        )
+    )
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
-    blocks.append(Table(["T_eval", "base lock", "SSD lock", "base fork", "SSD fork"],
-                        [[f"{r['t_eval']:g}", fmt(r["base_lock_entropy"]), fmt(r["ssd_lock_entropy"]), fmt(r["base_fork_entropy"]), fmt(r["ssd_fork_entropy"])]
-                         for r in a["lock_fork"]]))
+    blocks.append(
+        Table(
+            ["T_eval", "base lock", "SSD lock", "base fork", "SSD fork"],
+            [
+                [
+                    f"{r['t_eval']:g}",
+                    fmt(r["base_lock_entropy"]),
+                    fmt(r["ssd_lock_entropy"]),
+                    fmt(r["base_fork_entropy"]),
+                    fmt(r["ssd_fork_entropy"]),
+                ]
+                for r in a["lock_fork"]
+            ],
+        )
+    )
     if "paired_entropy" in a:  # analyses before the three classifications have only the base model's
         from .analyze import FAIR_RULE_WHY, FORK_DIFFERENCE_HEADER, fork_difference_table
 
         b = a["bootstrap"]
-        blocks.append(Para(f"The same at forks classified three ways, with the paired difference (position by position) and its "
-                           f"{b['ci']:.0%} bootstrap CI over replies ({b['resamples']} resamples of the {a['n_replies']} replies). {FAIR_RULE_WHY}"))
+        blocks.append(
+            Para(
+                f"The same at forks classified three ways, with the paired difference (position by position) and its "
+                f"{b['ci']:.0%} bootstrap CI over replies ({b['resamples']} resamples of the {a['n_replies']} replies). {FAIR_RULE_WHY}"
+            )
+        )
         blocks.append(Table(FORK_DIFFERENCE_HEADER, fork_difference_table(a)))
     return blocks
 
 
 def _trim(text: str) -> str:
     lines = text.splitlines()
-    return text if len(lines) <= EXAMPLE_MAX_LINES else "\n".join(lines[:EXAMPLE_MAX_LINES] + [f"... ({len(lines) - EXAMPLE_MAX_LINES} more lines)"])
+    return (
+        text
+        if len(lines) <= EXAMPLE_MAX_LINES
+        else "\n".join(lines[:EXAMPLE_MAX_LINES] + [f"... ({len(lines) - EXAMPLE_MAX_LINES} more lines)"])
+    )
 
 
 def section_examples(run: Run) -> list:
@@ -568,17 +816,39 @@ def section_examples(run: Run) -> list:
     first = {name: {r["problem_id"]: r for r in c[1] if r["sample_index"] == 0} for name, c in chosen.items()}
     test = run.summary("eval-base")["test_ids"]
     picks = []
-    for wanted, why in (((False, True), "SSD passes, base fails"), ((True, False), "base passes, SSD fails"), (None, "the first test problem")):
-        pid = next((p for p in test if p in first["base"] and p in first["ssd"]
-                    and (wanted is None or (first["base"][p]["passed"], first["ssd"][p]["passed"]) == wanted)), None)
+    for wanted, why in (
+        ((False, True), "SSD passes, base fails"),
+        ((True, False), "base passes, SSD fails"),
+        (None, "the first test problem"),
+    ):
+        pid = next(
+            (
+                p
+                for p in test
+                if p in first["base"]
+                and p in first["ssd"]
+                and (wanted is None or (first["base"][p]["passed"], first["ssd"][p]["passed"]) == wanted)
+            ),
+            None,
+        )
         if pid is not None and pid not in [p for p, _ in picks]:
             picks.append((pid, why))
         if len(picks) == 2:
             break
     for pid, why in picks:
         blocks.append(Heading(f"{pid} ({why})", 3))
-        blocks.append(Row([Code(_trim(first[name][pid]["reply"]), f"{plots.LABELS[name]} at T={chosen[name][0]:g}, sample 0: {first[name][pid]['status']} "
-                                f"({first[name][pid]['reply_tokens']} tokens, finish: {first[name][pid]['finish_reason']})") for name in ("base", "ssd")]))
+        blocks.append(
+            Row(
+                [
+                    Code(
+                        _trim(first[name][pid]["reply"]),
+                        f"{plots.LABELS[name]} at T={chosen[name][0]:g}, sample 0: {first[name][pid]['status']} "
+                        f"({first[name][pid]['reply_tokens']} tokens, finish: {first[name][pid]['finish_reason']})",
+                    )
+                    for name in ("base", "ssd")
+                ]
+            )
+        )
     return blocks
 
 
@@ -605,7 +875,9 @@ def section_times(run: Run) -> list:
 def section_config(run: Run) -> list:
     blocks: list = [Heading("Configuration and manifests")]
     if run.manifest.get("config"):
-        blocks.append(Details("run config (resolved)", [Code(yaml.safe_dump(run.manifest["config"], sort_keys=False))]))
+        blocks.append(
+            Details("run config (resolved)", [Code(yaml.safe_dump(run.manifest["config"], sort_keys=False))])
+        )
     if run.manifest:
         blocks.append(Details("RUN_DIR/manifest.json", [Code(json.dumps(run.manifest, indent=2))]))
     for name in STAGES[:-1]:
@@ -623,23 +895,53 @@ def report(run_dir: Path) -> Path:
     out.mkdir(exist_ok=True)
     model = run.manifest.get("config", {}).get("model") or (run.summary("eval-base") or {}).get("model", "")
     title = f"SSD report: {model}" if model else "SSD report"
-    sections = {"Overview": lambda: section_overview(run), "Primary endpoints": lambda: section_primary(run),
-                "Headline": lambda: section_headline(run), "Sweep": lambda: section_sweep(run, out),
-                "Difficulty": lambda: section_difficulty(run), "pass@k": lambda: section_pass_at_k(run), "Lengths": lambda: section_lengths(run, out), "Training": lambda: section_training(run, out),
-                "Distillation fit": lambda: section_fit(run, out), "Figure 6": lambda: section_fig6(run, out), "Examples": lambda: section_examples(run), "Times": lambda: section_times(run),
-                "Configuration": lambda: section_config(run)}
+    sections = {
+        "Overview": lambda: section_overview(run),
+        "Primary endpoints": lambda: section_primary(run),
+        "Headline": lambda: section_headline(run),
+        "Sweep": lambda: section_sweep(run, out),
+        "Difficulty": lambda: section_difficulty(run),
+        "pass@k": lambda: section_pass_at_k(run),
+        "Lengths": lambda: section_lengths(run, out),
+        "Training": lambda: section_training(run, out),
+        "Distillation fit": lambda: section_fit(run, out),
+        "Figure 6": lambda: section_fig6(run, out),
+        "Examples": lambda: section_examples(run),
+        "Times": lambda: section_times(run),
+        "Configuration": lambda: section_config(run),
+    }
     blocks = []
     for name, build in sections.items():
         try:
             blocks += build()
-        except (KeyError, TypeError, ValueError, OSError, StopIteration) as e:  # a file of an unexpected shape spoils one section, not the report
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            OSError,
+            StopIteration,
+        ) as e:  # a file of an unexpected shape spoils one section, not the report
             console.print(f"[yellow]warning:[/] report section {name}: {type(e).__name__}: {e}")
             blocks += [Heading(name), Para(f"Could not be rendered: {type(e).__name__}: {e}", "warn")]
-    if "train" in run.dirs and run.summary("eval-base") and run.summary("eval-ssd"):  # the trained model's card gets the results
+    if (
+        "train" in run.dirs and run.summary("eval-base") and run.summary("eval-ssd")
+    ):  # the trained model's card gets the results
         try:
-            card = write_model_card(run.dirs["train"], {"base": run.summary("eval-base"), "ssd": run.summary("eval-ssd"), "compare": _json(run.root / "compare.json")})
+            card = write_model_card(
+                run.dirs["train"],
+                {
+                    "base": run.summary("eval-base"),
+                    "ssd": run.summary("eval-ssd"),
+                    "compare": _json(run.root / "compare.json"),
+                },
+            )
             console.print(f"model card: {card}")
-        except (KeyError, TypeError, ValueError, OSError) as e:  # as a section: a stage file of an unexpected shape spoils the card, not the report
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            OSError,
+        ) as e:  # as a section: a stage file of an unexpected shape spoils the card, not the report
             console.print(f"[yellow]warning:[/] model card not updated: {type(e).__name__}: {e}")
     atomic_write_text(out / "report.md", render_markdown(blocks, title))
     atomic_write_text(out / "report.html", render_html(blocks, title))

@@ -26,7 +26,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name
 
 
@@ -34,8 +33,13 @@ class RowError(ValueError):
     pass
 
 
-def read(source: str | Path, split: str, config: str | None = None, errors: list[dict] | None = None,
-         raises: type[Exception] = RowError) -> Iterator[tuple[str, dict]]:
+def read(
+    source: str | Path,
+    split: str,
+    config: str | None = None,
+    errors: list[dict] | None = None,
+    raises: type[Exception] = RowError,
+) -> Iterator[tuple[str, dict]]:
     """Every row of `source`; errors are `raises` (a caller's own error class), or collected in `errors`."""
     path = Path(source)
     name = path.name.removesuffix(".gz")
@@ -57,7 +61,9 @@ def read(source: str | Path, split: str, config: str | None = None, errors: list
         raise raises(f"{path}: unsupported file type (use .jsonl, .json or .parquet, optionally .gz)")
 
 
-def jsonl(path: str | Path, errors: list[dict] | None = None, raises: type[Exception] = RowError) -> Iterator[tuple[int, dict]]:
+def jsonl(
+    path: str | Path, errors: list[dict] | None = None, raises: type[Exception] = RowError
+) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file (.gz too)."""
     path = Path(path)
     with _open(path) as f:
@@ -112,8 +118,9 @@ def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
         yield f"{path}[row {i}]", row
 
 
-def hub_files(repo_id: str, filenames: tuple[str, ...] | list[str], cached_only: bool = False,
-              raises: type[Exception] = RowError) -> list[Path]:
+def hub_files(
+    repo_id: str, filenames: tuple[str, ...] | list[str], cached_only: bool = False, raises: type[Exception] = RowError
+) -> list[Path]:
     """Raw files of a hub dataset repository (for datasets that `datasets` cannot load, such as a loading
     script), through huggingface_hub's cache: downloaded once, then read from the cache, offline too
     (HF_HUB_OFFLINE=1). `cached_only` never touches the network; a file missing there raises."""
@@ -130,7 +137,9 @@ def hub_files(repo_id: str, filenames: tuple[str, ...] | list[str], cached_only:
     try:
         return [Path(huggingface_hub.hf_hub_download(repo_id, f, repo_type="dataset")) for f in filenames]
     except (OSError, EntryNotFoundError) as e:  # offline, unreachable, or not in the repository
-        raise raises(f"{repo_id}: cannot fetch {', '.join(filenames)} from the hub: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise raises(
+            f"{repo_id}: cannot fetch {', '.join(filenames)} from the hub: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def _datasets(source: str, config: str | None, split: str) -> Iterator[tuple[str, dict]]:

@@ -105,10 +105,20 @@ def reply_flags(reply: str, token_ids: list[int], finish_reason: str) -> list[st
 
 def _record(prompt: Prompt, messages: list[dict], prompt_text: str, index: int, seed: int, completion) -> dict:
     flags = reply_flags(completion.text, completion.token_ids, completion.finish_reason)
-    return {"prompt_id": prompt.id, "sample_index": index, "seed": seed, "messages": messages, "prompt_text": prompt_text,
-            "reply": completion.text, "reply_token_ids": completion.token_ids, "prompt_tokens": completion.prompt_tokens,
-            "reply_tokens": len(completion.token_ids), "finish_reason": completion.finish_reason, "flags": flags,
-            "keep": not DROP_FLAGS & set(flags)}
+    return {
+        "prompt_id": prompt.id,
+        "sample_index": index,
+        "seed": seed,
+        "messages": messages,
+        "prompt_text": prompt_text,
+        "reply": completion.text,
+        "reply_token_ids": completion.token_ids,
+        "prompt_tokens": completion.prompt_tokens,
+        "reply_tokens": len(completion.token_ids),
+        "finish_reason": completion.finish_reason,
+        "flags": flags,
+        "keep": not DROP_FLAGS & set(flags),
+    }
 
 
 def _shard_path(out: Path, k: int) -> Path:
@@ -124,9 +134,16 @@ def _write_targets(shard: Path, records: list[dict], completions: list) -> None:
     from safetensors.numpy import save
 
     targets = Targets.concat([c.targets for c in completions])
-    arrays = {"reply_tokens": np.array([len(c.targets) for c in completions], dtype=np.int32), "counts": targets.counts, "ids": targets.ids, "probs": targets.probs}
+    arrays = {
+        "reply_tokens": np.array([len(c.targets) for c in completions], dtype=np.int32),
+        "counts": targets.counts,
+        "ids": targets.ids,
+        "probs": targets.probs,
+    }
     if any(len(c.targets) != r["reply_tokens"] for r, c in zip(records, completions)):
-        raise RuntimeError(f"{shard}: the engine returned a distribution count that differs from the reply's token count")
+        raise RuntimeError(
+            f"{shard}: the engine returned a distribution count that differs from the reply's token count"
+        )
     atomic_write_bytes(targets_path(shard), save(arrays, metadata={"format": "selfdistill-targets", "version": "1"}))
 
 
@@ -136,7 +153,9 @@ def shard_targets(shard: Path) -> list[Targets]:
 
     path = targets_path(shard)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; the shard {shard.name} was written without its sampling distributions")
+        raise FileNotFoundError(
+            f"{path}: missing; the shard {shard.name} was written without its sampling distributions"
+        )
     arrays = load_file(path)
     return Targets(arrays["counts"], arrays["ids"], arrays["probs"]).split(arrays["reply_tokens"].tolist())
 
@@ -149,9 +168,22 @@ def shard_files(path: str | Path) -> list[Path]:
 def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     """Run (or resume) the sampling stage; returns the output directory. `generator`: an engine that
     is already loaded (`ssd run` shares one between sampling and base evaluation); it must hold cfg.model."""
-    found = collect_prompts(cfg.prompts, cfg.prompt_field, cfg.decontaminate, cfg.prompt_selection)  # before the model: bad prompts fail in seconds
+    found = collect_prompts(
+        cfg.prompts, cfg.prompt_field, cfg.decontaminate, cfg.prompt_selection
+    )  # before the model: bad prompts fail in seconds
     prompts = found.prompts[: cfg.limit] if cfg.limit is not None else found.prompts
-    spec = SamplingSpec(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, list(cfg.stop), cfg.per_request_seeds, cfg.store_targets)
+    spec = SamplingSpec(
+        cfg.temperature,
+        cfg.top_k,
+        cfg.top_p,
+        cfg.min_p,
+        1,
+        cfg.max_tokens,
+        cfg.seed,
+        list(cfg.stop),
+        cfg.per_request_seeds,
+        cfg.store_targets,
+    )
     for e in found.errors:
         console.print(f"[yellow]skipped[/] {e['where']}: {e['reason']}")
     for c in found.unchecked:
@@ -176,21 +208,44 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
     inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in prompts])  # exactly what the model is fed
     if found.source_sha256:
         inputs[found.source] = found.source_sha256
-    run = RunDir.open(cfg.output_dir, "sample", cfg, inputs, extra={
-        "model_path": model_path,
-        "prompt_source": {**found.summary(), "limit": cfg.limit, "selected": len(prompts), "errors_first": found.errors[:20]},
-        "chat_template": tokenizer.chat_template,
-        "chat_template_sha256": hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest(),
-        "chat_template_args": template_args,  # what training renders the samples' messages with
-        "tokenizer": {k: getattr(tokenizer, k) for k in ("eos_token", "eos_token_id", "pad_token", "pad_token_id", "bos_token", "bos_token_id")},
-    })
+    run = RunDir.open(
+        cfg.output_dir,
+        "sample",
+        cfg,
+        inputs,
+        extra={
+            "model_path": model_path,
+            "prompt_source": {
+                **found.summary(),
+                "limit": cfg.limit,
+                "selected": len(prompts),
+                "errors_first": found.errors[:20],
+            },
+            "chat_template": tokenizer.chat_template,
+            "chat_template_sha256": hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest(),
+            "chat_template_args": template_args,  # what training renders the samples' messages with
+            "tokenizer": {
+                k: getattr(tokenizer, k)
+                for k in ("eos_token", "eos_token_id", "pad_token", "pad_token_id", "bos_token", "bos_token_id")
+            },
+        },
+    )
     out = run.path
     # The shard size of the first run holds for its resumes: shard_size is volatile, yet shards must line up.
     shard_size = run.manifest.setdefault("shard_size", cfg.shard_size)
     if shard_size != cfg.shard_size:
-        console.print(f"[yellow]note[/] {out} was started with shard_size={shard_size}; keeping it (asked: {cfg.shard_size})")
-    atomic_write_json(out / "prompts_report.json", {"errors": found.errors, "duplicates": found.duplicates, "contaminated": found.contaminated,
-                                                    "not_decontaminated_against": found.unchecked})
+        console.print(
+            f"[yellow]note[/] {out} was started with shard_size={shard_size}; keeping it (asked: {cfg.shard_size})"
+        )
+    atomic_write_json(
+        out / "prompts_report.json",
+        {
+            "errors": found.errors,
+            "duplicates": found.duplicates,
+            "contaminated": found.contaminated,
+            "not_decontaminated_against": found.unchecked,
+        },
+    )
     shards = [prompts[k : k + shard_size] for k in range(0, len(prompts), shard_size)]
     todo = [k for k in range(len(shards)) if not _shard_path(out, k).is_file()]
     for k in range(len(shards)):
@@ -227,32 +282,55 @@ def _check_shard(path: Path, prompts: list[Prompt], n: int, store_targets: bool)
     expected = [(p.id, j) for p in prompts for j in range(n)]
     found = [(r["prompt_id"], r["sample_index"]) for r in read_jsonl(path)]
     if found != expected:
-        raise RuntimeError(f"{path} does not hold the samples this run plans for it ({len(found)} records, {len(expected)} expected): "
-                           "the directory was modified; delete the shard to regenerate it")
+        raise RuntimeError(
+            f"{path} does not hold the samples this run plans for it ({len(found)} records, {len(expected)} expected): "
+            "the directory was modified; delete the shard to regenerate it"
+        )
     if store_targets and not targets_path(path).is_file():
-        raise RuntimeError(f"{targets_path(path)} is missing beside its finished shard: the directory was modified; delete the shard to regenerate it")
+        raise RuntimeError(
+            f"{targets_path(path)} is missing beside its finished shard: the directory was modified; delete the shard to regenerate it"
+        )
 
 
 def _targets_stats(shards: list[Path]) -> dict:
     """What the stored distributions cost on disk, per reply token."""
     counts = np.concatenate([np.zeros(0, np.int32)] + [Targets.concat(shard_targets(s)).counts for s in shards])
     size = sum(targets_path(s).stat().st_size for s in shards)
-    return {"file_bytes": size, "reply_tokens": int(len(counts)), "bytes_per_reply_token": round(size / max(len(counts), 1), 1),
-            "mean_survivors": round(float(counts.mean()), 2) if len(counts) else None,
-            "single_survivor_share": round(float((counts == 1).mean()), 3) if len(counts) else None}
+    return {
+        "file_bytes": size,
+        "reply_tokens": int(len(counts)),
+        "bytes_per_reply_token": round(size / max(len(counts), 1), 1),
+        "mean_survivors": round(float(counts.mean()), 2) if len(counts) else None,
+        "single_survivor_share": round(float((counts == 1).mean()), 3) if len(counts) else None,
+    }
 
 
-def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt]], todo: list[int], messages: dict, prompt_texts: dict,
-                     spec: SamplingSpec, cfg: SampleConfig) -> None:
+def _generate_shards(
+    run: RunDir,
+    generator: Generator,
+    shards: list[list[Prompt]],
+    todo: list[int],
+    messages: dict,
+    prompt_texts: dict,
+    spec: SamplingSpec,
+    cfg: SampleConfig,
+) -> None:
     """Every missing shard's requests in one stream, so the engine stays full across shards; a shard
     is written as soon as its last request finishes, and every request to the journal as it finishes
     (a kill loses only the requests in flight). On a Ray cluster the shards stream on several
     replicas, and the manifest records which made each."""
     samples = {k: [(p, j) for p in shards[k] for j in range(cfg.n)] for k in todo}
-    units = {k: [Request(prompt_texts[p.id], spec, sample_seed(cfg.seed, p.id, j)) for p, j in samples[k]] for k in todo}
+    units = {
+        k: [Request(prompt_texts[p.id], spec, sample_seed(cfg.seed, p.id, j)) for p, j in samples[k]] for k in todo
+    }
     with GenerationProgress(console, "sampling", sum(map(len, units.values()))) as progress:
-        for k, completions, where in stream_journaled(generator, units, run.path / JOURNAL, cfg.max_num_seqs, progress):
-            records = [_record(p, messages[p.id], prompt_texts[p.id], j, r.seed, c) for (p, j), r, (c,) in zip(samples[k], units[k], completions)]
+        for k, completions, where in stream_journaled(
+            generator, units, run.path / JOURNAL, cfg.max_num_seqs, progress
+        ):
+            records = [
+                _record(p, messages[p.id], prompt_texts[p.id], j, r.seed, c)
+                for (p, j), r, (c,) in zip(samples[k], units[k], completions)
+            ]
             if spec.targets:  # first: a shard on disk has its distributions beside it
                 _write_targets(_shard_path(run.path, k), records, [c for (c,) in completions])
             atomic_write_jsonl(_shard_path(run.path, k), records)
@@ -262,7 +340,9 @@ def _generate_shards(run: RunDir, generator: Generator, shards: list[list[Prompt
     (run.path / JOURNAL).unlink()
     session = progress.session()
     run.update(sessions=run.manifest.get("sessions", []) + [session])
-    console.print(f"generated {session['generated_tokens']} tokens in {session['seconds']} s: {session['tokens_per_second']} tokens/s")
+    console.print(
+        f"generated {session['generated_tokens']} tokens in {session['seconds']} s: {session['tokens_per_second']} tokens/s"
+    )
 
 
 def _drop_shortest(records: list[dict], fraction: float) -> bool:
@@ -275,7 +355,9 @@ def _drop_shortest(records: list[dict], fraction: float) -> bool:
             r["flags"].remove("shortest")
             r["keep"], changed = not DROP_FLAGS & set(r["flags"]), True
     if fraction > 0:
-        kept = sorted((r for r in records if r["keep"]), key=lambda r: (r["reply_tokens"], r["prompt_id"], r["sample_index"]))
+        kept = sorted(
+            (r for r in records if r["keep"]), key=lambda r: (r["reply_tokens"], r["prompt_id"], r["sample_index"])
+        )
         for r in kept[: int(len(kept) * fraction)]:
             r["flags"].append("shortest")
             r["keep"], changed = False, True
@@ -283,15 +365,36 @@ def _drop_shortest(records: list[dict], fraction: float) -> bool:
 
 
 def _stats(records: list[dict], max_tokens: int) -> dict:
-    flags = {f: sum(f in r["flags"] for r in records) for f in ("truncated", "looping", "empty", "stub", "shortest", "prompt_too_long")}
+    flags = {
+        f: sum(f in r["flags"] for r in records)
+        for f in ("truncated", "looping", "empty", "stub", "shortest", "prompt_too_long")
+    }
     kept = [r for r in records if r["keep"]]
     edges = [0, 1] + [2**i for i in range(5, 31) if 2**i < max_tokens] + [max_tokens, max_tokens + 1]
-    histogram = [{"from": lo, "to": hi - 1, "samples": sum(lo <= r["reply_tokens"] < hi for r in records if r["finish_reason"] != "prompt_too_long")}
-                 for lo, hi in pairwise(edges)]
-    counts = {"samples": len(records), "kept": len(kept), "dropped": len(records) - len(kept), **flags,
-              "reply_tokens_kept": sum(r["reply_tokens"] for r in kept)}
-    skipped = [{"prompt_id": r["prompt_id"], "prompt_tokens": r["prompt_tokens"], "reason": "prompt_too_long: no room in max_model_len"}
-               for r in records if r["finish_reason"] == "prompt_too_long" and r["sample_index"] == 0]
+    histogram = [
+        {
+            "from": lo,
+            "to": hi - 1,
+            "samples": sum(lo <= r["reply_tokens"] < hi for r in records if r["finish_reason"] != "prompt_too_long"),
+        }
+        for lo, hi in pairwise(edges)
+    ]
+    counts = {
+        "samples": len(records),
+        "kept": len(kept),
+        "dropped": len(records) - len(kept),
+        **flags,
+        "reply_tokens_kept": sum(r["reply_tokens"] for r in kept),
+    }
+    skipped = [
+        {
+            "prompt_id": r["prompt_id"],
+            "prompt_tokens": r["prompt_tokens"],
+            "reason": "prompt_too_long: no room in max_model_len",
+        }
+        for r in records
+        if r["finish_reason"] == "prompt_too_long" and r["sample_index"] == 0
+    ]
     return {"counts": counts, "histogram": histogram, "skipped": skipped}
 
 
@@ -303,10 +406,14 @@ def _print_summary(stats: dict, out: Path, max_tokens: int) -> None:
         table.add_row(label, str(b["samples"]), "#" * round(30 * b["samples"] / top))
     console.print(table)
     c = stats["counts"]
-    console.print(f"{c['samples']} samples: {c['kept']} kept, {c['dropped']} dropped (empty {c['empty']}, one-line stub {c['stub']}, "
-                  f"shortest {c['shortest']}, prompt too long {c['prompt_too_long']}); looping {c['looping']} (kept)")
-    console.print(f"hit the max_tokens cap of {max_tokens:,}: {c['truncated']} of {c['samples']} samples ({100 * c['truncated'] / max(c['samples'], 1):.1f}%; "
-                  "kept, trained without a stop token)")
+    console.print(
+        f"{c['samples']} samples: {c['kept']} kept, {c['dropped']} dropped (empty {c['empty']}, one-line stub {c['stub']}, "
+        f"shortest {c['shortest']}, prompt too long {c['prompt_too_long']}); looping {c['looping']} (kept)"
+    )
+    console.print(
+        f"hit the max_tokens cap of {max_tokens:,}: {c['truncated']} of {c['samples']} samples ({100 * c['truncated'] / max(c['samples'], 1):.1f}%; "
+        "kept, trained without a stop token)"
+    )
     console.print(f"wrote {out}")
 
 
@@ -332,8 +439,10 @@ def load_samples(path: str | Path, with_targets: bool = False) -> tuple[list[dic
     if not finished(path):
         raise ValueError(f"{path}: sampling did not finish; rerun the same `ssd sample` command to complete it")
     if with_targets and not manifest["config"].get("store_targets"):
-        raise ValueError(f"{path} holds no sampling distributions (sampled without sample.store_targets); "
-                         "resample with store_targets=true to train with objective soft")
+        raise ValueError(
+            f"{path} holds no sampling distributions (sampled without sample.store_targets); "
+            "resample with store_targets=true to train with objective soft"
+        )
     records = []
     for shard in shard_files(path):
         rows = read_jsonl(shard)
@@ -342,7 +451,9 @@ def load_samples(path: str | Path, with_targets: bool = False) -> tuple[list[dic
                 r["targets"] = targets
         records += rows
     if len(records) != manifest["counts"]["samples"]:
-        raise ValueError(f"{path}: the shards hold {len(records)} samples but the manifest counts {manifest['counts']['samples']}")
+        raise ValueError(
+            f"{path}: the shards hold {len(records)} samples but the manifest counts {manifest['counts']['samples']}"
+        )
     return [r for r in records if r["keep"]], manifest
 
 
@@ -365,16 +476,36 @@ def export_samples(path: str | Path, fmt: str, out: str | Path | None = None) ->
     records = [r for shard in shard_files(path) for r in read_jsonl(shard)]
     out = Path(out) if out else path / "export" / ("train.jsonl" if fmt == "messages" else "train.parquet")
     if fmt == "messages":
-        atomic_write_jsonl(out, [{"messages": [*r["messages"], {"role": "assistant", "content": r["reply"]}], "prompt_text": r["prompt_text"],
-                                  "prompt_id": r["prompt_id"], "sample_index": r["sample_index"]} for r in records if r["keep"]])
+        atomic_write_jsonl(
+            out,
+            [
+                {
+                    "messages": [*r["messages"], {"role": "assistant", "content": r["reply"]}],
+                    "prompt_text": r["prompt_text"],
+                    "prompt_id": r["prompt_id"],
+                    "sample_index": r["sample_index"],
+                }
+                for r in records
+                if r["keep"]
+            ],
+        )
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = [{"prompt": next(m["content"] for m in reversed(r["messages"]) if m["role"] == "user"), "output": r["reply"], **r} for r in records]
+        rows = [
+            {
+                "prompt": next(m["content"] for m in reversed(r["messages"]) if m["role"] == "user"),
+                "output": r["reply"],
+                **r,
+            }
+            for r in records
+        ]
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows), out)
-    console.print(f"wrote {out} ({fmt}: {sum(r['keep'] for r in records) if fmt == 'messages' else len(records)} samples)")
+    console.print(
+        f"wrote {out} ({fmt}: {sum(r['keep'] for r in records) if fmt == 'messages' else len(records)} samples)"
+    )
     return out
 
 
@@ -389,17 +520,37 @@ def read_samples_file(path: str | Path) -> list[dict]:
         if row.get("keep") is False:
             continue
         messages = row.get("messages")
-        if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+        if (
+            isinstance(messages, list)
+            and messages
+            and isinstance(messages[-1], dict)
+            and messages[-1].get("role") == "assistant"
+        ):
             prompt_messages, reply = messages[:-1], messages[-1].get("content")
         elif isinstance(row.get("output"), str) and (isinstance(messages, list) or isinstance(row.get("prompt"), str)):
-            prompt_messages, reply = messages if isinstance(messages, list) else [{"role": "user", "content": row["prompt"]}], row["output"]
+            prompt_messages, reply = (
+                messages if isinstance(messages, list) else [{"role": "user", "content": row["prompt"]}],
+                row["output"],
+            )
         else:
-            raise ValueError(f"{where}: expected field 'messages' ending with the assistant's reply, or fields 'prompt' and 'output'")
+            raise ValueError(
+                f"{where}: expected field 'messages' ending with the assistant's reply, or fields 'prompt' and 'output'"
+            )
         if not isinstance(reply, str) or not prompt_messages:
-            raise ValueError(f"{where}: field 'messages': no prompt before the assistant's reply, or a reply that is not a string")
-        records.append({"prompt_id": row.get("prompt_id") or where, "sample_index": row.get("sample_index") or 0, "messages": prompt_messages,
-                        "prompt_text": row.get("prompt_text"), "reply": reply, "reply_token_ids": row.get("reply_token_ids"),
-                        "finish_reason": row.get("finish_reason") or "stop"})
+            raise ValueError(
+                f"{where}: field 'messages': no prompt before the assistant's reply, or a reply that is not a string"
+            )
+        records.append(
+            {
+                "prompt_id": row.get("prompt_id") or where,
+                "sample_index": row.get("sample_index") or 0,
+                "messages": prompt_messages,
+                "prompt_text": row.get("prompt_text"),
+                "reply": reply,
+                "reply_token_ids": row.get("reply_token_ids"),
+                "finish_reason": row.get("finish_reason") or "stop",
+            }
+        )
     if not records:
         raise ValueError(f"{path}: no samples to train on")
     return records

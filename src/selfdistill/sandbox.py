@@ -100,9 +100,15 @@ class CallTests:  # HumanEval+ / LiveCodeBench functional
     inputs: list  # one list of positional args per case
     expected: list | None  # expected return value per case; None = collect outputs into Result.outputs
     atol: float = 0.0  # float tolerance (evalplus style); 0 = exact
-    timeout_per_call: bool = False  # Limits.timeout holds for each call and for the program's top level, not for the whole run
-    run_main: bool = True  # the program runs as __main__ (its `if __name__ == "__main__":` block runs); else as module "solution"
-    nested_tuples_as_lists: bool = True  # tuples anywhere in a return value compare equal to lists; else only a returned tuple
+    timeout_per_call: bool = (
+        False  # Limits.timeout holds for each call and for the program's top level, not for the whole run
+    )
+    run_main: bool = (
+        True  # the program runs as __main__ (its `if __name__ == "__main__":` block runs); else as module "solution"
+    )
+    nested_tuples_as_lists: bool = (
+        True  # tuples anywhere in a return value compare equal to lists; else only a returned tuple
+    )
 
 
 @dataclass
@@ -194,7 +200,10 @@ class Pool:
             [sys.executable, "-I", CHILD, config],
             pass_fds=[fd for pair in child_fds for fd in pair],
             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._errlog, cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._errlog,
+            cwd="/",
         )
         for pair in child_fds:
             for fd in pair:
@@ -214,8 +223,12 @@ class Pool:
             _no_namespaces = True
             if not _warned_basic:
                 _warned_basic = True
-                warnings.warn(f"selfdistill.sandbox falls back to basic mode (rlimits and process-group kill "
-                              f"only, no filesystem or network isolation): {fatal[0]}", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"selfdistill.sandbox falls back to basic mode (rlimits and process-group kill "
+                    f"only, no filesystem or network isolation): {fatal[0]}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             return self._start("basic")
         self.isolation = hellos[0]["hello"]
 
@@ -283,8 +296,11 @@ class Pool:
                 self._stop()
         for i, r in enumerate(results):
             if r is None:
-                results[i] = _killed(self, "timeout", NOT_RUN) if time.monotonic() >= end else \
-                    _killed(self, "sandbox_error", "not run: the sandbox was restarted")
+                results[i] = (
+                    _killed(self, "timeout", NOT_RUN)
+                    if time.monotonic() >= end
+                    else _killed(self, "sandbox_error", "not run: the sandbox was restarted")
+                )
         return results
 
     def _run(self, slot, job, end) -> Result:
@@ -297,17 +313,27 @@ class Pool:
         if isinstance(job, (CallTests, StdioTests)) and not job.inputs:
             return _killed(self, "failed", "no test cases")  # a pass needs evidence: nothing ran
         if isinstance(job, CallTests):
-            payload = {"mode": "call", "program": job.program, "entry_point": job.entry_point,
-                       "inputs": [list(args) for args in job.inputs], "run_main": job.run_main,
-                       "call_timeout": float(self.limits.timeout) if job.timeout_per_call else None}
+            payload = {
+                "mode": "call",
+                "program": job.program,
+                "entry_point": job.entry_point,
+                "inputs": [list(args) for args in job.inputs],
+                "run_main": job.run_main,
+                "call_timeout": float(self.limits.timeout) if job.timeout_per_call else None,
+            }
             return _call_result(job, self._execute(slot, payload, end, _wall_limit(job, self.limits)), self)
         if isinstance(job, AssertTests):
             try:
                 test_code, asserts = harden_test_code(job.test_code)
             except SyntaxError as e:
                 return _killed(self, "sandbox_error", f"test code does not parse: {e}")
-            payload = {"mode": "assert", "program": job.program, "setup_code": job.setup_code,
-                       "test_code": test_code, "entry_point": job.entry_point}
+            payload = {
+                "mode": "assert",
+                "program": job.program,
+                "setup_code": job.setup_code,
+                "test_code": test_code,
+                "entry_point": job.entry_point,
+            }
             return _assert_result(self._execute(slot, payload, end, self.limits.timeout), asserts, self)
         if isinstance(job, StdioTests):
             return _stdio_result(job, slot, end, self)
@@ -317,9 +343,14 @@ class Pool:
         """One execution in one slot with a wall-clock limit of `timeout` seconds; returns the raw report
         (plus the secret and the timeout used)."""
         limits = self.limits
-        payload = dict(payload, secret=secrets.token_hex(16), uid=self._uid_base + next(self._uids) % (1 << 20),
-                       timeout=float(timeout), memory_mb=int(limits.memory_mb),
-                       max_output=int(limits.max_output_bytes))
+        payload = dict(
+            payload,
+            secret=secrets.token_hex(16),
+            uid=self._uid_base + next(self._uids) % (1 << 20),
+            timeout=float(timeout),
+            memory_mb=int(limits.memory_mb),
+            max_output=int(limits.max_output_bytes),
+        )
         req_w, rep_r = slot
         try:
             _send(req_w, payload)
@@ -339,7 +370,7 @@ def _send(fd, obj):
     data = marshal.dumps(obj)
     data = struct.pack(">I", len(data)) + data
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _recv(fd, until):
@@ -382,7 +413,7 @@ def _records(raw):
             forged = True
             continue
         try:
-            records.append(json.loads(line[len(prefix):]))
+            records.append(json.loads(line[len(prefix) :]))
         except ValueError:
             forged = True
     return records, forged
@@ -393,8 +424,15 @@ def _base(raw, pool) -> Result:
     output cap, wall-clock or CPU timeout), else ''."""
     if "error" in raw:
         return Result("sandbox_error", None, "", "", 0.0, 0.0, detail=raw["error"], isolation=pool.isolation)
-    r = Result("", raw["exit"], raw["stdout"].decode("utf-8", "replace"), raw["stderr"].decode("utf-8", "replace"),
-               raw["wall"], raw["cpu"], isolation=pool.isolation)
+    r = Result(
+        "",
+        raw["exit"],
+        raw["stdout"].decode("utf-8", "replace"),
+        raw["stderr"].decode("utf-8", "replace"),
+        raw["wall"],
+        raw["cpu"],
+        isolation=pool.isolation,
+    )
     cpu_limit = math.ceil(raw["timeout"]) + 1
     if raw["overflow"]:
         r.status, r.detail = "output_limit", f"output exceeded {pool.limits.max_output_bytes} bytes"
@@ -531,7 +569,9 @@ def _assert_result(raw, asserts, pool) -> Result:
 
 
 def _stdio_result(job: StdioTests, slot, end, pool) -> Result:
-    total = Result("passed", 0, "", "", 0.0, 0.0, tests_passed=0, tests_total=len(job.inputs), isolation=pool.isolation)
+    total = Result(
+        "passed", 0, "", "", 0.0, 0.0, tests_passed=0, tests_total=len(job.inputs), isolation=pool.isolation
+    )
     for i, (stdin, expected) in enumerate(zip(job.inputs, job.outputs)):
         payload = {"mode": "plain", "program": job.program, "stdin": stdin, "system_exit_ok": job.system_exit_ok}
         raw = pool._execute(slot, payload, end, pool.limits.timeout)
@@ -576,7 +616,7 @@ def _decode(x):
     """Rebuild a value from the harness's tagged JSON (see _sandbox_child.encode)."""
     if not isinstance(x, dict):
         return x
-    (tag, v), = x.items()
+    ((tag, v),) = x.items()
     if tag in _TAGS:
         return _TAGS[tag](_decode(i) for i in v)
     if tag == "dict":
@@ -615,7 +655,9 @@ def _close(got, expected, atol) -> bool:
     if atol:
         number = (int, float)
         if isinstance(got, number) and isinstance(expected, number) and not isinstance(got, bool):
-            return math.isclose(got, expected, rel_tol=1e-7, abs_tol=atol) or (math.isnan(got) and math.isnan(expected))
+            return math.isclose(got, expected, rel_tol=1e-7, abs_tol=atol) or (
+                math.isnan(got) and math.isnan(expected)
+            )
         if isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
             return all(_close(g, e, atol) for g, e in zip(got, expected))
     return False

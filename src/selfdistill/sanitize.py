@@ -43,10 +43,14 @@ def code_extract(text: str) -> str:
     filled = [0]
     for line in lines:
         filled.append(filled[-1] + bool(line.strip()))
-    if filled[-1] and len(lines) > 1 and _parse("\n".join(lines)) is not None:  # all of it: up to its last non-blank line
+    if (
+        filled[-1] and len(lines) > 1 and _parse("\n".join(lines)) is not None
+    ):  # all of it: up to its last non-blank line
         return "\n".join(lines[: max(2, filled.index(filled[-1]))])
-    pairs = sorted(((i, j) for i in range(len(lines)) for j in range(i + 1, len(lines))),
-                   key=lambda p: (-(filled[p[1] + 1] - filled[p[0]]), p))
+    pairs = sorted(
+        ((i, j) for i in range(len(lines)) for j in range(i + 1, len(lines))),
+        key=lambda p: (-(filled[p[1] + 1] - filled[p[0]]), p),
+    )
     for i, j in pairs:
         if filled[j + 1] - filled[i] == 0:
             break  # EvalPlus keeps a pair only for more non-blank lines than none
@@ -87,7 +91,11 @@ def _written_names(node: ast.stmt) -> tuple[set[str], set[str]]:
     for n in ast.walk(node):
         if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
             binds.add(n.id)
-        elif isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.ctx, (ast.Store, ast.Del)) and isinstance(n.value, ast.Name):
+        elif (
+            isinstance(n, (ast.Subscript, ast.Attribute))
+            and isinstance(n.ctx, (ast.Store, ast.Del))
+            and isinstance(n.value, ast.Name)
+        ):
             binds.add(n.value.id)
         elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name):
             calls.add(n.func.value.id)
@@ -125,7 +133,11 @@ def sanitize(code: str, roots: str | set[str] | None = None, used_by_tests: set[
     cut = code_extract(code)
     tree = _parse(cut)
     if roots:
-        roots |= {n.name for n in (tree.body if tree else []) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))} & set(used_by_tests)
+        roots |= {
+            n.name
+            for n in (tree.body if tree else [])
+            if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        } & set(used_by_tests)
     imports, statements = [], []
     for node in tree.body if tree else []:
         if isinstance(node, (ast.Import, ast.ImportFrom)):

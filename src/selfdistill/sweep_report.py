@@ -25,8 +25,23 @@ from . import metrics
 from .config import ConfigError, RunConfig, load_run_config
 from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest
 from .pipeline import StagePlan, sweep_dir, t_train_variants
-from .report import (TIME_FORMAT, Heading, Image, Para, Run, Table, _json, _not_run, _pct, endpoint_blocks, pass_at_k_blocks, render_markdown,
-                     section_fig6, section_lengths, section_training)
+from .report import (
+    TIME_FORMAT,
+    Heading,
+    Image,
+    Para,
+    Run,
+    Table,
+    _json,
+    _not_run,
+    _pct,
+    endpoint_blocks,
+    pass_at_k_blocks,
+    render_markdown,
+    section_fig6,
+    section_lengths,
+    section_training,
+)
 from .results import load_results, load_summary, per_problem_pass_at_k, primary_endpoints
 
 console = Console(stderr=True, highlight=False)
@@ -52,7 +67,12 @@ class Benchmark:
     @classmethod
     def load(cls, path: str | Path) -> Benchmark:
         cfg = load_run_config(config_file=str(path))
-        return cls(Path(path), cfg, {t: StagePlan.of(v) for t, v in t_train_variants(cfg).items()}, _json(sweep_dir(cfg) / "grid.json"))
+        return cls(
+            Path(path),
+            cfg,
+            {t: StagePlan.of(v) for t, v in t_train_variants(cfg).items()},
+            _json(sweep_dir(cfg) / "grid.json"),
+        )
 
 
 @dataclass
@@ -95,9 +115,25 @@ def paired_rows(pairs: list[tuple[str, Path, Path]]) -> tuple[list[list[str]], d
         done += 1
         pooled_a += a.scores
         pooled_b += b.scores
-        rows.append([label, str(len(a.scores)), f"{_score_cell(a.scores)} at T={a.T:g}", f"{_score_cell(b.scores)} at T={b.T:g}", _diff_cell(a.scores, b.scores)])
+        rows.append(
+            [
+                label,
+                str(len(a.scores)),
+                f"{_score_cell(a.scores)} at T={a.T:g}",
+                f"{_score_cell(b.scores)} at T={b.T:g}",
+                _diff_cell(a.scores, b.scores),
+            ]
+        )
     if done > 1:
-        rows.append([f"pooled ({done} benchmarks)", str(len(pooled_a)), _score_cell(pooled_a), _score_cell(pooled_b), _diff_cell(pooled_a, pooled_b)])
+        rows.append(
+            [
+                f"pooled ({done} benchmarks)",
+                str(len(pooled_a)),
+                _score_cell(pooled_a),
+                _score_cell(pooled_b),
+                _diff_cell(pooled_a, pooled_b),
+            ]
+        )
     return rows, metrics.paired_comparison(pooled_a, pooled_b) if done else None
 
 
@@ -107,20 +143,38 @@ def paired_rows(pairs: list[tuple[str, Path, Path]]) -> tuple[list[list[str]], d
 def section_setup(benches: list[Benchmark]) -> list:
     cfg = benches[0].cfg
     sc, tc, ec = cfg.sample, cfg.train, cfg.eval
-    blocks = [Para(f"Model {cfg.model}. Training prompts: {sc.limit or 'all'} of {sc.prompts} (decontaminated against {', '.join(sc.decontaminate)}), "
-                   f"one sample each at T_train in {', '.join(f'{t:g}' for t in cfg.sweep.t_trains)} with top-k {sc.top_k}, top-p {sc.top_p}, "
-                   f"max {sc.max_tokens} new tokens. {'LoRA r=' + str(tc.lora_r) if tc.use_lora else 'Full'} SFT on the raw samples: "
-                   f"lr {tc.learning_rate:g} -> {tc.min_learning_rate:g} (cosine), global batch {tc.global_batch_size}, "
-                   f"{tc.max_steps if tc.max_steps > 0 else tc.num_train_epochs} {'steps' if tc.max_steps > 0 else 'epochs'}.")]
+    blocks = [
+        Para(
+            f"Model {cfg.model}. Training prompts: {sc.limit or 'all'} of {sc.prompts} (decontaminated against {', '.join(sc.decontaminate)}), "
+            f"one sample each at T_train in {', '.join(f'{t:g}' for t in cfg.sweep.t_trains)} with top-k {sc.top_k}, top-p {sc.top_p}, "
+            f"max {sc.max_tokens} new tokens. {'LoRA r=' + str(tc.lora_r) if tc.use_lora else 'Full'} SFT on the raw samples: "
+            f"lr {tc.learning_rate:g} -> {tc.min_learning_rate:g} (cosine), global batch {tc.global_batch_size}, "
+            f"{tc.max_steps if tc.max_steps > 0 else tc.num_train_epochs} {'steps' if tc.max_steps > 0 else 'epochs'}."
+        )
+    ]
     rows = []
     for b in benches:
         s = load_summary(b.base_dir) if finished(b.base_dir) else None
         split = f"{len(s['dev_ids'])} / {len(s['test_ids'])}" if s else "-"
-        rows.append([b.name, str(b.config_path), split, ", ".join(f"{t:g}" for t in b.cfg.sweep.t_evals),
-                     f"{b.cfg.eval.n} on dev, {b.cfg.eval.test_n or b.cfg.eval.n} on test", f"top-k {b.cfg.eval.top_k}, top-p {b.cfg.eval.top_p}, max {b.cfg.eval.max_tokens}"])
-    blocks.append(Table(["benchmark", "config", "problems dev / test", "T_eval grid", "samples per problem", "decoding"], rows))
-    blocks.append(Para(f"Protocol: {ec.test_n and 'two-phase' or 'grid'}. Each model (the base model and every SSD model alike) picks its T_eval "
-                       "by pass@1 on the dev split; only that temperature is scored on the test split. Greedy (T=0) is one sample per problem."))
+        rows.append(
+            [
+                b.name,
+                str(b.config_path),
+                split,
+                ", ".join(f"{t:g}" for t in b.cfg.sweep.t_evals),
+                f"{b.cfg.eval.n} on dev, {b.cfg.eval.test_n or b.cfg.eval.n} on test",
+                f"top-k {b.cfg.eval.top_k}, top-p {b.cfg.eval.top_p}, max {b.cfg.eval.max_tokens}",
+            ]
+        )
+    blocks.append(
+        Table(["benchmark", "config", "problems dev / test", "T_eval grid", "samples per problem", "decoding"], rows)
+    )
+    blocks.append(
+        Para(
+            f"Protocol: {ec.test_n and 'two-phase' or 'grid'}. Each model (the base model and every SSD model alike) picks its T_eval "
+            "by pass@1 on the dev split; only that temperature is scored on the test split. Greedy (T=0) is one sample per problem."
+        )
+    )
     return blocks
 
 
@@ -130,11 +184,18 @@ def section_headline(benches: list[Benchmark]) -> tuple[list, dict]:
     for t in benches[0].cfg.sweep.t_trains:
         rows, pooled = paired_rows([(b.name, b.base_dir, b.plans[t].dirs["eval-ssd"]) for b in benches])
         blocks.append(Heading(f"SSD trained on samples at T_train = {t:g}", 3))
-        blocks.append(Table(["benchmark", "test problems", "base", "SSD", "SSD - base [95% CI], paired sign-flip p"], rows))
+        blocks.append(
+            Table(["benchmark", "test problems", "base", "SSD", "SSD - base [95% CI], paired sign-flip p"], rows)
+        )
         verdicts[t] = pooled
-    blocks.append(Para("CIs: percentile bootstrap over problems; the difference resamples problems jointly (paired). "
-                       "The base model's optimistic number (its best temperature picked on test) exists only in the grid protocol: "
-                       "in the two-phase protocol the test split is decoded at the dev-chosen temperature alone.", "muted"))
+    blocks.append(
+        Para(
+            "CIs: percentile bootstrap over problems; the difference resamples problems jointly (paired). "
+            "The base model's optimistic number (its best temperature picked on test) exists only in the grid protocol: "
+            "in the two-phase protocol the test split is decoded at the dev-chosen temperature alone.",
+            "muted",
+        )
+    )
     return blocks, verdicts
 
 
@@ -146,7 +207,11 @@ def models(b: Benchmark) -> dict[str, Path]:
 
 def section_primary(benches: list[Benchmark]) -> list:
     """The endpoints every config declares (report.primary), Holm-adjusted as one family."""
-    declared = [(f"{b.config_path}: report.primary[{i}]", spec, models(b)) for b in benches for i, spec in enumerate(b.cfg.report.primary)]
+    declared = [
+        (f"{b.config_path}: report.primary[{i}]", spec, models(b))
+        for b in benches
+        for i, spec in enumerate(b.cfg.report.primary)
+    ]
     if not declared:
         return []
     endpoints = primary_endpoints(declared)
@@ -161,7 +226,9 @@ def section_pass_at_k(benches: list[Benchmark]) -> list:
     for b in benches:
         blocks.append(Heading(b.name, 3))
         summaries = {name: load_summary(d) if finished(d) else None for name, d in models(b).items() if name != "ssd"}
-        blocks += pass_at_k_blocks(summaries) if any(summaries.values()) else [_not_run(f"the evals of {b.config_path}")]
+        blocks += (
+            pass_at_k_blocks(summaries) if any(summaries.values()) else [_not_run(f"the evals of {b.config_path}")]
+        )
     return blocks
 
 
@@ -170,12 +237,29 @@ def section_teff(benches: list[Benchmark]) -> tuple[list, dict | None]:
     grids = [(b, b.grid["teff_baseline"]) for b in benches if b.grid and b.grid.get("teff_baseline")]
     if not grids:
         return blocks + [_not_run("the sweeps' T_eff baselines (sweep.teff_baseline)")], None
-    blocks.append(Para("The paper's claim is that SSD beats any single global temperature of the base model. Per benchmark, SSD's best cell "
-                       "of the grid (on dev) implies T_eff = T_train x T_eval; the base model is evaluated at T_eff with the same protocol, "
-                       "and both are compared on test."))
-    rows, pooled = paired_rows([(f"{b.name}: cell T_train {g['t_train']:g} x T_eval {g['t_eval']:g} = T_eff {g['t_eff']:g}", Path(g["eval_dir"]),
-                                 Path(g["ssd_eval_dir"])) for b, g in grids])
-    blocks.append(Table(["benchmark and cell", "test problems", "base at T_eff", "SSD", "SSD - base [95% CI], paired sign-flip p"], rows))
+    blocks.append(
+        Para(
+            "The paper's claim is that SSD beats any single global temperature of the base model. Per benchmark, SSD's best cell "
+            "of the grid (on dev) implies T_eff = T_train x T_eval; the base model is evaluated at T_eff with the same protocol, "
+            "and both are compared on test."
+        )
+    )
+    rows, pooled = paired_rows(
+        [
+            (
+                f"{b.name}: cell T_train {g['t_train']:g} x T_eval {g['t_eval']:g} = T_eff {g['t_eff']:g}",
+                Path(g["eval_dir"]),
+                Path(g["ssd_eval_dir"]),
+            )
+            for b, g in grids
+        ]
+    )
+    blocks.append(
+        Table(
+            ["benchmark and cell", "test problems", "base at T_eff", "SSD", "SSD - base [95% CI], paired sign-flip p"],
+            rows,
+        )
+    )
     return blocks, pooled
 
 
@@ -190,15 +274,29 @@ def section_grid(benches: list[Benchmark], out: Path) -> list:
         split = g.get("split", "all")
         header = ["model"] + [f"T_eval {te:g}" for te in g["t_evals"]]
         rows = [["base"] + [_pct(g["base"].get(str(te))) for te in g["t_evals"]]]  # JSON keys: str(float)
-        rows += [[f"SSD, T_train {t:g}"] + [_pct(g["ssd"][str(t)].get(str(te))) for te in g["t_evals"]] for t in g["t_trains"]]
+        rows += [
+            [f"SSD, T_train {t:g}"] + [_pct(g["ssd"][str(t)].get(str(te))) for te in g["t_evals"]]
+            for t in g["t_trains"]
+        ]
         blocks.append(Para(f"{g['metric']} in % on the {split} problems (every temperature is decoded there)."))
         blocks.append(Table(header, rows))
         fit = g.get("t_eff_fit")
         if fit:
-            peak = f"peak at T_eff {fit['peak_T_eff']:.2f}" if fit.get("peak_T_eff") is not None else "no interior peak (the parabola opens upward)"
-            blocks.append(Para(f"Quadratic fit of the SSD cells on T_eff = T_train x T_eval: R^2 = {fit['r2']:.2f}, {peak} (paper: R^2 0.75, peak near 1.2). "
-                               f"Only {len(g['cells'])} cells: a weak test of the collapse onto one curve."))
-        for png, caption in (("heatmap.png", f"{b.name}: SSD {g['metric']} over T_train x T_eval"), ("teff_fit.png", f"{b.name}: cells against T_eff")):
+            peak = (
+                f"peak at T_eff {fit['peak_T_eff']:.2f}"
+                if fit.get("peak_T_eff") is not None
+                else "no interior peak (the parabola opens upward)"
+            )
+            blocks.append(
+                Para(
+                    f"Quadratic fit of the SSD cells on T_eff = T_train x T_eval: R^2 = {fit['r2']:.2f}, {peak} (paper: R^2 0.75, peak near 1.2). "
+                    f"Only {len(g['cells'])} cells: a weak test of the collapse onto one curve."
+                )
+            )
+        for png, caption in (
+            ("heatmap.png", f"{b.name}: SSD {g['metric']} over T_train x T_eval"),
+            ("teff_fit.png", f"{b.name}: cells against T_eff"),
+        ):
             src = sweep_dir(b.cfg) / png
             if src.is_file():
                 dst = out / "figures" / f"{b.name}-{png}"
@@ -219,7 +317,9 @@ def section_models(benches: list[Benchmark], out: Path) -> list:
         figures = out / "figures" / f"t_train-{t:g}"
         figures.mkdir(parents=True, exist_ok=True)
         run = _run_of(benches[0], t, figures)
-        blocks.append(Heading(f"T_train = {t:g}: training samples, loss and reply lengths ({benches[0].name} replies)"))
+        blocks.append(
+            Heading(f"T_train = {t:g}: training samples, loss and reply lengths ({benches[0].name} replies)")
+        )
         blocks += [_demote(x) for x in section_training(run, figures) + section_lengths(run, figures)]
         if "analysis" in run.dirs:
             blocks += [_demote(x) for x in section_fig6(run, figures)]
@@ -236,7 +336,9 @@ def section_times(benches: list[Benchmark]) -> list:
     for b in benches:
         for t, plan in b.plans.items():
             for name in ("samples", "train", "eval-ssd"):
-                dirs.setdefault(plan.dirs[name], f"{name} (T_train {t:g}{', ' + b.name if name == 'eval-ssd' else ''})")
+                dirs.setdefault(
+                    plan.dirs[name], f"{name} (T_train {t:g}{', ' + b.name if name == 'eval-ssd' else ''})"
+                )
         dirs.setdefault(b.base_dir, f"eval-base ({b.name})")
         if b.grid and b.grid.get("teff_baseline"):
             dirs.setdefault(Path(b.grid["teff_baseline"]["eval_dir"]), f"eval-base at T_eff ({b.name})")
@@ -249,11 +351,22 @@ def section_times(benches: list[Benchmark]) -> list:
         span = datetime.strptime(m["finished_at"], TIME_FORMAT) - datetime.strptime(m["started_at"], TIME_FORMAT)
         sessions = m.get("sessions", [])
         busy = sum(s.get("seconds", 0) for s in sessions)
-        rate = f"{sum(s.get('generated_tokens', 0) for s in sessions) / busy:.1f}" if busy and any("generated_tokens" in s for s in sessions) else "-"
+        rate = (
+            f"{sum(s.get('generated_tokens', 0) for s in sessions) / busy:.1f}"
+            if busy and any("generated_tokens" in s for s in sessions)
+            else "-"
+        )
         rows.append([label, f"{span.total_seconds() / 60:.1f}", f"{busy / 60:.1f}" if busy else "-", rate, d.name])
-    blocks.append(Table(["stage", "first start to finish (min)", "generating (min)", "generated tokens/s", "directory"], rows))
-    blocks.append(Para("First start to finish spans every sitting of a resumed stage (and what else ran on the machine meanwhile); "
-                       "generating is the sum of the stage's generation sessions.", "muted"))
+    blocks.append(
+        Table(["stage", "first start to finish (min)", "generating (min)", "generated tokens/s", "directory"], rows)
+    )
+    blocks.append(
+        Para(
+            "First start to finish spans every sitting of a resumed stage (and what else ran on the machine meanwhile); "
+            "generating is the sum of the stage's generation sessions.",
+            "muted",
+        )
+    )
     return blocks
 
 
@@ -263,29 +376,46 @@ def section_verdict(headline: dict, teff: dict | None) -> list:
         if c is None:
             blocks.append(Para(f"T_train {t:g}: not run yet."))
             continue
-        blocks.append(Para(f"T_train {t:g}: SSD - base = {100 * c['mean_diff']:+.1f} points pass@1 [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}] "
-                           f"on {c['n_problems']} test problems, p = {c['p_value']:.2g}: {_reading(c)}"))
+        blocks.append(
+            Para(
+                f"T_train {t:g}: SSD - base = {100 * c['mean_diff']:+.1f} points pass@1 [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}] "
+                f"on {c['n_problems']} test problems, p = {c['p_value']:.2g}: {_reading(c)}"
+            )
+        )
     if teff:
-        blocks.append(Para(f"Against the base model at the same T_eff: {100 * teff['mean_diff']:+.1f} [{100 * teff['ci_lo']:+.1f}, {100 * teff['ci_hi']:+.1f}], "
-                           f"p = {teff['p_value']:.2g}: {_reading(teff)}"))
+        blocks.append(
+            Para(
+                f"Against the base model at the same T_eff: {100 * teff['mean_diff']:+.1f} [{100 * teff['ci_lo']:+.1f}, {100 * teff['ci_hi']:+.1f}], "
+                f"p = {teff['p_value']:.2g}: {_reading(teff)}"
+            )
+        )
     return blocks
 
 
 def _reading(c: dict) -> str:
     if c["ci_lo"] > 0:
-        return "SSD is better: the 95% bootstrap CI of the difference excludes 0" + ("." if c["p_value"] < 0.05 else ", though the sign-flip test does not reach p < 0.05.")
+        return "SSD is better: the 95% bootstrap CI of the difference excludes 0" + (
+            "." if c["p_value"] < 0.05 else ", though the sign-flip test does not reach p < 0.05."
+        )
     if c["ci_hi"] < 0:
-        return "SSD is worse: the 95% bootstrap CI of the difference excludes 0" + ("." if c["p_value"] < 0.05 else ", though the sign-flip test does not reach p < 0.05.")
+        return "SSD is worse: the 95% bootstrap CI of the difference excludes 0" + (
+            "." if c["p_value"] < 0.05 else ", though the sign-flip test does not reach p < 0.05."
+        )
     half = 100 * (c["ci_hi"] - c["ci_lo"]) / 2
     return f"no difference detectable at this size: the 95% CI includes 0, and effects smaller than about {half:.0f} points cannot be told from noise here."
 
 
 def section_commands(paths: list[Path], out: Path) -> list:
     configs = " ".join(str(p) for p in paths)
-    lines = [f"ssd sweep --config {p}" for p in paths] + [f"ssd run --config {paths[0]}    # Figure 6 analysis and the HTML run report",
-                                                        f"ssd report {configs} --out {out}"]
-    return [Heading("Reproduce"), Para("Every stage resumes where it stopped; rerunning a finished command reuses its outputs."),
-            Table(["command"], [[line] for line in lines])]
+    lines = [f"ssd sweep --config {p}" for p in paths] + [
+        f"ssd run --config {paths[0]}    # Figure 6 analysis and the HTML run report",
+        f"ssd report {configs} --out {out}",
+    ]
+    return [
+        Heading("Reproduce"),
+        Para("Every stage resumes where it stopped; rerunning a finished command reuses its outputs."),
+        Table(["command"], [[line] for line in lines]),
+    ]
 
 
 # ---------------------------------------------------------------- entry point
@@ -294,18 +424,31 @@ def section_commands(paths: list[Path], out: Path) -> list:
 def sweep_report(configs: list[str | Path], out: str | Path) -> Path:
     paths = [Path(p) for p in configs]
     benches = [Benchmark.load(p) for p in paths]
-    models = {(b.cfg.model, json.dumps([b.cfg.sample.__dict__, b.cfg.train.__dict__], default=str, sort_keys=True)) for b in benches}
+    models = {
+        (b.cfg.model, json.dumps([b.cfg.sample.__dict__, b.cfg.train.__dict__], default=str, sort_keys=True))
+        for b in benches
+    }
     if len(models) > 1:
-        raise ConfigError(f"{', '.join(map(str, paths))}: the configs must share model, sample and train sections (one experiment, one config per benchmark)")
+        raise ConfigError(
+            f"{', '.join(map(str, paths))}: the configs must share model, sample and train sections (one experiment, one config per benchmark)"
+        )
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     headline, verdicts = section_headline(benches)
     teff_blocks, teff = section_teff(benches)
-    blocks = section_setup(benches) + section_primary(benches) + section_verdict(verdicts, teff) + headline + teff_blocks
+    blocks = (
+        section_setup(benches) + section_primary(benches) + section_verdict(verdicts, teff) + headline + teff_blocks
+    )
     blocks += section_pass_at_k(benches) + section_grid(benches, out)
     blocks += section_models(benches, out) + section_times(benches) + section_commands(paths, out)
-    blocks.insert(0, Para(f"Generated by `ssd report {' '.join(map(str, paths))} --out {out}` from the stage files under "
-                          f"{benches[0].cfg.output_dir}; rerun it to regenerate. Figures are under figures/.", "muted"))
+    blocks.insert(
+        0,
+        Para(
+            f"Generated by `ssd report {' '.join(map(str, paths))} --out {out}` from the stage files under "
+            f"{benches[0].cfg.output_dir}; rerun it to regenerate. Figures are under figures/.",
+            "muted",
+        ),
+    )
     path = out / "REPORT.md"
     atomic_write_text(path, render_markdown(blocks, f"SSD experiment: {benches[0].cfg.model}", root=out))
     console.print(f"report: {path}")

@@ -299,10 +299,17 @@ def root_tail_sensitivity(ratios: tuple[float, ...] = ROOT_TAIL_RATIOS) -> list[
     for r in ratios:
         res = run(ToySpec(root_tail_ratio=r))
         gains = {row["top_p"]: row["gain_pp"] for row in res["top_p_sweep"]}
-        out.append({"root_tail_ratio": r, "root_entropy_bits": res["entropy_bits"]["root"],
-                    **{k: res[k] for k in ("teacher_best_success", "teacher_best_T",
-                                           "student_best_success", "student_best_T")},
-                    "gain_pp_by_top_p": gains})
+        out.append(
+            {
+                "root_tail_ratio": r,
+                "root_entropy_bits": res["entropy_bits"]["root"],
+                **{
+                    k: res[k]
+                    for k in ("teacher_best_success", "teacher_best_T", "student_best_success", "student_best_T")
+                },
+                "gain_pp_by_top_p": gains,
+            }
+        )
     return out
 
 
@@ -312,9 +319,18 @@ def run(spec: ToySpec = ToySpec(), sweep: tuple[float, ...] = TOP_P_SWEEP) -> di
     best = {p: (best_temperature(teacher, p), best_temperature(student, p)) for p in {TOP_P_EVAL, *sweep}}
     (t_s, t_T), (s_s, s_T) = best[TOP_P_EVAL]
     lock_support = student.lock[student.lock > 0]
-    top_p_sweep = [{"top_p": p, "teacher_best": tb, "teacher_best_T": tT, "student_best": sb,
-                    "student_best_T": sT, "gain_pp": 100 * (sb - tb)}
-                   for p in sweep for (tb, tT), (sb, sT) in [best[p]]]
+    top_p_sweep = [
+        {
+            "top_p": p,
+            "teacher_best": tb,
+            "teacher_best_T": tT,
+            "student_best": sb,
+            "student_best_T": sT,
+            "gain_pp": 100 * (sb - tb),
+        }
+        for p in sweep
+        for (tb, tT), (sb, sT) in [best[p]]
+    ]
     return {
         "teacher_best_success": t_s,
         "teacher_best_T": t_T,
@@ -324,8 +340,10 @@ def run(spec: ToySpec = ToySpec(), sweep: tuple[float, ...] = TOP_P_SWEEP) -> di
         "student_fork_support_size": int((student.fork > 0).sum()),
         "student_fork_correct_prob": float(student.fork[0]),
         "top_p_sweep": top_p_sweep,
-        "tail_ratios": {"lock": fit_tail_ratio(spec.lock_head, spec.lock_entropy),
-                        "fork": fit_tail_ratio(spec.fork_head, spec.fork_entropy)},
+        "tail_ratios": {
+            "lock": fit_tail_ratio(spec.lock_head, spec.lock_entropy),
+            "fork": fit_tail_ratio(spec.fork_head, spec.fork_entropy),
+        },
         "entropy_bits": {k: entropy_bits(v) for k, v in zip(("root", "fork", "lock"), teacher.states())},
         "teacher": {k: v.tolist() for k, v in zip(("root", "fork", "lock"), teacher.states())},
         "student": {k: v.tolist() for k, v in zip(("root", "fork", "lock"), student.states())},
@@ -359,9 +377,15 @@ def comparison_rows(res: dict) -> list[tuple[str, str, str]]:
 
 def print_table(res: dict) -> None:
     rows = comparison_rows(res)
-    sweep = [(f"{r['top_p']:.2f}", f"{100 * r['teacher_best']:.2f}% @ {r['teacher_best_T']:.3f}",
-              f"{100 * r['student_best']:.2f}% @ {r['student_best_T']:.3f}", f"{r['gain_pp']:+.2f}")
-             for r in res["top_p_sweep"]]
+    sweep = [
+        (
+            f"{r['top_p']:.2f}",
+            f"{100 * r['teacher_best']:.2f}% @ {r['teacher_best_T']:.3f}",
+            f"{100 * r['student_best']:.2f}% @ {r['student_best_T']:.3f}",
+            f"{r['gain_pp']:+.2f}",
+        )
+        for r in res["top_p_sweep"]
+    ]
     try:
         from rich.console import Console
         from rich.table import Table
@@ -402,18 +426,21 @@ def plot(res: dict, path: Path, spec: ToySpec = ToySpec()) -> None:
         key = "teacher" if name == "teacher" else "student"
         ax.plot(Ts, 100 * success_curve(toy, Ts), color=color, label=name)
         ax.plot(res[f"{key}_best_T"], 100 * res[f"{key}_best_success"], "o", color=color)
-        ax.annotate(f"{100 * res[f'{key}_best_success']:.2f}% @ T={res[f'{key}_best_T']:.3f}",
-                    (res[f"{key}_best_T"], 100 * res[f"{key}_best_success"]),
-                    textcoords="offset points", xytext=(6, 6), fontsize=8, color=color,
-                    bbox={"fc": "white", "ec": "none", "alpha": 0.8})
+        ax.annotate(
+            f"{100 * res[f'{key}_best_success']:.2f}% @ T={res[f'{key}_best_T']:.3f}",
+            (res[f"{key}_best_T"], 100 * res[f"{key}_best_success"]),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=8,
+            color=color,
+            bbox={"fc": "white", "ec": "none", "alpha": 0.8},
+        )
     ax.set_ylim(0, 100 * res["student_best_success"] * 1.15)  # room for the labels
-    ax.set(xlabel="evaluation temperature", ylabel="success (%)",
-           title=f"success vs T (eval top-p {TOP_P_EVAL})")
+    ax.set(xlabel="evaluation temperature", ylabel="success (%)", title=f"success vs T (eval top-p {TOP_P_EVAL})")
     ax.legend()
     ps = [r["top_p"] for r in res["top_p_sweep"]]
     ax2.plot(ps, [100 * r["teacher_best"] for r in res["top_p_sweep"]], "o-", color="tab:gray", label="teacher")
-    ax2.plot(ps, [100 * r["student_best"] for r in res["top_p_sweep"]], "o-", color="tab:blue",
-             label="SSD student")
+    ax2.plot(ps, [100 * r["student_best"] for r in res["top_p_sweep"]], "o-", color="tab:blue", label="SSD student")
     ax2.set(xlabel="evaluation top-p", ylabel="best success over T (%)", title="best-T success vs eval top-p")
     ax2.legend()
     fig.tight_layout()

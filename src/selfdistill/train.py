@@ -82,8 +82,9 @@ from rich.progress import (
 from rich.table import Table
 from transformers import TrainerCallback
 
-from .config import CHAT_DATE, TrainConfig
 from .chat import chat_prompt, stop_token_ids
+from .config import CHAT_DATE, TrainConfig
+from .hub import write_model_card
 from .manifest import (
     RunDir,
     atomic_write_json,
@@ -93,7 +94,6 @@ from .manifest import (
     load_manifest,
     sha256_json,
 )
-from .hub import write_model_card
 from .models import native_bf16, resolve_model
 from .sample import load_samples, read_samples_file, shard_files
 
@@ -116,10 +116,14 @@ def check_chat_template(tokenizer, manifest: dict, samples_dir: Path, model: str
     """The samples' chat template must be the model's: train on the format that was sampled, or refuse."""
     sampled = manifest.get("chat_template")
     if not sampled:
-        raise TrainError(f"{samples_dir}/manifest.json records no chat_template: these samples cannot be checked against the model's template")
+        raise TrainError(
+            f"{samples_dir}/manifest.json records no chat_template: these samples cannot be checked against the model's template"
+        )
     recorded = manifest.get("chat_template_sha256")
     if recorded and recorded != template_sha256(sampled):
-        raise TrainError(f"{samples_dir}/manifest.json: chat_template_sha256 {recorded} does not match its own chat_template text ({template_sha256(sampled)}); the manifest is corrupted")
+        raise TrainError(
+            f"{samples_dir}/manifest.json: chat_template_sha256 {recorded} does not match its own chat_template text ({template_sha256(sampled)}); the manifest is corrupted"
+        )
     ours = tokenizer.chat_template
     if isinstance(ours, dict):  # several named templates: the default one formats chat prompts
         ours = ours.get("default")
@@ -141,18 +145,28 @@ def end_of_turn_ids(tokenizer, stop_ids: set[int]) -> list[int]:
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
     rendered = tokenizer.apply_chat_template(messages, tokenize=False)
     if marker not in rendered:
-        raise TrainError("the chat template does not render the assistant's reply verbatim; cannot locate its end-of-turn")
+        raise TrainError(
+            "the chat template does not render the assistant's reply verbatim; cannot locate its end-of-turn"
+        )
     suffix = tokenizer(rendered.split(marker, 1)[1], add_special_tokens=False).input_ids
     for i, token in enumerate(suffix):
         if token in stop_ids:
             return suffix[: i + 1]
     if tokenizer.eos_token_id is None:
-        raise TrainError(f"the chat template ends a reply with {suffix!r}, which holds no stop token, and the tokenizer has no eos")
+        raise TrainError(
+            f"the chat template ends a reply with {suffix!r}, which holds no stop token, and the tokenizer has no eos"
+        )
     return suffix + [tokenizer.eos_token_id]  # templates without an end-of-turn: the model stops at eos
 
 
-def build_examples(records: list[dict], tokenizer, eot: list[int], stop_ids: set[int], samples_dir: Path,
-                   template_args: dict | None = None) -> tuple[list[dict], dict]:
+def build_examples(
+    records: list[dict],
+    tokenizer,
+    eot: list[int],
+    stop_ids: set[int],
+    samples_dir: Path,
+    template_args: dict | None = None,
+) -> tuple[list[dict], dict]:
     """Token ids and completion masks: the prompt exactly as the sampler fed it, then the reply's
     generated tokens, which end in the stop token the model emitted (finish_reason "stop").
 
@@ -169,8 +183,13 @@ def build_examples(records: list[dict], tokenizer, eot: list[int], stop_ids: set
         for key, kind in (("prompt_text", str), ("reply", str), ("finish_reason", str)):
             if not isinstance(r.get(key), kind):
                 raise TrainError(f"{where}: field {key!r} is missing or not a {kind.__name__}")
-        if isinstance(r.get("messages"), list) and chat_prompt(tokenizer, r["messages"], **(template_args or {})) != r["prompt_text"]:
-            raise TrainError(f"{where}: prompt_text differs from its messages rendered with the chat template; the samples were not made with this template")
+        if (
+            isinstance(r.get("messages"), list)
+            and chat_prompt(tokenizer, r["messages"], **(template_args or {})) != r["prompt_text"]
+        ):
+            raise TrainError(
+                f"{where}: prompt_text differs from its messages rendered with the chat template; the samples were not made with this template"
+            )
         prompt = tokenizer(r["prompt_text"], add_special_tokens=False).input_ids
         if isinstance(r.get("prompt_tokens"), int) and r["prompt_tokens"] != len(prompt):
             mismatch.append(f"{where}: {r['prompt_tokens']} tokens at sampling, {len(prompt)} here")
@@ -181,10 +200,20 @@ def build_examples(records: list[dict], tokenizer, eot: list[int], stop_ids: set
         truncated += not stopped
         completion = list(reply) + (eot if stopped and not (reply and reply[-1] in stop_ids) else [])
         if not completion:
-            raise TrainError(f"{where}: empty reply without a stop token; the sampler should have dropped it (keep=false)")
-        examples.append({"input_ids": prompt + completion, "completion_mask": [0] * len(prompt) + [1] * len(completion), "prompt_len": len(prompt)})
+            raise TrainError(
+                f"{where}: empty reply without a stop token; the sampler should have dropped it (keep=false)"
+            )
+        examples.append(
+            {
+                "input_ids": prompt + completion,
+                "completion_mask": [0] * len(prompt) + [1] * len(completion),
+                "prompt_len": len(prompt),
+            }
+        )
     if mismatch:
-        raise TrainError(f"{len(mismatch)} prompts tokenize to a different length than at sampling (a BOS token added twice?), e.g. {mismatch[0]}")
+        raise TrainError(
+            f"{len(mismatch)} prompts tokenize to a different length than at sampling (a BOS token added twice?), e.g. {mismatch[0]}"
+        )
     return examples, {"no_stop_token_finish_length": truncated}
 
 
@@ -197,11 +226,19 @@ def length_plan(examples: list[dict], max_length: int | None) -> tuple[list[dict
     kept = [e for e in examples if len(e["input_ids"]) <= max_length]
     dropped = len(examples) - len(kept)
     if not kept:
-        raise TrainError(f"max_length {max_length} is shorter than every example (shortest {int(lengths.min())} tokens): nothing to train on")
+        raise TrainError(
+            f"max_length {max_length} is shorter than every example (shortest {int(lengths.min())} tokens): nothing to train on"
+        )
     prompt = np.array([e["prompt_len"] for e in examples])
 
     def summary(x):
-        return {"min": int(x.min()), "p50": int(np.percentile(x, 50)), "p90": int(np.percentile(x, 90)), "max": int(x.max()), "mean": round(float(x.mean()), 1)}
+        return {
+            "min": int(x.min()),
+            "p50": int(np.percentile(x, 50)),
+            "p90": int(np.percentile(x, 90)),
+            "max": int(x.max()),
+            "mean": round(float(x.mean()), 1),
+        }
 
     stats = {"examples": len(examples), "max_length": max_length, "longest": longest, "dropped_too_long": dropped,
              "prompt": summary(prompt), "completion": summary(lengths - prompt), "total": summary(lengths)}  # fmt: skip
@@ -209,7 +246,15 @@ def length_plan(examples: list[dict], max_length: int | None) -> tuple[list[dict
 
 
 def print_length_report(stats: dict) -> None:
-    table = Table("tokens", "min", "p50", "p90", "max", "mean", title=f"{stats['examples']} examples (completion = reply + end-of-turn)")
+    table = Table(
+        "tokens",
+        "min",
+        "p50",
+        "p90",
+        "max",
+        "mean",
+        title=f"{stats['examples']} examples (completion = reply + end-of-turn)",
+    )
     for row in ("prompt", "completion", "total"):
         table.add_row(row, *(str(stats[row][k]) for k in ("min", "p50", "p90", "max", "mean")))
     console.print(table)
@@ -236,7 +281,9 @@ def accumulation_steps(cfg: TrainConfig, processes: int) -> int:
     """Processes that split one sequence (context parallelism) share its batch: the batch is counted over
     processes / context_parallel_size data-parallel ranks."""
     if processes % cfg.context_parallel_size:
-        raise TrainError(f"context_parallel_size {cfg.context_parallel_size} does not divide the {processes} processes")
+        raise TrainError(
+            f"context_parallel_size {cfg.context_parallel_size} does not divide the {processes} processes"
+        )
     ranks = processes // cfg.context_parallel_size
     per_step = cfg.per_device_batch_size * ranks
     if cfg.global_batch_size % per_step:
@@ -258,7 +305,9 @@ def warmup_steps(cfg: TrainConfig, steps: int) -> int:
     down (transformers rounds up: a 4-step run would spend a step at learning rate 0)."""
     if cfg.warmup_steps > 0:
         if cfg.warmup_steps >= steps:
-            raise TrainError(f"warmup_steps {cfg.warmup_steps} leaves none of the {steps} optimizer steps after warmup")
+            raise TrainError(
+                f"warmup_steps {cfg.warmup_steps} leaves none of the {steps} optimizer steps after warmup"
+            )
         return cfg.warmup_steps
     return int(cfg.warmup_ratio * steps)
 
@@ -276,7 +325,15 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+        columns = [
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        ]
         self.progress = Progress(*columns, console=console)
         self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
         self.last = (time.perf_counter(), tokens_logged(state.log_history))
@@ -309,7 +366,17 @@ class LossCurve(TrainerCallback):
     """Rewrites loss.csv (atomically) from the trainer's log history at every log; after a resume the
     history comes back from the checkpoint, so the curve has no gaps or repeats."""
 
-    FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "num_tokens", "mean_token_accuracy", "entropy", "target_entropy")
+    FIELDS = (
+        "step",
+        "epoch",
+        "loss",
+        "learning_rate",
+        "grad_norm",
+        "num_tokens",
+        "mean_token_accuracy",
+        "entropy",
+        "target_entropy",
+    )
 
     def __init__(self, out: Path):
         self.out = out
@@ -369,7 +436,11 @@ class KeepSnapshots(TrainerCallback):
 
 
 def batch_plan(cfg: TrainConfig, processes: int) -> dict:
-    plan = {"processes": processes, "per_device_batch_size": cfg.per_device_batch_size, "gradient_accumulation_steps": accumulation_steps(cfg, processes)}
+    plan = {
+        "processes": processes,
+        "per_device_batch_size": cfg.per_device_batch_size,
+        "gradient_accumulation_steps": accumulation_steps(cfg, processes),
+    }
     if cfg.context_parallel_size > 1:  # only then: checkpoints marked before the field existed still resume
         plan["context_parallel_size"] = cfg.context_parallel_size
     return plan
@@ -426,7 +497,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
     try:
         if samples_dir.is_file():
             if cfg.objective == "soft":
-                raise TrainError(f"{samples_dir}: objective soft trains on the distributions `ssd sample` stores (store_targets=true), not on a file of replies")
+                raise TrainError(
+                    f"{samples_dir}: objective soft trains on the distributions `ssd sample` stores (store_targets=true), not on a file of replies"
+                )
             records, manifest = samples_made_elsewhere(samples_dir, tokenizer)
         else:
             records, manifest = load_samples(samples_dir, with_targets=cfg.objective == "soft")
@@ -445,12 +518,16 @@ def prepare(cfg: TrainConfig) -> Prepared:
     return Prepared(model_path, tokenizer, examples, stats, template, manifest, sorted(set_aside))
 
 
-def training_examples(records: list[dict], model_path: str, tokenizer, samples_manifest: dict, samples_dir: Path) -> tuple[list[dict], dict]:
+def training_examples(
+    records: list[dict], model_path: str, tokenizer, samples_manifest: dict, samples_dir: Path
+) -> tuple[list[dict], dict]:
     """The examples `ssd train` makes of sample records (build_examples, with the model's stop tokens and
     end-of-turn), and their counts."""
     stop_ids = set(stop_token_ids(model_path, tokenizer))
     eot = end_of_turn_ids(tokenizer, stop_ids)
-    examples, counts = build_examples(records, tokenizer, eot, stop_ids, samples_dir, samples_manifest.get("chat_template_args"))
+    examples, counts = build_examples(
+        records, tokenizer, eot, stop_ids, samples_dir, samples_manifest.get("chat_template_args")
+    )
     return examples, {**counts, "end_of_turn": tokenizer.convert_ids_to_tokens(eot)}
 
 
@@ -465,7 +542,9 @@ def choose_holdout(records: list[dict], count: int, seed: int, samples_dir: Path
     for r in records:
         by_prompt.setdefault(str(r["prompt_id"]), []).append(sample_key(r))
     if count < 0 or count >= len(by_prompt):
-        raise TrainError(f"holdout {count}: {samples_dir} has {len(by_prompt)} prompts with kept samples; hold out 0 to {len(by_prompt) - 1} of them")
+        raise TrainError(
+            f"holdout {count}: {samples_dir} has {len(by_prompt)} prompts with kept samples; hold out 0 to {len(by_prompt) - 1} of them"
+        )
     rng = random.Random(seed)
     return {rng.choice(by_prompt[p]) for p in rng.sample(sorted(by_prompt), count)}
 
@@ -484,10 +563,19 @@ def samples_made_elsewhere(path: Path, tokenizer) -> tuple[list[dict], dict]:
     args = {"date": CHAT_DATE}  # as `ssd sample` renders by default
     for r in records:
         r["prompt_text"] = r["prompt_text"] or chat_prompt(tokenizer, r["messages"], **args)
-    template = tokenizer.chat_template.get("default") if isinstance(tokenizer.chat_template, dict) else tokenizer.chat_template
+    template = (
+        tokenizer.chat_template.get("default")
+        if isinstance(tokenizer.chat_template, dict)
+        else tokenizer.chat_template
+    )
     if not template:
         raise TrainError(f"{path}: the model's tokenizer has no chat template to render these messages with")
-    return records, {"provenance": "unknown", "source_file": str(path), "chat_template": template, "chat_template_args": args}
+    return records, {
+        "provenance": "unknown",
+        "source_file": str(path),
+        "chat_template": template,
+        "chat_template_args": args,
+    }
 
 
 def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list = ()):
@@ -546,7 +634,13 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     # Master weights in fp32 (a 5e-6 update vanishes in bf16); autocast computes in bf16. A frozen LoRA
     # base needs no master copy. Under FSDP with bf16 the checkpoint loads in its own dtype and accelerate
     # upcasts each shard to fp32 after sharding: the main process never holds the whole model in fp32.
-    dtype = torch.bfloat16 if (bf16 and cfg.use_lora) else checkpoint_dtype(prep.model_path) if (bf16 and fsdp) else torch.float32
+    dtype = (
+        torch.bfloat16
+        if (bf16 and cfg.use_lora)
+        else checkpoint_dtype(prep.model_path)
+        if (bf16 and fsdp)
+        else torch.float32
+    )
     load = load_kwargs(prep.model_path, cfg)
     if cfg.context_parallel_size > 1 and cfg.attn_implementation is None:
         load["attn_implementation"] = "sdpa"  # the only attention transformers' context parallelism runs
@@ -555,11 +649,24 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     if cfg.use_lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules,
+            task_type="CAUSAL_LM",
+        )
     columns = ("input_ids", "completion_mask") + (SOFT_TARGET_COLUMNS if cfg.objective == "soft" else ())
     dataset = Dataset.from_list([{k: e[k] for k in columns} for e in prep.examples])
     trainer_class = soft_target_trainer() if cfg.objective == "soft" else SFTTrainer
-    trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=prep.tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=prep.tokenizer,
+        peft_config=peft_config,
+        callbacks=list(callbacks),
+    )
     if len(trainer.train_dataset) != len(dataset):  # TRL silently drops examples without loss tokens
         raise TrainError(f"TRL dropped {len(dataset) - len(trainer.train_dataset)} examples during preparation")
     trainer.remove_callback(PrinterCallback)  # RichProgress prints the logs
@@ -586,10 +693,15 @@ def context_parallel_args(cfg: TrainConfig, processes: int, fsdp: bool) -> dict:
     if cp == 1:
         return {}
     if not fsdp:
-        raise TrainError(f"context_parallel_size {cp} needs FSDP2: launch with accelerate_config fsdp (docs/training.md)")
+        raise TrainError(
+            f"context_parallel_size {cp} needs FSDP2: launch with accelerate_config fsdp (docs/training.md)"
+        )
     from accelerate.parallelism_config import ParallelismConfig
 
-    return {"parallelism_config": ParallelismConfig(dp_shard_size=processes // cp, cp_size=cp), "pad_to_multiple_of": 2 * cp}
+    return {
+        "parallelism_config": ParallelismConfig(dp_shard_size=processes // cp, cp_size=cp),
+        "pad_to_multiple_of": 2 * cp,
+    }
 
 
 def fsdp_policies(cfg: TrainConfig, bf16: bool) -> dict:
@@ -624,16 +736,30 @@ def with_soft_targets(examples: list[dict], records: list[dict], samples_dir: Pa
         rows = targets.rows()
         for t, (token, (ids, _)) in enumerate(zip(reply, rows)):
             if token not in ids:
-                raise TrainError(f"{where}: reply token {t} ({token}) is not among the survivors of its stored distribution")
+                raise TrainError(
+                    f"{where}: reply token {t} ({token}) is not among the survivors of its stored distribution"
+                )
         appended = e["input_ids"][e["prompt_len"] + len(reply) :]
         rows += [([token], [1.0]) for token in appended]
-        out.append({**e, "target_counts": [0] * e["prompt_len"] + [len(ids) for ids, _ in rows],
-                    "target_ids": [int(i) for ids, _ in rows for i in ids], "target_probs": [float(p) for _, probs in rows for p in probs]})
+        out.append(
+            {
+                **e,
+                "target_counts": [0] * e["prompt_len"] + [len(ids) for ids, _ in rows],
+                "target_ids": [int(i) for ids, _ in rows for i in ids],
+                "target_probs": [float(p) for _, probs in rows for p in probs],
+            }
+        )
     return out
 
 
-def soft_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor, probs: torch.Tensor,
-                       chunk: int = SOFT_CHUNK_TOKENS) -> torch.Tensor:
+def soft_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    ids: torch.Tensor,
+    probs: torch.Tensor,
+    chunk: int = SOFT_CHUNK_TOKENS,
+) -> torch.Tensor:
     """sum_n -sum_k probs[n, k] log softmax(hidden[n] @ weight.T + bias)[ids[n, k]], in chunks of `chunk`
     positions whose logits are recomputed in the backward pass: the head never holds more than chunk x V
     logits (and their gradient). Padding entries have probability 0."""
@@ -642,7 +768,9 @@ def soft_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.T
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[0], chunk):
         part = slice(start, start + chunk)
-        total = total + checkpoint(_soft_cross_entropy_chunk, hidden[part], weight, bias, ids[part], probs[part], use_reentrant=False)
+        total = total + checkpoint(
+            _soft_cross_entropy_chunk, hidden[part], weight, bias, ids[part], probs[part], use_reentrant=False
+        )
     return total
 
 
@@ -659,9 +787,17 @@ def add_soft_target_head(model) -> None:
     from transformers.modeling_outputs import CausalLMOutput
 
     text_config = model.config.get_text_config()
-    for scaling in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier", "lm_head_multiplier"):
+    for scaling in (
+        "final_logit_softcapping",
+        "logit_scale",
+        "logits_scaling",
+        "output_multiplier",
+        "lm_head_multiplier",
+    ):
         if getattr(text_config, scaling, None) not in (None, 1, 1.0):
-            raise TrainError(f"objective soft: {text_config.model_type}'s head applies {scaling}, which the soft loss does not reproduce; use objective hard")
+            raise TrainError(
+                f"objective soft: {text_config.model_type}'s head applies {scaling}, which the soft loss does not reproduce; use objective hard"
+            )
     forward = model.forward
 
     def soft_forward(self, *args, soft_targets=None, **kwargs):
@@ -712,10 +848,16 @@ def soft_target_trainer():
             mode = "train" if self.model.training else "eval"
             with torch.no_grad():
                 entropy = -(probs * probs.clamp(min=1e-30).log()).sum(-1)[:, 1:][labels[:, 1:] != -100].sum()
-            gathered = self.accelerator.gather_for_metrics(torch.stack([entropy.float(), positions.float()]).unsqueeze(0)).sum(0)
+            gathered = self.accelerator.gather_for_metrics(
+                torch.stack([entropy.float(), positions.float()]).unsqueeze(0)
+            ).sum(0)
             self._metrics[mode]["target_entropy"].append((gathered[0] / gathered[1].clamp(min=1)).item())
             if mode == "train":
-                tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else torch.tensor(inputs["input_ids"].numel())
+                tokens = (
+                    inputs["attention_mask"].sum()
+                    if "attention_mask" in inputs
+                    else torch.tensor(inputs["input_ids"].numel())
+                )
                 self._total_train_tokens += int(self.accelerator.gather_for_metrics(tokens.reshape(1)).sum())
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
             return loss
@@ -771,14 +913,20 @@ def model_load_kwargs(config, cuda: bool, flash_attn: bool, attention: str | Non
     if config.model_type == "gpt_oss":
         attention = attention or ("flex_attention" if cuda else "eager")
         if attention not in SINK_TRAINING_ATTENTION:
-            raise ValueError(f"train.attn_implementation={attention}: GPT-OSS's attention sinks would get no gradient from it "
-                             f"(flash-attn 2 drops them; vllm-flash-attn3's backward returns none: Dao-AILab/flash-attention#1797); "
-                             f"use one of {', '.join(SINK_TRAINING_ATTENTION)}, or leave it unset")
+            raise ValueError(
+                f"train.attn_implementation={attention}: GPT-OSS's attention sinks would get no gradient from it "
+                f"(flash-attn 2 drops them; vllm-flash-attn3's backward returns none: Dao-AILab/flash-attention#1797); "
+                f"use one of {', '.join(SINK_TRAINING_ATTENTION)}, or leave it unset"
+            )
     elif attention is None:
         attention = "flash_attention_2" if cuda and flash_attn else "sdpa"
     kwargs = {"attn_implementation": attention}
     quantization = getattr(config, "quantization_config", None) or {}
-    method = quantization.get("quant_method") if isinstance(quantization, dict) else getattr(quantization, "quant_method", None)
+    method = (
+        quantization.get("quant_method")
+        if isinstance(quantization, dict)
+        else getattr(quantization, "quant_method", None)
+    )
     if method == "mxfp4":
         from transformers import Mxfp4Config
 
@@ -789,7 +937,12 @@ def model_load_kwargs(config, cuda: bool, flash_attn: bool, attention: str | Non
 def load_kwargs(model_path: str, cfg: TrainConfig) -> dict:
     from transformers import AutoConfig
 
-    return model_load_kwargs(AutoConfig.from_pretrained(model_path), torch.cuda.is_available(), _installed("flash_attn"), cfg.attn_implementation)
+    return model_load_kwargs(
+        AutoConfig.from_pretrained(model_path),
+        torch.cuda.is_available(),
+        _installed("flash_attn"),
+        cfg.attn_implementation,
+    )
 
 
 # ---------------------------------------------------------------- export
@@ -804,7 +957,9 @@ def plain_generation_config(model_path: str, tokenizer):
         bos, eos, pad = base.bos_token_id, base.eos_token_id, base.pad_token_id
     except OSError:
         bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    return GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad if pad is not None else tokenizer.pad_token_id)
+    return GenerationConfig(
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad if pad is not None else tokenizer.pad_token_id
+    )
 
 
 def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> tuple[Path, dict]:
@@ -836,7 +991,10 @@ def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> tuple[
         shutil.rmtree(adapter, ignore_errors=True)
         model.save_pretrained(adapter, state_dict=state)  # the adapter's tensors only
         prep.tokenizer.save_pretrained(adapter)
-        load = {**load_kwargs(prep.model_path, cfg), "attn_implementation": "eager"}  # weights only: no forward pass here
+        load = {
+            **load_kwargs(prep.model_path, cfg),
+            "attn_implementation": "eager",
+        }  # weights only: no forward pass here
         model, state = merge_lora(prep.model_path, adapter, load), None
     else:
         export["update"] = update_fidelity(state, base_tensors(prep.model_path), base_dtype)
@@ -844,7 +1002,9 @@ def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> tuple[
         state = cast_state_dict(state, getattr(torch, export["dtype"]))
     model.generation_config = plain_generation_config(prep.model_path, prep.tokenizer)
     model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-    model.config.dtype = getattr(torch, export["dtype"])  # save_pretrained recorded the dtype of the fp32 master weights
+    model.config.dtype = getattr(
+        torch, export["dtype"]
+    )  # save_pretrained recorded the dtype of the fp32 master weights
     model.config.save_pretrained(tmp)
     prep.tokenizer.save_pretrained(tmp)
     shutil.rmtree(final, ignore_errors=True)
@@ -897,9 +1057,17 @@ def update_fidelity(trained: dict, base, dtype: torch.dtype) -> dict:
         kept += int((exported != 0).sum())
         tensors += 1
     if not tensors:
-        raise TrainError("no tensor of the trained model matches the base model's checkpoint by name: cannot measure the exported update")
+        raise TrainError(
+            "no tensor of the trained model matches the base model's checkpoint by name: cannot measure the exported update"
+        )
     if trained_sq == 0:
-        return {"dtype": str(dtype).removeprefix("torch."), "cosine": 1.0, "norm_ratio": 1.0, "moved_weights_kept": 1.0, "tensors": tensors}
+        return {
+            "dtype": str(dtype).removeprefix("torch."),
+            "cosine": 1.0,
+            "norm_ratio": 1.0,
+            "moved_weights_kept": 1.0,
+            "tensors": tensors,
+        }
     return {"dtype": str(dtype).removeprefix("torch."), "cosine": dot / math.sqrt(trained_sq * exported_sq) if exported_sq else 0.0,
             "norm_ratio": math.sqrt(exported_sq / trained_sq), "moved_weights_kept": kept / moved, "tensors": tensors}  # fmt: skip
 
@@ -933,10 +1101,16 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, base_model: str) -> 
 
     adapter_dir, out = Path(adapter_dir), Path(out)
     if not (adapter_dir / "adapter_config.json").is_file():
-        raise TrainError(f"{adapter_dir}: no adapter_config.json; pass the adapter/ directory of a LoRA `ssd train` run")
+        raise TrainError(
+            f"{adapter_dir}: no adapter_config.json; pass the adapter/ directory of a LoRA `ssd train` run"
+        )
     base_path = resolve_model(base_model)
-    model = merge_lora(base_path, adapter_dir).to(getattr(AutoConfig.from_pretrained(base_path), "dtype", None) or torch.float32)
-    tokenizer_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path  # the samples' chat template, when saved
+    model = merge_lora(base_path, adapter_dir).to(
+        getattr(AutoConfig.from_pretrained(base_path), "dtype", None) or torch.float32
+    )
+    tokenizer_dir = (
+        adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
+    )  # the samples' chat template, when saved
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
     return out
@@ -1005,12 +1179,19 @@ def train(cfg: TrainConfig) -> Path:
     prep = prepare(cfg)
     samples_dir = Path(cfg.samples)
     inputs = {
-        "samples_fingerprint": prep.samples_manifest.get("fingerprint_sha256") or sha256_json(prep.samples_manifest.get("config")),
-        "samples_data": sha256_json(hash_inputs(shard_files(samples_dir) or [samples_dir])),  # a file made elsewhere: itself
+        "samples_fingerprint": prep.samples_manifest.get("fingerprint_sha256")
+        or sha256_json(prep.samples_manifest.get("config")),
+        "samples_data": sha256_json(
+            hash_inputs(shard_files(samples_dir) or [samples_dir])
+        ),  # a file made elsewhere: itself
         "chat_template_sha256": template_sha256(prep.template),
         "model": hash_inputs([prep.model_path]).get(prep.model_path, prep.model_path),  # a hub id hashes to itself
     }
-    run = RunDir.open(out, "train", cfg, inputs, extra={"samples": str(samples_dir), "model_path": prep.model_path}) if state.is_main_process else None
+    run = (
+        RunDir.open(out, "train", cfg, inputs, extra={"samples": str(samples_dir), "model_path": prep.model_path})
+        if state.is_main_process
+        else None
+    )
     if state.is_main_process:
         print_length_report(prep.stats)
         remove_incomplete_checkpoints(out / "checkpoints")
@@ -1020,7 +1201,12 @@ def train(cfg: TrainConfig) -> Path:
     resume = last_complete_checkpoint(out / "checkpoints")
     if resume:
         check_resume_plan(resume, launched)
-    trainer, plan = build_trainer(cfg, prep, out, callbacks=[RichProgress(), LossCurve(out), KeepSnapshots(out, cfg.snapshot_steps), MarkComplete(launched)])
+    trainer, plan = build_trainer(
+        cfg,
+        prep,
+        out,
+        callbacks=[RichProgress(), LossCurve(out), KeepSnapshots(out, cfg.snapshot_steps), MarkComplete(launched)],
+    )
     if resume:  # TRL restarts its token counter at 0 on resume; continue it so num_tokens stays cumulative
         history = json.loads((resume / "trainer_state.json").read_text())["log_history"]
         trainer._total_train_tokens = int(tokens_logged(history))
@@ -1052,8 +1238,12 @@ def train(cfg: TrainConfig) -> Path:
         )
         if "update" in export:
             u = export["update"]
-            console.print(f"export: {export['dtype']} (rounding to {u['dtype']} keeps the update at cosine {u['cosine']:.3f}, "
-                          f"norm {u['norm_ratio']:.2f}, {u['moved_weights_kept']:.0%} of moved weights)")
+            console.print(
+                f"export: {export['dtype']} (rounding to {u['dtype']} keeps the update at cosine {u['cosine']:.3f}, "
+                f"norm {u['norm_ratio']:.2f}, {u['moved_weights_kept']:.0%} of moved weights)"
+            )
         write_model_card(out)
-        console.print(f"[bold green]trained[/] {model_dir}  final loss {rows[-1]['loss'] if rows else float('nan'):.4f}  ({seconds:.0f} s this session)")
+        console.print(
+            f"[bold green]trained[/] {model_dir}  final loss {rows[-1]['loss'] if rows else float('nan'):.4f}  ({seconds:.0f} s this session)"
+        )
     return model_dir
