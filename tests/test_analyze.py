@@ -328,10 +328,10 @@ def test_one_reply_per_problem_seeded(tiny_model, tmp_path):
 
 
 def finished_stage(path, stage_cfg, **items):
-    from selfdistill.config import SECTIONS
     from selfdistill.manifest import RunDir
+    from selfdistill.stages import stage_of
 
-    RunDir.open(path, SECTIONS[type(stage_cfg)], stage_cfg).finish(**items)
+    RunDir.open(path, stage_of(stage_cfg).name, stage_cfg).finish(**items)
     return path
 
 

@@ -12,7 +12,6 @@ import pytest
 from selfdistill import config as C
 from selfdistill.engine import EngineSettings
 from selfdistill.pipeline import (
-    STAGE_WEIGHTS,
     StagePlan,
     Stages,
     decontaminated_against_eval,
@@ -23,6 +22,7 @@ from selfdistill.pipeline import (
     t_train_variants,
     teff_base_eval,
 )
+from selfdistill.stages import OUTPUTS, stage_of
 
 
 def test_run_refuses_before_any_stage_when_the_evaluated_data_cannot_be_read(tmp_path, monkeypatch):
@@ -93,7 +93,7 @@ def test_base_model_is_also_evaluated_at_its_recommended_decoding():
     assert swept.dirs["eval-base-recommended"] == dirs["eval-base-recommended"]  # the sweep's grid does not change it
     default = C.load_run_config("qwen2.5-coder-0.5b-instruct")  # no recommended setting: no such stage
     assert recommended_base_eval(default.eval) is None and "eval-base-recommended" not in StagePlan.of(default).dirs
-    assert set(dirs) == set(STAGE_WEIGHTS)  # every stage of the run has a weight for the ETA
+    assert set(dirs) == set(OUTPUTS)  # every output of the stage table has its directory
 
 
 @pytest.fixture
@@ -134,9 +134,7 @@ def calls(tmp_path, monkeypatch) -> list:
     def stage(kind: str):
         def fake(cfg, generator=None):
             calls.append((kind, cfg, generator))
-            RunDir.open(cfg.output_dir, C.SECTIONS[type(cfg)], cfg).finish(
-                model_dir=str(Path(cfg.output_dir) / "model")
-            )
+            RunDir.open(cfg.output_dir, stage_of(cfg).name, cfg).finish(model_dir=str(Path(cfg.output_dir) / "model"))
 
         return fake
 
@@ -363,3 +361,31 @@ def test_the_experiments_stage_directories_keep_their_names():
         assert sweep_dir(experiment(benchmark, overrides)).name == name
     for (benchmark, t_train, t_eval), name in EXPERIMENT_TEFF.items():
         assert Path(teff_base_eval(experiment(benchmark), round(t_train * t_eval, 2)).output_dir).name == name
+
+
+# `ssd run`'s stage directories as computed before the stage table (issue 27): the same names and hashes,
+# so finished stages stay found. The default preset, a paper preset (with the recommended decoding) and
+# experiment 2, whose samples are being drawn.
+RUN_DIRS = {
+    "qwen2.5-coder-0.5b-instruct": {"samples": "samples-9d09e4bc62", "train": "train-25c5190dc8", "eval-base": "eval-base-9665dd1151",
+                                    "eval-ssd": "eval-ssd-3f239646f7", "analysis": "analysis-380534d16e", "report": "report"},
+    "llama-3.1-8b-instruct": {"samples": "samples-b48e790469", "train": "train-116fb318a3", "eval-base": "eval-base-0df01a90d4",
+                              "eval-base-recommended": "eval-base-recommended-48b8f04c2b", "eval-ssd": "eval-ssd-1ca3e1156d",
+                              "analysis": "analysis-5dd521c47f", "report": "report"},
+    "experiments/ssd-qwen0.5b-full/leetcode.yaml": {"samples": "samples-d5198507ee", "train": "train-62eed3ce1f",
+                                                    "eval-base": "eval-base-32a24eef4c", "eval-ssd": "eval-ssd-c3513dacfa",
+                                                    "analysis": "analysis-44a659ffa0", "report": "report"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("source", list(RUN_DIRS))
+def test_run_stage_directories_keep_their_names_and_hashes(source):
+    if source.endswith(".yaml"):
+        cfg = C.load_run_config(config_file=str(Path(__file__).parents[1] / source))
+        root = Path("experiments/ssd-qwen0.5b-full/runs")
+    else:
+        cfg = C.load_run_config(source)
+        root = Path("runs") / source
+    dirs = Stages.of(cfg).dirs
+    assert {name: d.name for name, d in dirs.items()} == RUN_DIRS[source]
+    assert {d.parent for d in dirs.values()} == {root}

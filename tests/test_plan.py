@@ -240,7 +240,7 @@ def test_nvidia_smi_is_read(fake_nvidia_smi):
     assert P.nvml_gpus() == P.Gpus(8, 81559 / 1024, "535.104.05")
 
 
-@pytest.mark.parametrize("stage", ["train", "sample", "eval", "run"])
+@pytest.mark.parametrize("stage", ["train", "sample", "eval", "analyze", "run"])
 def test_gpu_stages_stop_when_torch_cannot_use_the_drivers_gpus(fake_nvidia_smi, tmp_path, monkeypatch, stage):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, [stage, "--output-dir", "out"])

@@ -54,7 +54,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import plots, rows
+from . import SelfdistillError, plots, rows
 from .config import AnalyzeConfig
 from .generate import truncate_logits
 from .manifest import RunDir, atomic_write_bytes, atomic_write_json, hash_inputs, load_manifest
@@ -81,7 +81,7 @@ FORK_RULES = {  # fork_classes: whose survivors (>= FORK_MIN_SURVIVORS at the tr
 FAIR_RULE = "both"
 
 
-class AnalyzeError(ValueError):
+class AnalyzeError(SelfdistillError, ValueError):
     pass
 
 

@@ -88,14 +88,14 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from . import rows
+from . import SelfdistillError, rows
 from .chat import ExtractionError, answer_text, build_messages
 from .grading import PROFILES, Grading
 from .sandbox import AssertTests, CallTests, Pool, StdioTests, job_seconds
 from .sanitize import identifiers, sanitize
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(SelfdistillError, ValueError):
     pass
 
 

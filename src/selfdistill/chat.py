@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime
 import re
 
+from . import SelfdistillError
+
 PROMPT_FORMATS = ("system", "lcb")
 HARMONY_CHANNEL = "<|channel|>"  # the special token that opens a channel header in GPT-OSS's harmony format
 
@@ -43,11 +45,11 @@ LCB_STDIN = (
 )
 
 
-class ChatError(ValueError):
+class ChatError(SelfdistillError, ValueError):
     """A prompt that cannot be built: an unknown format, a model without a chat template, a bad date."""
 
 
-class ExtractionError(ValueError):
+class ExtractionError(SelfdistillError, ValueError):
     """The reply holds no code to grade: graded as status `extraction_failed`, never a crash."""
 
 

@@ -9,16 +9,40 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import SelfdistillError
 from . import config as cfgmod
-from .config import AnalyzeConfig, ConfigError, EvalConfig, FitConfig, SampleConfig, TrainConfig
+from .config import ConfigError, FitConfig
+from .stages import STAGES, Stage, stage
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+class BadInputAsOneLine(typer.core.TyperGroup):
+    """The one place where bad input (a config, file, model or output dir) from any command becomes one
+    `error:` line without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (SelfdistillError, FileNotFoundError) as e:
+            _fail(str(e), getattr(e, "exit_code", 1))
+
+
+app = typer.Typer(
+    help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=BadInputAsOneLine
+)
 models_app = typer.Typer(help="The model registry: list and fetch models.", invoke_without_command=True)
 config_app = typer.Typer(help="Presets and resolved configs.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
@@ -29,7 +53,6 @@ app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(samples_app, name="samples")
-console = Console(stderr=True)
 
 STAGE_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 PRESET = typer.Option(None, "--preset", "-p", help="A preset name (`ssd config presets`).")
@@ -61,56 +84,11 @@ def flags_to_overrides(args: list[str]) -> list[str]:
     return out
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean bad input (a config, file, model or output dir): printed without a traceback."""
-    from .analyze import AnalyzeError
-    from .benchmarks import BenchmarkError
-    from .chat import ChatError
-    from .distributed import DistributedError
-    from .hub import HubError
-    from .manifest import ManifestMismatch
-    from .models import FetchError
-    from .plan import PlanError
-    from .prompts import PromptError
-    from .train import TrainError
-
-    return (
-        PlanError,
-        ConfigError,
-        ManifestMismatch,
-        FetchError,
-        BenchmarkError,
-        PromptError,
-        ChatError,
-        TrainError,
-        AnalyzeError,
-        DistributedError,
-        HubError,
-        FileNotFoundError,
-    )
-
-
-def _call(stage, *args) -> None:
-    """Run a stage function (each command imports its own lazily: torch and vLLM take seconds), turning
-    bad-input errors into one clear line."""
-    try:
-        stage(*args)
-    except Exception as e:
-        if isinstance(e, _user_errors()):  # looked up only on failure: their modules import torch and transformers
-            _fail(str(e), code=1)
-        raise
-
-
 def _on_usable_gpus() -> None:
     """Stages that would use GPUs stop when the driver sees GPUs that torch cannot use (plan.require_usable_cuda)."""
     from .plan import require_usable_cuda
 
-    _call(require_usable_cuda)
+    require_usable_cuda()
 
 
 VERBOSE = "--verbose"  # a stage command's flag: library logs on the console too, not only in the stage's library.log
@@ -126,20 +104,19 @@ def _overrides(ctx: typer.Context) -> list[str]:
     return flags_to_overrides([a for a in ctx.args if a != VERBOSE])
 
 
-def _stage_config(cls, preset, config_file, ctx: typer.Context):
+def _load_config(load: Callable, *args):
+    """A config that does not load is a usage error: exit code 2, as click's own (a stage that fails later: 1)."""
     try:
-        return cfgmod.load_stage_config(cls, preset, config_file, _overrides(ctx))
+        return load(*args)
     except ConfigError as e:
-        _fail(str(e))
+        e.exit_code = 2
+        raise
 
 
 def _run_config(preset, config_file, ctx: typer.Context, default_preset: str | None = None):
-    try:
-        return cfgmod.load_run_config(
-            preset or (default_preset if not config_file else None), config_file, _overrides(ctx)
-        )
-    except ConfigError as e:
-        _fail(str(e))
+    return _load_config(
+        cfgmod.load_run_config, preset or (default_preset if not config_file else None), config_file, _overrides(ctx)
+    )
 
 
 def _fields(cls) -> str:
@@ -160,62 +137,50 @@ def _fields(cls) -> str:
     return "Config fields (flags --name VALUE, or name=VALUE):\n\n\b\n" + "\n".join(map(escape, rows))
 
 
-@app.command(context_settings=STAGE_SETTINGS, epilog=_fields(SampleConfig))
-def sample(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """Sample the frozen model once per prompt at T_train with truncation (stage 1)."""
-    cfg = _stage_config(SampleConfig, preset, config, ctx)
-    _on_usable_gpus()
-    from .sample import sample as stage
+def _analyze_summarize(ctx: typer.Context, preset: str | None, config: str | None) -> None:
+    if preset or config or len(ctx.args) != 2:
+        _fail("`ssd analyze summarize DIR` takes one finished analysis directory and nothing else")
+    from .analyze import resummarize
 
-    _call(stage, cfg)
+    resummarize(ctx.args[1])
 
 
-@app.command(context_settings=STAGE_SETTINGS, epilog=_fields(TrainConfig))
-def train(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """SFT on the raw samples (stage 2)."""
-    cfg = _stage_config(TrainConfig, preset, config, ctx)
-    _on_usable_gpus()
-    from .train import train as stage
+def _analyze_fit(ctx: typer.Context, preset: str | None, config: str | None) -> None:
+    if preset:
+        _fail("`ssd analyze fit` reads its settings from the train directory: give --train-dir, not --preset")
+    cfg = _load_config(cfgmod.load_config, FitConfig, config, flags_to_overrides(ctx.args[1:]))
+    from .fit import fit
 
-    _call(stage, cfg)
-
-
-@app.command(name="eval", context_settings=STAGE_SETTINGS, epilog=_fields(EvalConfig))
-def eval_(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """Evaluate a model on a benchmark: sandboxed pass@k with CIs over a temperature sweep (stage 3)."""
-    cfg = _stage_config(EvalConfig, preset, config, ctx)
-    _on_usable_gpus()
-    from .evaluate import evaluate
-
-    _call(evaluate, cfg)
+    fit(cfg)
 
 
-@app.command(
-    context_settings=STAGE_SETTINGS, epilog=_fields(AnalyzeConfig) + "\n\n`ssd analyze fit`: " + _fields(FitConfig)
-)
-def analyze(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """The paper's Figure 6 diagnostics: how SSD reshapes token distributions at locks and forks.
-    `ssd analyze fit --train-dir D [--step N]`: the distillation fit of a trained model or checkpoint, one row per step.
-    `ssd analyze summarize DIR`: rewrite a finished analysis's analysis.json and figures from its scored positions, no model."""
-    if ctx.args[:1] == ["summarize"]:
-        if preset or config or len(ctx.args) != 2:
-            _fail("`ssd analyze summarize DIR` takes one finished analysis directory and nothing else")
-        from .analyze import resummarize
+# A stage command's first argument that picks another of the stage's entry points, with its own arguments
+# (and its config's fields in the command's help).
+MODES: dict[str, dict[str, tuple[Callable, type | None]]] = {
+    "analyze": {"summarize": (_analyze_summarize, None), "fit": (_analyze_fit, FitConfig)}
+}
 
-        return _call(resummarize, ctx.args[1])
-    if ctx.args[:1] == ["fit"]:
-        if preset:
-            _fail("`ssd analyze fit` reads its settings from the train directory: give --train-dir, not --preset")
-        try:
-            cfg = cfgmod.load_config(FitConfig, config, flags_to_overrides(ctx.args[1:]))
-        except ConfigError as e:
-            _fail(str(e))
-        from .fit import fit as stage
-    else:
-        cfg = _stage_config(AnalyzeConfig, preset, config, ctx)
-        from .analyze import analyze as stage
 
-    _call(stage, cfg)
+def _stage_command(s: Stage) -> None:
+    """`ssd NAME` of a stage of the table: its config from --preset, --config and flags, then its entry point."""
+    modes = MODES.get(s.name, {})
+
+    def command(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
+        if ctx.args[:1] and ctx.args[0] in modes:
+            return modes[ctx.args[0]][0](ctx, preset, config)
+        cfg = _load_config(cfgmod.load_stage_config, s.config, preset, config, _overrides(ctx))
+        _on_usable_gpus()
+        s.function()(cfg)
+
+    epilog = _fields(s.config) + "".join(
+        f"\n\n`ssd {s.name} {mode}`: " + _fields(cls) for mode, (_, cls) in modes.items() if cls
+    )
+    app.command(s.name, help=s.help, context_settings=STAGE_SETTINGS, epilog=epilog)(command)
+
+
+for _stage in STAGES:
+    if _stage.config:  # the report reads a run directory: its command is below
+        _stage_command(_stage)
 
 
 @app.command(context_settings=STAGE_SETTINGS)
@@ -223,9 +188,9 @@ def run(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The whole loop: sample, train, evaluate base and SSD, analyze, report (default: the embedded Qwen preset)."""
     cfg = _run_config(preset, config, ctx, default_preset="qwen2.5-coder-0.5b-instruct")
     _on_usable_gpus()
-    from .pipeline import run as stage
+    from .pipeline import run as run_stages
 
-    _call(stage, cfg)
+    run_stages(cfg)
 
 
 @app.command(context_settings=STAGE_SETTINGS)
@@ -233,9 +198,9 @@ def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
     """The paper's T_train x T_eval grid, with the effective-temperature fit (sweep.t_trains=..., sweep.t_evals=...)."""
     cfg = _run_config(preset, config, ctx)
     _on_usable_gpus()
-    from .pipeline import sweep as stage
+    from .pipeline import sweep as sweep_stages
 
-    _call(stage, cfg)
+    sweep_stages(cfg)
 
 
 @app.command(context_settings=STAGE_SETTINGS)
@@ -258,32 +223,24 @@ def plan(
         return
     cfg = _run_config(preset, config, ctx, default_preset="qwen2.5-coder-0.5b-instruct")
 
-    def show() -> None:
-        result = planmod.run_plan(cfg, gpus, gpu_memory)
-        print("\n".join(planmod.report_lines(result)))
-
-    _call(show)
+    print("\n".join(planmod.report_lines(planmod.run_plan(cfg, gpus, gpu_memory))))
 
 
-@app.command()
+@app.command(help=stage("report").help)
 def report(
     paths: list[Path] = typer.Argument(
         ..., help="An `ssd run` output directory, or the sweep configs of one experiment (one YAML per benchmark)."
     ),
     out: Path = typer.Option(None, "--out", help="With sweep configs: the directory for REPORT.md and its figures."),
 ):
-    """Write the report of a run directory (self-contained HTML and a Markdown twin), or of an
-    experiment's sweeps (REPORT.md: per-benchmark and pooled headline, T_eff baseline, grid, training, times)."""
     if all(p.suffix in (".yaml", ".yml") for p in paths):
         if out is None:
             _fail("sweep configs need --out DIR (where REPORT.md goes)")
         from .sweep_report import sweep_report
 
-        _call(sweep_report, paths, out)
+        sweep_report(paths, out)
     elif len(paths) == 1 and out is None:
-        from .report import report as stage
-
-        _call(stage, paths[0])
+        stage("report").function()(paths[0])
     else:
         _fail("give one `ssd run` output directory, or sweep config files (.yaml) with --out DIR")
 
@@ -306,9 +263,9 @@ def export_replies(
     ),
 ):
     """Write an eval's replies (the code graded) for EvalPlus or LiveCodeBench's custom evaluator."""
-    from .replies import export_replies as stage
+    from .replies import export_replies as export
 
-    _call(stage, eval_dir, fmt, out, temperature)
+    export(eval_dir, fmt, out, temperature)
 
 
 @app.command()
@@ -316,7 +273,7 @@ def toy(out: Path = typer.Option(None, "--out", help="Write toy.json and toy_cur
     """The paper's toy simulation of locks and forks (appendix C.4), computed exactly."""
     from .toy import main
 
-    _call(main, str(out) if out else None)
+    main(str(out) if out else None)
 
 
 # ---------------------------------------------------------------- models
@@ -345,12 +302,9 @@ def models_list(ctx: typer.Context):
 @models_app.command("fetch")
 def models_fetch(name: str):
     """Prepare a registry model in the cache ($SELFDISTILL_CACHE, default ~/.cache/selfdistill)."""
-    from .models import FetchError, fetch
+    from .models import fetch
 
-    try:
-        print(fetch(name, log=lambda m: console.print(m, highlight=False)))
-    except FetchError as e:
-        _fail(str(e), code=1)
+    print(fetch(name, log=lambda m: console.print(m, highlight=False)))
 
 
 @models_app.command("merge-lora")
@@ -362,7 +316,7 @@ def models_merge_lora(
     """Merge a LoRA adapter onto its base model: a plain model directory for `ssd eval --model OUT`."""
     from .train import merge_adapter
 
-    _call(merge_adapter, adapter, out, base)
+    merge_adapter(adapter, out, base)
     print(out)
 
 
@@ -378,7 +332,7 @@ def models_push(
     """Upload a trained model with its model card to the Hugging Face Hub (needs a token: `hf auth login` or HF_TOKEN)."""
     from .hub import push_model
 
-    _call(lambda: print(push_model(path, repo_id, private)))
+    print(push_model(path, repo_id, private))
 
 
 # ---------------------------------------------------------------- samples
@@ -412,7 +366,7 @@ def samples_push(
     """Upload a samples directory (shards, manifest, a dataset card) to a Hugging Face dataset repository."""
     from .hub import push_samples
 
-    _call(lambda: print(push_samples(path, repo_id, private)))
+    print(push_samples(path, repo_id, private))
 
 
 # ---------------------------------------------------------------- config
@@ -433,10 +387,7 @@ def config_show(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
         preset is None and args and not args[0].startswith("-") and "=" not in args[0]
     ):  # the preset may also come first, bare
         preset = args.pop(0)
-    try:
-        print(cfgmod.to_yaml(cfgmod.load_run_config(preset, config, flags_to_overrides(args))), end="")
-    except ConfigError as e:
-        _fail(str(e))
+    print(cfgmod.to_yaml(_load_config(cfgmod.load_run_config, preset, config, flags_to_overrides(args))), end="")
 
 
 # ---------------------------------------------------------------- sandbox

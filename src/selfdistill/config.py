@@ -24,11 +24,12 @@ from typing import Any
 
 import yaml
 
+from . import SelfdistillError
 from .chat import PROMPT_FORMATS
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(SelfdistillError, ValueError):
+    exit_code = 2  # as click's usage errors
 
 
 CHAT_DATE = (
@@ -642,9 +643,6 @@ class RunConfig(Checked):
     )
 
 
-SECTIONS = {SampleConfig: "sample", TrainConfig: "train", EvalConfig: "eval", AnalyzeConfig: "analyze"}
-
-
 # ---------------------------------------------------------------- presets
 
 
@@ -840,19 +838,24 @@ def _shared_keys_in_sections(data: dict) -> dict:
     """A top-level `model` is every stage's model, and a top-level `ray_address` (`local_replicas`) the
     cluster (the local replicas) of every stage that has one, unless a section names its own."""
     data = dict(data)
-    for cls, section in SECTIONS.items():
+    for section, cls in _sections().items():
         fields = {f.name for f in dataclasses.fields(cls)}
-        shared = {"model" if "model" in fields else "base_model": data["model"]} if "model" in data else {}
+        shared = {key: data["model"] for key in ("model", "base_model") if "model" in data and key in fields}
         shared.update({key: data[key] for key in ("ray_address", "local_replicas") if key in data and key in fields})
         if shared:
             data[section] = {**shared, **(data.get(section) or {})}
     return data
 
 
+def _sections() -> dict[str, type]:
+    """The run config's sections (`sample: SampleConfig`, ...): the stage table's names (stages.py)."""
+    return {name: tp for name, tp in typing.get_type_hints(RunConfig).items() if dataclasses.is_dataclass(tp)}
+
+
 def load_stage_config(cls: type, preset: str | None = None, config_file: str | None = None, overrides: list[str] = ()):
     """A stage's config: its section of the preset or file, then `key=value` overrides relative to
     that section (`ssd sample temperature=1.2` sets sample.temperature)."""
-    section = SECTIONS[cls]
+    section = next(name for name, tp in _sections().items() if tp is cls)
     run = load_run_config(preset, config_file, [f"{section}.{o}" for o in overrides])
     return getattr(run, section)
 

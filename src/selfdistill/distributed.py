@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 from rich.console import Console
 
+from . import SelfdistillError
 from .generate import Completion, Generator, Progress, Request, SamplingSpec
 from .sandbox import Limits, Pool, Result
 
@@ -54,7 +55,7 @@ ANSWER_GRACE = 30.0  # seconds a sandbox actor may answer after a map's deadline
 GRADING_ATTEMPTS = 3  # runs of a job whose sandbox actor was lost, before it is a sandbox_error
 
 
-class DistributedError(RuntimeError):
+class DistributedError(SelfdistillError, RuntimeError):
     """The cluster cannot do the job: no cluster, too few resources, a replica that cannot load."""
 
 

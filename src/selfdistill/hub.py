@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import __version__
+from . import SelfdistillError, __version__
 from .manifest import load_manifest
 
 PAPER = "https://arxiv.org/abs/2604.01193"
@@ -26,7 +26,7 @@ CITATION = """@misc{zhang2026embarrassinglysimpleselfdistillationimproves,
 CARD = "README.md"
 
 
-class HubError(RuntimeError):
+class HubError(SelfdistillError, RuntimeError):
     pass
 
 

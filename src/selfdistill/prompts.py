@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import rows
+from . import SelfdistillError, rows
 from .benchmarks import (
     BENCHMARKS,
     BenchmarkError,
@@ -44,7 +44,7 @@ from .manifest import hash_inputs
 PROMPT_SELECTIONS = ("all", "paper")
 
 
-class PromptError(ValueError):
+class PromptError(SelfdistillError, ValueError):
     pass
 
 

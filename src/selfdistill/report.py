@@ -29,12 +29,12 @@ from . import plots
 from .hub import write_model_card
 from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_jsonl
 from .results import load_summary, primary_endpoints, results_path
+from .stages import LISTED
 
 console = Console(stderr=True, highlight=False)
 
 SMOKE_TEST_PROBLEMS = 100  # below either size the report calls its numbers a smoke-level signal
 SMOKE_TRAIN_SAMPLES = 200
-STAGES = ("samples", "train", "eval-base", "eval-ssd", "analysis", "report")
 FIG6 = (
     ("fig6a_cumulative_mass.png", "(a) cumulative probability mass against token rank"),
     ("fig6b_survivors.png", "(b) tokens surviving truncation against T_eval"),
@@ -197,7 +197,7 @@ class Run:
             raise FileNotFoundError(f"{root} is not a directory: pass an `ssd run` output directory")
         manifest = _json(root / "manifest.json") or {}
         dirs = {}
-        for name in STAGES[:-1]:
+        for name in LISTED:
             recorded = Path(manifest.get("stages", {}).get(name, {}).get("dir", name))
             found = next((d for d in (root / name, recorded, root / recorded.name) if finished(d)), None)
             if found:
@@ -273,7 +273,7 @@ def section_overview(run: Run) -> list:
                 "warn",
             )
         )
-    missing = [s for s in STAGES[:-1] if s not in run.dirs]
+    missing = [s for s in LISTED if s not in run.dirs]
     if missing:
         blocks.append(
             Para("Stages not run or unfinished: " + ", ".join(missing) + '. Their sections say "not run".', "warn")
@@ -858,7 +858,7 @@ def section_times(run: Run) -> list:
     blocks: list = [Heading("Stage wall times")]
     recorded = run.manifest.get("stages", {})
     rows = []
-    for name in STAGES[:-1]:
+    for name in LISTED:
         s, m = recorded.get(name, {}), run.stage_manifest(name)
         if "seconds" in s:
             rows.append([name, f"{s['seconds']:.1f}", "cached (time of this run)" if s.get("skipped") else "done"])
@@ -880,7 +880,7 @@ def section_config(run: Run) -> list:
         )
     if run.manifest:
         blocks.append(Details("RUN_DIR/manifest.json", [Code(json.dumps(run.manifest, indent=2))]))
-    for name in STAGES[:-1]:
+    for name in LISTED:
         m = run.stage_manifest(name)
         blocks.append(Details(f"{name}/manifest.json", [Code(json.dumps(m, indent=2))]) if m else _not_run(name))
     return blocks

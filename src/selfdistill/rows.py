@@ -26,10 +26,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import SelfdistillError
+
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name
 
 
-class RowError(ValueError):
+class RowError(SelfdistillError, ValueError):
     pass
 
 

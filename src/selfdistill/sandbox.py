@@ -48,6 +48,8 @@ import warnings
 from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 
+from . import SelfdistillError
+
 NOT_RUN = "the global deadline passed before this job ran"  # no verdict: a rerun grades it (evaluate)
 STATUSES = ("passed", "failed", "timeout", "memory", "runtime_error", "output_limit", "sandbox_error")
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_child.py")
@@ -81,7 +83,7 @@ class Result:
         return asdict(self)
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(SelfdistillError, RuntimeError):
     pass
 
 

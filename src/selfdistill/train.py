@@ -82,6 +82,7 @@ from rich.progress import (
 from rich.table import Table
 from transformers import TrainerCallback
 
+from . import SelfdistillError
 from .chat import chat_prompt, stop_token_ids
 from .config import CHAT_DATE, TrainConfig
 from .hub import write_model_card
@@ -101,7 +102,7 @@ console = Console(stderr=True, highlight=False)
 COMPLETE = "selfdistill-complete.json"  # written into a checkpoint once all processes have saved it
 
 
-class TrainError(RuntimeError):
+class TrainError(SelfdistillError, RuntimeError):
     pass
 
 
