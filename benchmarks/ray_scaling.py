@@ -22,18 +22,20 @@ import os
 import time
 
 from selfdistill.chat import build_messages
+from selfdistill.decoding import request_seed
 from selfdistill.distributed import RayGenerator
 from selfdistill.generate import Request, SamplingSpec, load_generator
 from selfdistill.models import resolve_model
 from selfdistill.prompts import load_prompts
-from selfdistill.sample import sample_seed
 
 
 def shards(generator, args) -> dict[int, list[Request]]:
     spec = SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=args.max_tokens)
     prompts = load_prompts(args.prompt_source, limit=args.shards * args.shard_size)
     requests = [
-        Request(generator.chat_prompt(build_messages(p.text, p.starter_code, "system")), spec, sample_seed(0, p.id, 0))
+        Request(
+            generator.chat_prompt(build_messages(p.text, p.starter_code, "system")), spec, request_seed(0, p.id, 0)
+        )
         for p in prompts
     ]
     return {k: requests[k * args.shard_size : (k + 1) * args.shard_size] for k in range(args.shards)}

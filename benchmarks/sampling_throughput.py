@@ -41,10 +41,10 @@ import torch
 from peak import matmul_peak
 
 from selfdistill.chat import build_messages
+from selfdistill.decoding import request_seed
 from selfdistill.generate import Request, SamplingSpec, load_generator
 from selfdistill.models import native_bf16
 from selfdistill.prompts import load_prompts
-from selfdistill.sample import sample_seed
 
 
 def run_backend(
@@ -398,7 +398,7 @@ def main() -> None:
     spec = SamplingSpec(
         temperature=1.6, top_k=20, top_p=0.8, max_tokens=args.max_tokens
     )  # the paper's T_train truncation
-    seeds = [sample_seed(0, str(i), 0) for i in range(len(prompts))]
+    seeds = [request_seed(0, str(i), 0) for i in range(len(prompts))]
     results = (decode_curve if args.decode_curve else compare_closed_and_stream if args.compare else compare_backends)(
         args, prompts, spec, seeds
     )

@@ -15,6 +15,15 @@ def tiny_model() -> str:
     return str(fetch("tiny-random"))
 
 
+@pytest.fixture(scope="module")
+def hf_generator(tiny_model):
+    """tiny-random on the hf backend, one engine per test module."""
+    from selfdistill.generate import load_generator
+
+    with load_generator(tiny_model, "hf", max_model_len=256) as generator:
+        yield generator
+
+
 @pytest.fixture(scope="session")
 def qwen_model() -> str:
     from selfdistill.models import fetch

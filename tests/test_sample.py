@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from selfdistill.config import SampleConfig
+from selfdistill.decoding import request_seed
 from selfdistill.generate import JOURNAL, Generator
 from selfdistill.manifest import ManifestMismatch, load_manifest
 from selfdistill.sample import (
@@ -20,7 +21,6 @@ from selfdistill.sample import (
     load_samples,
     reply_flags,
     sample,
-    sample_seed,
 )
 
 STATEMENTS = [
@@ -61,12 +61,6 @@ def config(tmp_path: Path, **kw) -> SampleConfig:
 
 
 # ---------------------------------------------------------------------------- pure parts
-
-
-def test_seeds_are_stable_and_distinct():
-    assert sample_seed(0, "p1", 0) == sample_seed(0, "p1", 0) < 2**63
-    seeds = {sample_seed(s, p, j) for s in (0, 1) for p in ("p1", "p2") for j in (0, 1)}
-    assert len(seeds) == 8
 
 
 def test_flags():
@@ -130,7 +124,7 @@ def test_sample_records_manifest_and_bad_input(tmp_path):
         "flags",
         "keep",
     }
-    assert first["seed"] == sample_seed(0, "p0", 0) and first["prompt_text"].endswith("<|im_start|>assistant\n")
+    assert first["seed"] == request_seed(0, "p0", 0) and first["prompt_text"].endswith("<|im_start|>assistant\n")
     assert (
         first["messages"][1]["content"] == STATEMENTS[0]
         and first["reply_tokens"] == len(first["reply_token_ids"]) <= 24
@@ -214,14 +208,6 @@ def test_resume_after_kill_is_byte_identical(tmp_path):
 
 
 # ---------------------------------------------------------------------------- one stream per job (one hf engine for these tests)
-
-
-@pytest.fixture(scope="module")
-def hf_generator(tiny_model):
-    from selfdistill.generate import load_generator
-
-    with load_generator(tiny_model, "hf", max_model_len=256) as generator:
-        yield generator
 
 
 def shard_bytes(out) -> dict[str, bytes]:

@@ -48,7 +48,6 @@ Output directory (cfg.output_dir):
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,7 +58,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import benchmarks, metrics
 from .benchmarks import BenchmarkError, Problem
 from .config import EvalConfig
-from .generate import JOURNAL, GenerationProgress, Request, stream_journaled
+from .decoding import Decoder, request_seed
+from .generate import GenerationProgress, Request, SamplingSpec
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, hash_inputs, read_jsonl, sha256_json
 from .results import (
     BLOCK,
@@ -90,13 +90,6 @@ RECORD_FIELDS = (
     "finish_reason",
     "prompt_text",
 )
-
-
-def sample_seed(seed: int, problem_id: str, temperature: float, sample_index: int) -> int:
-    """A request's seed from (run seed, problem id, temperature, sample index): reruns reproduce it and
-    it does not depend on the problem's position, the subset or the other temperatures."""
-    digest = hashlib.sha256(f"{seed}\0{problem_id}\0{temperature!r}\0{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: vLLM and torch take int64 seeds
 
 
 def temperatures(cfg: EvalConfig) -> list[float]:
@@ -159,32 +152,15 @@ def _sweep(
     pool: Pool,
     generator,
 ) -> None:
-    from .chat import chat_prompt
-    from .engine import EngineSettings
-    from .generate import SamplingSpec
-    from .models import resolve_model
-
-    model_path = resolve_model(cfg.model)
-    if generator is not None and generator.model_path != model_path:
-        raise ValueError(f"the generator holds {generator.model_path}, but the config evaluates {model_path}")
-    if generator is not None:
-        tokenizer = generator.tokenizer
-    else:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    template_args = {"date": cfg.chat_date, "reasoning_effort": cfg.reasoning_effort}
-    prompt_texts = {
-        p.id: chat_prompt(tokenizer, bench.messages(p, cfg.prompt_format), **template_args) for p in problems
-    }
-    inputs.update(hash_inputs([model_path]) or {"model": model_path})
-    inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in problems])  # exactly what the model is fed
+    decoder = Decoder(cfg, generator)
+    prompt_texts = decoder.render({p.id: bench.messages(p, cfg.prompt_format) for p in problems})
+    inputs.update(decoder.inputs(prompt_texts))
     run = RunDir.open(
         cfg.output_dir,
         "eval",
         cfg,
         inputs,
-        extra={**extra, "model_path": model_path, "chat_template_args": template_args},
+        extra={**extra, "model_path": decoder.model_path, "chat_template_args": decoder.template_args},
     )
     out = run.path
 
@@ -198,14 +174,8 @@ def _sweep(
     ):  # replies graded under other rules, or that the sandbox failed to grade or never ran, are graded (again)
         _regrade(bench, plan[T], problems, pool, everything)
     run.update(grading_rules=bench.profile.rules())
-    owned = generator is None
-    specs = {
-        T: SamplingSpec(
-            T, cfg.top_k, cfg.top_p, cfg.min_p, 1, cfg.max_tokens, cfg.seed, per_request_seeds=cfg.per_request_seeds
-        )
-        for T in temps
-    }
-    try:
+    specs = {T: SamplingSpec.from_config(cfg, temperature=T) for T in temps}
+    with decoder:
         for phase in ("grid", "test") if cfg.test_n else ("grid",):
             if phase == "test":
                 best = metrics.best_on_dev(
@@ -218,14 +188,9 @@ def _sweep(
             missing = sum(len(block) for block in _pending_blocks(plan).values())
             if not missing:
                 continue
-            if generator is None:
-                console.print(f"loading {model_path} ({cfg.backend})")
-                generator = EngineSettings.of(cfg).load(model_path)
+            generator = decoder.engine()
             run.update(effective_params={t_label(T): generator.effective_params(specs[T]) for T in temps})
-            _generate(run, cfg, bench, generator, plan, specs, prompt_texts, pool, missing)
-    finally:
-        if owned and generator is not None:
-            generator.close()
+            _generate(run, cfg, bench, decoder, plan, specs, prompt_texts, pool)
     results = {T: plan[T]["records"] for T in temps}
     summary = summarize(cfg, bench, problems, results)
     atomic_write_json(summary_path(out), summary)
@@ -242,7 +207,7 @@ def _load_block_plan(out: Path, cfg: EvalConfig, T: float, grid: list[Problem], 
     path = results_path(out, T)
     records = {}
     if path.is_file():
-        expected = {(p.id, j): sample_seed(cfg.seed, p.id, T, j) for p, j in order}
+        expected = {(p.id, j): request_seed(cfg.seed, p.id, j, T) for p, j in order}
         for line_no, r in enumerate(read_jsonl(path), 1):
             key = (r["problem_id"], r["sample_index"])
             if expected.get(key) != r["seed"]:
@@ -296,12 +261,12 @@ def _regrade(bench, plan: dict, problems: list[Problem], pool: Pool, everything:
 
 
 def _generate(
-    run: RunDir, cfg: EvalConfig, bench, generator, plan: dict, specs: dict, prompt_texts: dict, pool: Pool, total: int
+    run: RunDir, cfg: EvalConfig, bench, decoder: Decoder, plan: dict, specs: dict, prompt_texts: dict, pool: Pool
 ) -> None:
     """Every unfinished block in one stream (on a Ray cluster: streams on several replicas); each
     finished block is graded and saved on a thread, each finished reply journaled until then."""
     blocks = {
-        (T, b): [(T, prob, j, sample_seed(cfg.seed, prob.id, T, j)) for prob, j in block]
+        (T, b): [(T, prob, j, request_seed(cfg.seed, prob.id, j, T)) for prob, j in block]
         for (T, b), block in _pending_blocks(plan).items()
     }
     units = {
@@ -309,38 +274,18 @@ def _generate(
         for key, block in blocks.items()
     }
     with (
-        GenerationProgress(console, "eval", total) as progress,
         ThreadPoolExecutor(1, thread_name_prefix="grading") as grader,
+        decoder.decode(run, units, "eval", lambda key: f"T{t_label(key[0])} block {key[1]}") as (progress, finished),
     ):
         graded = []
-        for (T, b), completions, where in stream_journaled(
-            generator, units, run.path / JOURNAL, cfg.max_num_seqs, progress
-        ):
-            graded.append(
-                grader.submit(
-                    _grade_block,
-                    cfg,
-                    bench,
-                    plan,
-                    prompt_texts,
-                    pool,
-                    [(*r, c) for r, (c,) in zip(blocks[T, b], completions)],
-                    progress,
-                )
-            )
-            if where:
-                run.update(placements={**run.manifest.get("placements", {}), f"T{t_label(T)} block {b}": where})
+        for key, completions in finished:
+            block = [(*r, c) for r, c in zip(blocks[key], completions)]
+            graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, block, progress))
             for future in graded:
                 if future.done():
                     future.result()  # a grading error stops the stream now, not after the last reply
-        for future in graded:
+        for future in graded:  # the journal goes once every block is graded and written
             future.result()
-    (run.path / JOURNAL).unlink()  # every block is graded and written
-    session = progress.session()
-    run.update(sessions=run.manifest.get("sessions", []) + [session])
-    console.print(
-        f"generated and graded {total} samples in {session['seconds']:.0f} s ({session['tokens_per_second']} tokens/s)"
-    )
 
 
 def _grade_block(

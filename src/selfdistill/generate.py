@@ -89,6 +89,23 @@ class SamplingSpec:
                 "(top-k bounds the support stored per token)"
             )
 
+    @classmethod
+    def from_config(cls, cfg, temperature: float) -> SamplingSpec:
+        """One completion per request at `temperature` (an eval decodes several) under a stage config's
+        truncation, length cap and seeds: a SampleConfig, or an EvalConfig (no stop strings, no targets)."""
+        return cls(
+            temperature=temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            min_p=cfg.min_p,
+            n=1,
+            max_tokens=cfg.max_tokens,
+            seed=cfg.seed,
+            stop=list(getattr(cfg, "stop", [])),
+            per_request_seeds=cfg.per_request_seeds,
+            targets=getattr(cfg, "store_targets", False),
+        )
+
 
 @dataclass
 class Targets:

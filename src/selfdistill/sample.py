@@ -46,33 +46,23 @@ from rich.console import Console
 from rich.table import Table
 
 from . import rows
-from .chat import build_messages, chat_prompt
+from .chat import build_messages
 from .config import SampleConfig
-from .engine import EngineSettings
-from .generate import JOURNAL, GenerationProgress, Generator, Request, SamplingSpec, Targets, stream_journaled
+from .decoding import Decoder, request_seed
+from .generate import Generator, Request, SamplingSpec, Targets
 from .manifest import (
     RunDir,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_jsonl,
     finished,
-    hash_inputs,
     load_manifest,
     read_jsonl,
-    sha256_json,
 )
-from .models import resolve_model
 from .prompts import Prompt, PromptError, collect_prompts
 
 DROP_FLAGS = {"empty", "stub", "prompt_too_long", "shortest"}  # a sample with one of these is not trained on
 console = Console(stderr=True, highlight=False)
-
-
-def sample_seed(run_seed: int, prompt_id: str, sample_index: int) -> int:
-    """A request's seed from (run seed, prompt id, sample index): reruns reproduce it, samples of one
-    prompt are independent, and it does not depend on the prompt's position or the shard size."""
-    digest = hashlib.sha256(f"{run_seed}\0{prompt_id}\0{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: vLLM and torch take int64 seeds
 
 
 def is_looping(token_ids: list[int], max_period: int = 64, min_span: int = 64, min_repeats: int = 4) -> bool:
@@ -172,40 +162,18 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
         cfg.prompts, cfg.prompt_field, cfg.decontaminate, cfg.prompt_selection
     )  # before the model: bad prompts fail in seconds
     prompts = found.prompts[: cfg.limit] if cfg.limit is not None else found.prompts
-    spec = SamplingSpec(
-        cfg.temperature,
-        cfg.top_k,
-        cfg.top_p,
-        cfg.min_p,
-        1,
-        cfg.max_tokens,
-        cfg.seed,
-        list(cfg.stop),
-        cfg.per_request_seeds,
-        cfg.store_targets,
-    )
+    spec = SamplingSpec.from_config(cfg, temperature=cfg.temperature)
     for e in found.errors:
         console.print(f"[yellow]skipped[/] {e['where']}: {e['reason']}")
     for c in found.unchecked:
         console.print(f"[bold red]NOT DECONTAMINATED[/] against {c['entry']}: {c['not_checked']}")
     if not prompts:
         raise PromptError(f"{found.source}: no prompts left ({found.summary()})")
-    model_path = resolve_model(cfg.model)
-    if generator is not None and generator.model_path != model_path:
-        raise ValueError(f"the generator holds {generator.model_path}, but the config samples from {model_path}")
-
-    if generator is not None:
-        tokenizer = generator.tokenizer
-    else:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    decoder = Decoder(cfg, generator)
+    tokenizer = decoder.tokenizer
     messages = {p.id: build_messages(p.text, p.starter_code, cfg.prompt_format) for p in prompts}
-    template_args = {"date": cfg.chat_date, "reasoning_effort": cfg.reasoning_effort}
-    prompt_texts = {p.id: chat_prompt(tokenizer, messages[p.id], **template_args) for p in prompts}
-
-    inputs = hash_inputs([model_path]) or {"model": model_path}
-    inputs["prompts"] = sha256_json([[p.id, prompt_texts[p.id]] for p in prompts])  # exactly what the model is fed
+    prompt_texts = decoder.render(messages)
+    inputs = decoder.inputs(prompt_texts)
     if found.source_sha256:
         inputs[found.source] = found.source_sha256
     run = RunDir.open(
@@ -214,7 +182,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
         cfg,
         inputs,
         extra={
-            "model_path": model_path,
+            "model_path": decoder.model_path,
             "prompt_source": {
                 **found.summary(),
                 "limit": cfg.limit,
@@ -223,7 +191,7 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
             },
             "chat_template": tokenizer.chat_template,
             "chat_template_sha256": hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest(),
-            "chat_template_args": template_args,  # what training renders the samples' messages with
+            "chat_template_args": decoder.template_args,  # what training renders the samples' messages with
             "tokenizer": {
                 k: getattr(tokenizer, k)
                 for k in ("eos_token", "eos_token_id", "pad_token", "pad_token_id", "bos_token", "bos_token_id")
@@ -253,16 +221,9 @@ def sample(cfg: SampleConfig, generator: Generator | None = None) -> Path:
             _check_shard(_shard_path(out, k), shards[k], cfg.n, cfg.store_targets)
 
     if todo:
-        owned = generator is None
-        if owned:
-            console.print(f"loading {model_path} ({cfg.backend})")
-            generator = EngineSettings.of(cfg).load(model_path)
-        try:
-            run.update(effective_params=generator.effective_params(spec))
-            _generate_shards(run, generator, shards, todo, messages, prompt_texts, spec, cfg)
-        finally:
-            if owned:
-                generator.close()
+        with decoder:
+            run.update(effective_params=decoder.engine().effective_params(spec))
+            _generate_shards(run, decoder, shards, todo, messages, prompt_texts, spec, cfg)
     records = [r for k in range(len(shards)) for r in read_jsonl(_shard_path(out, k))]
     if _drop_shortest(records, cfg.drop_shortest_fraction):
         for k in range(len(shards)):
@@ -307,7 +268,7 @@ def _targets_stats(shards: list[Path]) -> dict:
 
 def _generate_shards(
     run: RunDir,
-    generator: Generator,
+    decoder: Decoder,
     shards: list[list[Prompt]],
     todo: list[int],
     messages: dict,
@@ -316,33 +277,22 @@ def _generate_shards(
     cfg: SampleConfig,
 ) -> None:
     """Every missing shard's requests in one stream, so the engine stays full across shards; a shard
-    is written as soon as its last request finishes, and every request to the journal as it finishes
-    (a kill loses only the requests in flight). On a Ray cluster the shards stream on several
-    replicas, and the manifest records which made each."""
+    is written as soon as its last request finishes (on a Ray cluster the shards stream on several
+    replicas, and the manifest records which made each)."""
     samples = {k: [(p, j) for p in shards[k] for j in range(cfg.n)] for k in todo}
     units = {
-        k: [Request(prompt_texts[p.id], spec, sample_seed(cfg.seed, p.id, j)) for p, j in samples[k]] for k in todo
+        k: [Request(prompt_texts[p.id], spec, request_seed(cfg.seed, p.id, j)) for p, j in samples[k]] for k in todo
     }
-    with GenerationProgress(console, "sampling", sum(map(len, units.values()))) as progress:
-        for k, completions, where in stream_journaled(
-            generator, units, run.path / JOURNAL, cfg.max_num_seqs, progress
-        ):
+    with decoder.decode(run, units, "sampling", lambda k: _shard_path(run.path, k).name) as (progress, finished):
+        for k, completions in finished:
             records = [
                 _record(p, messages[p.id], prompt_texts[p.id], j, r.seed, c)
-                for (p, j), r, (c,) in zip(samples[k], units[k], completions)
+                for (p, j), r, c in zip(samples[k], units[k], completions)
             ]
             if spec.targets:  # first: a shard on disk has its distributions beside it
-                _write_targets(_shard_path(run.path, k), records, [c for (c,) in completions])
+                _write_targets(_shard_path(run.path, k), records, completions)
             atomic_write_jsonl(_shard_path(run.path, k), records)
-            if where:
-                run.update(placements={**run.manifest.get("placements", {}), _shard_path(run.path, k).name: where})
             progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
-    (run.path / JOURNAL).unlink()
-    session = progress.session()
-    run.update(sessions=run.manifest.get("sessions", []) + [session])
-    console.print(
-        f"generated {session['generated_tokens']} tokens in {session['seconds']} s: {session['tokens_per_second']} tokens/s"
-    )
 
 
 def _drop_shortest(records: list[dict], fraction: float) -> bool:
