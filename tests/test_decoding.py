@@ -4,7 +4,7 @@ it borrows or loads, and the journaled stream that survives a crash."""
 from dataclasses import replace
 
 import pytest
-from test_sample import STATEMENTS, CrashingStream
+from test_sample import STATEMENTS, CrashingStream, config
 
 from selfdistill.config import EvalConfig, SampleConfig
 from selfdistill.decoding import Decoder, request_seed
@@ -56,18 +56,6 @@ def test_spec_from_config_is_what_each_stage_decoded_with():
         )
 
 
-def config(tiny_model, tmp_path) -> SampleConfig:
-    return SampleConfig(
-        model=tiny_model,
-        temperature=1.6,
-        max_tokens=8,
-        max_model_len=256,
-        backend="hf",
-        max_num_seqs=2,
-        output_dir=str(tmp_path / "out"),
-    )
-
-
 def decode(cfg: SampleConfig, generator) -> tuple[dict, dict]:
     """Three units of two prompts through the skeleton: {unit: [(tokens, finish reason)]}, and the manifest."""
     decoder = Decoder(cfg, generator)
@@ -85,15 +73,15 @@ def decode(cfg: SampleConfig, generator) -> tuple[dict, dict]:
     return decoded, load_manifest(run.path)
 
 
-def test_a_crashed_stream_resumes_from_its_journal(tiny_model, tmp_path, hf_generator):
+def test_a_crashed_stream_resumes_from_its_journal(tmp_path, hf_generator):
     """A crash after 3 of 6 requests: the journal keeps them and no session is recorded; the rerun
     decodes only the other 3, gives what an uninterrupted stream gives and deletes the journal."""
-    whole, _ = decode(config(tiny_model, tmp_path / "whole"), hf_generator)
-    cfg = config(tiny_model, tmp_path / "crashed")
+    whole, _ = decode(config(tmp_path, max_tokens=8, output_dir=str(tmp_path / "whole")), hf_generator)
+    cfg = config(tmp_path, max_tokens=8, output_dir=str(tmp_path / "crashed"))
     crashing = CrashingStream(hf_generator, results=3)
     with pytest.raises(KeyboardInterrupt):
         decode(cfg, crashing)
-    journal = tmp_path / "crashed" / "out" / JOURNAL
+    journal = tmp_path / "crashed" / JOURNAL
     assert len(journal.read_text().splitlines()) == 3 and "sessions" not in load_manifest(cfg.output_dir)
     resumed = CrashingStream(hf_generator)
     decoded, manifest = decode(cfg, resumed)
@@ -101,8 +89,8 @@ def test_a_crashed_stream_resumes_from_its_journal(tiny_model, tmp_path, hf_gene
     assert [s["samples"] for s in manifest["sessions"]] == [6] and "placements" not in manifest
 
 
-def test_an_engine_is_closed_only_by_the_decoder_that_loaded_it(tiny_model, tmp_path, hf_generator):
-    cfg = config(tiny_model, tmp_path)
+def test_an_engine_is_closed_only_by_the_decoder_that_loaded_it(tmp_path, hf_generator):
+    cfg = config(tmp_path)
     with Decoder(cfg, hf_generator) as lent:
         assert lent.engine() is hf_generator
     assert hf_generator.model is not None
