@@ -17,6 +17,8 @@ from selfdistill.sample import shard_files
 
 out = Path(sys.argv[1])
 cfg = SampleConfig(**json.loads((out / "manifest.json").read_text())["config"])
+if not (out / JOURNAL).is_file():
+    sys.exit(f"{out / JOURNAL}: missing; the stage finished (its journal deleted) or never decoded")
 lines = (out / JOURNAL).read_text().splitlines()
 journal = {json.loads(line)["request"] for line in lines if line.endswith("}")}  # a line cut by a kill is no request
 records = [json.loads(line) for shard in shard_files(out) for line in shard.read_text().splitlines()]
