@@ -187,9 +187,8 @@ class EvalSummary:
     dev_ids: list[str]
     test_ids: list[str]
     temperatures: dict[str, TemperatureEntry]  # by t_label: "0.70", or "none"
-    selection: (
-        dict[int, Selection | Skipped] | Skipped
-    )  # k -> the choice for pass@k; Skipped: the split left nothing to choose on
+    # k -> the choice for pass@k (JSON: "pass@K" keys); Skipped: the dev/test split left nothing to choose on
+    selection: dict[int, Selection | Skipped] | Skipped
     replies: Annotated[RepliesFile | None, Field(exclude_if=lambda v: v is None)] = None  # replies evals only
 
     @classmethod
@@ -242,6 +241,7 @@ class EvalSummary:
 
 
 _SCHEMA = TypeAdapter(EvalSummary)
+_SCORE = TypeAdapter(Score | None)  # a score as summary.json writes it, for compare.json's base_settings
 
 
 def _pass_at_keys(data: dict) -> dict[int, object]:
@@ -252,23 +252,26 @@ def _upgrade(data: dict) -> dict:
     """summary.json's layout as EvalSummary's fields, from any version: pass@k keys gathered, the protocol
     as a value, and the fields older summaries lack filled in as they meant."""
     out = {**data, "protocol": Protocol.read(data.get("protocol"))}
-    out.setdefault("label", "all tests")  # written before the public-tests copy existed
-    out.setdefault("grading_rules", None)
+    out.setdefault("label", "all tests")  # older summaries name no label: they graded all tests
+    out.setdefault("grading_rules", None)  # before rules were recorded (graded_otherwise)
     if isinstance(data.get("decoding"), dict):
         out["decoding"] = {"min_p": 0.0, **data["decoding"]}
-    temperatures = {}
-    for name, entry in data.get("temperatures", {}).items():
-        pass_at = _pass_at_keys(entry)
-        temperatures[name] = {
-            **{key: value for key, value in entry.items() if not key.startswith("pass@")},
-            "pass_at": pass_at,
-            "ks": entry.get("ks", sorted(pass_at)),  # older entries held the eval's ks only
-            "test_n": entry.get("test_n"),
-        }
-    out["temperatures"] = temperatures
-    selection = data.get("selection", {})
-    out["selection"] = selection if "skipped" in selection else _pass_at_keys(selection)
+    if isinstance(data.get("temperatures"), dict):  # otherwise the schema names what is wrong
+        out["temperatures"] = {name: _upgrade_entry(entry) for name, entry in data["temperatures"].items()}
+    selection = data.get("selection")
+    if isinstance(selection, dict) and "skipped" not in selection:
+        out["selection"] = _pass_at_keys(selection)
     return out
+
+
+def _upgrade_entry(entry: dict) -> dict:
+    pass_at = _pass_at_keys(entry)
+    return {
+        **{key: value for key, value in entry.items() if not key.startswith("pass@")},
+        "pass_at": pass_at,
+        "ks": entry.get("ks", sorted(pass_at)),  # older entries held the eval's ks only
+        "test_n": entry.get("test_n"),  # the two-phase protocol's alone
+    }
 
 
 def load_summary(eval_dir: str | Path) -> EvalSummary:
@@ -538,9 +541,6 @@ def base_settings(sweep_dir: str | Path, recommended_dir: str | Path | None = No
         best = max(sweep.entries, key=lambda e: (e.pass_at[k].all.mean, -e.temperature))  # ties -> the lower T
         out["optimistic"] = setting(sweep, best)
     return out
-
-
-_SCORE = TypeAdapter(Score | None)
 
 
 def compare(eval_dir_a: str | Path, eval_dir_b: str | Path, k: int = 1, seed: int = 0) -> dict:
