@@ -92,11 +92,11 @@ def main() -> None:
     )
     for d in dirs:
         s = load_summary(d)
-        model = "base" if d.name.startswith("eval-base") else f"SSD {Path(s['model']).parent.name}"
+        model = "base" if d.name.startswith("eval-base") else f"SSD {Path(s.model).parent.name}"
         n = regrade(d, args.workers)
-        totals.setdefault((s["benchmark"], model.split()[0]), Counter()).update(n)
+        totals.setdefault((s.benchmark, model.split()[0]), Counter()).update(n)
         print(
-            f"{d.name:<22} {s['benchmark']:<15} {model:<14} "
+            f"{d.name:<22} {s.benchmark:<15} {model:<14} "
             + " ".join(f"{n[c]:>12}" for c in columns[:5])
             + f"  {n[columns[5]]:>8}"
         )

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from selfdistill import results as R
 from selfdistill.analyze import (
     FORK_MIN_SURVIVORS,
     RANKS,
@@ -56,9 +57,38 @@ def perturbed_model(tiny_model, tmp_path_factory) -> str:
     return str(out)
 
 
+def write_summary(eval_dir, decoding: R.Decoding | None) -> None:
+    """A summary.json of results.EvalSummary holding what analyze reads (its temperature 0.7 and decoding);
+    its scores are empty."""
+    entry = R.TemperatureEntry(0.7, 1, False, None, [1], {}, {}, 0.0, 0.0, None)
+    R.write_summary(
+        eval_dir,
+        R.EvalSummary(
+            benchmark="humaneval",
+            label="all tests",
+            grading="evalplus",
+            grading_rules=None,
+            model="m",
+            prompt_format="chat",
+            decoding=decoding,
+            n_problems=0,
+            ks=[1],
+            t_eval=None,
+            dev_fraction=0.5,
+            seed=0,
+            protocol=R.Protocol.GRID,
+            problem_ids=[],
+            dev_ids=[],
+            test_ids=[],
+            temperatures={"0.70": entry},
+            selection={},
+        ),
+    )
+
+
 def write_eval_dir(path, tiny_model, rows=REPLIES, prompt_text=True):
     """A finished eval output dir in the schema evaluate.py documents: manifest.json, results/T*.jsonl and
-    summary.json (the parts analyze reads: temperatures and decoding)."""
+    summary.json (write_summary)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -66,14 +96,7 @@ def write_eval_dir(path, tiny_model, rows=REPLIES, prompt_text=True):
     (path / "manifest.json").write_text(
         json.dumps({"stage": "eval", "config": {"model": tiny_model, "benchmark": "humaneval"}})
     )
-    (path / "summary.json").write_text(
-        json.dumps(
-            {
-                "temperatures": {"0.70": {"temperature": 0.7}},
-                "decoding": {"top_k": 20, "top_p": 0.8, "min_p": 0.0, "max_tokens": 64},
-            }
-        )
-    )
+    write_summary(path, R.Decoding(top_k=20, top_p=0.8, min_p=0.0, max_tokens=64))
     with open(path / "results" / "T0.70.jsonl", "w") as f:
         for i, (pid, reply) in enumerate(rows):
             rec = {
@@ -337,16 +360,13 @@ def finished_stage(path, stage_cfg, **items):
 
 def test_truncations_are_those_the_samples_and_the_replies_were_drawn_with(tmp_path):
     from selfdistill.config import EvalConfig, SampleConfig, TrainConfig
-    from selfdistill.results import summary_path
 
     samples = finished_stage(tmp_path / "samples", SampleConfig(temperature=1.2, top_k=0, top_p=1.0))
     train = finished_stage(
         tmp_path / "train", TrainConfig(samples=str(samples)), model_dir=str(tmp_path / "train" / "model")
     )
     replies = finished_stage(tmp_path / "eval", EvalConfig(top_k=20, top_p=0.95))
-    summary_path(replies).write_text(
-        json.dumps({"decoding": {"top_k": 20, "top_p": 0.95, "min_p": 0.0, "max_tokens": 1024}})
-    )
+    write_summary(replies, R.Decoding(top_k=20, top_p=0.95, min_p=0.0, max_tokens=1024))
     cfg = AnalyzeConfig(ssd_model=str(train / "model"), replies=str(replies))
     resolved = with_truncations(cfg)
     assert (resolved.t_train, resolved.top_k, resolved.top_p, resolved.eval_top_k, resolved.eval_top_p) == (
@@ -363,7 +383,7 @@ def test_truncations_are_those_the_samples_and_the_replies_were_drawn_with(tmp_p
     assert (on_samples.eval_top_k, on_samples.eval_top_p) == (0, 1.0)
     with pytest.raises(AnalyzeError, match="not the model of an `ssd train` directory: give t_train, top_k and top_p"):
         with_truncations(replace(cfg, ssd_model="qwen2.5-coder-0.5b-instruct"))
-    summary_path(replies).write_text(json.dumps({"decoding": None}))  # replies graded from a file
+    write_summary(replies, None)  # replies graded from a file
     with pytest.raises(AnalyzeError, match="give eval_top_k and eval_top_p"):
         with_truncations(cfg)
 
@@ -374,15 +394,14 @@ def test_analyze_alone_classifies_at_the_truncation_ssd_run_gives_it(tmp_path, p
     samples untruncated and is evaluated at top-p 0.95: no default of the analysis may stand in)."""
     from selfdistill import config as C
     from selfdistill.pipeline import Stages
-    from selfdistill.results import summary_path
 
     stages = Stages.of(C.load_run_config(preset, overrides=[f"output_dir={tmp_path}"]))
     model_dir = stages.dirs["train"] / "model"
     finished_stage(stages.dirs["samples"], stages.sample())
     finished_stage(stages.dirs["train"], stages.train(), model_dir=str(model_dir))
     base = stages.eval_base()
-    summary_path(finished_stage(stages.dirs["eval-base"], base)).write_text(
-        json.dumps({"decoding": {"top_k": base.top_k, "top_p": base.top_p}})
+    write_summary(
+        finished_stage(stages.dirs["eval-base"], base), R.Decoding(base.top_k, base.top_p, base.min_p, base.max_tokens)
     )
     alone = C.load_stage_config(
         AnalyzeConfig, preset, overrides=[f"ssd_model={model_dir}", f"replies={stages.dirs['eval-base']}"]

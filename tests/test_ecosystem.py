@@ -223,6 +223,4 @@ def test_model_card_states_base_method_sampling_recipe_and_data_then_results(tra
     card = ModelCard.load(trained / "model" / "README.md")
     assert "Not evaluated yet" not in card.text and "| pass@1 |" in card.text and "humaneval" in card.text
     (result,) = card.data.eval_results
-    assert result.metric_type == "pass@1" and result.metric_value == round(
-        100 * evals["ssd"]["selection"]["pass@1"]["test_score"], 2
-    )
+    assert result.metric_type == "pass@1" and result.metric_value == round(100 * evals["ssd"].chosen(1).test_score, 2)

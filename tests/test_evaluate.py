@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,29 +100,26 @@ def test_summary_from_a_known_results_matrix(tmp_path):
             for j in range(4)
         }
     s = R.summarize(cfg, bench, problems, results)
-    assert set(s["temperatures"]) == {"0.00", "0.50", "1.00"}
-    greedy = s["temperatures"]["0.00"]
-    assert greedy["n"] == 1 and greedy["pass@4"]["all"]["mean"] == greedy["pass@1"]["all"]["mean"] == 0.5
-    assert greedy["ks"] == [1, 2, 4]  # one sample: pass@k only for the ks asked (each = pass@1)
+    assert set(s.temperatures) == {"0.00", "0.50", "1.00"} and s.protocol is R.Protocol.GRID
+    greedy = s.temperatures["0.00"]
+    assert greedy.n == 1 and greedy.pass_at[4].all.mean == greedy.pass_at[1].all.mean == 0.5
+    assert greedy.ks == [1, 2, 4]  # one sample: pass@k only for the ks asked (each = pass@1)
     for T, counts in correct.items():
-        e = s["temperatures"][R.t_label(T)]
-        assert e["ks"] == [1, 2, 3, 4]  # every k <= n, with k = 3 that cfg.ks does not ask for
+        e = s.temperatures[R.t_label(T)]
+        assert e.ks == [1, 2, 3, 4]  # every k <= n, with k = 3 that cfg.ks does not ask for
         for k in (1, 2, 3, 4):
             want = [metrics.pass_at_k(4, min(c, 4), k) for c in counts]
-            got = e[f"pass@{k}"]["all"]
-            assert got["mean"] == pytest.approx(sum(want) / len(want))
-            assert got["ci_lo"] <= got["mean"] <= got["ci_hi"]
-        assert e["truncated"] == 0.25
-        assert set(e["pass@1"]["by_difficulty"]) == {"easy", "hard"} and set(e["pass@1"]["by_platform"]) == {
-            "a",
-            "b",
-            "c",
-        }
-        assert e["pass@1"]["by_difficulty"]["easy"]["n_problems"] == 6
-    assert sorted(s["dev_ids"] + s["test_ids"]) == sorted(p.id for p in problems)
-    sel = s["selection"]["pass@1"]
-    scores = {T: R.per_problem_pass_at_k(list(results[T].values()), s["problem_ids"], 1) for T in results}
-    assert sel == metrics.select_temperature(scores, s["dev_ids"], s["test_ids"], seed=3)
+            got = e.pass_at[k].all
+            assert got.mean == pytest.approx(sum(want) / len(want))
+            assert got.ci_lo <= got.mean <= got.ci_hi
+        assert e.truncated == 0.25 and e.test_n is None  # test_n: the two-phase protocol's
+        assert set(e.pass_at[1].by_difficulty) == {"easy", "hard"} and set(e.pass_at[1].by_platform) == {"a", "b", "c"}
+        assert e.pass_at[1].by_difficulty["easy"].n_problems == 6
+    assert sorted(s.dev_ids + s.test_ids) == sorted(p.id for p in problems)
+    scores = {T: R.per_problem_pass_at_k(list(results[T].values()), s.problem_ids, 1) for T in results}
+    want = metrics.select_temperature(scores, s.dev_ids, s.test_ids, seed=3)
+    assert R.Selection(**{**want, "dev_by_T": {}, "test_by_T": {}}) == replace(s.chosen(1), dev_by_T={}, test_by_T={})
+    assert s.chosen(1).dev_by_T == {str(T): score for T, score in want["dev_by_T"].items()}
 
 
 # ---------------------------------------------------------------------------- oracle mode
@@ -173,14 +171,11 @@ def test_two_phase_summary_scores_the_grid_on_dev_and_the_chosen_t_on_test(tmp_p
         (pid, j): rec(pid, j < 3) for pid in test for j in range(4)
     }
     s = R.summarize(cfg, bench, problems, results)
-    assert s["protocol"].startswith("two-phase")
-    sel = s["selection"]["pass@1"]
-    assert sel["best_T"] == 0.5 and sel["test_score"] == pytest.approx(0.75) and sel["oracle_T"] is None
-    assert (
-        s["temperatures"]["1.00"]["pass@1"]["dev"]["mean"] == 0.5
-        and s["temperatures"]["1.00"]["pass@1"]["test"] is None
-    )
-    assert s["temperatures"]["0.50"]["pass@1"]["all"] is not None and s["temperatures"]["0.50"]["test_n"] == 4
+    assert s.protocol is R.Protocol.TWO_PHASE
+    sel = s.chosen(1)
+    assert sel.best_T == 0.5 and sel.test_score == pytest.approx(0.75) and sel.oracle_T is None
+    assert s.entry(1.0).pass_at[1].dev.mean == 0.5 and s.entry(1.0).pass_at[1].test is None
+    assert s.entry(0.5).pass_at[1].all is not None and s.entry(0.5).test_n == 4 and s.entry(1.0).test_n == 0
     with pytest.raises(B.BenchmarkError, match="did not finish"):  # a grid temperature missing a dev problem
         R.summarize(cfg, bench, problems, {**results, 1.0: {k: v for k, v in results[1.0].items() if k[0] != dev[0]}})
 
@@ -355,20 +350,21 @@ def test_blocks_are_graded_while_the_engine_decodes_and_a_crash_keeps_them(tmp_p
 def test_sandbox_errors_and_unrun_jobs_are_regraded_on_rerun(tmp_path, uninterrupted):
     import shutil
 
-    from selfdistill.sandbox import NOT_RUN
+    from selfdistill.sandbox import NOT_RUN_DETAIL
 
     out = tmp_path / "copy"
     shutil.copytree(uninterrupted, out)
     path = out / "results" / "T1.00.jsonl"
     records = read_jsonl(path)
-    truth = [dict(r) for r in records[:2]]
+    truth = [dict(r) for r in records[:3]]
     records[0].update(status="sandbox_error", passed=False, detail="the sandbox did not answer")
-    records[1].update(status="timeout", passed=False, detail=NOT_RUN)
+    records[1].update(status="not_run", passed=False, detail=NOT_RUN_DETAIL)
+    records[2].update(status="timeout", passed=False, detail=NOT_RUN_DETAIL)  # as records were before not_run
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     cfg = EvalConfig(**SWEEP, output_dir=str(out))
     assert not R.eval_done(cfg)  # so `ssd run` and `ssd sweep` run it again
     E.evaluate(cfg)  # nothing left to generate: no model is loaded
-    assert read_jsonl(path)[:2] == truth and R.eval_done(cfg)
+    assert read_jsonl(path)[:3] == truth and R.eval_done(cfg)
 
 
 def test_a_different_config_never_mixes_into_a_finished_dir(uninterrupted):

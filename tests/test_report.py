@@ -69,7 +69,7 @@ def _eval(root, name: str, skill: float, problems, bench, prompt_text: str, seed
                 }
         (run.path / "results" / f"T{T:.2f}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
         results[T] = records
-    atomic_write_json(run.path / "summary.json", R.summarize(cfg, bench, problems, results))
+    R.write_summary(run.path, R.summarize(cfg, bench, problems, results))
     run.finish(n_problems=len(problems))
     (root / f"eval-{name}").symlink_to(run.path.name)
 

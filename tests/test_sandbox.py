@@ -448,7 +448,9 @@ def test_pool_global_deadline_never_hangs():
         start = time.monotonic()
         r = p.map([("import time\ntime.sleep(30)", None)] * 3 + [("print(1)", None)], deadline=1.0)
         assert time.monotonic() - start < 5.0
-        assert all(x.status == "timeout" for x in r[:3]), r
+        # two workers: the two running jobs time out, the two never started are not_run (no verdict)
+        assert [x.status for x in r] == ["timeout", "timeout", "not_run", "not_run"], r
+        assert r[2].detail == sb.NOT_RUN_DETAIL, r[2]
         # the pool restarts and works again
         assert p.map([("print('again')", None)])[0].stdout == "again\n"
 

@@ -13,7 +13,7 @@ import yaml
 from selfdistill import benchmarks, metrics
 from selfdistill import results as R
 from selfdistill.config import RunConfig
-from selfdistill.manifest import RunDir, atomic_write_json
+from selfdistill.manifest import RunDir
 from selfdistill.sweep_report import Benchmark, sweep_report
 
 T_EVALS = [0.0, 0.8]
@@ -56,7 +56,7 @@ def _eval_dir(path: Path, cfg: RunConfig, model: str, skill: float, seed: int, t
     (path / "results").mkdir()
     for T, records in results.items():
         (path / "results" / f"T{T:.2f}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
-    atomic_write_json(path / "summary.json", R.summarize(ecfg, bench, problems, results))
+    R.write_summary(path, R.summarize(ecfg, bench, problems, results))
     run.finish(n_problems=len(problems))
     return results
 
@@ -109,9 +109,9 @@ def test_pooled_headline_equals_the_comparison_recomputed_from_results(experimen
         bench = Benchmark.load(config)
         for scores, d in ((a, bench.base_dir), (b, bench.plans[1.6].dirs["eval-ssd"])):
             summary, results = R.load_results(d)
-            T = summary["selection"]["pass@1"]["best_T"]
-            per = R.per_problem_pass_at_k(results[T], summary["test_ids"], 1)
-            scores += [per[i] for i in summary["test_ids"]]
+            T = summary.chosen(1).best_T
+            per = R.per_problem_pass_at_k(results[T], summary.test_ids, 1)
+            scores += [per[i] for i in summary.test_ids]
     c = metrics.paired_comparison(a, b)
     pooled = next(line for line in text.splitlines() if line.startswith("| pooled (2 benchmarks)"))
     assert f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}]" in pooled

@@ -46,7 +46,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +124,7 @@ def _stage(path: Path) -> str | None:
 
 
 def _eval_records(eval_dir: Path) -> tuple[list[dict], list[Path]]:
-    files = [results_path(eval_dir, e["temperature"]) for e in load_summary(eval_dir)["temperatures"].values()]
+    files = [results_path(eval_dir, e.temperature) for e in load_summary(eval_dir).entries]
     records = []
     for path in files:
         for line_no, row in rows.jsonl(path, raises=AnalyzeError):
@@ -154,7 +154,8 @@ def with_truncations(cfg: AnalyzeConfig) -> AnalyzeConfig:
     if None in (cfg.eval_top_k, cfg.eval_top_p):
         stage = _stage(Path(cfg.replies))
         if stage == "eval":
-            ev = load_summary(cfg.replies)["decoding"]  # None for replies graded from a file
+            decoding = load_summary(cfg.replies).decoding  # None for replies graded from a file
+            ev = decoding and asdict(decoding)
         elif stage == "sample":
             ev = sampled_with(cfg.replies)
         if not ev:

@@ -23,7 +23,7 @@ Output directory (cfg.output_dir):
   results/T0.70.jsonl  one record per (problem, sample) at that temperature, in problem order:
                          problem_id, temperature, sample_index, seed (from seed, problem id, temperature and
                          sample index), status (a sandbox status: passed, failed, timeout, memory,
-                         runtime_error, output_limit, sandbox_error; or extraction_failed), passed, detail,
+                         runtime_error, output_limit, sandbox_error, not_run; or extraction_failed), passed, detail,
                          reply, reply_tokens, finish_reason (stop, length, prompt_too_long), prompt_text
                        rewritten atomically after each block of BLOCK requests is graded, so a killed
                        eval resumes with the unfinished blocks; blocks keep their composition across
@@ -36,7 +36,7 @@ Output directory (cfg.output_dir):
                        machine with several GPUs (local_replicas, engine.py), on replicas of a Ray
                        instance started here, grading in this process's sandbox
   results/oracle.jsonl --oracle: the same records for the reference solutions (temperature null)
-  summary.json         benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
+  summary.json         results.EvalSummary, every field commented there: benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
                        grading (the profile), problem ids and the dev/test split; per temperature ("0.70"):
                        n (samples per problem; the most, for replies made elsewhere) and, per pass@k,
                        {mean, ci_lo, ci_hi, n_problems} on all problems, dev and test, and by difficulty
@@ -73,6 +73,7 @@ from .results import (
     summary_path,
     t_label,
     without_verdict,
+    write_summary,
 )
 from .sandbox import Pool
 
@@ -193,7 +194,7 @@ def _sweep(
             _generate(run, cfg, bench, decoder, plan, specs, prompt_texts, pool)
     results = {T: plan[T]["records"] for T in temps}
     summary = summarize(cfg, bench, problems, results)
-    atomic_write_json(summary_path(out), summary)
+    write_summary(out, summary)
     run.finish(n_problems=len(problems))
     print_sweep(summary)
 

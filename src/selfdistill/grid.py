@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .config import RunConfig
 from .metrics import effective_temperature_fit
-from .results import load_summary
+from .results import EvalSummary, load_summary
 
 console = Console(stderr=True, highlight=False)
 
@@ -54,14 +54,14 @@ def _recommended(eval_dir: Path | None, metric: str) -> dict | None:
         return None
     summary = load_summary(eval_dir)
     ((T, score),) = _row(summary, metric).items()
-    return {"T": T, "top_k": summary["decoding"]["top_k"], "top_p": summary["decoding"]["top_p"], "score": score}
+    return {"T": T, "top_k": summary.decoding.top_k, "top_p": summary.decoding.top_p, "score": score}
 
 
-def _row(summary: dict, metric: str) -> dict[float, float]:
-    """metric per T_eval, from an eval's summary: on all problems, or on the dev split where the
+def _row(summary: EvalSummary, metric: str) -> dict[float, float]:
+    """metric (pass@K) per T_eval, from an eval's summary: on all problems, or on the dev split where the
     eval ran the two-phase protocol (only dev is decoded at every temperature)."""
-    split = "all" if summary.get("protocol", "grid").startswith("grid") else "dev"
-    return {e["temperature"]: e[metric][split]["mean"] for e in summary["temperatures"].values()}
+    k, split = int(metric.removeprefix("pass@")), summary.swept_split("all")
+    return {e.temperature: getattr(e.pass_at[k], split).mean for e in summary.entries}
 
 
 def plot(grid: dict, out: Path) -> None:

@@ -47,10 +47,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     )
 
 
-def _pct(score: dict | None) -> str:
-    return "-" if not score else f"{100 * score['mean']:.1f} [{100 * score['ci_lo']:.1f}, {100 * score['ci_hi']:.1f}]"
-
-
 def _sampling(train: dict) -> str:
     samples_dir = Path(train["config"]["samples"])
     try:
@@ -103,28 +99,28 @@ def _recipe(train: dict) -> str:
 
 
 def _results(evaluation: dict) -> str:
-    """evaluation: {"base": summary.json, "ssd": summary.json, "compare": compare.json or None}."""
+    """evaluation: {"base": EvalSummary, "ssd": EvalSummary, "compare": compare.json or None}."""
     base, ssd, compare = evaluation["base"], evaluation["ssd"], evaluation.get("compare") or {}
     rows = []
-    for metric, s in ssd["selection"].items():
-        b = base["selection"].get(metric, {})
-        if "best_T" not in s or "best_T" not in b:
+    for k in ssd.ks:
+        b, s = base.chosen(k), ssd.chosen(k)
+        if not s or not b:
             continue
-        diff = "-"
+        metric, diff = f"pass@{k}", "-"
         if compare.get("metric") == metric and "test" in compare:
             c = compare["test"]
             diff = (
                 f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
             )
         score = lambda x: (
-            f"{_pct({'mean': x['test_score'], 'ci_lo': x['test_ci_lo'], 'ci_hi': x['test_ci_hi']})} at T={x['best_T']:g}"
+            f"{100 * x.test_score:.1f} [{100 * x.test_ci_lo:.1f}, {100 * x.test_ci_hi:.1f}] at T={x.best_T:g}"
         )
         rows.append([metric, score(b), score(s), diff])
-    decoding = ssd["decoding"]  # None: replies graded from a file
-    truncation = f"top-k {decoding['top_k']}, top-p {decoding['top_p']}; " if decoding else ""
+    decoding = ssd.decoding  # None: replies graded from a file
+    truncation = f"top-k {decoding.top_k}, top-p {decoding.top_p}; " if decoding else ""
     return (
-        f"{ssd['benchmark']} ({ssd['label']}), {len(ssd['test_ids'])} held-out test problems; each model's T_eval chosen on "
-        f"{len(ssd['dev_ids'])} dev problems; {truncation}pass@k in % with 95% bootstrap CIs over problems.\n\n"
+        f"{ssd.benchmark} ({ssd.label}), {len(ssd.test_ids)} held-out test problems; each model's T_eval chosen on "
+        f"{len(ssd.dev_ids)} dev problems; {truncation}pass@k in % with 95% bootstrap CIs over problems.\n\n"
         + _table(["metric (test)", "base", "SSD", "SSD - base (paired)"], rows)
     )
 
@@ -136,14 +132,14 @@ def _eval_results(evaluation: dict, model_name: str) -> list:
     return [
         EvalResult(
             task_type="text-generation",
-            dataset_type=ssd["benchmark"],
-            dataset_name=ssd["benchmark"],
-            metric_type=metric,
-            metric_value=round(100 * s["test_score"], 2),
-            metric_config=f"T_eval={s['best_T']:g} chosen on dev; test split",
+            dataset_type=ssd.benchmark,
+            dataset_name=ssd.benchmark,
+            metric_type=f"pass@{k}",
+            metric_value=round(100 * s.test_score, 2),
+            metric_config=f"T_eval={s.best_T:g} chosen on dev; test split",
         )
-        for metric, s in ssd["selection"].items()
-        if "best_T" in s
+        for k in ssd.ks
+        if (s := ssd.chosen(k))
     ]
 
 

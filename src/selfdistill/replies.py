@@ -27,7 +27,6 @@ manifest.json with the sha256 among its inputs. A rerun keeps the records graded
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,14 +38,17 @@ from .config import EvalConfig
 from .manifest import RunDir, atomic_write_json, atomic_write_jsonl, load_manifest, read_jsonl, sha256_file
 from .results import (
     BLOCK,
+    EvalSummary,
+    RepliesFile,
     console,
     graded_otherwise,
     load_results,
     print_sweep,
     results_path,
     summarize,
-    summary_path,
     t_label,
+    without_verdict,
+    write_summary,
 )
 from .sandbox import Pool
 
@@ -203,15 +205,11 @@ def samples_by_temperature(path: Path, replies: list[Reply], problems: list[Prob
 
 def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance, keep: bool) -> dict:
     """Grade one temperature's replies in blocks, writing the results file after each; records already on
-    disk are kept (`keep`: graded under these rules) unless the sandbox failed to grade them (the manifest
+    disk are kept (`keep`: graded under these rules) unless the sandbox gave no verdict on them (the manifest
     ties them to the same file)."""
     path = results_path(out, T)  # as a model eval's; without a temperature: Tnone.jsonl
     records = {(r["problem_id"], r["sample_index"]): r for r in read_jsonl(path)} if keep and path.is_file() else {}
-    todo = [
-        (p, j, r)
-        for p, j, r in samples
-        if records.get((p.id, j), {}).get("status", "sandbox_error") == "sandbox_error"
-    ]
+    todo = [(p, j, r) for p, j, r in samples if (p.id, j) not in records or without_verdict(records[p.id, j])]
     advance(len(samples) - len(todo))
     for i in range(0, len(todo), BLOCK):
         block = todo[i : i + BLOCK]
@@ -256,16 +254,8 @@ def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict,
             for T, samples in groups.items()
         }
     run.update(grading_rules=bench.profile.rules())  # once every record follows them
-    summary = summarize(cfg, bench, problems, results)
-    for T, records in results.items():  # samples per problem come from the file, not from cfg.n
-        summary["temperatures"][t_label(T)]["n"] = max(Counter(problem_id for problem_id, _ in records).values())
-    summary.update(
-        model=f"replies {path.name}",
-        decoding=None,
-        protocol=f"replies made elsewhere: {path.name}",
-        replies={"path": str(path), "sha256": inputs["replies"], "count": total},
-    )
-    atomic_write_json(summary_path(run.path), summary)
+    summary = summarize(cfg, bench, problems, results, RepliesFile(str(path), inputs["replies"], total))
+    write_summary(run.path, summary)
     run.finish(n_problems=len(problems), n_replies=total)
     print_sweep(summary)
 
@@ -273,17 +263,18 @@ def grade_replies(cfg: EvalConfig, bench, problems: list[Problem], inputs: dict,
 # ---------------------------------------------------------------------------- out: `ssd export-replies`
 
 
-def exported_temperature(summary: dict, temperature: float | None) -> float | None:
+def exported_temperature(summary: EvalSummary, temperature: float | None) -> float | None:
     """The temperature whose replies leave: the one asked for, the eval's only one, or its pass@1 choice on dev."""
-    temps = {e["temperature"] for e in summary["temperatures"].values()}
+    temps = {e.temperature for e in summary.entries}
     if temperature is None and len(temps) == 1:
         return next(iter(temps))  # None for replies graded without a temperature
     if temperature is None:
-        temperature = summary["selection"].get("pass@1", {}).get("best_T")
-        if temperature is None:
+        chosen = summary.chosen(1)
+        if chosen is None:
             raise BenchmarkError(
                 f"the eval holds temperatures {sorted(temps)} and chose none on dev: give --temperature"
             )
+        temperature = chosen.best_T
     if temperature not in temps:
         raise BenchmarkError(
             f"temperature {temperature} was not evaluated (temperatures: {sorted(t for t in temps if t is not None)})"

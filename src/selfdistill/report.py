@@ -28,7 +28,7 @@ from rich.console import Console
 from . import plots
 from .hub import write_model_card
 from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_jsonl
-from .results import load_summary, primary_endpoints, results_path
+from .results import EvalSummary, Score, load_summary, primary_endpoints, results_path
 from .stages import LISTED
 
 console = Console(stderr=True, highlight=False)
@@ -212,7 +212,7 @@ class Run:
     def stage_manifest(self, name: str) -> dict | None:
         return load_manifest(self.dirs[name]) if name in self.dirs else None
 
-    def summary(self, name: str) -> dict | None:
+    def summary(self, name: str) -> EvalSummary | None:
         """An eval stage's summary."""
         return load_summary(self.dirs[name]) if name in self.dirs else None
 
@@ -221,17 +221,13 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def _ci(s: dict | None) -> str:
-    """A score {mean, ci_lo, ci_hi} from summary.json as 'mean [lo, hi]' in %."""
-    return "-" if not s else f"{_pct(s['mean'])} [{_pct(s['ci_lo'])}, {_pct(s['ci_hi'])}]"
+def _ci(s: Score | None) -> str:
+    """A score of summary.json as 'mean [lo, hi]' in %."""
+    return "-" if not s else f"{_pct(s.mean)} [{_pct(s.ci_lo)}, {_pct(s.ci_hi)}]"
 
 
 def _not_run(what: str) -> Para:
     return Para(f"Not run: {what}.", "muted")
-
-
-def _temperature_entry(summary: dict, T: float) -> dict:
-    return next(e for e in summary["temperatures"].values() if e["temperature"] == T)
 
 
 # ---------------------------------------------------------------- sections
@@ -258,7 +254,7 @@ def section_overview(run: Run) -> list:
         blocks.append(Para(f"Preset notes: {cfg['notes']}"))
     base = run.summary("eval-base")
     samples = run.stage_manifest("samples")
-    n_test = len(base["test_ids"]) if base and "test_ids" in base else None
+    n_test = len(base.test_ids) if base else None
     n_train = samples["counts"]["kept"] if samples and "counts" in samples else None
     small = []
     if n_test is not None and n_test < SMOKE_TEST_PROBLEMS:
@@ -286,25 +282,22 @@ def section_headline(run: Run) -> list:
     base, ssd, compare = run.summary("eval-base"), run.summary("eval-ssd"), _json(run.root / "compare.json")
     if not base or not ssd:
         return blocks + [_not_run("both evaluations are needed (eval-base, eval-ssd)")]
-    sel_b, sel_s = base["selection"], ssd["selection"]
-    if "skipped" in sel_b or "skipped" in sel_s:
-        return blocks + [
-            Para(f"No best-temperature selection: {sel_b.get('skipped') or sel_s.get('skipped')}", "warn")
-        ]
-    label = "" if base.get("label") in (None, "all tests") else f" ({base['label']})"
+    if base.skipped or ssd.skipped:
+        return blocks + [Para(f"No best-temperature selection: {base.skipped or ssd.skipped}", "warn")]
+    label = "" if base.label == "all tests" else f" ({base.label})"
     blocks.append(
         Para(
-            f"{base['benchmark']}{label}: each model's T_eval is chosen on the dev split ({len(base['dev_ids'])} problems) and "
-            f"scored on the held-out test split ({len(base['test_ids'])} problems). pass@k in %, 95% bootstrap CI over problems. "
-            f"Decoding: top-k {base['decoding']['top_k']}, top-p {base['decoding']['top_p']}, max {base['decoding']['max_tokens']} tokens."
+            f"{base.benchmark}{label}: each model's T_eval is chosen on the dev split ({len(base.dev_ids)} problems) and "
+            f"scored on the held-out test split ({len(base.test_ids)} problems). pass@k in %, 95% bootstrap CI over problems. "
+            f"Decoding: top-k {base.decoding.top_k}, top-p {base.decoding.top_p}, max {base.decoding.max_tokens} tokens."
         )
     )
     rows = []
-    for metric in sel_b:
-        b, s = sel_b[metric], sel_s.get(metric)
-        if s is None or "best_T" not in b or "best_T" not in s:
+    for k in base.selection:
+        b, s = base.chosen(k), ssd.chosen(k)
+        if not b or not s:
             continue
-        diff = "-"
+        metric, diff = f"pass@{k}", "-"
         if compare and compare.get("metric") == metric and "test" in compare:
             c = compare["test"]
             diff = (
@@ -313,8 +306,8 @@ def section_headline(run: Run) -> list:
         rows.append(
             [
                 f"{metric} (test)",
-                f"{_pct(b['test_score'])} [{_pct(b['test_ci_lo'])}, {_pct(b['test_ci_hi'])}] at T={b['best_T']:g}",
-                f"{_pct(s['test_score'])} [{_pct(s['test_ci_lo'])}, {_pct(s['test_ci_hi'])}] at T={s['best_T']:g}",
+                f"{_pct(b.test_score)} [{_pct(b.test_ci_lo)}, {_pct(b.test_ci_hi)}] at T={b.best_T:g}",
+                f"{_pct(s.test_score)} [{_pct(s.test_ci_lo)}, {_pct(s.test_ci_hi)}] at T={s.best_T:g}",
                 diff,
             ]
         )
@@ -345,8 +338,9 @@ def _base_settings(compare: dict | None) -> list:
     settings = (compare or {}).get("base_settings")
     if not settings:
         return []
+    score = lambda x: x and Score(**x)  # compare.json holds a summary's scores as they are in summary.json
     rows = [
-        [label, f"{s['T']:g}", f"{s['top_k'] or 'none'} / {s['top_p']:g}", _ci(s["test"]), _ci(s["all"])]
+        [label, f"{s['T']:g}", f"{s['top_k'] or 'none'} / {s['top_p']:g}", _ci(score(s["test"])), _ci(score(s["all"]))]
         for key, label in BASE_SETTINGS
         if (s := settings.get(key))
     ]
@@ -360,34 +354,26 @@ def _base_settings(compare: dict | None) -> list:
     ]
 
 
-def curve_split(summary: dict) -> str:
-    """The split every temperature was decoded on: test, or dev in the two-phase protocol (where the
-    test split is decoded at the dev-chosen temperature only)."""
-    return "dev" if summary.get("protocol", "").startswith("two-phase") else "test"
-
-
-def plot_sweep(base: dict | None, ssd: dict | None, path: Path) -> Path:
-    ks = (base or ssd)["ks"]
-    split = curve_split(base or ssd)
+def plot_sweep(base: EvalSummary | None, ssd: EvalSummary | None, path: Path) -> Path:
+    ks = (base or ssd).ks
+    split = (base or ssd).swept_split("test")
     fig, axes = plots.plt.subplots(1, len(ks), figsize=(5.2 * len(ks), 3.8), squeeze=False)
     for ax, k in zip(axes[0], ks):
         for name, summary in (("base", base), ("ssd", ssd)):
             if not summary:
                 continue
-            entries = sorted(
-                (e for e in summary["temperatures"].values() if e[f"pass@{k}"][split]), key=lambda e: e["temperature"]
-            )
-            T = np.array([e["temperature"] for e in entries])
-            s = [e[f"pass@{k}"][split] for e in entries]
-            y = np.array([100 * x["mean"] for x in s])
-            err = np.array([[100 * (x["mean"] - x["ci_lo"]) for x in s], [100 * (x["ci_hi"] - x["mean"]) for x in s]])
+            entries = sorted((e for e in summary.entries if getattr(e.pass_at[k], split)), key=lambda e: e.temperature)
+            T = np.array([e.temperature for e in entries])
+            s = [getattr(e.pass_at[k], split) for e in entries]
+            y = np.array([100 * x.mean for x in s])
+            err = np.array([[100 * (x.mean - x.ci_lo) for x in s], [100 * (x.ci_hi - x.mean) for x in s]])
             ax.errorbar(
                 T, y, yerr=err, marker="o", ms=4, capsize=3, color=plots.COLORS[name], label=plots.LABELS[name]
             )
-            best = summary["selection"].get(f"pass@{k}")
-            if best and "best_T" in best and best["best_T"] in T:
-                chosen = 100 * _temperature_entry(summary, best["best_T"])[f"pass@{k}"][split]["mean"]
-                ax.plot([best["best_T"]], [chosen], "o", ms=11, mfc="none", mec=plots.COLORS[name])
+            best = summary.chosen(k)
+            if best and best.best_T in T:
+                chosen = 100 * getattr(summary.entry(best.best_T).pass_at[k], split).mean
+                ax.plot([best.best_T], [chosen], "o", ms=11, mfc="none", mec=plots.COLORS[name])
         ax.set(xlabel="T_eval", ylabel=f"pass@{k} on {split} (%)", title=f"pass@{k} vs T_eval (ring: T chosen on dev)")
         ax.grid(True, alpha=0.3)
         ax.legend()
@@ -399,15 +385,15 @@ def section_sweep(run: Run, out: Path) -> list:
     base, ssd = run.summary("eval-base"), run.summary("eval-ssd")
     if not base and not ssd:
         return blocks + [_not_run("no evaluation")]
-    split = curve_split(base or ssd)
+    split = (base or ssd).swept_split("test")
     blocks.append(
         Image(
             plot_sweep(base, ssd, out / "pass_at_k_vs_T.png"),
             f"pass@k on the {split} split against T_eval, 95% CI bars",
         )
     )
-    ks = (base or ssd)["ks"]
-    temps = sorted({e["temperature"] for s in (base, ssd) if s for e in s["temperatures"].values()})
+    ks = (base or ssd).ks
+    temps = sorted({e.temperature for s in (base, ssd) if s for e in s.entries})
     header = (
         ["T_eval"]
         + [f"{m} pass@{k} ({split})" for k in ks for m in ("base", "SSD")]
@@ -416,12 +402,12 @@ def section_sweep(run: Run, out: Path) -> list:
     rows = []
     for T in temps:
         cells = {
-            m: next((e for e in s["temperatures"].values() if e["temperature"] == T), None) if s else None
+            m: next((e for e in s.entries if e.temperature == T), None) if s else None
             for m, s in (("base", base), ("SSD", ssd))
         }
         row = [f"{T:g}" + (" (greedy)" if T == 0 else "")]
-        row += [_ci(cells[m][f"pass@{k}"][split]) if cells[m] else "-" for k in ks for m in ("base", "SSD")]
-        row += [f"{100 * cells[m]['truncated']:.1f}%" if cells[m] else "-" for m in ("base", "SSD")]
+        row += [_ci(getattr(cells[m].pass_at[k], split)) if cells[m] else "-" for k in ks for m in ("base", "SSD")]
+        row += [f"{100 * cells[m].truncated:.1f}%" if cells[m] else "-" for m in ("base", "SSD")]
         rows.append(row)
     blocks.append(Table(header, rows))
     return blocks
@@ -430,51 +416,49 @@ def section_sweep(run: Run, out: Path) -> list:
 def section_difficulty(run: Run) -> list:
     blocks: list = [Heading("By difficulty")]
     base, ssd = run.summary("eval-base"), run.summary("eval-ssd")
-    if not base or not ssd or "skipped" in base["selection"] or "skipped" in ssd["selection"]:
+    chosen = {m: s.chosen(base.ks[0]) for m, s in (("base", base), ("SSD", ssd))} if base and ssd else {}
+    if not chosen or not all(chosen.values()):
         return blocks + [_not_run("both evaluations with a best-temperature selection are needed")]
-    ks = base["ks"]
-    entries = {
-        m: _temperature_entry(s, s["selection"][f"pass@{ks[0]}"]["best_T"]) for m, s in (("base", base), ("SSD", ssd))
-    }
+    ks = base.ks
+    entries = {m: s.entry(chosen[m].best_T) for m, s in (("base", base), ("SSD", ssd))}
     order = {"easy": 0, "medium": 1, "hard": 2}
     groups = sorted(
-        set(entries["base"][f"pass@{ks[0]}"].get("by_difficulty", {}))
-        | set(entries["SSD"][f"pass@{ks[0]}"].get("by_difficulty", {})),
+        set(entries["base"].pass_at[ks[0]].by_difficulty) | set(entries["SSD"].pass_at[ks[0]].by_difficulty),
         key=lambda g: (order.get(g.lower(), 3), g),
     )
     if not groups:
-        return blocks + [Para(f"{base['benchmark']} has no difficulty labels.", "muted")]
+        return blocks + [Para(f"{base.benchmark} has no difficulty labels.", "muted")]
     blocks.append(
         Para(
             f"pass@k in % [95% CI] over all problems of each difficulty (dev and test), each model at its dev-chosen T for pass@{ks[0]} "
-            f"(base T={entries['base']['temperature']:g}, SSD T={entries['SSD']['temperature']:g})."
+            f"(base T={entries['base'].temperature:g}, SSD T={entries['SSD'].temperature:g})."
         )
     )
     rows = []
     for g in groups:
-        first = entries["base"][f"pass@{ks[0]}"]["by_difficulty"].get(g)
+        first = entries["base"].pass_at[ks[0]].by_difficulty.get(g)
         rows.append(
-            [g, str(first["n_problems"] if first else "-")]
-            + [_ci(entries[m][f"pass@{k}"]["by_difficulty"].get(g)) for k in ks for m in ("base", "SSD")]
+            [g, str(first.n_problems if first else "-")]
+            + [_ci(entries[m].pass_at[k].by_difficulty.get(g)) for k in ks for m in ("base", "SSD")]
         )
     blocks.append(Table(["difficulty", "problems"] + [f"{m} pass@{k}" for k in ks for m in ("base", "SSD")], rows))
     return blocks
 
 
-def pass_at_k_blocks(summaries: dict[str, dict | None]) -> list:
+def pass_at_k_blocks(summaries: dict[str, EvalSummary | None]) -> list:
     """pass@k for every k the samples allow, each model at each sampled temperature, on all problems and by
     difficulty (summary.json's numbers: unbiased estimator per problem, bootstrap CI over problems)."""
     columns = [
-        (f"{label} T={e['temperature']:g}", e)
+        (f"{label} T={e.temperature:g}", e)
         for label, s in summaries.items()
         if s
-        for e in s["temperatures"].values()
-        if not e["greedy"] and len(e.get("ks", [])) > 1
+        for e in s.entries
+        if not e.greedy and len(e.ks) > 1
     ]
     if not columns:
         return [Para("No temperature with several samples per problem: pass@k for k > 1 needs them.", "muted")]
-    ks = sorted({k for _, e in columns for k in e["ks"]})
-    cell = lambda e, k, pick: _ci(pick(e[f"pass@{k}"])) if f"pass@{k}" in e else "-"
+    ks = sorted({k for _, e in columns for k in e.ks})
+    cell = lambda e, k, pick: _ci(pick(e.pass_at[k])) if k in e.pass_at else "-"
     blocks = [
         Para(
             "pass@k in % [95% bootstrap CI over problems] on all problems (the unbiased estimator from each problem's n samples; "
@@ -482,12 +466,12 @@ def pass_at_k_blocks(summaries: dict[str, dict | None]) -> list:
         ),
         Table(
             ["k"] + [c for c, _ in columns],
-            [[str(k)] + [cell(e, k, lambda x: x["all"]) for _, e in columns] for k in ks],
+            [[str(k)] + [cell(e, k, lambda x: x.all) for _, e in columns] for k in ks],
         ),
     ]
     order = {"easy": 0, "medium": 1, "hard": 2}
     groups = sorted(
-        {g for _, e in columns for g in e["pass@1"].get("by_difficulty", {})},
+        {g for _, e in columns for g in e.pass_at[1].by_difficulty},
         key=lambda g: (order.get(g.lower(), 3), g),
     )
     if groups:
@@ -496,7 +480,7 @@ def pass_at_k_blocks(summaries: dict[str, dict | None]) -> list:
             Table(
                 ["difficulty", "k"] + [c for c, _ in columns],
                 [
-                    [g, str(k)] + [cell(e, k, lambda x, g=g: x["by_difficulty"].get(g)) for _, e in columns]
+                    [g, str(k)] + [cell(e, k, lambda x, g=g: x.by_difficulty.get(g)) for _, e in columns]
                     for g in groups
                     for k in ks
                 ],
@@ -606,10 +590,10 @@ def plot_lengths(samples: dict | None, replies: dict[str, list[int]], path: Path
 def _chosen_records(run: Run, name: str) -> tuple[float, list[dict]] | None:
     """Results at the model's dev-chosen temperature (for pass@1, else the first k)."""
     s = run.summary(name)
-    if not s or "skipped" in s["selection"]:
+    best = s and s.chosen(s.ks[0])
+    if not best:
         return None
-    best = s["selection"][f"pass@{s['ks'][0]}"]["best_T"]
-    return best, read_jsonl(results_path(run.dirs[name], best))
+    return best.best_T, read_jsonl(results_path(run.dirs[name], best.best_T))
 
 
 def section_lengths(run: Run, out: Path) -> list:
@@ -814,7 +798,7 @@ def section_examples(run: Run) -> list:
     if not all(chosen.values()):
         return blocks + [_not_run("both evaluations are needed")]
     first = {name: {r["problem_id"]: r for r in c[1] if r["sample_index"] == 0} for name, c in chosen.items()}
-    test = run.summary("eval-base")["test_ids"]
+    test = run.summary("eval-base").test_ids
     picks = []
     for wanted, why in (
         ((False, True), "SSD passes, base fails"),
@@ -893,7 +877,8 @@ def report(run_dir: Path) -> Path:
     run = Run.load(run_dir)
     out = run.root / "report"
     out.mkdir(exist_ok=True)
-    model = run.manifest.get("config", {}).get("model") or (run.summary("eval-base") or {}).get("model", "")
+    base = run.summary("eval-base")
+    model = run.manifest.get("config", {}).get("model") or (base.model if base else "")
     title = f"SSD report: {model}" if model else "SSD report"
     sections = {
         "Overview": lambda: section_overview(run),
@@ -917,6 +902,7 @@ def report(run_dir: Path) -> Path:
         except (
             KeyError,
             TypeError,
+            AttributeError,  # a field the summary leaves None (replies evals have no decoding)
             ValueError,
             OSError,
             StopIteration,
@@ -939,6 +925,7 @@ def report(run_dir: Path) -> Path:
         except (
             KeyError,
             TypeError,
+            AttributeError,
             ValueError,
             OSError,
         ) as e:  # as a section: a stage file of an unexpected shape spoils the card, not the report

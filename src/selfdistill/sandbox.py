@@ -50,8 +50,10 @@ from decimal import Decimal, InvalidOperation
 
 from . import SelfdistillError
 
-NOT_RUN = "the global deadline passed before this job ran"  # no verdict: a rerun grades it (evaluate)
-STATUSES = ("passed", "failed", "timeout", "memory", "runtime_error", "output_limit", "sandbox_error")
+# not_run: the global deadline passed before the job ran, so no verdict: a rerun grades it (evaluate). Results
+# before this status were a timeout with this detail (results.without_verdict still reads them so).
+NOT_RUN_DETAIL = "the global deadline passed before this job ran"
+STATUSES = ("passed", "failed", "timeout", "memory", "runtime_error", "output_limit", "sandbox_error", "not_run")
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_child.py")
 GRACE = 10.0  # seconds we wait for the sandbox beyond an execution's own timeout before giving up on it
 START_TIMEOUT = 60.0
@@ -67,7 +69,7 @@ class Limits:
 
 @dataclass
 class Result:
-    status: str  # passed|failed|timeout|memory|runtime_error|output_limit|sandbox_error
+    status: str  # passed|failed|timeout|memory|runtime_error|output_limit|sandbox_error|not_run
     exit_code: int | None  # negative: killed by that signal; None: no exit status (killed by us)
     stdout: str  # truncated to max_output_bytes
     stderr: str
@@ -264,7 +266,7 @@ class Pool:
 
     def map(self, jobs, deadline: float | None = None) -> list[Result]:
         """Run jobs in parallel; results in order. `deadline`: seconds from now after which every
-        unfinished job is reported as timeout (and the sandbox is restarted)."""
+        running job is reported as timeout and every job not started as not_run (and the sandbox is restarted)."""
         jobs = list(jobs)
         end = time.monotonic() + deadline if deadline is not None else math.inf
         results = [None] * len(jobs)
@@ -299,7 +301,7 @@ class Pool:
         for i, r in enumerate(results):
             if r is None:
                 results[i] = (
-                    _killed(self, "timeout", NOT_RUN)
+                    _killed(self, "not_run", NOT_RUN_DETAIL)
                     if time.monotonic() >= end
                     else _killed(self, "sandbox_error", "not run: the sandbox was restarted")
                 )

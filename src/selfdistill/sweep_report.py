@@ -87,11 +87,11 @@ def chosen_test_scores(eval_dir: Path) -> ChosenScores | None:
     if not finished(eval_dir):
         return None
     summary, results = load_results(eval_dir)
-    selection = summary["selection"].get("pass@1", {})
-    if "best_T" not in selection:
+    chosen = summary.chosen(1)
+    if not chosen:
         return None
-    per_problem = per_problem_pass_at_k(results[selection["best_T"]], summary["test_ids"], 1)
-    return ChosenScores(selection["best_T"], [per_problem[i] for i in summary["test_ids"]])
+    per_problem = per_problem_pass_at_k(results[chosen.best_T], summary.test_ids, 1)
+    return ChosenScores(chosen.best_T, [per_problem[i] for i in summary.test_ids])
 
 
 def _score_cell(scores: list[float]) -> str:
@@ -155,7 +155,7 @@ def section_setup(benches: list[Benchmark]) -> list:
     rows = []
     for b in benches:
         s = load_summary(b.base_dir) if finished(b.base_dir) else None
-        split = f"{len(s['dev_ids'])} / {len(s['test_ids'])}" if s else "-"
+        split = f"{len(s.dev_ids)} / {len(s.test_ids)}" if s else "-"
         rows.append(
             [
                 b.name,
