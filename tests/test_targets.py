@@ -36,7 +36,7 @@ from selfdistill.sample import (
 from selfdistill.targets import TargetsError, recompute_targets, replay
 from selfdistill.train import prepare, train
 from tests.test_soft import assert_targets_match, sample_config, soft_ce_by_teacher_forcing
-from tests.test_train import REPLY, write_samples
+from tests.test_train import REPLY, tiny_cfg, write_samples
 
 TRUNCATION = {"temperature": 1.6, "top_k": 20, "top_p": 0.8, "min_p": 0.0}
 
@@ -158,21 +158,7 @@ def test_soft_training_on_recomputed_targets_starts_at_the_teacher_forced_cross_
     samples = write_samples(tmp_path / "samples", tiny_model, [REPLY] * 4)
     recompute_targets(samples)
     records, _ = load_samples(samples, with_targets=True)
-    train(
-        TrainConfig(
-            model=tiny_model,
-            samples=str(samples),
-            output_dir=str(tmp_path / "train"),
-            objective="soft",
-            global_batch_size=4,
-            per_device_batch_size=2,
-            learning_rate=3e-3,
-            min_learning_rate=3e-4,
-            warmup_ratio=0.0,
-            max_steps=2,
-            save_steps=10,
-        )
-    )
+    train(tiny_cfg(samples, tmp_path / "train", objective="soft", max_steps=2, save_steps=10))
     with open(tmp_path / "train" / "loss.csv") as f:
         first = float(next(csv.DictReader(f))["loss"])
     assert first == pytest.approx(soft_ce_by_teacher_forcing(tiny_model, records), rel=1e-4)

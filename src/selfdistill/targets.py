@@ -32,9 +32,9 @@ from rich.console import Console
 from .analyze import CHUNK, AnalyzeError, load_model, reply_logits
 from .fit import target
 from .generate import GenerationProgress, Targets
-from .manifest import _lock, _now, atomic_write_json, finished, hash_inputs, load_manifest, read_jsonl
+from .manifest import _lock, _now, atomic_write_json, finished, hash_inputs, read_jsonl
 from .models import resolve_model
-from .sample import RECOMPUTED_TARGETS, shard_files, shard_targets, targets_path, write_targets
+from .sample import RECOMPUTED_TARGETS, _samples_manifest, shard_files, shard_targets, targets_path, write_targets
 
 console = Console(stderr=True, highlight=False)
 
@@ -133,11 +133,9 @@ def sampling_model(samples_dir: Path, manifest: dict, model: str | None) -> str:
 
 def _checked_manifest(samples_dir: Path) -> dict:
     try:
-        manifest = load_manifest(samples_dir)
-    except FileNotFoundError:
-        raise TargetsError(f"{samples_dir}: no manifest.json; give the output directory of `ssd sample`") from None
-    if manifest.get("stage") != "sample":
-        raise TargetsError(f"{samples_dir}: not an `ssd sample` directory (stage {manifest.get('stage')!r})")
+        manifest = _samples_manifest(samples_dir)
+    except ValueError as e:  # another stage's directory
+        raise TargetsError(str(e)) from None
     if not finished(samples_dir):
         raise TargetsError(f"{samples_dir}: sampling did not finish; rerun its `ssd sample` command first")
     config = manifest["config"]
