@@ -124,7 +124,7 @@ def with_targets_for_soft_training(cfg: RunConfig) -> RunConfig:
 
 
 def exported_dtype(train_dir: Path) -> str | None:
-    """ "float32" or "base": the dtype a finished train directory exported its model in; None if unfinished."""
+    """The dtype a finished train directory exported its model in, "float32" or "base"; None if unfinished."""
     from .generate import serves_float32
     from .train import trained_model_dir
 
@@ -307,13 +307,15 @@ def run(cfg: RunConfig) -> Path:
         clock.end(name, started, cached)
         _link(root, name, d[name])
 
-    base_evals = [(name, ev, evaluate) for name, ev in s.base_evals()]
-    on_shared_engines([("samples", s.sample(), sample), *([] if s.evals_wait_for_training else base_evals)], step)
+    base_evals = [] if s.evals_wait_for_training else [(name, ev, evaluate) for name, ev in s.base_evals()]
+    on_shared_engines([("samples", s.sample(), sample), *base_evals], step)
     step("train", s.train(), train_stage)
     if s.evals_wait_for_training:
         s = Stages.of(cfg)  # the export's dtype is known now, and with it the evals' directories
         d = s.dirs
-        console.print(f"evaluating in {s.cfg.eval.dtype} precision, as the SSD model was exported")
+        console.print(
+            f"eval.dtype {s.cfg.eval.dtype} for both models, from the SSD model's export (train.export_dtype)"
+        )
         on_shared_engines([(name, ev, evaluate) for name, ev in s.base_evals()], step)
     model_dir = trained_model_dir(d["train"])
     step("eval-ssd", s.eval_ssd(model_dir), evaluate)
