@@ -499,7 +499,7 @@ def test_eval_dtype_float32_serves_a_bf16_checkpoint_in_float32(tiny_model, back
 
     if backend == "vllm":
         pytest.importorskip("vllm")
-    settings = {d: EngineSettings.of(EvalConfig(model=tiny_model, backend=backend, max_model_len=96, dtype=d)) for d in ("auto", "float32")}  # fmt: skip
+    settings = {d: EngineSettings.of(EvalConfig(model=tiny_model, backend=backend, max_tokens=16, max_model_len=96, dtype=d)) for d in ("auto", "float32")}  # fmt: skip
     assert settings["auto"] != settings["float32"]
     auto = torch.bfloat16 if native_bf16() else torch.float32
     for dtype, expected in (("float32", torch.float32), ("auto", auto)):
