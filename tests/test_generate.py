@@ -507,7 +507,9 @@ def test_eval_dtype_float32_serves_a_bf16_checkpoint_in_float32(tiny_model, back
             if backend == "hf":
                 assert served_dtypes(generator.model) == {expected}
                 if dtype == "float32":
-                    checkpoint = dict(AutoModelForCausalLM.from_pretrained(tiny_model).named_parameters())
+                    checkpoint = dict(
+                        AutoModelForCausalLM.from_pretrained(tiny_model, dtype="auto").named_parameters()
+                    )
                     assert {p.dtype for p in checkpoint.values()} == {torch.bfloat16}
                     for name, p in generator.model.named_parameters():
                         assert torch.equal(p, checkpoint[name].float()), name
