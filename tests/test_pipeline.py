@@ -412,3 +412,20 @@ def test_the_evals_precision_is_known_before_training_unless_the_export_check_de
     stages = Stages.of(C.load_run_config(preset, overrides=[f"output_dir={tmp_path}", *overrides]))
     assert not stages.evals_wait_for_training
     assert stages.eval_base().dtype == stages.eval_ssd("m").dtype == served
+
+
+def test_soft_training_in_a_run_uses_the_runs_samples_once_their_targets_are_recomputed(tmp_path):
+    """`ssd run train.objective=soft` samples anew with store_targets, unless the hard run's samples have
+    their distributions recomputed by `ssd samples targets` (targets.json finished): then it trains on them."""
+    from selfdistill.manifest import RunDir, atomic_write_json
+    from selfdistill.sample import RECOMPUTED_TARGETS
+
+    hard = Stages.of(C.load_run_config("smollm2-135m-instruct", overrides=[f"output_dir={tmp_path}"]))
+    soft_cfg = C.load_run_config("smollm2-135m-instruct", overrides=[f"output_dir={tmp_path}", "train.objective=soft"])
+    assert Stages.of(soft_cfg).dirs["samples"] != hard.dirs["samples"]
+    RunDir.open(hard.dirs["samples"], "sample", hard.sample()).finish(counts={"samples": 0})
+    assert Stages.of(soft_cfg).dirs["samples"] != hard.dirs["samples"]  # no targets yet
+    atomic_write_json(hard.dirs["samples"] / RECOMPUTED_TARGETS, {"source": "teacher forcing", "finished_at": "now"})
+    soft = Stages.of(soft_cfg)
+    assert soft.dirs["samples"] == hard.dirs["samples"] and not soft.sample().store_targets
+    assert soft.dirs["train"] != hard.dirs["train"] and soft.train().objective == "soft"

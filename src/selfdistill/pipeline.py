@@ -117,8 +117,14 @@ def refuse_without_eval_data(ev: EvalConfig) -> None:
 
 
 def with_targets_for_soft_training(cfg: RunConfig) -> RunConfig:
-    """`train.objective: soft` is the one switch of the variant: the samples then store the distributions it trains on."""
+    """`train.objective: soft` is the one switch of the variant: the samples then store the distributions it
+    trains on, unless the run's samples drawn without them have them recomputed (`ssd samples targets`)."""
+    from .sample import targets_source
+
     if cfg.train.objective != "soft" or cfg.sample.store_targets:
+        return cfg
+    samples = StagePlan.of(cfg).dirs["samples"]
+    if finished(samples) and targets_source(samples) == "teacher forcing":
         return cfg
     return replace(cfg, sample=replace(cfg.sample, store_targets=True))
 
