@@ -477,3 +477,43 @@ def test_a_resumed_stage_estimates_from_what_it_decodes():
     seconds = float(re.search(r"ETA (\d+) s$", first).group(1))
     # over 1 s for 4 samples, 6 to go: >= 1.5 s (from all 34 done it would be ~0.2 s, printed as 0)
     assert first.startswith("sampling: 34/40") and seconds >= 1 and progress.restored == 30
+
+
+# ---------------------------------------------------------------- serving precision (eval.dtype)
+
+
+def served_dtypes(model) -> set[torch.dtype]:
+    return {p.dtype for p in model.parameters() if p.is_floating_point()}
+
+
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=pytest.mark.integration)])
+def test_eval_dtype_float32_serves_a_bf16_checkpoint_in_float32(tiny_model, backend):
+    """The precision read from the loaded engine, not from the config: eval.dtype float32 serves tiny-random's
+    bf16 checkpoint in float32 (hf: its weights, upcast exactly; vLLM: its model config), auto as the
+    hardware prefers. The two settings never share an engine."""
+    from transformers import AutoModelForCausalLM
+
+    from selfdistill.config import EvalConfig
+    from selfdistill.engine import EngineSettings
+    from selfdistill.models import native_bf16
+
+    if backend == "vllm":
+        pytest.importorskip("vllm")
+    settings = {d: EngineSettings.of(EvalConfig(model=tiny_model, backend=backend, max_tokens=16, max_model_len=96, dtype=d)) for d in ("auto", "float32")}  # fmt: skip
+    assert settings["auto"] != settings["float32"]
+    auto = torch.bfloat16 if native_bf16() else torch.float32
+    for dtype, expected in (("float32", torch.float32), ("auto", auto)):
+        with settings[dtype].load(tiny_model) as generator:
+            if backend == "hf":
+                assert served_dtypes(generator.model) == {expected}
+                if dtype == "float32":
+                    checkpoint = dict(
+                        AutoModelForCausalLM.from_pretrained(tiny_model, dtype="auto").named_parameters()
+                    )
+                    assert {p.dtype for p in checkpoint.values()} == {torch.bfloat16}
+                    for name, p in generator.model.named_parameters():
+                        assert torch.equal(p, checkpoint[name].float()), name
+            else:
+                assert generator.llm.llm_engine.model_config.dtype == expected
+            spec = SamplingSpec(0.0, max_tokens=4)
+            assert generator.effective_params(spec)["dtype"] == str(expected).removeprefix("torch.")

@@ -389,3 +389,69 @@ def test_run_stage_directories_keep_their_names_and_hashes(source):
     dirs = Stages.of(cfg).dirs
     assert {name: d.name for name, d in dirs.items()} == RUN_DIRS[source]
     assert {d.parent for d in dirs.values()} == {root}
+
+
+# ---------------------------------------------------------------- serving precision: the base model's follows the SSD export's
+
+
+def finish_training(stages: Stages, dtype: str, tiny_model: str) -> None:
+    """A finished train directory whose model was exported in `dtype` (its config.json says so)."""
+    from selfdistill.manifest import RunDir
+
+    run = RunDir.open(stages.dirs["train"], "train", stages.train())
+    model = stages.dirs["train"] / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({**json.loads((Path(tiny_model) / "config.json").read_text()), "dtype": dtype}))  # fmt: skip
+    run.finish(model_dir=str(model))
+
+
+@pytest.mark.parametrize(("export", "served"), [("float32", "float32"), ("bfloat16", "auto")])
+def test_a_float32_export_serves_both_models_in_float32(tmp_path, tiny_model, export, served):
+    """A full fine-tune with export_dtype auto: until it finishes, the evals wait (their precision is the
+    export's); a float32 export then serves base and SSD in float32 from one eval config, in directories
+    of their own; a bf16 export leaves the evals as configured. The sweep's T_trains share the decision."""
+    cfg = C.load_run_config("smollm2-135m-instruct", overrides=[f"output_dir={tmp_path}"])
+    assert not cfg.train.use_lora and cfg.train.export_dtype == "auto"
+    waiting = Stages.of(cfg)
+    assert waiting.evals_wait_for_training and waiting.cfg.eval.dtype == "auto"
+    finish_training(waiting, export, tiny_model)
+    matched = Stages.of(cfg)
+    assert not matched.evals_wait_for_training and matched.dirs["train"] == waiting.dirs["train"]
+    base, ssd = matched.eval_base(), matched.eval_ssd(matched.dirs["train"] / "model")
+    assert base.dtype == ssd.dtype == served and replace(ssd, model=base.model, output_dir=base.output_dir) == base
+    changed = served != cfg.eval.dtype
+    assert (matched.dirs["eval-base"] != waiting.dirs["eval-base"]) == changed
+    assert (matched.dirs["eval-ssd"] != waiting.dirs["eval-ssd"]) == changed
+    assert EngineSettings.of(base).dtype == EngineSettings.of(ssd).dtype == served  # what the engine is started with
+    variants = t_train_variants(cfg)
+    assert len(variants) > 1 and {v.eval.dtype for v in variants.values()} == {served}
+    assert teff_base_eval(cfg, 1.0).dtype == served
+
+
+@pytest.mark.parametrize(
+    ("overrides", "served"),
+    [([], "auto"), (["train.use_lora=true", "train.export_dtype=float32"], "auto"),
+     (["train.export_dtype=float32"], "float32"), (["eval.dtype=float32"], "float32"), (["train.export_dtype=base"], "auto")],
+)  # fmt: skip
+def test_the_evals_precision_is_known_before_training_unless_the_export_check_decides_it(tmp_path, overrides, served):
+    preset = "qwen2.5-coder-0.5b-instruct" if not overrides else "smollm2-135m-instruct"  # the first: LoRA
+    stages = Stages.of(C.load_run_config(preset, overrides=[f"output_dir={tmp_path}", *overrides]))
+    assert not stages.evals_wait_for_training
+    assert stages.eval_base().dtype == stages.eval_ssd("m").dtype == served
+
+
+def test_soft_training_in_a_run_uses_the_runs_samples_once_their_targets_are_recomputed(tmp_path):
+    """`ssd run train.objective=soft` samples anew with store_targets, unless the hard run's samples have
+    their distributions recomputed by `ssd samples targets` (targets.json finished): then it trains on them."""
+    from selfdistill.manifest import RunDir, atomic_write_json
+    from selfdistill.sample import RECOMPUTED_TARGETS
+
+    hard = Stages.of(C.load_run_config("smollm2-135m-instruct", overrides=[f"output_dir={tmp_path}"]))
+    soft_cfg = C.load_run_config("smollm2-135m-instruct", overrides=[f"output_dir={tmp_path}", "train.objective=soft"])
+    assert Stages.of(soft_cfg).dirs["samples"] != hard.dirs["samples"]
+    RunDir.open(hard.dirs["samples"], "sample", hard.sample()).finish(counts={"samples": 0})
+    assert Stages.of(soft_cfg).dirs["samples"] != hard.dirs["samples"]  # no targets yet
+    atomic_write_json(hard.dirs["samples"] / RECOMPUTED_TARGETS, {"source": "teacher forcing", "finished_at": "now"})
+    soft = Stages.of(soft_cfg)
+    assert soft.dirs["samples"] == hard.dirs["samples"] and not soft.sample().store_targets
+    assert soft.dirs["train"] != hard.dirs["train"] and soft.train().objective == "soft"

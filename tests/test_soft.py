@@ -26,7 +26,7 @@ from selfdistill.config import SampleConfig, TrainConfig, load_run_config
 from selfdistill.generate import Completion, Targets, truncate_logits, truncated_support
 from selfdistill.manifest import load_manifest, read_jsonl
 from selfdistill.pipeline import Stages
-from selfdistill.sample import _write_targets, load_samples, sample, shard_files, shard_targets, targets_path
+from selfdistill.sample import load_samples, sample, shard_files, shard_targets, targets_path, write_targets
 from selfdistill.train import TrainError, prepare, soft_cross_entropy, train
 from tests.test_train import REPLY, write_samples
 
@@ -245,25 +245,17 @@ def test_the_soft_objective_turns_on_stored_targets_in_a_run():
 def write_soft_samples(path: Path, model_path: str, replies: int = 8) -> Path:
     """A samples directory with stored distributions: reply token t of sample i has q = 0.6 on itself and
     0.3 / 0.1 on two other tokens (a one-hot q on every third token), in the side file `ssd sample` writes."""
-    from selfdistill.generate import Completion
-
     write_samples(path, model_path, [REPLY] * replies, store_targets=True)
     (shard,) = shard_files(path)
     records = read_jsonl(shard)
-    completions = [
-        Completion(
-            "",
-            r["reply_token_ids"],
-            0,
-            "stop",
-            Targets.from_rows(
-                ([token], [1.0]) if t % 3 == 2 else ([token, 100 + t + i, 7 * t + 1], [0.6, 0.3, 0.1])
-                for t, token in enumerate(r["reply_token_ids"])
-            ),
+    targets = [
+        Targets.from_rows(
+            ([token], [1.0]) if t % 3 == 2 else ([token, 100 + t + i, 7 * t + 1], [0.6, 0.3, 0.1])
+            for t, token in enumerate(r["reply_token_ids"])
         )
         for i, r in enumerate(records)
     ]
-    _write_targets(shard, records, completions)
+    write_targets(shard, records, targets)
     return path
 
 

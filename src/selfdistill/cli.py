@@ -47,7 +47,8 @@ models_app = typer.Typer(help="The model registry: list and fetch models.", invo
 config_app = typer.Typer(help="Presets and resolved configs.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Run untrusted code in the sandbox.", no_args_is_help=True)
 samples_app = typer.Typer(
-    help="Samples for other tools: export to the official SSD formats, push to the Hub.", no_args_is_help=True
+    help="Samples: recompute their sampling distributions, export to the official SSD formats, push to the Hub.",
+    no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
@@ -336,6 +337,22 @@ def models_push(
 
 
 # ---------------------------------------------------------------- samples
+
+
+@samples_app.command("targets")
+def samples_targets(
+    path: Path = typer.Argument(..., help="A finished `ssd sample` directory drawn without store_targets."),
+    model: str = typer.Option(
+        None, "--model", help="The sampling model (default: the manifest's); another one is refused."
+    ),
+    bf16_on_gpu: bool = typer.Option(False, "--bf16-on-gpu", help="Teacher-force in bf16 on GPUs (default fp32)."),
+):
+    """Recompute each reply token's sampling distribution by teacher forcing, for `train.objective: soft`:
+    the side files `sample.store_targets` would have written. A rerun resumes after the finished shards."""
+    from .targets import recompute_targets
+
+    _on_usable_gpus()
+    recompute_targets(path, model, bf16_on_gpu)
 
 
 @samples_app.command("export")

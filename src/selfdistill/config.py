@@ -458,6 +458,13 @@ class EvalConfig(Checked):
         "address-space limit per execution; None = the profile's (strict: 1024, lcb: 8192)",
         check=Within("[1, inf)"),
     )
+    dtype: str = option(
+        "auto",
+        choices=("auto", "float32"),
+        help="precision the engine serves the model in: 'auto', the checkpoint's (float32 for a float32 checkpoint, else bf16 where "
+        "the hardware computes it natively); 'float32' whatever the checkpoint (weights upcast exactly). `ssd run` evaluates "
+        "both models in float32 when the SSD export is float32 (train.export_dtype)",
+    )
     backend: str = volatile("vllm", "'vllm' or 'hf'", choices=BACKENDS)
     tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine", check=Within("[1, inf)"))
     max_num_seqs: int | None = volatile(

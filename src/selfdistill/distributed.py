@@ -155,11 +155,12 @@ class Replica:
         seed: int,
         max_num_seqs: int | None,
         targets: bool = False,
+        dtype: str = "auto",
     ):
         from .generate import load_generator
 
         self.generator = load_generator(
-            model_path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs, targets
+            model_path, backend, max_model_len, tensor_parallel_size, seed, max_num_seqs, targets, dtype
         )
 
     def where(self) -> dict:
@@ -244,10 +245,12 @@ class RayGenerator(Generator):
         address: str,
         replicas: int | None = None,
         targets: bool = False,
+        dtype: str = "auto",
     ):
         super().__init__(model_path, max_model_len, seed)
         self.address = address
         self.targets = targets
+        self.dtype = dtype
         self._group = None
         self._actors: list = []
         connect(address)
@@ -293,6 +296,7 @@ class RayGenerator(Generator):
                 self.seed,
                 max_num_seqs,
                 self.targets,
+                self.dtype,
             )
             for i, b in enumerate(bundles)
         ]

@@ -25,11 +25,12 @@ class EngineSettings:
     ray_address: str | None
     local_replicas: int | None
     targets: bool = False  # returns the sampling distributions (SampleConfig.store_targets; an eval never asks)
+    dtype: str = "auto"  # the precision it serves the model in (EvalConfig.dtype; sampling: the checkpoint's)
 
     @classmethod
     def of(cls, cfg) -> EngineSettings:
-        settings = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "targets"}
-        return cls(**settings, targets=getattr(cfg, "store_targets", False))
+        settings = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name not in ("targets", "dtype")}
+        return cls(**settings, targets=getattr(cfg, "store_targets", False), dtype=getattr(cfg, "dtype", "auto"))
 
     def replicas_here(self, visible_gpus: int) -> int:
         """Replicas on this machine without ray_address: local_replicas, else one per

@@ -61,9 +61,12 @@ class FitError(AnalyzeError):
 # ---------------------------------------------------------------- the measures, per chunk of positions
 
 
-def target(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def target(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, min_p: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """q from the base model's logits [positions, vocab]: (support ids, q), padded to the widest support
-    with probability 0 (id 0)."""
+    with probability 0 (id 0). min-p compares each token with the most likely one, which the k + 1
+    largest logits hold, so it too is exact on them."""
     logits, vocab_ids = logits.float(), None
     if 0 < top_k < logits.shape[-1] - 1:
         # Truncating the k + 1 largest logits is exact unless a tie with the k-th reaches the last of
@@ -71,7 +74,7 @@ def target(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -
         top, top_ids = logits.topk(top_k + 1, dim=-1)
         if bool((top[:, top_k - 1] > top[:, -1]).all()):
             logits, vocab_ids = top, top_ids
-    truncated = truncate_logits(logits, temperature, top_k, top_p)
+    truncated = truncate_logits(logits, temperature, top_k, top_p, min_p)
     width = int(torch.isfinite(truncated).sum(-1).max())
     values, ids = truncated.topk(width, dim=-1)  # the support holds the largest logits; -inf past a row's own
     if vocab_ids is not None:

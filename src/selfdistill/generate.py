@@ -536,23 +536,34 @@ def load_generator(
     seed: int = 0,
     max_num_seqs: int | None = None,
     targets: bool = False,
+    dtype: str = "auto",
 ) -> Generator:
     """An engine in this process. `model`: anything models.resolve_model accepts (registry name, model
     directory, hub id). `max_num_seqs`: sequences decoded at once, the default of `stream`; None = the
     backend's own (vLLM's scheduler default for the device, which also stops at what its KV cache holds;
     hf: 16). `targets`: the engine can return the truncated distributions (SamplingSpec.targets); vLLM
-    then computes processed logprobs at every step, so it is off unless asked for. Stages start theirs
+    then computes processed logprobs at every step, so it is off unless asked for. `dtype`: "float32" serves
+    the model in float32 whatever its checkpoint (eval.dtype); "auto" as `serves_float32` says. Stages start theirs
     through engine.EngineSettings, which also reaches Ray clusters."""
     from .models import resolve_model
 
     path = resolve_model(model)
     if backend == "vllm":
-        return VLLMGenerator(path, max_model_len, tensor_parallel_size, seed, max_num_seqs, targets)
+        return VLLMGenerator(path, max_model_len, tensor_parallel_size, seed, max_num_seqs, targets, dtype)
     if backend == "hf":
         if tensor_parallel_size != 1:
             raise ValueError("the hf backend runs on one device; use backend=vllm for tensor parallelism")
-        return HFGenerator(path, max_model_len, seed, max_num_seqs)
+        return HFGenerator(path, max_model_len, seed, max_num_seqs, dtype)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def serves_float32(dtype: str, model_path: str) -> bool:
+    """Whether an engine serves the model in float32: asked (dtype "float32": a bf16 checkpoint's weights
+    upcast exactly), or a float32 checkpoint, whose update (train.export_dtype) bf16 would round away.
+    Otherwise the engine picks its precision for the hardware."""
+    from .models import saved_in_float32
+
+    return dtype == "float32" or saved_in_float32(model_path)
 
 
 # ---------------------------------------------------------------------------- vLLM
@@ -609,6 +620,7 @@ class VLLMGenerator(Generator):
         seed: int,
         max_num_seqs: int | None = None,
         targets: bool = False,
+        dtype: str = "auto",
     ):
         super().__init__(model_path, max_model_len, seed)
         # On CPU the engine runs in this process (no EngineCore child): a killed run leaves no orphan
@@ -620,9 +632,9 @@ class VLLMGenerator(Generator):
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        from .models import native_bf16, saved_in_float32
+        from .models import native_bf16
 
-        kwargs = {"dtype": "float32"} if saved_in_float32(model_path) else {}
+        kwargs = {"dtype": "float32"} if serves_float32(dtype, model_path) else {}
         if current_platform.is_cpu():
             # Why each setting: README, "Running on a CPU".
             # - without AVX512-BF16/AMX bf16 matmuls are emulated: fp32 instead (weights upcast exactly);
@@ -831,17 +843,19 @@ class _TargetRecorder:
 class HFGenerator(Generator):
     backend = "hf"
 
-    def __init__(self, model_path: str, max_model_len: int, seed: int, max_num_seqs: int | None = None):
+    def __init__(
+        self, model_path: str, max_model_len: int, seed: int, max_num_seqs: int | None = None, dtype: str = "auto"
+    ):
         super().__init__(model_path, max_model_len, seed)
         self.max_num_seqs = max_num_seqs or 16  # rows per generate() call
         from transformers import AutoModelForCausalLM
 
-        from .models import native_bf16, saved_in_float32
+        from .models import native_bf16
 
         # bf16 where it is native; elsewhere float32, since emulated bf16 matmuls run ~100x slower
         # (about 1 GFLOP/s on the AVX2 development machine). Weights upcast exactly. An fp32 checkpoint stays fp32.
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.dtype = torch.bfloat16 if native_bf16() and not saved_in_float32(model_path) else torch.float32
+        self.dtype = torch.bfloat16 if native_bf16() and not serves_float32(dtype, model_path) else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_token_ids[0]

@@ -14,7 +14,10 @@ stage directories and their wall times; a sweep writes `RUN_DIR/sweep-<hash>/` (
 teff_fit.png).
 
 `Stages` derives the stage configs. The base and the SSD model are evaluated with one eval config
-that differs in the model alone, so they get the same decoding and the same engine settings. The base
+that differs in the model alone, so they get the same decoding and the same engine settings, precision
+included: when the SSD model is exported in float32 (train.export_dtype), both are served in float32
+(`matched_eval_dtype`), and where the export check decides that only at the end of a full fine-tune, the
+base model's evals wait for training. The base
 model's stages share an engine where their engine settings are equal (on CPU an engine start costs
 minutes), and get one each where they differ. Training runs in new processes (launch.py).
 """
@@ -103,23 +106,61 @@ def refuse_without_eval_data(ev: EvalConfig) -> None:
 
 
 def with_targets_for_soft_training(cfg: RunConfig) -> RunConfig:
-    """`train.objective: soft` is the one switch of the variant: the samples then store the distributions it trains on."""
+    """`train.objective: soft` is the one switch of the variant: the samples then store the distributions it
+    trains on, unless the run's samples drawn without them have them recomputed (`ssd samples targets`)."""
+    from .sample import targets_source
+
     if cfg.train.objective != "soft" or cfg.sample.store_targets:
         return cfg
+    samples = StagePlan.of(cfg).dirs["samples"]
+    if finished(samples) and targets_source(samples) == "teacher forcing":
+        return cfg
     return replace(cfg, sample=replace(cfg.sample, store_targets=True))
+
+
+def exported_dtype(train_dir: Path) -> str | None:
+    """The dtype a finished train directory exported its model in, "float32" or "base"; None if unfinished."""
+    from .generate import serves_float32
+    from .train import trained_model_dir
+
+    if not finished(train_dir):
+        return None
+    return "float32" if serves_float32("auto", str(trained_model_dir(train_dir))) else "base"
+
+
+def matched_eval_dtype(cfg: RunConfig, train_dirs: list[Path]) -> str | None:
+    """The eval.dtype of both models, so that their comparison is about the weights alone: float32 when
+    asked, or when an SSD model is exported in float32 (the base model is then served from its weights
+    upcast exactly, as the float32 export is served); else the config's. None while a full fine-tune whose
+    export check decides its dtype (export_dtype auto) has not finished."""
+    if cfg.eval.dtype == "float32":
+        return "float32"
+    if cfg.train.use_lora or cfg.train.export_dtype == "base":  # a LoRA merge is exported in the base model's dtype
+        return cfg.eval.dtype
+    exports = ["float32" if cfg.train.export_dtype == "float32" else exported_dtype(d) for d in train_dirs]
+    if "float32" in exports:
+        return "float32"
+    return None if None in exports else cfg.eval.dtype
+
+
+def with_eval_dtype(cfg: RunConfig, dtype: str | None) -> RunConfig:
+    return cfg if dtype is None else replace(cfg, eval=replace(cfg.eval, dtype=dtype))
 
 
 @dataclass(frozen=True)
 class Stages:
     """Every stage's config, derived from one run config: `ssd run`'s, or one T_train of `ssd sweep`."""
 
-    cfg: RunConfig  # decontaminated against its eval
+    cfg: RunConfig  # decontaminated against its eval, its eval.dtype matched to the SSD export's
     plan: StagePlan
+    evals_wait_for_training: bool = False  # the export's dtype, unknown until training ends, sets the evals'
 
     @classmethod
     def of(cls, cfg: RunConfig) -> Stages:
         cfg = with_targets_for_soft_training(decontaminated_against_eval(cfg))
-        return cls(cfg, StagePlan.of(cfg))
+        dtype = matched_eval_dtype(cfg, [StagePlan.of(cfg).dirs["train"]])
+        cfg = with_eval_dtype(cfg, dtype)
+        return cls(cfg, StagePlan.of(cfg), dtype is None)
 
     @property
     def dirs(self) -> dict[str, Path]:
@@ -260,8 +301,16 @@ def run(cfg: RunConfig) -> Path:
         clock.end(name, started, cached)
         _link(root, name, d[name])
 
-    on_shared_engines([("samples", s.sample(), sample), *[(name, ev, evaluate) for name, ev in s.base_evals()]], step)
+    base_evals = [] if s.evals_wait_for_training else [(name, ev, evaluate) for name, ev in s.base_evals()]
+    on_shared_engines([("samples", s.sample(), sample), *base_evals], step)
     step("train", s.train(), train_stage)
+    if s.evals_wait_for_training:
+        s = Stages.of(cfg)  # the export's dtype is known now, and with it the evals' directories
+        d = s.dirs
+        console.print(
+            f"eval.dtype {s.cfg.eval.dtype} for both models, from the SSD model's export (train.export_dtype)"
+        )
+        on_shared_engines([(name, ev, evaluate) for name, ev in s.base_evals()], step)
     model_dir = trained_model_dir(d["train"])
     step("eval-ssd", s.eval_ssd(model_dir), evaluate)
     atomic_write_json(
@@ -290,9 +339,10 @@ def run(cfg: RunConfig) -> Path:
 
 def t_train_variants(cfg: RunConfig) -> dict[float, RunConfig]:
     """One run config per T_train: its samples at that T_train, decontaminated against the evaluated data
-    as `ssd run`'s are (the two share stage directories), its evals over the sweep's T_evals."""
+    as `ssd run`'s are (the two share stage directories), its evals over the sweep's T_evals, all in one
+    precision (matched_eval_dtype over every T_train's SSD model: they share the base model's evals)."""
     cfg = decontaminated_against_eval(cfg)
-    return {
+    variants = {
         t: replace(
             cfg,
             sample=replace(cfg.sample, temperature=t),
@@ -300,6 +350,8 @@ def t_train_variants(cfg: RunConfig) -> dict[float, RunConfig]:
         )
         for t in cfg.sweep.t_trains
     }
+    train_dirs = [StagePlan.of(with_targets_for_soft_training(v)).dirs["train"] for v in variants.values()]
+    return {t: with_eval_dtype(v, matched_eval_dtype(cfg, train_dirs)) for t, v in variants.items()}
 
 
 def sweep_dir(cfg: RunConfig) -> Path:
@@ -307,8 +359,9 @@ def sweep_dir(cfg: RunConfig) -> Path:
 
 
 def teff_base_eval(cfg: RunConfig, t_eff: float) -> EvalConfig:
-    """The base model's eval at the one temperature T_eff, with the sweep's eval protocol."""
-    return Stages.of(replace(cfg, eval=replace(cfg.eval, temperatures=[t_eff], t_eval=None))).eval_base()
+    """The base model's eval at the one temperature T_eff, with the sweep's eval protocol and precision."""
+    swept = next(iter(t_train_variants(cfg).values()))
+    return Stages.of(replace(swept, eval=replace(swept.eval, temperatures=[t_eff], t_eval=None))).eval_base()
 
 
 def sweep(cfg: RunConfig) -> Path:
@@ -321,6 +374,7 @@ def sweep(cfg: RunConfig) -> Path:
     runs = {t: Stages.of(variant) for t, variant in t_train_variants(cfg).items()}
     refuse_without_eval_data(cfg.eval)
     base = next(iter(runs.values()))  # the base model's evals are the same stages for every T_train
+    wait = any(r.evals_wait_for_training for r in runs.values())
     out = sweep_dir(cfg)
     manifest = RunDir.open(out, "sweep", cfg)
 
@@ -331,12 +385,19 @@ def sweep(cfg: RunConfig) -> Path:
     # Base-model work first: every T_train's samples, the reference row and the recommended decoding.
     on_shared_engines(
         [(f"samples T_train {t:g}", r.sample(), sample) for t, r in runs.items()]
-        + [(name, ev, evaluate) for name, ev in base.base_evals()],
+        + ([] if wait else [(name, ev, evaluate) for name, ev in base.base_evals()]),
         step,
     )
     for r in runs.values():
         step("train", r.train(), train_stage)
-        step("eval-ssd", r.eval_ssd(trained_model_dir(r.dirs["train"])), evaluate)
+        if not wait:
+            step("eval-ssd", r.eval_ssd(trained_model_dir(r.dirs["train"])), evaluate)
+    if wait:  # every export's dtype is known now, and with it the evals' precision and directories
+        runs = {t: Stages.of(variant) for t, variant in t_train_variants(cfg).items()}
+        base = next(iter(runs.values()))
+        on_shared_engines([(name, ev, evaluate) for name, ev in base.base_evals()], step)
+        for r in runs.values():
+            step("eval-ssd", r.eval_ssd(trained_model_dir(r.dirs["train"])), evaluate)
 
     result = grid.grid(
         cfg,

@@ -15,6 +15,8 @@ Output directory:
                            `reply_tokens` (int32, per record), `counts` (int32, survivors per token), then
                            the survivors' token `ids` (int32) and `probs` (float32), most likely first.
                            ~4 + 8 x survivors bytes per reply token; written before its shard, atomically
+    targets.json           samples drawn without store_targets whose side files `ssd samples targets`
+                           recomputed by teacher forcing (targets.py): the model, truncation and precision
 
 A shard is the unit of resume: all missing shards' requests go through the engine as one continuously
 batched stream (Generator.stream: up to max_num_seqs sequences decode at once, and each finished one
@@ -38,6 +40,7 @@ The shards load as a dataset: `datasets.load_dataset("json", data_files="DIR/sha
 from __future__ import annotations
 
 import hashlib
+import json
 from itertools import pairwise
 from pathlib import Path
 
@@ -120,20 +123,35 @@ def targets_path(shard: Path) -> Path:
     return shard.with_suffix(".targets.safetensors")
 
 
-def _write_targets(shard: Path, records: list[dict], completions: list) -> None:
+RECOMPUTED_TARGETS = "targets.json"  # beside the shards: how `ssd samples targets` recomputed their side files
+
+
+def targets_source(path: str | Path) -> str | None:
+    """Where a finished samples directory's side files came from: "sampling" (store_targets), "teacher
+    forcing" (recomputed by `ssd samples targets`, finished), or None (there are none yet)."""
+    path = Path(path)
+    if _samples_manifest(path)["config"].get("store_targets"):
+        return "sampling"
+    recomputed = path / RECOMPUTED_TARGETS
+    if recomputed.is_file() and json.loads(recomputed.read_text()).get("finished_at"):
+        return "teacher forcing"
+    return None
+
+
+def write_targets(shard: Path, records: list[dict], targets: list[Targets]) -> None:
+    """A shard's side file: `targets[i]` holds the distributions of records[i]'s reply tokens. Written
+    atomically, before its shard (sampling) or beside a finished one (`ssd samples targets`)."""
     from safetensors.numpy import save
 
-    targets = Targets.concat([c.targets for c in completions])
+    if any(len(t) != r["reply_tokens"] for r, t in zip(records, targets, strict=True)):
+        raise RuntimeError(f"{shard}: a distribution count differs from its reply's token count")
+    joined = Targets.concat(targets)
     arrays = {
-        "reply_tokens": np.array([len(c.targets) for c in completions], dtype=np.int32),
-        "counts": targets.counts,
-        "ids": targets.ids,
-        "probs": targets.probs,
+        "reply_tokens": np.array([len(t) for t in targets], dtype=np.int32),
+        "counts": joined.counts,
+        "ids": joined.ids,
+        "probs": joined.probs,
     }
-    if any(len(c.targets) != r["reply_tokens"] for r, c in zip(records, completions)):
-        raise RuntimeError(
-            f"{shard}: the engine returned a distribution count that differs from the reply's token count"
-        )
     atomic_write_bytes(targets_path(shard), save(arrays, metadata={"format": "selfdistill-targets", "version": "1"}))
 
 
@@ -290,7 +308,7 @@ def _generate_shards(
                 for (p, j), r, c in zip(samples[k], units[k], completions)
             ]
             if spec.targets:  # first: a shard on disk has its distributions beside it
-                _write_targets(_shard_path(run.path, k), records, completions)
+                write_targets(_shard_path(run.path, k), records, [c.targets for c in completions])
             atomic_write_jsonl(_shard_path(run.path, k), records)
             progress.checkpoint(f"shard {k + 1}/{len(shards)} written")
 
@@ -388,10 +406,10 @@ def load_samples(path: str | Path, with_targets: bool = False) -> tuple[list[dic
     manifest = _samples_manifest(path)
     if not finished(path):
         raise ValueError(f"{path}: sampling did not finish; rerun the same `ssd sample` command to complete it")
-    if with_targets and not manifest["config"].get("store_targets"):
+    if with_targets and targets_source(path) is None:
         raise ValueError(
-            f"{path} holds no sampling distributions (sampled without sample.store_targets); "
-            "resample with store_targets=true to train with objective soft"
+            f"{path} holds no sampling distributions (sampled without sample.store_targets); resample with "
+            f"store_targets=true, or recompute them by teacher forcing (`ssd samples targets {path}`), to train with objective soft"
         )
     records = []
     for shard in shard_files(path):

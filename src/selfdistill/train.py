@@ -96,7 +96,7 @@ from .manifest import (
     sha256_json,
 )
 from .models import native_bf16, resolve_model
-from .sample import load_samples, read_samples_file, shard_files
+from .sample import load_samples, read_samples_file, shard_files, targets_path, targets_source
 
 console = Console(stderr=True, highlight=False)
 COMPLETE = "selfdistill-complete.json"  # written into a checkpoint once all processes have saved it
@@ -513,7 +513,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     records = [r for r in records if sample_key(r) not in set_aside]
     examples, counts = training_examples(records, model_path, tokenizer, manifest, samples_dir)
     if cfg.objective == "soft":
-        examples = with_soft_targets(examples, records, samples_dir)
+        examples = with_soft_targets(examples, records, samples_dir, targets_source(samples_dir) == "sampling")
     examples, _, stats = length_plan(examples, cfg.max_length)
     stats.update(counts)
     return Prepared(model_path, tokenizer, examples, stats, template, manifest, sorted(set_aside))
@@ -724,10 +724,12 @@ SOFT_TARGET_COLUMNS = ("target_counts", "target_ids", "target_probs")
 SOFT_CHUNK_TOKENS = 256  # positions per head chunk: 256 x V fp32 logits, about 156 MB for Qwen's 152k vocabulary
 
 
-def with_soft_targets(examples: list[dict], records: list[dict], samples_dir: Path) -> list[dict]:
+def with_soft_targets(examples: list[dict], records: list[dict], samples_dir: Path, drawn: bool) -> list[dict]:
     """Each example with the distributions its completion tokens are trained towards, flat per token of
     input_ids (SOFT_TARGET_COLUMNS): none on the prompt, the stored q on each sampled reply token, and a
-    one-hot q on an end-of-turn token that build_examples appended (it was never drawn)."""
+    one-hot q on an end-of-turn token that build_examples appended (it was never drawn). `drawn`: the
+    tokens were drawn from these very distributions (store_targets), so each must be among its survivors;
+    recomputed ones (`ssd samples targets`) may miss a token the sampler's precision kept at a boundary."""
     out = []
     for e, r in zip(examples, records, strict=True):
         where = f"{samples_dir}: sample {r['prompt_id']!r}#{r['sample_index']}"
@@ -736,7 +738,7 @@ def with_soft_targets(examples: list[dict], records: list[dict], samples_dir: Pa
             raise TrainError(f"{where}: {len(targets)} stored distributions for {len(reply or [])} reply tokens")
         rows = targets.rows()
         for t, (token, (ids, _)) in enumerate(zip(reply, rows)):
-            if token not in ids:
+            if drawn and token not in ids:
                 raise TrainError(
                     f"{where}: reply token {t} ({token}) is not among the survivors of its stored distribution"
                 )
@@ -1188,6 +1190,8 @@ def train(cfg: TrainConfig) -> Path:
         "chat_template_sha256": template_sha256(prep.template),
         "model": hash_inputs([prep.model_path]).get(prep.model_path, prep.model_path),  # a hub id hashes to itself
     }
+    if cfg.objective == "soft":  # what it trains towards: sampled or recomputed distributions
+        inputs["samples_targets"] = sha256_json(hash_inputs(map(targets_path, shard_files(samples_dir))))
     run = (
         RunDir.open(out, "train", cfg, inputs, extra={"samples": str(samples_dir), "model_path": prep.model_path})
         if state.is_main_process
