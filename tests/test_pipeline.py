@@ -134,7 +134,11 @@ def calls(tmp_path, monkeypatch) -> list:
     def stage(kind: str):
         def fake(cfg, generator=None):
             calls.append((kind, cfg, generator))
-            RunDir.open(cfg.output_dir, stage_of(cfg).name, cfg).finish(model_dir=str(Path(cfg.output_dir) / "model"))
+            run, model = RunDir.open(cfg.output_dir, stage_of(cfg).name, cfg), Path(cfg.output_dir) / "model"
+            if kind == "train":  # a bf16 export: the evals keep the config's precision (pipeline.exported_dtype)
+                model.mkdir()
+                (model / "config.json").write_text(json.dumps({"model_type": "llama", "dtype": "bfloat16"}))
+            run.finish(model_dir=str(model))
 
         return fake
 
@@ -166,6 +170,11 @@ def calls(tmp_path, monkeypatch) -> list:
     return calls
 
 
+# The serving precision known before training (the export's dtype is the base model's), so the base model's
+# evals share the sampler's engine; with export_dtype auto they wait for the export (test below).
+PRECISION_KNOWN = "train.export_dtype=base"
+
+
 def kinds(calls: list) -> list[str]:
     return [kind for kind, *_ in calls]
 
@@ -175,7 +184,7 @@ def test_run_wires_the_derived_stages(tmp_path, calls):
     engine settings agree), and compare.json carries the three base numbers."""
     from selfdistill.manifest import load_manifest
 
-    cfg = C.load_run_config("llama-3.1-8b-instruct", overrides=[f"output_dir={tmp_path / 'run'}"])
+    cfg = C.load_run_config("llama-3.1-8b-instruct", overrides=[f"output_dir={tmp_path / 'run'}", PRECISION_KNOWN])
     root = run(cfg)
     assert kinds(calls) == ["load", "sample", "evaluate", "evaluate", "close", "train", "evaluate", "analyze"]
     (
@@ -221,10 +230,32 @@ ENGINE_APART = [
 ]
 
 
+def test_with_the_export_check_deciding_the_precision_the_base_evals_follow_training(tmp_path, calls):
+    """export_dtype auto: the base model's evals wait for the export's dtype (a bf16 export here), on an
+    engine of their own after training."""
+    run(C.load_run_config("llama-3.1-8b-instruct", overrides=[f"output_dir={tmp_path / 'run'}"]))
+    assert kinds(calls) == [
+        "load",
+        "sample",
+        "close",
+        "train",
+        "load",
+        "evaluate",
+        "evaluate",
+        "close",
+        "evaluate",
+        "analyze",
+    ]
+
+
 def test_base_model_stages_of_other_engine_settings_get_their_own_engine(tmp_path, calls):
     """The base model's evals run on an engine of the eval section's settings, the SSD model's eval loads
     the same settings, and the samples get the sample section's."""
-    run(C.load_run_config("llama-3.1-8b-instruct", overrides=[*ENGINE_APART, f"output_dir={tmp_path}"]))
+    run(
+        C.load_run_config(
+            "llama-3.1-8b-instruct", overrides=[*ENGINE_APART, f"output_dir={tmp_path}", PRECISION_KNOWN]
+        )
+    )
     assert kinds(calls) == [
         "load",
         "sample",
@@ -252,7 +283,7 @@ def test_sweep_shares_one_engine_for_the_samples_and_the_base_row_then_trains_ea
     T_train, as `ssd run` derives them; the base model at T_eff of the best cell; a rerun redoes nothing."""
     cfg = C.load_run_config(
         "llama-3.1-8b-instruct",
-        overrides=[f"output_dir={tmp_path}", "sweep.t_trains=[0.8,1.6]", "sweep.t_evals=[0.5,1.0]"],
+        overrides=[f"output_dir={tmp_path}", "sweep.t_trains=[0.8,1.6]", "sweep.t_evals=[0.5,1.0]", PRECISION_KNOWN],
     )
     out = sweep(cfg)
     assert kinds(calls) == [
