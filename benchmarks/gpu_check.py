@@ -99,30 +99,36 @@ class Size:
     sinks_tokens: int
 
 
-QWEN3_4B = dict(
-    hidden_size=2560,
-    intermediate_size=9728,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=128,
-    tie_word_embeddings=True,
-)
-QWEN3_30B_A3B = dict(hidden_size=2048, moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8, num_attention_heads=32, num_key_value_heads=4,
-                     head_dim=128, norm_topk_prob=True, tie_word_embeddings=False)  # fmt: skip
+QWEN3_4B = {
+    "hidden_size": 2560,
+    "intermediate_size": 9728,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "tie_word_embeddings": True,
+}
+QWEN3_30B_A3B = {"hidden_size": 2048, "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8,
+                 "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "norm_topk_prob": True,
+                 "tie_word_embeddings": False}  # fmt: skip
 GPU = Size(896, 4864, 24, 14, 2, 151936, 64, 128, 256, 32, 16, 40, 6, 69632, QWEN3_4B, QWEN3_30B_A3B,
-           dict(hidden_size=256, intermediate_size=256, head_dim=64, num_attention_heads=8, num_key_value_heads=2, num_local_experts=8,
-                num_experts_per_tok=2, sliding_window=128, num_hidden_layers=2, vocab_size=1024), 512)  # fmt: skip
+           {"hidden_size": 256, "intermediate_size": 256, "head_dim": 64, "num_attention_heads": 8,
+            "num_key_value_heads": 2, "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": 128,
+            "num_hidden_layers": 2, "vocab_size": 1024}, 512)  # fmt: skip
 DRY = Size(64, 128, 2, 4, 2, 512, 8, 16, 24, 4, 2, 3, 4, 256,
-           dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True),
-           dict(hidden_size=64, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2, num_attention_heads=4, num_key_value_heads=2,
-                head_dim=16, norm_topk_prob=True, tie_word_embeddings=False),
-           dict(hidden_size=64, intermediate_size=64, head_dim=16, num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
-                num_experts_per_tok=2, sliding_window=16, num_hidden_layers=2, vocab_size=256), 64)  # fmt: skip
+           {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "tie_word_embeddings": True},
+           {"hidden_size": 64, "moe_intermediate_size": 32, "num_experts": 8, "num_experts_per_tok": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "norm_topk_prob": True,
+            "tie_word_embeddings": False},
+           {"hidden_size": 64, "intermediate_size": 64, "head_dim": 16, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 16,
+            "num_hidden_layers": 2, "vocab_size": 256}, 64)  # fmt: skip
 # Seconds each step may take on one H100, estimated from the dry run's times on the 2-core development
 # machine (process starts and imports, which a 16-core GPU host does no slower) plus the GPU work at the
 # measured peak and a margin; docs/training.md shows the arithmetic. A step over budget is reported.
-BUDGET_S = {"environment": 10, "bf16 matmul peak": 10, "model": 25, "sample (hf, seeded)": 40, "train full, 1 process": 60, "train LoRA, 1 process": 60,
-            "long-sequence memory, FSDP2": 110, "GPT-OSS sinks: eager vs flex": 75, "FSDP, 1 process: resume, export": 80}  # fmt: skip
+BUDGET_S = {"environment": 10, "bf16 matmul peak": 10, "model": 25, "sample (hf, seeded)": 40,
+            "train full, 1 process": 60, "train LoRA, 1 process": 60, "long-sequence memory, FSDP2": 110,
+            "GPT-OSS sinks: eager vs flex": 75, "FSDP, 1 process: resume, export": 80}  # fmt: skip
 
 
 class CheckFailed(RuntimeError):
@@ -152,7 +158,7 @@ def nvml_gpus() -> list[dict]:
     )
     check(out.returncode == 0, f"nvidia-smi failed: {out.stderr.strip() or out.stdout.strip()}")
     return [
-        dict(zip(("name", "driver", "memory"), (f.strip() for f in line.split(","))))
+        dict(zip(("name", "driver", "memory"), (f.strip() for f in line.split(",")), strict=True))
         for line in out.stdout.strip().splitlines()
     ]
 
@@ -253,8 +259,10 @@ def with_token_ids(config, tokenizer):
 def build_model(out: Path, size: Size) -> dict:
     from transformers import Qwen2Config
 
-    config = Qwen2Config(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.intermediate, num_hidden_layers=size.layers,
-                         num_attention_heads=size.heads, num_key_value_heads=size.kv_heads, max_position_embeddings=4096, tie_word_embeddings=True)  # fmt: skip
+    config = Qwen2Config(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.intermediate,
+                         num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                         num_key_value_heads=size.kv_heads, max_position_embeddings=4096,
+                         tie_word_embeddings=True)  # fmt: skip
     params = save_random_model(out, config, build_tokenizer(size.vocab))
     return {
         "path": out,
@@ -280,8 +288,9 @@ def sample_step(model: Path, prompts: Path, out: Path, size: Size, device: str) 
     from selfdistill.manifest import load_manifest
     from selfdistill.sample import sample
 
-    cfg = SampleConfig(model=str(model), prompts=str(prompts), decontaminate=[], temperature=1.0, top_k=20, top_p=0.95, max_tokens=size.max_tokens,
-                       max_model_len=1024, backend="hf", max_num_seqs=size.prompts, output_dir=str(out))  # fmt: skip
+    cfg = SampleConfig(model=str(model), prompts=str(prompts), decontaminate=[], temperature=1.0, top_k=20, top_p=0.95,
+                       max_tokens=size.max_tokens, max_model_len=1024, backend="hf", max_num_seqs=size.prompts,
+                       output_dir=str(out))  # fmt: skip
     before = torch.cuda.memory_allocated() if device == "cuda" else 0
     sample(cfg)
     manifest = load_manifest(out)
@@ -296,8 +305,10 @@ def sample_step(model: Path, prompts: Path, out: Path, size: Size, device: str) 
         f"the closed generator left {(held - before) / 2**20:.1f} MiB more allocated on the GPU than before it",
     )
     return {"tokens_per_second": session["tokens_per_second"],
-            "detail": f"{session['tokens_per_second']:.0f} tokens/s, {session['generated_tokens']} tokens, {manifest['counts']['kept']} samples kept; "
-                      f"CUDA memory allocated after close {held / 2**20:.0f} MiB (before {before / 2**20:.0f} MiB)"}  # fmt: skip
+            "detail": f"{session['tokens_per_second']:.0f} tokens/s, {session['generated_tokens']} tokens, "
+                      f"{manifest['counts']['kept']} samples kept; "
+                      f"CUDA memory allocated after close {held / 2**20:.0f} MiB "
+                      f"(before {before / 2**20:.0f} MiB)"}  # fmt: skip
 
 
 # ---------------------------------------------------------------- 5-6, 9. `ssd train`
@@ -375,7 +386,8 @@ def fsdp_step(cfg: TrainConfig, device: str) -> dict:
     check(next(model.parameters()).dtype == torch.bfloat16, "the exported model does not load in bf16")
     layout = "sharded checkpoints" if device == "cuda" else "unsharded (no FSDP on CPU)"
     return {
-        "detail": f"{layout}; resumed from {checkpoints[0].name}: final loss {resumed:.4f} (uninterrupted {whole:.4f}); model/ reloads in bf16"
+        "detail": f"{layout}; resumed from {checkpoints[0].name}: final loss {resumed:.4f} "
+        f"(uninterrupted {whole:.4f}); model/ reloads in bf16"
     }
 
 
@@ -395,7 +407,7 @@ def probe_models(work: Path, size: Size, tokenizer_dir: Path) -> list[dict]:
         ("moe", Qwen3MoeConfig, size.moe, (1, 2)),
     ):
 
-        def config(layers: int):
+        def config(layers: int, config_class=config_class, fields=fields):
             return config_class(
                 vocab_size=size.vocab, num_hidden_layers=layers, max_position_embeddings=size.probe_tokens, **fields
             )
@@ -444,8 +456,10 @@ def memory_step(work: Path, size: Size, tokenizer_dir: Path, device: str) -> dic
         (l1, p1), (l2, p2) = [(r["layers"], r["peak_bytes"]) for r in results if r["family"] == family]
         per_layer = (p2 - p1) / (l2 - l1)
         steps = ", ".join(f"{r['layers']} layers {gib(r['peak_bytes'])} ({r['step_seconds']:.1f} s"
-                          + (f", {gib(r['allocated_before_bytes'])} left by the model before" if r["allocated_before_bytes"] else "")
-                          + f"; ssd plan {gib(planned_peak(r['path'], size.probe_tokens))})" for r in results if r["family"] == family)  # fmt: skip
+                          + (f", {gib(r['allocated_before_bytes'])} left by the model before"
+                             if r["allocated_before_bytes"] else "")
+                          + f"; ssd plan {gib(planned_peak(r['path'], size.probe_tokens))})"
+                          for r in results if r["family"] == family)  # fmt: skip
         parts.append(f"{family}: {steps}; fit {gib(p1 - l1 * per_layer)} + {gib(per_layer)} per layer")
     return {"detail": f"{what}, one step of {size.probe_tokens:,} tokens: " + "; ".join(parts)}
 
@@ -479,8 +493,9 @@ def memory_probe_child(spec_file: Path) -> int:
         tokenizer = AutoTokenizer.from_pretrained(model["path"])
         examples = make_examples([spec["tokens"]], spec["vocab"], seed=0)
         out = Path(spec["out"]) / f"{model['family']}-{model['layers']}"
-        cfg = TrainConfig(model=model["path"], global_batch_size=1, per_device_batch_size=1, max_steps=1, save_steps=10**9, logging_steps=1,
-                          gradient_checkpointing=True, output_dir=str(out))  # fmt: skip
+        cfg = TrainConfig(model=model["path"], global_batch_size=1, per_device_batch_size=1, max_steps=1,
+                          save_steps=10**9, logging_steps=1, gradient_checkpointing=True,
+                          output_dir=str(out))  # fmt: skip
         if device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -561,7 +576,8 @@ def sinks_step(size: Size, device: str) -> dict:
         (a, ga), (b, gb) = loss_and_grads(eager, bf16), loss_and_grads(flex, bf16)
         check(
             set(ga) == set(gb),
-            f"parameters with a gradient under eager only: {sorted(set(ga) - set(gb))}, flex only: {sorted(set(gb) - set(ga))}",
+            f"parameters with a gradient under eager only: {sorted(set(ga) - set(gb))}, "
+            f"flex only: {sorted(set(gb) - set(ga))}",
         )
         worst = max(grads_differ(ga[n], gb[n]) for n in ga)
         sink = max(grads_differ(ga[n], gb[n]) for n in ga if n.endswith("sinks"))
@@ -569,7 +585,8 @@ def sinks_step(size: Size, device: str) -> dict:
     _, loss_diff, worst, _ = compared[0]
     check(
         loss_diff < 1e-4 and worst < 1e-2,
-        f"flex_attention differs from eager in fp32: loss by {loss_diff:.1e}, gradients by up to {worst:.1e} (relative)",
+        f"flex_attention differs from eager in fp32: loss by {loss_diff:.1e}, "
+        f"gradients by up to {worst:.1e} (relative)",
     )
     described = "; ".join(
         f"{'bf16 autocast' if bf16 else 'fp32'} loss {d:.1e}, gradients {w:.1e} (sinks {s:.1e})"
@@ -620,7 +637,8 @@ def main() -> int:
             (work / "failures.log").open("a").write(f"--- {name}\n{traceback.format_exc()}\n")
             reason = str(e) if isinstance(e, CheckFailed) else f"{type(e).__name__}: {e}"
             print(
-                f"{name}: FAILED after {time.perf_counter() - t:.0f} s: {reason}  (traceback in {work / 'failures.log'})",
+                f"{name}: FAILED after {time.perf_counter() - t:.0f} s: {reason}  "
+                f"(traceback in {work / 'failures.log'})",
                 flush=True,
             )
             return None
@@ -645,8 +663,9 @@ def main() -> int:
             size,
             device,
         )
-    base = TrainConfig(model=str(work / "model"), samples=str(work / "samples"), global_batch_size=size.global_batch, per_device_batch_size=size.per_device_batch,
-                       max_steps=size.steps, learning_rate=1e-4, min_learning_rate=1e-5, warmup_ratio=0.0, save_steps=10**6, num_processes=1)  # fmt: skip
+    base = TrainConfig(model=str(work / "model"), samples=str(work / "samples"), global_batch_size=size.global_batch,
+                       per_device_batch_size=size.per_device_batch, max_steps=size.steps, learning_rate=1e-4,
+                       min_learning_rate=1e-5, warmup_ratio=0.0, save_steps=10**6, num_processes=1)  # fmt: skip
     params, measured = (model or {}).get("params", 0), (peak or {}).get("peak", 1.0)
     needs = ("model", "sample (hf, seeded)", "bf16 matmul peak")
     step(

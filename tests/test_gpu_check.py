@@ -49,13 +49,15 @@ def test_the_steps_budgets_fit_the_8_minutes_and_name_every_step():
 
 @pytest.mark.integration
 def test_gpu_check_passes_in_its_dry_mode(tmp_path):
-    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--workdir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}, timeout=1200)  # fmt: skip
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--workdir", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "all checks passed" in proc.stdout
     lines = {}
-    for step in ("environment", "bf16 matmul peak", "model", "sample (hf, seeded)", "train full, 1 process", "train LoRA, 1 process",
-                 "long-sequence memory, FSDP2", "GPT-OSS sinks: eager vs flex", "FSDP, 1 process: resume, export"):  # fmt: skip
+    for step in ("environment", "bf16 matmul peak", "model", "sample (hf, seeded)", "train full, 1 process",
+                 "train LoRA, 1 process", "long-sequence memory, FSDP2", "GPT-OSS sinks: eager vs flex",
+                 "FSDP, 1 process: resume, export"):  # fmt: skip
         lines[step] = next((line for line in proc.stdout.splitlines() if line.startswith(step + ": ")), "")
         assert "budgeted" in lines[step], f"no line for step {step!r}"
     assert (
