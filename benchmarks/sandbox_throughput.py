@@ -80,10 +80,10 @@ def main():
     ours_ok = sum(r.status == "passed" for r in ours)
     wrong_failed = sum(r.status != "passed" for r in wrong)
     theirs_ok = sum(r["passed"] for r in theirs)
-    for p, r in zip(problems * args.repeats, ours):
+    for p, r in zip(problems * args.repeats, ours, strict=True):
         if r.status != "passed":
             print(f"  canonical NOT passed: {p['task_id']}: {r.status} {r.detail}")
-    for p, r in zip(problems, wrong):
+    for p, r in zip(problems, wrong, strict=True):
         if r.status == "passed":
             print(f"  wrong variant passed: {p['task_id']}")
 

@@ -55,7 +55,8 @@ def plain_loop(model_path: str, examples: list[dict], batch: int, steps: int, bf
         rows = examples[step * batch % len(examples) :][:batch]
         ids = torch.tensor([r["input_ids"] for r in rows], device=device)
         labels = torch.tensor(
-            [[t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])] for r in rows], device=device
+            [[t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"], strict=True)] for r in rows],
+            device=device,
         )
         sync(device)
         start = time.perf_counter()
@@ -90,8 +91,9 @@ def our_loop(
 ) -> float:
     """train.py's trainer: one optimizer step per batch of `batch` examples, checkpoints off."""
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(model=model_path, global_batch_size=batch, per_device_batch_size=batch, max_steps=steps + 1, save_steps=10**9,
-                          learning_rate=1e-5, min_learning_rate=1e-6, packing=packing, output_dir=out, logging_steps=1)  # fmt: skip
+        cfg = TrainConfig(model=model_path, global_batch_size=batch, per_device_batch_size=batch, max_steps=steps + 1,
+                          save_steps=10**9, learning_rate=1e-5, min_learning_rate=1e-6, packing=packing,
+                          output_dir=out, logging_steps=1)  # fmt: skip
         prep = Prepared(model_path, tokenizer, examples[: batch * (steps + 1)], {}, tokenizer.chat_template, {})
         timer = StepTimer(device)
         trainer, _ = build_trainer(cfg, prep, Path(out), callbacks=[timer])
@@ -120,10 +122,12 @@ def main() -> None:
     peaks = {name: matmul_peak(dtype, device) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     precision = "bf16" if bf16 else "fp32"
     print(
-        f"device {device} ({torch.get_num_threads()} threads), matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s"
+        f"device {device} ({torch.get_num_threads()} threads), "
+        f"matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s"
     )
     print(
-        f"model {args.model} ({params / 1e6:.0f}M parameters), training precision {precision}, batch {args.batch} x {args.length} tokens, {args.steps} timed steps"
+        f"model {args.model} ({params / 1e6:.0f}M parameters), training precision {precision}, "
+        f"batch {args.batch} x {args.length} tokens, {args.steps} timed steps"
     )
 
     n = args.batch * (args.steps + 1)

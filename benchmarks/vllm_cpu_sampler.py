@@ -51,15 +51,17 @@ def main() -> None:
             full, full_tokens = timed(generator, prompts, paper)
         finally:
             topk_topp_sampler.apply_top_k_top_p = ours
-    same = sum(a == b for a, b in zip(fast_tokens, full_tokens))
+    same = sum(a == b for a, b in zip(fast_tokens, full_tokens, strict=True))
     print(
-        f"{args.requests} requests x up to {args.max_tokens} tokens, T=1.6 top-k 20 top-p 0.8 (decode tokens/s, prefill included)"
+        f"{args.requests} requests x up to {args.max_tokens} tokens, T=1.6 top-k 20 top-p 0.8 "
+        "(decode tokens/s, prefill included)"
     )
     print(f"  temperature only (no truncation): {untruncated:6.1f}")
     print(f"  vLLM full-vocabulary sort:        {full:6.1f}")
     print(f"  top-k first (selfdistill):        {fast:6.1f}  ({fast / full:.2f}x)")
     print(
-        f"  identical replies: {same}/{args.requests} (the same seeds; a difference can only come from float rounding at the top-p boundary)"
+        f"  identical replies: {same}/{args.requests} "
+        "(the same seeds; a difference can only come from float rounding at the top-p boundary)"
     )
 
 

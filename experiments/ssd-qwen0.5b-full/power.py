@@ -43,7 +43,8 @@ def components(base: dict, ssd: dict) -> tuple[float, float, float, int]:
         b, s = base[i], ssd[i]
         pb, ps = sum(b) / len(b), sum(s) / len(s)
         diffs.append(ps - pb)
-        # unbiased p(1-p) from n Bernoulli draws: p^(1-p^) n/(n-1); a single (greedy) draw has no within-problem estimate
+        # unbiased p(1-p) from n Bernoulli draws: p^(1-p^) n/(n-1); a single (greedy) draw has no
+        # within-problem estimate
         ub_b = pb * (1 - pb) * len(b) / (len(b) - 1) if len(b) > 1 else 0.0
         ub_s = ps * (1 - ps) * len(s) / (len(s) - 1)
         within_b.append(ub_b / len(b))
@@ -67,7 +68,8 @@ def main() -> None:
             between, pq_b, pq_s, k = components(outcomes(base_dir, base_t), outcomes(ssd_dir, "0.80"))
             pooled[name].append((between, pq_b, pq_s, k))
             print(
-                f"{bench:15s} {name:15s} problems {k:3d}  between-problem var {between:.4f}  mean p(1-p): base {pq_b:.3f}, SSD {pq_s:.3f}"
+                f"{bench:15s} {name:15s} problems {k:3d}  between-problem var {between:.4f}  "
+                f"mean p(1-p): base {pq_b:.3f}, SSD {pq_s:.3f}"
             )
     print()
     for rate in (0.45, 0.15, 0.10):
@@ -79,12 +81,14 @@ def main() -> None:
                 rate * (1 - rate) / pq_s
             )  # experiment 1's mean p(1-p) is about 0.2: rescale every component to the rate
             n_base = N_SAMPLED if name.startswith("P1") else 1
-            # the greedy arm's per-problem outcome is deterministic: its variance is all between problems, already in `between`
+            # the greedy arm's per-problem outcome is deterministic: its variance is all between problems,
+            # already in `between`
             within = pq_s / N_SAMPLED + (pq_s / n_base if n_base > 1 else 0.0)
             se = math.sqrt(max(between, 0.0) * scale + within * scale) / math.sqrt(PROBLEMS) * 100
             mde = (Z(1 - 0.025 / 2) + Z(0.8)) * se
             print(
-                f"base rate {rate:.2f}  {name:15s} SE {se:.2f} pts, 95% CI half-width {1.96 * se:.2f}; power for +3.3 pts at alpha 0.025: "
+                f"base rate {rate:.2f}  {name:15s} SE {se:.2f} pts, 95% CI half-width {1.96 * se:.2f}; "
+                "power for +3.3 pts at alpha 0.025: "
                 f"{power(3.3, se, 0.025):.2f}; 80%-power effect {mde:.1f} pts"
             )
 

@@ -54,7 +54,8 @@ def main() -> None:
         tensors_differing += bool((steps > 0).any())
         farthest = max(farthest, int(steps.max()))
     print(
-        f"merged weights: {differing:,} of {values:,} bf16 values differ ({differing / values:.3%}), in {tensors_differing} of {len(reference)} tensors; "
+        f"merged weights: {differing:,} of {values:,} bf16 values differ ({differing / values:.3%}), "
+        f"in {tensors_differing} of {len(reference)} tensors; "
         f"{one_step:,} of them by one bf16 step (the next representable value), none by more than {farthest}"
     )
 
