@@ -36,6 +36,7 @@ __builtins__ = dict(builtins.__dict__)
 
 # The imports below also warm the zygote: a job forked from it starts with them loaded.
 import collections
+import contextlib
 import ctypes
 import decimal
 import fractions
@@ -173,7 +174,7 @@ def expose_interpreter():
         paths = [p for p in paths if not any(p.startswith(q + "/") for q in paths)]  # parents cover children
         fds = [os.open(p, os.O_PATH) for p in paths]
         mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
-        for p, fd in zip(paths, fds):
+        for p, fd in zip(paths, fds, strict=True):
             os.makedirs(p, mode=0o755, exist_ok=True)
             mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
             os.close(fd)
@@ -316,10 +317,8 @@ def server(request_fd, reply_fd, mode, pidns):
         except Exception as e:  # noqa: BLE001 - a failure here is the sandbox's, not the program's
             reply = {"error": f"supervisor: {type(e).__name__}: {e}"}
             if pidns is not None:
-                try:
+                with contextlib.suppress(OSError):
                     setns(pidns, CLONE_NEWPID)  # in case we failed between unshare and fork
-                except OSError:
-                    pass
         send(reply_fd, reply)
 
 
@@ -405,10 +404,8 @@ def supervise(job, mode, pidns, server_fds):
         # the group id cannot have been reused). In namespace mode the init's death also kills every
         # process of its PID namespace - including ones that changed session or process group.
         for kill in (os.kill, os.killpg):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 kill(init, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         _, _, usage = os.wait4(init, 0)
         for fd in caps:
             # namespace mode: every writer is dead now, so read to the end. basic mode: an escaped
@@ -538,7 +535,7 @@ def run_job(job, mode, uid, cwd, fs_mb, stdin_fd, out_w, err_w, chan_w):
 
 def _finish(code):
     for stream in (sys.stdout, sys.stderr):
-        try:
+        try:  # noqa: SIM105 - after the program: it may have patched contextlib.suppress, not try
             stream.flush()
         except BaseException:  # noqa: BLE001
             pass
@@ -551,7 +548,7 @@ def _exit_code(e):
         return 0
     if isinstance(e.code, int):
         return e.code & 0xFF
-    try:
+    try:  # noqa: SIM105 - after the program: it may have patched contextlib.suppress, not try
         print(e.code, file=sys.stderr)
     except BaseException:  # noqa: BLE001
         pass
@@ -580,7 +577,8 @@ def run_plain(job):
     except SystemExit as e:
         code = 0 if job.get("system_exit_ok") else _exit_code(e)
     except BaseException as e:  # noqa: BLE001
-        try:  # the traceback as python prints it, without this function's frame
+        # the traceback as python prints it, without this function's frame
+        try:  # noqa: SIM105 - after the program: it may have patched contextlib.suppress, not try
             traceback.print_exception(type(e), e, e.__traceback__.tb_next)
         except BaseException:  # noqa: BLE001
             pass
