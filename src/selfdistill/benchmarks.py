@@ -213,7 +213,8 @@ def extract_code(reply: str, completion_fallback: bool, prompt: str = "") -> str
 def extract_between_last_fences(reply: str) -> str:
     """lcb_runner's extraction: the lines between the last two lines that contain ``` anywhere, whatever
     their tag (an output block last wins over the code above it). <think> sections are stripped first
-    (of a GPT-OSS reply, only the final channel is read: answer_text): see docs/grading.md. Fewer than two such lines, or only blanks between them, is no code."""
+    (of a GPT-OSS reply, only the final channel is read: answer_text): see docs/grading.md. Fewer than two such
+    lines, or only blanks between them, is no code."""
     lines = answer_text(reply).split("\n")
     fences = [i for i, line in enumerate(lines) if "```" in line]
     if len(fences) < 2:
@@ -573,7 +574,8 @@ class Benchmark:
             problems.append(problem)
         if not problems and (release_from or release_to):
             raise BenchmarkError(
-                f"{self.name}: no problems released in {release_from or ''}..{release_to or ''} in {', '.join(sources)}"
+                f"{self.name}: no problems released in {release_from or ''}..{release_to or ''} "
+                f"in {', '.join(sources)}"
             )
         if not problems:
             raise BenchmarkError(f"{', '.join(sources)}: no {self.name} problems found")
@@ -598,7 +600,8 @@ class Benchmark:
             problems = [p for p in problems if (p.metadata.get("platform") or "").lower() in wanted]
         if not problems:
             raise BenchmarkError(
-                f"{self.name}: no problems left after the filters (release {release_from}..{release_to}, platforms {platforms})"
+                f"{self.name}: no problems left after the filters "
+                f"(release {release_from}..{release_to}, platforms {platforms})"
             )
         problems = subset(problems, limit, seed)
         _fill_expected_outputs(problems, pool)
@@ -630,7 +633,8 @@ class Benchmark:
         completion = self.continues_prompt and not _defines(code, problem.entry_point)
         if self.profile.sanitize and problem.tests.get("kind") in ("assert", "call"):
             # EvalPlus sanitizes prompt + completion. The roots: the entry point ("Solution().f": the class),
-            # and the program's classes and functions that the tests name (MBPP 367's setup builds its inputs with Node)
+            # and the program's classes and functions that the tests name (MBPP 367's setup builds its inputs
+            # with Node)
             tests = identifiers(problem.tests.get("test_code") or "") | identifiers(
                 problem.tests.get("setup_code") or ""
             )
@@ -672,7 +676,7 @@ class Benchmark:
             jobs += reply_jobs
             owner += [i] * len(reply_jobs)
         results = pool.map(jobs, deadline=deadline if deadline is not None else _deadline(jobs, pool)) if jobs else []
-        for i, job, result in zip(owner, jobs, results):
+        for i, job, result in zip(owner, jobs, results, strict=True):
             if verdicts[i] is None or (
                 verdicts[i].passed and result.status != "passed"
             ):  # the first failing job speaks
@@ -884,7 +888,7 @@ def _reference_outputs(p: Problem, pool: Pool) -> tuple[list, list[tuple[int, in
     while pending:
         jobs = [CallTests(p.prefix + p.reference, p.entry_point, p.tests["inputs"][a:b], None) for a, b in pending]
         retry = []
-        for (a, b), r in zip(pending, pool.map(jobs, deadline=_deadline(jobs, pool))):
+        for (a, b), r in zip(pending, pool.map(jobs, deadline=_deadline(jobs, pool)), strict=True):
             if r.status == "passed" and (b - a == 1 or len(marshal.dumps(r.outputs)) <= OUTPUT_BUDGET):
                 done[a, b] = r.outputs
             elif b - a > 1:

@@ -37,7 +37,10 @@ LCB_INSTRUCTION = (
     "You will be given a question (problem specification) and will generate a correct Python program that "
     "matches the specification and passes all tests. You will NOT return anything except for the program."
 )
-LCB_WITH_STARTER = 'You will use the following starter code to write the solution to the problem and enclose your code within delimiters."'
+LCB_WITH_STARTER = (
+    "You will use the following starter code to write the solution to the problem and enclose your code "
+    'within delimiters."'
+)
 LCB_STDIN = (
     "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the "
     "sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "

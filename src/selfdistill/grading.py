@@ -5,7 +5,8 @@ limits, and how calls, return values and exits count. docs/grading.md explains e
     PROFILES["strict"]   this project's own rules: the default of every benchmark except livecodebench
     PROFILES["lcb"]      the verdicts of LiveCodeBench's lcb_runner: the default of livecodebench
     Grading.limits(timeout=None, memory_mb=None) -> sandbox.Limits   the profile's, with config overrides
-    Grading.rules() -> dict                                         what an eval records, to find verdicts graded otherwise
+    Grading.rules() -> dict                                         what an eval records, to find verdicts graded
+                                                                    otherwise
     legacy_rules(profile) -> dict      the rules of an eval that recorded none: graded before sanitizing existed
 
 A benchmark names its default profile in the registry (benchmarks.BENCHMARKS); `eval.grading` picks
@@ -36,7 +37,8 @@ class Grading:
     nested_tuples_as_lists: bool  # tuples anywhere in a return value equal lists; else only a returned tuple does
     top_level_function: bool  # "Solution().f" is a top-level f when the code does not contain "class Solution"
     system_exit_ok: bool  # a stdio program ended by SystemExit, whatever its code, is graded on its output
-    sanitize: bool  # function-style replies keep only the imports and definitions their entry point reaches (EvalPlus's sanitize)
+    # function-style replies keep only the imports and definitions their entry point reaches (EvalPlus's sanitize)
+    sanitize: bool
 
     def rules(self) -> dict:
         """The rules as recorded in an eval's manifest and summary ("grading_rules"): verdicts graded under

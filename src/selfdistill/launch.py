@@ -41,7 +41,8 @@ def train_command(cfg: TrainConfig, gpus: int) -> list[str] | None:
     processes = cfg.num_processes or max(gpus, 1)
     if gpus == 0 and processes == 1:
         return None
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(cfg.accelerate_config)),
+    launcher = [sys.executable, "-m", "accelerate.commands.launch",
+                "--config_file", str(accelerate_config_path(cfg.accelerate_config)),
                 "--num_processes", str(processes), "--num_machines", "1"]  # fmt: skip
     return (
         launcher
@@ -73,6 +74,7 @@ def train_stage(cfg: TrainConfig) -> Path:
     returncode = subprocess.run(command).returncode
     if returncode:
         raise TrainError(
-            f"training exited with status {returncode}; rerun to resume from its last complete checkpoint: {shlex.join(command)}"
+            f"training exited with status {returncode}; "
+            f"rerun to resume from its last complete checkpoint: {shlex.join(command)}"
         )
     return trained_model_dir(cfg.output_dir)

@@ -42,7 +42,7 @@ class StageLog(logging.Handler):
     def to(self, path: Path) -> None:
         if self.file is not None:
             self.file.close()
-        self.file = open(path, "a", encoding="utf-8")
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for every record to come, until the next stage
         for record in self.pending:
             self.emit(record)
         self.pending.clear()

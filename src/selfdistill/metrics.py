@@ -35,7 +35,7 @@ def pass_at_k_per_problem(
 ) -> np.ndarray:
     """pass@k for each problem; `n` is one sample count for all or one per problem."""
     cs, ns = np.broadcast_arrays(np.asarray(correct_counts), np.asarray(n))
-    out = [pass_at_k(int(ni), int(ci), k) for ci, ni in zip(cs.ravel(), ns.ravel())]
+    out = [pass_at_k(int(ni), int(ci), k) for ci, ni in zip(cs.ravel(), ns.ravel(), strict=True)]
     return np.array(out, dtype=np.float64).reshape(cs.shape)
 
 

