@@ -10,8 +10,9 @@ per GPU, in bytes:
   this GPU and A the activation width of a layer per token (activation_width); without it every
   layer's activations (L x t x 2A x 2) plus one layer's gradients. A layer's forward keeps about 2A
   values per token (measured on CPU: 1.8 to 2.4 A for Qwen3, Llama and Qwen3-MoE shapes, tests/test_plan.py;
-  q, k and v before and after the norms and rotary embedding, fp32 norm inputs), its gradients about A more. Eager attention adds its heads x t x
-  T bf16 scores; context parallelism adds the gathered K and V of a layer;
+  q, k and v before and after the norms and rotary embedding, fp32 norm inputs), its gradients about A
+  more. Eager attention adds its heads x t x T bf16 scores; context parallelism adds the gathered K and V
+  of a layer;
 - the LM head through TRL's fused kernel (train.py): one bf16 tile of 4,096 tokens x 32,768
   vocabulary entries, and in backward the fp32 gradients of the hidden states (t x H x 4) and of the
   head (V x H x 4), never the t x V logits;
@@ -51,8 +52,8 @@ MXFP4_BYTES = 4.25 / 8  # 4-bit values and one 8-bit scale per 32
 NODE_GPUS = 8
 NODES = [(gpus, memory) for memory in (80, 141, 192) for gpus in (1, 2, 4, 8, 16, 32)]  # GiB per GPU: H100, H200, B200
 INSTALL_FIX = (
-    "run ./install.sh --gpu (vLLM 0.33's torch 2.14.0 is a CUDA 13.0 build and needs driver R580 or newer); on an older "
-    "driver upgrade it, or take the CUDA 12 route of docs/training.md, 'Installing on a GPU node'"
+    "run ./install.sh --gpu (vLLM 0.33's torch 2.14.0 is a CUDA 13.0 build and needs driver R580 or newer); "
+    "on an older driver upgrade it, or take the CUDA 12 route of docs/training.md, 'Installing on a GPU node'"
 )
 
 
@@ -72,7 +73,9 @@ def model_config(model: str):
 
     path = resolve_model(model)
     packaged = Path(str(resources.files("selfdistill.presets") / "model-configs" / f"{model.replace('/', '--')}.json"))
-    try:  # a local directory or the hub's cache, then the packaged copy, and only then the hub (which retries for a minute offline)
+    # a local directory or the hub's cache, then the packaged copy, and only then the hub (which retries for a
+    # minute offline)
+    try:
         return AutoConfig.from_pretrained(path, local_files_only=True)
     except OSError:
         if packaged.is_file():
@@ -127,9 +130,11 @@ class ModelShape:
             else getattr(quantization, "quant_method", None)
         )
         return cls(params=params, layers=config.num_hidden_layers, hidden=config.hidden_size, vocab=config.vocab_size,
-                   layer_params=layer_params, edge_params=params - sum(sum(p.numel() for p in layer.parameters()) for layer in decoder),
+                   layer_params=layer_params,
+                   edge_params=params - sum(sum(p.numel() for p in layer.parameters()) for layer in decoder),
                    expert_params=experts, activation_width=activation_width(config), heads=config.num_attention_heads,
-                   kv_token_bytes=2 * kv_heads * head_dim * 2, kv_windows=tuple(window if t == "sliding_attention" else None for t in types),
+                   kv_token_bytes=2 * kv_heads * head_dim * 2,
+                   kv_windows=tuple(window if t == "sliding_attention" else None for t in types),
                    mxfp4=method == "mxfp4", model_type=config.model_type)  # fmt: skip
 
 
@@ -317,9 +322,11 @@ def run_plan(cfg: RunConfig, gpus: int, gpu_gib: float, config=None) -> Plan:
         "attn_implementation"
     ]
     setup = TrainSetup(seq_len=train.max_length or cfg.sample.max_model_len, gpus=train.num_processes or gpus,
-                       context_parallel=train.context_parallel_size, cpu_offload=train.cpu_offload, sharded=sharded(train.accelerate_config),
-                       gradient_checkpointing=train.gradient_checkpointing, per_device_batch=train.per_device_batch_size,
-                       lora=train.use_lora, eager_attention=attention == "eager", fp32_reduce=train.gradient_reduce_dtype == "fp32")  # fmt: skip
+                       context_parallel=train.context_parallel_size, cpu_offload=train.cpu_offload,
+                       sharded=sharded(train.accelerate_config), gradient_checkpointing=train.gradient_checkpointing,
+                       per_device_batch=train.per_device_batch_size, lora=train.use_lora,
+                       eager_attention=attention == "eager",
+                       fp32_reduce=train.gradient_reduce_dtype == "fp32")  # fmt: skip
     engines = {
         "sample": (cfg.sample.max_model_len, cfg.sample.tensor_parallel_size),
         "eval": (cfg.eval.max_model_len, cfg.eval.tensor_parallel_size),
@@ -375,13 +382,16 @@ def report_lines(plan: Plan) -> list[str]:
         lines.append(f"  (context parallelism {plan.context_parallel_allowed()})")
     if not plan.fits and not any(option.fits for _, option in plan.options()):
         node = plan.smallest_node()
-        lines.append(f"nothing above fits; the smallest node that fits as configured: {node[0]} x {node[1]} GiB" if node else
-                     "no node of up to 32 x 192 GiB fits as configured")  # fmt: skip
+        lines.append(f"nothing above fits; the smallest node that fits as configured: {node[0]} x {node[1]} GiB"
+                     if node else "no node of up to 32 x 192 GiB fits as configured")  # fmt: skip
     for stage, (length, tp) in plan.engines.items():
         v = vllm_memory(plan.shape, length, tp, plan.gpu_gib)
-        lines.append(f"vLLM {stage} (tensor_parallel_size {tp}, max_model_len {length:,}): weights {gib(v['weights'])} GiB per GPU, "
-                     f"KV cache {gib(v['kv_per_sequence'])} GiB per full-length sequence, {gib(v['kv_space'])} GiB of KV space: "
-                     + (f"{v['sequences']} full-length sequences at once" if v["sequences"] else "not one full-length sequence fits; raise tensor_parallel_size"))  # fmt: skip
+        lines.append(f"vLLM {stage} (tensor_parallel_size {tp}, max_model_len {length:,}): "
+                     f"weights {gib(v['weights'])} GiB per GPU, "
+                     f"KV cache {gib(v['kv_per_sequence'])} GiB per full-length sequence, "
+                     f"{gib(v['kv_space'])} GiB of KV space: "
+                     + (f"{v['sequences']} full-length sequences at once" if v["sequences"]
+                        else "not one full-length sequence fits; raise tensor_parallel_size"))  # fmt: skip
     return lines
 
 
@@ -394,7 +404,8 @@ def check_training_fits(cfg: RunConfig) -> None:
     plan = run_plan(cfg, gpus.count, gpus.memory_gib)
     if plan.setup.gpus % plan.setup.context_parallel:
         raise PlanError(
-            f"train.context_parallel_size {plan.setup.context_parallel} does not divide the {plan.setup.gpus} training processes; "
+            f"train.context_parallel_size {plan.setup.context_parallel} does not divide the {plan.setup.gpus} "
+            "training processes; "
             "set it to a divisor (`ssd plan` shows what fits)"
         )
     if not plan.fits:
@@ -430,7 +441,8 @@ def markdown_table(gpus: int = 8, gpu_gib: float = 80) -> str:
             or "plain FSDP"
         )
         plain = plan.with_setup(context_parallel=1, cpu_offload=False)
-        cells = [name, f"{plan.shape.params / 1e9:.2f}B", recipe, *(gib(plan.terms[n]) if n in plan.terms else "-" for n in names),
+        cells = [name, f"{plan.shape.params / 1e9:.2f}B", recipe,
+                 *(gib(plan.terms[n]) if n in plan.terms else "-" for n in names),
                  gib(plan.per_gpu), "yes" if plan.fits else "no", f"{gib(plain.per_gpu)}"]  # fmt: skip
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
@@ -503,7 +515,8 @@ def require_usable_cuda() -> None:
     if gpus is None or gpus.count == 0:
         return
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
-    raise PlanError(f"the NVIDIA driver {gpus.driver} sees {gpus.count} GPU{'s' if gpus.count > 1 else ''}, but torch {torch.__version__} "
+    raise PlanError(f"the NVIDIA driver {gpus.driver} sees {gpus.count} GPU{'s' if gpus.count > 1 else ''}, "
+                    f"but torch {torch.__version__} "
                     f"({build}) cannot use them, so this would run on the CPU. Fix: {INSTALL_FIX}. "
                     "To run on the CPU on purpose, set CUDA_VISIBLE_DEVICES=\"\".")  # fmt: skip
 
