@@ -132,7 +132,7 @@ def hub_files(
 
     if cached_only:
         found = [huggingface_hub.try_to_load_from_cache(repo_id, f, repo_type="dataset") for f in filenames]
-        missing = [f for f, path in zip(filenames, found) if not isinstance(path, str)]
+        missing = [f for f, path in zip(filenames, found, strict=True) if not isinstance(path, str)]
         if missing:
             raise raises(f"{repo_id}: {', '.join(missing)} not in the hub cache ({constants.HF_HUB_CACHE})")
         return [Path(path) for path in found]
@@ -140,7 +140,8 @@ def hub_files(
         return [Path(huggingface_hub.hf_hub_download(repo_id, f, repo_type="dataset")) for f in filenames]
     except (OSError, EntryNotFoundError) as e:  # offline, unreachable, or not in the repository
         raise raises(
-            f"{repo_id}: cannot fetch {', '.join(filenames)} from the hub: {type(e).__name__}: {str(e).splitlines()[0]}"
+            f"{repo_id}: cannot fetch {', '.join(filenames)} from the hub: "
+            f"{type(e).__name__}: {str(e).splitlines()[0]}"
         ) from None
 
 

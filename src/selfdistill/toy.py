@@ -201,9 +201,9 @@ def make_student(teacher: Toy, t_train: float = T_TRAIN, top_p_train: float = TO
     return teacher.map(lambda p: top_p(temper(p, t_train), top_p_train))
 
 
-def _success(r: np.ndarray, f: np.ndarray, l: np.ndarray) -> np.ndarray:
+def _success(root: np.ndarray, fork: np.ndarray, lock: np.ndarray) -> np.ndarray:
     """Per row: reach a path (root token 0 or 1), take the fork's token 0, then three locks."""
-    return (r[:, 0] + r[:, 1]) * f[:, 0] * l[:, 0] ** N_LOCKS
+    return (root[:, 0] + root[:, 1]) * fork[:, 0] * lock[:, 0] ** N_LOCKS
 
 
 def success_curve(toy: Toy, Ts: np.ndarray, p_eval: float = TOP_P_EVAL) -> np.ndarray:
@@ -231,19 +231,22 @@ def support_breakpoints(p: np.ndarray, p_eval: float, t_lo: float = T_MIN, t_hi:
     each k, where the top k tokens' mass falls through p_eval. All k are bisected at once."""
     s = np.sort(p[p > 0])[::-1]
     k = np.arange(len(s) - 1)  # row j tracks the top j + 1 tokens
-    f = lambda Ts: np.cumsum(temper_rows(s, Ts), axis=1)[k, k] - p_eval  # falls as T rises
+
+    def excess(Ts: np.ndarray) -> np.ndarray:  # the top k tokens' mass over p_eval: falls as T rises
+        return np.cumsum(temper_rows(s, Ts), axis=1)[k, k] - p_eval
+
     lo, hi = np.full(len(k), t_lo), np.full(len(k), t_hi)
-    inside = (f(lo) > 0) & (f(hi) < 0)
+    inside = (excess(lo) > 0) & (excess(hi) < 0)
     for _ in range(64):  # bisect in log T down to float precision
         mid = np.sqrt(lo * hi)
-        above = f(mid) > 0
+        above = excess(mid) > 0
         lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
     return sorted(lo[inside].tolist())  # lo keeps mass > p_eval: the smaller nucleus holds there
 
 
 def _piece_success(toy: Toy, masks: tuple[np.ndarray, ...], Ts: np.ndarray) -> np.ndarray:
     """Success with each nucleus frozen to `masks`: the smooth function of one piece."""
-    return _success(*(temper_rows(np.where(m, p, 0.0), Ts) for p, m in zip(toy.states(), masks)))
+    return _success(*(temper_rows(np.where(m, p, 0.0), Ts) for p, m in zip(toy.states(), masks, strict=True)))
 
 
 def _golden_max(f, a: float, b: float, tol: float = 1e-10) -> tuple[float, float]:
@@ -275,13 +278,16 @@ def best_temperature(
     for a, b in itertools.pairwise(edges):
         mid = math.sqrt(a * b)
         masks = tuple(top_p_support(temper(p, mid), p_eval) for p in toy.states())
-        f = lambda T, m=masks: float(_piece_success(toy, m, np.array([T]))[0])
+
+        def piece_success(T: float, masks=masks) -> float:
+            return float(_piece_success(toy, masks, np.array([T]))[0])
+
         ts = np.linspace(a, b, grid)
         vals = _piece_success(toy, masks, ts)
         i = int(np.argmax(vals))
         cand = [(float(vals[-1]), b)]  # the right end: attained, see the note above
         if 0 < i < grid - 1:
-            cand.append(_golden_max(f, ts[i - 1], ts[i + 1]))
+            cand.append(_golden_max(piece_success, ts[i - 1], ts[i + 1]))
         best = max(best, *cand)
     return best
 
@@ -344,9 +350,9 @@ def run(spec: ToySpec = ToySpec(), sweep: tuple[float, ...] = TOP_P_SWEEP) -> di
             "lock": fit_tail_ratio(spec.lock_head, spec.lock_entropy),
             "fork": fit_tail_ratio(spec.fork_head, spec.fork_entropy),
         },
-        "entropy_bits": {k: entropy_bits(v) for k, v in zip(("root", "fork", "lock"), teacher.states())},
-        "teacher": {k: v.tolist() for k, v in zip(("root", "fork", "lock"), teacher.states())},
-        "student": {k: v.tolist() for k, v in zip(("root", "fork", "lock"), student.states())},
+        "entropy_bits": {k: entropy_bits(v) for k, v in zip(("root", "fork", "lock"), teacher.states(), strict=True)},
+        "teacher": {k: v.tolist() for k, v in zip(("root", "fork", "lock"), teacher.states(), strict=True)},
+        "student": {k: v.tolist() for k, v in zip(("root", "fork", "lock"), student.states(), strict=True)},
     }
 
 
