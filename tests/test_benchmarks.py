@@ -210,7 +210,7 @@ def test_bad_rows_name_file_line_and_field(tmp_path):
 def test_hub_code_path_with_a_local_dataset_directory(tmp_path):
     """benchmark_path that is not a file goes through datasets.load_dataset, as a hub id does."""
     with open(B.data_dir() / "livecodebench-public.jsonl") as f:
-        rows = [json.loads(line) for line, _ in zip(f, range(5))]
+        rows = [json.loads(line) for line, _ in zip(f, range(5), strict=False)]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     problems = B.get("livecodebench").load(str(tmp_path))
     assert [p.id for p in problems] == [r["question_id"] for r in rows]
@@ -243,7 +243,7 @@ def test_messages_in_both_formats():
     assert "stdin" in user["content"]
 
 
-# ---------------------------------------------------------------------------- graders: references pass, wrong answers fail
+# ------------------------------------------------------------------------ graders: references pass, wrong answers fail
 
 
 PERTURB = """
@@ -266,7 +266,10 @@ def perturbed(problem: B.Problem) -> str:
     if problem.entry_point.startswith("Solution()."):
         method = problem.entry_point.split(".", 1)[1]
         base = re.sub(r"^class Solution\b", "class _Base", problem.reference, count=1, flags=re.M)
-        return f"{base}\n{PERTURB}\nclass Solution(_Base):\n    def {method}(self, *args, **kwargs):\n        return _perturb(super().{method}(*args, **kwargs))\n"
+        return (
+            f"{base}\n{PERTURB}\nclass Solution(_Base):\n    def {method}(self, *args, **kwargs):\n"
+            f"        return _perturb(super().{method}(*args, **kwargs))\n"
+        )
     name = problem.entry_point
     original = re.sub(rf"^def {name}\b", "def _original", problem.reference, count=1, flags=re.M)
     return f"{original}\n{PERTURB}\ndef {name}(*args, **kwargs):\n    return _perturb(_original(*args, **kwargs))\n"
@@ -281,9 +284,9 @@ def test_references_pass_and_perturbed_references_fail(pool, name, n):
     bench = B.get(name)
     problems = sample(bench.load(pool=pool), n)
     good = bench.grade_many(problems, [bench.oracle_reply(p) for p in problems], pool)
-    assert [(p.id, v.status, v.detail) for p, v in zip(problems, good) if not v.passed] == []
+    assert [(p.id, v.status, v.detail) for p, v in zip(problems, good, strict=True) if not v.passed] == []
     bad = bench.grade_many(problems, [wrong_reply(p) for p in problems], pool)
-    assert [(p.id, v.status) for p, v in zip(problems, bad) if v.passed] == []
+    assert [(p.id, v.status) for p, v in zip(problems, bad, strict=True) if v.passed] == []
     assert sum(v.status == "failed" for v in bad) > 0.8 * len(bad)  # wrong answers, mostly not crashes
 
 
@@ -294,9 +297,9 @@ def test_humaneval_plus_references_pass_and_perturbed_fail(pool):
     problems = bench.load(limit=25, seed=1, pool=pool)
     assert sum(len(p.tests["inputs"]) for p in problems if p.tests["kind"] == "call") > 10_000
     good = bench.grade_many(problems, [bench.oracle_reply(p) for p in problems], pool)
-    assert [(p.id, v.status, v.detail) for p, v in zip(problems, good) if not v.passed] == []
+    assert [(p.id, v.status, v.detail) for p, v in zip(problems, good, strict=True) if not v.passed] == []
     bad = bench.grade_many(problems, [wrong_reply(p) for p in problems], pool)
-    assert [p.id for p, v in zip(problems, bad) if v.passed] == []
+    assert [p.id for p, v in zip(problems, bad, strict=True) if v.passed] == []
 
 
 def test_humaneval_plus_find_zero_accepts_any_root(pool):
@@ -313,7 +316,7 @@ def test_humaneval_plus_find_zero_accepts_any_root(pool):
     assert [v.passed for v in bench.grade_many([cubic] * 4, replies, pool)] == [True, True, True, False]
 
 
-# ---------------------------------------------------------------------------- LiveCodeBench rows and the generic JSONL benchmark
+# ------------------------------------------------------------------ LiveCodeBench rows and the generic JSONL benchmark
 
 
 def lcb_row(qid, kind, **extra):
@@ -356,7 +359,10 @@ def test_livecodebench_functional_and_stdin_rows(tmp_path, pool):
     assert stdin.metadata["private_tests"] == 1 and len(stdin.tests["inputs"]) == 2
     assert B.tests_label([functional, stdin]) == "all tests"
     # List and deque come from lcb_runner's import header, as in the official harness
-    solution = "```python\nclass Solution:\n    def addAll(self, nums: List[int], k: int) -> List[int]:\n        return list(deque(x + k for x in nums))\n```"
+    solution = (
+        "```python\nclass Solution:\n    def addAll(self, nums: List[int], k: int) -> List[int]:\n"
+        "        return list(deque(x + k for x in nums))\n```"
+    )
     tuple_answer = solution.replace("return list(", "return tuple(")  # LiveCodeBench compares tuples as lists
     wrong = solution.replace("x + k", "x + k + 1")
     program = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
@@ -427,10 +433,10 @@ def test_livecodebench_public_tests_accept_independent_references(pool):
     problems = [p for p in bench.problems() if p.metadata["title"] in train]
     assert len(problems) == 77 and all(p.tests["kind"] == "call" for p in problems)
     verdicts = bench.grade_many(problems, [f"```python\n{train[p.metadata['title']]}\n```" for p in problems], pool)
-    assert [(p.id, v.detail) for p, v in zip(problems, verdicts) if not v.passed] == []
+    assert [(p.id, v.detail) for p, v in zip(problems, verdicts, strict=True) if not v.passed] == []
 
 
-# ---------------------------------------------------------------------------- LiveCodeBench v6 from the hub's raw files
+# --------------------------------------------------------------------------- LiveCodeBench v6 from the hub's raw files
 
 LCB_REPO = "livecodebench/code_generation_lite"
 SUM_STDIN = "a, b = map(int, input().split())\nprint(a + b)"

@@ -18,8 +18,9 @@ def test_chat_formats():
     )
     assert stdin[0]["content"] == (
         instruction
-        + "Question: Add two numbers.\n\nRead the inputs from stdin solve the problem and write the answer to stdout (do not "
-        "directly test on the sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
+        + "Question: Add two numbers.\n\nRead the inputs from stdin solve the problem and write the answer to stdout "
+        "(do not directly test on the sample inputs). Enclose your code within delimiters as follows. "
+        "Ensure that when the python program runs, "
         "it reads the inputs, runs the algorithm and writes output to STDOUT.\n```python\n  # YOUR CODE HERE\n```"
     )
     starter = build_messages("Add.", "class Solution:\n    def add(self, a, b):", "lcb")[0]["content"]

@@ -122,7 +122,8 @@ def test_fingerprint_ignores_volatile_fields():
 
 
 def test_a_new_field_at_its_default_keeps_the_fingerprint():
-    """Finished stage directories stay valid when a later version adds a field whose default keeps the old behaviour."""
+    """Finished stage directories stay valid when a later version adds a field whose default keeps the old
+    behaviour."""
     import dataclasses
 
     Old = dataclasses.make_dataclass("Old", [("temperature", float, dataclasses.field(default=1.0))])

@@ -47,12 +47,13 @@ def split(command: list[str]) -> tuple[dict, list[str]]:
     at = command.index("-m", 3)
     assert command[at : at + 3] == ["-m", "selfdistill", "train"]
     options = command[3:at]
-    return dict(zip(options[::2], options[1::2])), command[at + 3 :]
+    return dict(zip(options[::2], options[1::2], strict=True)), command[at + 3 :]
 
 
 def test_run_launches_one_training_process_per_gpu_with_the_configured_recipe(tmp_path):
-    cfg = TrainConfig(model="Qwen/Qwen3-4B-Instruct-2507", samples=str(tmp_path / "samples dir"), output_dir=str(tmp_path / "train"),
-                      accelerate_config="fsdp", gradient_checkpointing=True, learning_rate=5e-6, max_length=None)  # fmt: skip
+    cfg = TrainConfig(model="Qwen/Qwen3-4B-Instruct-2507", samples=str(tmp_path / "samples dir"),
+                      output_dir=str(tmp_path / "train"), accelerate_config="fsdp", gradient_checkpointing=True,
+                      learning_rate=5e-6, max_length=None)  # fmt: skip
     options, arguments = split(train_command(cfg, gpus=8))
     assert options == {
         "--config_file": str(accelerate_config_path("fsdp")),
@@ -136,6 +137,12 @@ def test_complete_marker_records_the_batch_plan(tmp_path):
     assert json.loads((tmp_path / "checkpoint-3" / COMPLETE).read_text())["batch_plan"] == plan
 
 
+# what `ssd train` says when a 2-process run is resumed by 1 process
+REFUSED_ONE_PROCESS = (
+    "2 processes x 2 per device x 1 accumulation, this launch has 1 processes x 2 per device x 2 accumulation"
+)
+
+
 def test_ssd_train_refuses_to_resume_a_run_of_another_world_size(tmp_path, tiny_model):
     from test_train import REPLY, tiny_cfg, write_samples
 
@@ -158,10 +165,7 @@ def test_ssd_train_refuses_to_resume_a_run_of_another_world_size(tmp_path, tiny_
     )
     manifest = load_manifest(tmp_path / "out") | {"finished_at": None}
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(
-        TrainError,
-        match="2 processes x 2 per device x 1 accumulation, this launch has 1 processes x 2 per device x 2 accumulation",
-    ):
+    with pytest.raises(TrainError, match=REFUSED_ONE_PROCESS):
         train(cfg)
 
 
@@ -262,7 +266,7 @@ def test_gpt_oss_sinks_get_their_true_gradient_on_cpu():
     grads = sink_gradients(model, tokens)
     step = 2e-2
     with torch.no_grad():
-        for layer, grad in zip(model.model.layers, grads):
+        for layer, grad in zip(model.model.layers, grads, strict=True):
             sinks = layer.self_attn.sinks
             numeric = torch.zeros_like(sinks)
             for h in range(sinks.numel()):
@@ -286,7 +290,7 @@ def test_gpt_oss_sinks_get_the_same_gradient_under_flex_and_eager_attention():
     flex, eager = (
         sink_gradients(tiny_gpt_oss(attention, torch.float32, "cuda"), tokens) for attention in (None, "eager")
     )
-    for f, e in zip(flex, eager):
+    for f, e in zip(flex, eager, strict=True):
         assert f.abs().min() > 1e-6
         torch.testing.assert_close(f, e, rtol=1e-3, atol=1e-6)
 
@@ -335,7 +339,7 @@ def test_lora_merge_in_the_base_dtype_equals_a_merge_in_fp32(tmp_path):
     merged = merge_lora(str(tmp_path / "base"), tmp_path / "adapter")
     base32 = AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float32)
     reference = PeftModel.from_pretrained(base32, str(tmp_path / "adapter")).merge_and_unload().to(torch.bfloat16)
-    for (name, a), (_, b) in zip(merged.state_dict().items(), reference.state_dict().items()):
+    for (name, a), (_, b) in zip(merged.state_dict().items(), reference.state_dict().items(), strict=True):
         assert a.dtype == torch.bfloat16 and torch.equal(a, b), name
 
 
@@ -381,8 +385,5 @@ def test_two_launched_cpu_processes_train_and_a_one_process_resume_is_refused(tm
     (tmp_path / "two" / "manifest.json").write_text(
         json.dumps(load_manifest(tmp_path / "two") | {"finished_at": None})
     )
-    with pytest.raises(
-        TrainError,
-        match="2 processes x 2 per device x 1 accumulation, this launch has 1 processes x 2 per device x 2 accumulation",
-    ):
+    with pytest.raises(TrainError, match=REFUSED_ONE_PROCESS):
         train_stage(replace(cfg, num_processes=1))

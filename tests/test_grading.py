@@ -270,8 +270,8 @@ CORPUS = [
     Case(
         "sum",
         fenced(
-            "import sys\nlines = [line for line in sys.stdin]\nfor line in lines[1:]:\n    a, b = map(int, line.split())\n"
-            "    print(a + b)"
+            "import sys\nlines = [line for line in sys.stdin]\nfor line in lines[1:]:\n"
+            "    a, b = map(int, line.split())\n    print(a + b)"
         ),
         True,
         "sys.stdin is iterable (lcb_runner's mock is not: TypeError)",
@@ -336,7 +336,8 @@ def verdicts(out: Path, temperature: str = "none") -> dict[int, dict]:
 
 def check(cases: list[Case], records: dict[int, dict], expected) -> None:
     wrong = [
-        f"line {i}: {c.rule}: expected {'pass' if expected(c) else 'fail'}, got {records[i]['status']} ({records[i]['detail']})"
+        f"line {i}: {c.rule}: expected {'pass' if expected(c) else 'fail'}, "
+        f"got {records[i]['status']} ({records[i]['detail']})"
         for i, c in enumerate(cases, 1)
         if records[i]["passed"] != expected(c)
     ]
@@ -387,7 +388,8 @@ def test_strict_profile_where_the_profiles_differ(tmp_path):
     check(cases, verdicts(E.evaluate(cfg)), lambda c: c.strict)
 
 
-EXAMPLE_CALLS = "\nprint(Solution().add(1, 2))\nx = int(input())\n"  # what a model adds after its function: stdin is empty, so input() fails
+# what a model adds after its function: stdin is empty, so input() fails
+EXAMPLE_CALLS = "\nprint(Solution().add(1, 2))\nx = int(input())\n"
 
 
 def test_strict_profile_sanitizes_function_style_replies_only(tmp_path):
@@ -485,7 +487,7 @@ def test_extraction_without_two_fence_lines_or_code_fails(reply):
         B.extract_between_last_fences(reply)
 
 
-# ---------------------------------------------------------------------------- replies: layout, manifest, samples, errors
+# -------------------------------------------------------------------------- replies: layout, manifest, samples, errors
 
 
 def test_replies_with_temperatures_and_samples_give_a_model_evals_layout(tmp_path):
@@ -563,7 +565,8 @@ BAD_REPLIES = [
     ),
     ('["sum", "x"]\n', r"replies.jsonl:1: expected a JSON object"),
     (
-        '{"problem_id": "sum", "reply": "x", "temperature": 0.7}\n{"problem_id": "add", "reply": "x", "temperature": 0.701}\n',
+        '{"problem_id": "sum", "reply": "x", "temperature": 0.7}\n'
+        '{"problem_id": "add", "reply": "x", "temperature": 0.701}\n',
         r"replies.jsonl:2: field 'temperature' 0.701 and 0.7 \(line 1\) are the same at two decimals",
     ),
     (
@@ -653,5 +656,9 @@ def test_lcb_runner_gives_the_same_verdicts():
     with ThreadPoolExecutor(8) as threads:
         got = list(threads.map(lcb_runner_passes, CORPUS))
     want = [c.passes if c.lcb_runner is None else c.lcb_runner for c in CORPUS]
-    wrong = [f"{c.rule}: lcb_runner {'passes' if g else 'fails'} it" for c, g, w in zip(CORPUS, got, want) if g != w]
+    wrong = [
+        f"{c.rule}: lcb_runner {'passes' if g else 'fails'} it"
+        for c, g, w in zip(CORPUS, got, want, strict=True)
+        if g != w
+    ]
     assert not wrong, "\n".join(wrong)

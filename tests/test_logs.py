@@ -16,7 +16,8 @@ LOGGING = textwrap.dedent("""
     import transformers
     logging.getLogger("vllm.engine").info("vllm info before the stage directory")
     transformers.utils.logging.get_logger("transformers.modeling_utils").warning("transformers warning")
-    exec(compile("import warnings; warnings.warn('a library deprecation', DeprecationWarning)", "/site-packages/lib.py", "exec"))
+    library_code = "import warnings; warnings.warn('a library deprecation', DeprecationWarning)"
+    exec(compile(library_code, "/site-packages/lib.py", "exec"))
     from selfdistill.manifest import RunDir
     from selfdistill.config import EvalConfig
     RunDir.open(sys.argv[1], "eval", EvalConfig())
@@ -45,7 +46,10 @@ def test_library_logs_go_to_the_stage_directory_not_the_console(tmp_path):
 
 
 def test_held_warnings_are_printed_when_no_stage_directory_opens():
-    code = "import logging; from selfdistill.logs import quiet_libraries; quiet_libraries(); logging.getLogger('vllm').warning('engine warning')"
+    code = (
+        "import logging; from selfdistill.logs import quiet_libraries; quiet_libraries(); "
+        "logging.getLogger('vllm').warning('engine warning')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "WARNING vllm: engine warning" in result.stderr
 
