@@ -80,8 +80,9 @@ def test_vllm_kv_cache_by_hand():
 def tiny_config(layers: int, **widths):
     from transformers import Qwen3Config
 
-    return Qwen3Config(**{"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": layers, "num_attention_heads": 4,
-                          "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512, **widths})  # fmt: skip
+    return Qwen3Config(**{"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": layers,
+                          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512,
+                          **widths})  # fmt: skip
 
 
 def test_training_state_is_the_bytes_an_adamw_step_holds():
@@ -94,9 +95,13 @@ def test_training_state_is_the_bytes_an_adamw_step_holds():
     ids = torch.randint(0, 512, (1, 32))
     model(input_ids=ids, labels=ids).loss.backward()
     optimizer.step()
-    nbytes = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)
+
+    def nbytes(tensors) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     held = {"weights": nbytes(model.parameters()), "gradients": nbytes(p.grad for p in model.parameters()),
-            "AdamW state": nbytes(v for s in optimizer.state.values() for k, v in s.items() if k != "step")}  # fmt: skip
+            "AdamW state": nbytes(v for s in optimizer.state.values() for k, v in s.items()
+                                  if k != "step")}  # fmt: skip
     terms = P.training_memory(P.ModelShape.of(config), P.TrainSetup(seq_len=32, gpus=1, sharded=False))
     assert held == {k: terms[k] for k in held}
 
@@ -135,12 +140,15 @@ def test_checkpointing_keeps_one_layer_input_per_layer():
 
 
 @pytest.mark.parametrize("config_of", [
-    lambda layers: tiny_config(layers, hidden_size=256, intermediate_size=972, num_attention_heads=16, num_key_value_heads=4),
-    lambda layers: __import__("transformers").LlamaConfig(hidden_size=256, intermediate_size=896, num_hidden_layers=layers,
-                                                            num_attention_heads=8, num_key_value_heads=2, vocab_size=512),
-    lambda layers: __import__("transformers").Qwen3MoeConfig(hidden_size=256, moe_intermediate_size=96, num_experts=16, num_experts_per_tok=8,
-                                                              num_hidden_layers=layers, num_attention_heads=16, num_key_value_heads=2,
-                                                              head_dim=16, vocab_size=512),
+    lambda layers: tiny_config(layers, hidden_size=256, intermediate_size=972, num_attention_heads=16,
+                               num_key_value_heads=4),
+    lambda layers: __import__("transformers").LlamaConfig(hidden_size=256, intermediate_size=896,
+                                                            num_hidden_layers=layers, num_attention_heads=8,
+                                                            num_key_value_heads=2, vocab_size=512),
+    lambda layers: __import__("transformers").Qwen3MoeConfig(hidden_size=256, moe_intermediate_size=96,
+                                                              num_experts=16, num_experts_per_tok=8,
+                                                              num_hidden_layers=layers, num_attention_heads=16,
+                                                              num_key_value_heads=2, head_dim=16, vocab_size=512),
 ], ids=["qwen3", "llama", "qwen3-moe"])  # fmt: skip
 def test_a_layers_forward_keeps_about_two_activation_widths_per_token(config_of):
     """The plan counts FORWARD_WIDTHS x A values per token for a layer's forward; measured without

@@ -78,7 +78,7 @@ def test_humaneval_round_trip_and_evalplus_completions(tmp_path):
     replies.write_text(
         "".join(
             json.dumps({"problem_id": r["task_id"], "reply": f"```python\n{m}\n```" if i < 2 else m}) + "\n"
-            for i, (r, m) in enumerate(zip(rows, mine))
+            for i, (r, m) in enumerate(zip(rows, mine, strict=True))
         )
     )
     graded = round_trip(tmp_path, ["--benchmark", "humaneval"], replies)

@@ -22,13 +22,14 @@ STAGES = ("samples", "train", "eval-base", "eval-ssd", "analysis")
 T_TRAIN, T_EVALS = 1.6, [0.5, 1.0]
 CONFIG = {
     "model": "tiny-random",
-    # random weights rarely write a newline: of 8 replies of 32 tokens, one or two are not one-line stubs, enough to train on
-    "sample": {"prompts": "mbpp-train", "decontaminate": ["humaneval"], "limit": 8, "temperature": T_TRAIN, "max_tokens": 32,
-               "max_model_len": 1024, "backend": "hf"},
-    "train": {"global_batch_size": 2, "per_device_batch_size": 2, "max_steps": 2, "learning_rate": 1e-3, "min_learning_rate": 1e-4,
-              "warmup_ratio": 0.0},
-    "eval": {"benchmark": "humaneval", "limit": 4, "temperatures": list(T_EVALS), "n": 2, "ks": [1, 2], "max_tokens": 16, "max_model_len": 1024,
-             "backend": "hf", "workers": 1},
+    # random weights rarely write a newline: of 8 replies of 32 tokens, one or two are not one-line stubs,
+    # enough to train on
+    "sample": {"prompts": "mbpp-train", "decontaminate": ["humaneval"], "limit": 8, "temperature": T_TRAIN,
+               "max_tokens": 32, "max_model_len": 1024, "backend": "hf"},
+    "train": {"global_batch_size": 2, "per_device_batch_size": 2, "max_steps": 2, "learning_rate": 1e-3,
+              "min_learning_rate": 1e-4, "warmup_ratio": 0.0},
+    "eval": {"benchmark": "humaneval", "limit": 4, "temperatures": list(T_EVALS), "n": 2, "ks": [1, 2],
+             "max_tokens": 16, "max_model_len": 1024, "backend": "hf", "workers": 1},
     "analyze": {"limit": 2, "t_evals": list(T_EVALS)},
 }  # fmt: skip
 
@@ -89,8 +90,8 @@ def test_run_finishes_every_stage_and_reports_the_summaries(first_run):
             for metric in ("pass@1", "pass@2"):
                 sel = s["selection"][metric]
                 assert (
-                    f"{100 * sel['test_score']:.1f} [{100 * sel['test_ci_lo']:.1f}, {100 * sel['test_ci_hi']:.1f}] at T={sel['best_T']:g}"
-                    in doc
+                    f"{100 * sel['test_score']:.1f} [{100 * sel['test_ci_lo']:.1f}, {100 * sel['test_ci_hi']:.1f}] "
+                    f"at T={sel['best_T']:g}" in doc
                 )
         assert (
             f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"

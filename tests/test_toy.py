@@ -61,7 +61,7 @@ def test_tail_fit_hits_stated_entropy():
     t = toy.make_teacher()
     assert toy.entropy_bits(t.lock) == pytest.approx(toy.LOCK_ENTROPY_BITS, abs=1e-9)
     assert toy.entropy_bits(t.fork) == pytest.approx(toy.FORK_ENTROPY_BITS, abs=1e-9)
-    for p, head in zip(t.states(), (toy.ROOT_HEAD, toy.FORK_HEAD, toy.LOCK_HEAD)):
+    for p, head in zip(t.states(), (toy.ROOT_HEAD, toy.FORK_HEAD, toy.LOCK_HEAD), strict=True):
         assert p.shape == (toy.VOCAB,) and p.sum() == pytest.approx(1.0)
         assert p[:4] == pytest.approx(head)
         assert np.all(np.diff(p[4:]) < 0)  # a decreasing geometric tail

@@ -69,8 +69,9 @@ def write_samples(
         ids = tokenizer(reply, add_special_tokens=False).input_ids + (
             [tokenizer.eos_token_id] if reason == "stop" else []
         )
-        records.append({"prompt_id": f"p{i}", "sample_index": 0, "seed": i, "messages": messages, "prompt_text": prompt_text, "reply": reply,
-                        "reply_token_ids": ids, "prompt_tokens": len(tokenizer(prompt_text, add_special_tokens=False).input_ids),
+        records.append({"prompt_id": f"p{i}", "sample_index": 0, "seed": i, "messages": messages,
+                        "prompt_text": prompt_text, "reply": reply, "reply_token_ids": ids,
+                        "prompt_tokens": len(tokenizer(prompt_text, add_special_tokens=False).input_ids),
                         "reply_tokens": len(ids), "finish_reason": reason, "flags": [], "keep": True})  # fmt: skip
     atomic_write_jsonl(path / "shards" / "shard-00000.jsonl", records)
     template = tokenizer.chat_template
@@ -83,8 +84,9 @@ def write_samples(
 
 
 def tiny_cfg(samples: Path, out: Path, **overrides) -> TrainConfig:
-    settings = {"model": "tiny-random", "samples": str(samples), "output_dir": str(out), "global_batch_size": 4, "per_device_batch_size": 2,
-                "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_ratio": 0.0, "max_steps": 4, "save_steps": 2}  # fmt: skip
+    settings = {"model": "tiny-random", "samples": str(samples), "output_dir": str(out), "global_batch_size": 4,
+                "per_device_batch_size": 2, "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_ratio": 0.0,
+                "max_steps": 4, "save_steps": 2}  # fmt: skip
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -116,7 +118,7 @@ def test_examples_are_the_sampled_prompt_then_the_generated_reply(tmp_path, tiny
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     eos = tokenizer.eos_token_id
     examples, counts = build_examples(records, tokenizer, [eos], {eos}, path)
-    for example, record in zip(examples, records):
+    for example, record in zip(examples, records, strict=True):
         prompt = tokenizer(record["prompt_text"], add_special_tokens=False).input_ids
         reply = tokenizer(record["reply"], add_special_tokens=False).input_ids
         stop = [eos] if record["finish_reason"] == "stop" else []
@@ -446,8 +448,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, samples):
     one = tiny_cfg(samples, tmp_path / "one", max_steps=3, save_steps=100)
     two = replace(one, output_dir=str(tmp_path / "two"))
     assert ssd_train(one).wait() == 0
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
     proc = ssd_train(two, launcher)
     output = proc.communicate()[0]
     assert proc.returncode == 0, output[-3000:]
@@ -501,8 +503,9 @@ def test_real_samples_with_another_chat_template_are_refused(tmp_path, tiny_mode
         f"output_dir={samples_dir}",
     ]
     subprocess.run(cmd, check=True, capture_output=True)
-    proc = subprocess.run([sys.executable, "-m", "selfdistill", "train", "model=qwen2.5-coder-0.5b-instruct", f"samples={samples_dir}",
-                           f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, check=False)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "selfdistill", "train", "model=qwen2.5-coder-0.5b-instruct",
+                           f"samples={samples_dir}", f"output_dir={tmp_path / 'out'}"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
     message = " ".join(proc.stderr.split())  # rich wraps long lines
     assert proc.returncode == 1 and "Traceback" not in message
     assert "chat template mismatch" in message and load_manifest(samples_dir)["chat_template_sha256"] in message
