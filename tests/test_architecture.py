@@ -10,7 +10,8 @@ from selfdistill.benchmarks import BENCHMARKS
 from selfdistill.config import EvalConfig, SampleConfig
 
 PACKAGE = Path(selfdistill.__file__).parent
-LEAVES = ("chat", "rows")  # shared by sampling and evaluation alike: they import nothing of the package
+# shared by sampling and evaluation alike, or by the reports and the model card: they import nothing of the package
+LEAVES = ("chat", "rows", "document")
 
 
 def import_graph() -> dict[str, set[str]]:

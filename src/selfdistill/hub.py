@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import SelfdistillError, __version__
+from .document import markdown_table, percent
 from .manifest import load_manifest
 
 PAPER = "https://arxiv.org/abs/2604.01193"
@@ -38,13 +39,6 @@ def hub_id_of(model: str) -> str | None:
     if model in REGISTRY:
         return REGISTRY[model].upstream or None
     return model if HUB_ID.fullmatch(model) and not Path(model).exists() else None
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    return "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    )
 
 
 def _sampling(train: dict) -> str:
@@ -71,7 +65,7 @@ def _sampling(train: dict) -> str:
         ["truncated at max tokens", counts.get("truncated", "-")],
         ["reply tokens kept", counts.get("reply_tokens_kept", "-")],
     ]
-    return _table(["sampling", "value"], rows)
+    return markdown_table(["sampling", "value"], rows)
 
 
 def _recipe(train: dict) -> str:
@@ -95,7 +89,7 @@ def _recipe(train: dict) -> str:
         ["chat template sha256", f"`{train['inputs']['chat_template_sha256']}`"],
         ["training fingerprint", f"`{train['fingerprint_sha256']}`"],
     ]
-    return _table(["training", "value"], rows)
+    return markdown_table(["training", "value"], rows)
 
 
 def _results(evaluation: dict) -> str:
@@ -113,7 +107,7 @@ def _results(evaluation: dict) -> str:
                 f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
             )
         score = lambda x: (
-            f"{100 * x.test_score:.1f} [{100 * x.test_ci_lo:.1f}, {100 * x.test_ci_hi:.1f}] at T={x.best_T:g}"
+            f"{percent(x.test_score)} [{percent(x.test_ci_lo)}, {percent(x.test_ci_hi)}] at T={x.best_T:g}"
         )
         rows.append([metric, score(b), score(s), diff])
     decoding = ssd.decoding  # None: replies graded from a file
@@ -121,7 +115,7 @@ def _results(evaluation: dict) -> str:
     return (
         f"{ssd.benchmark} ({ssd.label}), {len(ssd.test_ids)} held-out test problems; each model's T_eval chosen on "
         f"{len(ssd.dev_ids)} dev problems; {truncation}pass@k in % with 95% bootstrap CIs over problems.\n\n"
-        + _table(["metric (test)", "base", "SSD", "SSD - base (paired)"], rows)
+        + markdown_table(["metric (test)", "base", "SSD", "SSD - base (paired)"], rows)
     )
 
 

@@ -64,6 +64,12 @@ def atomic_write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records))
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's contents; None when there is no such file (a stage that has not written it yet)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     return [row for _, row in rows.jsonl(path)]
 

@@ -13,11 +13,9 @@ Writes RUN_DIR/report/: report.html, report.md and the PNGs the Markdown links t
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -26,8 +24,21 @@ import yaml
 from rich.console import Console
 
 from . import plots
+from .document import (
+    Code,
+    Details,
+    Heading,
+    Image,
+    Para,
+    Row,
+    Table,
+    percent,
+    percent_ci,
+    render_html,
+    render_markdown,
+)
 from .hub import write_model_card
-from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_jsonl
+from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json, read_jsonl
 from .results import EvalSummary, Score, load_summary, primary_endpoints, results_path
 from .stages import LISTED
 
@@ -45,143 +56,7 @@ EXAMPLE_MAX_LINES = 80
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # manifest.py's timestamps
 
 
-# ---------------------------------------------------------------- a tiny document model
-# Sections build blocks; one renderer per format walks them, so HTML and Markdown never drift apart.
-
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Para:
-    text: str
-    kind: str = ""  # "", "warn" or "muted"
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class Image:
-    path: Path  # inside the report directory
-    caption: str
-
-
-@dataclass
-class Code:
-    text: str
-    title: str = ""
-
-
-@dataclass
-class Details:
-    summary: str
-    blocks: list = field(default_factory=list)
-
-
-@dataclass
-class Row:
-    """Blocks side by side in HTML (e.g. base and SSD); one after another in Markdown."""
-
-    blocks: list
-
-
-def _markdown(blocks: list, root: Path | None = None) -> list[str]:
-    """`root`: the Markdown file's directory; images link relative to it (by file name without one)."""
-    out = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            out += ["#" * b.level + " " + b.text, ""]
-        elif isinstance(b, Para):
-            out += [("> **Note:** " if b.kind == "warn" else "") + b.text, ""]
-        elif isinstance(b, Table):
-            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
-            out += ["| " + " | ".join(map(cell, b.header)) + " |", "|" + "---|" * len(b.header)]
-            out += ["| " + " | ".join(map(cell, r)) + " |" for r in b.rows] + [""]
-        elif isinstance(b, Image):
-            out += [
-                f"![{b.caption}]({b.path.relative_to(root).as_posix() if root else b.path.name})",
-                "",
-                f"*{b.caption}*",
-                "",
-            ]
-        elif isinstance(b, Code):
-            fence = "````" if "```" in b.text else "```"
-            out += ([f"**{b.title}**", ""] if b.title else []) + [fence, b.text.rstrip("\n"), fence, ""]
-        elif isinstance(b, Details):
-            out += [
-                f"<details><summary>{html.escape(b.summary)}</summary>",
-                "",
-                *_markdown(b.blocks, root),
-                "</details>",
-                "",
-            ]
-        elif isinstance(b, Row):
-            out += _markdown(b.blocks, root)
-    return out
-
-
-def render_markdown(blocks: list, title: str, root: Path | None = None) -> str:
-    return "\n".join([f"# {title}", "", *_markdown(blocks, root)])
-
-
-CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;max-width:1100px;margin:2em auto;padding:0 1.5em;color:#1f2328;line-height:1.45}
-h1{font-size:1.7em;border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{font-size:1.3em;margin-top:1.8em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
-h3{font-size:1.05em;margin-top:1.2em}
-table{border-collapse:collapse;margin:.6em 0 1em;font-size:.92em}th,td{border:1px solid #d0d7de;padding:.3em .6em;text-align:right}
-th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
-.warn{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.6em .9em}.muted{color:#656d76}
-figure{margin:.5em 0 1.2em}figure img{max-width:100%;border:1px solid #eaeef2}figcaption{font-size:.85em;color:#656d76}
-.row{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1em;align-items:start}.row figure{max-width:none;margin:0}
-pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:.7em;overflow:auto;max-height:32em;font-size:.82em;white-space:pre-wrap}
-details{margin:.4em 0}summary{cursor:pointer;font-weight:600}.title{font-weight:600;margin:.6em 0 .2em}
-"""
-
-
-def _html(b) -> str:
-    if isinstance(b, Heading):
-        return f"<h{b.level}>{html.escape(b.text)}</h{b.level}>"
-    if isinstance(b, Para):
-        return f'<p class="{b.kind}">{html.escape(b.text)}</p>'
-    if isinstance(b, Table):
-        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in b.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in b.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    if isinstance(b, Image):
-        data = base64.b64encode(b.path.read_bytes()).decode()
-        return f'<figure><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(b.caption)}</figcaption></figure>'
-    if isinstance(b, Code):
-        return (
-            f'<div class="title">{html.escape(b.title)}</div>' if b.title else ""
-        ) + f"<pre>{html.escape(b.text)}</pre>"
-    if isinstance(b, Details):
-        return f"<details><summary>{html.escape(b.summary)}</summary>{''.join(map(_html, b.blocks))}</details>"
-    if isinstance(b, Row):
-        return '<div class="row">' + "".join(f"<div>{_html(x)}</div>" for x in b.blocks) + "</div>"
-    raise TypeError(f"unknown block {b!r}")
-
-
-def render_html(blocks: list, title: str) -> str:
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><h1>{html.escape(title)}</h1>\n"
-        + "\n".join(map(_html, blocks))
-        + "\n</body></html>\n"
-    )
-
-
 # ---------------------------------------------------------------- reading the run directory
-
-
-def _json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 @dataclass
@@ -195,7 +70,7 @@ class Run:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory: pass an `ssd run` output directory")
-        manifest = _json(root / "manifest.json") or {}
+        manifest = read_json(root / "manifest.json") or {}
         dirs = {}
         for name in LISTED:
             recorded = Path(manifest.get("stages", {}).get(name, {}).get("dir", name))
@@ -217,16 +92,7 @@ class Run:
         return load_summary(self.dirs[name]) if name in self.dirs else None
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def _ci(s: Score | None) -> str:
-    """A score of summary.json as 'mean [lo, hi]' in %."""
-    return "-" if not s else f"{_pct(s.mean)} [{_pct(s.ci_lo)}, {_pct(s.ci_hi)}]"
-
-
-def _not_run(what: str) -> Para:
+def not_run(what: str) -> Para:
     return Para(f"Not run: {what}.", "muted")
 
 
@@ -279,9 +145,9 @@ def section_overview(run: Run) -> list:
 
 def section_headline(run: Run) -> list:
     blocks: list = [Heading("Headline: base vs SSD, each at its best T_eval")]
-    base, ssd, compare = run.summary("eval-base"), run.summary("eval-ssd"), _json(run.root / "compare.json")
+    base, ssd, compare = run.summary("eval-base"), run.summary("eval-ssd"), read_json(run.root / "compare.json")
     if not base or not ssd:
-        return blocks + [_not_run("both evaluations are needed (eval-base, eval-ssd)")]
+        return blocks + [not_run("both evaluations are needed (eval-base, eval-ssd)")]
     if base.skipped or ssd.skipped:
         return blocks + [Para(f"No best-temperature selection: {base.skipped or ssd.skipped}", "warn")]
     label = "" if base.label == "all tests" else f" ({base.label})"
@@ -306,8 +172,8 @@ def section_headline(run: Run) -> list:
         rows.append(
             [
                 f"{metric} (test)",
-                f"{_pct(b.test_score)} [{_pct(b.test_ci_lo)}, {_pct(b.test_ci_hi)}] at T={b.best_T:g}",
-                f"{_pct(s.test_score)} [{_pct(s.test_ci_lo)}, {_pct(s.test_ci_hi)}] at T={s.best_T:g}",
+                f"{percent(b.test_score)} [{percent(b.test_ci_lo)}, {percent(b.test_ci_hi)}] at T={b.best_T:g}",
+                f"{percent(s.test_score)} [{percent(s.test_ci_lo)}, {percent(s.test_ci_hi)}] at T={s.best_T:g}",
                 diff,
             ]
         )
@@ -322,7 +188,7 @@ def section_headline(run: Run) -> list:
             )
         )
     else:
-        blocks.append(_not_run("the paired comparison (compare.json)"))
+        blocks.append(not_run("the paired comparison (compare.json)"))
     return blocks + _base_settings(compare)
 
 
@@ -340,7 +206,13 @@ def _base_settings(compare: dict | None) -> list:
         return []
     score = lambda x: x and Score(**x)  # compare.json holds a summary's scores as they are in summary.json
     rows = [
-        [label, f"{s['T']:g}", f"{s['top_k'] or 'none'} / {s['top_p']:g}", _ci(score(s["test"])), _ci(score(s["all"]))]
+        [
+            label,
+            f"{s['T']:g}",
+            f"{s['top_k'] or 'none'} / {s['top_p']:g}",
+            percent_ci(score(s["test"])),
+            percent_ci(score(s["all"])),
+        ]
         for key, label in BASE_SETTINGS
         if (s := settings.get(key))
     ]
@@ -384,7 +256,7 @@ def section_sweep(run: Run, out: Path) -> list:
     blocks: list = [Heading("pass@k against T_eval")]
     base, ssd = run.summary("eval-base"), run.summary("eval-ssd")
     if not base and not ssd:
-        return blocks + [_not_run("no evaluation")]
+        return blocks + [not_run("no evaluation")]
     split = (base or ssd).swept_split("test")
     blocks.append(
         Image(
@@ -406,7 +278,9 @@ def section_sweep(run: Run, out: Path) -> list:
             for m, s in (("base", base), ("SSD", ssd))
         }
         row = [f"{T:g}" + (" (greedy)" if T == 0 else "")]
-        row += [_ci(getattr(cells[m].pass_at[k], split)) if cells[m] else "-" for k in ks for m in ("base", "SSD")]
+        row += [
+            percent_ci(getattr(cells[m].pass_at[k], split)) if cells[m] else "-" for k in ks for m in ("base", "SSD")
+        ]
         row += [f"{100 * cells[m].truncated:.1f}%" if cells[m] else "-" for m in ("base", "SSD")]
         rows.append(row)
     blocks.append(Table(header, rows))
@@ -418,7 +292,7 @@ def section_difficulty(run: Run) -> list:
     base, ssd = run.summary("eval-base"), run.summary("eval-ssd")
     chosen = {m: s.chosen(base.ks[0]) for m, s in (("base", base), ("SSD", ssd))} if base and ssd else {}
     if not chosen or not all(chosen.values()):
-        return blocks + [_not_run("both evaluations with a best-temperature selection are needed")]
+        return blocks + [not_run("both evaluations with a best-temperature selection are needed")]
     ks = base.ks
     entries = {m: s.entry(chosen[m].best_T) for m, s in (("base", base), ("SSD", ssd))}
     order = {"easy": 0, "medium": 1, "hard": 2}
@@ -439,7 +313,7 @@ def section_difficulty(run: Run) -> list:
         first = entries["base"].pass_at[ks[0]].by_difficulty.get(g)
         rows.append(
             [g, str(first.n_problems if first else "-")]
-            + [_ci(entries[m].pass_at[k].by_difficulty.get(g)) for k in ks for m in ("base", "SSD")]
+            + [percent_ci(entries[m].pass_at[k].by_difficulty.get(g)) for k in ks for m in ("base", "SSD")]
         )
     blocks.append(Table(["difficulty", "problems"] + [f"{m} pass@{k}" for k in ks for m in ("base", "SSD")], rows))
     return blocks
@@ -458,7 +332,7 @@ def pass_at_k_blocks(summaries: dict[str, EvalSummary | None]) -> list:
     if not columns:
         return [Para("No temperature with several samples per problem: pass@k for k > 1 needs them.", "muted")]
     ks = sorted({k for _, e in columns for k in e.ks})
-    cell = lambda e, k, pick: _ci(pick(e.pass_at[k])) if k in e.pass_at else "-"
+    cell = lambda e, k, pick: percent_ci(pick(e.pass_at[k])) if k in e.pass_at else "-"
     blocks = [
         Para(
             "pass@k in % [95% bootstrap CI over problems] on all problems (the unbiased estimator from each problem's n samples; "
@@ -513,7 +387,7 @@ def endpoint_blocks(endpoints: list[dict]) -> list:
                 e["name"],
                 f"{e['metric']}: {b}@{tb:g} vs {a}@{ta:g}",
                 str(c["n_problems"]),
-                f"{_pct(c['mean_b'])} vs {_pct(c['mean_a'])}",
+                f"{percent(c['mean_b'])} vs {percent(c['mean_a'])}",
                 f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}]",
                 f"{c['wins']} / {c['losses']} / {c['ties']}",
                 f"{c['p_value']:.3g}",
@@ -547,7 +421,7 @@ def section_pass_at_k(run: Run) -> list:
     blocks: list = [Heading("pass@k for every k")]
     summaries = {"base": run.summary("eval-base"), "SSD": run.summary("eval-ssd")}
     if not any(summaries.values()):
-        return blocks + [_not_run("no evaluation")]
+        return blocks + [not_run("no evaluation")]
     return blocks + pass_at_k_blocks(summaries)
 
 
@@ -602,7 +476,7 @@ def section_lengths(run: Run, out: Path) -> list:
     chosen = {name: _chosen_records(run, f"eval-{name}") for name in ("base", "ssd")}
     replies = {name: [r["reply_tokens"] for r in c[1]] for name, c in chosen.items() if c}
     if not samples and not replies:
-        return blocks + [_not_run("neither sampling nor evaluation")]
+        return blocks + [not_run("neither sampling nor evaluation")]
     blocks.append(Image(plot_lengths(samples, replies, out / "lengths.png"), "reply-length histograms"))
     if samples:
         c = samples["counts"]
@@ -629,7 +503,7 @@ def section_lengths(run: Run, out: Path) -> list:
         )
         blocks.append(Table([k.replace("_", " ") for k in keys], [[str(c[k]) for k in keys]]))
     else:
-        blocks.append(_not_run("sampling"))
+        blocks.append(not_run("sampling"))
     if replies:
         rows = []
         for name, (T, records) in ((n, c) for n, c in chosen.items() if c):
@@ -666,7 +540,7 @@ def section_training(run: Run, out: Path) -> list:
     blocks: list = [Heading("Training")]
     m = run.stage_manifest("train")
     if not m:
-        return blocks + [_not_run("training")]
+        return blocks + [not_run("training")]
     cfg = m.get("config", {})
     loss = f"{m['final_loss']:.4f}" if isinstance(m.get("final_loss"), float) else "-"
     blocks.append(
@@ -714,9 +588,9 @@ def section_fit(run: Run, out: Path) -> list:
 def section_fig6(run: Run, out: Path) -> list:
     blocks: list = [Heading("How SSD reshapes token distributions (paper Figure 6)")]
     if "analysis" not in run.dirs:
-        return blocks + [_not_run("ssd analyze")]
+        return blocks + [not_run("ssd analyze")]
     d = run.dirs["analysis"]
-    a = _json(d / "analysis.json")
+    a = read_json(d / "analysis.json")
     tr = a["train_truncation"]
     blocks.append(
         Para(
@@ -796,7 +670,7 @@ def section_examples(run: Run) -> list:
     blocks: list = [Heading("Example replies on the same problem")]
     chosen = {name: _chosen_records(run, f"eval-{name}") for name in ("base", "ssd")}
     if not all(chosen.values()):
-        return blocks + [_not_run("both evaluations are needed")]
+        return blocks + [not_run("both evaluations are needed")]
     first = {name: {r["problem_id"]: r for r in c[1] if r["sample_index"] == 0} for name, c in chosen.items()}
     test = run.summary("eval-base").test_ids
     picks = []
@@ -866,7 +740,7 @@ def section_config(run: Run) -> list:
         blocks.append(Details("RUN_DIR/manifest.json", [Code(json.dumps(run.manifest, indent=2))]))
     for name in LISTED:
         m = run.stage_manifest(name)
-        blocks.append(Details(f"{name}/manifest.json", [Code(json.dumps(m, indent=2))]) if m else _not_run(name))
+        blocks.append(Details(f"{name}/manifest.json", [Code(json.dumps(m, indent=2))]) if m else not_run(name))
     return blocks
 
 
@@ -918,7 +792,7 @@ def report(run_dir: Path) -> Path:
                 {
                     "base": run.summary("eval-base"),
                     "ssd": run.summary("eval-ssd"),
-                    "compare": _json(run.root / "compare.json"),
+                    "compare": read_json(run.root / "compare.json"),
                 },
             )
             console.print(f"model card: {card}")

@@ -23,21 +23,15 @@ from rich.console import Console
 
 from . import metrics
 from .config import ConfigError, RunConfig, load_run_config
-from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest
+from .document import Heading, Image, Para, Table, percent, render_markdown
+from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json
 from .pipeline import StagePlan, sweep_dir, t_train_variants
 from .report import (
     TIME_FORMAT,
-    Heading,
-    Image,
-    Para,
     Run,
-    Table,
-    _json,
-    _not_run,
-    _pct,
     endpoint_blocks,
+    not_run,
     pass_at_k_blocks,
-    render_markdown,
     section_fig6,
     section_lengths,
     section_training,
@@ -71,7 +65,7 @@ class Benchmark:
             Path(path),
             cfg,
             {t: StagePlan.of(v) for t, v in t_train_variants(cfg).items()},
-            _json(sweep_dir(cfg) / "grid.json"),
+            read_json(sweep_dir(cfg) / "grid.json"),
         )
 
 
@@ -96,7 +90,7 @@ def chosen_test_scores(eval_dir: Path) -> ChosenScores | None:
 
 def _score_cell(scores: list[float]) -> str:
     mean, lo, hi = metrics.bootstrap_ci(scores)
-    return f"{_pct(mean)} [{_pct(lo)}, {_pct(hi)}]"
+    return f"{percent(mean)} [{percent(lo)}, {percent(hi)}]"
 
 
 def _diff_cell(a: list[float], b: list[float]) -> str:
@@ -227,7 +221,7 @@ def section_pass_at_k(benches: list[Benchmark]) -> list:
         blocks.append(Heading(b.name, 3))
         summaries = {name: load_summary(d) if finished(d) else None for name, d in models(b).items() if name != "ssd"}
         blocks += (
-            pass_at_k_blocks(summaries) if any(summaries.values()) else [_not_run(f"the evals of {b.config_path}")]
+            pass_at_k_blocks(summaries) if any(summaries.values()) else [not_run(f"the evals of {b.config_path}")]
         )
     return blocks
 
@@ -236,7 +230,7 @@ def section_teff(benches: list[Benchmark]) -> tuple[list, dict | None]:
     blocks: list = [Heading("SSD vs the base model at the same effective temperature")]
     grids = [(b, b.grid["teff_baseline"]) for b in benches if b.grid and b.grid.get("teff_baseline")]
     if not grids:
-        return blocks + [_not_run("the sweeps' T_eff baselines (sweep.teff_baseline)")], None
+        return blocks + [not_run("the sweeps' T_eff baselines (sweep.teff_baseline)")], None
     blocks.append(
         Para(
             "The paper's claim is that SSD beats any single global temperature of the base model. Per benchmark, SSD's best cell "
@@ -268,14 +262,14 @@ def section_grid(benches: list[Benchmark], out: Path) -> list:
     for b in benches:
         blocks.append(Heading(b.name, 3))
         if not b.grid:
-            blocks.append(_not_run(f"ssd sweep --config {b.config_path}"))
+            blocks.append(not_run(f"ssd sweep --config {b.config_path}"))
             continue
         g = b.grid
         split = g.get("split", "all")
         header = ["model"] + [f"T_eval {te:g}" for te in g["t_evals"]]
-        rows = [["base"] + [_pct(g["base"].get(str(te))) for te in g["t_evals"]]]  # JSON keys: str(float)
+        rows = [["base"] + [percent(g["base"].get(str(te))) for te in g["t_evals"]]]  # JSON keys: str(float)
         rows += [
-            [f"SSD, T_train {t:g}"] + [_pct(g["ssd"][str(t)].get(str(te))) for te in g["t_evals"]]
+            [f"SSD, T_train {t:g}"] + [percent(g["ssd"][str(t)].get(str(te))) for te in g["t_evals"]]
             for t in g["t_trains"]
         ]
         blocks.append(Para(f"{g['metric']} in % on the {split} problems (every temperature is decoded there)."))
