@@ -280,7 +280,10 @@ def test_base_model_stages_of_other_engine_settings_get_their_own_engine(tmp_pat
 
 def test_sweep_shares_one_engine_for_the_samples_and_the_base_row_then_trains_each_t_train(tmp_path, calls):
     """Every T_train's samples and the base model's evals on one engine; one model and one SSD eval per
-    T_train, as `ssd run` derives them; the base model at T_eff of the best cell; a rerun redoes nothing."""
+    T_train, as `ssd run` derives them; the base model at T_eff of the best cell; the manifest records
+    where each stage wrote; a rerun redoes nothing."""
+    from selfdistill.manifest import load_manifest
+
     cfg = C.load_run_config(
         "llama-3.1-8b-instruct",
         overrides=[f"output_dir={tmp_path}", "sweep.t_trains=[0.8,1.6]", "sweep.t_evals=[0.5,1.0]", PRECISION_KNOWN],
@@ -319,6 +322,13 @@ def test_sweep_shares_one_engine_for_the_samples_and_the_base_row_then_trains_ea
         and calls[10][1].temperatures == [0.8]
     )
     assert grid["teff_baseline"]["ssd_eval_dir"] == str(variants[1.6].dirs["eval-ssd"])
+    recorded = load_manifest(out)["stages"]  # for `ssd report CONFIG.yaml`: where each stage above wrote
+    assert [recorded[str(t)]["samples"] for t in (0.8, 1.6)] == [c.output_dir for _, c, _ in calls[1:3]]
+    assert {recorded[str(t)]["eval-base"] for t in (0.8, 1.6)} == {calls[3][1].output_dir}
+    assert {recorded[str(t)]["eval-base-recommended"] for t in (0.8, 1.6)} == {calls[4][1].output_dir}
+    assert [(recorded[str(t)]["train"], recorded[str(t)]["eval-ssd"]) for t in (0.8, 1.6)] == [
+        (trained.output_dir, ssd.output_dir) for (_, trained, _), (_, ssd, _) in (calls[6:8], calls[8:10])
+    ]
     calls.clear()
     sweep(cfg)
     assert calls == []

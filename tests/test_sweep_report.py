@@ -1,6 +1,7 @@
 """`ssd report CONFIG.yaml ... --out DIR` on an experiment laid out as `ssd sweep` leaves it: two benchmarks
-sharing T_train stages, eval dirs in the two-phase protocol written through the real results.summarize,
-and grid.json T_eff baselines. The pooled comparison must equal one computed by hand from the results."""
+sharing T_train stages, the stage directories recorded in the sweeps' manifests, eval dirs in the
+two-phase protocol written through the real results.summarize, and grid.json T_eff baselines. The pooled
+comparison must equal one computed by hand from the results."""
 
 import json
 import random
@@ -12,8 +13,9 @@ import yaml
 
 from selfdistill import benchmarks, metrics
 from selfdistill import results as R
-from selfdistill.config import RunConfig
-from selfdistill.manifest import RunDir
+from selfdistill.config import RunConfig, load_run_config
+from selfdistill.manifest import RunDir, atomic_write_json, load_manifest
+from selfdistill.pipeline import open_sweep, sweep_stages
 from selfdistill.sweep_report import Benchmark, sweep_report
 
 T_EVALS = [0.0, 0.8]
@@ -71,14 +73,13 @@ def experiment(tmp_path):
                 {**CONFIG, "output_dir": str(tmp_path / "runs"), "eval": {**CONFIG["eval"], "benchmark": name}}
             )
         )
+        cfg = load_run_config(config_file=str(path))
+        recorded = open_sweep(cfg, sweep_stages(cfg))  # as `ssd sweep` starts
         b = Benchmark.load(path)
         _eval_dir(b.base_dir, b.cfg, b.cfg.model, 0.3, seed=1)
-        _eval_dir(b.plans[1.6].dirs["eval-ssd"], b.cfg, "ssd", 0.5, seed=2)
+        _eval_dir(b.ssd_dir(1.6), b.cfg, "ssd", 0.5, seed=2)
         teff_dir = b.base_dir.with_name(f"eval-base-teff-{name}")
         _eval_dir(teff_dir, b.cfg, b.cfg.model, 0.3, seed=3, temps=[1.28])
-        from selfdistill.pipeline import sweep_dir
-
-        sweep_dir(b.cfg).mkdir(parents=True)
         grid = {
             "metric": "pass@1",
             "split": "dev",
@@ -93,10 +94,11 @@ def experiment(tmp_path):
                 "t_eval": 0.8,
                 "t_eff": 1.28,
                 "eval_dir": str(teff_dir),
-                "ssd_eval_dir": str(b.plans[1.6].dirs["eval-ssd"]),
+                "ssd_eval_dir": str(b.ssd_dir(1.6)),
             },
         }
-        (sweep_dir(b.cfg) / "grid.json").write_text(json.dumps(grid))
+        (recorded.path / "grid.json").write_text(json.dumps(grid))
+        recorded.finish()
         configs.append(path)
     return configs
 
@@ -107,7 +109,7 @@ def test_pooled_headline_equals_the_comparison_recomputed_from_results(experimen
     a, b = [], []
     for config in experiment:
         bench = Benchmark.load(config)
-        for scores, d in ((a, bench.base_dir), (b, bench.plans[1.6].dirs["eval-ssd"])):
+        for scores, d in ((a, bench.base_dir), (b, bench.ssd_dir(1.6))):
             summary, results = R.load_results(d)
             T = summary.chosen(1).best_T
             per = R.per_problem_pass_at_k(results[T], summary.test_ids, 1)
@@ -128,3 +130,49 @@ def test_configs_of_different_experiments_are_refused(experiment, tmp_path):
     other.write_text(yaml.safe_dump({**yaml.safe_load(experiment[0].read_text()), "sample": {"limit": 9}}))
     with pytest.raises(ConfigError, match="must share model, sample and train"):
         sweep_report([experiment[0], other], tmp_path / "out")
+
+
+def pooled_line(report: Path) -> str:
+    return next(line for line in report.read_text().splitlines() if line.startswith("| pooled (2 benchmarks)"))
+
+
+def test_the_report_reads_the_directories_the_sweep_recorded(experiment, tmp_path):
+    """An SSD eval moved elsewhere and recorded there is found there: the report derives no directory."""
+    before = pooled_line(sweep_report(experiment, tmp_path / "out"))
+    sweep = Benchmark.load(experiment[0]).sweep_dir
+    manifest = load_manifest(sweep)
+    moved = tmp_path / "elsewhere" / "eval-ssd-moved"
+    moved.parent.mkdir()
+    Path(manifest["stages"]["1.6"]["eval-ssd"]).rename(moved)
+    manifest["stages"]["1.6"]["eval-ssd"] = str(moved)
+    atomic_write_json(sweep / "manifest.json", manifest)
+    text = sweep_report(experiment, tmp_path / "out").read_text()
+    assert pooled_line(tmp_path / "out" / "REPORT.md") == before
+    assert "| eval-ssd (T_train 1.6, humaneval) | " in text and "| eval-ssd-moved |" in text
+
+
+def test_a_sweep_not_started_shows_as_not_run(experiment, tmp_path):
+    """A third benchmark whose sweep never started (no manifest, so no directories): its rows and its
+    pre-registered endpoint say "not run", and the other two still pool."""
+    third = tmp_path / "humaneval_plus.yaml"
+    config = yaml.safe_load(experiment[0].read_text())
+    config["eval"]["benchmark"] = "humaneval_plus"
+    config["report"] = {"primary": ["P1: pass@1 ssd@0.8 vs base@0.8"]}
+    third.write_text(yaml.safe_dump(config))
+    assert Benchmark.load(third).stages == {1.6: {}}
+    text = sweep_report([*experiment, third], tmp_path / "out").read_text()
+    assert "| humaneval_plus | - | not run | not run | - |" in text
+    assert "| P1 (humaneval_plus) | pass@1: ssd@0.8 vs base@0.8 | - | - | not run |" in text
+    assert "| eval-base (humaneval_plus) | - | - | - | not run or unfinished |" in text
+    assert pooled_line(tmp_path / "out" / "REPORT.md")
+
+
+def test_sweeps_started_before_they_recorded_their_stages_are_derived_as_they_ran(monkeypatch):
+    """The committed experiment's sweeps predate the record: their directories are derived from the
+    config, and agree with the eval directories their grid.json recorded."""
+    monkeypatch.chdir(Path(__file__).parents[1])  # the configs' output_dir is relative to the repository
+    for config in ("humaneval_plus.yaml", "mbpp.yaml"):
+        b = Benchmark.load(Path("experiments/ssd-qwen0.5b") / config)
+        assert "stages" not in load_manifest(b.sweep_dir) and b.grid
+        assert b.base_dir == Path(b.grid["eval_dirs"]["base"])
+        assert {t: b.ssd_dir(t) for t in b.stages} == {t: Path(b.grid["eval_dirs"][str(t)]) for t in (1.6, 1.0)}

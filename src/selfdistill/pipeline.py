@@ -10,8 +10,8 @@ everything that determines its output (its config and the stages before it). A r
 skips finished stages, resumes an interrupted one, and a changed setting redoes only what depends
 on it; a sweep and a run with the same output_dir share samples, models and evaluations.
 `RUN_DIR/<stage>` is a symlink to the stage's current directory; `RUN_DIR/manifest.json` records the
-stage directories and their wall times; a sweep writes `RUN_DIR/sweep-<hash>/` (grid.json, heatmap.png,
-teff_fit.png).
+stage directories and their wall times; a sweep writes `RUN_DIR/sweep-<hash>/` (a manifest.json that
+records every T_train's stage directories as the sweep starts, grid.json, heatmap.png, teff_fit.png).
 
 `Stages` derives the stage configs. The base and the SSD model are evaluated with one eval config
 that differs in the model alone, so they get the same decoding and the same engine settings, precision
@@ -358,6 +358,23 @@ def sweep_dir(cfg: RunConfig) -> Path:
     return Path(cfg.output_dir) / f"sweep-{sha256_json(fingerprint_dict(cfg))[:10]}"
 
 
+def sweep_stages(cfg: RunConfig) -> dict[float, Stages]:
+    return {t: Stages.of(variant) for t, variant in t_train_variants(cfg).items()}
+
+
+def recorded_dirs(runs: dict[float, Stages]) -> dict[str, dict[str, str]]:
+    """What a sweep's manifest records under `stages`, for `ssd report CONFIG.yaml`: per T_train (keyed
+    str(t), as grid.json's), each stage's directory. The analysis is where `ssd run` of that T_train
+    writes it (the sweep runs none); the run's report directory is not the sweep's."""
+    return {str(t): {name: str(d) for name, d in r.dirs.items() if name != "report"} for t, r in runs.items()}
+
+
+def open_sweep(cfg: RunConfig, runs: dict[float, Stages]) -> RunDir:
+    """The sweep's directory, its manifest recording the stage directories before any stage runs, so the
+    report of a partial sweep finds them too."""
+    return RunDir.open(sweep_dir(cfg), "sweep", cfg, extra={"stages": recorded_dirs(runs)})
+
+
 def teff_base_eval(cfg: RunConfig, t_eff: float) -> EvalConfig:
     """The base model's eval at the one temperature T_eff, with the sweep's eval protocol and precision."""
     swept = next(iter(t_train_variants(cfg).values()))
@@ -371,12 +388,12 @@ def sweep(cfg: RunConfig) -> Path:
     from .train import trained_model_dir
 
     check_training_fits(cfg)
-    runs = {t: Stages.of(variant) for t, variant in t_train_variants(cfg).items()}
+    runs = sweep_stages(cfg)
     refuse_without_eval_data(cfg.eval)
     base = next(iter(runs.values()))  # the base model's evals are the same stages for every T_train
     wait = any(r.evals_wait_for_training for r in runs.values())
-    out = sweep_dir(cfg)
-    manifest = RunDir.open(out, "sweep", cfg)
+    manifest = open_sweep(cfg, runs)
+    out = manifest.path
 
     def step(_name: str, stage_cfg, fn: Callable, **kwargs) -> None:
         if not done(stage_cfg):

@@ -602,13 +602,13 @@ _ENDPOINT = re.compile(
 ENDPOINT_FORMAT = "'NAME: pass@K MODEL@T vs MODEL@T' (e.g. 'P1: pass@1 ssd@0.7 vs base@0.7')"
 
 
-def primary_endpoints(declared: list[tuple[str, str, dict[str, Path]]], seed: int = 0) -> list[dict]:
+def primary_endpoints(declared: list[tuple[str, str, dict[str, Path | None]]], seed: int = 0) -> list[dict]:
     """Each pre-registered endpoint (config report.primary) as a paired comparison, first model minus
     second, on every problem both evals decoded at those temperatures (no temperature is chosen, so no
     problem is held out), with Holm's adjustment over the whole family. `declared`: (where it is declared,
-    as "FILE: report.primary[i]", the spec, its models' eval dirs by name). An endpoint whose evals have
-    not finished has no comparison and counts as p = 1 in the adjustment (conservative). A spec that does
-    not parse raises BenchmarkError naming where it is declared."""
+    as "FILE: report.primary[i]", the spec, its models' eval dirs by name, None where none is recorded
+    yet). An endpoint whose evals have not finished has no comparison and counts as p = 1 in the
+    adjustment (conservative). A spec that does not parse raises BenchmarkError naming where it is declared."""
     out, cache = [], {}
     for where, spec, evals in declared:
         m = _ENDPOINT.match(spec)
@@ -629,7 +629,7 @@ def primary_endpoints(declared: list[tuple[str, str, dict[str, Path]]], seed: in
         scores = []
         for model, T in sides:
             if evals[model] not in cache:
-                cache[evals[model]] = load_results(evals[model]) if finished(evals[model]) else None
+                cache[evals[model]] = load_results(evals[model]) if evals[model] and finished(evals[model]) else None
             loaded = cache[evals[model]]
             records = loaded and next((r for t, r in loaded[1].items() if t is not None and abs(t - T) < 1e-9), None)
             if records is not None and k > 1 and min(Counter(r["problem_id"] for r in records).values()) < k:

@@ -4,8 +4,10 @@ share their samples and trained models (the same hashed stage directories under 
 
 Every number is read from the stages' files (grid.json, eval summaries and results, stage manifests,
 the analysis of an `ssd run` with the same config where one ran) or recomputed from them with the same
-functions the stages use, so rerunning the command regenerates the report. A missing stage shows as
-"not run": a partial experiment still gets a report. Writes DIR/REPORT.md and its PNGs under DIR/figures/.
+functions the stages use, so rerunning the command regenerates the report. The stage directories are
+the ones each sweep recorded in its manifest as it started. A missing stage (or a sweep not started)
+shows as "not run": a partial experiment still gets a report. Writes DIR/REPORT.md and its PNGs under
+DIR/figures/.
 
 Pooled results weight every test problem of every benchmark equally: the per-problem pass@1 vectors
 of each benchmark (each model at the temperature it chose on that benchmark's dev split) are joined,
@@ -24,8 +26,8 @@ from rich.console import Console
 from . import metrics
 from .config import ConfigError, RunConfig, load_run_config
 from .document import Heading, Image, Para, Table, percent, render_markdown
-from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json
-from .pipeline import StagePlan, sweep_dir, t_train_variants
+from .manifest import MANIFEST, atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json
+from .pipeline import recorded_dirs, sweep_dir, sweep_stages
 from .report import (
     TIME_FORMAT,
     Run,
@@ -43,11 +45,12 @@ console = Console(stderr=True, highlight=False)
 
 @dataclass
 class Benchmark:
-    """One config of the experiment: its benchmark's sweep and stage directories."""
+    """One config of the experiment: its benchmark's sweep and the stage directories the sweep recorded."""
 
     config_path: Path
     cfg: RunConfig
-    plans: dict[float, StagePlan]  # per T_train
+    sweep_dir: Path
+    stages: dict[float, dict[str, Path]]  # per T_train: stage name -> directory; {} before the sweep started
     grid: dict | None  # grid.json of its sweep, once the sweep finished
 
     @property
@@ -55,18 +58,29 @@ class Benchmark:
         return self.cfg.eval.benchmark
 
     @property
-    def base_dir(self) -> Path:
-        return next(iter(self.plans.values())).dirs["eval-base"]
+    def base_dir(self) -> Path | None:
+        return next(iter(self.stages.values())).get("eval-base")
+
+    def ssd_dir(self, t_train: float) -> Path | None:
+        return self.stages[t_train].get("eval-ssd")
 
     @classmethod
     def load(cls, path: str | Path) -> Benchmark:
         cfg = load_run_config(config_file=str(path))
-        return cls(
-            Path(path),
-            cfg,
-            {t: StagePlan.of(v) for t, v in t_train_variants(cfg).items()},
-            read_json(sweep_dir(cfg) / "grid.json"),
-        )
+        out = sweep_dir(cfg)
+        manifest = read_json(out / MANIFEST) or {}
+        recorded = manifest.get("stages", {})
+        if manifest and "stages" not in manifest:
+            # Only a sweep started before sweeps recorded their stage directories (December 2026) takes this
+            # path: its directories are derived from its config, as that sweep derived them.
+            recorded = recorded_dirs(sweep_stages(cfg))
+        stages = {t: {name: Path(d) for name, d in recorded.get(str(t), {}).items()} for t in cfg.sweep.t_trains}
+        return cls(Path(path), cfg, out, stages, read_json(out / "grid.json"))
+
+
+def _finished(stage_dir: Path | None) -> bool:
+    """Whether a recorded stage directory holds a finished stage (None: the sweep recorded none yet)."""
+    return stage_dir is not None and finished(stage_dir)
 
 
 @dataclass
@@ -77,8 +91,8 @@ class ChosenScores:
     scores: list[float]
 
 
-def chosen_test_scores(eval_dir: Path) -> ChosenScores | None:
-    if not finished(eval_dir):
+def chosen_test_scores(eval_dir: Path | None) -> ChosenScores | None:
+    if not _finished(eval_dir):
         return None
     summary, results = load_results(eval_dir)
     chosen = summary.chosen(1)
@@ -98,7 +112,7 @@ def _diff_cell(a: list[float], b: list[float]) -> str:
     return f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.2g} ({c['wins']} better / {c['losses']} worse)"
 
 
-def paired_rows(pairs: list[tuple[str, Path, Path]]) -> tuple[list[list[str]], dict | None]:
+def paired_rows(pairs: list[tuple[str, Path | None, Path | None]]) -> tuple[list[list[str]], dict | None]:
     """Table rows "a vs b on test" per benchmark and pooled; the pooled comparison, for the verdict."""
     rows, pooled_a, pooled_b, done = [], [], [], 0
     for label, a_dir, b_dir in pairs:
@@ -148,7 +162,7 @@ def section_setup(benches: list[Benchmark]) -> list:
     ]
     rows = []
     for b in benches:
-        s = load_summary(b.base_dir) if finished(b.base_dir) else None
+        s = load_summary(b.base_dir) if _finished(b.base_dir) else None
         split = f"{len(s.dev_ids)} / {len(s.test_ids)}" if s else "-"
         rows.append(
             [
@@ -176,7 +190,7 @@ def section_headline(benches: list[Benchmark]) -> tuple[list, dict]:
     blocks: list = [Heading("Headline: base vs SSD, each at its dev-chosen T_eval (pass@1 on test, %)")]
     verdicts = {}
     for t in benches[0].cfg.sweep.t_trains:
-        rows, pooled = paired_rows([(b.name, b.base_dir, b.plans[t].dirs["eval-ssd"]) for b in benches])
+        rows, pooled = paired_rows([(b.name, b.base_dir, b.ssd_dir(t)) for b in benches])
         blocks.append(Heading(f"SSD trained on samples at T_train = {t:g}", 3))
         blocks.append(
             Table(["benchmark", "test problems", "base", "SSD", "SSD - base [95% CI], paired sign-flip p"], rows)
@@ -193,9 +207,9 @@ def section_headline(benches: list[Benchmark]) -> tuple[list, dict]:
     return blocks, verdicts
 
 
-def models(b: Benchmark) -> dict[str, Path]:
+def models(b: Benchmark) -> dict[str, Path | None]:
     """The eval dirs an endpoint can name: base, ssd-tT_TRAIN per T_train, and ssd when there is one."""
-    ssd = {f"ssd-t{t:g}": plan.dirs["eval-ssd"] for t, plan in b.plans.items()}
+    ssd = {f"ssd-t{t:g}": b.ssd_dir(t) for t in b.stages}
     return {"base": b.base_dir, **ssd, **({"ssd": next(iter(ssd.values()))} if len(ssd) == 1 else {})}
 
 
@@ -219,7 +233,7 @@ def section_pass_at_k(benches: list[Benchmark]) -> list:
     blocks: list = [Heading("pass@k for every k")]
     for b in benches:
         blocks.append(Heading(b.name, 3))
-        summaries = {name: load_summary(d) if finished(d) else None for name, d in models(b).items() if name != "ssd"}
+        summaries = {name: load_summary(d) if _finished(d) else None for name, d in models(b).items() if name != "ssd"}
         blocks += (
             pass_at_k_blocks(summaries) if any(summaries.values()) else [not_run(f"the evals of {b.config_path}")]
         )
@@ -291,7 +305,7 @@ def section_grid(benches: list[Benchmark], out: Path) -> list:
             ("heatmap.png", f"{b.name}: SSD {g['metric']} over T_train x T_eval"),
             ("teff_fit.png", f"{b.name}: cells against T_eff"),
         ):
-            src = sweep_dir(b.cfg) / png
+            src = b.sweep_dir / png
             if src.is_file():
                 dst = out / "figures" / f"{b.name}-{png}"
                 atomic_write_bytes(dst, src.read_bytes())
@@ -302,7 +316,7 @@ def section_grid(benches: list[Benchmark], out: Path) -> list:
 def _run_of(b: Benchmark, t: float, out: Path) -> Run:
     """The stage directories of one T_train as a report.Run, so the run report's sections serve here.
     The analysis is `ssd run`'s: it exists where the config's own T_train was run with `ssd run`."""
-    return Run(out, {}, {name: d for name, d in b.plans[t].dirs.items() if name != "report" and finished(d)})
+    return Run(out, {}, {name: d for name, d in b.stages[t].items() if finished(d)})
 
 
 def section_models(benches: list[Benchmark], out: Path) -> list:
@@ -326,19 +340,21 @@ def _demote(block):
 
 def section_times(benches: list[Benchmark]) -> list:
     blocks: list = [Heading("Wall time per stage on this machine")]
-    dirs = {}
+    stages: dict = {}  # directory (its label where the sweep recorded none) -> (label, directory)
+
+    def add(label: str, d: Path | None) -> None:
+        stages.setdefault(d or label, (label, d))  # benchmarks share the samples and trained models: one row
+
     for b in benches:
-        for t, plan in b.plans.items():
+        for t, dirs in b.stages.items():
             for name in ("samples", "train", "eval-ssd"):
-                dirs.setdefault(
-                    plan.dirs[name], f"{name} (T_train {t:g}{', ' + b.name if name == 'eval-ssd' else ''})"
-                )
-        dirs.setdefault(b.base_dir, f"eval-base ({b.name})")
+                add(f"{name} (T_train {t:g}{', ' + b.name if name == 'eval-ssd' else ''})", dirs.get(name))
+        add(f"eval-base ({b.name})", b.base_dir)
         if b.grid and b.grid.get("teff_baseline"):
-            dirs.setdefault(Path(b.grid["teff_baseline"]["eval_dir"]), f"eval-base at T_eff ({b.name})")
+            add(f"eval-base at T_eff ({b.name})", Path(b.grid["teff_baseline"]["eval_dir"]))
     rows = []
-    for d, label in dirs.items():
-        if not finished(d):
+    for label, d in stages.values():
+        if not _finished(d):
             rows.append([label, "-", "-", "-", "not run or unfinished"])
             continue
         m = load_manifest(d)
