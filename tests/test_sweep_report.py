@@ -176,3 +176,24 @@ def test_sweeps_started_before_they_recorded_their_stages_are_derived_as_they_ra
         assert "stages" not in load_manifest(b.sweep_dir) and b.grid
         assert b.base_dir == Path(b.grid["eval_dirs"]["base"])
         assert {t: b.ssd_dir(t) for t in b.stages} == {t: Path(b.grid["eval_dirs"][str(t)]) for t in (1.6, 1.0)}
+
+
+def test_a_run_config_reports_the_directories_ssd_run_recorded(tmp_path):
+    """A config run with `ssd run`, not swept (experiment 2): one T_train, "ssd" names its SSD eval, and the
+    directories are the ones RUN_DIR/manifest.json records (none before the run started)."""
+    config = tmp_path / "run.yaml"
+    run = {
+        **CONFIG,
+        "output_dir": str(tmp_path / "runs"),
+        "sample": {"limit": 8, "temperature": 1.6},
+        "eval": {**CONFIG["eval"], "benchmark": "humaneval"},
+        "report": {"primary": ["P1: pass@1 ssd@0.8 vs base@0.8"]},
+    }
+    del run["sweep"]
+    config.write_text(yaml.safe_dump(run))
+    assert Benchmark.load(config).stages == {1.6: {}}
+    text = sweep_report([config], tmp_path / "out").read_text()
+    assert "| P1 | pass@1: ssd@0.8 vs base@0.8 | - | - | not run |" in text
+    atomic_write_json(tmp_path / "runs" / "manifest.json", {"stages": {"eval-base": {"dir": "/elsewhere/eval-base"}}})
+    b = Benchmark.load(config)
+    assert b.base_dir == Path("/elsewhere/eval-base") and b.cfg.sweep.t_evals == T_EVALS

@@ -289,7 +289,10 @@ def run(cfg: RunConfig) -> Path:
     s = Stages.of(cfg)
     refuse_without_eval_data(s.cfg.eval)
     root, d = s.plan.root, s.dirs
-    manifest = RunDir.open(root, "run", s.cfg, extra={"stages": {}}, index=True)
+    # the stage directories recorded before any stage runs, so the report of a partial run finds them too
+    manifest = RunDir.open(
+        root, "run", s.cfg, extra={"stages": {name: {"dir": str(d[name])} for name in d}}, index=True
+    )
     clock = StageClock(list(d))
 
     def step(name: str, stage_cfg, fn: Callable, **kwargs) -> None:

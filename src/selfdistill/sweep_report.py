@@ -17,14 +17,14 @@ and the paired comparison runs on the joined vector.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 
 from . import metrics
-from .config import ConfigError, RunConfig, load_run_config
+from .config import ConfigError, RunConfig, SweepConfig, load_run_config
 from .document import Heading, Image, Para, Table, percent, render_markdown
 from .manifest import MANIFEST, atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json
 from .pipeline import recorded_dirs, sweep_dir, sweep_stages
@@ -70,7 +70,16 @@ class Benchmark:
         out = sweep_dir(cfg)
         manifest = read_json(out / MANIFEST) or {}
         recorded = manifest.get("stages", {})
-        if manifest and "stages" not in manifest:
+        run = read_json(Path(cfg.output_dir) / MANIFEST)  # `ssd run`'s, where this config was run rather than swept
+        if not manifest and (run or cfg.sweep == SweepConfig()):
+            # A run config (experiment 2): one T_train, its evals at the eval temperatures, and the directories
+            # RUN_DIR/manifest.json records ({} before `ssd run` started).
+            t = cfg.sample.temperature
+            recorded = {
+                str(t): {name: s["dir"] for name, s in (run or {}).get("stages", {}).items() if name != "report"}
+            }
+            cfg = replace(cfg, sweep=replace(cfg.sweep, t_trains=[t], t_evals=cfg.eval.temperatures))
+        elif manifest and "stages" not in manifest:
             # Only a sweep started before sweeps recorded their stage directories (December 2026) takes this
             # path: its directories are derived from its config, as that sweep derived them.
             recorded = recorded_dirs(sweep_stages(cfg))
