@@ -36,7 +36,8 @@ Output directory (cfg.output_dir):
                        machine with several GPUs (local_replicas, engine.py), on replicas of a Ray
                        instance started here, grading in this process's sandbox
   results/oracle.jsonl --oracle: the same records for the reference solutions (temperature null)
-  summary.json         results.EvalSummary, every field commented there: benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
+  summary.json         results.EvalSummary, every field commented there: benchmark, label ("all tests", or
+                       "public tests" for the shared LiveCodeBench copy),
                        grading (the profile), problem ids and the dev/test split; per temperature ("0.70"):
                        n (samples per problem; the most, for replies made elsewhere) and, per pass@k,
                        {mean, ci_lo, ci_hi, n_problems} on all problems, dev and test, and by difficulty
@@ -184,7 +185,8 @@ def _sweep(
                 )
                 _plan_test_phase(plan[best], cfg, test)
                 console.print(
-                    f"T={best:g} chosen on the {len(dev)} dev problems (pass@1); decoding the {len(test)} test problems with {samples_per_problem(cfg, best, test=True)} samples each"
+                    f"T={best:g} chosen on the {len(dev)} dev problems (pass@1); decoding the {len(test)} test "
+                    f"problems with {samples_per_problem(cfg, best, test=True)} samples each"
                 )
             missing = sum(len(block) for block in _pending_blocks(plan).values())
             if not missing:
@@ -381,7 +383,8 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
     atomic_write_json(summary_path(run.path), summary)
     run.finish(n_problems=len(records))
     console.print(
-        f"oracle {bench.name}: {summary['passed']}/{summary['n_problems']} references pass ({100 * summary['pass_rate']:.1f}%)"
+        f"oracle {bench.name}: {summary['passed']}/{summary['n_problems']} references pass "
+        f"({100 * summary['pass_rate']:.1f}%)"
     )
     for f in failures:
         console.print(f"  [red]{f['problem_id']}[/] {f['status']}: {f['detail'][:300]}")

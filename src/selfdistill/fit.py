@@ -152,13 +152,15 @@ def scored_samples(cfg: FitConfig, manifest: dict) -> tuple[list[dict], list[dic
         overlap = {str(r["prompt_id"]) for r in held} & {str(r["prompt_id"]) for r in trained}
         if overlap:
             raise FitError(
-                f"{cfg.heldout}: {len(overlap)} of its prompts were trained on (e.g. {sorted(overlap)[0]!r}); held-out samples must be of other prompts"
+                f"{cfg.heldout}: {len(overlap)} of its prompts were trained on (e.g. {sorted(overlap)[0]!r}); "
+                "held-out samples must be of other prompts"
             )
     else:
         held = [r for r in records if sample_key(r) in held_keys]
     if not held:
         raise FitError(
-            f"{cfg.train_dir} set no samples aside (train.holdout = 0): give heldout, a samples dir of prompts it never trained on"
+            f"{cfg.train_dir} set no samples aside (train.holdout = 0): give heldout, "
+            "a samples dir of prompts it never trained on"
         )
     rng = random.Random(cfg.seed)
     pick = lambda rs, n: rs if n is None or n >= len(rs) else rng.sample(rs, n)
@@ -183,7 +185,8 @@ def model_of(cfg: FitConfig, manifest: dict) -> tuple[str | None, int]:
         if candidate.is_dir():
             return str(candidate), cfg.step
     raise FitError(
-        f"{train_dir}: no checkpoints/checkpoint-{cfg.step} or snapshots/step-{cfg.step} (checkpoints are kept every train.save_steps, the last two)"
+        f"{train_dir}: no checkpoints/checkpoint-{cfg.step} or snapshots/step-{cfg.step} (checkpoints are kept every "
+        "train.save_steps, the last two)"
     )
 
 
@@ -312,8 +315,8 @@ def fit(cfg: FitConfig) -> Path:
     truncation = sampled_with(manifest["config"]["samples"])
     if truncation.get("top_k", 0) <= 0 and truncation.get("top_p", 1.0) >= 1.0:
         raise FitError(
-            f"{manifest['config']['samples']}: sampled untruncated, so the target's support is the whole vocabulary and cannot be cached; "
-            "the fit needs a top-k or top-p truncation"
+            f"{manifest['config']['samples']}: sampled untruncated, so the target's support is the whole vocabulary "
+            "and cannot be cached; the fit needs a top-k or top-p truncation"
         )
     held, trained, files = scored_samples(cfg, manifest)
     run = RunDir.open(

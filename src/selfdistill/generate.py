@@ -81,12 +81,13 @@ class SamplingSpec:
             or self.max_tokens < 1
         ):
             raise ValueError(
-                f"invalid sampling spec {self}: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, 0 <= min_p < 1, n >= 1, max_tokens >= 1"
+                f"invalid sampling spec {self}: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, "
+                "0 <= min_p < 1, n >= 1, max_tokens >= 1"
             )
         if self.targets and (self.temperature == 0 or self.top_k == 0):
             raise ValueError(
-                f"invalid sampling spec {self}: targets need temperature > 0 (a greedy token's target is the token) and top_k > 0 "
-                "(top-k bounds the support stored per token)"
+                f"invalid sampling spec {self}: targets need temperature > 0 (a greedy token's target is the token) "
+                "and top_k > 0 (top-k bounds the support stored per token)"
             )
 
     @classmethod
@@ -685,7 +686,8 @@ class VLLMGenerator(Generator):
 
         if spec.targets and not self.targets:
             raise ValueError(
-                "this vLLM engine was started without targets=True: its logprobs would be the raw model's, not the sampling distribution"
+                "this vLLM engine was started without targets=True: its logprobs would be the raw model's, "
+                "not the sampling distribution"
             )
         return SamplingParams(
             n=spec.n,
@@ -783,7 +785,8 @@ class VLLMGenerator(Generator):
         }
         if not spec.per_request_seeds:
             effective["seeds"] = (
-                f"none per request (per_request_seeds false): the engine's RNG, seeded {self.seed}; replies depend on batching and are not reproducible"
+                f"none per request (per_request_seeds false): the engine's RNG, seeded {self.seed}; replies depend on "
+                "batching and are not reproducible"
             )
         return effective
 

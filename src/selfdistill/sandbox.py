@@ -2,8 +2,8 @@
 
 Public API:
     execute(program, stdin=None, limits=Limits()) -> Result          one plain run
-    Pool(workers=None, limits=Limits())                             warm workers; .map(jobs, deadline=None):
-                                                                    AssertTests | CallTests | StdioTests | (program, stdin)
+    Pool(workers=None, limits=Limits())                             warm workers; .map(jobs, deadline=None),
+        jobs: AssertTests | CallTests | StdioTests | (program, stdin)
 
 How (details in _sandbox_child.py, which is the code that runs inside):
   * Isolation ("namespaces" mode): a zygote interpreter enters new mount, network, IPC, UTS and PID
