@@ -29,7 +29,8 @@ REPLIES = [
     ("HumanEval/0", "```python\ndef add(a, b):\n    return a + b\n```"),
     (
         "HumanEval/1",
-        "Here is a solution.\n\n```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n```",
+        "Here is a solution.\n\n```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, "
+        "b = b, a + b\n    return a\n```",
     ),
     ("HumanEval/2", "```python\ndef is_even(x):\n    return x % 2 == 0\n```\nThis checks the remainder."),
 ]
@@ -414,7 +415,7 @@ def test_analyze_alone_classifies_at_the_truncation_ssd_run_gives_it(tmp_path, p
     )
 
 
-# ---------------------------------------------------------------- fork classifications, on per-position arrays (no model)
+# ------------------------------------------------------------- fork classifications, on per-position arrays (no model)
 
 
 def synthetic_positions(replies: list[list[tuple[int, int, float, float]]]) -> dict[str, dict[str, np.ndarray]]:

@@ -186,7 +186,7 @@ def test_oracle_is_not_available_for_livecodebench(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# ---------------------------------------------------------------------------- the sweep with a real model, kill -9, resume
+# ------------------------------------------------------------------------ the sweep with a real model, kill -9, resume
 
 SWEEP = {
     "model": "tiny-random",

@@ -366,7 +366,7 @@ def test_spec_validation():
         load_generator("tiny-random", "tensorrt")
 
 
-# ---------------------------------------------------------------------------- GPT-OSS: pinned date, reasoning effort, channels
+# -------------------------------------------------------------------- GPT-OSS: pinned date, reasoning effort, channels
 
 
 def test_chat_date_is_pinned_and_reasoning_effort_passed(harmony_tokenizer, clock):
@@ -394,7 +394,10 @@ def test_harmony_replies_keep_their_channels(harmony_tokenizer, tiny_model):
 
     plain = AutoTokenizer.from_pretrained(tiny_model)
     assert keeps_channels(harmony_tokenizer) and not keeps_channels(plain)
-    reply = "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>```python\nprint(1)\n```"
+    reply = (
+        "<|channel|>analysis<|message|>Think.<|end|>"
+        "<|start|>assistant<|channel|>final<|message|>```python\nprint(1)\n```"
+    )
     stop = harmony_tokenizer.convert_tokens_to_ids("<|return|>")
     ids = harmony_tokenizer(reply, add_special_tokens=False).input_ids + [stop]
     generator = SimpleNamespace(stop_token_ids=[stop], tokenizer=harmony_tokenizer, keeps_channels=True, pad_id=0)
@@ -499,7 +502,10 @@ def test_eval_dtype_float32_serves_a_bf16_checkpoint_in_float32(tiny_model, back
 
     if backend == "vllm":
         pytest.importorskip("vllm")
-    settings = {d: EngineSettings.of(EvalConfig(model=tiny_model, backend=backend, max_tokens=16, max_model_len=96, dtype=d)) for d in ("auto", "float32")}  # fmt: skip
+    settings = {
+        d: EngineSettings.of(EvalConfig(model=tiny_model, backend=backend, max_tokens=16, max_model_len=96, dtype=d))
+        for d in ("auto", "float32")
+    }
     assert settings["auto"] != settings["float32"]
     auto = torch.bfloat16 if native_bf16() else torch.float32
     for dtype, expected in (("float32", torch.float32), ("auto", auto)):
