@@ -69,7 +69,7 @@ def _regrade(eval_dir: Path, cfg: EvalConfig, plain, sanitized, pool: Pool) -> C
     before = plain.grade_many([problems[r["problem_id"]] for r in changed], [r["reply"] for r in changed], pool)
     after = sanitized.grade_many([problems[r["problem_id"]] for r in changed], [r["reply"] for r in changed], pool)
     n = Counter(replies=len(records), failing=sum(not r["passed"] for r in records), changed=len(changed))
-    for r, b, a in zip(changed, before, after):
+    for r, b, a in zip(changed, before, after, strict=True):
         if b.passed != r["passed"]:
             n["regrade differs from the record"] += 1
         elif a.passed != b.passed:

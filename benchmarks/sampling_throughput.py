@@ -252,7 +252,7 @@ def compare_closed_and_stream(args, prompts: list[list[dict]], spec: SamplingSpe
     with load_generator(
         args.model, "vllm", max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs
     ) as generator:
-        requests = [Request(generator.chat_prompt(m), spec, seed) for m, seed in zip(prompts, seeds)]
+        requests = [Request(generator.chat_prompt(m), spec, seed) for m, seed in zip(prompts, seeds, strict=True)]
         concurrency = args.decode_concurrency or min(len(requests), generator.max_num_seqs)
         print(
             f"{args.model}: {len(requests)} prompts, max_tokens {spec.max_tokens}, "
@@ -290,7 +290,7 @@ def compare_closed_and_stream(args, prompts: list[list[dict]], spec: SamplingSpe
     )
     same = sum(
         [c.token_ids for c in a] == [c.token_ids for c in b]
-        for a, b in zip(closed.pop("replies"), stream.pop("replies"))
+        for a, b in zip(closed.pop("replies"), stream.pop("replies"), strict=True)
     )
     results = {
         "model": args.model,

@@ -155,7 +155,9 @@ def test_top_k_before_top_p_equals_vllm_full_sort():
 
 def _reference_full_sort(logits: torch.Tensor, k: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """vLLM's full sort, row by row, as the reference computes it (no engine needed)."""
-    return torch.cat([truncate_logits(row[None], 1.0, int(k_), float(p_)) for row, k_, p_ in zip(logits, k, p)])
+    return torch.cat(
+        [truncate_logits(row[None], 1.0, int(k_), float(p_)) for row, k_, p_ in zip(logits, k, p, strict=True)]
+    )
 
 
 def test_top_k_before_top_p_sorts_rows_with_a_large_top_k():
@@ -269,7 +271,7 @@ def stream_requests(generator) -> list[Request]:
     too_long = generator.chat_prompt([{"role": "user", "content": "word " * 200}])
     specs = [SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=2 + 2 * i) for i in range(7)]
     specs[3], specs[5] = SamplingSpec(temperature=0, max_tokens=6), SamplingSpec(temperature=1.0, n=2, max_tokens=5)
-    return [Request(p, spec, seed=100 + i) for i, (p, spec) in enumerate(zip(prompts, specs))] + [
+    return [Request(p, spec, seed=100 + i) for i, (p, spec) in enumerate(zip(prompts, specs, strict=True))] + [
         Request(too_long, specs[0])
     ]
 

@@ -63,7 +63,7 @@ def test_plain_statuses(pool):
         ("print('ok')", "passed"),
     ]
     results = pool.map([(program, None) for program, _ in cases])
-    for (program, status), r in zip(cases, results):
+    for (program, status), r in zip(cases, results, strict=True):
         assert r.status == status, (program, r)
     assert results[0].exit_code == 3 and results[0].detail == "exit code 3"
     assert results[1].detail == "ValueError: boom" and "Traceback" in results[1].stderr
