@@ -426,7 +426,7 @@ class SandboxNode:
 
     def map(self, shipped: list, deadline: float | None) -> list[Result]:
         refs = list({s.tests for s in shipped if isinstance(s, _Shipped)})
-        tests = dict(zip(refs, ray.get(refs)))
+        tests = dict(zip(refs, ray.get(refs), strict=True))
         jobs = [
             dataclasses.replace(tests[s.tests], program=s.program) if isinstance(s, _Shipped) else s for s in shipped
         ]
@@ -553,7 +553,7 @@ class RayPool:
         for ref in done:
             node = calls[ref]
             try:
-                for i, r in zip(shares[node], ray.get(ref)):
+                for i, r in zip(shares[node], ray.get(ref), strict=True):
                     results[i] = r
             except ray.exceptions.RayActorError as e:
                 console.print(

@@ -258,7 +258,7 @@ def _regrade(bench, plan: dict, problems: list[Problem], pool: Pool, everything:
     why = "graded under other rules" if everything else "that the sandbox failed to grade or never ran"
     console.print(f"regrading {len(stale)} replies at T={t_label(plan['T'])} {why}")
     verdicts = bench.grade_many([by_id[r["problem_id"]] for r in stale], [r["reply"] for r in stale], pool)
-    for r, v in zip(stale, verdicts):
+    for r, v in zip(stale, verdicts, strict=True):
         r.update(status=v.status, passed=v.passed, detail=v.detail)
     _save(plan)
 
@@ -282,7 +282,7 @@ def _generate(
     ):
         graded = []
         for key, completions in finished:
-            block = [(*r, c) for r, c in zip(blocks[key], completions)]
+            block = [(*r, c) for r, c in zip(blocks[key], completions, strict=True)]
             graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, block, progress))
             for future in graded:
                 if future.done():
@@ -303,7 +303,7 @@ def _grade_block(
     """Grade one block's (T, problem, sample index, seed, completion) and rewrite its temperature's file."""
     T = block[0][0]
     verdicts = bench.grade_many([prob for _, prob, *_ in block], [c.text for *_, c in block], pool)
-    for (_, prob, j, seed, c), v in zip(block, verdicts):
+    for (_, prob, j, seed, c), v in zip(block, verdicts, strict=True):
         if c.finish_reason == "prompt_too_long":
             v = benchmarks.Verdict(
                 "extraction_failed", False, f"the prompt does not fit max_model_len={cfg.max_model_len}"
@@ -345,7 +345,7 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
         for i in range(0, len(todo), BLOCK):
             block = todo[i : i + BLOCK]
             replies = [bench.oracle_reply(p) for p in block]
-            for p, reply, v in zip(block, replies, bench.grade_many(block, replies, pool)):
+            for p, reply, v in zip(block, replies, bench.grade_many(block, replies, pool), strict=True):
                 done[p.id] = {
                     "problem_id": p.id,
                     "temperature": None,

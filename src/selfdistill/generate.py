@@ -133,7 +133,7 @@ class Targets:
         return cls(
             *(
                 np.concatenate([getattr(t, f.name) for t in parts] or [np.zeros(0, dtype)])
-                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))
+                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32), strict=True)
             )
         )
 
@@ -144,13 +144,17 @@ class Targets:
         return [
             Targets(self.counts[t0:t1], self.ids[e0:e1], self.probs[e0:e1])
             for t0, t1, e0, e1 in zip(
-                np.concatenate([[0], token_ends[:-1]]), token_ends, np.concatenate([[0], entry_ends[:-1]]), entry_ends
+                np.concatenate([[0], token_ends[:-1]]),
+                token_ends,
+                np.concatenate([[0], entry_ends[:-1]]),
+                entry_ends,
+                strict=True,
             )
         ]
 
     def rows(self) -> list[tuple[np.ndarray, np.ndarray]]:
         ends = np.cumsum(self.counts)
-        return [(self.ids[e - n : e], self.probs[e - n : e]) for n, e in zip(self.counts, ends)]
+        return [(self.ids[e - n : e], self.probs[e - n : e]) for n, e in zip(self.counts, ends, strict=True)]
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -163,7 +167,7 @@ class Targets:
         return cls(
             *(
                 np.frombuffer(base64.b64decode(data[f.name]), dtype).copy()
-                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))
+                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32), strict=True)
             )
         )
 
@@ -318,7 +322,10 @@ def truncated_support(truncated: torch.Tensor) -> list[tuple[list[int], list[flo
     kept = torch.isfinite(truncated)
     probs, ids = truncated.float().softmax(-1).topk(int(kept.sum(-1).max()), dim=-1)
     counts = kept.sum(-1).tolist()
-    return [(row_ids[:n].tolist(), row_probs[:n].tolist()) for row_ids, row_probs, n in zip(ids, probs, counts)]
+    return [
+        (row_ids[:n].tolist(), row_probs[:n].tolist())
+        for row_ids, row_probs, n in zip(ids, probs, counts, strict=True)
+    ]
 
 
 def hf_logits_processors(spec: SamplingSpec):
@@ -379,7 +386,7 @@ class Generator:
         if not len(seeds) == len(specs) == len(prompts):
             raise ValueError(f"{len(prompts)} prompts, {len(specs)} specs and {len(seeds)} seeds")
         out: list[list[Completion]] = [[] for _ in prompts]
-        for i, completions in self.stream([Request(*r) for r in zip(prompts, specs, seeds)]):
+        for i, completions in self.stream([Request(*r) for r in zip(prompts, specs, seeds, strict=True)]):
             out[i] = completions
             if progress:
                 progress(len(completions), sum(len(c.token_ids) for c in completions))
@@ -402,7 +409,7 @@ class Generator:
             raise ValueError(f"max_in_flight={max_in_flight}: at least one sequence must decode")
         token_ids = [self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
         fits = []
-        for i, (r, ids) in enumerate(zip(requests, token_ids)):
+        for i, (r, ids) in enumerate(zip(requests, token_ids, strict=True)):
             if len(ids) < self.max_model_len:
                 fits.append(i)
             else:
@@ -917,7 +924,7 @@ class HFGenerator(Generator):
             for row in rows[start : start + max_in_flight]:
                 batches.setdefault((repr(jobs[row[0]].spec), len(jobs[row[0]].token_ids)), []).append(row)
             for batch in batches.values():
-                for (k, j, _), completion in zip(batch, self._decode(batch, jobs)):
+                for (k, j, _), completion in zip(batch, self._decode(batch, jobs), strict=True):
                     out[k][j] = completion
                     missing[k] -= 1
                     if not missing[k]:

@@ -218,7 +218,7 @@ def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance
     for i in range(0, len(todo), BLOCK):
         block = todo[i : i + BLOCK]
         verdicts = bench.grade_many([p for p, _, _ in block], [r.text for _, _, r in block], pool)
-        for (p, j, r), v in zip(block, verdicts):
+        for (p, j, r), v in zip(block, verdicts, strict=True):
             records[p.id, j] = {
                 "problem_id": p.id,
                 "temperature": T,

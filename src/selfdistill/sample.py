@@ -307,7 +307,7 @@ def _generate_shards(
         for k, completions in finished:
             records = [
                 _record(p, messages[p.id], prompt_texts[p.id], j, r.seed, c)
-                for (p, j), r, c in zip(samples[k], units[k], completions)
+                for (p, j), r, c in zip(samples[k], units[k], completions, strict=True)
             ]
             if spec.targets:  # first: a shard on disk has its distributions beside it
                 write_targets(_shard_path(run.path, k), records, [c.targets for c in completions])

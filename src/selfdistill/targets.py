@@ -172,7 +172,9 @@ def _counts(shards: list[Path]) -> dict:
     for shard in shards:
         for r, targets in zip(read_jsonl(shard), shard_targets(shard), strict=True):
             survivors.append(targets.counts)
-            outside += sum(token not in ids for token, (ids, _) in zip(r["reply_token_ids"], targets.rows()))
+            outside += sum(
+                token not in ids for token, (ids, _) in zip(r["reply_token_ids"], targets.rows(), strict=True)
+            )
     counts = np.concatenate([np.zeros(0, np.int32), *survivors])
     return {
         "reply_tokens": int(len(counts)),
