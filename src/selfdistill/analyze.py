@@ -609,6 +609,11 @@ def fork_difference_table(summary: dict) -> list[list[str]]:
     ]
 
 
+def format_measure(value: float | None) -> str:
+    """Three decimals, or "-" where the measure is undefined."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def print_summary(summary: dict) -> None:
     from rich.table import Table
 
@@ -621,14 +626,13 @@ def print_summary(summary: dict) -> None:
     table = Table(title="entropy after truncation (nats) at base-classified lock and fork positions")
     for col in ("T_eval", "base lock", "SSD lock", "base fork", "SSD fork"):
         table.add_column(col, justify="right")
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for r in summary["lock_fork"]:
         table.add_row(
             f"{r['t_eval']:g}",
-            fmt(r["base_lock_entropy"]),
-            fmt(r["ssd_lock_entropy"]),
-            fmt(r["base_fork_entropy"]),
-            fmt(r["ssd_fork_entropy"]),
+            format_measure(r["base_lock_entropy"]),
+            format_measure(r["ssd_lock_entropy"]),
+            format_measure(r["base_fork_entropy"]),
+            format_measure(r["ssd_fork_entropy"]),
         )
     console.print(table)
     table = Table(
@@ -676,7 +680,7 @@ def analyze(cfg: AnalyzeConfig) -> Path:
         )
 
     summary = summarize(positions, cfg)
-    summary["replies"] = [{"id": r["id"], "reply_tokens": len(s[1])} for r, s in zip(replies, sequences)]
+    summary["replies"] = [{"id": r["id"], "reply_tokens": len(s[1])} for r, s in zip(replies, sequences, strict=True)]
     summary["models"] = {
         name: {"model": getattr(cfg, f"{name}_model"), "path": paths[name], "sha256": inputs.get(paths[name])}
         for name in MODELS

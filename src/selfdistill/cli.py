@@ -124,10 +124,14 @@ def _fields(cls) -> str:
     """Every config field of a stage with its type, default and help, for the command's --help."""
     hints = cfgmod.typing.get_type_hints(cls)
     default = cls()
-    type_name = lambda tp: (
-        tp.__name__ if isinstance(tp, type) and not cfgmod.typing.get_origin(tp) else str(tp)
-    )  # list[str], not list
-    in_range = lambda check: f"; range {check.interval}" if isinstance(check, cfgmod.Within) else ""
+
+    def type_name(tp) -> str:
+        # list[str], not list
+        return tp.__name__ if isinstance(tp, type) and not cfgmod.typing.get_origin(tp) else str(tp)
+
+    def in_range(check) -> str:
+        return f"; range {check.interval}" if isinstance(check, cfgmod.Within) else ""
+
     rows = [
         f"{f.name} ({type_name(hints[f.name])} = {getattr(default, f.name)!r}): "
         f"{f.metadata.get('help', '')}{in_range(f.metadata.get('check'))}"

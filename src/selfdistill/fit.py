@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import plots
-from .analyze import FORK_MIN_SURVIVORS, AnalyzeError, _load_npz, load_model, score
+from .analyze import FORK_MIN_SURVIVORS, AnalyzeError, _load_npz, format_measure, load_model, score
 from .config import FitConfig
 from .generate import truncate_logits
 from .manifest import RunDir, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl
@@ -125,7 +125,7 @@ class Target:
         lengths = self.arrays["support_len"][first : first + count]
         ids = torch.zeros(count, int(lengths.max()), dtype=torch.int64)
         q = torch.zeros(count, int(lengths.max()), dtype=torch.float64)
-        for row, (start, n) in enumerate(zip(self.offsets[first : first + count], lengths)):
+        for row, (start, n) in enumerate(zip(self.offsets[first : first + count], lengths, strict=True)):
             ids[row, :n] = torch.from_numpy(self.arrays["support_ids"][start : start + n])
             q[row, :n] = torch.from_numpy(self.arrays["support_q"][start : start + n])
         return ids, q
@@ -163,7 +163,10 @@ def scored_samples(cfg: FitConfig, manifest: dict) -> tuple[list[dict], list[dic
             "a samples dir of prompts it never trained on"
         )
     rng = random.Random(cfg.seed)
-    pick = lambda rs, n: rs if n is None or n >= len(rs) else rng.sample(rs, n)
+
+    def pick(records: list, n: int | None) -> list:
+        return records if n is None or n >= len(records) else rng.sample(records, n)
+
     return pick(held, cfg.heldout_samples), pick(trained, cfg.train_samples), files
 
 
@@ -236,14 +239,13 @@ FIT_HEADER = [
 
 def fit_table(rows: list[dict], classes: tuple[str, ...] = CLASSES) -> list[list[str]]:
     """The rows as table lines (FIT_HEADER): per step, set and class."""
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     return [
         [
             str(r["step"]),
             name,
             kind,
             str(r[f"{name}_{kind}"]["positions"]),
-            *(fmt(r[f"{name}_{kind}"][k]) for k in MEASURES),
+            *(format_measure(r[f"{name}_{kind}"][k]) for k in MEASURES),
         ]
         for r in rows
         for name in SETS
@@ -272,6 +274,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         axes,
         ("tail", "within_kl", "entropy"),
         ("tail term -log p(S)", "within-support KL(q || p|S)", "entropy within the support H(p|S)"),
+        strict=True,
     ):
         for name, style in (("heldout", "-"), ("train", "--")):
             for kind in ("fork", "lock"):

@@ -752,7 +752,7 @@ def with_soft_targets(examples: list[dict], records: list[dict], samples_dir: Pa
         if reply is None or len(targets) != len(reply):
             raise TrainError(f"{where}: {len(targets)} stored distributions for {len(reply or [])} reply tokens")
         rows = targets.rows()
-        for t, (token, (ids, _)) in enumerate(zip(reply, rows)):
+        for t, (token, (ids, _)) in enumerate(zip(reply, rows, strict=True)):
             if drawn and token not in ids:
                 raise TrainError(
                     f"{where}: reply token {t} ({token}) is not among the survivors of its stored distribution"
@@ -896,7 +896,7 @@ class SoftTargetCollator:
         batch = self.collator([{k: v for k, v in e.items() if k not in SOFT_TARGET_COLUMNS} for e in examples])
         rows = [tuple(np.asarray(e[k]) for k in SOFT_TARGET_COLUMNS) for e in examples]
         if getattr(self.collator, "padding_free", False):  # one row of every example, in order
-            rows = [tuple(np.concatenate(column) for column in zip(*rows))]
+            rows = [tuple(np.concatenate(column) for column in zip(*rows, strict=True))]
         width = max(int(counts.max(initial=0)) for counts, _, _ in rows) or 1
         ids = np.zeros((*batch["input_ids"].shape, width), dtype=np.int64)
         probs = np.zeros((*batch["input_ids"].shape, width), dtype=np.float32)
@@ -1050,7 +1050,7 @@ def base_tensors(model_path: str):
         root = Path(snapshot_download(model_path, allow_patterns=["*.safetensors"]))
     for file in sorted(root.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 - a safetensors file is no dict: keys() is its API
                 yield name, f.get_tensor(name)
 
 
