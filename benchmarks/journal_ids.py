@@ -25,10 +25,10 @@ records = [json.loads(line) for shard in shard_files(out) for line in shard.read
 texts = Decoder(cfg).render({r["prompt_id"]: r["messages"] for r in records})
 spec = SamplingSpec.from_config(cfg, temperature=cfg.temperature)
 seeds = [request_seed(cfg.seed, r["prompt_id"], r["sample_index"]) for r in records]
-ids = {_request_id(Request(texts[r["prompt_id"]], spec, seed)) for r, seed in zip(records, seeds)}
+ids = {_request_id(Request(texts[r["prompt_id"]], spec, seed)) for r, seed in zip(records, seeds, strict=True)}
 print(
     f"{len(records)} records in {len(shard_files(out))} shards: "
     f"prompt text the same {sum(texts[r['prompt_id']] == r['prompt_text'] for r in records)}, "
-    f"seed the same {sum(seed == r['seed'] for r, seed in zip(records, seeds))}, "
+    f"seed the same {sum(seed == r['seed'] for r, seed in zip(records, seeds, strict=True))}, "
     f"request in the journal {len(ids & journal)} of {len(ids)} (the journal holds {len(journal)} requests)"
 )

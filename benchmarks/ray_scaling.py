@@ -5,7 +5,8 @@ and checks that all three runs give the same completions.
     .venv/bin/python benchmarks/ray_scaling.py                      # a local 2-node cluster, tiny-random, hf
     .venv/bin/python benchmarks/ray_scaling.py --model qwen2.5-coder-0.5b-instruct --backend vllm \\
         --shards 16 --shard-size 8 --max-tokens 256 --cpus-per-node 1 --out ray_scaling.json
-    .venv/bin/python benchmarks/ray_scaling.py --ray-address auto ...   # a running cluster (GPU nodes: a replica per GPU)
+    # a running cluster (GPU nodes: a replica per GPU)
+    .venv/bin/python benchmarks/ray_scaling.py --ray-address auto ...
 
 Without --ray-address the cluster is two nodes of --cpus-per-node CPUs on loopback (ray.cluster_utils), one
 replica per node, so on a small machine the two replicas share its cores: the speed-up shows what Ray
@@ -124,11 +125,12 @@ def main():
     }
     for name, r in runs.items():
         print(
-            f"{name:13s} {r['seconds']:8.2f} s  {r['tokens_per_second']:8.1f} tokens/s  (load {r['load_seconds']} s; shards per node {list(r['shards_per_node'].values()) or '-'})"
+            f"{name:13s} {r['seconds']:8.2f} s  {r['tokens_per_second']:8.1f} tokens/s  (load {r['load_seconds']} s; "
+            f"shards per node {list(r['shards_per_node'].values()) or '-'})"
         )
     print(
-        f"2 replicas over 1: {summary['speedup_2_over_1']:.2f}x; Ray's overhead per shard (1 replica against this process): "
-        f"{summary['overhead_per_shard_seconds']:+.3f} s; identical completions in all three runs: {same}"
+        f"2 replicas over 1: {summary['speedup_2_over_1']:.2f}x; Ray's overhead per shard (1 replica against this "
+        f"process): {summary['overhead_per_shard_seconds']:+.3f} s; identical completions in all three runs: {same}"
     )
     if args.out:
         with open(args.out, "w") as f:

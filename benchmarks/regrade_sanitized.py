@@ -69,7 +69,7 @@ def _regrade(eval_dir: Path, cfg: EvalConfig, plain, sanitized, pool: Pool) -> C
     before = plain.grade_many([problems[r["problem_id"]] for r in changed], [r["reply"] for r in changed], pool)
     after = sanitized.grade_many([problems[r["problem_id"]] for r in changed], [r["reply"] for r in changed], pool)
     n = Counter(replies=len(records), failing=sum(not r["passed"] for r in records), changed=len(changed))
-    for r, b, a in zip(changed, before, after):
+    for r, b, a in zip(changed, before, after, strict=True):
         if b.passed != r["passed"]:
             n["regrade differs from the record"] += 1
         elif a.passed != b.passed:
@@ -104,8 +104,9 @@ def main() -> None:
     print("\nby benchmark and model (all temperatures and evals): fail -> pass as a share of the failing replies")
     for (bench, model), n in sorted(totals.items()):
         print(
-            f"  {bench:<15} {model:<5} {n['replies']:>5} replies, {n['failing']:>5} failing, {n['changed']:>4} programs changed: "
-            f"{n['fail -> pass']} fail -> pass ({100 * n['fail -> pass'] / max(n['failing'], 1):.1f}% of failing), {n['pass -> fail']} pass -> fail, "
+            f"  {bench:<15} {model:<5} {n['replies']:>5} replies, {n['failing']:>5} failing, {n['changed']:>4} "
+            f"programs changed: {n['fail -> pass']} fail -> pass "
+            f"({100 * n['fail -> pass'] / max(n['failing'], 1):.1f}% of failing), {n['pass -> fail']} pass -> fail, "
             f"{n[columns[5]]} regraded otherwise without sanitizing"
         )
 

@@ -105,8 +105,9 @@ def compare_backends(args, prompts: list[list[dict]], spec: SamplingSpec, seeds:
         r["fp32_peak_fraction"] = 2 * r["parameters"] * r["tokens_per_second"] / fp32_peak
         results["backends"][backend] = r
         print(
-            f"{backend:5s} {r['tokens_per_second']:7.1f} tokens/s  ({r['generated_tokens']} tokens in {r['generate_seconds']} s; load {r['load_seconds']} s; "
-            f"{r['length_capped']} hit max_tokens; {r['dtype']})  {100 * r['bf16_peak_fraction']:.1f}% of the bf16 matmul peak "
+            f"{backend:5s} {r['tokens_per_second']:7.1f} tokens/s  ({r['generated_tokens']} tokens in "
+            f"{r['generate_seconds']} s; load {r['load_seconds']} s; {r['length_capped']} hit max_tokens; "
+            f"{r['dtype']})  {100 * r['bf16_peak_fraction']:.1f}% of the bf16 matmul peak "
             f"({100 * r['fp32_peak_fraction']:.1f}% of fp32)",
             flush=True,
         )
@@ -117,7 +118,7 @@ def compare_backends(args, prompts: list[list[dict]], spec: SamplingSpec, seeds:
     return results
 
 
-# ---------------------------------------------------------------------------- --compare: closed batches against the stream
+# ------------------------------------------------------------------------ --compare: closed batches against the stream
 
 
 def prefill_rate(generator, requests: list[Request]) -> dict:
@@ -176,7 +177,8 @@ def decode_rate(generator, requests: list[Request], concurrency: int, tokens: in
     engine.abort_request([f"decode-{k}" for k in range(concurrency)])
     if window_start is None:
         raise SystemExit(
-            f"a reply finished before all {concurrency} sequences were prefilled (the KV cache holds fewer): lower --decode-concurrency"
+            f"a reply finished before all {concurrency} sequences were prefilled (the KV cache holds fewer): "
+            "lower --decode-concurrency"
         )
     return {
         "concurrency": concurrency,
@@ -201,7 +203,8 @@ def timed_job(generator, run) -> dict:
 
 
 def closed_batches(generator, requests: list[Request], size: int) -> list:
-    """The job as `ssd sample` ran it before streaming: one generate() per batch, each waiting for its longest reply."""
+    """The job as `ssd sample` ran it before streaming: one generate() per batch, each waiting for its longest
+    reply."""
     return [
         completions
         for k in range(0, len(requests), size)
@@ -249,30 +252,35 @@ def compare_closed_and_stream(args, prompts: list[list[dict]], spec: SamplingSpe
     with load_generator(
         args.model, "vllm", max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs
     ) as generator:
-        requests = [Request(generator.chat_prompt(m), spec, seed) for m, seed in zip(prompts, seeds)]
+        requests = [Request(generator.chat_prompt(m), spec, seed) for m, seed in zip(prompts, seeds, strict=True)]
         concurrency = args.decode_concurrency or min(len(requests), generator.max_num_seqs)
         print(
-            f"{args.model}: {len(requests)} prompts, max_tokens {spec.max_tokens}, max_num_seqs {generator.max_num_seqs}",
+            f"{args.model}: {len(requests)} prompts, max_tokens {spec.max_tokens}, "
+            f"max_num_seqs {generator.max_num_seqs}",
             flush=True,
         )
         prefill = prefill_rate(generator, requests[: args.rate_prompts])
         print(
-            f"prefill {prefill['tokens_per_second']:.1f} prompt tokens/s ({prefill['prompt_tokens']} tokens in {prefill['seconds']} s)",
+            f"prefill {prefill['tokens_per_second']:.1f} prompt tokens/s ({prefill['prompt_tokens']} tokens "
+            f"in {prefill['seconds']} s)",
             flush=True,
         )
         decode = decode_rate(generator, requests, concurrency, args.decode_tokens)
         print(
-            f"decode  {decode['tokens_per_second']:.1f} tokens/s at {concurrency} sequences ({decode['tokens']} tokens in {decode['seconds']} s)",
+            f"decode  {decode['tokens_per_second']:.1f} tokens/s at {concurrency} sequences ({decode['tokens']} "
+            f"tokens in {decode['seconds']} s)",
             flush=True,
         )
         closed = timed_job(generator, lambda: closed_batches(generator, requests, args.closed_batch))
         print(
-            f"closed batches of {args.closed_batch}: {closed['tokens_per_second']:.1f} tokens/s ({closed['generated_tokens']} tokens in {closed['seconds']} s)",
+            f"closed batches of {args.closed_batch}: {closed['tokens_per_second']:.1f} tokens/s "
+            f"({closed['generated_tokens']} tokens in {closed['seconds']} s)",
             flush=True,
         )
         stream = timed_job(generator, lambda: streamed(generator, requests))
         print(
-            f"stream: {stream['tokens_per_second']:.1f} tokens/s ({stream['generated_tokens']} tokens in {stream['seconds']} s)",
+            f"stream: {stream['tokens_per_second']:.1f} tokens/s ({stream['generated_tokens']} tokens "
+            f"in {stream['seconds']} s)",
             flush=True,
         )
         effective = generator.effective_params(spec)
@@ -282,7 +290,7 @@ def compare_closed_and_stream(args, prompts: list[list[dict]], spec: SamplingSpe
     )
     same = sum(
         [c.token_ids for c in a] == [c.token_ids for c in b]
-        for a, b in zip(closed.pop("replies"), stream.pop("replies"))
+        for a, b in zip(closed.pop("replies"), stream.pop("replies"), strict=True)
     )
     results = {
         "model": args.model,
@@ -303,8 +311,10 @@ def compare_closed_and_stream(args, prompts: list[list[dict]], spec: SamplingSpe
         "identical_replies": same,
     }
     print(
-        f"ideal {results['ideal_tokens_per_second']:.1f} tokens/s; stream / closed {results['stream_over_closed']:.2f}x, "
-        f"stream / ideal {stream['tokens_per_second'] / results['ideal_tokens_per_second']:.2f}; {same}/{len(requests)} replies identical both ways",
+        f"ideal {results['ideal_tokens_per_second']:.1f} tokens/s; stream / closed "
+        f"{results['stream_over_closed']:.2f}x, "
+        f"stream / ideal {stream['tokens_per_second'] / results['ideal_tokens_per_second']:.2f}; "
+        f"{same}/{len(requests)} replies identical both ways",
         flush=True,
     )
     if args.gguf:
@@ -326,10 +336,12 @@ def decode_curve(args, prompts: list[list[dict]], spec: SamplingSpec, seeds: lis
         levels = [int(c) for c in args.decode_curve.split(",")]
         if max(levels) > generator.max_num_seqs:
             raise SystemExit(
-                f"--decode-curve {max(levels)} exceeds the engine's max_num_seqs {generator.max_num_seqs}: raise --max-num-seqs"
+                f"--decode-curve {max(levels)} exceeds the engine's max_num_seqs "
+                f"{generator.max_num_seqs}: raise --max-num-seqs"
             )
         print(
-            f"{args.model}: decode rate by sequences in flight ({args.decode_tokens} tokens each, max_num_seqs {generator.max_num_seqs})",
+            f"{args.model}: decode rate by sequences in flight ({args.decode_tokens} tokens each, max_num_seqs "
+            f"{generator.max_num_seqs})",
             flush=True,
         )
         curve = []
@@ -339,7 +351,8 @@ def decode_curve(args, prompts: list[list[dict]], spec: SamplingSpec, seeds: lis
         effective = generator.effective_params(spec)
     best = max(curve, key=lambda r: r["tokens_per_second"])
     print(
-        f"best: {best['concurrency']} sequences; {best['tokens_per_second'] / curve[-1]['tokens_per_second']:.2f}x the rate at {curve[-1]['concurrency']}",
+        f"best: {best['concurrency']} sequences; {best['tokens_per_second'] / curve[-1]['tokens_per_second']:.2f}x "
+        f"the rate at {curve[-1]['concurrency']}",
         flush=True,
     )
     return {

@@ -34,7 +34,8 @@ def qwen_model() -> str:
 # GPT-OSS's harmony chat template, reduced to what matters here: the system message stamps today's date
 # (strftime_now) and reads reasoning_effort, as openai/gpt-oss-20b's chat_template.jinja does.
 HARMONY_TEMPLATE = (
-    '{{- "<|start|>system<|message|>Knowledge cutoff: 2024-06\\nCurrent date: " + strftime_now("%Y-%m-%d") + "\\n\\nReasoning: "'
+    '{{- "<|start|>system<|message|>Knowledge cutoff: 2024-06\\nCurrent date: " + strftime_now("%Y-%m-%d") + '
+    '"\\n\\nReasoning: "'
     ' + (reasoning_effort | default("medium")) + "<|end|>" -}}'
     "{%- for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor -%}"
     "{%- if add_generation_prompt %}<|start|>assistant{% endif -%}"

@@ -29,7 +29,8 @@ REPLIES = [
     ("HumanEval/0", "```python\ndef add(a, b):\n    return a + b\n```"),
     (
         "HumanEval/1",
-        "Here is a solution.\n\n```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n```",
+        "Here is a solution.\n\n```python\ndef fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, "
+        "b = b, a + b\n    return a\n```",
     ),
     ("HumanEval/2", "```python\ndef is_even(x):\n    return x % 2 == 0\n```\nThis checks the remainder."),
 ]
@@ -212,7 +213,10 @@ def test_scoring_resumes_after_the_saved_replies(tiny_model, tmp_path, monkeypat
     sequences = mod.tokenize(AutoTokenizer.from_pretrained(tiny_model), replies)
     cfg = AnalyzeConfig(t_evals=[0.5, 1.0], eval_top_k=20, eval_top_p=0.8, **TRAIN_TRUNCATION)
     model = mod.load_model(tiny_model)
-    stats = lambda logits, _: position_stats(logits, cfg)
+
+    def stats(logits, _first):
+        return position_stats(logits, cfg)
+
     whole = mod.score(model, "base", sequences, stats, tmp_path / "whole.npz")
     first = whole["reply"] == 0
     mod._save_npz(tmp_path / "resumed.partial.npz", {k: v[first] for k, v in whole.items()})  # killed after reply 0
@@ -414,7 +418,7 @@ def test_analyze_alone_classifies_at_the_truncation_ssd_run_gives_it(tmp_path, p
     )
 
 
-# ---------------------------------------------------------------- fork classifications, on per-position arrays (no model)
+# ------------------------------------------------------------- fork classifications, on per-position arrays (no model)
 
 
 def synthetic_positions(replies: list[list[tuple[int, int, float, float]]]) -> dict[str, dict[str, np.ndarray]]:
@@ -480,7 +484,9 @@ def test_bootstrap_resamples_replies_and_covers_the_known_difference():
     rng = np.random.default_rng(1)
     lengths = rng.integers(20, 80, size=20)
     offsets = 0.3 + rng.normal(0, 0.2, size=20)
-    replies = [[(5, 5, 1.0, 1.0 + d + e) for e in rng.normal(0, 0.01, size=m)] for m, d in zip(lengths, offsets)]
+    replies = [
+        [(5, 5, 1.0, 1.0 + d + e) for e in rng.normal(0, 0.01, size=m)] for m, d in zip(lengths, offsets, strict=True)
+    ]
     replies[0] += [(1, 1, 0.1, 0.1)]  # one lock, which no fork statistic may see
     a = summarize(synthetic_positions(replies), SYNTHETIC_CFG)
     diff = a["paired_entropy"][0]["both"]["fork"]["ssd_minus_base"]

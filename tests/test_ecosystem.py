@@ -192,7 +192,8 @@ def test_model_card_states_base_method_sampling_recipe_and_data_then_results(tra
         "Not evaluated yet",
     ):
         assert fact in card.text, fact
-    # results: two real evals of replies (a "base" that fails one problem, an "SSD" that passes both), as `ssd report` passes them
+    # results: two real evals of replies (a "base" that fails one problem, an "SSD" that passes both), as `ssd report`
+    # passes them
     import gzip
 
     from selfdistill import benchmarks

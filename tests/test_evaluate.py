@@ -96,7 +96,7 @@ def test_summary_from_a_known_results_matrix(tmp_path):
                 "reply_tokens": 20 + j,
                 "finish_reason": "length" if j == 3 else "stop",
             }
-            for p, c in zip(problems, counts)
+            for p, c in zip(problems, counts, strict=True)
             for j in range(4)
         }
     s = R.summarize(cfg, bench, problems, results)
@@ -186,7 +186,7 @@ def test_oracle_is_not_available_for_livecodebench(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# ---------------------------------------------------------------------------- the sweep with a real model, kill -9, resume
+# ------------------------------------------------------------------------ the sweep with a real model, kill -9, resume
 
 SWEEP = {
     "model": "tiny-random",

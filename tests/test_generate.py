@@ -155,7 +155,9 @@ def test_top_k_before_top_p_equals_vllm_full_sort():
 
 def _reference_full_sort(logits: torch.Tensor, k: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """vLLM's full sort, row by row, as the reference computes it (no engine needed)."""
-    return torch.cat([truncate_logits(row[None], 1.0, int(k_), float(p_)) for row, k_, p_ in zip(logits, k, p)])
+    return torch.cat(
+        [truncate_logits(row[None], 1.0, int(k_), float(p_)) for row, k_, p_ in zip(logits, k, p, strict=True)]
+    )
 
 
 def test_top_k_before_top_p_sorts_rows_with_a_large_top_k():
@@ -269,7 +271,7 @@ def stream_requests(generator) -> list[Request]:
     too_long = generator.chat_prompt([{"role": "user", "content": "word " * 200}])
     specs = [SamplingSpec(temperature=1.6, top_k=20, top_p=0.8, max_tokens=2 + 2 * i) for i in range(7)]
     specs[3], specs[5] = SamplingSpec(temperature=0, max_tokens=6), SamplingSpec(temperature=1.0, n=2, max_tokens=5)
-    return [Request(p, spec, seed=100 + i) for i, (p, spec) in enumerate(zip(prompts, specs))] + [
+    return [Request(p, spec, seed=100 + i) for i, (p, spec) in enumerate(zip(prompts, specs, strict=True))] + [
         Request(too_long, specs[0])
     ]
 
@@ -366,7 +368,7 @@ def test_spec_validation():
         load_generator("tiny-random", "tensorrt")
 
 
-# ---------------------------------------------------------------------------- GPT-OSS: pinned date, reasoning effort, channels
+# -------------------------------------------------------------------- GPT-OSS: pinned date, reasoning effort, channels
 
 
 def test_chat_date_is_pinned_and_reasoning_effort_passed(harmony_tokenizer, clock):
@@ -394,7 +396,10 @@ def test_harmony_replies_keep_their_channels(harmony_tokenizer, tiny_model):
 
     plain = AutoTokenizer.from_pretrained(tiny_model)
     assert keeps_channels(harmony_tokenizer) and not keeps_channels(plain)
-    reply = "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final<|message|>```python\nprint(1)\n```"
+    reply = (
+        "<|channel|>analysis<|message|>Think.<|end|>"
+        "<|start|>assistant<|channel|>final<|message|>```python\nprint(1)\n```"
+    )
     stop = harmony_tokenizer.convert_tokens_to_ids("<|return|>")
     ids = harmony_tokenizer(reply, add_special_tokens=False).input_ids + [stop]
     generator = SimpleNamespace(stop_token_ids=[stop], tokenizer=harmony_tokenizer, keeps_channels=True, pad_id=0)
@@ -499,7 +504,10 @@ def test_eval_dtype_float32_serves_a_bf16_checkpoint_in_float32(tiny_model, back
 
     if backend == "vllm":
         pytest.importorskip("vllm")
-    settings = {d: EngineSettings.of(EvalConfig(model=tiny_model, backend=backend, max_tokens=16, max_model_len=96, dtype=d)) for d in ("auto", "float32")}  # fmt: skip
+    settings = {
+        d: EngineSettings.of(EvalConfig(model=tiny_model, backend=backend, max_tokens=16, max_model_len=96, dtype=d))
+        for d in ("auto", "float32")
+    }
     assert settings["auto"] != settings["float32"]
     auto = torch.bfloat16 if native_bf16() else torch.float32
     for dtype, expected in (("float32", torch.float32), ("auto", auto)):

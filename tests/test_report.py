@@ -225,8 +225,8 @@ def test_report_contents(full_report):
         for s in (base, ssd):  # headline numbers are the summaries' dev-chosen test scores, as written
             sel = s["selection"]["pass@1"]
             assert (
-                f"{100 * sel['test_score']:.1f} [{100 * sel['test_ci_lo']:.1f}, {100 * sel['test_ci_hi']:.1f}] at T={sel['best_T']:g}"
-                in doc
+                f"{100 * sel['test_score']:.1f} [{100 * sel['test_ci_lo']:.1f}, "
+                f"{100 * sel['test_ci_hi']:.1f}] at T={sel['best_T']:g}" in doc
             )
         assert f"{100 * compare['test']['mean_diff']:+.1f}" in doc
         for setting in compare[
@@ -295,7 +295,8 @@ def test_report_renders_in_chromium(full_report, tmp_path):
     chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     if chromium is None:
         pytest.skip(
-            "no headless browser: install chromium (Debian: apt-get install -y chromium) to check that the report renders"
+            "no headless browser: install chromium (Debian: apt-get install -y chromium) "
+            "to check that the report renders"
         )
     root, html_path = full_report
     shot = tmp_path / "report.png"

@@ -207,7 +207,7 @@ def test_resume_after_kill_is_byte_identical(tmp_path):
     assert len(load_manifest(killed.output_dir)["resumed_at"]) == 1
 
 
-# ---------------------------------------------------------------------------- one stream per job (one hf engine for these tests)
+# ------------------------------------------------------------------ one stream per job (one hf engine for these tests)
 
 
 def shard_bytes(out) -> dict[str, bytes]:

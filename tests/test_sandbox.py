@@ -63,7 +63,7 @@ def test_plain_statuses(pool):
         ("print('ok')", "passed"),
     ]
     results = pool.map([(program, None) for program, _ in cases])
-    for (program, status), r in zip(cases, results):
+    for (program, status), r in zip(cases, results, strict=True):
         assert r.status == status, (program, r)
     assert results[0].exit_code == 3 and results[0].detail == "exit code 3"
     assert results[1].detail == "ValueError: boom" and "Traceback" in results[1].stderr
@@ -355,7 +355,10 @@ def test_call_tests_compare(pool):
 def test_call_tests_with_a_time_limit_per_call():
     """lcb_runner's alarms: the top level and each call get the whole limit, not the run as a whole."""
     sleepy = "import time\ntime.sleep({top})\ndef f(s):\n    time.sleep(s)\n    return s\n"
-    ignores_alarm = "import signal, time\ndef f(s):\n    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])\n    time.sleep(s)\n    return s\n"
+    ignores_alarm = (
+        "import signal, time\ndef f(s):\n    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])\n"
+        "    time.sleep(s)\n    return s\n"
+    )
     jobs = [
         sb.CallTests(
             sleepy.format(top=0.6), "f", [[0.6], [0.6], [0.6]], [0.6] * 3, timeout_per_call=True

@@ -93,8 +93,8 @@ def assert_targets_match(stored: Targets, expected: list[tuple[list[int], list[f
     top-p boundary (the random model's bf16 weights make exact ties common), which of them survives is
     the sort's choice: a token kept in place of another must have its probability."""
     assert len(stored) == len(expected)
-    for t, ((ids, probs), (want_ids, want_probs)) in enumerate(zip(stored.rows(), expected)):
-        got, want = dict(zip(ids.tolist(), probs.tolist())), dict(zip(want_ids, want_probs))
+    for t, ((ids, probs), (want_ids, want_probs)) in enumerate(zip(stored.rows(), expected, strict=True)):
+        got, want = dict(zip(ids.tolist(), probs.tolist(), strict=True)), dict(zip(want_ids, want_probs, strict=True))
         assert sorted(got.values()) == pytest.approx(sorted(want.values()), abs=atol), f"token {t}"
         assert [got[i] for i in want if i in got] == pytest.approx([want[i] for i in want if i in got], abs=atol), (
             f"token {t}"
@@ -144,7 +144,7 @@ def test_hf_targets_are_truncate_logits_of_the_logits_each_token_was_drawn_from(
     assert len(completion.targets) == len(completion.token_ids) == 12
     expected = [truncated_support(truncate_logits(logits, T_TRAIN, TOP_K, TOP_P))[0] for logits in seen[:12]]
     assert_targets_match(completion.targets, expected, atol=1e-6)
-    for token, (ids, _) in zip(completion.token_ids, completion.targets.rows()):
+    for token, (ids, _) in zip(completion.token_ids, completion.targets.rows(), strict=True):
         assert token in ids.tolist()
 
 
@@ -153,7 +153,7 @@ def test_the_stage_stores_each_tokens_distribution_beside_its_shard(soft_samples
     assert sum(r["reply_tokens"] for r in records) > 40
     for r in records:
         assert len(r["targets"]) == r["reply_tokens"]
-        for token, (ids, probs) in zip(r["reply_token_ids"], r["targets"].rows()):
+        for token, (ids, probs) in zip(r["reply_token_ids"], r["targets"].rows(), strict=True):
             assert token in ids.tolist() and len(ids) <= TOP_K and probs.sum() == pytest.approx(1.0, abs=1e-5)
             assert (np.diff(probs) <= 0).all()  # most likely first
     cost = manifest["counts"]["targets"]
@@ -184,16 +184,16 @@ def test_vllm_stores_its_processed_distributions(tmp_path, tiny_model):
     for r in records:
         expected = truncated_support(truncate_logits(teacher_forced_logits(tiny_model, r), T_TRAIN, TOP_K, TOP_P))
         for (ids, probs), (want_ids, want_probs) in zip(r["targets"].rows(), expected, strict=True):
-            got = dict(zip(ids.tolist(), probs.tolist()))
+            got = dict(zip(ids.tolist(), probs.tolist(), strict=True))
             assert probs.sum() == pytest.approx(1.0, abs=1e-4) and len(got) <= TOP_K
             # on the tokens both keep, renormalised there: one survivor more or less rescales all the others
             common = [i for i in want_ids if i in got]
             ours, theirs = (
                 np.array([got[i] for i in common]),
-                np.array([p for i, p in zip(want_ids, want_probs) if i in got]),
+                np.array([p for i, p in zip(want_ids, want_probs, strict=True) if i in got]),
             )
             assert ours / ours.sum() == pytest.approx(theirs / theirs.sum(), abs=2e-3)
-        for token, (ids, _) in zip(r["reply_token_ids"], r["targets"].rows()):
+        for token, (ids, _) in zip(r["reply_token_ids"], r["targets"].rows(), strict=True):
             assert token in ids.tolist()
 
 

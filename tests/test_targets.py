@@ -74,7 +74,7 @@ def test_recomputed_targets_equal_those_the_hf_sampler_stored(sampled, recompute
     stored_shards, recomputed_shards = shard_files(with_q), shard_files(recomputed)
     assert len(stored_shards) == len(recomputed_shards) == 2
     tokens = 0
-    for stored_shard, recomputed_shard in zip(stored_shards, recomputed_shards):
+    for stored_shard, recomputed_shard in zip(stored_shards, recomputed_shards, strict=True):
         records = read_jsonl(recomputed_shard)
         assert [r["reply_token_ids"] for r in records] == [r["reply_token_ids"] for r in read_jsonl(stored_shard)]
         for stored, ours in zip(shard_targets(stored_shard), shard_targets(recomputed_shard), strict=True):

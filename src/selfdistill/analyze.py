@@ -160,7 +160,8 @@ def with_truncations(cfg: AnalyzeConfig) -> AnalyzeConfig:
             ev = sampled_with(cfg.replies)
         if not ev:
             raise AnalyzeError(
-                f"{cfg.replies}: no record of the truncation its replies were decoded with: give eval_top_k and eval_top_p"
+                f"{cfg.replies}: no record of the truncation its replies were decoded with: "
+                "give eval_top_k and eval_top_p"
             )
 
     def given(value, source: dict, key: str):
@@ -247,7 +248,8 @@ def load_model(model_path: str, adapter: str | Path | None = None, bf16_on_gpu: 
     for key in ("final_logit_softcapping", "logit_scale"):  # reply_logits applies the LM head alone
         if getattr(model.config, key, None):
             raise AnalyzeError(
-                f"{model_path}: its config sets {key}, which rescales the LM head's logits; teacher forcing here applies the head alone"
+                f"{model_path}: its config sets {key}, which rescales the LM head's logits; "
+                "teacher forcing here applies the head alone"
             )
     return model.eval()
 
@@ -451,7 +453,8 @@ def summarize(pos: dict[str, dict[str, np.ndarray]], cfg: AnalyzeConfig) -> dict
         "survivors": {},
         "entropy": {},
         "top20_bins": {
-            "binned_by": "mass outside the base model's top 20 tokens (1 - top-20 mass; T=1, untruncated), equal-count bins",
+            "binned_by": "mass outside the base model's top 20 tokens (1 - top-20 mass; T=1, "
+            "untruncated), equal-count bins",
             "tail_edges": edges.tolist(),
             "tail_median": [float(np.median(tail[bins == b])) for b in range(n_bins)],
             "count": np.bincount(bins, minlength=n_bins).tolist(),
@@ -574,7 +577,8 @@ FORK_DIFFERENCE_HEADER = [
 ]
 FAIR_RULE_WHY = (
     "Forks chosen by one model are where that model happened to spread, so any other model looks sharper there "
-    "(regression to the mean); the symmetric rule (a fork for both models) treats both alike, so it is the fair comparison."
+    "(regression to the mean); the symmetric rule (a fork for both models) treats both alike, "
+    "so it is the fair comparison."
 )
 
 
@@ -605,26 +609,30 @@ def fork_difference_table(summary: dict) -> list[list[str]]:
     ]
 
 
+def format_measure(value: float | None) -> str:
+    """Three decimals, or "-" where the measure is undefined."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def print_summary(summary: dict) -> None:
     from rich.table import Table
 
     c = summary["counts"]
     console.print(
-        f"{summary['n_positions']} positions from {summary['n_replies']} replies; "
-        f"fork-like (>= {FORK_MIN_SURVIVORS} survivors at T_train={summary['train_truncation']['temperature']:g}): "
-        f"base {c['base']['fork']}, SSD {c['ssd']['fork']}; lock-like: base {c['base']['lock']}, SSD {c['ssd']['lock']}"
+        f"{summary['n_positions']} positions from {summary['n_replies']} replies; fork-like (>= {FORK_MIN_SURVIVORS} "
+        f"survivors at T_train={summary['train_truncation']['temperature']:g}): base {c['base']['fork']}, SSD "
+        f"{c['ssd']['fork']}; lock-like: base {c['base']['lock']}, SSD {c['ssd']['lock']}"
     )
     table = Table(title="entropy after truncation (nats) at base-classified lock and fork positions")
     for col in ("T_eval", "base lock", "SSD lock", "base fork", "SSD fork"):
         table.add_column(col, justify="right")
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for r in summary["lock_fork"]:
         table.add_row(
             f"{r['t_eval']:g}",
-            fmt(r["base_lock_entropy"]),
-            fmt(r["ssd_lock_entropy"]),
-            fmt(r["base_fork_entropy"]),
-            fmt(r["ssd_fork_entropy"]),
+            format_measure(r["base_lock_entropy"]),
+            format_measure(r["ssd_lock_entropy"]),
+            format_measure(r["base_fork_entropy"]),
+            format_measure(r["ssd_fork_entropy"]),
         )
     console.print(table)
     table = Table(
@@ -672,7 +680,7 @@ def analyze(cfg: AnalyzeConfig) -> Path:
         )
 
     summary = summarize(positions, cfg)
-    summary["replies"] = [{"id": r["id"], "reply_tokens": len(s[1])} for r, s in zip(replies, sequences)]
+    summary["replies"] = [{"id": r["id"], "reply_tokens": len(s[1])} for r, s in zip(replies, sequences, strict=True)]
     summary["models"] = {
         name: {"model": getattr(cfg, f"{name}_model"), "path": paths[name], "sha256": inputs.get(paths[name])}
         for name in MODELS

@@ -124,12 +124,17 @@ def _fields(cls) -> str:
     """Every config field of a stage with its type, default and help, for the command's --help."""
     hints = cfgmod.typing.get_type_hints(cls)
     default = cls()
-    type_name = lambda tp: (
-        tp.__name__ if isinstance(tp, type) and not cfgmod.typing.get_origin(tp) else str(tp)
-    )  # list[str], not list
-    in_range = lambda check: f"; range {check.interval}" if isinstance(check, cfgmod.Within) else ""
+
+    def type_name(tp) -> str:
+        # list[str], not list
+        return tp.__name__ if isinstance(tp, type) and not cfgmod.typing.get_origin(tp) else str(tp)
+
+    def in_range(check) -> str:
+        return f"; range {check.interval}" if isinstance(check, cfgmod.Within) else ""
+
     rows = [
-        f"{f.name} ({type_name(hints[f.name])} = {getattr(default, f.name)!r}): {f.metadata.get('help', '')}{in_range(f.metadata.get('check'))}"
+        f"{f.name} ({type_name(hints[f.name])} = {getattr(default, f.name)!r}): "
+        f"{f.metadata.get('help', '')}{in_range(f.metadata.get('check'))}"
         for f in cfgmod.dataclasses.fields(cls)
     ]
     # \b keeps click from rewrapping the block into one paragraph
@@ -196,7 +201,8 @@ def run(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
 
 @app.command(context_settings=STAGE_SETTINGS)
 def sweep(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """The paper's T_train x T_eval grid, with the effective-temperature fit (sweep.t_trains=..., sweep.t_evals=...)."""
+    """The paper's T_train x T_eval grid, with the effective-temperature fit
+    (sweep.t_trains=..., sweep.t_evals=...)."""
     cfg = _run_config(preset, config, ctx)
     _on_usable_gpus()
     from .pipeline import sweep as sweep_stages
@@ -252,7 +258,8 @@ def export_replies(
     fmt: str = typer.Option(
         ...,
         "--format",
-        help="evalplus (samples.jsonl: task_id, solution) or lcb (LiveCodeBench custom evaluator: [{question_id, code_list}]).",
+        help="evalplus (samples.jsonl: task_id, solution) or lcb (LiveCodeBench custom evaluator: "
+        "[{question_id, code_list}]).",
     ),
     out: Path = typer.Option(
         None, "--out", help="The file to write; default EVAL_DIR/export/<format>-T<temperature>.json(l)."
@@ -330,7 +337,8 @@ def models_push(
     repo_id: str = typer.Argument(..., help="The Hub model repository, owner/name (created if missing)."),
     private: bool = PRIVATE,
 ):
-    """Upload a trained model with its model card to the Hugging Face Hub (needs a token: `hf auth login` or HF_TOKEN)."""
+    """Upload a trained model with its model card to the Hugging Face Hub
+    (needs a token: `hf auth login` or HF_TOKEN)."""
     from .hub import push_model
 
     print(push_model(path, repo_id, private))
@@ -365,7 +373,8 @@ def samples_export(
         None, "--out", help="The file to write; default DIR/export/train.jsonl or train.parquet."
     ),
 ):
-    """Write the samples in the official SSD pipeline's formats, for other SFT stacks; `ssd train --samples FILE` reads them back."""
+    """Write the samples in the official SSD pipeline's formats, for other SFT stacks;
+    `ssd train --samples FILE` reads them back."""
     from .sample import export_samples
 
     try:
@@ -398,7 +407,8 @@ def config_presets():
 
 @config_app.command("show", context_settings=STAGE_SETTINGS)
 def config_show(ctx: typer.Context, preset: str = PRESET, config: str = CONFIG):
-    """Print the resolved run config of a preset and/or file, with overrides applied (`ssd config show [PRESET] [--config FILE] [key=value ...]`)."""
+    """Print the resolved run config of a preset and/or file, with overrides applied
+    (`ssd config show [PRESET] [--config FILE] [key=value ...]`)."""
     args = list(ctx.args)
     if (
         preset is None and args and not args[0].startswith("-") and "=" not in args[0]

@@ -10,6 +10,7 @@ config's cross-field `relations()`, before any stage loads a model or writes a d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import difflib
@@ -194,7 +195,8 @@ class SampleConfig(Checked):
     )
     per_request_seeds: bool = option(
         True,
-        "a seed per request: reproducible replies; false lets vLLM on GPU use FlashInfer's sampler, and replies then depend on batching (docs/training.md)",
+        "a seed per request: reproducible replies; false lets vLLM on GPU use FlashInfer's sampler, and replies then "
+        "depend on batching (docs/training.md)",
     )
     store_targets: bool = option(
         False,
@@ -221,7 +223,8 @@ class SampleConfig(Checked):
             yield (
                 ("store_targets", "temperature", "top_k"),
                 (
-                    f"needs temperature > 0 (a greedy token's target is the token) and top_k > 0, got {self.temperature} and {self.top_k}"
+                    "needs temperature > 0 (a greedy token's target is the token) and top_k > 0, got "
+                    f"{self.temperature} and {self.top_k}"
                 ),
             )
 
@@ -272,21 +275,23 @@ class TrainConfig(Checked):
     objective: str = option(
         "hard",
         choices=("hard", "soft"),
-        help="'hard': cross-entropy on the sampled tokens (the paper); 'soft': cross-entropy against the stored truncated distribution "
-        "each token was drawn from (samples made with sample.store_targets; `ssd run` turns it on), the same fixed point with less variance",
+        help="'hard': cross-entropy on the sampled tokens (the paper); 'soft': cross-entropy against the stored "
+        "truncated distribution each token was drawn from (samples made with sample.store_targets; `ssd run` turns "
+        "it on), the same fixed point with less variance",
     )
     seed: int = option(0, "data order and initialisation seed")
     export_dtype: str = option(
         "auto",
         choices=("auto", "base", "float32"),
-        help="dtype of the exported full fine-tune: 'base' (the base model's), 'float32', or 'auto': the base model's unless "
-        "rounding the fp32 master weights to it keeps the update at a cosine below 0.8 (manifest: export.update)",
+        help="dtype of the exported full fine-tune: 'base' (the base model's), 'float32', or 'auto': the base "
+        "model's unless rounding the fp32 master weights to it keeps the update at a cosine below 0.8 "
+        "(manifest: export.update)",
     )
     gradient_reduce_dtype: str = option(
         "fp32",
         choices=("fp32", "bf16"),
-        help="dtype FSDP2 reduces gradients in (MixedPrecisionPolicy reduce_dtype) under bf16: fp32, as Megatron (the paper's "
-        "trainer) does; bf16 is accelerate's default, half the traffic",
+        help="dtype FSDP2 reduces gradients in (MixedPrecisionPolicy reduce_dtype) under bf16: fp32, as Megatron "
+        "(the paper's trainer) does; bf16 is accelerate's default, half the traffic",
     )
     context_parallel_size: int = volatile(
         1,
@@ -310,19 +315,21 @@ class TrainConfig(Checked):
     )
     num_processes: int = volatile(
         0,
-        "processes `ssd run` and `ssd sweep` launch to train (`ssd train` runs in whatever launched it); 0 = one per visible GPU, 1 on a CPU",
+        "processes `ssd run` and `ssd sweep` launch to train (`ssd train` runs in whatever launched it); "
+        "0 = one per visible GPU, 1 on a CPU",
         check=Within("[0, inf)"),
     )
     accelerate_config: str = volatile(
         "ddp",
-        "how `ssd run` and `ssd sweep` launch training: ddp, fsdp, zero3 (selfdistill/accelerate/NAME.yaml) or an accelerate config file",
+        "how `ssd run` and `ssd sweep` launch training: ddp, fsdp, zero3 (selfdistill/accelerate/NAME.yaml) "
+        "or an accelerate config file",
     )
     logging_steps: int = volatile(1, "log the loss every this many optimizer steps", check=Within("[1, inf)"))
     report_to: list[str] = option(
         factory=list,
         volatile=True,
-        help="experiment trackers that get the loss, learning rate and grad norm (TRL's report_to): tensorboard, trackio, wandb, mlflow...; "
-        "the run is named after output_dir; empty = none",
+        help="experiment trackers that get the loss, learning rate and grad norm (TRL's report_to): tensorboard, "
+        "trackio, wandb, mlflow...; the run is named after output_dir; empty = none",
     )
     save_steps: int = volatile(
         10, "checkpoint every this many optimizer steps (the unit of resume)", check=Within("[1, inf)")
@@ -357,12 +364,14 @@ class TrainConfig(Checked):
         if any(step % self.save_steps for step in self.snapshot_steps):
             yield (
                 ("snapshot_steps", "save_steps"),
-                f"{self.snapshot_steps}: each must be a multiple of save_steps {self.save_steps} (a snapshot is a checkpoint kept)",
+                f"{self.snapshot_steps}: each must be a multiple of save_steps {self.save_steps} (a "
+                "snapshot is a checkpoint kept)",
             )
         if self.packing and self.context_parallel_size > 1:
             yield (
                 ("packing", "context_parallel_size"),
-                "context parallelism cannot keep packed examples apart (it drops the attention mask): set packing false",
+                "context parallelism cannot keep packed examples apart (it drops the "
+                "attention mask): set packing false",
             )
 
 
@@ -461,9 +470,9 @@ class EvalConfig(Checked):
     dtype: str = option(
         "auto",
         choices=("auto", "float32"),
-        help="precision the engine serves the model in: 'auto', the checkpoint's (float32 for a float32 checkpoint, else bf16 where "
-        "the hardware computes it natively); 'float32' whatever the checkpoint (weights upcast exactly). `ssd run` evaluates "
-        "both models in float32 when the SSD export is float32 (train.export_dtype)",
+        help="precision the engine serves the model in: 'auto', the checkpoint's (float32 for a float32 checkpoint, "
+        "else bf16 where the hardware computes it natively); 'float32' whatever the checkpoint (weights upcast "
+        "exactly). `ssd run` evaluates both models in float32 when the SSD export is float32 (train.export_dtype)",
     )
     backend: str = volatile("vllm", "'vllm' or 'hf'", choices=BACKENDS)
     tensor_parallel_size: int = volatile(1, "GPUs per vLLM engine", check=Within("[1, inf)"))
@@ -474,7 +483,8 @@ class EvalConfig(Checked):
     )
     ray_address: str | None = volatile(
         None,
-        "auto or HOST:PORT of a Ray cluster: blocks go to replicas of the model, grading to every node (distributed.py)",
+        "auto or HOST:PORT of a Ray cluster: blocks go to replicas of the model, "
+        "grading to every node (distributed.py)",
     )
     local_replicas: int | None = volatile(None, LOCAL_REPLICAS_HELP, check=Within("[1, inf)"))
     workers: int | None = volatile(
@@ -515,11 +525,12 @@ class AnalyzeConfig(Checked):
         "runs/eval-base", "an eval dir (held-out problems) or a samples dir: replies neither model trained on"
     )
     limit: int = option(16, "replies scored; each gives hundreds of token positions", check=Within("[1, inf)"))
-    # The truncations default to those the models' data were drawn with: only a model trained elsewhere needs them given.
+    # The truncations default to those the models' data were drawn with: only a model trained elsewhere needs them
+    # given.
     t_train: float | None = option(
         None,
-        "T_train of the training truncation, which defines fork-like and lock-like positions; None: the temperature of "
-        "the samples the SSD model was trained on (the manifest of its `ssd train` directory names them)",
+        "T_train of the training truncation, which defines fork-like and lock-like positions; None: the temperature "
+        "of the samples the SSD model was trained on (the manifest of its `ssd train` directory names them)",
         check=Within("[0, inf)"),
     )
     top_k: int | None = option(
@@ -577,7 +588,8 @@ class FitConfig(Checked):
     )
     model: str | None = volatile(
         None,
-        "a model directory to fit instead of the train directory's (e.g. a merged LoRA adapter); give --step as its label",
+        "a model directory to fit instead of the train directory's (e.g. a merged LoRA "
+        "adapter); give --step as its label",
     )
     bf16_on_gpu: bool = volatile(
         False, "teacher-force in bf16 weights on GPUs (fp32 logits per chunk); CPUs always use fp32"
@@ -622,10 +634,10 @@ class ReportConfig(Checked):
     primary: list[str] = option(
         factory=list,
         volatile=True,
-        help="Pre-registered primary endpoints, each 'NAME: pass@K MODEL@T vs MODEL@T' (MODEL: base, ssd, or ssd-tT_TRAIN in a "
-        "sweep of several T_train; T: a decoded temperature, 0 = greedy), e.g. 'P1: pass@1 ssd@0.7 vs base@0.7'. Each is a "
-        "paired comparison (first minus second) on every problem both evals decoded at those temperatures; the report "
-        "adds Holm-adjusted p-values over all of them. It changes no stage's outputs.",
+        help="Pre-registered primary endpoints, each 'NAME: pass@K MODEL@T vs MODEL@T' (MODEL: base, ssd, or "
+        "ssd-tT_TRAIN in a sweep of several T_train; T: a decoded temperature, 0 = greedy), e.g. 'P1: pass@1 ssd@0.7 "
+        "vs base@0.7'. Each is a paired comparison (first minus second) on every problem both evals decoded at those "
+        "temperatures; the report adds Holm-adjusted p-values over all of them. It changes no stage's outputs.",
     )
 
 
@@ -737,10 +749,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 2e-4, without a dot, as text
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -881,7 +891,8 @@ def load_config(cls: type, config_file: str | None = None, overrides: list[str] 
 
 
 def from_dict(cls: type, data: dict, where: str):
-    """A config from a mapping (the config a stage's manifest recorded), its keys, types and values checked as a file's are."""
+    """A config from a mapping (the config a stage's manifest recorded), its keys, types and values checked as a
+    file's are."""
     cfg, origins = cls(), {}
     _apply(cfg, data, where, {}, origins)
     validate(cfg, origins)

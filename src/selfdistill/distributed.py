@@ -51,7 +51,8 @@ except ImportError:  # the optional `ray` extra; connect() says how to install i
 console = Console(stderr=True, highlight=False)
 PLACEMENT_TIMEOUT = 120.0  # seconds to reserve the replicas' resources; all of them exist, so only other jobs delay it
 START_TIMEOUT = 120.0  # seconds for a sandbox actor to start its pool (a few, unless its node is dying)
-ANSWER_GRACE = 30.0  # seconds a sandbox actor may answer after a map's deadline (its pool restarts) before its jobs count as timed out
+# seconds a sandbox actor may answer after a map's deadline (its pool restarts) before its jobs count as timed out
+ANSWER_GRACE = 30.0
 GRADING_ATTEMPTS = 3  # runs of a job whose sandbox actor was lost, before it is a sandbox_error
 
 
@@ -205,7 +206,8 @@ def local_bundles(node: dict, tensor_parallel_size: int, replicas: int) -> tuple
     if gpus:
         if replicas * tp > gpus:
             raise DistributedError(
-                f"local_replicas={replicas} x tensor_parallel_size={tp} needs {replicas * tp} GPUs; this machine has {gpus}"
+                f"local_replicas={replicas} x tensor_parallel_size={tp} needs {replicas * tp} "
+                f"GPUs; this machine has {gpus}"
             )
         return [{"GPU": tp, "CPU": 1}] * replicas, "PACK"
     if tp != 1:
@@ -223,7 +225,8 @@ def same_params(params: list[dict]) -> dict:
         differ = sorted(k for k in (p.keys() | params[0].keys()) - {"max_num_seqs"} if p.get(k) != params[0].get(k))
         if differ:
             raise DistributedError(
-                f"replicas 0 and {i} sample differently ({'; '.join(f'{k}: {params[0].get(k)!r} vs {p.get(k)!r}' for k in differ)}): "
+                f"replicas 0 and {i} sample differently "
+                f"({'; '.join(f'{k}: {params[0].get(k)!r} vs {p.get(k)!r}' for k in differ)}): "
                 "every node needs the same hardware class and library versions"
             )
     return params[0]
@@ -274,12 +277,13 @@ class RayGenerator(Generator):
             ray.get(self._group.ready(), timeout=PLACEMENT_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
             raise DistributedError(
-                f"the Ray cluster could not reserve {len(bundles)} replicas of {bundles[0]} in {PLACEMENT_TIMEOUT:.0f} s: "
-                "other jobs hold its resources"
+                f"the Ray cluster could not reserve {len(bundles)} replicas of {bundles[0]} in "
+                f"{PLACEMENT_TIMEOUT:.0f} s: other jobs hold its resources"
             ) from None
         where = "a Ray instance on this machine" if self.address == LOCAL else f"the Ray cluster at {self.address}"
         console.print(
-            f"starting {len(bundles)} replica{'s' if len(bundles) > 1 else ''} of {self.model_path} ({backend}) on {where}"
+            f"starting {len(bundles)} replica{'s' if len(bundles) > 1 else ''} of "
+            f"{self.model_path} ({backend}) on {where}"
         )
         actor = ray.remote(Replica)
         self._actors = [
@@ -367,12 +371,14 @@ class RayGenerator(Generator):
     def _lose(self, i: int, error: Exception) -> None:
         where = self.replicas[i]
         console.print(
-            f"[yellow]lost replica {i}[/] on {_node_name(where['node_id'])}: {_reason(error)}; the other replicas take its units"
+            f"[yellow]lost replica {i}[/] on {_node_name(where['node_id'])}: {_reason(error)}; "
+            "the other replicas take its units"
         )
         self._actors[i] = None
         if not self._live():
             raise DistributedError(
-                f"every replica was lost (the last on {_node_name(where['node_id'])}); rerun the same command to resume"
+                f"every replica was lost (the last on {_node_name(where['node_id'])}); "
+                "rerun the same command to resume"
             )
 
     def close(self) -> None:
@@ -420,7 +426,7 @@ class SandboxNode:
 
     def map(self, shipped: list, deadline: float | None) -> list[Result]:
         refs = list({s.tests for s in shipped if isinstance(s, _Shipped)})
-        tests = dict(zip(refs, ray.get(refs)))
+        tests = dict(zip(refs, ray.get(refs), strict=True))
         jobs = [
             dataclasses.replace(tests[s.tests], program=s.program) if isinstance(s, _Shipped) else s for s in shipped
         ]
@@ -547,11 +553,12 @@ class RayPool:
         for ref in done:
             node = calls[ref]
             try:
-                for i, r in zip(shares[node], ray.get(ref)):
+                for i, r in zip(shares[node], ray.get(ref), strict=True):
                     results[i] = r
             except ray.exceptions.RayActorError as e:
                 console.print(
-                    f"[yellow]lost the sandbox[/] on {_node_name(node)}: {_reason(e)}; grading its {len(shares[node])} jobs again"
+                    f"[yellow]lost the sandbox[/] on {_node_name(node)}: {_reason(e)}; grading its "
+                    f"{len(shares[node])} jobs again"
                 )
                 retry += shares[node]
                 self._replace(node)

@@ -36,7 +36,8 @@ Output directory (cfg.output_dir):
                        machine with several GPUs (local_replicas, engine.py), on replicas of a Ray
                        instance started here, grading in this process's sandbox
   results/oracle.jsonl --oracle: the same records for the reference solutions (temperature null)
-  summary.json         results.EvalSummary, every field commented there: benchmark, label ("all tests", or "public tests" for the shared LiveCodeBench copy),
+  summary.json         results.EvalSummary, every field commented there: benchmark, label ("all tests", or
+                       "public tests" for the shared LiveCodeBench copy),
                        grading (the profile), problem ids and the dev/test split; per temperature ("0.70"):
                        n (samples per problem; the most, for replies made elsewhere) and, per pass@k,
                        {mean, ci_lo, ci_hi, n_problems} on all problems, dev and test, and by difficulty
@@ -184,7 +185,8 @@ def _sweep(
                 )
                 _plan_test_phase(plan[best], cfg, test)
                 console.print(
-                    f"T={best:g} chosen on the {len(dev)} dev problems (pass@1); decoding the {len(test)} test problems with {samples_per_problem(cfg, best, test=True)} samples each"
+                    f"T={best:g} chosen on the {len(dev)} dev problems (pass@1); decoding the {len(test)} test "
+                    f"problems with {samples_per_problem(cfg, best, test=True)} samples each"
                 )
             missing = sum(len(block) for block in _pending_blocks(plan).values())
             if not missing:
@@ -256,7 +258,7 @@ def _regrade(bench, plan: dict, problems: list[Problem], pool: Pool, everything:
     why = "graded under other rules" if everything else "that the sandbox failed to grade or never ran"
     console.print(f"regrading {len(stale)} replies at T={t_label(plan['T'])} {why}")
     verdicts = bench.grade_many([by_id[r["problem_id"]] for r in stale], [r["reply"] for r in stale], pool)
-    for r, v in zip(stale, verdicts):
+    for r, v in zip(stale, verdicts, strict=True):
         r.update(status=v.status, passed=v.passed, detail=v.detail)
     _save(plan)
 
@@ -280,7 +282,7 @@ def _generate(
     ):
         graded = []
         for key, completions in finished:
-            block = [(*r, c) for r, c in zip(blocks[key], completions)]
+            block = [(*r, c) for r, c in zip(blocks[key], completions, strict=True)]
             graded.append(grader.submit(_grade_block, cfg, bench, plan, prompt_texts, pool, block, progress))
             for future in graded:
                 if future.done():
@@ -301,7 +303,7 @@ def _grade_block(
     """Grade one block's (T, problem, sample index, seed, completion) and rewrite its temperature's file."""
     T = block[0][0]
     verdicts = bench.grade_many([prob for _, prob, *_ in block], [c.text for *_, c in block], pool)
-    for (_, prob, j, seed, c), v in zip(block, verdicts):
+    for (_, prob, j, seed, c), v in zip(block, verdicts, strict=True):
         if c.finish_reason == "prompt_too_long":
             v = benchmarks.Verdict(
                 "extraction_failed", False, f"the prompt does not fit max_model_len={cfg.max_model_len}"
@@ -343,7 +345,7 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
         for i in range(0, len(todo), BLOCK):
             block = todo[i : i + BLOCK]
             replies = [bench.oracle_reply(p) for p in block]
-            for p, reply, v in zip(block, replies, bench.grade_many(block, replies, pool)):
+            for p, reply, v in zip(block, replies, bench.grade_many(block, replies, pool), strict=True):
                 done[p.id] = {
                     "problem_id": p.id,
                     "temperature": None,
@@ -381,7 +383,8 @@ def _oracle(run: RunDir, bench, problems: list[Problem], pool: Pool) -> None:
     atomic_write_json(summary_path(run.path), summary)
     run.finish(n_problems=len(records))
     console.print(
-        f"oracle {bench.name}: {summary['passed']}/{summary['n_problems']} references pass ({100 * summary['pass_rate']:.1f}%)"
+        f"oracle {bench.name}: {summary['passed']}/{summary['n_problems']} references pass "
+        f"({100 * summary['pass_rate']:.1f}%)"
     )
     for f in failures:
         console.print(f"  [red]{f['problem_id']}[/] {f['status']}: {f['detail'][:300]}")

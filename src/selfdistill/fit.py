@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import plots
-from .analyze import FORK_MIN_SURVIVORS, AnalyzeError, _load_npz, load_model, score
+from .analyze import FORK_MIN_SURVIVORS, AnalyzeError, _load_npz, format_measure, load_model, score
 from .config import FitConfig
 from .generate import truncate_logits
 from .manifest import RunDir, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl
@@ -125,7 +125,7 @@ class Target:
         lengths = self.arrays["support_len"][first : first + count]
         ids = torch.zeros(count, int(lengths.max()), dtype=torch.int64)
         q = torch.zeros(count, int(lengths.max()), dtype=torch.float64)
-        for row, (start, n) in enumerate(zip(self.offsets[first : first + count], lengths)):
+        for row, (start, n) in enumerate(zip(self.offsets[first : first + count], lengths, strict=True)):
             ids[row, :n] = torch.from_numpy(self.arrays["support_ids"][start : start + n])
             q[row, :n] = torch.from_numpy(self.arrays["support_q"][start : start + n])
         return ids, q
@@ -152,16 +152,21 @@ def scored_samples(cfg: FitConfig, manifest: dict) -> tuple[list[dict], list[dic
         overlap = {str(r["prompt_id"]) for r in held} & {str(r["prompt_id"]) for r in trained}
         if overlap:
             raise FitError(
-                f"{cfg.heldout}: {len(overlap)} of its prompts were trained on (e.g. {sorted(overlap)[0]!r}); held-out samples must be of other prompts"
+                f"{cfg.heldout}: {len(overlap)} of its prompts were trained on (e.g. {sorted(overlap)[0]!r}); "
+                "held-out samples must be of other prompts"
             )
     else:
         held = [r for r in records if sample_key(r) in held_keys]
     if not held:
         raise FitError(
-            f"{cfg.train_dir} set no samples aside (train.holdout = 0): give heldout, a samples dir of prompts it never trained on"
+            f"{cfg.train_dir} set no samples aside (train.holdout = 0): give heldout, "
+            "a samples dir of prompts it never trained on"
         )
     rng = random.Random(cfg.seed)
-    pick = lambda rs, n: rs if n is None or n >= len(rs) else rng.sample(rs, n)
+
+    def pick(records: list, n: int | None) -> list:
+        return records if n is None or n >= len(records) else rng.sample(records, n)
+
     return pick(held, cfg.heldout_samples), pick(trained, cfg.train_samples), files
 
 
@@ -183,7 +188,8 @@ def model_of(cfg: FitConfig, manifest: dict) -> tuple[str | None, int]:
         if candidate.is_dir():
             return str(candidate), cfg.step
     raise FitError(
-        f"{train_dir}: no checkpoints/checkpoint-{cfg.step} or snapshots/step-{cfg.step} (checkpoints are kept every train.save_steps, the last two)"
+        f"{train_dir}: no checkpoints/checkpoint-{cfg.step} or snapshots/step-{cfg.step} (checkpoints are kept every "
+        "train.save_steps, the last two)"
     )
 
 
@@ -233,14 +239,13 @@ FIT_HEADER = [
 
 def fit_table(rows: list[dict], classes: tuple[str, ...] = CLASSES) -> list[list[str]]:
     """The rows as table lines (FIT_HEADER): per step, set and class."""
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     return [
         [
             str(r["step"]),
             name,
             kind,
             str(r[f"{name}_{kind}"]["positions"]),
-            *(fmt(r[f"{name}_{kind}"][k]) for k in MEASURES),
+            *(format_measure(r[f"{name}_{kind}"][k]) for k in MEASURES),
         ]
         for r in rows
         for name in SETS
@@ -269,6 +274,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         axes,
         ("tail", "within_kl", "entropy"),
         ("tail term -log p(S)", "within-support KL(q || p|S)", "entropy within the support H(p|S)"),
+        strict=True,
     ):
         for name, style in (("heldout", "-"), ("train", "--")):
             for kind in ("fork", "lock"):
@@ -312,8 +318,8 @@ def fit(cfg: FitConfig) -> Path:
     truncation = sampled_with(manifest["config"]["samples"])
     if truncation.get("top_k", 0) <= 0 and truncation.get("top_p", 1.0) >= 1.0:
         raise FitError(
-            f"{manifest['config']['samples']}: sampled untruncated, so the target's support is the whole vocabulary and cannot be cached; "
-            "the fit needs a top-k or top-p truncation"
+            f"{manifest['config']['samples']}: sampled untruncated, so the target's support is the whole vocabulary "
+            "and cannot be cached; the fit needs a top-k or top-p truncation"
         )
     held, trained, files = scored_samples(cfg, manifest)
     run = RunDir.open(

@@ -81,12 +81,13 @@ class SamplingSpec:
             or self.max_tokens < 1
         ):
             raise ValueError(
-                f"invalid sampling spec {self}: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, 0 <= min_p < 1, n >= 1, max_tokens >= 1"
+                f"invalid sampling spec {self}: need temperature >= 0, top_k >= 0, 0 < top_p <= 1, "
+                "0 <= min_p < 1, n >= 1, max_tokens >= 1"
             )
         if self.targets and (self.temperature == 0 or self.top_k == 0):
             raise ValueError(
-                f"invalid sampling spec {self}: targets need temperature > 0 (a greedy token's target is the token) and top_k > 0 "
-                "(top-k bounds the support stored per token)"
+                f"invalid sampling spec {self}: targets need temperature > 0 (a greedy token's target is the token) "
+                "and top_k > 0 (top-k bounds the support stored per token)"
             )
 
     @classmethod
@@ -132,7 +133,7 @@ class Targets:
         return cls(
             *(
                 np.concatenate([getattr(t, f.name) for t in parts] or [np.zeros(0, dtype)])
-                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))
+                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32), strict=True)
             )
         )
 
@@ -143,13 +144,17 @@ class Targets:
         return [
             Targets(self.counts[t0:t1], self.ids[e0:e1], self.probs[e0:e1])
             for t0, t1, e0, e1 in zip(
-                np.concatenate([[0], token_ends[:-1]]), token_ends, np.concatenate([[0], entry_ends[:-1]]), entry_ends
+                np.concatenate([[0], token_ends[:-1]]),
+                token_ends,
+                np.concatenate([[0], entry_ends[:-1]]),
+                entry_ends,
+                strict=True,
             )
         ]
 
     def rows(self) -> list[tuple[np.ndarray, np.ndarray]]:
         ends = np.cumsum(self.counts)
-        return [(self.ids[e - n : e], self.probs[e - n : e]) for n, e in zip(self.counts, ends)]
+        return [(self.ids[e - n : e], self.probs[e - n : e]) for n, e in zip(self.counts, ends, strict=True)]
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -162,7 +167,7 @@ class Targets:
         return cls(
             *(
                 np.frombuffer(base64.b64decode(data[f.name]), dtype).copy()
-                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32))
+                for f, dtype in zip(fields(cls), (np.int32, np.int32, np.float32), strict=True)
             )
         )
 
@@ -317,7 +322,10 @@ def truncated_support(truncated: torch.Tensor) -> list[tuple[list[int], list[flo
     kept = torch.isfinite(truncated)
     probs, ids = truncated.float().softmax(-1).topk(int(kept.sum(-1).max()), dim=-1)
     counts = kept.sum(-1).tolist()
-    return [(row_ids[:n].tolist(), row_probs[:n].tolist()) for row_ids, row_probs, n in zip(ids, probs, counts)]
+    return [
+        (row_ids[:n].tolist(), row_probs[:n].tolist())
+        for row_ids, row_probs, n in zip(ids, probs, counts, strict=True)
+    ]
 
 
 def hf_logits_processors(spec: SamplingSpec):
@@ -378,7 +386,7 @@ class Generator:
         if not len(seeds) == len(specs) == len(prompts):
             raise ValueError(f"{len(prompts)} prompts, {len(specs)} specs and {len(seeds)} seeds")
         out: list[list[Completion]] = [[] for _ in prompts]
-        for i, completions in self.stream([Request(*r) for r in zip(prompts, specs, seeds)]):
+        for i, completions in self.stream([Request(*r) for r in zip(prompts, specs, seeds, strict=True)]):
             out[i] = completions
             if progress:
                 progress(len(completions), sum(len(c.token_ids) for c in completions))
@@ -401,7 +409,7 @@ class Generator:
             raise ValueError(f"max_in_flight={max_in_flight}: at least one sequence must decode")
         token_ids = [self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
         fits = []
-        for i, (r, ids) in enumerate(zip(requests, token_ids)):
+        for i, (r, ids) in enumerate(zip(requests, token_ids, strict=True)):
             if len(ids) < self.max_model_len:
                 fits.append(i)
             else:
@@ -685,7 +693,8 @@ class VLLMGenerator(Generator):
 
         if spec.targets and not self.targets:
             raise ValueError(
-                "this vLLM engine was started without targets=True: its logprobs would be the raw model's, not the sampling distribution"
+                "this vLLM engine was started without targets=True: its logprobs would be the raw model's, "
+                "not the sampling distribution"
             )
         return SamplingParams(
             n=spec.n,
@@ -783,7 +792,8 @@ class VLLMGenerator(Generator):
         }
         if not spec.per_request_seeds:
             effective["seeds"] = (
-                f"none per request (per_request_seeds false): the engine's RNG, seeded {self.seed}; replies depend on batching and are not reproducible"
+                f"none per request (per_request_seeds false): the engine's RNG, seeded {self.seed}; replies depend on "
+                "batching and are not reproducible"
             )
         return effective
 
@@ -914,7 +924,7 @@ class HFGenerator(Generator):
             for row in rows[start : start + max_in_flight]:
                 batches.setdefault((repr(jobs[row[0]].spec), len(jobs[row[0]].token_ids)), []).append(row)
             for batch in batches.values():
-                for (k, j, _), completion in zip(batch, self._decode(batch, jobs)):
+                for (k, j, _), completion in zip(batch, self._decode(batch, jobs), strict=True):
                     out[k][j] = completion
                     missing[k] -= 1
                     if not missing[k]:

@@ -130,14 +130,15 @@ def print_grid(grid: dict) -> None:
     if teff and "test" in teff["compare"]:
         c = teff["compare"]["test"]
         console.print(
-            f"SSD (T_train {teff['t_train']:g}, T_eval {teff['t_eval']:g}) vs the base model at T_eff {teff['t_eff']:g} on test: "
-            f"{100 * c['mean_diff']:+.1f} points [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
+            f"SSD (T_train {teff['t_train']:g}, T_eval {teff['t_eval']:g}) vs the base model at T_eff "
+            f"{teff['t_eff']:g} on test: {100 * c['mean_diff']:+.1f} points [{100 * c['ci_lo']:+.1f}, "
+            f"{100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
         )
     rec = grid["base_recommended"]
     if rec:
         console.print(
-            f"base at its recommended decoding (T {rec['T']:g}, top-k {rec['top_k'] or 'none'}, top-p {rec['top_p']:g}): "
-            f"{grid['metric']} {100 * rec['score']:.1f}"
+            f"base at its recommended decoding (T {rec['T']:g}, top-k {rec['top_k'] or 'none'}, top-p "
+            f"{rec['top_p']:g}): {grid['metric']} {100 * rec['score']:.1f}"
         )
     fit = grid["t_eff_fit"]
     if fit:

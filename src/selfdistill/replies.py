@@ -90,7 +90,8 @@ def detect_format(path: Path) -> str:
     if path.name.removesuffix(".gz").endswith(".json"):
         if "question_id" not in first:
             raise BenchmarkError(
-                f"{path}: a JSON replies file is LiveCodeBench's [{{question_id, code_list}}, ...]; its first object has no 'question_id'"
+                f"{path}: a JSON replies file is LiveCodeBench's [{{question_id, code_list}}, ...]; "
+                "its first object has no 'question_id'"
             )
         return "lcb"
     return "evalplus" if "task_id" in first else "selfdistill"
@@ -142,7 +143,8 @@ def _check_temperatures(path: Path, replies: list[Reply]) -> None:
     if given and len(given) < len(replies):
         missing = next(r for r in replies if r.temperature is None)
         raise BenchmarkError(
-            f"{missing.where}: missing field 'temperature' (line {given[0].line} has one: give it on every line or on none)"
+            f"{missing.where}: missing field 'temperature' (line {given[0].line} has one: "
+            "give it on every line or on none)"
         )
     first = {}
     for r in given:
@@ -166,10 +168,12 @@ def replied_problems(
         unknown = next((r for r in outside if r.problem_id not in known), None)
         if unknown:
             raise BenchmarkError(
-                f"{unknown.where}: field {unknown.id_field!r}: unknown problem {unknown.problem_id!r} (not in {bench.name})"
+                f"{unknown.where}: field {unknown.id_field!r}: "
+                f"unknown problem {unknown.problem_id!r} (not in {bench.name})"
             )
         console.print(
-            f"{len(outside)} replies are for problems outside the selection (release window, platforms, limit): not graded"
+            f"{len(outside)} replies are for problems outside the selection (release window, "
+            "platforms, limit): not graded"
         )
     replied = {r.problem_id for r in replies}
     kept = [p for p in problems if p.id in replied]
@@ -214,7 +218,7 @@ def _grade(out: Path, bench, T: float | None, samples: list, pool: Pool, advance
     for i in range(0, len(todo), BLOCK):
         block = todo[i : i + BLOCK]
         verdicts = bench.grade_many([p for p, _, _ in block], [r.text for _, _, r in block], pool)
-        for (p, j, r), v in zip(block, verdicts):
+        for (p, j, r), v in zip(block, verdicts, strict=True):
             records[p.id, j] = {
                 "problem_id": p.id,
                 "temperature": T,

@@ -4,7 +4,8 @@ replies are flagged but kept.
 
 Output directory:
     manifest.json          config, versions, input hashes, effective sampling params, chat template and
-                           its arguments (the pinned date, reasoning effort), tokenizer specials, prompt counts (dedup, decontamination, malformed rows),
+                           its arguments (the pinned date, reasoning effort), tokenizer specials, prompt counts
+                           (dedup, decontamination, malformed rows),
                            skips, length histogram, counts of truncated (hit max_tokens) / looping / dropped;
                            with ray_address, `placements`: the node and replica that made each shard
     prompts_report.json    every malformed row (file:line, reason), duplicate and contaminated prompt, and the
@@ -262,12 +263,13 @@ def _check_shard(path: Path, prompts: list[Prompt], n: int, store_targets: bool)
     found = [(r["prompt_id"], r["sample_index"]) for r in read_jsonl(path)]
     if found != expected:
         raise RuntimeError(
-            f"{path} does not hold the samples this run plans for it ({len(found)} records, {len(expected)} expected): "
-            "the directory was modified; delete the shard to regenerate it"
+            f"{path} does not hold the samples this run plans for it ({len(found)} records, {len(expected)} "
+            "expected): the directory was modified; delete the shard to regenerate it"
         )
     if store_targets and not targets_path(path).is_file():
         raise RuntimeError(
-            f"{targets_path(path)} is missing beside its finished shard: the directory was modified; delete the shard to regenerate it"
+            f"{targets_path(path)} is missing beside its finished shard: the directory was modified; "
+            "delete the shard to regenerate it"
         )
 
 
@@ -305,7 +307,7 @@ def _generate_shards(
         for k, completions in finished:
             records = [
                 _record(p, messages[p.id], prompt_texts[p.id], j, r.seed, c)
-                for (p, j), r, c in zip(samples[k], units[k], completions)
+                for (p, j), r, c in zip(samples[k], units[k], completions, strict=True)
             ]
             if spec.targets:  # first: a shard on disk has its distributions beside it
                 write_targets(_shard_path(run.path, k), records, [c.targets for c in completions])
@@ -375,11 +377,13 @@ def _print_summary(stats: dict, out: Path, max_tokens: int) -> None:
     console.print(table)
     c = stats["counts"]
     console.print(
-        f"{c['samples']} samples: {c['kept']} kept, {c['dropped']} dropped (empty {c['empty']}, one-line stub {c['stub']}, "
-        f"shortest {c['shortest']}, prompt too long {c['prompt_too_long']}); looping {c['looping']} (kept)"
+        f"{c['samples']} samples: {c['kept']} kept, {c['dropped']} dropped (empty {c['empty']}, one-line stub "
+        f"{c['stub']}, shortest {c['shortest']}, prompt too long {c['prompt_too_long']}); "
+        f"looping {c['looping']} (kept)"
     )
     console.print(
-        f"hit the max_tokens cap of {max_tokens:,}: {c['truncated']} of {c['samples']} samples ({100 * c['truncated'] / max(c['samples'], 1):.1f}%; "
+        f"hit the max_tokens cap of {max_tokens:,}: {c['truncated']} of {c['samples']} samples "
+        f"({100 * c['truncated'] / max(c['samples'], 1):.1f}%; "
         "kept, trained without a stop token)"
     )
     console.print(f"wrote {out}")
@@ -409,7 +413,8 @@ def load_samples(path: str | Path, with_targets: bool = False) -> tuple[list[dic
     if with_targets and targets_source(path) is None:
         raise ValueError(
             f"{path} holds no sampling distributions (sampled without sample.store_targets); resample with "
-            f"store_targets=true, or recompute them by teacher forcing (`ssd samples targets {path}`), to train with objective soft"
+            f"store_targets=true, or recompute them by teacher forcing (`ssd samples targets {path}`), "
+            "to train with objective soft"
         )
     records = []
     for shard in shard_files(path):
@@ -502,7 +507,8 @@ def read_samples_file(path: str | Path) -> list[dict]:
             )
         else:
             raise ValueError(
-                f"{where}: expected field 'messages' ending with the assistant's reply, or fields 'prompt' and 'output'"
+                f"{where}: expected field 'messages' ending with the assistant's reply, "
+                "or fields 'prompt' and 'output'"
             )
         if not isinstance(reply, str) or not prompt_messages:
             raise ValueError(

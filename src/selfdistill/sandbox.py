@@ -2,8 +2,8 @@
 
 Public API:
     execute(program, stdin=None, limits=Limits()) -> Result          one plain run
-    Pool(workers=None, limits=Limits())                             warm workers; .map(jobs, deadline=None):
-                                                                    AssertTests | CallTests | StdioTests | (program, stdin)
+    Pool(workers=None, limits=Limits())                             warm workers; .map(jobs, deadline=None),
+        jobs: AssertTests | CallTests | StdioTests | (program, stdin)
 
 How (details in _sandbox_child.py, which is the code that runs inside):
   * Isolation ("namespaces" mode): a zygote interpreter enters new mount, network, IPC, UTS and PID
@@ -29,6 +29,7 @@ How (details in _sandbox_child.py, which is the code that runs inside):
 from __future__ import annotations
 
 import ast
+import contextlib
 import itertools
 import json
 import marshal
@@ -178,9 +179,10 @@ class Pool:
         self.close()
 
     def __del__(self):
-        try:
+        # best effort at interpreter shutdown, when even a module global such as contextlib may be gone
+        try:  # noqa: SIM105
             self.close()
-        except Exception:  # noqa: BLE001, S110 - best effort at interpreter shutdown
+        except Exception:  # noqa: BLE001, S110
             pass
 
     # --- life cycle ---
@@ -241,10 +243,8 @@ class Pool:
         for it: in namespace mode the kernel has then killed every process inside), reap it."""
         for req_w, rep_r in self._slots:
             for fd in (req_w, rep_r):
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self._slots = []
         if self._proc is not None:
             try:
@@ -576,7 +576,7 @@ def _stdio_result(job: StdioTests, slot, end, pool) -> Result:
     total = Result(
         "passed", 0, "", "", 0.0, 0.0, tests_passed=0, tests_total=len(job.inputs), isolation=pool.isolation
     )
-    for i, (stdin, expected) in enumerate(zip(job.inputs, job.outputs)):
+    for i, (stdin, expected) in enumerate(zip(job.inputs, job.outputs, strict=True)):
         payload = {"mode": "plain", "program": job.program, "stdin": stdin, "system_exit_ok": job.system_exit_ok}
         raw = pool._execute(slot, payload, end, pool.limits.timeout)
         r = _plain_result(raw, pool)
@@ -601,7 +601,7 @@ def stdio_match(got: str, expected: str) -> tuple[bool, str]:
     exp_lines = [line.strip() for line in expected.strip().split("\n")]
     if len(got_lines) != len(exp_lines):
         return False, f"expected {len(exp_lines)} lines, got {len(got_lines)}"
-    for n, (g, e) in enumerate(zip(got_lines, exp_lines)):
+    for n, (g, e) in enumerate(zip(got_lines, exp_lines, strict=True)):
         if g == e:
             continue
         try:
@@ -663,7 +663,7 @@ def _close(got, expected, atol) -> bool:
                 math.isnan(got) and math.isnan(expected)
             )
         if isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
-            return all(_close(g, e, atol) for g, e in zip(got, expected))
+            return all(_close(g, e, atol) for g, e in zip(got, expected, strict=True))
     return False
 
 

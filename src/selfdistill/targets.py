@@ -65,7 +65,8 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
     same = [key for key in settings if key != "model"]  # the weights count, not the path they were given by
     if recorded and {k: recorded.get(k) for k in same} != {k: settings[k] for k in same}:
         raise TargetsError(
-            f"{record_path}: its side files were recomputed with other settings ({ {k: recorded.get(k) for k in same} }); "
+            f"{record_path}: its side files were recomputed with other settings "
+            f"({ {k: recorded.get(k) for k in same} }); "
             "delete it and the shards' .targets.safetensors files to start over"
         )
     record = {**settings, "started_at": recorded.get("started_at", _now()), "finished_at": None}
@@ -145,8 +146,8 @@ def _checked_manifest(samples_dir: Path) -> dict:
         )
     if config["temperature"] == 0 or config["top_k"] == 0:
         raise TargetsError(
-            f"{samples_dir}: sampled at temperature {config['temperature']}, top_k {config['top_k']}; "
-            "targets need temperature > 0 (a greedy token's target is the token) and top_k > 0, as sample.store_targets does"
+            f"{samples_dir}: sampled at temperature {config['temperature']}, top_k {config['top_k']}; targets need "
+            "temperature > 0 (a greedy token's target is the token) and top_k > 0, as sample.store_targets does"
         )
     return manifest
 
@@ -171,7 +172,9 @@ def _counts(shards: list[Path]) -> dict:
     for shard in shards:
         for r, targets in zip(read_jsonl(shard), shard_targets(shard), strict=True):
             survivors.append(targets.counts)
-            outside += sum(token not in ids for token, (ids, _) in zip(r["reply_token_ids"], targets.rows()))
+            outside += sum(
+                token not in ids for token, (ids, _) in zip(r["reply_token_ids"], targets.rows(), strict=True)
+            )
     counts = np.concatenate([np.zeros(0, np.int32), *survivors])
     return {
         "reply_tokens": int(len(counts)),

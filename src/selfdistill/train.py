@@ -118,12 +118,14 @@ def check_chat_template(tokenizer, manifest: dict, samples_dir: Path, model: str
     sampled = manifest.get("chat_template")
     if not sampled:
         raise TrainError(
-            f"{samples_dir}/manifest.json records no chat_template: these samples cannot be checked against the model's template"
+            f"{samples_dir}/manifest.json records no chat_template: "
+            "these samples cannot be checked against the model's template"
         )
     recorded = manifest.get("chat_template_sha256")
     if recorded and recorded != template_sha256(sampled):
         raise TrainError(
-            f"{samples_dir}/manifest.json: chat_template_sha256 {recorded} does not match its own chat_template text ({template_sha256(sampled)}); the manifest is corrupted"
+            f"{samples_dir}/manifest.json: chat_template_sha256 {recorded} does not match its own chat_template text "
+            f"({template_sha256(sampled)}); the manifest is corrupted"
         )
     ours = tokenizer.chat_template
     if isinstance(ours, dict):  # several named templates: the default one formats chat prompts
@@ -131,9 +133,10 @@ def check_chat_template(tokenizer, manifest: dict, samples_dir: Path, model: str
     if ours != sampled:
         ours_sha = template_sha256(ours) if ours else "none"
         raise TrainError(
-            f"chat template mismatch: the samples in {samples_dir} were made with chat template sha256 {template_sha256(sampled)}, "
-            f"but model {model} has chat template sha256 {ours_sha}. Training on one format and sampling with another is the "
-            "failure mode of apple/ml-ssd#7; train the model the samples came from, or resample with this model."
+            f"chat template mismatch: the samples in {samples_dir} were made with chat template sha256 "
+            f"{template_sha256(sampled)}, but model {model} has chat template sha256 {ours_sha}. Training on one "
+            "format and sampling with another is the failure mode of apple/ml-ssd#7; train the model the samples "
+            "came from, or resample with this model."
         )
     return sampled
 
@@ -189,7 +192,8 @@ def build_examples(
             and chat_prompt(tokenizer, r["messages"], **(template_args or {})) != r["prompt_text"]
         ):
             raise TrainError(
-                f"{where}: prompt_text differs from its messages rendered with the chat template; the samples were not made with this template"
+                f"{where}: prompt_text differs from its messages rendered with the chat template; the samples were "
+                "not made with this template"
             )
         prompt = tokenizer(r["prompt_text"], add_special_tokens=False).input_ids
         if isinstance(r.get("prompt_tokens"), int) and r["prompt_tokens"] != len(prompt):
@@ -213,7 +217,8 @@ def build_examples(
         )
     if mismatch:
         raise TrainError(
-            f"{len(mismatch)} prompts tokenize to a different length than at sampling (a BOS token added twice?), e.g. {mismatch[0]}"
+            f"{len(mismatch)} prompts tokenize to a different length than at sampling (a BOS token added "
+            f"twice?), e.g. {mismatch[0]}"
         )
     return examples, {"no_stop_token_finish_length": truncated}
 
@@ -228,7 +233,8 @@ def length_plan(examples: list[dict], max_length: int | None) -> tuple[list[dict
     dropped = len(examples) - len(kept)
     if not kept:
         raise TrainError(
-            f"max_length {max_length} is shorter than every example (shortest {int(lengths.min())} tokens): nothing to train on"
+            f"max_length {max_length} is shorter than every example (shortest {int(lengths.min())} "
+            "tokens): nothing to train on"
         )
     prompt = np.array([e["prompt_len"] for e in examples])
 
@@ -242,7 +248,8 @@ def length_plan(examples: list[dict], max_length: int | None) -> tuple[list[dict
         }
 
     stats = {"examples": len(examples), "max_length": max_length, "longest": longest, "dropped_too_long": dropped,
-             "prompt": summary(prompt), "completion": summary(lengths - prompt), "total": summary(lengths)}  # fmt: skip
+             "prompt": summary(prompt), "completion": summary(lengths - prompt),
+             "total": summary(lengths)}  # fmt: skip
     return kept, max_length, stats
 
 
@@ -265,8 +272,8 @@ def print_length_report(stats: dict) -> None:
     )
     if stats["dropped_too_long"]:
         console.print(
-            f"[bold yellow]warning:[/] dropping {stats['dropped_too_long']} of {stats['examples']} examples longer than "
-            f"max_length {stats['max_length']} (never truncated); unset max_length to train on all of them"
+            f"[bold yellow]warning:[/] dropping {stats['dropped_too_long']} of {stats['examples']} examples longer "
+            f"than max_length {stats['max_length']} (never truncated); unset max_length to train on all of them"
         )
 
 
@@ -289,8 +296,9 @@ def accumulation_steps(cfg: TrainConfig, processes: int) -> int:
     per_step = cfg.per_device_batch_size * ranks
     if cfg.global_batch_size % per_step:
         raise TrainError(
-            f"global_batch_size {cfg.global_batch_size} is not a multiple of per_device_batch_size {cfg.per_device_batch_size} "
-            f"x {ranks} data-parallel ranks; global batch = per-device batch x gradient accumulation x processes / context_parallel_size"
+            f"global_batch_size {cfg.global_batch_size} is not a multiple of per_device_batch_size "
+            f"{cfg.per_device_batch_size} x {ranks} data-parallel ranks; global batch = per-device batch x gradient "
+            "accumulation x processes / context_parallel_size"
         )
     return cfg.global_batch_size // per_step
 
@@ -448,7 +456,10 @@ def batch_plan(cfg: TrainConfig, processes: int) -> dict:
 
 
 def describe_batch_plan(plan: dict) -> str:
-    return f"{plan['processes']} processes x {plan['per_device_batch_size']} per device x {plan['gradient_accumulation_steps']} accumulation"
+    return (
+        f"{plan['processes']} processes x {plan['per_device_batch_size']} per device x "
+        f"{plan['gradient_accumulation_steps']} accumulation"
+    )
 
 
 def check_resume_plan(checkpoint: Path, current: dict) -> None:
@@ -458,7 +469,8 @@ def check_resume_plan(checkpoint: Path, current: dict) -> None:
     recorded = json.loads((checkpoint / COMPLETE).read_text()).get("batch_plan")
     if recorded is not None and recorded != current:
         raise TrainError(
-            f"cannot resume {checkpoint}: it was trained with {describe_batch_plan(recorded)}, this launch has {describe_batch_plan(current)}; "
+            f"cannot resume {checkpoint}: it was trained with {describe_batch_plan(recorded)}, this launch has "
+            f"{describe_batch_plan(current)}; "
             f"launch {recorded['processes']} processes again, or train into a new output_dir"
         )
 
@@ -499,7 +511,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
         if samples_dir.is_file():
             if cfg.objective == "soft":
                 raise TrainError(
-                    f"{samples_dir}: objective soft trains on the distributions `ssd sample` stores (store_targets=true), not on a file of replies"
+                    f"{samples_dir}: objective soft trains on the distributions `ssd sample` stores "
+                    "(store_targets=true), not on a file of replies"
                 )
             records, manifest = samples_made_elsewhere(samples_dir, tokenizer)
         else:
@@ -544,7 +557,8 @@ def choose_holdout(records: list[dict], count: int, seed: int, samples_dir: Path
         by_prompt.setdefault(str(r["prompt_id"]), []).append(sample_key(r))
     if count < 0 or count >= len(by_prompt):
         raise TrainError(
-            f"holdout {count}: {samples_dir} has {len(by_prompt)} prompts with kept samples; hold out 0 to {len(by_prompt) - 1} of them"
+            f"holdout {count}: {samples_dir} has {len(by_prompt)} prompts with kept samples; hold out 0 to "
+            f"{len(by_prompt) - 1} of them"
         )
     rng = random.Random(seed)
     return {rng.choice(by_prompt[p]) for p in rng.sample(sorted(by_prompt), count)}
@@ -674,8 +688,9 @@ def build_trainer(cfg: TrainConfig, prep: Prepared, out: Path, callbacks: list =
     if fsdp:  # read when the trainer wraps the model, at train()
         for name, value in fsdp_policies(cfg, bf16).items():
             setattr(trainer.accelerator.state.fsdp_plugin, name, value)
-    plan = {**launched, "global_batch_size": cfg.global_batch_size, "optimizer_steps": steps, "warmup_steps": args.warmup_steps,
-            "precision": "bf16 autocast" if bf16 else "fp32", "weights_dtype": str(dtype).removeprefix("torch."), "attention": load["attn_implementation"]}  # fmt: skip
+    plan = {**launched, "global_batch_size": cfg.global_batch_size, "optimizer_steps": steps,
+            "warmup_steps": args.warmup_steps, "precision": "bf16 autocast" if bf16 else "fp32",
+            "weights_dtype": str(dtype).removeprefix("torch."), "attention": load["attn_implementation"]}  # fmt: skip
     return trainer, plan
 
 
@@ -737,7 +752,7 @@ def with_soft_targets(examples: list[dict], records: list[dict], samples_dir: Pa
         if reply is None or len(targets) != len(reply):
             raise TrainError(f"{where}: {len(targets)} stored distributions for {len(reply or [])} reply tokens")
         rows = targets.rows()
-        for t, (token, (ids, _)) in enumerate(zip(reply, rows)):
+        for t, (token, (ids, _)) in enumerate(zip(reply, rows, strict=True)):
             if drawn and token not in ids:
                 raise TrainError(
                     f"{where}: reply token {t} ({token}) is not among the survivors of its stored distribution"
@@ -799,7 +814,8 @@ def add_soft_target_head(model) -> None:
     ):
         if getattr(text_config, scaling, None) not in (None, 1, 1.0):
             raise TrainError(
-                f"objective soft: {text_config.model_type}'s head applies {scaling}, which the soft loss does not reproduce; use objective hard"
+                f"objective soft: {text_config.model_type}'s head applies {scaling}, which the soft loss does not "
+                "reproduce; use objective hard"
             )
     forward = model.forward
 
@@ -880,7 +896,7 @@ class SoftTargetCollator:
         batch = self.collator([{k: v for k, v in e.items() if k not in SOFT_TARGET_COLUMNS} for e in examples])
         rows = [tuple(np.asarray(e[k]) for k in SOFT_TARGET_COLUMNS) for e in examples]
         if getattr(self.collator, "padding_free", False):  # one row of every example, in order
-            rows = [tuple(np.concatenate(column) for column in zip(*rows))]
+            rows = [tuple(np.concatenate(column) for column in zip(*rows, strict=True))]
         width = max(int(counts.max(initial=0)) for counts, _, _ in rows) or 1
         ids = np.zeros((*batch["input_ids"].shape, width), dtype=np.int64)
         probs = np.zeros((*batch["input_ids"].shape, width), dtype=np.float32)
@@ -918,7 +934,8 @@ def model_load_kwargs(config, cuda: bool, flash_attn: bool, attention: str | Non
         if attention not in SINK_TRAINING_ATTENTION:
             raise ValueError(
                 f"train.attn_implementation={attention}: GPT-OSS's attention sinks would get no gradient from it "
-                f"(flash-attn 2 drops them; vllm-flash-attn3's backward returns none: Dao-AILab/flash-attention#1797); "
+                "(flash-attn 2 drops them; vllm-flash-attn3's backward returns none: "
+                "Dao-AILab/flash-attention#1797); "
                 f"use one of {', '.join(SINK_TRAINING_ATTENTION)}, or leave it unset"
             )
     elif attention is None:
@@ -1033,7 +1050,7 @@ def base_tensors(model_path: str):
         root = Path(snapshot_download(model_path, allow_patterns=["*.safetensors"]))
     for file in sorted(root.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 - a safetensors file is no dict: keys() is its API
                 yield name, f.get_tensor(name)
 
 
@@ -1061,7 +1078,8 @@ def update_fidelity(trained: dict, base, dtype: torch.dtype) -> dict:
         tensors += 1
     if not tensors:
         raise TrainError(
-            "no tensor of the trained model matches the base model's checkpoint by name: cannot measure the exported update"
+            "no tensor of the trained model matches the base model's checkpoint by name: "
+            "cannot measure the exported update"
         )
     if trained_sq == 0:
         return {
@@ -1071,8 +1089,10 @@ def update_fidelity(trained: dict, base, dtype: torch.dtype) -> dict:
             "moved_weights_kept": 1.0,
             "tensors": tensors,
         }
-    return {"dtype": str(dtype).removeprefix("torch."), "cosine": dot / math.sqrt(trained_sq * exported_sq) if exported_sq else 0.0,
-            "norm_ratio": math.sqrt(exported_sq / trained_sq), "moved_weights_kept": kept / moved, "tensors": tensors}  # fmt: skip
+    return {"dtype": str(dtype).removeprefix("torch."),
+            "cosine": dot / math.sqrt(trained_sq * exported_sq) if exported_sq else 0.0,
+            "norm_ratio": math.sqrt(exported_sq / trained_sq), "moved_weights_kept": kept / moved,
+            "tensors": tensors}  # fmt: skip
 
 
 def export_dtype(choice: str, base_dtype: torch.dtype, fidelity: dict) -> torch.dtype:
@@ -1218,7 +1238,8 @@ def train(cfg: TrainConfig) -> Path:
     if state.is_main_process:
         console.print(
             f"{len(prep.examples)} examples, {plan['optimizer_steps']} optimizer steps of {cfg.global_batch_size} "
-            f"({plan['per_device_batch_size']} x {plan['gradient_accumulation_steps']} accumulation x {plan['processes']} processes), "
+            f"({plan['per_device_batch_size']} x {plan['gradient_accumulation_steps']} accumulation x "
+            f"{plan['processes']} processes), "
             f"{plan['precision']}, {'LoRA r=' + str(cfg.lora_r) if cfg.use_lora else 'full fine-tune'}"
             + (f"; resuming from {resume}" if resume else "")
         )
@@ -1249,6 +1270,7 @@ def train(cfg: TrainConfig) -> Path:
             )
         write_model_card(out)
         console.print(
-            f"[bold green]trained[/] {model_dir}  final loss {rows[-1]['loss'] if rows else float('nan'):.4f}  ({seconds:.0f} s this session)"
+            f"[bold green]trained[/] {model_dir}  final loss {rows[-1]['loss'] if rows else float('nan'):.4f}  "
+            f"({seconds:.0f} s this session)"
         )
     return model_dir
