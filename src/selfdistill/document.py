@@ -84,7 +84,9 @@ def percent_ci(score: Interval | None) -> str:
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
     # a "|" inside a cell would end it, a newline the row
-    cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    def cell(s) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
     return "\n".join(
         ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
         + ["| " + " | ".join(map(cell, r)) + " |" for r in rows]

@@ -7,6 +7,7 @@ otherwise it refuses, naming what differs, so outputs of two configs never mix.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -112,10 +113,8 @@ def _cached_file_hash(path: Path) -> str:
             return digest
     digest = sha256_file(path)
     if stat.st_size > (16 << 20):
-        try:
+        with contextlib.suppress(OSError):  # a read-only model dir still works, just slower
             atomic_write_text(cache, f"{key} {digest}")
-        except OSError:
-            pass  # a read-only model dir still works, just slower
     return digest
 
 

@@ -204,7 +204,10 @@ def _base_settings(compare: dict | None) -> list:
     settings = (compare or {}).get("base_settings")
     if not settings:
         return []
-    score = lambda x: x and Score(**x)  # compare.json holds a summary's scores as they are in summary.json
+
+    def score(x: dict | None) -> Score | None:  # compare.json holds a summary's scores as they are in summary.json
+        return x and Score(**x)
+
     rows = [
         [
             label,
@@ -230,7 +233,7 @@ def plot_sweep(base: EvalSummary | None, ssd: EvalSummary | None, path: Path) ->
     ks = (base or ssd).ks
     split = (base or ssd).swept_split("test")
     fig, axes = plots.plt.subplots(1, len(ks), figsize=(5.2 * len(ks), 3.8), squeeze=False)
-    for ax, k in zip(axes[0], ks):
+    for ax, k in zip(axes[0], ks, strict=True):
         for name, summary in (("base", base), ("ssd", ssd)):
             if not summary:
                 continue
@@ -332,7 +335,10 @@ def pass_at_k_blocks(summaries: dict[str, EvalSummary | None]) -> list:
     if not columns:
         return [Para("No temperature with several samples per problem: pass@k for k > 1 needs them.", "muted")]
     ks = sorted({k for _, e in columns for k in e.ks})
-    cell = lambda e, k, pick: percent_ci(pick(e.pass_at[k])) if k in e.pass_at else "-"
+
+    def cell(e, k, pick) -> str:
+        return percent_ci(pick(e.pass_at[k])) if k in e.pass_at else "-"
+
     blocks = [
         Para(
             "pass@k in % [95% bootstrap CI over problems] on all problems (the unbiased estimator from each problem's n samples; "
@@ -627,7 +633,10 @@ def section_fig6(run: Run, out: Path) -> list:
             f"at the {a['lock_fork'][0]['n_lock']} lock-like and {a['lock_fork'][0]['n_fork']} fork-like positions of the base model:"
         )
     )
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
     blocks.append(
         Table(
             ["T_eval", "base lock", "SSD lock", "base fork", "SSD fork"],

@@ -642,7 +642,7 @@ def primary_endpoints(declared: list[tuple[str, str, dict[str, Path | None]]], s
             )
         out.append(endpoint)
     for endpoint, adjusted in zip(
-        out, metrics.holm([e["comparison"]["p_value"] if e["comparison"] else 1.0 for e in out])
+        out, metrics.holm([e["comparison"]["p_value"] if e["comparison"] else 1.0 for e in out]), strict=True
     ):
         endpoint["holm_p"] = adjusted
     return out

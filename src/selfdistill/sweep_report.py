@@ -234,7 +234,7 @@ def section_primary(benches: list[Benchmark]) -> list:
     endpoints = primary_endpoints(declared)
     if len(benches) > 1:
         owners = [b.name for b in benches for _ in b.cfg.report.primary]
-        endpoints = [{**e, "name": f"{e['name']} ({owner})"} for e, owner in zip(endpoints, owners)]
+        endpoints = [{**e, "name": f"{e['name']} ({owner})"} for e, owner in zip(endpoints, owners, strict=True)]
     return [Heading("Primary endpoints (pre-registered)")] + endpoint_blocks(endpoints)
 
 
