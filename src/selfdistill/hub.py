@@ -95,6 +95,10 @@ def _recipe(train: dict) -> str:
 def _results(evaluation: dict) -> str:
     """evaluation: {"base": EvalSummary, "ssd": EvalSummary, "compare": compare.json or None}."""
     base, ssd, compare = evaluation["base"], evaluation["ssd"], evaluation.get("compare") or {}
+
+    def score(x) -> str:
+        return f"{percent(x.test_score)} [{percent(x.test_ci_lo)}, {percent(x.test_ci_hi)}] at T={x.best_T:g}"
+
     rows = []
     for k in ssd.ks:
         b, s = base.chosen(k), ssd.chosen(k)
@@ -106,10 +110,6 @@ def _results(evaluation: dict) -> str:
             diff = (
                 f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.3g}"
             )
-
-        def score(x) -> str:
-            return f"{percent(x.test_score)} [{percent(x.test_ci_lo)}, {percent(x.test_ci_hi)}] at T={x.best_T:g}"
-
         rows.append([metric, score(b), score(s), diff])
     decoding = ssd.decoding  # None: replies graded from a file
     truncation = f"top-k {decoding.top_k}, top-p {decoding.top_p}; " if decoding else ""
