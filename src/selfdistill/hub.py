@@ -47,8 +47,8 @@ def _sampling(train: dict) -> str:
         samples = load_manifest(samples_dir)
     except FileNotFoundError:
         return (
-            f"The samples were made elsewhere (`{samples_dir.name}`, sha256 `{train['inputs']['samples_data'][:16]}`): "
-            "their sampling settings are unknown."
+            f"The samples were made elsewhere (`{samples_dir.name}`, sha256 "
+            f"`{train['inputs']['samples_data'][:16]}`): their sampling settings are unknown."
         )
     c, counts = samples["config"], samples.get("counts", {})
     rows = [
@@ -75,7 +75,8 @@ def _recipe(train: dict) -> str:
         ["objective", "cross-entropy on the reply tokens and the stop token"],
         [
             "learning rate",
-            f"{c['learning_rate']:g}, cosine to {c['min_learning_rate']:g}, {plan.get('warmup_steps', '-')} warmup steps",
+            f"{c['learning_rate']:g}, cosine to {c['min_learning_rate']:g}, {plan.get('warmup_steps', '-')} warmup "
+            "steps",
         ],
         ["optimizer", f"AdamW ({c['adam_beta1']}, {c['adam_beta2']}), weight decay {c['weight_decay']}"],
         ["global batch", c["global_batch_size"]],
@@ -159,10 +160,10 @@ def write_model_card(train_dir: str | Path, evaluation: dict | None = None) -> P
     )
     sections = [
         f"# {name}\n",
-        f"`{c['model']}` fine-tuned by **simple self-distillation** (SSD; Zhang et al., [arXiv 2604.01193]({PAPER})): the frozen base "
-        "model answered unlabeled coding prompts once at T_train with truncation, and was fine-tuned with plain SFT on those raw, "
-        f"unverified samples. Made with selfdistill {__version__} (git {train.get('git_commit') or 'unknown'}); the training directory's "
-        "manifest.json holds every setting.\n",
+        f"`{c['model']}` fine-tuned by **simple self-distillation** (SSD; Zhang et al., [arXiv 2604.01193]({PAPER})): "
+        "the frozen base model answered unlabeled coding prompts once at T_train with truncation, and was fine-tuned "
+        f"with plain SFT on those raw, unverified samples. Made with selfdistill {__version__} (git "
+        f"{train.get('git_commit') or 'unknown'}); the training directory's manifest.json holds every setting.\n",
         "## Sampling\n",
         _sampling(train) + "\n",
         "## Training\n",
@@ -209,7 +210,8 @@ def _upload(folder: Path, repo_id: str, repo_type: str, private: bool, allow: li
     except Exception as e:  # network, auth and hub errors alike end the command with one line
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise HubError(
-            f"uploading {folder} to {repo_type} repo {repo_id} at {constants.ENDPOINT} failed: {type(e).__name__}: {reason}"
+            f"uploading {folder} to {repo_type} repo {repo_id} at {constants.ENDPOINT} failed: {type(e).__name__}: "
+            f"{reason}"
         ) from None
     return commit.commit_url if hasattr(commit, "commit_url") else str(commit)
 
@@ -241,10 +243,11 @@ def push_samples(path: str | Path, repo_id: str, private: bool = False) -> str:
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "shards/*.jsonl"}]}],
     )
     card = DatasetCard(
-        f"---\n{data.to_yaml()}\n---\n\n# Self-distillation samples of {c['model']}\n\n"
-        f"{manifest['counts']['samples']} samples ({len(records)} kept: `keep` is true) of `{c['model']}` on `{c['prompts']}` at "
-        f"T_train {c['temperature']}, top-k {c['top_k']}, top-p {c['top_p']}, N {c['n']}, drawn by selfdistill for simple "
-        f"self-distillation ([arXiv 2604.01193]({PAPER})). manifest.json holds the full config, chat template and hashes.\n"
+        f"---\n{data.to_yaml()}\n---\n\n# Self-distillation samples of "
+        f"{c['model']}\n\n{manifest['counts']['samples']} samples ({len(records)} kept: `keep` is true) of "
+        f"`{c['model']}` on `{c['prompts']}` at T_train {c['temperature']}, top-k {c['top_k']}, top-p {c['top_p']}, N "
+        f"{c['n']}, drawn by selfdistill for simple self-distillation ([arXiv 2604.01193]({PAPER})). manifest.json "
+        "holds the full config, chat template and hashes.\n"
     )
     card.save(path / CARD)
     return _upload(

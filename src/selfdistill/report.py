@@ -103,7 +103,8 @@ def section_overview(run: Run) -> list:
     cfg = run.manifest.get("config", {})
     blocks = [
         Para(
-            f"Run directory: {run.root.resolve()}. Report generated {time.strftime('%Y-%m-%d %H:%M:%S %z')} from the files in it.",
+            f"Run directory: {run.root.resolve()}. Report generated {time.strftime('%Y-%m-%d %H:%M:%S %z')} from the "
+            "files in it.",
             "muted",
         )
     ]
@@ -111,9 +112,11 @@ def section_overview(run: Run) -> list:
         sc, tc, ec = cfg["sample"], cfg["train"], cfg["eval"]
         blocks.append(
             Para(
-                f"Setup: {cfg['model']} answered {sc['limit'] or 'all'} prompts of {sc['prompts']} {sc['n']}x at T_train={sc['temperature']:g} "
-                f"(top-k {sc['top_k']}, top-p {sc['top_p']}); {'LoRA' if tc['use_lora'] else 'full'} SFT on those raw samples; both models "
-                f"evaluated on {ec['benchmark']} ({ec['limit'] or 'all'} problems, n={ec['n']} samples each, top-k {ec['top_k']}, top-p {ec['top_p']})."
+                f"Setup: {cfg['model']} answered {sc['limit'] or 'all'} prompts of {sc['prompts']} {sc['n']}x at "
+                f"T_train={sc['temperature']:g} (top-k {sc['top_k']}, top-p {sc['top_p']}); "
+                f"{'LoRA' if tc['use_lora'] else 'full'} SFT on those raw samples; both models evaluated on "
+                f"{ec['benchmark']} ({ec['limit'] or 'all'} problems, n={ec['n']} samples each, top-k {ec['top_k']}, "
+                f"top-p {ec['top_p']})."
             )
         )
     if cfg.get("notes"):
@@ -131,7 +134,8 @@ def section_overview(run: Run) -> list:
         blocks.append(
             Para(
                 "This is a small run: " + " and ".join(small) + ". Its numbers are a smoke-level signal that the "
-                "pipeline works, not evidence for or against SSD; differences within the confidence intervals mean nothing.",
+                "pipeline works, not evidence for or against SSD; differences within the confidence intervals mean "
+                "nothing.",
                 "warn",
             )
         )
@@ -153,9 +157,10 @@ def section_headline(run: Run) -> list:
     label = "" if base.label == "all tests" else f" ({base.label})"
     blocks.append(
         Para(
-            f"{base.benchmark}{label}: each model's T_eval is chosen on the dev split ({len(base.dev_ids)} problems) and "
-            f"scored on the held-out test split ({len(base.test_ids)} problems). pass@k in %, 95% bootstrap CI over problems. "
-            f"Decoding: top-k {base.decoding.top_k}, top-p {base.decoding.top_p}, max {base.decoding.max_tokens} tokens."
+            f"{base.benchmark}{label}: each model's T_eval is chosen on the dev split ({len(base.dev_ids)} problems) "
+            f"and scored on the held-out test split ({len(base.test_ids)} problems). pass@k in %, 95% bootstrap CI "
+            f"over problems. Decoding: top-k {base.decoding.top_k}, top-p {base.decoding.top_p}, max "
+            f"{base.decoding.max_tokens} tokens."
         )
     )
     rows = []
@@ -182,8 +187,9 @@ def section_headline(run: Run) -> list:
         c = compare["test"]
         blocks.append(
             Para(
-                f"Paired comparison on the {c['n_problems']} test problems ({compare['metric']} only, from compare.json): SSD better on {c['wins']}, "
-                f"worse on {c['losses']}, tied on {c['ties']}; sign-flip p = {c['p_value']:.3g}"
+                f"Paired comparison on the {c['n_problems']} test problems ({compare['metric']} only, from "
+                f"compare.json): SSD better on {c['wins']}, worse on {c['losses']}, tied on {c['ties']}; sign-flip p "
+                f"= {c['p_value']:.3g}"
                 + (f", Wilcoxon p = {c['wilcoxon_p']:.3g}." if c.get("wilcoxon_p") is not None else ".")
             )
         )
@@ -221,9 +227,9 @@ def _base_settings(compare: dict | None) -> list:
     ]
     return [
         Para(
-            f"The base model three ways ({settings['metric']} in %, 95% CI): the paper compares SSD with the base model at its "
-            "recommended decoding; the dev-chosen T_eval is this report's fair baseline; the best T_eval on all problems is "
-            "chosen on the problems it is scored on, so it flatters the base model."
+            f"The base model three ways ({settings['metric']} in %, 95% CI): the paper compares SSD with the base "
+            "model at its recommended decoding; the dev-chosen T_eval is this report's fair baseline; the best T_eval "
+            "on all problems is chosen on the problems it is scored on, so it flatters the base model."
         ),
         Table(["base model at", "T", "top-k / top-p", "test", "all problems"], rows),
     ]
@@ -307,8 +313,8 @@ def section_difficulty(run: Run) -> list:
         return blocks + [Para(f"{base.benchmark} has no difficulty labels.", "muted")]
     blocks.append(
         Para(
-            f"pass@k in % [95% CI] over all problems of each difficulty (dev and test), each model at its dev-chosen T for pass@{ks[0]} "
-            f"(base T={entries['base'].temperature:g}, SSD T={entries['SSD'].temperature:g})."
+            "pass@k in % [95% CI] over all problems of each difficulty (dev and test), each model at its dev-chosen T "
+            f"for pass@{ks[0]} (base T={entries['base'].temperature:g}, SSD T={entries['SSD'].temperature:g})."
         )
     )
     rows = []
@@ -341,8 +347,8 @@ def pass_at_k_blocks(summaries: dict[str, EvalSummary | None]) -> list:
 
     blocks = [
         Para(
-            "pass@k in % [95% bootstrap CI over problems] on all problems (the unbiased estimator from each problem's n samples; "
-            "no temperature is chosen here). Greedy decoding has pass@k = pass@1."
+            "pass@k in % [95% bootstrap CI over problems] on all problems (the unbiased estimator from each problem's "
+            "n samples; no temperature is chosen here). Greedy decoding has pass@k = pass@1."
         ),
         Table(
             ["k"] + [c for c, _ in columns],
@@ -402,10 +408,10 @@ def endpoint_blocks(endpoints: list[dict]) -> list:
         )
     return [
         Para(
-            f"Declared before the evaluation (config report.primary). Each is a paired comparison on the problems both evals decoded at "
-            f"those temperatures: difference in points, 95% bootstrap CI over problems (resampled jointly), two-sided sign-flip p, and "
-            f"Holm's adjustment over the {len(endpoints)} endpoints (an endpoint not run counts as p = 1). An endpoint is significant at "
-            f"5% when its Holm p < 0.05."
+            "Declared before the evaluation (config report.primary). Each is a paired comparison on the problems both "
+            "evals decoded at those temperatures: difference in points, 95% bootstrap CI over problems (resampled "
+            f"jointly), two-sided sign-flip p, and Holm's adjustment over the {len(endpoints)} endpoints (an endpoint "
+            "not run counts as p = 1). An endpoint is significant at 5% when its Holm p < 0.05."
         ),
         Table(
             [
@@ -503,8 +509,8 @@ def section_lengths(run: Run, out: Path) -> list:
         ]
         blocks.append(
             Para(
-                "Training samples: dropped = empty, one-line stub, shortest or prompt too long; truncated (hit max_tokens) "
-                "and looping samples are flagged but kept, as in the paper."
+                "Training samples: dropped = empty, one-line stub, shortest or prompt too long; truncated (hit "
+                "max_tokens) and looping samples are flagged but kept, as in the paper."
             )
         )
         blocks.append(Table([k.replace("_", " ") for k in keys], [[str(c[k]) for k in keys]]))
@@ -551,9 +557,10 @@ def section_training(run: Run, out: Path) -> list:
     loss = f"{m['final_loss']:.4f}" if isinstance(m.get("final_loss"), float) else "-"
     blocks.append(
         Para(
-            f"{'LoRA' if cfg.get('use_lora') else 'Full fine-tune'} of {cfg.get('model')}: lr {cfg.get('learning_rate')} -> "
-            f"{cfg.get('min_learning_rate')} (cosine), global batch {cfg.get('global_batch_size')}, "
-            f"epochs {cfg.get('num_train_epochs')}, max_steps {cfg.get('max_steps')}. Final loss: {loss}."
+            f"{'LoRA' if cfg.get('use_lora') else 'Full fine-tune'} of {cfg.get('model')}: lr "
+            f"{cfg.get('learning_rate')} -> {cfg.get('min_learning_rate')} (cosine), global batch "
+            f"{cfg.get('global_batch_size')}, epochs {cfg.get('num_train_epochs')}, max_steps {cfg.get('max_steps')}. "
+            f"Final loss: {loss}."
         )
     )
     png = run.dirs["train"] / "loss.png"
@@ -574,10 +581,10 @@ def section_fit(run: Run, out: Path) -> list:
     blocks: list = [
         Heading("Distillation fit: has the model learned the SSD target?"),
         Para(
-            "Per-token means against the target q (the base model at the training temperature and truncation), on held-out samples "
-            "(never trained on) and training samples, at forks (>= 3 tokens in q's support S) and locks; step 0 is the base model. "
-            "KL(q||p) = tail term -log p(S) + within-support KL; SSD's target is reached when both fall and H(p|S) meets H(q). "
-            "A fit on training samples only is memorisation."
+            "Per-token means against the target q (the base model at the training temperature and truncation), on "
+            "held-out samples (never trained on) and training samples, at forks (>= 3 tokens in q's support S) and "
+            "locks; step 0 is the base model. KL(q||p) = tail term -log p(S) + within-support KL; SSD's target is "
+            "reached when both fall and H(p|S) meets H(q). A fit on training samples only is memorisation."
         ),
     ]
     if (fit_dir / "fit.png").is_file():
@@ -600,9 +607,10 @@ def section_fig6(run: Run, out: Path) -> list:
     tr = a["train_truncation"]
     blocks.append(
         Para(
-            f"Both models score the same {a['n_replies']} held-out replies ({a['n_positions']} reply tokens) by teacher forcing. "
-            f"Entropy in nats. Fork-like: {a['thresholds']['fork']} (T={tr['temperature']:g}, top-k {tr['top_k']}, top-p {tr['top_p']}); "
-            f"lock-like: {a['thresholds']['lock']}. Curves split by fork/lock classify positions by the base model."
+            f"Both models score the same {a['n_replies']} held-out replies ({a['n_positions']} reply tokens) by "
+            f"teacher forcing. Entropy in nats. Fork-like: {a['thresholds']['fork']} (T={tr['temperature']:g}, top-k "
+            f"{tr['top_k']}, top-p {tr['top_p']}); lock-like: {a['thresholds']['lock']}. Curves split by fork/lock "
+            "classify positions by the base model."
         )
     )
     figures = []
@@ -614,7 +622,8 @@ def section_fig6(run: Run, out: Path) -> list:
     c, t = a["counts"], a["transitions"]
     blocks.append(
         Para(
-            "Fork-like and lock-like positions under each model's own distribution; rows: the base model, columns: SSD, at the same positions."
+            "Fork-like and lock-like positions under each model's own distribution; rows: the base model, columns: "
+            "SSD, at the same positions."
         )
     )
     blocks.append(
@@ -629,8 +638,9 @@ def section_fig6(run: Run, out: Path) -> list:
     )
     blocks.append(
         Para(
-            f"Mean entropy after truncation (nats; top-k {a['eval_truncation']['top_k']}, top-p {a['eval_truncation']['top_p']}) "
-            f"at the {a['lock_fork'][0]['n_lock']} lock-like and {a['lock_fork'][0]['n_fork']} fork-like positions of the base model:"
+            f"Mean entropy after truncation (nats; top-k {a['eval_truncation']['top_k']}, top-p "
+            f"{a['eval_truncation']['top_p']}) at the {a['lock_fork'][0]['n_lock']} lock-like and "
+            f"{a['lock_fork'][0]['n_fork']} fork-like positions of the base model:"
         )
     )
 
@@ -658,8 +668,9 @@ def section_fig6(run: Run, out: Path) -> list:
         b = a["bootstrap"]
         blocks.append(
             Para(
-                f"The same at forks classified three ways, with the paired difference (position by position) and its "
-                f"{b['ci']:.0%} bootstrap CI over replies ({b['resamples']} resamples of the {a['n_replies']} replies). {FAIR_RULE_WHY}"
+                "The same at forks classified three ways, with the paired difference (position by position) and its "
+                f"{b['ci']:.0%} bootstrap CI over replies ({b['resamples']} resamples of the {a['n_replies']} "
+                f"replies). {FAIR_RULE_WHY}"
             )
         )
         blocks.append(Table(FORK_DIFFERENCE_HEADER, fork_difference_table(a)))

@@ -409,7 +409,8 @@ def summarize(
         selection = {k: _select(scores[k], dev, test, cfg.seed) for k in cfg.ks}
     else:
         selection = Skipped(
-            f"dev/test split of {len(ids)} problems left dev={len(dev)}, test={len(test)}: nothing to choose on or report"
+            f"dev/test split of {len(ids)} problems left dev={len(dev)}, test={len(test)}: nothing to choose on or "
+            "report"
         )
     return EvalSummary(
         benchmark=bench.name,
@@ -498,8 +499,8 @@ def print_sweep(summary: EvalSummary) -> None:
             else f"  (chosen on test instead: T={s.oracle_T:g}, {100 * s.oracle_test_score:.1f}, optimistic)"
         )
         console.print(
-            f"best T for pass@{k} on dev: {t_label(s.best_T)} (dev {100 * s.dev_score:.1f}) -> test {100 * s.test_score:.1f} "
-            f"[{100 * s.test_ci_lo:.1f}, {100 * s.test_ci_hi:.1f}]{optimistic}"
+            f"best T for pass@{k} on dev: {t_label(s.best_T)} (dev {100 * s.dev_score:.1f}) -> test "
+            f"{100 * s.test_score:.1f} [{100 * s.test_ci_lo:.1f}, {100 * s.test_ci_hi:.1f}]{optimistic}"
         )
 
 

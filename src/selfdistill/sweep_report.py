@@ -162,11 +162,13 @@ def section_setup(benches: list[Benchmark]) -> list:
     sc, tc, ec = cfg.sample, cfg.train, cfg.eval
     blocks = [
         Para(
-            f"Model {cfg.model}. Training prompts: {sc.limit or 'all'} of {sc.prompts} (decontaminated against {', '.join(sc.decontaminate)}), "
-            f"one sample each at T_train in {', '.join(f'{t:g}' for t in cfg.sweep.t_trains)} with top-k {sc.top_k}, top-p {sc.top_p}, "
-            f"max {sc.max_tokens} new tokens. {'LoRA r=' + str(tc.lora_r) if tc.use_lora else 'Full'} SFT on the raw samples: "
-            f"lr {tc.learning_rate:g} -> {tc.min_learning_rate:g} (cosine), global batch {tc.global_batch_size}, "
-            f"{tc.max_steps if tc.max_steps > 0 else tc.num_train_epochs} {'steps' if tc.max_steps > 0 else 'epochs'}."
+            f"Model {cfg.model}. Training prompts: {sc.limit or 'all'} of {sc.prompts} (decontaminated against "
+            f"{', '.join(sc.decontaminate)}), one sample each at T_train in "
+            f"{', '.join(f'{t:g}' for t in cfg.sweep.t_trains)} with top-k {sc.top_k}, top-p {sc.top_p}, max "
+            f"{sc.max_tokens} new tokens. {'LoRA r=' + str(tc.lora_r) if tc.use_lora else 'Full'} SFT on the raw "
+            f"samples: lr {tc.learning_rate:g} -> {tc.min_learning_rate:g} (cosine), global batch "
+            f"{tc.global_batch_size}, {tc.max_steps if tc.max_steps > 0 else tc.num_train_epochs} "
+            f"{'steps' if tc.max_steps > 0 else 'epochs'}."
         )
     ]
     rows = []
@@ -188,8 +190,9 @@ def section_setup(benches: list[Benchmark]) -> list:
     )
     blocks.append(
         Para(
-            f"Protocol: {ec.test_n and 'two-phase' or 'grid'}. Each model (the base model and every SSD model alike) picks its T_eval "
-            "by pass@1 on the dev split; only that temperature is scored on the test split. Greedy (T=0) is one sample per problem."
+            f"Protocol: {ec.test_n and 'two-phase' or 'grid'}. Each model (the base model and every SSD model alike) "
+            "picks its T_eval by pass@1 on the dev split; only that temperature is scored on the test split. Greedy "
+            "(T=0) is one sample per problem."
         )
     )
     return blocks
@@ -207,9 +210,9 @@ def section_headline(benches: list[Benchmark]) -> tuple[list, dict]:
         verdicts[t] = pooled
     blocks.append(
         Para(
-            "CIs: percentile bootstrap over problems; the difference resamples problems jointly (paired). "
-            "The base model's optimistic number (its best temperature picked on test) exists only in the grid protocol: "
-            "in the two-phase protocol the test split is decoded at the dev-chosen temperature alone.",
+            "CIs: percentile bootstrap over problems; the difference resamples problems jointly (paired). The base "
+            "model's optimistic number (its best temperature picked on test) exists only in the grid protocol: in the "
+            "two-phase protocol the test split is decoded at the dev-chosen temperature alone.",
             "muted",
         )
     )
@@ -256,9 +259,9 @@ def section_teff(benches: list[Benchmark]) -> tuple[list, dict | None]:
         return blocks + [not_run("the sweeps' T_eff baselines (sweep.teff_baseline)")], None
     blocks.append(
         Para(
-            "The paper's claim is that SSD beats any single global temperature of the base model. Per benchmark, SSD's best cell "
-            "of the grid (on dev) implies T_eff = T_train x T_eval; the base model is evaluated at T_eff with the same protocol, "
-            "and both are compared on test."
+            "The paper's claim is that SSD beats any single global temperature of the base model. Per benchmark, "
+            "SSD's best cell of the grid (on dev) implies T_eff = T_train x T_eval; the base model is evaluated at "
+            "T_eff with the same protocol, and both are compared on test."
         )
     )
     rows, pooled = paired_rows(
@@ -306,8 +309,9 @@ def section_grid(benches: list[Benchmark], out: Path) -> list:
             )
             blocks.append(
                 Para(
-                    f"Quadratic fit of the SSD cells on T_eff = T_train x T_eval: R^2 = {fit['r2']:.2f}, {peak} (paper: R^2 0.75, peak near 1.2). "
-                    f"Only {len(g['cells'])} cells: a weak test of the collapse onto one curve."
+                    f"Quadratic fit of the SSD cells on T_eff = T_train x T_eval: R^2 = {fit['r2']:.2f}, {peak} "
+                    f"(paper: R^2 0.75, peak near 1.2). Only {len(g['cells'])} cells: a weak test of the collapse "
+                    "onto one curve."
                 )
             )
         for png, caption in (
@@ -381,8 +385,8 @@ def section_times(benches: list[Benchmark]) -> list:
     )
     blocks.append(
         Para(
-            "First start to finish spans every sitting of a resumed stage (and what else ran on the machine meanwhile); "
-            "generating is the sum of the stage's generation sessions.",
+            "First start to finish spans every sitting of a resumed stage (and what else ran on the machine "
+            "meanwhile); generating is the sum of the stage's generation sessions.",
             "muted",
         )
     )
@@ -397,15 +401,16 @@ def section_verdict(headline: dict, teff: dict | None) -> list:
             continue
         blocks.append(
             Para(
-                f"T_train {t:g}: SSD - base = {100 * c['mean_diff']:+.1f} points pass@1 [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}] "
-                f"on {c['n_problems']} test problems, p = {c['p_value']:.2g}: {_reading(c)}"
+                f"T_train {t:g}: SSD - base = {100 * c['mean_diff']:+.1f} points pass@1 [{100 * c['ci_lo']:+.1f}, "
+                f"{100 * c['ci_hi']:+.1f}] on {c['n_problems']} test problems, p = {c['p_value']:.2g}: {_reading(c)}"
             )
         )
     if teff:
         blocks.append(
             Para(
-                f"Against the base model at the same T_eff: {100 * teff['mean_diff']:+.1f} [{100 * teff['ci_lo']:+.1f}, {100 * teff['ci_hi']:+.1f}], "
-                f"p = {teff['p_value']:.2g}: {_reading(teff)}"
+                f"Against the base model at the same T_eff: {100 * teff['mean_diff']:+.1f} "
+                f"[{100 * teff['ci_lo']:+.1f}, {100 * teff['ci_hi']:+.1f}], p = {teff['p_value']:.2g}: "
+                f"{_reading(teff)}"
             )
         )
     return blocks
@@ -449,7 +454,8 @@ def sweep_report(configs: list[str | Path], out: str | Path) -> Path:
     }
     if len(models) > 1:
         raise ConfigError(
-            f"{', '.join(map(str, paths))}: the configs must share model, sample and train sections (one experiment, one config per benchmark)"
+            f"{', '.join(map(str, paths))}: the configs must share model, sample and train sections (one experiment, "
+            "one config per benchmark)"
         )
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
