@@ -360,16 +360,16 @@ def test_base_and_ssd_evals_differ_in_the_model_alone(name, overrides):
 # a hash would orphan its samples, models and evals. Keys: StagePlan names; per config, then per T_train.
 EXPERIMENT_DIRS = {
     "humaneval_plus": {
-        1.6: {"samples": "samples-17800565d1", "train": "train-c9a5ab78b4", "eval-base": "eval-base-5a9437dabf", "eval-ssd": "eval-ssd-714f3a9741",
-              "analysis": "analysis-e120053f7d"},
-        1.0: {"samples": "samples-c1d9828177", "train": "train-f0e594bd51", "eval-base": "eval-base-5a9437dabf", "eval-ssd": "eval-ssd-291a06df19",
-              "analysis": "analysis-e1609614b8"},
+        1.6: {"samples": "samples-17800565d1", "train": "train-c9a5ab78b4", "eval-base": "eval-base-5a9437dabf",
+              "eval-ssd": "eval-ssd-714f3a9741", "analysis": "analysis-e120053f7d"},
+        1.0: {"samples": "samples-c1d9828177", "train": "train-f0e594bd51", "eval-base": "eval-base-5a9437dabf",
+              "eval-ssd": "eval-ssd-291a06df19", "analysis": "analysis-e1609614b8"},
     },
     "mbpp": {
-        1.6: {"samples": "samples-17800565d1", "train": "train-c9a5ab78b4", "eval-base": "eval-base-0b46b37a58", "eval-ssd": "eval-ssd-a903ff0dab",
-              "analysis": "analysis-03c5cfcba6"},
-        1.0: {"samples": "samples-c1d9828177", "train": "train-f0e594bd51", "eval-base": "eval-base-0b46b37a58", "eval-ssd": "eval-ssd-36ca6ac398",
-              "analysis": "analysis-d614c10d01"},
+        1.6: {"samples": "samples-17800565d1", "train": "train-c9a5ab78b4", "eval-base": "eval-base-0b46b37a58",
+              "eval-ssd": "eval-ssd-a903ff0dab", "analysis": "analysis-03c5cfcba6"},
+        1.0: {"samples": "samples-c1d9828177", "train": "train-f0e594bd51", "eval-base": "eval-base-0b46b37a58",
+              "eval-ssd": "eval-ssd-36ca6ac398", "analysis": "analysis-d614c10d01"},
     },
 }  # fmt: skip
 EXPERIMENT_SWEEPS = {
@@ -408,13 +408,17 @@ def test_the_experiments_stage_directories_keep_their_names():
 # so finished stages stay found. The default preset, a paper preset (with the recommended decoding) and
 # experiment 2, whose samples are being drawn.
 RUN_DIRS = {
-    "qwen2.5-coder-0.5b-instruct": {"samples": "samples-9d09e4bc62", "train": "train-25c5190dc8", "eval-base": "eval-base-9665dd1151",
-                                    "eval-ssd": "eval-ssd-3f239646f7", "analysis": "analysis-380534d16e", "report": "report"},
-    "llama-3.1-8b-instruct": {"samples": "samples-b48e790469", "train": "train-116fb318a3", "eval-base": "eval-base-0df01a90d4",
-                              "eval-base-recommended": "eval-base-recommended-48b8f04c2b", "eval-ssd": "eval-ssd-1ca3e1156d",
-                              "analysis": "analysis-5dd521c47f", "report": "report"},
+    "qwen2.5-coder-0.5b-instruct": {"samples": "samples-9d09e4bc62", "train": "train-25c5190dc8",
+                                    "eval-base": "eval-base-9665dd1151", "eval-ssd": "eval-ssd-3f239646f7",
+                                    "analysis": "analysis-380534d16e", "report": "report"},
+    "llama-3.1-8b-instruct": {"samples": "samples-b48e790469", "train": "train-116fb318a3",
+                              "eval-base": "eval-base-0df01a90d4",
+                              "eval-base-recommended": "eval-base-recommended-48b8f04c2b",
+                              "eval-ssd": "eval-ssd-1ca3e1156d", "analysis": "analysis-5dd521c47f",
+                              "report": "report"},
     "experiments/ssd-qwen0.5b-full/leetcode.yaml": {"samples": "samples-d5198507ee", "train": "train-62eed3ce1f",
-                                                    "eval-base": "eval-base-32a24eef4c", "eval-ssd": "eval-ssd-c3513dacfa",
+                                                    "eval-base": "eval-base-32a24eef4c",
+                                                    "eval-ssd": "eval-ssd-c3513dacfa",
                                                     "analysis": "analysis-44a659ffa0", "report": "report"},
 }  # fmt: skip
 
@@ -432,7 +436,7 @@ def test_run_stage_directories_keep_their_names_and_hashes(source):
     assert {d.parent for d in dirs.values()} == {root}
 
 
-# ---------------------------------------------------------------- serving precision: the base model's follows the SSD export's
+# ---------------------------------------- serving precision: the base model's follows the SSD export's
 
 
 def finish_training(stages: Stages, dtype: str, tiny_model: str) -> None:
@@ -442,7 +446,8 @@ def finish_training(stages: Stages, dtype: str, tiny_model: str) -> None:
     run = RunDir.open(stages.dirs["train"], "train", stages.train())
     model = stages.dirs["train"] / "model"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({**json.loads((Path(tiny_model) / "config.json").read_text()), "dtype": dtype}))  # fmt: skip
+    config = json.loads((Path(tiny_model) / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "dtype": dtype}))
     run.finish(model_dir=str(model))
 
 
@@ -472,7 +477,8 @@ def test_a_float32_export_serves_both_models_in_float32(tmp_path, tiny_model, ex
 @pytest.mark.parametrize(
     ("overrides", "served"),
     [([], "auto"), (["train.use_lora=true", "train.export_dtype=float32"], "auto"),
-     (["train.export_dtype=float32"], "float32"), (["eval.dtype=float32"], "float32"), (["train.export_dtype=base"], "auto")],
+     (["train.export_dtype=float32"], "float32"), (["eval.dtype=float32"], "float32"),
+     (["train.export_dtype=base"], "auto")],
 )  # fmt: skip
 def test_the_evals_precision_is_known_before_training_unless_the_export_check_decides_it(tmp_path, overrides, served):
     preset = "qwen2.5-coder-0.5b-instruct" if not overrides else "smollm2-135m-instruct"  # the first: LoRA

@@ -145,7 +145,7 @@ figure{margin:.5em 0 1.2em}figure img{max-width:100%;border:1px solid #eaeef2}fi
 .row{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1em;align-items:start}.row figure{max-width:none;margin:0}
 pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:.7em;overflow:auto;max-height:32em;font-size:.82em;white-space:pre-wrap}
 details{margin:.4em 0}summary{cursor:pointer;font-weight:600}.title{font-weight:600;margin:.6em 0 .2em}
-"""
+"""  # noqa: E501 (the stylesheet as the page carries it, one line per group of rules)
 
 
 def _html(b) -> str:
@@ -159,7 +159,10 @@ def _html(b) -> str:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     if isinstance(b, Image):
         data = base64.b64encode(b.path.read_bytes()).decode()
-        return f'<figure><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(b.caption)}</figcaption></figure>'
+        return (
+            f'<figure><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(b.caption)}</figcaption></figure>"
+        )
     if isinstance(b, Code):
         return (
             f'<div class="title">{html.escape(b.title)}</div>' if b.title else ""
@@ -173,7 +176,8 @@ def _html(b) -> str:
 
 def render_html(blocks: list, title: str) -> str:
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><h1>{html.escape(title)}</h1>\n"
         + "\n".join(map(_html, blocks))
         + "\n</body></html>\n"

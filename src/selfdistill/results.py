@@ -4,7 +4,8 @@ evaluate.py (a model's replies, or the references) and replies.py (replies made 
 layout; every other stage reads it through here.
 
     EVAL_DIR/results/T<0.00>.jsonl   one record per (problem, sample), written BLOCK records at a time
-    EVAL_DIR/summary.json            EvalSummary (summarize()): pass@k with CIs on all/dev/test, by group, the T chosen on dev
+    EVAL_DIR/summary.json            EvalSummary (summarize()): pass@k with CIs on all/dev/test, by group,
+                                     the T chosen on dev
     primary_endpoints(specs, evals)  pre-registered paired comparisons with Holm-adjusted p (`ssd report`)
 """
 
@@ -371,7 +372,8 @@ def summarize(
     for T, by_key in results.items():
         records = list(by_key.values())
         per_problem = Counter(r["problem_id"] for r in records)
-        # pass@k for every k the samples allow (up to the fewest samples of a decoded problem), and cfg.ks (greedy: = pass@1)
+        # pass@k for every k the samples allow (up to the fewest samples of a decoded problem), and cfg.ks
+        # (greedy: = pass@1)
         ks = sorted(set(cfg.ks) | set(range(1, min(per_problem.values(), default=1) + 1)))
         pass_at = {}
         for k in ks:

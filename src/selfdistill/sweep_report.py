@@ -118,7 +118,10 @@ def _score_cell(scores: list[float]) -> str:
 
 def _diff_cell(a: list[float], b: list[float]) -> str:
     c = metrics.paired_comparison(a, b)
-    return f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.2g} ({c['wins']} better / {c['losses']} worse)"
+    return (
+        f"{100 * c['mean_diff']:+.1f} [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}], p={c['p_value']:.2g} "
+        f"({c['wins']} better / {c['losses']} worse)"
+    )
 
 
 def paired_rows(pairs: list[tuple[str, Path | None, Path | None]]) -> tuple[list[list[str]], dict | None]:
@@ -426,7 +429,10 @@ def _reading(c: dict) -> str:
             "." if c["p_value"] < 0.05 else ", though the sign-flip test does not reach p < 0.05."
         )
     half = 100 * (c["ci_hi"] - c["ci_lo"]) / 2
-    return f"no difference detectable at this size: the 95% CI includes 0, and effects smaller than about {half:.0f} points cannot be told from noise here."
+    return (
+        "no difference detectable at this size: the 95% CI includes 0, and effects smaller than about "
+        f"{half:.0f} points cannot be told from noise here."
+    )
 
 
 def section_commands(paths: list[Path], out: Path) -> list:
