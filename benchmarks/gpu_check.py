@@ -54,10 +54,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from peak import matmul_peak
 
 from selfdistill.config import SampleConfig, TrainConfig
 from selfdistill.launch import train_command
+from selfdistill.peak import matmul_peak
 from selfdistill.train import use_bf16
 
 CHATML = (

@@ -38,12 +38,12 @@ import time
 from dataclasses import replace
 
 import torch
-from peak import matmul_peak
 
 from selfdistill.chat import build_messages
 from selfdistill.decoding import request_seed
 from selfdistill.generate import Request, SamplingSpec, load_generator
 from selfdistill.models import native_bf16
+from selfdistill.peak import matmul_peak
 from selfdistill.prompts import load_prompts
 
 

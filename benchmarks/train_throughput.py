@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import torch
-from peak import matmul_peak, sync
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from selfdistill.config import TrainConfig
 from selfdistill.models import resolve_model
+from selfdistill.peak import matmul_peak, sync
 from selfdistill.train import (
     Prepared,
     build_trainer,

@@ -370,6 +370,9 @@ def test_output_is_a_plain_model_directory_with_manifest_and_loss_curve(trained,
     assert manifest["lengths"]["dropped_too_long"] == 0 and manifest["plan"]["optimizer_steps"] == 60
     curve = losses(trained)
     assert len(curve) == 60 and curve[-1] < curve[0] / 5
+    assert all(seconds > 0 for seconds in losses(trained, "seconds"))  # every step timed: the training rate
+    compute = manifest["compute"]  # what MFU divides by: full fine-tune, so 6 FLOPs per parameter and token
+    assert compute["flops_per_token"] == 6 * compute["parameters"] and compute["matmul_peak_flops"] > 1e8
     assert (trained / "loss.png").stat().st_size > 1000
     assert train(TrainConfig(**manifest["config"])) == model_dir  # rerun: already trained, nothing redone
 
@@ -440,6 +443,7 @@ def test_resume_after_kill_9_reaches_the_same_final_loss(tmp_path, samples):
     assert "resuming from" in output
     assert losses(Path(killed.output_dir)) == pytest.approx(losses(Path(whole.output_dir)), rel=1e-5)
     assert losses(Path(killed.output_dir), "num_tokens") == losses(Path(whole.output_dir), "num_tokens")
+    assert all(s > 0 for s in losses(Path(killed.output_dir), "seconds"))  # the steps' times come back too
     assert load_manifest(killed.output_dir)["resumed_from"]
 
 

@@ -15,7 +15,7 @@ import json
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -191,6 +191,8 @@ class EvalSummary:
     # k -> the choice for pass@k (JSON: "pass@K" keys); Skipped: the dev/test split left nothing to choose on
     selection: dict[int, Selection | Skipped] | Skipped
     replies: Annotated[RepliesFile | None, Field(exclude_if=lambda v: v is None)] = None  # replies evals only
+    # problem ids by difficulty label, for paired comparisons per difficulty; {}: no labels, or written before
+    by_difficulty: Annotated[dict[str, list[str]], Field(exclude_if=lambda v: not v)] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict, where: str = "summary.json") -> EvalSummary:
@@ -201,8 +203,8 @@ class EvalSummary:
             return _SCHEMA.validate_python(_upgrade(data))
         except ValidationError as e:
             err = e.errors()[0]
-            field = ".".join(str(part) for part in err["loc"])
-            raise BenchmarkError(f"{where}: field {field!r}: {err['msg']}") from None
+            loc = ".".join(str(part) for part in err["loc"])
+            raise BenchmarkError(f"{where}: field {loc!r}: {err['msg']}") from None
 
     def to_json(self) -> dict:
         """The JSON layout: pass@k as "pass@K" keys of each temperature's entry and of selection."""
@@ -434,6 +436,7 @@ def summarize(
         temperatures=per_T,
         selection=selection,
         replies=replies,
+        by_difficulty=difficulty,
     )
 
 

@@ -37,12 +37,13 @@ chunks of SOFT_CHUNK_TOKENS positions, each recomputed in the backward pass (Sof
 Output directory (`output_dir`):
   manifest.json       config, inputs (samples fingerprint and data hash, model hash), length stats,
                       batch plan, precision, final loss, wall time; `holdout`: the (prompt_id,
-                      sample_index) of the samples set aside (train.holdout), never trained on
+                      sample_index) of the samples set aside (train.holdout), never trained on;
+                      `compute`: FLOPs per token and the matmul peak measured at the latest sitting (MFU)
   model/              the trained model: weights in the base model's dtype, tokenizer with the
                       samples' chat template, a generation_config.json holding only token ids, and
                       README.md, its model card (hub.write_model_card; `ssd report` adds the results)
   adapter/            LoRA runs: the adapter alone (PEFT format), small enough to share
-  loss.csv, loss.png  the loss curve (step, loss, learning rate, grad norm, tokens, ...)
+  loss.csv, loss.png  the loss curve (step, loss, learning rate, grad norm, tokens, ..., the step's seconds)
   snapshots/step-N/   weights of the steps in snapshot_steps, kept after their checkpoints rotate away
   checkpoints/        checkpoint-N/ (Trainer's; sharded under FSDP), each marked complete by
                       `selfdistill-complete.json` once every process has written it, with the batch
@@ -96,6 +97,7 @@ from .manifest import (
     sha256_json,
 )
 from .models import native_bf16, resolve_model
+from .peak import matmul_peak
 from .sample import load_samples, read_samples_file, shard_files, targets_path, targets_source
 
 console = Console(stderr=True, highlight=False)
@@ -324,12 +326,27 @@ def warmup_steps(cfg: TrainConfig, steps: int) -> int:
 # ---------------------------------------------------------------- callbacks
 
 
+class StepSeconds(TrainerCallback):
+    """Writes each logged step's wall seconds (since this process's previous log, or since training began
+    or resumed) into the trainer's log history, so loss.csv and every checkpoint keep the training rate
+    across sittings (report.training_rate). Listed first: the callbacks after it read the seconds."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        now = time.perf_counter()
+        if "loss" in (logs or {}):
+            logs["seconds"] = state.log_history[-1]["seconds"] = round(now - self.last, 3)
+        self.last = now
+
+
 class RichProgress(TrainerCallback):
     """Steps done/total, loss, tokens/s (prompt + reply tokens, all processes) and ETA."""
 
     def __init__(self):
         self.progress = None
-        self.last = None  # (time, tokens) at the previous log
+        self.tokens = 0  # num_tokens at the previous log
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -345,7 +362,7 @@ class RichProgress(TrainerCallback):
         ]
         self.progress = Progress(*columns, console=console)
         self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
-        self.last = (time.perf_counter(), tokens_logged(state.log_history))
+        self.tokens = tokens_logged(state.log_history)
         self.progress.start()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -355,9 +372,9 @@ class RichProgress(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not self.progress or "loss" not in (logs or {}):
             return
-        now, tokens = time.perf_counter(), logs.get("num_tokens", 0)
-        speed = f"{(tokens - self.last[1]) / (now - self.last[0]):.0f} tok/s"
-        self.last = (now, tokens)
+        tokens = logs.get("num_tokens", 0)
+        speed = f"{(tokens - self.tokens) / logs['seconds']:.0f} tok/s"
+        self.tokens = tokens
         info = f"loss {logs['loss']:.4f}  lr {logs.get('learning_rate', 0):.2e}  {speed}"
         self.progress.update(self.task, info=info)
         self.progress.console.print(f"step {state.global_step}/{state.max_steps}  {info}")
@@ -365,6 +382,24 @@ class RichProgress(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress:
             self.progress.stop()
+
+
+def compute_budget(model, plan: dict) -> dict:
+    """What MFU divides by, measured in this sitting (report.training_rate): FLOPs per trained token
+    (forward 2N, input gradients 2N, weight gradients 2 x the trainable parameters; attention left out)
+    and the matmul peak of one device in the training precision, measured now on this machine."""
+    parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    dtype = torch.bfloat16 if plan["precision"].startswith("bf16") else torch.float32
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {
+        "parameters": parameters,
+        "trainable_parameters": trainable,
+        "flops_per_token": 4 * parameters + 2 * trainable,
+        "peak_dtype": str(dtype).removeprefix("torch."),
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "matmul_peak_flops": matmul_peak(dtype, device, target_s=0.1),
+    }
 
 
 def tokens_logged(history: list[dict]) -> int:
@@ -385,6 +420,7 @@ class LossCurve(TrainerCallback):
         "mean_token_accuracy",
         "entropy",
         "target_entropy",
+        "seconds",  # the step's wall time (StepSeconds); empty for steps logged before it was recorded
     )
 
     def __init__(self, out: Path):
@@ -1230,7 +1266,13 @@ def train(cfg: TrainConfig) -> Path:
         cfg,
         prep,
         out,
-        callbacks=[RichProgress(), LossCurve(out), KeepSnapshots(out, cfg.snapshot_steps), MarkComplete(launched)],
+        callbacks=[
+            StepSeconds(),
+            RichProgress(),
+            LossCurve(out),
+            KeepSnapshots(out, cfg.snapshot_steps),
+            MarkComplete(launched),
+        ],
     )
     if resume:  # TRL restarts its token counter at 0 on resume; continue it so num_tokens stays cumulative
         history = json.loads((resume / "trainer_state.json").read_text())["log_history"]
@@ -1243,7 +1285,13 @@ def train(cfg: TrainConfig) -> Path:
             f"{plan['precision']}, {'LoRA r=' + str(cfg.lora_r) if cfg.use_lora else 'full fine-tune'}"
             + (f"; resuming from {resume}" if resume else "")
         )
-        run.update(lengths=prep.stats, plan=plan, resumed_from=str(resume) if resume else None, holdout=prep.holdout)
+        run.update(
+            lengths=prep.stats,
+            plan=plan,
+            resumed_from=str(resume) if resume else None,
+            holdout=prep.holdout,
+            compute=compute_budget(trainer.model, plan),
+        )
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start

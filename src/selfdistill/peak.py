@@ -1,4 +1,4 @@
-"""The measured matmul peak that the benchmarks divide by (MFU, share of peak)."""
+"""The measured matmul peak that MFU divides by: `ssd train` records it at each sitting, the benchmarks too."""
 
 from __future__ import annotations
 
