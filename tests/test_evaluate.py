@@ -116,6 +116,9 @@ def test_summary_from_a_known_results_matrix(tmp_path):
         assert set(e.pass_at[1].by_difficulty) == {"easy", "hard"} and set(e.pass_at[1].by_platform) == {"a", "b", "c"}
         assert e.pass_at[1].by_difficulty["easy"].n_problems == 6
     assert sorted(s.dev_ids + s.test_ids) == sorted(p.id for p in problems)
+    assert s.by_difficulty == {  # the members, for paired comparisons per difficulty
+        level: [p.id for p in problems if p.metadata["difficulty"] == level] for level in ("easy", "hard")
+    }
     scores = {T: R.per_problem_pass_at_k(list(results[T].values()), s.problem_ids, 1) for T in results}
     want = metrics.select_temperature(scores, s.dev_ids, s.test_ids, seed=3)
     assert R.Selection(**{**want, "dev_by_T": {}, "test_by_T": {}}) == replace(s.chosen(1), dev_by_T={}, test_by_T={})

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from selfdistill import benchmarks, metrics
+from selfdistill import benchmarks, fit, metrics
 from selfdistill import results as R
-from selfdistill.config import RunConfig, load_run_config
-from selfdistill.manifest import RunDir, atomic_write_json, load_manifest
-from selfdistill.pipeline import open_sweep, sweep_stages
+from selfdistill.config import FitConfig, RunConfig, load_run_config
+from selfdistill.manifest import RunDir, atomic_write_json, atomic_write_jsonl, load_manifest
+from selfdistill.pipeline import Stages, open_sweep, sweep_stages
 from selfdistill.sweep_report import Benchmark, sweep_report
 
 T_EVALS = [0.0, 0.8]
@@ -28,7 +28,8 @@ CONFIG = {
 
 
 def _eval_dir(path: Path, cfg: RunConfig, model: str, skill: float, seed: int, temps=T_EVALS) -> dict[float, dict]:
-    """A finished two-phase eval: every T on dev (n), the dev-best T also on test (test_n)."""
+    """A finished two-phase eval: every T on dev (n), the dev-best T also on test (test_n); without test_n,
+    every T on every problem."""
     bench = benchmarks.get(cfg.eval.benchmark)
     ecfg = cfg.eval.__class__(**{**cfg.eval.__dict__, "model": model, "temperatures": temps})
     problems = bench.load(limit=ecfg.limit, seed=ecfg.seed)
@@ -47,13 +48,15 @@ def _eval_dir(path: Path, cfg: RunConfig, model: str, skill: float, seed: int, t
             "finish_reason": "stop",
         }
 
+    decoded = dev if ecfg.test_n else dev + test
     results = {
-        T: {(pid, j): rec(pid, T, j) for pid in dev for j in range(R.samples_per_problem(ecfg, T))} for T in temps
+        T: {(pid, j): rec(pid, T, j) for pid in decoded for j in range(R.samples_per_problem(ecfg, T))} for T in temps
     }
-    best = metrics.best_on_dev({T: R.per_problem_pass_at_k(r.values(), dev, 1) for T, r in results.items()}, dev)
-    results[best] |= {
-        (pid, j): rec(pid, best, j) for pid in test for j in range(R.samples_per_problem(ecfg, best, test=True))
-    }
+    if ecfg.test_n:
+        best = metrics.best_on_dev({T: R.per_problem_pass_at_k(r.values(), dev, 1) for T, r in results.items()}, dev)
+        results[best] |= {
+            (pid, j): rec(pid, best, j) for pid in test for j in range(R.samples_per_problem(ecfg, best, test=True))
+        }
     run = RunDir.open(path, "eval", ecfg, {})
     (path / "results").mkdir()
     for T, records in results.items():
@@ -191,9 +194,73 @@ def test_a_run_config_reports_the_directories_ssd_run_recorded(tmp_path):
     }
     del run["sweep"]
     config.write_text(yaml.safe_dump(run))
-    assert Benchmark.load(config).stages == {1.6: {}}
+    derived = Stages.of(load_run_config(config_file=str(config))).dirs  # before `ssd run` started: its own
+    assert Benchmark.load(config).stages == {1.6: {name: d for name, d in derived.items() if name != "report"}}
     text = sweep_report([config], tmp_path / "out").read_text()
     assert "| P1 | pass@1: ssd@0.8 vs base@0.8 | - | - | not run |" in text
     atomic_write_json(tmp_path / "runs" / "manifest.json", {"stages": {"eval-base": {"dir": "/elsewhere/eval-base"}}})
     b = Benchmark.load(config)
     assert b.base_dir == Path("/elsewhere/eval-base") and b.cfg.sweep.t_evals == T_EVALS
+
+
+def test_fixed_temperatures_score_every_problem_paired_per_difficulty(tmp_path):
+    """Experiment 2's protocol (eval.dev_fraction 0, `ssd run`): no temperature is chosen, so the report
+    pairs both models on every problem at each temperature, overall and per difficulty, and reads its
+    verdict from the pre-registered endpoints; the training in progress shows its tokens/s and MFU, and
+    the distillation fit its rows and the commands that wrote them."""
+    config = tmp_path / "run.yaml"
+    run = {
+        "model": "qwen2.5-coder-0.5b-instruct",
+        "output_dir": str(tmp_path / "runs"),
+        "sample": {"limit": 8, "temperature": 1.6},
+        "eval": {
+            "benchmark": "leetcode",
+            "limit": 12,
+            "temperatures": T_EVALS,
+            "n": 2,
+            "ks": [1, 2],
+            "dev_fraction": 0,
+        },
+        "report": {"primary": ["P1: pass@1 ssd@0.8 vs base@0.8"]},
+    }
+    config.write_text(yaml.safe_dump(run))
+    b = Benchmark.load(config)
+    assert b.fixed and not b.swept
+    base = _eval_dir(b.base_dir, b.cfg, b.cfg.model, 0.2, seed=1)
+    ssd = _eval_dir(b.ssd_dir(1.6), b.cfg, "ssd", 0.4, seed=2)
+    train_dir = b.stages[1.6]["train"]
+    RunDir.open(train_dir, "train", b.cfg.train, {}).update(  # a training still running, two steps timed
+        plan={"processes": 1, "optimizer_steps": 10},
+        compute={"parameters": 100, "trainable_parameters": 100, "flops_per_token": 600, "peak_dtype": "bfloat16",
+                 "device": "cpu", "matmul_peak_flops": 1e6},
+    )  # fmt: skip
+    (train_dir / "loss.csv").write_text("step,num_tokens,loss,seconds\n1,1000,1.0,\n2,3000,0.9,20\n3,4000,0.8,30\n")
+    fit_dir = train_dir / "fit"
+    RunDir.open(fit_dir, "fit", FitConfig(train_dir=str(train_dir), train_samples=64), {})
+    target = {"support_len": np.array([1, 5, 1, 5]), "reply": np.array([0, 0, 1, 1]), "target_entropy": np.ones(4)}
+    scores = {key: np.full(4, 0.5) for key in ("tail", "within_kl", "entropy", "tv")}
+    atomic_write_jsonl(fit_dir / "fit.jsonl", [fit.summarize(s, "m", scores, target, 1) for s in (0, 20)])
+
+    text = sweep_report([config], tmp_path / "out").read_text()
+    summary = R.load_summary(b.base_dir)
+    assert summary.by_difficulty and summary.test_ids == summary.problem_ids  # every problem, labelled
+    lines = text.splitlines()
+    for T, k in ((0.0, 1), (0.8, 1), (0.8, 2)):
+        first = lines.index(next(line for line in lines if line.startswith(f"| leetcode: pass@{k} at T_eval {T:g} |")))
+        for line, (group, ids) in zip(
+            lines[first:], {"all": summary.problem_ids, **summary.by_difficulty}.items(), strict=False
+        ):
+            a = R.per_problem_pass_at_k(base[T].values(), ids, k)
+            c = R.per_problem_pass_at_k(ssd[T].values(), ids, k)
+            want = metrics.paired_comparison([a[i] for i in ids], [c[i] for i in ids])
+            assert f"| {group} | {len(ids)} |" in line
+            assert f"{100 * want['mean_diff']:+.1f} [{100 * want['ci_lo']:+.1f}, {100 * want['ci_hi']:+.1f}]" in line
+    a = R.per_problem_pass_at_k(base[0.8].values(), summary.problem_ids, 1)
+    c = R.per_problem_pass_at_k(ssd[0.8].values(), summary.problem_ids, 1)
+    p1 = metrics.paired_comparison(list(a.values()), [c[i] for i in a])
+    assert f"P1 (pass@1, ssd@0.8 vs base@0.8): {100 * p1['mean_diff']:+.1f} points" in text
+    assert "dev-chosen" not in text and "picks its T_eval" not in text and "ssd sweep" not in text
+    # 4,000 - 1,000 tokens in 50 s: 60 tokens/s; 600 FLOPs a token at a peak of 1e6 FLOP/s: MFU 3.6%
+    assert "step 3 of 10. So far: 60.0 tokens/s" in text and "over 2 timed steps of 3" in text and "MFU 3.6%" in text
+    assert "| 20 | heldout | fork |" in text
+    assert f"ssd analyze fit --train-dir {train_dir} --train-samples 64 --step 20" in text

@@ -277,6 +277,11 @@ def _link(root: Path, name: str, target: Path) -> None:
     os.replace(tmp, link)
 
 
+def stage_records(dirs: dict[str, Path]) -> dict[str, dict[str, str]]:
+    """What `ssd run`'s manifest records under `stages` before the stages run (then with their times too)."""
+    return {name: {"dir": str(d)} for name, d in dirs.items()}
+
+
 def run(cfg: RunConfig) -> Path:
     from .analyze import analyze
     from .evaluate import evaluate
@@ -290,9 +295,7 @@ def run(cfg: RunConfig) -> Path:
     refuse_without_eval_data(s.cfg.eval)
     root, d = s.plan.root, s.dirs
     # the stage directories recorded before any stage runs, so the report of a partial run finds them too
-    manifest = RunDir.open(
-        root, "run", s.cfg, extra={"stages": {name: {"dir": str(d[name])} for name in d}}, index=True
-    )
+    manifest = RunDir.open(root, "run", s.cfg, extra={"stages": stage_records(d)}, index=True)
     clock = StageClock(list(d))
 
     def step(name: str, stage_cfg, fn: Callable, **kwargs) -> None:
@@ -310,6 +313,7 @@ def run(cfg: RunConfig) -> Path:
     if s.evals_wait_for_training:
         s = Stages.of(cfg)  # the export's dtype is known now, and with it the evals' directories
         d = s.dirs
+        manifest.update(stages=stage_records(d))  # for the report of a partial run
         console.print(
             f"eval.dtype {s.cfg.eval.dtype} for both models, from the SSD model's export (train.export_dtype)"
         )

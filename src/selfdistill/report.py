@@ -13,6 +13,7 @@ Writes RUN_DIR/report/: report.html, report.md and the PNGs the Markdown links t
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from .document import (
     render_markdown,
 )
 from .hub import write_model_card
-from .manifest import atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json, read_jsonl
+from .manifest import MANIFEST, atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json, read_jsonl
 from .results import EvalSummary, Score, load_summary, primary_endpoints, results_path
 from .stages import LISTED
 
@@ -390,7 +391,7 @@ def endpoint_blocks(endpoints: list[dict]) -> list:
                     "not run",
                     "-",
                     "-",
-                    f"{e['holm_p']:.3g}",
+                    "-",
                 ]
             )
             continue
@@ -411,7 +412,8 @@ def endpoint_blocks(endpoints: list[dict]) -> list:
             "Declared before the evaluation (config report.primary). Each is a paired comparison on the problems both "
             "evals decoded at those temperatures: difference in points, 95% bootstrap CI over problems (resampled "
             f"jointly), two-sided sign-flip p, and Holm's adjustment over the {len(endpoints)} endpoints (an endpoint "
-            "not run counts as p = 1). An endpoint is significant at 5% when its Holm p < 0.05."
+            "not run yet counts as p = 1 in the others' adjustment). An endpoint is significant at 5% when its Holm p "
+            "< 0.05."
         ),
         Table(
             [
@@ -548,6 +550,54 @@ def section_lengths(run: Run, out: Path) -> list:
     return blocks
 
 
+def training_rate(train_dir: Path) -> dict | None:
+    """A training stage's tokens/s and MFU from its own files, finished or not: loss.csv's timed steps
+    (a step's tokens are its rise in the cumulative num_tokens, all processes) and the manifest's
+    `compute` (train.compute_budget, measured at the latest sitting). None before any step was timed."""
+    path = train_dir / "loss.csv"
+    if not path.is_file():
+        return None
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    timed, previous = [], 0.0
+    for row in rows:
+        tokens = float(row["num_tokens"] or 0)
+        if row.get("seconds"):
+            timed.append((tokens - previous, float(row["seconds"])))
+        previous = tokens
+    if not timed:
+        return None
+    seconds = sum(t for _, t in timed)
+    rate = {
+        "steps": len(rows),
+        "timed_steps": len(timed),
+        "seconds_per_step": seconds / len(timed),
+        "tokens_per_second": sum(n for n, _ in timed) / seconds,
+    }
+    manifest = read_json(train_dir / MANIFEST) or {}
+    compute = manifest.get("compute")
+    if compute:
+        peak = compute["matmul_peak_flops"] * manifest.get("plan", {}).get("processes", 1)
+        rate["mfu"] = compute["flops_per_token"] * rate["tokens_per_second"] / peak
+        rate["compute"] = compute
+    return rate
+
+
+def rate_text(rate: dict) -> str:
+    text = (
+        f"{rate['tokens_per_second']:.1f} tokens/s (prompt and reply tokens) over {rate['timed_steps']} timed steps "
+        f"of {rate['steps']}, {rate['seconds_per_step'] / 60:.1f} min a step"
+    )
+    if "mfu" not in rate:
+        return text + "."
+    c = rate["compute"]
+    return text + (
+        f"; MFU {100 * rate['mfu']:.1f}% of the {c['peak_dtype']} matmul peak measured at the latest sitting "
+        f"({c['matmul_peak_flops'] / 1e12:.2f} TFLOP/s per device, {c['device']}), counting "
+        f"{c['flops_per_token'] / c['parameters']:.0f} FLOPs per parameter and token (attention left out)."
+    )
+
+
 def section_training(run: Run, out: Path) -> list:
     blocks: list = [Heading("Training")]
     m = run.stage_manifest("train")
@@ -563,6 +613,9 @@ def section_training(run: Run, out: Path) -> list:
             f"Final loss: {loss}."
         )
     )
+    rate = training_rate(run.dirs["train"])
+    if rate:
+        blocks.append(Para(f"Training rate: {rate_text(rate)}"))
     png = run.dirs["train"] / "loss.png"
     if png.is_file():
         atomic_write_bytes(out / "loss.png", png.read_bytes())
@@ -570,9 +623,9 @@ def section_training(run: Run, out: Path) -> list:
     return blocks
 
 
-def section_fit(run: Run, out: Path) -> list:
-    """The distillation fit's rows (`ssd analyze fit`, in TRAIN_DIR/fit), when it was run."""
-    fit_dir = run.dirs["train"] / "fit" if "train" in run.dirs else None
+def section_fit(train_dir: Path | None, out: Path) -> list:
+    """The distillation fit's rows (`ssd analyze fit`, in TRAIN_DIR/fit), when it was run, finished training or not."""
+    fit_dir = train_dir / "fit" if train_dir else None
     if fit_dir is None or not (fit_dir / "fit.jsonl").is_file():
         return []
     from .fit import FIT_HEADER, fit_table
@@ -783,7 +836,7 @@ def report(run_dir: Path) -> Path:
         "pass@k": lambda: section_pass_at_k(run),
         "Lengths": lambda: section_lengths(run, out),
         "Training": lambda: section_training(run, out),
-        "Distillation fit": lambda: section_fit(run, out),
+        "Distillation fit": lambda: section_fit(run.dirs.get("train"), out),
         "Figure 6": lambda: section_fig6(run, out),
         "Examples": lambda: section_examples(run),
         "Times": lambda: section_times(run),

@@ -26,19 +26,22 @@ from rich.console import Console
 from . import metrics
 from .config import ConfigError, RunConfig, SweepConfig, load_run_config
 from .document import Heading, Image, Para, Table, percent, render_markdown
-from .manifest import MANIFEST, atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json
-from .pipeline import recorded_dirs, sweep_dir, sweep_stages
+from .manifest import MANIFEST, atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json, read_jsonl
+from .pipeline import Stages, recorded_dirs, sweep_dir, sweep_stages
 from .report import (
     TIME_FORMAT,
     Run,
     endpoint_blocks,
     not_run,
     pass_at_k_blocks,
+    rate_text,
     section_fig6,
+    section_fit,
     section_lengths,
     section_training,
+    training_rate,
 )
-from .results import load_results, load_summary, per_problem_pass_at_k, primary_endpoints
+from .results import EvalSummary, load_results, load_summary, per_problem_pass_at_k, primary_endpoints
 
 console = Console(stderr=True, highlight=False)
 
@@ -52,6 +55,13 @@ class Benchmark:
     sweep_dir: Path
     stages: dict[float, dict[str, Path]]  # per T_train: stage name -> directory; {} before the sweep started
     grid: dict | None  # grid.json of its sweep, once the sweep finished
+    swept: bool = True  # False: a run config (`ssd run`, one T_train), whose evals form no T_train x T_eval grid
+
+    @property
+    def fixed(self) -> bool:
+        """Temperatures fixed in advance (eval.dev_fraction 0): every problem is scored at every T_eval, none
+        is chosen on a dev split."""
+        return self.cfg.eval.dev_fraction == 0
 
     @property
     def name(self) -> str:
@@ -71,20 +81,24 @@ class Benchmark:
         manifest = read_json(out / MANIFEST) or {}
         recorded = manifest.get("stages", {})
         run = read_json(Path(cfg.output_dir) / MANIFEST)  # `ssd run`'s, where this config was run rather than swept
-        if not manifest and (run or cfg.sweep == SweepConfig()):
+        swept = bool(manifest) or not (run or cfg.sweep == SweepConfig())
+        if not swept:
             # A run config (experiment 2): one T_train, its evals at the eval temperatures, and the directories
-            # RUN_DIR/manifest.json records ({} before `ssd run` started).
+            # RUN_DIR/manifest.json records; before `ssd run` started, the ones it will derive, where the
+            # stage commands (`ssd sample`, `ssd train` with those output dirs) may have run already.
             t = cfg.sample.temperature
-            recorded = {
-                str(t): {name: s["dir"] for name, s in (run or {}).get("stages", {}).items() if name != "report"}
-            }
+            recorded = (
+                {str(t): {name: s["dir"] for name, s in run["stages"].items() if name != "report"}}
+                if run and "stages" in run
+                else recorded_dirs({t: Stages.of(cfg)})
+            )
             cfg = replace(cfg, sweep=replace(cfg.sweep, t_trains=[t], t_evals=cfg.eval.temperatures))
         elif manifest and "stages" not in manifest:
             # Only a sweep started before sweeps recorded their stage directories (December 2026) takes this
             # path: its directories are derived from its config, as that sweep derived them.
             recorded = recorded_dirs(sweep_stages(cfg))
         stages = {t: {name: Path(d) for name, d in recorded.get(str(t), {}).items()} for t in cfg.sweep.t_trains}
-        return cls(Path(path), cfg, out, stages, read_json(out / "grid.json"))
+        return cls(Path(path), cfg, out, stages, read_json(out / "grid.json"), swept)
 
 
 def _finished(stage_dir: Path | None) -> bool:
@@ -109,6 +123,16 @@ def chosen_test_scores(eval_dir: Path | None) -> ChosenScores | None:
         return None
     per_problem = per_problem_pass_at_k(results[chosen.best_T], summary.test_ids, 1)
     return ChosenScores(chosen.best_T, [per_problem[i] for i in summary.test_ids])
+
+
+def scores_at(eval_dir: Path | None, T: float, k: int) -> tuple[EvalSummary, dict[str, float]] | None:
+    """A finished eval's per-problem pass@k at temperature T, every problem, with its summary; None where
+    the eval has not finished."""
+    if not _finished(eval_dir):
+        return None
+    summary, results = load_results(eval_dir)
+    records = next(r for t, r in results.items() if t is not None and abs(t - T) < 1e-9)
+    return summary, per_problem_pass_at_k(records, summary.problem_ids, k)
 
 
 def _score_cell(scores: list[float]) -> str:
@@ -177,28 +201,36 @@ def section_setup(benches: list[Benchmark]) -> list:
     rows = []
     for b in benches:
         s = load_summary(b.base_dir) if _finished(b.base_dir) else None
-        split = f"{len(s.dev_ids)} / {len(s.test_ids)}" if s else "-"
+        split = "-" if not s else f"all {s.n_problems}" if b.fixed else f"{len(s.dev_ids)} / {len(s.test_ids)}"
+        per_problem = (
+            f"{b.cfg.eval.n}" if b.fixed else f"{b.cfg.eval.n} on dev, {b.cfg.eval.test_n or b.cfg.eval.n} on test"
+        )
         rows.append(
             [
                 b.name,
                 str(b.config_path),
                 split,
                 ", ".join(f"{t:g}" for t in b.cfg.sweep.t_evals),
-                f"{b.cfg.eval.n} on dev, {b.cfg.eval.test_n or b.cfg.eval.n} on test",
+                per_problem,
                 f"top-k {b.cfg.eval.top_k}, top-p {b.cfg.eval.top_p}, max {b.cfg.eval.max_tokens}",
             ]
         )
     blocks.append(
         Table(["benchmark", "config", "problems dev / test", "T_eval grid", "samples per problem", "decoding"], rows)
     )
-    blocks.append(
-        Para(
+    if all(b.fixed for b in benches):
+        protocol = (
+            "Protocol: fixed temperatures (eval.dev_fraction 0). Both models decode every problem at every T_eval "
+            "above, fixed before the evaluation; no temperature is chosen, so every problem is scored and nothing "
+            "is held out. Greedy (T=0) is one sample per problem."
+        )
+    else:
+        protocol = (
             f"Protocol: {ec.test_n and 'two-phase' or 'grid'}. Each model (the base model and every SSD model alike) "
             "picks its T_eval by pass@1 on the dev split; only that temperature is scored on the test split. Greedy "
             "(T=0) is one sample per problem."
         )
-    )
-    return blocks
+    return blocks + [Para(protocol)]
 
 
 def section_headline(benches: list[Benchmark]) -> tuple[list, dict]:
@@ -222,26 +254,73 @@ def section_headline(benches: list[Benchmark]) -> tuple[list, dict]:
     return blocks, verdicts
 
 
+def section_fixed(benches: list[Benchmark]) -> list:
+    """Base vs SSD at each fixed temperature, paired on every problem: pass@1 and the eval's other ks, on all
+    problems and per difficulty (the pre-registered secondary comparisons: no adjustment)."""
+    blocks: list = [Heading("Base vs SSD at each fixed T_eval (paired, every problem)")]
+    for t in benches[0].cfg.sweep.t_trains:
+        rows = []
+        for b in benches:
+            for T in b.cfg.eval.temperatures:
+                for k in [1] if T == 0 else [k for k in b.cfg.eval.ks if k <= b.cfg.eval.n]:
+                    label = f"{b.name}: pass@{k} at T_eval {T:g}"
+                    base, ssd = scores_at(b.base_dir, T, k), scores_at(b.ssd_dir(t), T, k)
+                    if not base or not ssd:
+                        rows.append([label, "all", "-", "-" if base else "not run", "-" if ssd else "not run", "-"])
+                        continue
+                    groups = {"all": base[0].problem_ids, **base[0].by_difficulty}
+                    for group, ids in groups.items():
+                        a, c = [base[1][i] for i in ids], [ssd[1][i] for i in ids]
+                        first = label if group == "all" else ""
+                        rows.append([first, group, str(len(ids)), _score_cell(a), _score_cell(c), _diff_cell(a, c)])
+        if len(benches[0].cfg.sweep.t_trains) > 1:
+            blocks.append(Heading(f"SSD trained on samples at T_train = {t:g}", 3))
+        blocks.append(
+            Table(
+                [
+                    "comparison",
+                    "difficulty",
+                    "problems",
+                    "base (%)",
+                    "SSD (%)",
+                    "SSD - base [95% CI], paired sign-flip p",
+                ],
+                rows,
+            )
+        )
+    blocks.append(
+        Para(
+            "Unbiased pass@k per problem from its samples; CIs: percentile bootstrap over problems, the difference "
+            "resampling problems jointly (paired); no adjustment for the number of rows: these are estimates beside "
+            "the primary endpoints.",
+            "muted",
+        )
+    )
+    return blocks
+
+
 def models(b: Benchmark) -> dict[str, Path | None]:
     """The eval dirs an endpoint can name: base, ssd-tT_TRAIN per T_train, and ssd when there is one."""
     ssd = {f"ssd-t{t:g}": b.ssd_dir(t) for t in b.stages}
     return {"base": b.base_dir, **ssd, **({"ssd": next(iter(ssd.values()))} if len(ssd) == 1 else {})}
 
 
-def section_primary(benches: list[Benchmark]) -> list:
+def declared_endpoints(benches: list[Benchmark]) -> list[dict]:
     """The endpoints every config declares (report.primary), Holm-adjusted as one family."""
     declared = [
         (f"{b.config_path}: report.primary[{i}]", spec, models(b))
         for b in benches
         for i, spec in enumerate(b.cfg.report.primary)
     ]
-    if not declared:
-        return []
     endpoints = primary_endpoints(declared)
     if len(benches) > 1:
         owners = [b.name for b in benches for _ in b.cfg.report.primary]
         endpoints = [{**e, "name": f"{e['name']} ({owner})"} for e, owner in zip(endpoints, owners, strict=True)]
-    return [Heading("Primary endpoints (pre-registered)")] + endpoint_blocks(endpoints)
+    return endpoints
+
+
+def section_primary(endpoints: list[dict]) -> list:
+    return [Heading("Primary endpoints (pre-registered)")] + endpoint_blocks(endpoints) if endpoints else []
 
 
 def section_pass_at_k(benches: list[Benchmark]) -> list:
@@ -344,10 +423,27 @@ def section_models(benches: list[Benchmark], out: Path) -> list:
         blocks.append(
             Heading(f"T_train = {t:g}: training samples, loss and reply lengths ({benches[0].name} replies)")
         )
-        blocks += [_demote(x) for x in section_training(run, figures) + section_lengths(run, figures)]
+        train_dir = benches[0].stages[t].get("train")
+        if "train" not in run.dirs and train_dir and train_dir.is_dir():
+            blocks += [Heading("Training", 3), training_progress(train_dir)]
+        else:
+            blocks += [_demote(x) for x in section_training(run, figures)]
+        blocks += [_demote(x) for x in section_fit(train_dir, figures) + section_lengths(run, figures)]
         if "analysis" in run.dirs:
             blocks += [_demote(x) for x in section_fig6(run, figures)]
     return blocks
+
+
+def training_progress(train_dir: Path) -> Para:
+    """Where an unfinished training stage stands, from its loss.csv and manifest."""
+    plan = (read_json(train_dir / MANIFEST) or {}).get("plan", {})
+    rate = training_rate(train_dir)
+    if not rate:
+        return Para(f"Training in progress in {train_dir}: no step timed yet.")
+    return Para(
+        f"Training in progress in {train_dir}: step {rate['steps']} of {plan.get('optimizer_steps', '?')}. "
+        f"So far: {rate_text(rate)}"
+    )
 
 
 def _demote(block):
@@ -419,14 +515,35 @@ def section_verdict(headline: dict, teff: dict | None) -> list:
     return blocks
 
 
-def _reading(c: dict) -> str:
+def section_endpoint_verdict(endpoints: list[dict]) -> list:
+    """The verdict of fixed-temperature evals: the pre-registered primary endpoints, read at their Holm p."""
+    blocks: list = [Heading("Verdict (the pre-registered primary endpoints)")]
+    for e in endpoints:
+        c, (b, tb), (a, ta) = e["comparison"], e["b"], e["a"]
+        what = f"{e['name']} ({e['metric']}, {b}@{tb:g} vs {a}@{ta:g})"
+        if c is None:
+            blocks.append(Para(f"{what}: not run yet."))
+            continue
+        blocks.append(
+            Para(
+                f"{what}: {100 * c['mean_diff']:+.1f} points [{100 * c['ci_lo']:+.1f}, {100 * c['ci_hi']:+.1f}] on "
+                f"{c['n_problems']} problems, p = {c['p_value']:.2g}, Holm p = {e['holm_p']:.2g}: "
+                f"{_reading(c, e['holm_p'], 'its Holm-adjusted p', f'{b}@{tb:g}')}"
+            )
+        )
+    return blocks
+
+
+def _reading(c: dict, p: float | None = None, test: str = "the sign-flip test", first: str = "SSD") -> str:
+    """What a paired comparison (first minus second) says, at `p` (its own sign-flip p unless given)."""
+    p = c["p_value"] if p is None else p
     if c["ci_lo"] > 0:
-        return "SSD is better: the 95% bootstrap CI of the difference excludes 0" + (
-            "." if c["p_value"] < 0.05 else ", though the sign-flip test does not reach p < 0.05."
+        return f"{first} is better: the 95% bootstrap CI of the difference excludes 0" + (
+            "." if p < 0.05 else f", though {test} does not reach p < 0.05."
         )
     if c["ci_hi"] < 0:
-        return "SSD is worse: the 95% bootstrap CI of the difference excludes 0" + (
-            "." if c["p_value"] < 0.05 else ", though the sign-flip test does not reach p < 0.05."
+        return f"{first} is worse: the 95% bootstrap CI of the difference excludes 0" + (
+            "." if p < 0.05 else f", though {test} does not reach p < 0.05."
         )
     half = 100 * (c["ci_hi"] - c["ci_lo"]) / 2
     return (
@@ -435,12 +552,32 @@ def _reading(c: dict) -> str:
     )
 
 
-def section_commands(paths: list[Path], out: Path) -> list:
-    configs = " ".join(str(p) for p in paths)
-    lines = [f"ssd sweep --config {p}" for p in paths] + [
-        f"ssd run --config {paths[0]}    # Figure 6 analysis and the HTML run report",
-        f"ssd report {configs} --out {out}",
+def fit_commands(train_dir: Path | None) -> list[str]:
+    """The `ssd analyze fit` commands that wrote TRAIN_DIR/fit's rows, from its manifest and rows."""
+    fit_dir = train_dir / "fit" if train_dir else None
+    if not fit_dir or not (fit_dir / "fit.jsonl").is_file():
+        return []
+    options = load_manifest(fit_dir)["fingerprint"]["config"]
+    flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in options.items())
+    final = (read_json(train_dir / MANIFEST) or {}).get("model_dir")
+    return [
+        f"ssd analyze fit {flags}" + ("" if row["model"] == final else f" --step {row['step']}")
+        for row in read_jsonl(fit_dir / "fit.jsonl")
     ]
+
+
+def section_commands(benches: list[Benchmark], out: Path) -> list:
+    paths = [b.config_path for b in benches]
+    configs = " ".join(str(p) for p in paths)
+    if all(b.swept for b in benches):
+        lines = [f"ssd sweep --config {p}" for p in paths] + [
+            f"ssd run --config {paths[0]}    # Figure 6 analysis and the HTML run report"
+        ]
+    else:
+        lines = [f"ssd run --config {p}" for p in paths]
+        for t in benches[0].cfg.sweep.t_trains:
+            lines += fit_commands(benches[0].stages[t].get("train"))
+    lines.append(f"ssd report {configs} --out {out}")
     return [
         Heading("Reproduce"),
         Para("Every stage resumes where it stopped; rerunning a finished command reuses its outputs."),
@@ -465,13 +602,18 @@ def sweep_report(configs: list[str | Path], out: str | Path) -> Path:
         )
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    headline, verdicts = section_headline(benches)
-    teff_blocks, teff = section_teff(benches)
-    blocks = (
-        section_setup(benches) + section_primary(benches) + section_verdict(verdicts, teff) + headline + teff_blocks
-    )
-    blocks += section_pass_at_k(benches) + section_grid(benches, out)
-    blocks += section_models(benches, out) + section_times(benches) + section_commands(paths, out)
+    endpoints = declared_endpoints(benches)
+    blocks = section_setup(benches) + section_primary(endpoints)
+    if all(b.fixed for b in benches):  # no T_eval is chosen: the verdict is the pre-registered endpoints'
+        blocks += section_endpoint_verdict(endpoints) + section_fixed(benches)
+    else:
+        headline, verdicts = section_headline(benches)
+        teff_blocks, teff = section_teff(benches)
+        blocks += section_verdict(verdicts, teff) + headline + teff_blocks
+    blocks += section_pass_at_k(benches)
+    if all(b.swept for b in benches):
+        blocks += section_grid(benches, out)
+    blocks += section_models(benches, out) + section_times(benches) + section_commands(benches, out)
     blocks.insert(
         0,
         Para(
