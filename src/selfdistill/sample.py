@@ -115,6 +115,16 @@ def _record(prompt: Prompt, messages: list[dict], prompt_text: str, index: int, 
     }
 
 
+def prompt_ids(tokenizer, record: dict) -> tuple[list[int], str | None]:
+    """A sample's prompt token ids as the sampler fed them (prompt_text tokenized without added special
+    tokens), and where they disagree with the count the sampler recorded (prompt_tokens), how."""
+    ids = tokenizer(record["prompt_text"], add_special_tokens=False).input_ids
+    recorded = record.get("prompt_tokens")
+    if isinstance(recorded, int) and recorded != len(ids):
+        return ids, f"{recorded} tokens at sampling, {len(ids)} here"
+    return ids, None
+
+
 def _shard_path(out: Path, k: int) -> Path:
     return out / "shards" / f"shard-{k:05d}.jsonl"
 

@@ -34,7 +34,15 @@ from .fit import target
 from .generate import GenerationProgress, Targets
 from .manifest import _lock, _now, atomic_write_json, finished, hash_inputs, read_jsonl
 from .models import resolve_model
-from .sample import RECOMPUTED_TARGETS, _samples_manifest, shard_files, shard_targets, targets_path, write_targets
+from .sample import (
+    RECOMPUTED_TARGETS,
+    _samples_manifest,
+    prompt_ids,
+    shard_files,
+    shard_targets,
+    targets_path,
+    write_targets,
+)
 
 console = Console(stderr=True, highlight=False)
 
@@ -156,11 +164,9 @@ def _sequence(tokenizer, record: dict, shard: Path) -> tuple[list[int], list[int
     """(prompt ids, reply ids) as the sampler fed and drew them: the prompt tokenized without added
     special tokens, which must give the count it recorded, and the reply's own token ids."""
     where = f"{shard}: sample {record.get('prompt_id')!r}#{record.get('sample_index')}"
-    prompt = tokenizer(record["prompt_text"], add_special_tokens=False).input_ids
-    if len(prompt) != record["prompt_tokens"]:
-        raise TargetsError(
-            f"{where}: field 'prompt_text' gives {len(prompt)} tokens here, {record['prompt_tokens']} at sampling"
-        )
+    prompt, differs = prompt_ids(tokenizer, record)
+    if differs:
+        raise TargetsError(f"{where}: field 'prompt_text' gives {differs}")
     if not isinstance(record.get("reply_token_ids"), list):
         raise TargetsError(f"{where}: field 'reply_token_ids' is missing")
     return prompt, record["reply_token_ids"]

@@ -98,7 +98,7 @@ from .manifest import (
 )
 from .models import native_bf16, resolve_model
 from .peak import matmul_peak
-from .sample import load_samples, read_samples_file, shard_files, targets_path, targets_source
+from .sample import load_samples, prompt_ids, read_samples_file, shard_files, targets_path, targets_source
 
 console = Console(stderr=True, highlight=False)
 COMPLETE = "selfdistill-complete.json"  # written into a checkpoint once all processes have saved it
@@ -197,9 +197,9 @@ def build_examples(
                 f"{where}: prompt_text differs from its messages rendered with the chat template; the samples were "
                 "not made with this template"
             )
-        prompt = tokenizer(r["prompt_text"], add_special_tokens=False).input_ids
-        if isinstance(r.get("prompt_tokens"), int) and r["prompt_tokens"] != len(prompt):
-            mismatch.append(f"{where}: {r['prompt_tokens']} tokens at sampling, {len(prompt)} here")
+        prompt, differs = prompt_ids(tokenizer, r)
+        if differs:
+            mismatch.append(f"{where}: {differs}")
         reply = r.get("reply_token_ids")
         if reply is None:
             reply = tokenizer(r["reply"], add_special_tokens=False).input_ids
