@@ -238,8 +238,11 @@ def test_fixed_temperatures_score_every_problem_paired_per_difficulty(tmp_path):
     fit_dir = train_dir / "fit"
     RunDir.open(fit_dir, "fit", FitConfig(train_dir=str(train_dir), train_samples=64), {})
     target = {"support_len": np.array([1, 5, 1, 5]), "reply": np.array([0, 0, 1, 1]), "target_entropy": np.ones(4)}
-    scores = {key: np.full(4, 0.5) for key in ("tail", "within_kl", "entropy", "tv")}
-    atomic_write_jsonl(fit_dir / "fit.jsonl", [fit.summarize(s, "m", scores, target, 1) for s in (0, 20)])
+    keys = ("tail", "within_kl", "entropy", "tv")
+    atomic_write_jsonl(  # every measure halved by step 20
+        fit_dir / "fit.jsonl",
+        [fit.summarize(s, "m", {k: np.full(4, v) for k in keys}, target, 1) for s, v in ((0, 0.5), (20, 0.25))],
+    )
 
     text = sweep_report([config], tmp_path / "out").read_text()
     summary = R.load_summary(b.base_dir)
@@ -262,5 +265,5 @@ def test_fixed_temperatures_score_every_problem_paired_per_difficulty(tmp_path):
     assert "dev-chosen" not in text and "picks its T_eval" not in text and "ssd sweep" not in text
     # 4,000 - 1,000 tokens in 50 s: 60 tokens/s; 600 FLOPs a token at a peak of 1e6 FLOP/s: MFU 3.6%
     assert "step 3 of 10. So far: 60.0 tokens/s" in text and "over 2 timed steps of 3" in text and "MFU 3.6%" in text
-    assert "| 20 | heldout | fork |" in text
+    assert "| 20 | heldout | fork |" in text and "| 20 | -50% | -50% | -50% | -50% | -50% | -50% |" in text
     assert f"ssd analyze fit --train-dir {train_dir} --train-samples 64 --step 20" in text

@@ -371,8 +371,12 @@ def test_output_is_a_plain_model_directory_with_manifest_and_loss_curve(trained,
     curve = losses(trained)
     assert len(curve) == 60 and curve[-1] < curve[0] / 5
     assert all(seconds > 0 for seconds in losses(trained, "seconds"))  # every step timed: the training rate
-    compute = manifest["compute"]  # what MFU divides by: full fine-tune, so 6 FLOPs per parameter and token
-    assert compute["flops_per_token"] == 6 * compute["parameters"] and compute["matmul_peak_flops"] > 1e8
+    compute = manifest["compute"]  # what MFU divides by: full fine-tune, 6 FLOPs per weight that multiplies
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tied = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    lookup = 0 if tied else model.get_input_embeddings().weight.numel()
+    assert compute["parameters"] == compute["trainable_parameters"] == model.num_parameters()
+    assert compute["flops_per_token"] == 6 * (compute["parameters"] - lookup) and compute["matmul_peak_flops"] > 1e8
     assert (trained / "loss.png").stat().st_size > 1000
     assert train(TrainConfig(**manifest["config"])) == model_dir  # rerun: already trained, nothing redone
 

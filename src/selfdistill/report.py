@@ -592,9 +592,9 @@ def rate_text(rate: dict) -> str:
         return text + "."
     c = rate["compute"]
     return text + (
-        f"; MFU {100 * rate['mfu']:.1f}% of the {c['peak_dtype']} matmul peak measured at the latest sitting "
-        f"({c['matmul_peak_flops'] / 1e12:.2f} TFLOP/s per device, {c['device']}), counting "
-        f"{c['flops_per_token'] / c['parameters']:.0f} FLOPs per parameter and token (attention left out)."
+        f"; MFU {100 * rate['mfu']:.1f}% of the {c['peak_dtype']} matmul peak measured as the latest sitting started "
+        f"({c['matmul_peak_flops'] / 1e12:.2f} TFLOP/s per device, {c['device']}; jobs beside it lower both), "
+        f"counting {c['flops_per_token'] / 1e9:.2f} GFLOPs per token (6 per multiplying weight; attention left out)."
     )
 
 
@@ -648,7 +648,39 @@ def section_fit(train_dir: Path | None, out: Path) -> list:
                 "tail term, within-support KL and entropy within the support against the target, over training steps",
             )
         )
-    return blocks + [Table(FIT_HEADER, fit_table(rows, classes=("fork", "lock")))]
+    return blocks + [Table(FIT_HEADER, fit_table(rows, classes=("fork", "lock")))] + fit_changes(rows)
+
+
+def fit_changes(rows: list[dict]) -> list:
+    """Each fitted step against the base model (step 0), relative: what the stop rule of a run reads."""
+    base = next((r for r in rows if r["step"] == 0), None)
+    later = [r for r in rows if r["step"] > 0]
+    if not base or not later:
+        return []
+
+    def change(row: dict, cell: str, key: str) -> str:
+        before, now = base[cell][key], row[cell][key]
+        return "-" if not before or now is None else f"{100 * (now - before) / before:+.0f}%"
+
+    columns = [
+        ("held-out tail, all", "heldout_all", "tail"),
+        ("held-out tail, forks", "heldout_fork", "tail"),
+        ("held-out within-S KL, forks", "heldout_fork", "within_kl"),
+        ("held-out H(p|S), forks", "heldout_fork", "entropy"),
+        ("train tail, all", "train_all", "tail"),
+        ("train within-S KL, forks", "train_fork", "within_kl"),
+    ]
+    return [
+        Para(
+            "Change from the base model (step 0), per-token means; H(q) at held-out forks is "
+            f"{base['heldout_fork']['target_entropy']:.3f} nats, the base model's H(p|S) "
+            f"{base['heldout_fork']['entropy']:.3f}. Held-out changes that trail the training ones are memorisation."
+        ),
+        Table(
+            ["step"] + [name for name, *_ in columns],
+            [[str(r["step"])] + [change(r, *c[1:]) for c in columns] for r in later],
+        ),
+    ]
 
 
 def section_fig6(run: Run, out: Path) -> list:
