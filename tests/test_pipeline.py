@@ -417,9 +417,9 @@ RUN_DIRS = {
                               "eval-ssd": "eval-ssd-1ca3e1156d", "analysis": "analysis-5dd521c47f",
                               "report": "report"},
     "experiments/ssd-qwen0.5b-full/leetcode.yaml": {"samples": "samples-d5198507ee", "train": "train-62eed3ce1f",
-                                                    "eval-base": "eval-base-32a24eef4c",
-                                                    "eval-ssd": "eval-ssd-c3513dacfa",
-                                                    "analysis": "analysis-44a659ffa0", "report": "report"},
+                                                    "eval-base": "eval-base-5568c68d00",  # eval.timeout 40
+                                                    "eval-ssd": "eval-ssd-31fa4acc71",  # set by the oracle
+                                                    "analysis": "analysis-467e07f88a", "report": "report"},
 }  # fmt: skip
 
 
