@@ -10,7 +10,7 @@ then says all it can). Exit status 1 when any check failed or the total passed 8
 
 1. environment: GPU, driver, torch and the CUDA it was built for; fails if nvidia-smi (NVML) sees a
    GPU that torch cannot use (no CUDA, another device count, an architecture the build lacks)
-2. the bf16 matmul peak, measured (benchmarks/peak.py); MFU below is against it
+2. the bf16 matmul peak, measured (selfdistill/peak.py); MFU below is against it
 3. a random Qwen2.5-0.5B-shaped model (24 layers, hidden 896, vocabulary 151,936: 494M parameters) in
    bf16, with a word-level tokenizer and a ChatML template; a quarter of its words end a line, so
    replies of random tokens are not one-line stubs that `ssd sample` would drop
