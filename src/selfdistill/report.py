@@ -551,7 +551,7 @@ def section_lengths(run: Run, out: Path) -> list:
 
 
 def training_rate(train_dir: Path) -> dict | None:
-    """A training stage's tokens/s and MFU from its own files, finished or not: loss.csv's timed steps
+    """A training stage's steps, tokens/s and MFU from its own files, finished or not: loss.csv's timed steps
     (a step's tokens are its rise in the cumulative num_tokens, all processes) and the manifest's
     `compute` (train.compute_budget, measured at the latest sitting). None before any step was timed."""
     path = train_dir / "loss.csv"
@@ -568,16 +568,18 @@ def training_rate(train_dir: Path) -> dict | None:
     if not timed:
         return None
     seconds = sum(t for _, t in timed)
+    manifest = read_json(train_dir / MANIFEST) or {}
+    plan = manifest.get("plan", {})
     rate = {
         "steps": len(rows),
+        "planned_steps": plan.get("optimizer_steps"),
         "timed_steps": len(timed),
         "seconds_per_step": seconds / len(timed),
         "tokens_per_second": sum(n for n, _ in timed) / seconds,
     }
-    manifest = read_json(train_dir / MANIFEST) or {}
     compute = manifest.get("compute")
     if compute:
-        peak = compute["matmul_peak_flops"] * manifest.get("plan", {}).get("processes", 1)
+        peak = compute["matmul_peak_flops"] * plan.get("processes", 1)
         rate["mfu"] = compute["flops_per_token"] * rate["tokens_per_second"] / peak
         rate["compute"] = compute
     return rate

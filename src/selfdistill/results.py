@@ -520,6 +520,11 @@ def load_results(eval_dir: str | Path) -> tuple[EvalSummary, dict[float | None, 
     return summary, {e.temperature: read_jsonl(results_path(eval_dir, e.temperature)) for e in summary.entries}
 
 
+def records_at(results: dict[float | None, list[dict]], T: float) -> list[dict] | None:
+    """load_results' records decoded at temperature T (float keys compared to within 1e-9), or None."""
+    return next((r for t, r in results.items() if t is not None and abs(t - T) < 1e-9), None)
+
+
 def base_settings(sweep_dir: str | Path, recommended_dir: str | Path | None = None, k: int = 1) -> dict:
     """The base model's pass@k three ways, from the eval summaries: at its recommended decoding (paper
     Table 4, the eval in `recommended_dir`), at the T_eval chosen on dev (the fair baseline), and at the
@@ -637,7 +642,7 @@ def primary_endpoints(declared: list[tuple[str, str, dict[str, Path | None]]], s
             if evals[model] not in cache:
                 cache[evals[model]] = load_results(evals[model]) if evals[model] and finished(evals[model]) else None
             loaded = cache[evals[model]]
-            records = loaded and next((r for t, r in loaded[1].items() if t is not None and abs(t - T) < 1e-9), None)
+            records = loaded and records_at(loaded[1], T)
             if records is not None and k > 1 and min(Counter(r["problem_id"] for r in records).values()) < k:
                 raise BenchmarkError(f"{where}: {spec!r}: {model} has fewer than {k} samples per problem at T={T:g}")
             scores.append(per_problem_pass_at_k(records, loaded[0].problem_ids, k) if records is not None else None)

@@ -41,7 +41,7 @@ from .report import (
     section_training,
     training_rate,
 )
-from .results import EvalSummary, load_results, load_summary, per_problem_pass_at_k, primary_endpoints
+from .results import EvalSummary, load_results, load_summary, per_problem_pass_at_k, primary_endpoints, records_at
 
 console = Console(stderr=True, highlight=False)
 
@@ -125,14 +125,14 @@ def chosen_test_scores(eval_dir: Path | None) -> ChosenScores | None:
     return ChosenScores(chosen.best_T, [per_problem[i] for i in summary.test_ids])
 
 
-def scores_at(eval_dir: Path | None, T: float, k: int) -> tuple[EvalSummary, dict[str, float]] | None:
-    """A finished eval's per-problem pass@k at temperature T, every problem, with its summary; None where
-    the eval has not finished."""
-    if not _finished(eval_dir):
-        return None
-    summary, results = load_results(eval_dir)
-    records = next(r for t, r in results.items() if t is not None and abs(t - T) < 1e-9)
-    return summary, per_problem_pass_at_k(records, summary.problem_ids, k)
+def finished_results(eval_dir: Path | None) -> tuple[EvalSummary, dict[float | None, list[dict]]] | None:
+    """A finished eval's summary and records (load_results), None where it has not finished."""
+    return load_results(eval_dir) if _finished(eval_dir) else None
+
+
+def scores_at(loaded: tuple[EvalSummary, dict], T: float, k: int) -> dict[str, float]:
+    """Per-problem pass@k at temperature T on every problem of a loaded eval."""
+    return per_problem_pass_at_k(records_at(loaded[1], T), loaded[0].problem_ids, k)
 
 
 def _score_cell(scores: list[float]) -> str:
@@ -261,16 +261,16 @@ def section_fixed(benches: list[Benchmark]) -> list:
     for t in benches[0].cfg.sweep.t_trains:
         rows = []
         for b in benches:
+            base, ssd = finished_results(b.base_dir), finished_results(b.ssd_dir(t))  # each read once
             for T in b.cfg.eval.temperatures:
                 for k in [1] if T == 0 else [k for k in b.cfg.eval.ks if k <= b.cfg.eval.n]:
                     label = f"{b.name}: pass@{k} at T_eval {T:g}"
-                    base, ssd = scores_at(b.base_dir, T, k), scores_at(b.ssd_dir(t), T, k)
                     if not base or not ssd:
                         rows.append([label, "all", "-", "-" if base else "not run", "-" if ssd else "not run", "-"])
                         continue
-                    groups = {"all": base[0].problem_ids, **base[0].by_difficulty}
-                    for group, ids in groups.items():
-                        a, c = [base[1][i] for i in ids], [ssd[1][i] for i in ids]
+                    base_scores, ssd_scores = scores_at(base, T, k), scores_at(ssd, T, k)
+                    for group, ids in {"all": base[0].problem_ids, **base[0].by_difficulty}.items():
+                        a, c = [base_scores[i] for i in ids], [ssd_scores[i] for i in ids]
                         first = label if group == "all" else ""
                         rows.append([first, group, str(len(ids)), _score_cell(a), _score_cell(c), _diff_cell(a, c)])
         if len(benches[0].cfg.sweep.t_trains) > 1:
@@ -436,12 +436,11 @@ def section_models(benches: list[Benchmark], out: Path) -> list:
 
 def training_progress(train_dir: Path) -> Para:
     """Where an unfinished training stage stands, from its loss.csv and manifest."""
-    plan = (read_json(train_dir / MANIFEST) or {}).get("plan", {})
     rate = training_rate(train_dir)
     if not rate:
         return Para(f"Training in progress in {train_dir}: no step timed yet.")
     return Para(
-        f"Training in progress in {train_dir}: step {rate['steps']} of {plan.get('optimizer_steps', '?')}. "
+        f"Training in progress in {train_dir}: step {rate['steps']} of {rate['planned_steps'] or '?'}. "
         f"So far: {rate_text(rate)}"
     )
 
