@@ -18,8 +18,9 @@ then says all it can). Exit status 1 when any check failed or the total passed 8
    leaves no more CUDA memory allocated than there was before it (`ssd run` then trains in new
    processes, which need the GPU free)
 5. `ssd train`, full fine-tune, bf16 autocast, launched the way `ssd run` launches it
-   (launch.train_command): tokens/s, MFU = 6 x parameters x tokens/s / measured peak
-6. the same with LoRA (MFU with 4 x parameters: frozen weights need no weight gradients)
+   (launch.train_command): tokens/s, MFU = the FLOPs per token `ssd train` records (6 per weight that
+   multiplies) x tokens/s / measured peak
+6. the same with LoRA (4 FLOPs per frozen weight: frozen weights need no weight gradients)
 7. long-sequence memory: one training step (train.build_trainer: SFTTrainer, fused AdamW, gradient
    checkpointing) on one example of 69,632 tokens under FSDP2 (accelerate/fsdp.yaml, 1 process), on
    random models of Qwen3-4B's width with 2 and 4 layers and of Qwen3-30B-A3B's width (128 experts,
@@ -340,13 +341,15 @@ def final_loss(out: Path) -> float:
     return float((out / "loss.csv").read_text().strip().splitlines()[-1].split(",")[2])
 
 
-def train_step(cfg: TrainConfig, flops_per_token: float, peak: float) -> dict:
+def train_step(cfg: TrainConfig, peak: float) -> dict:
     output = launch(cfg, Path(cfg.output_dir).with_suffix(".log"))
     speed = steady_speed(output)
     check(
         json.loads((Path(cfg.output_dir) / "model" / "config.json").read_text())["dtype"] == "bfloat16",
         "the exported model is not in bf16",
     )
+    # the FLOPs per token `ssd train` recorded (train.compute_budget): the count `ssd report`'s MFU uses too
+    flops_per_token = json.loads((Path(cfg.output_dir) / "manifest.json").read_text())["compute"]["flops_per_token"]
     mfu = flops_per_token * speed / peak
     return {
         "tokens_per_second": speed,
@@ -666,13 +669,12 @@ def main() -> int:
     base = TrainConfig(model=str(work / "model"), samples=str(work / "samples"), global_batch_size=size.global_batch,
                        per_device_batch_size=size.per_device_batch, max_steps=size.steps, learning_rate=1e-4,
                        min_learning_rate=1e-5, warmup_ratio=0.0, save_steps=10**6, num_processes=1)  # fmt: skip
-    params, measured = (model or {}).get("params", 0), (peak or {}).get("peak", 1.0)
+    measured = (peak or {}).get("peak", 1.0)
     needs = ("model", "sample (hf, seeded)", "bf16 matmul peak")
     step(
         "train full, 1 process",
         train_step,
         replace(base, output_dir=str(work / "full")),
-        6 * params,
         measured,
         needs=needs,
     )
@@ -680,7 +682,6 @@ def main() -> int:
         "train LoRA, 1 process",
         train_step,
         replace(base, output_dir=str(work / "lora"), use_lora=True, learning_rate=1e-3),
-        4 * params,
         measured,
         needs=needs,
     )
