@@ -7,7 +7,8 @@
 # 1. training (command 3) resumes first, so its sitting's matmul peak is measured on a quiet machine;
 # 2. the distillation fits of steps 20 and 40 run beside it as their snapshots appear (a fit needs ~3.3 GB
 #    next to training's ~18 GB); at step 40 the pre-registered stop rule (stop_rule.py) decides: if it
-#    triggers, training stops and the same samples are trained with soft targets (the README's fallback);
+#    triggers, training stops and the same samples are trained with soft targets (leetcode-soft.yaml:
+#    the README's fallback, at the paper's lr), with the same fits;
 # 3. the fit of the finished model, then both evals, Figure 6 and the run report (`ssd run`: finished
 #    stages are reused), then REPORT.md.
 # Every step resumes or reuses what is finished: fits reuse their cached scores (fit/step-N.npz).
@@ -18,25 +19,42 @@ R=$E/runs
 TRAIN=$R/train-62eed3ce1f
 SSD=.venv/bin/ssd
 say() { echo "[$(date -u +%FT%TZ)] $*"; }
-fit() { say "fit $*"; nice -n 5 $SSD analyze fit --train-dir $TRAIN --train-samples 64 "$@" >> $E/fit.log 2>&1; }
+fit() { dir=$1; shift; say "fit $dir $*"; nice -n 5 $SSD analyze fit --train-dir $dir --train-samples 64 "$@" >> $E/fit.log 2>&1; }
 stop_rule() { rule=0; python3 $E/stop_rule.py --step 40 || rule=$?; [ $rule = 1 ]; }  # exit 2: no row yet
+finished() { grep -q '"finished_at": "' $1/manifest.json 2>/dev/null; }
+# Train CONFIG into DIR unless finished, fitting its step-20 and step-40 snapshots beside it as they appear;
+# leaves the training's pid in $training (empty when there was nothing to train).
+train() {
+  training=
+  finished $2 && return
+  say "training $1: resuming"
+  $SSD train --config $1 --samples $R/samples-d5198507ee --output-dir $2 >> $E/train${3:-}.log 2>&1 &
+  training=$!
+  for step in 20 40; do
+    until [ -d $2/snapshots/step-$step ] || ! kill -0 $training 2>/dev/null; do sleep 60; done
+    if [ -d $2/snapshots/step-$step ]; then fit $2 --step $step; fi
+  done
+}
 soft() {
-  say "the stop rule triggered at step 40: the same samples with soft targets"
+  say "the stop rule triggered at step 40: the same samples with soft targets at the paper's lr (leetcode-soft.yaml)"
   $SSD samples targets $R/samples-d5198507ee >> $E/targets.log 2>&1
-  $SSD run --config $E/leetcode.yaml train.objective=soft >> $E/run-soft.log 2>&1
-  say "done: the soft-target run; the README says what to report"
+  # its training directory as `ssd run` derives it, now that the samples hold their targets
+  SOFT=$(.venv/bin/python -c "from selfdistill.config import load_run_config as c; from selfdistill.pipeline import Stages
+print(Stages.of(c(config_file='$E/leetcode-soft.yaml')).dirs['train'])")
+  train $E/leetcode-soft.yaml $SOFT -soft
+  [ -z "$training" ] || wait $training
+  fit $SOFT  # the exported model
+  say "evals: ssd run (soft)"
+  $SSD run --config $E/leetcode-soft.yaml >> $E/run-soft.log 2>&1
+  $SSD report $E/leetcode-soft.yaml --out $E/soft
+  $SSD report $E/leetcode.yaml --out $E
+  say "done: $E/soft/REPORT.md"
   exit 0
 }
 
 stop_rule && soft  # decided in an earlier sitting
-if ! grep -q '"finished_at": "' $TRAIN/manifest.json; then
-  say "training: resuming"
-  $SSD train --config $E/leetcode.yaml --samples $R/samples-d5198507ee --output-dir $TRAIN >> $E/train.log 2>&1 &
-  training=$!
-  for step in 20 40; do
-    until [ -d $TRAIN/snapshots/step-$step ] || ! kill -0 $training 2>/dev/null; do sleep 60; done
-    if [ -d $TRAIN/snapshots/step-$step ]; then fit --step $step; fi
-  done
+train $E/leetcode.yaml $TRAIN
+if [ -n "$training" ]; then
   if stop_rule; then
     kill $training && wait $training || true
     soft
@@ -44,7 +62,7 @@ if ! grep -q '"finished_at": "' $TRAIN/manifest.json; then
   wait $training
   say "training: finished"
 fi
-fit  # the exported model
+fit $TRAIN  # the exported model
 say "evals: ssd run"
 $SSD run --config $E/leetcode.yaml >> $E/run.log 2>&1
 $SSD report $E/leetcode.yaml --out $E
