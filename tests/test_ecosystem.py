@@ -189,6 +189,7 @@ def test_model_card_states_base_method_sampling_recipe_and_data_then_results(tra
         manifest["inputs"]["samples_data"],
         manifest["inputs"]["chat_template_sha256"],
         "| optimizer steps | 4 |",
+        "| objective | SFT on the raw samples |",
         "Not evaluated yet",
     ):
         assert fact in card.text, fact

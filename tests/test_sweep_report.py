@@ -13,7 +13,7 @@ import yaml
 
 from selfdistill import benchmarks, fit, metrics
 from selfdistill import results as R
-from selfdistill.config import FitConfig, RunConfig, load_run_config
+from selfdistill.config import OBJECTIVES, FitConfig, RunConfig, load_run_config
 from selfdistill.manifest import RunDir, atomic_write_json, atomic_write_jsonl, load_manifest
 from selfdistill.pipeline import Stages, open_sweep, sweep_stages
 from selfdistill.sweep_report import Benchmark, sweep_report
@@ -201,6 +201,18 @@ def test_a_run_config_reports_the_directories_ssd_run_recorded(tmp_path):
     atomic_write_json(tmp_path / "runs" / "manifest.json", {"stages": {"eval-base": {"dir": "/elsewhere/eval-base"}}})
     b = Benchmark.load(config)
     assert b.base_dir == Path("/elsewhere/eval-base") and b.cfg.sweep.t_evals == T_EVALS
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_the_setup_names_how_the_model_was_trained(tmp_path, objective):
+    """The soft-target variant (experiment 2's fallback) is not described as the paper's SFT on raw samples."""
+    config = tmp_path / "run.yaml"
+    run = {**CONFIG, "output_dir": str(tmp_path / "runs"), "train": {"objective": objective}}
+    del run["sweep"]
+    config.write_text(yaml.safe_dump(run))
+    text = sweep_report([config], tmp_path / "out").read_text()
+    assert f"Full {OBJECTIVES[objective]}: lr" in text
+    assert ("SFT on the raw samples" in text) == (objective == "hard")
 
 
 def test_fixed_temperatures_score_every_problem_paired_per_difficulty(tmp_path):

@@ -229,6 +229,14 @@ class SampleConfig(Checked):
             )
 
 
+# what train.objective fits the samples with, in the reports' and model cards' words
+OBJECTIVES = {
+    "hard": "SFT on the raw samples",
+    "soft": "soft-target training on the samples (cross-entropy against the truncated distribution each sampled "
+    "token was drawn from: train.objective soft, a variant beyond the paper)",
+}
+
+
 @dataclass
 class TrainConfig(Checked):
     model: str = option("qwen2.5-coder-0.5b-instruct", "the base model to fine-tune (the one that sampled)")
@@ -274,7 +282,7 @@ class TrainConfig(Checked):
     )
     objective: str = option(
         "hard",
-        choices=("hard", "soft"),
+        choices=tuple(OBJECTIVES),
         help="'hard': cross-entropy on the sampled tokens (the paper); 'soft': cross-entropy against the stored "
         "truncated distribution each token was drawn from (samples made with sample.store_targets; `ssd run` turns "
         "it on), the same fixed point with less variance",

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import SelfdistillError, __version__
+from .config import OBJECTIVES
 from .document import markdown_table, percent
 from .manifest import load_manifest
 
@@ -72,7 +73,7 @@ def _recipe(train: dict) -> str:
     c, plan, lengths = train["config"], train.get("plan", {}), train.get("lengths", {})
     rows = [
         ["method", f"LoRA r={c['lora_r']}, alpha={c['lora_alpha']} (merged)" if c["use_lora"] else "full fine-tune"],
-        ["objective", "cross-entropy on the reply tokens and the stop token"],
+        ["objective", OBJECTIVES[c.get("objective", "hard")]],
         [
             "learning rate",
             f"{c['learning_rate']:g}, cosine to {c['min_learning_rate']:g}, {plan.get('warmup_steps', '-')} warmup "
@@ -161,8 +162,8 @@ def write_model_card(train_dir: str | Path, evaluation: dict | None = None) -> P
     sections = [
         f"# {name}\n",
         f"`{c['model']}` fine-tuned by **simple self-distillation** (SSD; Zhang et al., [arXiv 2604.01193]({PAPER})): "
-        "the frozen base model answered unlabeled coding prompts once at T_train with truncation, and was fine-tuned "
-        f"with plain SFT on those raw, unverified samples. Made with selfdistill {__version__} (git "
+        "the frozen base model answered unlabeled coding prompts once at T_train with truncation, nothing verified, "
+        f"and was fine-tuned with {OBJECTIVES[c.get('objective', 'hard')]}. Made with selfdistill {__version__} (git "
         f"{train.get('git_commit') or 'unknown'}); the training directory's manifest.json holds every setting.\n",
         "## Sampling\n",
         _sampling(train) + "\n",

@@ -25,6 +25,7 @@ import yaml
 from rich.console import Console
 
 from . import plots
+from .config import OBJECTIVES
 from .document import (
     Code,
     Details,
@@ -115,9 +116,9 @@ def section_overview(run: Run) -> list:
             Para(
                 f"Setup: {cfg['model']} answered {sc['limit'] or 'all'} prompts of {sc['prompts']} {sc['n']}x at "
                 f"T_train={sc['temperature']:g} (top-k {sc['top_k']}, top-p {sc['top_p']}); "
-                f"{'LoRA' if tc['use_lora'] else 'full'} SFT on those raw samples; both models evaluated on "
-                f"{ec['benchmark']} ({ec['limit'] or 'all'} problems, n={ec['n']} samples each, top-k {ec['top_k']}, "
-                f"top-p {ec['top_p']})."
+                f"{'LoRA' if tc['use_lora'] else 'full'} {OBJECTIVES[tc.get('objective', 'hard')]}; both models "
+                f"evaluated on {ec['benchmark']} ({ec['limit'] or 'all'} problems, n={ec['n']} samples each, "
+                f"top-k {ec['top_k']}, top-p {ec['top_p']})."
             )
         )
     if cfg.get("notes"):
@@ -609,7 +610,8 @@ def section_training(run: Run, out: Path) -> list:
     loss = f"{m['final_loss']:.4f}" if isinstance(m.get("final_loss"), float) else "-"
     blocks.append(
         Para(
-            f"{'LoRA' if cfg.get('use_lora') else 'Full fine-tune'} of {cfg.get('model')}: lr "
+            f"{'LoRA' if cfg.get('use_lora') else 'Full fine-tune'} of {cfg.get('model')}, "
+            f"{OBJECTIVES[cfg.get('objective', 'hard')]}: lr "
             f"{cfg.get('learning_rate')} -> {cfg.get('min_learning_rate')} (cosine), global batch "
             f"{cfg.get('global_batch_size')}, epochs {cfg.get('num_train_epochs')}, max_steps {cfg.get('max_steps')}. "
             f"Final loss: {loss}."

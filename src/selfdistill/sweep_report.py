@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 
 from . import metrics
-from .config import ConfigError, RunConfig, SweepConfig, load_run_config
+from .config import OBJECTIVES, ConfigError, RunConfig, SweepConfig, load_run_config
 from .document import Heading, Image, Para, Table, percent, render_markdown
 from .manifest import MANIFEST, atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json, read_jsonl
 from .pipeline import Stages, recorded_dirs, sweep_dir, sweep_stages
@@ -192,8 +192,8 @@ def section_setup(benches: list[Benchmark]) -> list:
             f"Model {cfg.model}. Training prompts: {sc.limit or 'all'} of {sc.prompts} (decontaminated against "
             f"{', '.join(sc.decontaminate)}), one sample each at T_train in "
             f"{', '.join(f'{t:g}' for t in cfg.sweep.t_trains)} with top-k {sc.top_k}, top-p {sc.top_p}, max "
-            f"{sc.max_tokens} new tokens. {'LoRA r=' + str(tc.lora_r) if tc.use_lora else 'Full'} SFT on the raw "
-            f"samples: lr {tc.learning_rate:g} -> {tc.min_learning_rate:g} (cosine), global batch "
+            f"{sc.max_tokens} new tokens. {'LoRA r=' + str(tc.lora_r) if tc.use_lora else 'Full'} "
+            f"{OBJECTIVES[tc.objective]}: lr {tc.learning_rate:g} -> {tc.min_learning_rate:g} (cosine), global batch "
             f"{tc.global_batch_size}, {tc.max_steps if tc.max_steps > 0 else tc.num_train_epochs} "
             f"{'steps' if tc.max_steps > 0 else 'epochs'}."
         )
