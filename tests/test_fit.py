@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import selfdistill.fit as fit_module
 from selfdistill import analyze
 from selfdistill.analyze import load_model, score
 from selfdistill.config import FitConfig, TrainConfig
@@ -201,6 +202,23 @@ def test_a_step_reuses_the_cached_target_and_finds_its_checkpoint(fitted):
     assert [r["step"] for r in rows] == [0, 2, 4] and rows[1]["heldout_all"] == rows[2]["heldout_all"]
     with pytest.raises(FitError, match="no checkpoints/checkpoint-3 or snapshots/step-3"):
         fit(FitConfig(train_dir=str(train_dir), train_samples=3, step=3))
+
+
+def test_another_run_on_the_same_samples_reuses_the_cached_target(fitted, tmp_path, tiny_model, monkeypatch):
+    """target_from: a second training run on the same samples (experiment 2's soft-target run) takes the
+    first fit's target instead of teacher-forcing the base model again, and gets the same base row; a fit
+    that scored other samples is refused."""
+    root, _, out, rows = fitted
+    holdout = [["p1", 0], ["p4", 0]]
+    other = write_train_dir(tmp_path / "other", tiny_model, root / "samples", root / "trained", holdout)
+    loaded = []
+    monkeypatch.setattr(fit_module, "load_model", lambda path, **kw: loaded.append(path) or load_model(path, **kw))
+    fit(FitConfig(train_dir=str(other), train_samples=3, step=0, target_from=str(out)))
+    assert loaded == [] and (other / "fit" / "target.npz").read_bytes() == (out / "target.npz").read_bytes()
+    assert read_jsonl(other / "fit" / "fit.jsonl")[0]["heldout_all"] == rows[0]["heldout_all"]
+    fewer = write_train_dir(tmp_path / "fewer", tiny_model, root / "samples", root / "trained", holdout[:1])
+    with pytest.raises(FitError, match="field 'scored' differs"):
+        fit(FitConfig(train_dir=str(fewer), train_samples=3, step=0, target_from=str(out)))
 
 
 def test_a_train_dir_without_held_out_samples_needs_heldout(fitted, tmp_path, tiny_model):

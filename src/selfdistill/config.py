@@ -603,6 +603,12 @@ class FitConfig(Checked):
         False, "teacher-force in bf16 weights on GPUs (fp32 logits per chunk); CPUs always use fp32"
     )
     output_dir: str | None = volatile(None, "where the cached target and the rows go; None: TRAIN_DIR/fit")
+    target_from: str | None = volatile(
+        None,
+        "another fit's output directory that scored the same samples of the same data with the same base model and "
+        "truncation (another training run on these samples): its cached target is reused instead of "
+        "teacher-forcing the base model again",
+    )
 
     def relations(self) -> Iterator[Broken]:
         if self.model and self.step is None:

@@ -17,10 +17,10 @@ positions x vocabulary floats at once; fp32 on CPUs.
 
 The base model's pass is made once and cached (target.npz): the support and q of every position (ragged:
 `support_len` entries each in `support_ids` / `support_q`), and the base model's own scores, the row of
-step 0. A step's pass scores one model against the cached target: a checkpoint
-(TRAIN_DIR/checkpoints/checkpoint-N, a LoRA adapter there is merged onto the base model), a kept
-snapshot (TRAIN_DIR/snapshots/step-N), the finished TRAIN_DIR/model, or any model directory (`model`).
-So a long run can be checked while it trains.
+step 0; another training run on the same samples takes it from the first run's fit (`target_from`).
+A step's pass scores one model against the cached target: a checkpoint (TRAIN_DIR/checkpoints/checkpoint-N,
+a LoRA adapter there is merged onto the base model), a kept snapshot (TRAIN_DIR/snapshots/step-N), the
+finished TRAIN_DIR/model, or any model directory (`model`). So a long run can be checked while it trains.
 
 Output dir (TRAIN_DIR/fit unless output_dir):
   manifest.json      RunDir manifest (the base model, the train directory, the scored samples)
@@ -45,7 +45,7 @@ from . import plots
 from .analyze import FORK_MIN_SURVIVORS, AnalyzeError, _load_npz, format_measure, load_model, score
 from .config import FitConfig
 from .generate import truncate_logits
-from .manifest import RunDir, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl
+from .manifest import MANIFEST, RunDir, atomic_write_bytes, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl
 
 console = Console(stderr=True, highlight=False)
 
@@ -297,6 +297,21 @@ def plot(rows: list[dict], path: Path) -> Path:
 # ---------------------------------------------------------------- entry point
 
 
+def reuse_target(other: Path, manifest: dict, cached: Path) -> None:
+    """Copy another fit's cached target, which is this fit's when both scored the same samples of the same
+    files with the same base model and truncation: the base model's pass is the costliest part of a fit."""
+    try:
+        theirs = load_manifest(other)
+    except FileNotFoundError:
+        raise FitError(f"{other}: no manifest.json; give target_from an `ssd analyze fit` output directory") from None
+    for field in ("inputs", "truncation", "scored"):
+        if theirs.get(field) != manifest.get(field):
+            raise FitError(f"{other / MANIFEST}: field {field!r} differs from this fit's: not its target")
+    if not (other / "target.npz").is_file():
+        raise FitError(f"{other}: no target.npz; run its fit first")
+    atomic_write_bytes(cached, (other / "target.npz").read_bytes())
+
+
 def fit(cfg: FitConfig) -> Path:
     from transformers import AutoTokenizer
 
@@ -340,6 +355,8 @@ def fit(cfg: FitConfig) -> Path:
     )
 
     cached = out / "target.npz"
+    if cfg.target_from and not cached.is_file():
+        reuse_target(Path(cfg.target_from), run.manifest, cached)
     if cached.is_file():
         arrays = _load_npz(cached)
     else:
