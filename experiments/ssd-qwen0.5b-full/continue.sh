@@ -18,21 +18,27 @@ E=experiments/ssd-qwen0.5b-full
 R=$E/runs
 TRAIN=$R/train-62eed3ce1f
 SSD=.venv/bin/ssd
+FIT_ARGS=
 say() { echo "[$(date -u +%FT%TZ)] $*"; }
 fit() { dir=$1; shift; say "fit $dir $*"; nice -n 5 $SSD analyze fit --train-dir $dir --train-samples 64 "$@" >> $E/fit.log 2>&1; }
+await() { while kill -0 $1 2>/dev/null; do sleep 30; done; }  # also a training an earlier continue.sh started
 stop_rule() { rule=0; python3 $E/stop_rule.py --step 40 || rule=$?; [ $rule = 1 ]; }  # exit 2: no row yet
 finished() { grep -q '"finished_at": "' $1/manifest.json 2>/dev/null; }
-# Train CONFIG into DIR unless finished, fitting its step-20 and step-40 snapshots beside it as they appear;
-# leaves the training's pid in $training (empty when there was nothing to train).
+# Train CONFIG into DIR unless finished (or join the training already at it), fitting its step-20 and
+# step-40 snapshots beside it as they appear; leaves the training's pid in $training (empty when there was
+# nothing to train). $FIT_ARGS: extra options of its fits.
 train() {
   training=
   finished $2 && return
-  say "training $1: resuming"
-  $SSD train --config $1 --samples $R/samples-d5198507ee --output-dir $2 >> $E/train${3:-}.log 2>&1 &
-  training=$!
+  training=$(pgrep -f -- "ssd train .*--output-dir $2" | head -1 || true)
+  if [ -z "$training" ]; then
+    say "training $1: resuming"
+    $SSD train --config $1 --samples $R/samples-d5198507ee --output-dir $2 >> $E/train${3:-}.log 2>&1 &
+    training=$!
+  fi
   for step in 20 40; do
     until [ -d $2/snapshots/step-$step ] || ! kill -0 $training 2>/dev/null; do sleep 60; done
-    if [ -d $2/snapshots/step-$step ]; then fit $2 --step $step; fi
+    if [ -d $2/snapshots/step-$step ]; then fit $2 --step $step $FIT_ARGS; fi
   done
 }
 soft() {
@@ -41,9 +47,10 @@ soft() {
   # its training directory as `ssd run` derives it, now that the samples hold their targets
   SOFT=$(.venv/bin/python -c "from selfdistill.config import load_run_config as c; from selfdistill.pipeline import Stages
 print(Stages.of(c(config_file='$E/leetcode-soft.yaml')).dirs['train'])")
+  FIT_ARGS="--target-from $TRAIN/fit"  # the same samples scored against the same base model
   train $E/leetcode-soft.yaml $SOFT -soft
-  [ -z "$training" ] || wait $training
-  fit $SOFT  # the exported model
+  await "$training"
+  fit $SOFT $FIT_ARGS  # the exported model
   say "evals: ssd run (soft)"
   $SSD run --config $E/leetcode-soft.yaml >> $E/run-soft.log 2>&1
   $SSD report $E/leetcode-soft.yaml --out $E/soft
@@ -56,10 +63,11 @@ stop_rule && soft  # decided in an earlier sitting
 train $E/leetcode.yaml $TRAIN
 if [ -n "$training" ]; then
   if stop_rule; then
-    kill $training && wait $training || true
+    kill $training || true
+    await $training
     soft
   fi
-  wait $training
+  await $training
   say "training: finished"
 fi
 fit $TRAIN  # the exported model
