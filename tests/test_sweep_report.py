@@ -218,7 +218,7 @@ def test_the_setup_names_how_the_model_was_trained(tmp_path, objective):
 def test_fixed_temperatures_score_every_problem_paired_per_difficulty(tmp_path):
     """Experiment 2's protocol (eval.dev_fraction 0, `ssd run`): no temperature is chosen, so the report
     pairs both models on every problem at each temperature, overall and per difficulty, and reads its
-    verdict from the pre-registered endpoints; the training in progress shows its tokens/s and MFU, and
+    verdict from the pre-registered endpoints; the unfinished training shows its tokens/s and MFU, and
     the distillation fit its rows and the commands that wrote them."""
     config = tmp_path / "run.yaml"
     run = {

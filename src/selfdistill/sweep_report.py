@@ -438,10 +438,10 @@ def training_progress(train_dir: Path) -> Para:
     """Where an unfinished training stage stands, from its loss.csv and manifest."""
     rate = training_rate(train_dir)
     if not rate:
-        return Para(f"Training in progress in {train_dir}: no step timed yet.")
+        return Para(f"Training unfinished in {train_dir}: no step timed yet.")
     return Para(
-        f"Training in progress in {train_dir}: step {rate['steps']} of {rate['planned_steps'] or '?'}. "
-        f"So far: {rate_text(rate)}"
+        f"Training unfinished in {train_dir} (running, or stopped before its last step): step {rate['steps']} of "
+        f"{rate['planned_steps'] or '?'}. So far: {rate_text(rate)}"
     )
 
 
