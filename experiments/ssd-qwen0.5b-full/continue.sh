@@ -10,7 +10,7 @@
 #    triggers, training stops and the same samples are trained with soft targets (leetcode-soft.yaml:
 #    the README's fallback, at the paper's lr), with the same fits;
 # 3. the fit of the finished model, then both evals, Figure 6 and the run report (`ssd run`: finished
-#    stages are reused), then REPORT.md.
+#    stages are reused), then REPORT.md, then HumanEval+ greedy of both models (continuity.json).
 # Every step resumes or reuses what is finished: fits reuse their cached scores (fit/step-N.npz).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,6 +41,18 @@ train() {
     if [ -d $2/snapshots/step-$step ]; then fit $2 --step $step $FIT_ARGS; fi
   done
 }
+# HumanEval+ greedy of the base model and of the evaluated SSD model in TRAIN_DIR $1 (secondary endpoint),
+# in the precision `ssd run` chose for the LeetCode evals, then their paired comparison
+continuity() {
+  dtype=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['dtype'])" $R/eval-ssd/manifest.json)
+  say "HumanEval+ greedy ($dtype)"
+  $SSD eval --config $E/humaneval_plus_greedy.yaml dtype=$dtype output_dir=$R/humaneval-plus-base-$dtype >> $E/continuity.log 2>&1
+  $SSD eval --config $E/humaneval_plus_greedy.yaml dtype=$dtype model=$1/model output_dir=$R/humaneval-plus-$(basename $1) \
+    >> $E/continuity.log 2>&1
+  .venv/bin/python -c "import json, sys; from selfdistill.results import compare
+print(json.dumps(compare(*sys.argv[1:])['by_temperature'], indent=1))" $R/humaneval-plus-base-$dtype $R/humaneval-plus-$(basename $1) \
+    | tee $E/continuity.json
+}
 soft() {
   say "the stop rule triggered at step 40: the same samples with soft targets at the paper's lr (leetcode-soft.yaml)"
   $SSD samples targets $R/samples-d5198507ee >> $E/targets.log 2>&1
@@ -55,6 +67,7 @@ print(Stages.of(c(config_file='$E/leetcode-soft.yaml')).dirs['train'])")
   $SSD run --config $E/leetcode-soft.yaml >> $E/run-soft.log 2>&1
   $SSD report $E/leetcode-soft.yaml --out $E/soft
   $SSD report $E/leetcode.yaml --out $E
+  continuity $SOFT
   say "done: $E/soft/REPORT.md"
   exit 0
 }
@@ -74,4 +87,5 @@ fit $TRAIN  # the exported model
 say "evals: ssd run"
 $SSD run --config $E/leetcode.yaml >> $E/run.log 2>&1
 $SSD report $E/leetcode.yaml --out $E
+continuity $TRAIN
 say "done: $E/REPORT.md"
