@@ -7,8 +7,9 @@ packed (padding-free), to show what padding costs and that packing removes it.
 
 Precision is what `ssd train` would choose on this machine (bf16 autocast on CUDA and on CPUs with
 native bf16, fp32 elsewhere) for both loops; the script also times a large matmul in fp32 and bf16,
-which shows why. Tokens/s counts real (non-padding) tokens, prompt and reply. MFU = 6 x parameters x
-tokens/s over the measured peak matmul throughput in the training precision (attention FLOPs left out).
+which shows why. Tokens/s counts real (non-padding) tokens, prompt and reply. MFU = FLOPs per token x
+tokens/s over the measured peak matmul throughput in the training precision, FLOPs per token counted as
+`ssd train` records them for `ssd report` (train.training_flops: 6 per multiplying weight).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from selfdistill.train import (
     Prepared,
     build_trainer,
     quiet_library_progress_bars,
+    training_flops,
     use_bf16,
 )
 
@@ -117,7 +119,8 @@ def main() -> None:
     bf16 = use_bf16(True)
     model_path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_path).parameters())
+    flops = training_flops(AutoModelForCausalLM.from_pretrained(model_path))
+    params, flops_per_token = flops["parameters"], flops["flops_per_token"]
 
     peaks = {name: matmul_peak(dtype, device) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     precision = "bf16" if bf16 else "fp32"
@@ -154,7 +157,7 @@ def main() -> None:
     peak = peaks[precision]
     print(f"\n{'':<58}{'tokens/s':>10}{'vs plain':>10}{'MFU':>8}")
     for name, tps in results.items():
-        print(f"{name:<58}{tps:>10.1f}{tps / base:>9.2f}x{6 * params * tps / peak:>8.1%}")
+        print(f"{name:<58}{tps:>10.1f}{tps / base:>9.2f}x{flops_per_token * tps / peak:>8.1%}")
 
 
 if __name__ == "__main__":

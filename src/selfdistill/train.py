@@ -384,11 +384,10 @@ class RichProgress(TrainerCallback):
             self.progress.stop()
 
 
-def compute_budget(model, plan: dict) -> dict:
-    """What MFU divides by, measured in this sitting (report.training_rate): FLOPs per trained token and the
-    matmul peak of one device in the training precision, measured now on this machine. FLOPs per token:
-    forward 2N, input gradients 2N, weight gradients 2 x the trainable N, N counting the weights that
-    multiply (an untied input embedding is a lookup: left out, as attention's own FLOPs are)."""
+def training_flops(model) -> dict:
+    """FLOPs per trained token: forward 2N, input gradients 2N, weight gradients 2 x the trainable N, N
+    counting the weights that multiply (an untied input embedding is a lookup: left out, as attention's own
+    FLOPs are)."""
     embedding = model.get_input_embeddings().weight
     output = model.get_output_embeddings()
     lookup = embedding.numel() if output is None or output.weight.data_ptr() != embedding.data_ptr() else 0
@@ -396,13 +395,21 @@ def compute_budget(model, plan: dict) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     matmul = parameters - lookup
     trainable_matmul = trainable - (lookup if embedding.requires_grad else 0)
-    dtype = torch.bfloat16 if plan["precision"].startswith("bf16") else torch.float32
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return {
         "parameters": parameters,
         "trainable_parameters": trainable,
         "matmul_parameters": matmul,
         "flops_per_token": 4 * matmul + 2 * trainable_matmul,
+    }
+
+
+def compute_budget(model, plan: dict) -> dict:
+    """What MFU divides by, measured in this sitting (report.training_rate): FLOPs per trained token and the
+    matmul peak of one device in the training precision, measured now on this machine."""
+    dtype = torch.bfloat16 if plan["precision"].startswith("bf16") else torch.float32
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {
+        **training_flops(model),
         "peak_dtype": str(dtype).removeprefix("torch."),
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "matmul_peak_flops": matmul_peak(dtype, device, target_s=0.1),
