@@ -6,9 +6,10 @@
 #
 # 1. training (command 3) resumes first, so its sitting's matmul peak is measured on a quiet machine;
 # 2. the distillation fits of steps 20 and 40 run beside it as their snapshots appear (a fit needs ~3.3 GB
-#    next to training's ~18 GB); at step 40 the pre-registered stop rule (stop_rule.py) decides: if it
-#    triggers, training stops and the same samples are trained with soft targets (leetcode-soft.yaml:
-#    the README's fallback, at the paper's lr), with the same fits;
+#    next to training's ~18 GB; training pauses for the hard run's step 40, whose fit decides); at step 40
+#    the pre-registered stop rule (stop_rule.py) decides: if it triggers, training stops and the same
+#    samples are trained with soft targets (leetcode-soft.yaml: the README's fallback, at the paper's lr),
+#    with the same fits;
 # 3. the fit of the finished model, then both evals, Figure 6 and the run report (`ssd run`: finished
 #    stages are reused), then REPORT.md, then HumanEval+ greedy of both models (continuity.json).
 # Every step resumes or reuses what is finished: fits reuse their cached scores (fit/step-N.npz).
@@ -38,7 +39,11 @@ train() {
   fi
   for step in 20 40; do
     until [ -d $2/snapshots/step-$step ] || ! kill -0 $training 2>/dev/null; do sleep 60; done
-    if [ -d $2/snapshots/step-$step ]; then fit $2 --step $step $FIT_ARGS; fi
+    [ -d $2/snapshots/step-$step ] || continue
+    # the hard run's step-40 fit decides whether it goes on (the stop rule): it runs alone, training paused
+    [ $2 != $TRAIN ] || [ $step != 40 ] || kill -STOP $training
+    fit $2 --step $step $FIT_ARGS || { kill -CONT $training 2>/dev/null; exit 1; }
+    kill -CONT $training 2>/dev/null || true
   done
 }
 # HumanEval+ greedy of the base model and of the evaluated SSD model in TRAIN_DIR $1 (secondary endpoint),
