@@ -121,6 +121,39 @@ def test_a_rerun_redoes_only_the_shards_without_their_file(tmp_path, recomputed)
     assert len(json.loads((copy / RECOMPUTED_TARGETS).read_text())["sessions"]) == 2
 
 
+def test_a_killed_run_keeps_the_time_of_the_shards_it_wrote(tmp_path, monkeypatch, sampled):
+    """targets.json's session is rewritten after every shard, so a run killed mid-way (here: its second
+    shard fails) still accounts for the first shard's samples and tokens."""
+    import selfdistill.targets as targets_module
+
+    copy = tmp_path / "samples"
+    shutil.copytree(sampled[1], copy)
+    first = read_jsonl(shard_files(copy)[0])
+    write_targets, calls = targets_module.write_targets, []
+
+    def killed_on_the_second_shard(*args):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        write_targets(*args)
+
+    monkeypatch.setattr(targets_module, "write_targets", killed_on_the_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        recompute_targets(copy)
+    record = json.loads((copy / RECOMPUTED_TARGETS).read_text())
+    assert record["finished_at"] is None and len(record["sessions"]) == 1
+    session = record["sessions"][0]
+    assert session["samples"] == len(first) and "generated_tokens" not in session
+    assert session["teacher_forced_tokens"] == sum(r["prompt_tokens"] + r["reply_tokens"] for r in first)
+    monkeypatch.undo()
+    recompute_targets(copy)
+    record = json.loads((copy / RECOMPUTED_TARGETS).read_text())
+    assert record["finished_at"] and [s["samples"] for s in record["sessions"]] == [
+        len(first),
+        sum(len(read_jsonl(shard)) for shard in shard_files(copy)[1:]),
+    ]
+
+
 def test_refusals_before_any_model_loads(tmp_path, tiny_model, sampled):
     with_q, without = sampled
     with pytest.raises(TargetsError, match="was sampled from .*only the sampling model"):

@@ -16,8 +16,9 @@ different q: a sampled token at the top-p boundary can fall outside its recomput
 The shard is the unit of resume: its side file is written atomically once all its records are scored,
 so a killed run redoes at most one shard. The decoder runs once per reply and the LM head per chunk of
 analyze.CHUNK positions, so a long reply never holds positions x vocabulary floats. SAMPLES_DIR/targets.json
-records the model and its hash, the truncation, the precision, sessions (tokens/s) and, once every shard
-has its file, finished_at (what sample.targets_source reads).
+records the model and its hash, the truncation, the precision, sessions (tokens/s; rewritten after every
+shard, so a killed session keeps its time) and, once every shard has its file, finished_at (what
+sample.targets_source reads).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
             "delete it and the shards' .targets.safetensors files to start over"
         )
     record = {**settings, "started_at": recorded.get("started_at", _now()), "finished_at": None}
-    record["sessions"] = recorded.get("sessions", [])
+    earlier = recorded.get("sessions", [])
+    record["sessions"] = earlier
     atomic_write_json(record_path, record)
 
     shards = shard_files(samples_dir)
@@ -91,6 +93,7 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
         console.print(f"loading {model_path} ({settings['precision']})")
         lm = load_model(model_path, bf16_on_gpu=bf16_on_gpu)
         progress = GenerationProgress(console, "teacher forcing", sum(map(len, todo.values())))
+        done = 0
         with progress, torch.inference_mode():
             for k, (shard, records) in enumerate(todo.items()):
                 targets = []
@@ -98,10 +101,11 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
                     targets.append(replay(lm, prompt_ids, reply_ids, truncation))
                     progress(1, len(prompt_ids) + len(reply_ids))
                 write_targets(shard, records, targets)
+                done += len(records)
+                # this session's totals so far, rewritten with every shard: a killed run keeps its time
+                record["sessions"] = [*earlier, _session(progress, done)]
+                atomic_write_json(record_path, record)
                 progress.checkpoint(f"shard {k + 1}/{len(todo)} ({shard.name}) written")
-        session = progress.session()
-        tokens = session.pop("generated_tokens")
-        record["sessions"].append({**session, "teacher_forced_tokens": tokens})
     record.update(finished_at=_now(), counts=_counts(shards))
     atomic_write_json(record_path, record)
     counts = record["counts"]
@@ -111,6 +115,13 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
         f"{counts['sampled_outside_support']}); wrote {record_path}"
     )
     return samples_dir
+
+
+def _session(progress: GenerationProgress, samples: int) -> dict:
+    """A teacher-forcing session's totals for targets.json: its tokens were read, not generated."""
+    session = progress.session()
+    tokens = session.pop("generated_tokens")
+    return {**session, "samples": samples, "teacher_forced_tokens": tokens}
 
 
 def replay(model, prompt_ids: list[int], reply_ids: list[int], truncation: dict, chunk: int = CHUNK) -> Targets:
