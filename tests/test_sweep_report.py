@@ -215,6 +215,45 @@ def test_the_setup_names_how_the_model_was_trained(tmp_path, objective):
     assert ("SFT on the raw samples" in text) == (objective == "hard")
 
 
+def test_a_soft_run_on_recomputed_targets_says_how_they_were_made(tmp_path):
+    """Experiment 2's fallback: samples drawn without q, then `ssd samples targets`. The soft run's report
+    describes the recomputed targets, times the teacher forcing, and reproduces it in order (`ssd run`
+    alone would sample storing q); a hard run on the same samples mentions none of it."""
+    configs = {}
+    for objective in ("hard", "soft"):
+        configs[objective] = tmp_path / f"{objective}.yaml"
+        run = {**CONFIG, "output_dir": str(tmp_path / "runs"), "train": {"objective": objective}}
+        del run["sweep"]
+        configs[objective].write_text(yaml.safe_dump(run))
+    hard = Benchmark.load(configs["hard"])
+    samples = hard.stages[1.6]["samples"]
+    RunDir.open(samples, "sample", hard.cfg.sample, {}).finish(
+        counts={"samples": 8, "kept": 8}, length_histogram=[{"from": 1, "to": 31, "samples": 8}]
+    )
+    sessions = [{"seconds": 100.0, "teacher_forced_tokens": 5000}, {"seconds": 150.0, "teacher_forced_tokens": 10000}]
+    counts = {"reply_tokens": 4000, "mean_survivors": 2.43, "sampled_outside_support": 8}
+    atomic_write_json(
+        samples / "targets.json",
+        {"source": "teacher forcing", "precision": "float32", "started_at": "2026-12-07T08:00:00+0000",
+         "finished_at": "2026-12-07T12:00:00+0000", "sessions": sessions, "counts": counts},
+    )  # fmt: skip
+    assert Benchmark.load(configs["soft"]).stages[1.6]["samples"] == samples  # the soft run trains on them
+
+    text = sweep_report([configs["soft"]], tmp_path / "soft").read_text()
+    assert "q was recomputed after sampling by teacher forcing the sampling model in float32" in text
+    assert "4,000 reply tokens, 2.43 survivors on average" in text and "at 8 of them (0.20%)" in text
+    # 4 h from first start to finish; 250 s working; 15,000 tokens in 250 s: 60 tokens/s
+    assert f"| targets by teacher forcing | 240.0 | 4.2 | 60.0 | {samples.name} |" in text
+    lines = text.splitlines()
+    order = [f"| ssd sample --config {configs['soft']} --output-dir {samples} |", f"| ssd samples targets {samples} |"]
+    order.append(f"| ssd run --config {configs['soft']} |")
+    assert [lines.index(line) for line in order] == sorted(lines.index(line) for line in order)
+    hard_text = sweep_report([configs["hard"]], tmp_path / "hard").read_text()
+    assert all(
+        phrase not in hard_text for phrase in ("q was recomputed", "targets by teacher forcing", "ssd samples targets")
+    )
+
+
 def test_fixed_temperatures_score_every_problem_paired_per_difficulty(tmp_path):
     """Experiment 2's protocol (eval.dev_fraction 0, `ssd run`): no temperature is chosen, so the report
     pairs both models on every problem at each temperature, overall and per difficulty, and reads its

@@ -42,6 +42,7 @@ from .report import (
     training_rate,
 )
 from .results import EvalSummary, load_results, load_summary, per_problem_pass_at_k, primary_endpoints, records_at
+from .sample import RECOMPUTED_TARGETS, targets_source
 
 console = Console(stderr=True, highlight=False)
 
@@ -104,6 +105,15 @@ class Benchmark:
 def _finished(stage_dir: Path | None) -> bool:
     """Whether a recorded stage directory holds a finished stage (None: the sweep recorded none yet)."""
     return stage_dir is not None and finished(stage_dir)
+
+
+def recomputed_targets(b: Benchmark, t: float) -> dict | None:
+    """targets.json of the samples a soft-target run trained on, when `ssd samples targets` recomputed
+    their distributions by teacher forcing (finished); None otherwise."""
+    samples = b.stages.get(t, {}).get("samples")
+    if b.cfg.train.objective != "soft" or not _finished(samples) or targets_source(samples) != "teacher forcing":
+        return None
+    return read_json(samples / RECOMPUTED_TARGETS)
 
 
 @dataclass
@@ -198,6 +208,22 @@ def section_setup(benches: list[Benchmark]) -> list:
             f"{'steps' if tc.max_steps > 0 else 'epochs'}."
         )
     ]
+    for t in cfg.sweep.t_trains:
+        recomputed = recomputed_targets(benches[0], t)
+        if recomputed:
+            counts = recomputed["counts"]
+            blocks.append(
+                Para(
+                    f"T_train {t:g}: the samples were drawn without their distributions; q was recomputed after "
+                    f"sampling by teacher forcing the sampling model in {recomputed['precision']} (`ssd samples "
+                    f"targets`): {counts['reply_tokens']:,} reply tokens, {counts['mean_survivors']} survivors on "
+                    f"average. The sampled token lies outside its recomputed support at "
+                    f"{counts['sampled_outside_support']:,} of them "
+                    f"({100 * counts['sampled_outside_support'] / max(counts['reply_tokens'], 1):.2f}%): a sampler "
+                    "serving another precision drew from a slightly different q (the soft loss does not use the "
+                    "sampled token)."
+                )
+            )
     rows = []
     for b in benches:
         s = load_summary(b.base_dir) if _finished(b.base_dir) else None
@@ -456,39 +482,45 @@ def section_times(benches: list[Benchmark]) -> list:
     def add(label: str, d: Path | None) -> None:
         stages.setdefault(d or label, (label, d))  # benchmarks share the samples and trained models: one row
 
+    recomputed: dict = {}  # samples directory -> its targets.json, where a soft run's targets were recomputed
     for b in benches:
         for t, dirs in b.stages.items():
             for name in ("samples", "train", "eval-ssd"):
                 add(f"{name} (T_train {t:g}{', ' + b.name if name == 'eval-ssd' else ''})", dirs.get(name))
+                if name == "samples" and recomputed_targets(b, t):
+                    recomputed[dirs["samples"]] = recomputed_targets(b, t)
         add(f"eval-base ({b.name})", b.base_dir)
         if b.grid and b.grid.get("teff_baseline"):
             add(f"eval-base at T_eff ({b.name})", Path(b.grid["teff_baseline"]["eval_dir"]))
     rows = []
     for label, d in stages.values():
-        if not _finished(d):
-            rows.append([label, "-", "-", "-", "not run or unfinished"])
-            continue
-        m = load_manifest(d)
-        span = datetime.strptime(m["finished_at"], TIME_FORMAT) - datetime.strptime(m["started_at"], TIME_FORMAT)
-        sessions = m.get("sessions", [])
-        busy = sum(s.get("seconds", 0) for s in sessions)
-        rate = (
-            f"{sum(s.get('generated_tokens', 0) for s in sessions) / busy:.1f}"
-            if busy and any("generated_tokens" in s for s in sessions)
-            else "-"
-        )
-        rows.append([label, f"{span.total_seconds() / 60:.1f}", f"{busy / 60:.1f}" if busy else "-", rate, d.name])
-    blocks.append(
-        Table(["stage", "first start to finish (min)", "generating (min)", "generated tokens/s", "directory"], rows)
-    )
+        rows.append(_time_row(label, d, load_manifest(d) if _finished(d) else None, "generated_tokens"))
+        if d in recomputed:
+            rows.append(_time_row("targets by teacher forcing", d, recomputed[d], "teacher_forced_tokens"))
+    blocks.append(Table(["stage", "first start to finish (min)", "working (min)", "tokens/s", "directory"], rows))
     blocks.append(
         Para(
             "First start to finish spans every sitting of a resumed stage (and what else ran on the machine "
-            "meanwhile); generating is the sum of the stage's generation sessions.",
+            "meanwhile); working is the sum of the stage's generation sessions, tokens/s their generated tokens"
+            + (" (teacher-forced prompt and reply tokens for the recomputed targets)." if recomputed else "."),
             "muted",
         )
     )
     return blocks
+
+
+def _time_row(label: str, d: Path | None, record: dict | None, tokens: str) -> list[str]:
+    """A stage's wall time from its record (a manifest, or targets.json): its span, its sessions' seconds
+    and their `tokens` per second."""
+    if record is None:
+        return [label, "-", "-", "-", "not run or unfinished"]
+    span = datetime.strptime(record["finished_at"], TIME_FORMAT) - datetime.strptime(record["started_at"], TIME_FORMAT)
+    sessions = record.get("sessions", [])
+    busy = sum(s.get("seconds", 0) for s in sessions)
+    rate = (
+        f"{sum(s.get(tokens, 0) for s in sessions) / busy:.1f}" if busy and any(tokens in s for s in sessions) else "-"
+    )
+    return [label, f"{span.total_seconds() / 60:.1f}", f"{busy / 60:.1f}" if busy else "-", rate, d.name]
 
 
 def section_verdict(headline: dict, teff: dict | None) -> list:
@@ -575,6 +607,12 @@ def section_commands(benches: list[Benchmark], out: Path) -> list:
     else:
         lines = [f"ssd run --config {p}" for p in paths]
         for t in benches[0].cfg.sweep.t_trains:
+            if recomputed_targets(benches[0], t):  # `ssd run` would sample storing q: these samples came first
+                samples = benches[0].stages[t]["samples"]
+                lines[:0] = [
+                    f"ssd sample --config {paths[0]} --output-dir {samples}",
+                    f"ssd samples targets {samples}",
+                ]
             lines += fit_commands(benches[0].stages[t].get("train"))
     lines.append(f"ssd report {configs} --out {out}")
     return [
