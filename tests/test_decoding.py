@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 from test_sample import STATEMENTS, CrashingStream, config
 
+from selfdistill import decoding
 from selfdistill.config import EvalConfig, SampleConfig
 from selfdistill.decoding import Decoder, request_seed
 from selfdistill.generate import JOURNAL, Request, SamplingSpec
@@ -56,8 +57,9 @@ def test_spec_from_config_is_what_each_stage_decoded_with():
         )
 
 
-def decode(cfg: SampleConfig, generator) -> tuple[dict, dict]:
-    """Three units of two prompts through the skeleton: {unit: [(tokens, finish reason)]}, and the manifest."""
+def decode(cfg: SampleConfig, generator, seen: list | None = None) -> tuple[dict, dict]:
+    """Three units of two prompts through the skeleton: {unit: [(tokens, finish reason)]}, and the manifest;
+    `seen` gets the manifest's sessions as each unit arrives."""
     decoder = Decoder(cfg, generator)
     texts = decoder.render({f"p{i}": [{"role": "user", "content": s}] for i, s in enumerate(STATEMENTS)})
     spec = SamplingSpec.from_config(cfg, temperature=cfg.temperature)
@@ -70,23 +72,38 @@ def decode(cfg: SampleConfig, generator) -> tuple[dict, dict]:
     with decoder, decoder.decode(run, units, "decoding", str) as (_, finished):
         for key, completions in finished:
             decoded[key] = [(c.token_ids, c.finish_reason) for c in completions]
+            if seen is not None:
+                seen.append(load_manifest(run.path).get("sessions"))
     return decoded, load_manifest(run.path)
 
 
 def test_a_crashed_stream_resumes_from_its_journal(tmp_path, hf_generator):
-    """A crash after 3 of 6 requests: the journal keeps them and no session is recorded; the rerun
-    decodes only the other 3, gives what an uninterrupted stream gives and deletes the journal."""
+    """A crash after 3 of 6 requests: the journal keeps them and the session records their time; the
+    rerun decodes only the other 3, gives what an uninterrupted stream gives and deletes the journal."""
     whole, _ = decode(config(tmp_path, max_tokens=8, output_dir=str(tmp_path / "whole")), hf_generator)
     cfg = config(tmp_path, max_tokens=8, output_dir=str(tmp_path / "crashed"))
     crashing = CrashingStream(hf_generator, results=3)
     with pytest.raises(KeyboardInterrupt):
         decode(cfg, crashing)
     journal = tmp_path / "crashed" / JOURNAL
-    assert len(journal.read_text().splitlines()) == 3 and "sessions" not in load_manifest(cfg.output_dir)
+    assert len(journal.read_text().splitlines()) == 3
+    crashed = load_manifest(cfg.output_dir)["sessions"]
+    assert [(s["samples"], s["decoded"]) for s in crashed] == [(6, 3)] and crashed[0]["generated_tokens"] > 0
     resumed = CrashingStream(hf_generator)
     decoded, manifest = decode(cfg, resumed)
     assert resumed.requested == [3] and decoded == whole and not journal.exists()
-    assert [s["samples"] for s in manifest["sessions"]] == [6] and "placements" not in manifest
+    assert [(s["samples"], s["decoded"]) for s in manifest["sessions"]] == [(6, 3), (6, 3)]
+    assert manifest["sessions"][0] == crashed[0] and "placements" not in manifest
+
+
+def test_a_running_session_is_in_the_manifest_before_the_stream_ends(tmp_path, hf_generator, monkeypatch):
+    """kill -9 runs no handler, so the running session's totals are rewritten as units arrive (at most
+    SESSION_EVERY seconds apart; here every unit)."""
+    monkeypatch.setattr(decoding, "SESSION_EVERY", 0.0)
+    seen = []
+    _, manifest = decode(config(tmp_path, max_tokens=8, output_dir=str(tmp_path / "run")), hf_generator, seen)
+    assert seen[0] is None and len(seen[-1]) == 1 and 2 <= seen[-1][0]["decoded"] < 6
+    assert [s["decoded"] for s in manifest["sessions"]] == [6]
 
 
 def test_an_engine_is_closed_only_by_the_decoder_that_loaded_it(tmp_path, hf_generator):

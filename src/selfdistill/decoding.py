@@ -21,6 +21,7 @@ the stage has written every unit.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 
@@ -32,6 +33,7 @@ from .generate import JOURNAL, Completion, GenerationProgress, Generator, Reques
 from .manifest import RunDir, hash_inputs, sha256_json
 from .models import resolve_model
 
+SESSION_EVERY = 60.0  # seconds between rewrites of a running session's totals in the manifest
 console = Console(stderr=True, highlight=False)
 
 
@@ -96,22 +98,36 @@ class Decoder:
         journal, at most cfg.max_num_seqs at once: yields the progress display and the finished units,
         (key, one completion per request), in the order they finish. Once a unit is handled, the
         replica that made it (on Ray) is recorded in the manifest's `placements` under unit_name(key).
-        When the block ends without an error every unit is written: the journal goes, and the
-        session's totals join the manifest's `sessions`."""
+        The session's totals so far are the last of the manifest's `sessions`, rewritten at least every
+        SESSION_EVERY seconds and when the block ends, so a sitting that is killed keeps its time. When the
+        block ends without an error every unit is written and the journal goes."""
         journal = run.path / JOURNAL
+        earlier = run.manifest.get("sessions", [])
+
+        def record(progress: GenerationProgress) -> None:
+            run.update(sessions=[*earlier, progress.session()])
 
         def finished(progress: GenerationProgress) -> Iterator[tuple[Hashable, list[Completion]]]:
             stream = stream_journaled(self.engine(), units, journal, self.cfg.max_num_seqs, progress)
+            recorded = time.perf_counter()
             for key, completions, where in stream:
                 yield key, [c for (c,) in completions]
                 if where:
                     run.update(placements={**run.manifest.get("placements", {}), unit_name(key): where})
+                if time.perf_counter() - recorded >= SESSION_EVERY:
+                    record(progress)
+                    recorded = time.perf_counter()
 
         with GenerationProgress(console, label, sum(map(len, units.values()))) as progress:
-            yield progress, finished(progress)
+            try:
+                yield progress, finished(progress)
+            except BaseException:
+                if progress.tokens:  # a crashed sitting keeps the time of what it decoded
+                    record(progress)
+                raise
         journal.unlink()
+        record(progress)
         session = progress.session()
-        run.update(sessions=run.manifest.get("sessions", []) + [session])
         console.print(
             f"{label}: generated {session['generated_tokens']} tokens for {session['samples']} samples in "
             f"{session['seconds']:.0f} s ({session['tokens_per_second']} tokens/s)"

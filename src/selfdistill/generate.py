@@ -279,10 +279,12 @@ class GenerationProgress:
         return f"ETA {self.seconds * (self.total - done) / decoded:.0f} s"
 
     def session(self) -> dict:
-        """This session's totals, for the stage manifest."""
+        """This session's totals so far, for the stage manifest: the requests of its stream (samples), those
+        it decoded (journal restores excluded), their tokens and its seconds."""
         seconds = self.seconds
         return {
             "samples": self.total,
+            "decoded": int(self.bar.tasks[0].completed - self.restored),
             "generated_tokens": self.tokens,
             "seconds": round(seconds, 1),
             "tokens_per_second": round(self.tokens / seconds, 1),
