@@ -183,7 +183,8 @@ def test_sweeps_started_before_they_recorded_their_stages_are_derived_as_they_ra
 
 def test_a_run_config_reports_the_directories_ssd_run_recorded(tmp_path):
     """A config run with `ssd run`, not swept (experiment 2): one T_train, "ssd" names its SSD eval, and the
-    directories are the ones RUN_DIR/manifest.json records (none before the run started)."""
+    directories are the ones RUN_DIR/manifest.json records (none before the run started), unless another
+    config sharing the output_dir (the soft-target fallback) ran last."""
     config = tmp_path / "run.yaml"
     run = {
         **CONFIG,
@@ -198,9 +199,20 @@ def test_a_run_config_reports_the_directories_ssd_run_recorded(tmp_path):
     assert Benchmark.load(config).stages == {1.6: {name: d for name, d in derived.items() if name != "report"}}
     text = sweep_report([config], tmp_path / "out").read_text()
     assert "| P1 | pass@1: ssd@0.8 vs base@0.8 | - | - | not run |" in text
-    atomic_write_json(tmp_path / "runs" / "manifest.json", {"stages": {"eval-base": {"dir": "/elsewhere/eval-base"}}})
+    stages = {"eval-base": {"dir": "/elsewhere/eval-base"}}
+
+    def run_recorded(path: Path) -> None:  # as `ssd run` of that config records its directories
+        cfg = Stages.of(load_run_config(config_file=str(path))).cfg
+        RunDir.open(tmp_path / "runs", "run", cfg, index=True).update(stages=stages)
+
+    run_recorded(config)
     b = Benchmark.load(config)
     assert b.base_dir == Path("/elsewhere/eval-base") and b.cfg.sweep.t_evals == T_EVALS
+    other = tmp_path / "soft.yaml"
+    other.write_text(yaml.safe_dump({**run, "train": {"objective": "soft"}}))
+    run_recorded(other)  # the fallback's `ssd run` took the manifest over: this config's directories are its own
+    assert Benchmark.load(config).base_dir == derived["eval-base"]
+    assert Benchmark.load(other).base_dir == Path("/elsewhere/eval-base")
 
 
 @pytest.mark.parametrize("objective", list(OBJECTIVES))

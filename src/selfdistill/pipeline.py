@@ -24,6 +24,7 @@ minutes), and get one each where they differ. Training runs in new processes (la
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -280,6 +281,18 @@ def _link(root: Path, name: str, target: Path) -> None:
 def stage_records(dirs: dict[str, Path]) -> dict[str, dict[str, str]]:
     """What `ssd run`'s manifest records under `stages` before the stages run (then with their times too)."""
     return {name: {"dir": str(d)} for name, d in dirs.items()}
+
+
+def is_run_of(manifest: dict, cfg: RunConfig) -> bool:
+    """Whether RUN_DIR/manifest.json is `ssd run` of this config: run configs that share an output_dir take
+    it over in turn (experiment 2's hard and soft runs). Compared as `ssd run` fingerprints it, but for
+    eval.dtype, which a run learns only once training ends."""
+
+    def comparable(config: dict) -> dict:
+        return {**config, "eval": {k: v for k, v in config.get("eval", {}).items() if k != "dtype"}}
+
+    ours = json.loads(json.dumps(fingerprint_dict(Stages.of(cfg).cfg), default=str))
+    return comparable(manifest.get("fingerprint", {}).get("config", {})) == comparable(ours)
 
 
 def run(cfg: RunConfig) -> Path:

@@ -27,7 +27,7 @@ from . import metrics
 from .config import OBJECTIVES, ConfigError, RunConfig, SweepConfig, load_run_config
 from .document import Heading, Image, Para, Table, percent, render_markdown
 from .manifest import MANIFEST, atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json, read_jsonl
-from .pipeline import Stages, recorded_dirs, sweep_dir, sweep_stages
+from .pipeline import Stages, is_run_of, recorded_dirs, sweep_dir, sweep_stages
 from .report import (
     TIME_FORMAT,
     Run,
@@ -85,12 +85,13 @@ class Benchmark:
         swept = bool(manifest) or not (run or cfg.sweep == SweepConfig())
         if not swept:
             # A run config (experiment 2): one T_train, its evals at the eval temperatures, and the directories
-            # RUN_DIR/manifest.json records; before `ssd run` started, the ones it will derive, where the
-            # stage commands (`ssd sample`, `ssd train` with those output dirs) may have run already.
+            # RUN_DIR/manifest.json records if it is this config's run; otherwise (before `ssd run` started,
+            # or another config sharing the output_dir ran last) the ones `ssd run` derives, where the stage
+            # commands (`ssd sample`, `ssd train` with those output dirs) may have run already.
             t = cfg.sample.temperature
             recorded = (
                 {str(t): {name: s["dir"] for name, s in run["stages"].items() if name != "report"}}
-                if run and "stages" in run
+                if run and "stages" in run and is_run_of(run, cfg)
                 else recorded_dirs({t: Stages.of(cfg)})
             )
             cfg = replace(cfg, sweep=replace(cfg.sweep, t_trains=[t], t_evals=cfg.eval.temperatures))
