@@ -104,8 +104,10 @@ class Decoder:
         journal = run.path / JOURNAL
         earlier = run.manifest.get("sessions", [])
 
-        def record(progress: GenerationProgress) -> None:
-            run.update(sessions=[*earlier, progress.session()])
+        def record(progress: GenerationProgress) -> dict:
+            session = progress.session()
+            run.update(sessions=[*earlier, session])
+            return session
 
         def finished(progress: GenerationProgress) -> Iterator[tuple[Hashable, list[Completion]]]:
             stream = stream_journaled(self.engine(), units, journal, self.cfg.max_num_seqs, progress)
@@ -126,8 +128,7 @@ class Decoder:
                     record(progress)
                 raise
         journal.unlink()
-        record(progress)
-        session = progress.session()
+        session = record(progress)
         console.print(
             f"{label}: generated {session['generated_tokens']} tokens for {session['samples']} samples in "
             f"{session['seconds']:.0f} s ({session['tokens_per_second']} tokens/s)"

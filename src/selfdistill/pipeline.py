@@ -283,15 +283,15 @@ def stage_records(dirs: dict[str, Path]) -> dict[str, dict[str, str]]:
     return {name: {"dir": str(d)} for name, d in dirs.items()}
 
 
-def is_run_of(manifest: dict, cfg: RunConfig) -> bool:
-    """Whether RUN_DIR/manifest.json is `ssd run` of this config: run configs that share an output_dir take
-    it over in turn (experiment 2's hard and soft runs). Compared as `ssd run` fingerprints it, but for
-    eval.dtype, which a run learns only once training ends."""
+def is_run_of(manifest: dict, stages: Stages) -> bool:
+    """Whether RUN_DIR/manifest.json is `ssd run` of the config these stages derive from: run configs that
+    share an output_dir take it over in turn (experiment 2's hard and soft runs). Compared as `ssd run`
+    fingerprints it, but for eval.dtype, which a run learns only once training ends."""
 
     def comparable(config: dict) -> dict:
         return {**config, "eval": {k: v for k, v in config.get("eval", {}).items() if k != "dtype"}}
 
-    ours = json.loads(json.dumps(fingerprint_dict(Stages.of(cfg).cfg), default=str))
+    ours = json.loads(json.dumps(fingerprint_dict(stages.cfg), default=str))
     return comparable(manifest.get("fingerprint", {}).get("config", {})) == comparable(ours)
 
 

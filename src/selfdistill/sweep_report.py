@@ -89,10 +89,11 @@ class Benchmark:
             # or another config sharing the output_dir ran last) the ones `ssd run` derives, where the stage
             # commands (`ssd sample`, `ssd train` with those output dirs) may have run already.
             t = cfg.sample.temperature
+            derived = Stages.of(cfg)
             recorded = (
                 {str(t): {name: s["dir"] for name, s in run["stages"].items() if name != "report"}}
-                if run and "stages" in run and is_run_of(run, cfg)
-                else recorded_dirs({t: Stages.of(cfg)})
+                if run and "stages" in run and is_run_of(run, derived)
+                else recorded_dirs({t: derived})
             )
             cfg = replace(cfg, sweep=replace(cfg.sweep, t_trains=[t], t_evals=cfg.eval.temperatures))
         elif manifest and "stages" not in manifest:
@@ -488,8 +489,8 @@ def section_times(benches: list[Benchmark]) -> list:
         for t, dirs in b.stages.items():
             for name in ("samples", "train", "eval-ssd"):
                 add(f"{name} (T_train {t:g}{', ' + b.name if name == 'eval-ssd' else ''})", dirs.get(name))
-                if name == "samples" and recomputed_targets(b, t):
-                    recomputed[dirs["samples"]] = recomputed_targets(b, t)
+            if record := recomputed_targets(b, t):
+                recomputed[dirs["samples"]] = record
         add(f"eval-base ({b.name})", b.base_dir)
         if b.grid and b.grid.get("teff_baseline"):
             add(f"eval-base at T_eff ({b.name})", Path(b.grid["teff_baseline"]["eval_dir"]))

@@ -93,7 +93,6 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
         console.print(f"loading {model_path} ({settings['precision']})")
         lm = load_model(model_path, bf16_on_gpu=bf16_on_gpu)
         progress = GenerationProgress(console, "teacher forcing", sum(map(len, todo.values())))
-        done = 0
         with progress, torch.inference_mode():
             for k, (shard, records) in enumerate(todo.items()):
                 targets = []
@@ -101,9 +100,8 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
                     targets.append(replay(lm, prompt_ids, reply_ids, truncation))
                     progress(1, len(prompt_ids) + len(reply_ids))
                 write_targets(shard, records, targets)
-                done += len(records)
                 # this session's totals so far, rewritten with every shard: a killed run keeps its time
-                record["sessions"] = [*earlier, _session(progress, done)]
+                record["sessions"] = [*earlier, _session(progress)]
                 atomic_write_json(record_path, record)
                 progress.checkpoint(f"shard {k + 1}/{len(todo)} ({shard.name}) written")
     record.update(finished_at=_now(), counts=_counts(shards))
@@ -117,10 +115,11 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
     return samples_dir
 
 
-def _session(progress: GenerationProgress, samples: int) -> dict:
-    """A teacher-forcing session's totals for targets.json: its tokens were read, not generated."""
+def _session(progress: GenerationProgress) -> dict:
+    """A teacher-forcing session's totals for targets.json: the samples it scored (nothing is restored
+    mid-shard), and its tokens, which were read, not generated."""
     session = progress.session()
-    tokens = session.pop("generated_tokens")
+    samples, tokens = session.pop("decoded"), session.pop("generated_tokens")
     return {**session, "samples": samples, "teacher_forced_tokens": tokens}
 
 
