@@ -255,7 +255,7 @@ def test_a_soft_run_on_recomputed_targets_says_how_they_were_made(tmp_path):
     assert "q was recomputed after sampling by teacher forcing the sampling model in float32" in text
     assert "4,000 reply tokens, 2.43 survivors on average" in text and "at 8 of them (0.20%)" in text
     # 4 h from first start to finish; 250 s working; 15,000 tokens in 250 s: 60 tokens/s
-    assert f"| targets by teacher forcing | 240.0 | 4.2 | 60.0 | {samples.name} |" in text
+    assert f"| targets by teacher forcing (T_train 1.6) | 240.0 | 4.2 | 60.0 | {samples.name} |" in text
     lines = text.splitlines()
     order = [f"| ssd sample --config {configs['soft']} --output-dir {samples} |", f"| ssd samples targets {samples} |"]
     order.append(f"| ssd run --config {configs['soft']} |")

@@ -484,13 +484,13 @@ def section_times(benches: list[Benchmark]) -> list:
     def add(label: str, d: Path | None) -> None:
         stages.setdefault(d or label, (label, d))  # benchmarks share the samples and trained models: one row
 
-    recomputed: dict = {}  # samples directory -> its targets.json, where a soft run's targets were recomputed
+    recomputed: dict = {}  # samples directory -> (T_train, targets.json), where a soft run's targets were recomputed
     for b in benches:
         for t, dirs in b.stages.items():
             for name in ("samples", "train", "eval-ssd"):
                 add(f"{name} (T_train {t:g}{', ' + b.name if name == 'eval-ssd' else ''})", dirs.get(name))
             if record := recomputed_targets(b, t):
-                recomputed[dirs["samples"]] = record
+                recomputed[dirs["samples"]] = t, record
         add(f"eval-base ({b.name})", b.base_dir)
         if b.grid and b.grid.get("teff_baseline"):
             add(f"eval-base at T_eff ({b.name})", Path(b.grid["teff_baseline"]["eval_dir"]))
@@ -498,7 +498,8 @@ def section_times(benches: list[Benchmark]) -> list:
     for label, d in stages.values():
         rows.append(_time_row(label, d, load_manifest(d) if _finished(d) else None, "generated_tokens"))
         if d in recomputed:
-            rows.append(_time_row("targets by teacher forcing", d, recomputed[d], "teacher_forced_tokens"))
+            t, record = recomputed[d]
+            rows.append(_time_row(f"targets by teacher forcing (T_train {t:g})", d, record, "teacher_forced_tokens"))
     blocks.append(Table(["stage", "first start to finish (min)", "working (min)", "tokens/s", "directory"], rows))
     blocks.append(
         Para(
