@@ -20,7 +20,22 @@ R=$E/runs
 TRAIN=$R/train-62eed3ce1f
 SSD=.venv/bin/ssd
 FIT_ARGS=
+# A sitting may get a fresh work tree (ignored files gone) on a machine that kept $HOME, or a fresh machine:
+# the stage files too big for git live under $STATE and the work tree links to them, so a kept machine
+# resumes where the last sitting stopped.
+STATE=${SELFDISTILL_STATE:-$HOME/.cache/selfdistill/state/$E}
+outside() {  # outside PATH...: PATH becomes a link to the same path under $STATE, which keeps its content
+  for p; do
+    s=$STATE/${p#$R/}
+    mkdir -p "$(dirname $s)"
+    if [ -e $p ] && [ ! -L $p ]; then rm -rf $s; mv $p $s; fi
+    [ -e $s ] || mkdir $s  # a directory that a stage has yet to write into
+    ln -sfn $s $p
+  done
+}
 say() { echo "[$(date -u +%FT%TZ)] $*"; }
+# on a fresh machine: the base model at the path the stage manifests recorded (rebuilt from its GGUF)
+$SSD models fetch qwen2.5-coder-0.5b-instruct > /dev/null
 fit() { dir=$1; shift; say "fit $dir $*"; nice -n 5 $SSD analyze fit --train-dir $dir --train-samples 64 "$@" >> $E/fit.log 2>&1; }
 await() { while kill -0 $1 2>/dev/null; do sleep 30; done; }  # also a training an earlier continue.sh started
 stop_rule() { rule=0; python3 $E/stop_rule.py --step 40 || rule=$?; [ $rule = 1 ]; }  # exit 2: no row yet
@@ -60,13 +75,16 @@ print(json.dumps(compare(*sys.argv[1:])['by_temperature'], indent=1))" $R/humane
 }
 soft() {
   say "the stop rule triggered at step 40: the same samples with soft targets at the paper's lr (leetcode-soft.yaml)"
-  $SSD samples targets $R/samples-d5198507ee >> $E/targets.log 2>&1
+  await "$(pgrep -f -- "ssd samples targets $R/samples-d5198507ee" | head -1 || true)"  # one already running
+  $SSD samples targets $R/samples-d5198507ee >> $E/targets.log 2>&1  # committed (~9 MB): reruns finish at once
   # its training directory as `ssd run` derives it, now that the samples hold their targets
   SOFT=$(.venv/bin/python -c "from selfdistill.config import load_run_config as c; from selfdistill.pipeline import Stages
 print(Stages.of(c(config_file='$E/leetcode-soft.yaml')).dirs['train'])")
   FIT_ARGS="--target-from $TRAIN/fit"  # the same samples scored against the same base model
+  finished $SOFT || outside $SOFT/checkpoints $SOFT/snapshots
   train $E/leetcode-soft.yaml $SOFT -soft
   await "$training"
+  outside $SOFT/model  # the evals read it, maybe sittings later
   fit $SOFT $FIT_ARGS  # the exported model
   say "evals: ssd run (soft)"
   $SSD run --config $E/leetcode-soft.yaml >> $E/run-soft.log 2>&1
