@@ -27,7 +27,7 @@ STATE=${SELFDISTILL_STATE:-$HOME/.cache/selfdistill/state/$E}
 outside() {  # outside PATH...: PATH becomes a link to the same path under $STATE, which keeps its content
   for p; do
     s=$STATE/${p#$R/}
-    mkdir -p "$(dirname $s)"
+    mkdir -p "$(dirname $s)" "$(dirname $p)"
     if [ -e $p ] && [ ! -L $p ]; then rm -rf $s; mv $p $s; fi
     [ -e $s ] || mkdir $s  # a directory that a stage has yet to write into
     ln -sfn $s $p
@@ -48,10 +48,14 @@ train() {
   finished $2 && return
   training=$(pgrep -f -- "ssd train .*--output-dir $2" | head -1 || true)
   if [ -z "$training" ]; then
+    # checkpoints of an earlier sitting; a new run directory takes the links once it has its manifest
+    [ ! -f $2/manifest.json ] || outside $2/checkpoints $2/snapshots
     say "training $1: resuming"
     $SSD train --config $1 --samples $R/samples-d5198507ee --output-dir $2 >> $E/train${3:-}.log 2>&1 &
     training=$!
   fi
+  until [ -f $2/manifest.json ] || ! kill -0 $training 2>/dev/null; do sleep 5; done
+  [ ! -f $2/manifest.json ] || outside $2/checkpoints $2/snapshots
   for step in 20 40; do
     until [ -d $2/snapshots/step-$step ] || ! kill -0 $training 2>/dev/null; do sleep 60; done
     [ -d $2/snapshots/step-$step ] || continue
@@ -81,9 +85,9 @@ soft() {
   SOFT=$(.venv/bin/python -c "from selfdistill.config import load_run_config as c; from selfdistill.pipeline import Stages
 print(Stages.of(c(config_file='$E/leetcode-soft.yaml')).dirs['train'])")
   FIT_ARGS="--target-from $TRAIN/fit"  # the same samples scored against the same base model
-  finished $SOFT || outside $SOFT/checkpoints $SOFT/snapshots
   train $E/leetcode-soft.yaml $SOFT -soft
   await "$training"
+  finished $SOFT || { say "training stopped before its last step: see train-soft.log"; exit 1; }
   outside $SOFT/model  # the evals read it, maybe sittings later
   fit $SOFT $FIT_ARGS  # the exported model
   say "evals: ssd run (soft)"
