@@ -16,6 +16,7 @@ from selfdistill.document import (
     markdown_table,
     percent,
     percent_ci,
+    remove_unshown_images,
     render_html,
     render_markdown,
 )
@@ -98,6 +99,25 @@ def test_html_escapes_text_cells_captions_and_code(tmp_path):
     assert '<div class="title">&lt;reply&gt;</div><pre>if a &lt; b:\n    pass</pre>' in page
     assert '<div class="row"><div><p class="">one</p></div><div><p class="">two</p></div></div>' in page
     assert "<td>" not in render_html([Para("<td>")], "t")  # text never becomes markup
+
+
+def test_a_regenerated_report_removes_only_the_figures_it_no_longer_shows(tmp_path):
+    figures = tmp_path / "figures"
+    for name in ("top.png", "t/in_row.png", "t/in_details.png", "t/gone.png", "t/notes.txt"):
+        (figures / name).parent.mkdir(parents=True, exist_ok=True)
+        (figures / name).write_bytes(b"x")
+    blocks = [
+        Image(figures / "top.png", "a"),
+        Row([Para("p"), Image(figures / "t/in_row.png", "b")]),
+        Details("more", [Row([Image(figures / "t/in_details.png", "c")])]),
+    ]
+    remove_unshown_images(figures, blocks)
+    assert sorted(p.relative_to(figures).as_posix() for p in figures.rglob("*") if p.is_file()) == [
+        "t/in_details.png",
+        "t/in_row.png",
+        "t/notes.txt",
+        "top.png",
+    ]
 
 
 @pytest.mark.parametrize("render", [lambda b: render_markdown(b, "t"), lambda b: render_html(b, "t")])

@@ -4,6 +4,7 @@ the HTML page and its Markdown twin never drift apart.
     Heading, Para, Table, Image, Code, Details, Row    the blocks
     render_markdown(blocks, title, root=None) -> str   Markdown; images link to their files
     render_html(blocks, title) -> str                  one self-contained page; images inline as base64
+    remove_unshown_images(directory, blocks)           delete the PNGs there that no block shows
     markdown_table(header, rows) -> str                a Markdown table alone (the model card's)
     percent(x), percent_ci(score)                      the reports' cells: a fraction, a score with its CI, in %
 
@@ -130,6 +131,26 @@ def _markdown(blocks: list, root: Path | None) -> list[str]:
 
 def render_markdown(blocks: list, title: str, root: Path | None = None) -> str:
     return "\n".join([f"# {title}", "", *_markdown(blocks, root)])
+
+
+def images(blocks: list) -> list[Path]:
+    """The files of every Image in `blocks`, inside Details and Rows too."""
+    found = []
+    for b in blocks:
+        if isinstance(b, Image):
+            found.append(b.path)
+        elif isinstance(b, Details | Row):
+            found += images(b.blocks)
+    return found
+
+
+def remove_unshown_images(directory: Path, blocks: list) -> None:
+    """Delete the PNGs under `directory` that `blocks` do not show, so a regenerated report keeps no
+    figure of a section that is gone (a run restarted, a stage removed)."""
+    shown = {path.resolve() for path in images(blocks)}
+    for png in directory.rglob("*.png"):
+        if png.resolve() not in shown:
+            png.unlink()
 
 
 # ---------------------------------------------------------------- HTML

@@ -36,6 +36,7 @@ from .document import (
     Table,
     percent,
     percent_ci,
+    remove_unshown_images,
     render_html,
     render_markdown,
 )
@@ -915,5 +916,6 @@ def report(run_dir: Path) -> Path:
             console.print(f"[yellow]warning:[/] model card not updated: {type(e).__name__}: {e}")
     atomic_write_text(out / "report.md", render_markdown(blocks, title))
     atomic_write_text(out / "report.html", render_html(blocks, title))
+    remove_unshown_images(out, blocks)
     console.print(f"report: {out / 'report.html'} (and report.md)")
     return out / "report.html"

@@ -25,7 +25,7 @@ from rich.console import Console
 
 from . import metrics
 from .config import OBJECTIVES, ConfigError, RunConfig, SweepConfig, load_run_config
-from .document import Heading, Image, Para, Table, percent, render_markdown
+from .document import Heading, Image, Para, Table, percent, remove_unshown_images, render_markdown
 from .manifest import MANIFEST, atomic_write_bytes, atomic_write_text, finished, load_manifest, read_json, read_jsonl
 from .pipeline import Stages, is_run_of, recorded_dirs, sweep_dir, sweep_stages
 from .report import (
@@ -664,5 +664,6 @@ def sweep_report(configs: list[str | Path], out: str | Path) -> Path:
     )
     path = out / "REPORT.md"
     atomic_write_text(path, render_markdown(blocks, f"SSD experiment: {benches[0].cfg.model}", root=out))
+    remove_unshown_images(out / "figures", blocks)
     console.print(f"report: {path}")
     return path
