@@ -121,6 +121,14 @@ def test_a_rerun_redoes_only_the_shards_without_their_file(tmp_path, recomputed)
     assert len(json.loads((copy / RECOMPUTED_TARGETS).read_text())["sessions"]) == 2
 
 
+def test_a_rerun_with_every_file_written_leaves_the_record_as_it_was(tmp_path, recomputed):
+    copy = tmp_path / "samples"
+    shutil.copytree(recomputed, copy)
+    before = (copy / RECOMPUTED_TARGETS).read_text()
+    recompute_targets(copy)
+    assert (copy / RECOMPUTED_TARGETS).read_text() == before
+
+
 def test_a_killed_run_keeps_the_time_of_the_shards_it_wrote(tmp_path, monkeypatch, sampled):
     """targets.json's session is rewritten after every shard, so a run killed mid-way (here: its second
     shard fails) still accounts for the first shard's samples and tokens."""

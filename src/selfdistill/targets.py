@@ -104,7 +104,9 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
                 record["sessions"] = [*earlier, _session(progress)]
                 atomic_write_json(record_path, record)
                 progress.checkpoint(f"shard {k + 1}/{len(todo)} ({shard.name}) written")
-    record.update(finished_at=_now(), counts=_counts(shards))
+    # a rerun with nothing left to score keeps the finishing time of the run that scored the last shard
+    finished_at = recorded.get("finished_at") if not todo and recorded.get("finished_at") else _now()
+    record.update(finished_at=finished_at, counts=_counts(shards))
     atomic_write_json(record_path, record)
     counts = record["counts"]
     console.print(
