@@ -4,6 +4,7 @@ a train directory of tiny-random against an independent full-vocabulary computat
 
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from selfdistill.analyze import load_model, score
 from selfdistill.config import FitConfig, TrainConfig
 from selfdistill.fit import FitError, Target, fit, measures, target_positions
 from selfdistill.generate import truncate_logits
-from selfdistill.manifest import RunDir, read_jsonl
+from selfdistill.manifest import RunDir, read_jsonl, weights_sha256
 
 # Next-token distributions of the designed models, by current token (5-token vocabulary).
 BASE = {0: [0.5, 0.25, 0.15, 0.07, 0.03], 1: [0.9, 0.05, 0.03, 0.01, 0.01]}
@@ -147,7 +148,7 @@ def fitted(tiny_model, tmp_path_factory):
 
 
 def test_rows_for_the_base_and_the_trained_model(fitted):
-    _, _, out, rows = fitted
+    root, _, out, rows = fitted
     assert [r["step"] for r in rows] == [0, 4]
     base, trained = rows
     for r in rows:
@@ -160,6 +161,11 @@ def test_rows_for_the_base_and_the_trained_model(fitted):
         base["heldout_all"]["target_entropy"] == trained["heldout_all"]["target_entropy"]
     )  # the target never changes
     assert trained["heldout_all"]["kl"] != base["heldout_all"]["kl"] and trained["model"].endswith("trained")
+    # the weight files alone are hashed: the same weights under another path and config hash the same
+    copy = root / "same-weights"
+    copy.mkdir()
+    shutil.copy(os.path.join(trained["model"], "model.safetensors"), copy)
+    assert trained["weights_sha256"] == weights_sha256(copy) != base["weights_sha256"]
     assert (out / "fit.png").is_file() and (out / "target.npz").is_file() and (out / "step-4.npz").is_file()
 
 

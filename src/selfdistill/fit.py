@@ -26,7 +26,9 @@ Output dir (TRAIN_DIR/fit unless output_dir):
   manifest.json      RunDir manifest (the base model, the train directory, the scored samples)
   target.npz         the cached target and the base model's scores (a killed pass resumes: .partial.npz)
   step-N.npz         per-position scores of step N's model (tail, within_kl, entropy, tv)
-  fit.jsonl          one row per step, sorted by step, rewritten atomically after each step
+  fit.jsonl          one row per step, sorted by step, rewritten atomically after each step; a row names its
+                     model's path and weights_sha256 (its weight files' hash: a rebuilt run's row can be
+                     checked to be the same weights)
   fit.png            the rows over steps
 """
 
@@ -45,7 +47,16 @@ from . import plots
 from .analyze import FORK_MIN_SURVIVORS, AnalyzeError, _load_npz, format_measure, load_model, score
 from .config import FitConfig
 from .generate import truncate_logits
-from .manifest import MANIFEST, RunDir, atomic_write_bytes, atomic_write_jsonl, hash_inputs, load_manifest, read_jsonl
+from .manifest import (
+    MANIFEST,
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_jsonl,
+    hash_inputs,
+    load_manifest,
+    read_jsonl,
+    weights_sha256,
+)
 
 console = Console(stderr=True, highlight=False)
 
@@ -364,7 +375,9 @@ def fit(cfg: FitConfig) -> Path:
         t, k, p = truncation["temperature"], truncation["top_k"], truncation["top_p"]
         arrays = score(base, "base (target)", sequences, lambda logits, _: target_positions(logits, t, k, p), cached)
         del base
-    rows = write_row(out, summarize(0, base_path, arrays, arrays, len(held)))
+    rows = write_row(
+        out, summarize(0, base_path, arrays, arrays, len(held)) | {"weights_sha256": weights_sha256(base_path)}
+    )
     if model_dir is not None:
         scores_path = out / f"step-{step}.npz"
         if scores_path.is_file():
@@ -383,7 +396,8 @@ def fit(cfg: FitConfig) -> Path:
             del model
         if not np.array_equal(scores["token"], arrays["token"]):
             raise FitError(f"{scores_path} scores other tokens than {cached}; delete it and rerun")
-        rows = write_row(out, summarize(step, model_dir, scores, arrays, len(held)))
+        row = summarize(step, model_dir, scores, arrays, len(held))
+        rows = write_row(out, row | {"weights_sha256": weights_sha256(model_dir)})
     plot(rows, out / "fit.png")
     print_rows(rows)
     run.update(steps=[r["step"] for r in rows])

@@ -102,6 +102,14 @@ def hash_inputs(paths: Iterable[str | Path]) -> dict[str, str]:
     return out
 
 
+def weights_sha256(model_dir: str | Path) -> str:
+    """One hash of a model directory's weight files (*.safetensors) and nothing else, so that a rebuild of a
+    training run from its manifest and seeds can be checked bit for bit, whatever paths, configs or
+    tokenizer files it wrote beside them."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    return sha256_json({f.name: _cached_file_hash(f) for f in files})
+
+
 def _cached_file_hash(path: Path) -> str:
     """Hashing a 1 GB model on every stage start is slow: cache by (size, mtime) beside the file."""
     stat = path.stat()
