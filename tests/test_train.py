@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selfdistill.chat import chat_prompt
 from selfdistill.config import SampleConfig, TrainConfig, fingerprint_dict
-from selfdistill.manifest import RunDir, atomic_write_jsonl, load_manifest
+from selfdistill.manifest import RunDir, atomic_write_jsonl, load_manifest, weights_sha256
 from selfdistill.train import (
     COMPLETE,
     TrainError,
@@ -366,6 +366,7 @@ def test_output_is_a_plain_model_directory_with_manifest_and_loss_curve(trained,
         manifest["export"]["dtype"] == "bfloat16" and manifest["export"]["update"]["cosine"] > 0.8
     )  # lr 3e-3: the update survives bf16
     assert manifest["finished_at"] and manifest["model_dir"] == str(model_dir)
+    assert manifest["export"]["weights_sha256"] == weights_sha256(model_dir)
     assert set(manifest["inputs"]) == {"samples_fingerprint", "samples_data", "chat_template_sha256", "model"}
     assert manifest["lengths"]["dropped_too_long"] == 0 and manifest["plan"]["optimizer_steps"] == 60
     curve = losses(trained)

@@ -38,7 +38,9 @@ Output directory (`output_dir`):
   manifest.json       config, inputs (samples fingerprint and data hash, model hash), length stats,
                       batch plan, precision, final loss, wall time; `holdout`: the (prompt_id,
                       sample_index) of the samples set aside (train.holdout), never trained on;
-                      `compute`: FLOPs per token and the matmul peak measured at the latest sitting (MFU)
+                      `compute`: FLOPs per token and the matmul peak measured at the latest sitting (MFU);
+                      `export`: the dtype written, the update's fidelity to it, and weights_sha256 (the
+                      weight files' hash, which a rebuild from this manifest and its seeds can be checked by)
   model/              the trained model: weights in the base model's dtype, tokenizer with the
                       samples' chat template, a generation_config.json holding only token ids, and
                       README.md, its model card (hub.write_model_card; `ssd report` adds the results)
@@ -95,6 +97,7 @@ from .manifest import (
     hash_inputs,
     load_manifest,
     sha256_json,
+    weights_sha256,
 )
 from .models import native_bf16, resolve_model
 from .peak import matmul_peak
@@ -1079,6 +1082,7 @@ def export_model(trainer, cfg: TrainConfig, prep: Prepared, out: Path) -> tuple[
     prep.tokenizer.save_pretrained(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    export["weights_sha256"] = weights_sha256(final)
     if cfg.use_lora:
         shutil.rmtree(out / "adapter", ignore_errors=True)
         os.replace(adapter, out / "adapter")
