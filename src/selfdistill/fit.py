@@ -375,9 +375,12 @@ def fit(cfg: FitConfig) -> Path:
         t, k, p = truncation["temperature"], truncation["top_k"], truncation["top_p"]
         arrays = score(base, "base (target)", sequences, lambda logits, _: target_positions(logits, t, k, p), cached)
         del base
-    rows = write_row(
-        out, summarize(0, base_path, arrays, arrays, len(held)) | {"weights_sha256": weights_sha256(base_path)}
-    )
+
+    def write_row_of(step: int, model: str, scores: dict[str, np.ndarray]) -> list[dict]:
+        row = summarize(step, model, scores, arrays, len(held))
+        return write_row(out, row | {"weights_sha256": weights_sha256(model)})
+
+    rows = write_row_of(0, base_path, arrays)
     if model_dir is not None:
         scores_path = out / f"step-{step}.npz"
         if scores_path.is_file():
@@ -396,8 +399,7 @@ def fit(cfg: FitConfig) -> Path:
             del model
         if not np.array_equal(scores["token"], arrays["token"]):
             raise FitError(f"{scores_path} scores other tokens than {cached}; delete it and rerun")
-        row = summarize(step, model_dir, scores, arrays, len(held))
-        rows = write_row(out, row | {"weights_sha256": weights_sha256(model_dir)})
+        rows = write_row_of(step, model_dir, scores)
     plot(rows, out / "fit.png")
     print_rows(rows)
     run.update(steps=[r["step"] for r in rows])

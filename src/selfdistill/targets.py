@@ -105,8 +105,7 @@ def recompute_targets(samples_dir: str | Path, model: str | None = None, bf16_on
                 atomic_write_json(record_path, record)
                 progress.checkpoint(f"shard {k + 1}/{len(todo)} ({shard.name}) written")
     # a rerun with nothing left to score keeps the finishing time of the run that scored the last shard
-    finished_at = recorded.get("finished_at") if not todo and recorded.get("finished_at") else _now()
-    record.update(finished_at=finished_at, counts=_counts(shards))
+    record.update(finished_at=(not todo and recorded.get("finished_at")) or _now(), counts=_counts(shards))
     atomic_write_json(record_path, record)
     counts = record["counts"]
     console.print(
